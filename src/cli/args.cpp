@@ -1,0 +1,183 @@
+// ArgParser implementation and value parsers.
+#include "cli/args.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+namespace tandem::cli {
+namespace {
+
+std::vector<std::string> split_names(const std::string& names) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= names.size()) {
+    const size_t comma = names.find(',', start);
+    const size_t end = comma == std::string::npos ? names.size() : comma;
+    if (end > start) out.push_back(names.substr(start, end - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<int64_t> parse_int(std::string_view text, int64_t min, int64_t max) {
+  const std::string s(text);
+  if (s.empty()) return invalid_argument("expected an integer, got an empty value");
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s.c_str(), &end, 10);
+  if (errno == ERANGE || end == s.c_str() || *end != '\0')
+    return invalid_argument("'%s' is not an integer", s.c_str());
+  if (v < min || v > max)
+    return invalid_argument("%lld is out of range [%lld, %lld]", v, (long long)min, (long long)max);
+  return int64_t(v);
+}
+
+Result<uint64_t> parse_size(std::string_view text) {
+  const std::string s(text);
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end == s.c_str() || errno == ERANGE || !std::isfinite(v) || v < 0)
+    return invalid_argument("'%s' is not a size (examples: 4096, 512M, 2G)", s.c_str());
+  std::string unit(end);
+  for (char& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.size() >= 2 && unit.back() == 'B') unit.pop_back();
+  if (unit.size() >= 2 && unit.back() == 'I') unit.pop_back();  // "GiB"
+  double scale = 1;
+  if (unit.empty()) scale = 1;
+  else if (unit == "K") scale = 1024.0;
+  else if (unit == "M") scale = 1024.0 * 1024;
+  else if (unit == "G") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "T") scale = 1024.0 * 1024 * 1024 * 1024;
+  else return invalid_argument("'%s': unknown size unit '%s' (use K, M, G or T)", s.c_str(), end);
+  const double bytes = v * scale;
+  if (bytes > 1.8e19) return invalid_argument("'%s' is too large", s.c_str());
+  return uint64_t(bytes);
+}
+
+void ArgParser::flag(const std::string& names, const std::string& help, bool* out) {
+  options_.push_back({split_names(names), "", help, [out](std::string_view) {
+                        *out = true;
+                        return Status::ok();
+                      }});
+}
+
+void ArgParser::string(const std::string& names, const std::string& value_name, const std::string& help,
+                       std::string* out) {
+  options_.push_back({split_names(names), value_name, help, [out](std::string_view v) {
+                        *out = std::string(v);
+                        return Status::ok();
+                      }});
+}
+
+void ArgParser::integer(const std::string& names, const std::string& value_name, const std::string& help,
+                        int64_t* out, int64_t min, int64_t max) {
+  options_.push_back({split_names(names), value_name, help, [out, min, max](std::string_view v) {
+                        TANDEM_ASSIGN(*out, parse_int(v, min, max));
+                        return Status::ok();
+                      }});
+}
+
+void ArgParser::custom(const std::string& names, const std::string& value_name, const std::string& help,
+                       std::function<Status(std::string_view)> set) {
+  options_.push_back({split_names(names), value_name, help, std::move(set)});
+}
+
+void ArgParser::positional(const std::string& name, const std::string& help, std::string* out, bool required) {
+  positionals_.push_back({name, help, out, required});
+}
+
+const ArgParser::Option* ArgParser::find(std::string_view name) const {
+  for (const Option& o : options_)
+    for (const std::string& n : o.names)
+      if (n == name) return &o;
+  return nullptr;
+}
+
+Status ArgParser::parse(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "-h" || a == "--help") {
+      help_ = true;
+      return Status::ok();
+    }
+  }
+  size_t n_positional = 0;
+  bool only_positionals = false;
+  for (int i = 0; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (!only_positionals && a == "--") {
+      only_positionals = true;
+      continue;
+    }
+    const bool looks_like_flag = !only_positionals && a.size() > 1 && a[0] == '-' &&
+                                 !(a[1] >= '0' && a[1] <= '9');
+    if (!looks_like_flag) {
+      if (n_positional >= positionals_.size())
+        return invalid_argument("%s: unexpected argument '%s' (see 'tandem %s --help')", command_.c_str(),
+                                argv[i], command_.c_str());
+      *positionals_[n_positional++].out = std::string(a);
+      continue;
+    }
+    std::string_view name = a, inline_value;
+    bool has_inline = false;
+    if (const size_t eq = a.find('='); eq != std::string_view::npos && a.substr(0, 2) == "--") {
+      name = a.substr(0, eq);
+      inline_value = a.substr(eq + 1);
+      has_inline = true;
+    }
+    const Option* o = find(name);
+    if (!o)
+      return invalid_argument("%s: unknown flag '%.*s' (see 'tandem %s --help')", command_.c_str(),
+                              int(name.size()), name.data(), command_.c_str());
+    std::string_view value;
+    if (!o->value_name.empty()) {
+      if (has_inline) {
+        value = inline_value;
+      } else {
+        if (i + 1 >= argc)
+          return invalid_argument("%s: flag '%.*s' needs a value (%s)", command_.c_str(), int(name.size()),
+                                  name.data(), o->value_name.c_str());
+        value = argv[++i];
+      }
+    } else if (has_inline) {
+      return invalid_argument("%s: flag '%.*s' takes no value", command_.c_str(), int(name.size()), name.data());
+    }
+    if (Status s = o->set(value); !s.is_ok())
+      return invalid_argument("%s: %.*s: %s", command_.c_str(), int(name.size()), name.data(), s.message().c_str());
+  }
+  for (size_t i = n_positional; i < positionals_.size(); ++i)
+    if (positionals_[i].required)
+      return invalid_argument("%s: missing %s (usage: %s)", command_.c_str(), positionals_[i].name.c_str(),
+                              usage_.c_str());
+  return Status::ok();
+}
+
+std::string ArgParser::help() const {
+  std::string out = "usage: " + usage_ + "\n\n" + summary_ + "\n";
+  if (!positionals_.empty()) {
+    out += "\narguments:\n";
+    for (const auto& p : positionals_) out += format("  %-28s %s\n", p.name.c_str(), p.help.c_str());
+  }
+  out += "\noptions:\n";
+  for (const Option& o : options_) {
+    std::string left;
+    for (size_t i = 0; i < o.names.size(); ++i) left += (i ? ", " : "") + o.names[i];
+    if (!o.value_name.empty()) left += " " + o.value_name;
+    if (left.size() > 28) out += "  " + left + "\n  " + std::string(29, ' ');
+    else out += format("  %-28s ", left.c_str());
+    // Continuation lines of a long help text line up under its first line.
+    std::string help = o.help;
+    for (size_t pos = 0; (pos = help.find('\n', pos)) != std::string::npos; pos += 31) help.insert(pos + 1, 31, ' ');
+    out += help + "\n";
+  }
+  out += format("  %-28s %s\n", "-h, --help", "show this help and exit");
+  if (!epilog_.empty()) out += "\n" + epilog_ + "\n";
+  return out;
+}
+
+}  // namespace tandem::cli

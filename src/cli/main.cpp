@@ -1,0 +1,57 @@
+// tandem: one binary, one subcommand per job.
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+#include "cli/commands.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*main)(int, char**);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"info", tandem::cli::info_main, "metadata, hyperparameters and tensor table of a GGUF model"},
+    {"verify", tandem::cli::verify_main, "checksums and structural checks of a model (every split part)"},
+    {"synth", tandem::cli::synth_main, "write a random-weight model at real shapes, for benchmarks"},
+};
+
+void print_usage(std::FILE* out) {
+  std::fprintf(out,
+               "usage: tandem <command> [options]\n\n"
+               "Tandem runs large quantized GGUF language models on CPU+GPU machines.\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+  std::fprintf(out, "\n'tandem <command> --help' explains each command's flags.\n");
+}
+
+}  // namespace
+
+namespace tandem::cli {
+
+int fail(const Status& status) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "error: %s\n", status.message().c_str());
+  return 1;
+}
+
+}  // namespace tandem::cli
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 1;
+  }
+  const std::string_view cmd = argv[1];
+  if (cmd == "-h" || cmd == "--help" || cmd == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  for (const Command& c : kCommands)
+    if (cmd == c.name) return c.main(argc - 2, argv + 2);
+  std::fprintf(stderr, "error: unknown command '%s'\n\n", argv[1]);
+  print_usage(stderr);
+  return 1;
+}

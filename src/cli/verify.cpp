@@ -1,0 +1,2 @@
+#include "cli/commands.h"
+namespace tandem::cli { int verify_main(int, char**) { return 1; } }

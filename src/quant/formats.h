@@ -1,0 +1,65 @@
+// Per-format row functions behind quant.h's dispatch; kernels and tests may call them directly.
+// n is the element count (a multiple of the format's block size); blocks are those of blocks.h.
+#pragma once
+
+#include <cstdint>
+
+#include "quant/blocks.h"
+
+namespace tandem::quant {
+
+// legacy.cpp: 32-element blocks with one (or two) half scales.
+void dequantize_row_q4_0(const BlockQ4_0* x, float* y, int64_t n);
+void dequantize_row_q4_1(const BlockQ4_1* x, float* y, int64_t n);
+void dequantize_row_q5_0(const BlockQ5_0* x, float* y, int64_t n);
+void dequantize_row_q5_1(const BlockQ5_1* x, float* y, int64_t n);
+void dequantize_row_q8_0(const BlockQ8_0* x, float* y, int64_t n);
+void quantize_row_q4_0(const float* x, BlockQ4_0* y, int64_t n);
+void quantize_row_q4_1(const float* x, BlockQ4_1* y, int64_t n);
+void quantize_row_q5_0(const float* x, BlockQ5_0* y, int64_t n);
+void quantize_row_q5_1(const float* x, BlockQ5_1* y, int64_t n);
+void quantize_row_q8_0(const float* x, BlockQ8_0* y, int64_t n);
+
+// kquants.cpp: 256-element super-blocks.
+void dequantize_row_q2_K(const BlockQ2_K* x, float* y, int64_t n);
+void dequantize_row_q3_K(const BlockQ3_K* x, float* y, int64_t n);
+void dequantize_row_q4_K(const BlockQ4_K* x, float* y, int64_t n);
+void dequantize_row_q5_K(const BlockQ5_K* x, float* y, int64_t n);
+void dequantize_row_q6_K(const BlockQ6_K* x, float* y, int64_t n);
+void dequantize_row_q8_K(const BlockQ8_K* x, float* y, int64_t n);
+void quantize_row_q2_K(const float* x, BlockQ2_K* y, int64_t n);
+void quantize_row_q3_K(const float* x, BlockQ3_K* y, int64_t n);
+void quantize_row_q4_K(const float* x, BlockQ4_K* y, int64_t n);
+void quantize_row_q5_K(const float* x, BlockQ5_K* y, int64_t n);
+void quantize_row_q6_K(const float* x, BlockQ6_K* y, int64_t n);
+void quantize_row_q8_K(const float* x, BlockQ8_K* y, int64_t n);
+
+// iquants.cpp: the non-linear 4-bit grid.
+void dequantize_row_iq4_nl(const BlockIQ4_NL* x, float* y, int64_t n);
+void dequantize_row_iq4_xs(const BlockIQ4_XS* x, float* y, int64_t n);
+// As ggml_quantize_chunk (quantize_iq4_nl, 7 scale tries), not quantize_row_iq4_nl_ref (no tries):
+// the former is what llama-quantize writes into files.
+void quantize_row_iq4_nl(const float* x, BlockIQ4_NL* y, int64_t n);
+void quantize_row_iq4_xs(const float* x, BlockIQ4_XS* y, int64_t n);
+
+// The 6-bit scale and min of sub-block j (0..7) packed in Q4_K / Q5_K's 12 scale bytes.
+inline void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
+  if (j < 4) {
+    *sc = q[j] & 63;
+    *m = q[j + 4] & 63;
+  } else {
+    *sc = uint8_t((q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4));
+    *m = uint8_t((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+  }
+}
+
+// Round to nearest, ties to even, via the float-add trick ggml uses (nearest_int in ggml-quants.c).
+// Exact for |v| < 2^22; beyond that it wraps exactly as ggml's does, which keeps blocks identical.
+inline int nearest_int(float v) {
+  const float t = v + 12582912.f;  // 1.5 * 2^23: the integer lands in the low mantissa bits
+  int32_t i;
+  __builtin_memcpy(&i, &t, sizeof i);
+  return (i & 0x007fffff) - 0x00400000;
+}
+
+}  // namespace tandem::quant

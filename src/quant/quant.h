@@ -1,0 +1,25 @@
+// Public entry points of the scalar reference (de)quantizers, one call per row of any weight format.
+// Per-format functions and block layouts are in formats.h and blocks.h; bit-exactness notes in each .cpp.
+#pragma once
+
+#include <cstdint>
+
+#include "gguf/types.h"
+
+namespace tandem::quant {
+
+// Formats with a reference here: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K..Q6_K Q8_K IQ4_NL IQ4_XS.
+bool can_dequantize(WeightType t);
+bool can_quantize(WeightType t);
+
+// n elements (a multiple of block_size(t)) from row_bytes(t, n) bytes at src; src aligned to 4 bytes
+// or to the block's natural alignment. Bit-exact with gguf-py's numpy dequantizers (float32 math,
+// same operation order). Aborts (TANDEM_CHECK) on a format without a reference or a bad n.
+void dequantize_row(WeightType t, const void* src, float* dst, int64_t n);
+
+// n elements into row_bytes(t, n) bytes at dst, byte-identical to llama.cpp's reference quantizers
+// without an importance matrix (what ggml_quantize_chunk writes with imatrix == NULL). No allocation;
+// safe to call from many threads on disjoint rows.
+void quantize_row(WeightType t, const float* src, void* dst, int64_t n);
+
+}  // namespace tandem::quant
