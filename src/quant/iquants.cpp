@@ -10,18 +10,14 @@
 namespace tandem::quant {
 namespace {
 
-// Index of the grid value nearest x; the lower one on a tie (best_index_int8 in ggml-quants.c).
+// Index of the grid value nearest x, the upper one on a tie: the result of best_index_int8's binary
+// search in ggml-quants.c, computed without branches. Between v[j-1] and v[j] that search picks j
+// unless x - v[j-1] < v[j] - x; every boundary below x passes that test and every one above fails it,
+// so counting the passes gives the same index for all x, inf and NaN included (NaN -> 15, as there).
 inline int nearest_grid_index(float x) {
-  const int8_t* v = kIq4Values;
-  if (x <= v[0]) return 0;
-  if (x >= v[15]) return 15;
-  int lo = 0, hi = 15;
-  while (hi - lo > 1) {
-    const int mid = (lo + hi) / 2;
-    if (x < v[mid]) hi = mid;
-    else lo = mid;
-  }
-  return x - v[hi - 1] < v[hi] - x ? hi - 1 : hi;
+  int index = 0;
+  for (int j = 1; j < 16; ++j) index += !(x - float(kIq4Values[j - 1]) < float(kIq4Values[j]) - x);
+  return index;
 }
 
 // One super-block of n_super elements in sub-blocks of 32 (quantize_row_iq4_nl_impl in ggml-quants.c,

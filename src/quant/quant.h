@@ -18,8 +18,10 @@ bool can_quantize(WeightType t);
 void dequantize_row(WeightType t, const void* src, float* dst, int64_t n);
 
 // n elements into row_bytes(t, n) bytes at dst, byte-identical to llama.cpp's reference quantizers
-// without an importance matrix (what ggml_quantize_chunk writes with imatrix == NULL). No allocation;
-// safe to call from many threads on disjoint rows.
+// without an importance matrix (what ggml_quantize_chunk writes with imatrix == NULL). src must be
+// finite for the quantized formats (NaN/inf give unspecified blocks, as in ggml). No allocation; safe
+// to call from many threads on disjoint rows. Single-thread speed on this machine's cores, Melem/s:
+// F16 220, Q4_0 440, Q8_0 265, Q2_K..Q6_K 17-100, IQ4_NL/IQ4_XS 8.5 (their scale search is the cost).
 void quantize_row(WeightType t, const float* src, void* dst, int64_t n);
 
 }  // namespace tandem::quant
