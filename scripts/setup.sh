@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tandem needs on a fresh Debian 12 machine (apt-get, pip).
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+debs=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
+      nlohmann-json3-dev libpcre2-dev libnuma-dev clang-14 libclang-rt-14-dev python3-pip)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+py=(gguf numpy pytest)
+if ! python3 -c "import gguf, numpy, pytest" 2>/dev/null; then
+  echo "setup: pip install ${py[*]}" >&2
+  python3 -m pip install -q "${py[@]}"
+fi

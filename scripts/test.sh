@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, builds, runs CTest (GoogleTest), the Python tests
+# (real gguf package, real CLI) and a bounded libFuzzer run of every parser.
+# FUZZ_SECONDS (default 60) bounds each fuzz target.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build.sh >/dev/null
+export TANDEM_GEMMA_GGUF=${TANDEM_GEMMA_GGUF:-$(scripts/fetch-model.sh)}
+(cd build && ctest --output-on-failure -j"$(nproc)")
+python3 -m pytest -q tests/py
+scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
