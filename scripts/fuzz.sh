@@ -9,9 +9,10 @@ CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDe
   -DTANDEM_BUILD_TESTS=OFF -DTANDEM_CUDA=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined" \
   >build-fuzz.log 2>&1 || { cat build-fuzz.log; exit 1; }
-cmake --build build-fuzz -j"$(nproc)" >>build-fuzz.log 2>&1 || { tail -50 build-fuzz.log; exit 1; }
-for bin in build-fuzz/bin/*_fuzz; do
-  name=$(basename "$bin")
+targets=$(for f in fuzz/*_fuzz.cpp; do basename "$f" .cpp; done)
+cmake --build build-fuzz -j"$(nproc)" --target $targets >>build-fuzz.log 2>&1 || { tail -50 build-fuzz.log; exit 1; }
+for name in $targets; do
+  bin=build-fuzz/bin/$name
   corpus=build-fuzz/corpus/$name
   mkdir -p "$corpus"
   [ -d "fuzz/corpus/$name" ] && cp -n fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null || true

@@ -69,6 +69,7 @@ class Cursor {
 
   // Copies n bytes the caller has already checked are there.
   void copy_out(void* dst, uint64_t n) {
+    if (n == 0) return;  // dst may be an empty vector's null data()
     std::memcpy(dst, bytes_.data() + pos_, n);
     pos_ += n;
   }
