@@ -1,0 +1,54 @@
+// Byte-level BPE pre-tokenizers: the split rules of each model family (tokenizer.ggml.pre), run with
+// PCRE2's JIT. Splitting only; the merges live in bpe.cpp.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+namespace tandem::tokenizer {
+
+// What a tokenizer.ggml.pre name selects, with the detokenizer flags llama.cpp ties to it
+// (src/llama-vocab.cpp, llama_vocab::impl::load).
+struct PreTokenizerSpec {
+  const char* family;                     // canonical name, e.g. "llama3"
+  std::vector<const char*> patterns;      // applied in order, each to the pieces the previous left
+  bool clean_spaces = true;
+  bool ignore_merges = false;
+  bool add_bos = false;    // the family forces add_bos on (before tokenizer.ggml.add_bos_token)
+  bool no_bos_id = false;  // the family has no BOS token (chatglm)
+};
+
+// The spec for a tokenizer.ggml.pre name, or nullptr when Tandem does not know it.
+const PreTokenizerSpec* find_pre_tokenizer(std::string_view name);
+// The spec used for a missing name and, with a warning, for an unknown one: llama.cpp's "default".
+const PreTokenizerSpec& default_pre_tokenizer();
+// Every name find_pre_tokenizer accepts (for docs and tests).
+std::vector<std::string> known_pre_tokenizer_names();
+
+// Rewrites a pattern written in llama.cpp's dialect into the PCRE2 pattern with the same meaning for
+// llama.cpp: \s and \S cover its whitespace set, and \p{L}/\p{N}/\p{M}/\p{P}/\p{S} also take the
+// Unicode 15 additions that Debian 12's PCRE2 (Unicode 14) lacks. Exposed for tests.
+std::string to_pcre2_pattern(std::string_view llama_pattern);
+
+// A compiled pre-tokenizer. Thread-safe: each call uses its own match data.
+class PreTokenizer {
+ public:
+  static Result<std::unique_ptr<PreTokenizer>> create(const PreTokenizerSpec& spec);
+  ~PreTokenizer();
+
+  // Splits `text` (valid UTF-8 except for surrogate code points, which the caller has replaced by a
+  // same-length stand-in) into words; returns the byte length of each word, in order. Empty words
+  // (from patterns that can match nothing) are dropped.
+  std::vector<size_t> split(std::string_view text) const;
+
+ private:
+  PreTokenizer() = default;
+  struct Compiled;
+  std::vector<std::unique_ptr<Compiled>> regexes_;
+};
+
+}  // namespace tandem::tokenizer

@@ -1,0 +1,103 @@
+// Exactness against llama.cpp: the .inp/.out vectors of llama.cpp's test-tokenizer-0 for every vocab in
+// ../shared/models (and, when TANDEM_LLAMA_MODELS is set, a llama.cpp models/ folder), tokenized as that
+// test does: add_special false, parse_special false.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "tokenizer/tokenizer.h"
+
+namespace tandem::tokenizer {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Case {
+  std::string text;
+  std::vector<TokenId> ids;
+};
+
+// .inp: inputs separated by "\n__ggml_vocab_test__\n"; .out: one line of ids per input.
+std::vector<Case> read_vectors(const fs::path& inp, const fs::path& out) {
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::vector<Case> cases;
+  std::string all = read_all(inp);
+  size_t pos = 0;
+  for (;;) {
+    const size_t next = all.find(sep, pos);
+    if (next == std::string::npos) break;
+    cases.push_back({all.substr(pos, next - pos), {}});
+    pos = next + sep.size();
+  }
+  std::istringstream lines(read_all(out));
+  std::string line;
+  for (Case& c : cases) {
+    if (!std::getline(lines, line)) break;
+    std::istringstream ids(line);
+    TokenId id;
+    while (ids >> id) c.ids.push_back(id);
+  }
+  return cases;
+}
+
+std::string ids_string(const std::vector<TokenId>& ids) {
+  std::string s;
+  for (TokenId id : ids) s += std::to_string(id) + " ";
+  return s;
+}
+
+void check_folder(const fs::path& dir, int* n_vocabs) {
+  if (!fs::is_directory(dir)) return;
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const fs::path gguf = entry.path();
+    if (gguf.extension() != ".gguf") continue;
+    const fs::path inp = gguf.string() + ".inp", out = gguf.string() + ".out";
+    if (!fs::exists(inp) || !fs::exists(out)) continue;
+    auto tok = Tokenizer::open(gguf.string());
+    if (!tok && tok.error().code() == StatusCode::Unsupported) {
+      std::printf("[ skipped  ] %s: %s\n", gguf.filename().c_str(), tok.error().message().c_str());
+      continue;
+    }
+    ASSERT_TRUE(tok) << tok.error().message();
+    const std::vector<Case> cases = read_vectors(inp, out);
+    ASSERT_FALSE(cases.empty()) << inp;
+    int passed = 0;
+    for (const Case& c : cases) {
+      const std::vector<TokenId> got = (*tok)->tokenize(c.text, false, false);
+      EXPECT_EQ(ids_string(got), ids_string(c.ids)) << gguf.filename() << " input '" << c.text << "'";
+      passed += got == c.ids;
+    }
+    std::printf("[ vectors  ] %-36s %3d / %3zu pass (pre %s)\n", gguf.filename().c_str(), passed, cases.size(),
+                (*tok)->pre_family().c_str());
+    ++*n_vocabs;
+  }
+}
+
+TEST(TokenizerVectors, MatchLlamaCppOnSharedModels) {
+  const fs::path dir = TANDEM_SOURCE_DIR "/../shared/models";
+  if (!fs::is_directory(dir)) GTEST_SKIP() << dir << " is absent (see ../shared/models/SOURCES.md)";
+  int n = 0;
+  check_folder(dir, &n);
+  EXPECT_GT(n, 0);
+}
+
+TEST(TokenizerVectors, MatchLlamaCppOnLlamaModelsFolder) {
+  const char* dir = std::getenv("TANDEM_LLAMA_MODELS");
+  if (!dir) GTEST_SKIP() << "set TANDEM_LLAMA_MODELS to a llama.cpp models/ folder to run its vocab vectors too";
+  int n = 0;
+  check_folder(dir, &n);
+  EXPECT_GT(n, 0);
+}
+
+}  // namespace
+}  // namespace tandem::tokenizer
