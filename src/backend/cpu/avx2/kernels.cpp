@@ -1,0 +1,21 @@
+// AVX2 + FMA + F16C level: the shared 256-bit kernels with maddubs/madd dot products, 4-token tiles
+// (16 ymm registers). Compiled with -mavx2 -mfma -mf16c only; nothing here may run on a lesser CPU
+// before dispatch.cpp has checked cpu_features().
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "backend/cpu/kernel_table.h"
+#include "quant/blocks.h"
+
+namespace tandem::cpu::avx2 {
+
+#define TANDEM_X86_VNNI 0
+constexpr int kMaxTokens = 4;
+#include "backend/cpu/x86/gemm_x86.inc"
+#undef TANDEM_X86_VNNI
+
+void fill_kernels(CpuKernels& k) { fill_x86_kernels(k, Isa::Avx2); }
+
+}  // namespace tandem::cpu::avx2

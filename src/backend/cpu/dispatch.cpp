@@ -1,0 +1,104 @@
+// Run-time choice of the kernel tables: generic always, then each level the CPU and OS support
+// overwrites the entries it implements (kernel_table.h). Built with baseline flags.
+#include <vector>
+
+#include "backend/cpu/kernel_table.h"
+#include "core/status.h"
+#include "quant/blocks.h"
+
+namespace tandem::cpu {
+namespace {
+
+CpuKernels build(Isa isa) {
+  CpuKernels k;
+  generic::fill_kernels(k);
+#if defined(__x86_64__)
+  if (isa >= Isa::Avx2) avx2::fill_kernels(k);
+  if (isa >= Isa::Avx512) avx512::fill_kernels(k);
+#endif
+  k.isa = isa;
+  return k;
+}
+
+}  // namespace
+
+bool isa_supported(Isa isa) {
+#if !defined(__x86_64__)
+  if (isa != Isa::Generic) return false;
+#endif
+  const CpuFeatures& f = cpu_features();
+  switch (isa) {
+    case Isa::Generic: return true;
+    case Isa::Avx2: return f.avx2 && f.fma && f.f16c;
+    case Isa::Avx512:
+      return isa_supported(Isa::Avx2) && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni &&
+             f.avx512bf16;
+    case Isa::Amx: return false;  // no AMX kernels yet: the level exists so --cpu-isa can name it
+  }
+  return false;
+}
+
+Isa best_isa() {
+  static const Isa best = [] {
+    Isa b = Isa::Generic;
+    for (Isa i : {Isa::Avx2, Isa::Avx512, Isa::Amx})
+      if (isa_supported(i)) b = i;
+    return b;
+  }();
+  return best;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Generic: return "generic";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+    case Isa::Amx: return "amx";
+  }
+  return "?";
+}
+
+const CpuKernels& kernels_for(Isa isa) {
+  TANDEM_CHECK(isa_supported(isa));
+  static const CpuKernels tables[kNumIsas] = {
+      build(Isa::Generic),
+      isa_supported(Isa::Avx2) ? build(Isa::Avx2) : CpuKernels{},
+      isa_supported(Isa::Avx512) ? build(Isa::Avx512) : CpuKernels{},
+      isa_supported(Isa::Amx) ? build(Isa::Amx) : CpuKernels{},
+  };
+  return tables[int(isa)];
+}
+
+const CpuKernels& kernels() { return kernels_for(best_isa()); }
+
+WeightType activation_type(WeightType t) {
+  using WT = WeightType;
+  switch (t) {
+    case WT::Q2_K: case WT::Q3_K: case WT::Q4_K: case WT::Q5_K: case WT::Q6_K: case WT::IQ4_XS: return WT::Q8_K;
+    case WT::Q4_0: case WT::Q5_0: case WT::Q8_0: case WT::IQ4_NL: return WT::Q8_0;
+    case WT::Q4_1: case WT::Q5_1: return WT::Q8_1;
+    default: return t;
+  }
+}
+
+bool has_kernel(WeightType t) { return uint32_t(t) < kWeightTypeIdLimit && kernels_for(Isa::Generic).gemm[uint32_t(t)]; }
+
+size_t activation_row_bytes(WeightType t, int64_t n) {
+  const WeightType a = activation_type(t);
+  // Q8_1 as ggml lays it out today (two halves, 36 bytes); gguf/types.h keeps the older 40-byte size.
+  if (a == WeightType::Q8_1) return size_t(n / 32) * sizeof(BlockQ8_1);
+  return row_bytes(a, n);
+}
+
+void matmul_f32(Isa isa, WeightType type, int64_t n_in, const void* w, size_t w_stride, int64_t n_rows,
+                const float* x, int64_t n_tokens, float* y, size_t y_stride) {
+  const CpuKernels& k = kernels_for(isa);
+  const uint32_t id = uint32_t(type);
+  TANDEM_CHECK(id < kWeightTypeIdLimit && k.gemm[id] && n_in % block_size(type) == 0);
+  const size_t act_bytes = activation_row_bytes(type, n_in);
+  std::vector<uint8_t> act(act_bytes * size_t(n_tokens) + 64);
+  for (int64_t t = 0; t < n_tokens; ++t) k.quantize_act[id](x + t * n_in, act.data() + t * act_bytes, n_in);
+  k.gemm[id](n_in, w, w_stride, n_rows, act.data(), act_bytes, n_tokens, y, y_stride);
+}
+
+}  // namespace tandem::cpu

@@ -1,0 +1,23 @@
+// Internal to backend/cpu: the per-ISA fill functions behind kernels_for(), and the Q8_1 activation
+// block (ggml's block_q8_1; not a GGUF weight type, so it lives here rather than in quant/blocks.h).
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/kernels.h"
+
+namespace tandem::cpu {
+
+// Activations for Q4_1 / Q5_1: d = amax / 127, s = d * sum(qs), both IEEE half (ggml-common.h).
+struct BlockQ8_1 {
+  uint16_t d, s;
+  int8_t qs[32];
+};
+static_assert(sizeof(BlockQ8_1) == 36);
+
+// Each overwrites the entries its level implements and leaves the others (filled by the level below).
+namespace generic { void fill_kernels(CpuKernels& k); }  // generic/*.cpp: every type with a reference
+namespace avx2 { void fill_kernels(CpuKernels& k); }     // avx2/kernels.cpp
+namespace avx512 { void fill_kernels(CpuKernels& k); }   // avx512/kernels.cpp
+
+}  // namespace tandem::cpu

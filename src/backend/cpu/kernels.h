@@ -1,0 +1,68 @@
+// CPU matmul kernels: y[t][r] = sum_k W[r][k] * x[t][k] for every weight type, chosen at run time per ISA.
+// Activations are first quantized to the weight type's activation ("vec_dot") format, as in llama.cpp,
+// so the inner loops are integer dot products. Threads, ops and buffers live elsewhere (backend/cpu/*).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "gguf/types.h"
+
+namespace tandem::cpu {
+
+enum class Isa { Generic, Avx2, Avx512, Amx };
+constexpr int kNumIsas = 4;
+
+// What the CPU has AND the OS lets us use: AVX needs XCR0's YMM state, AVX-512 its opmask/ZMM state,
+// AMX the tile state plus arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) granted to this process.
+struct CpuFeatures {
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
+  bool avx512vnni = false, avx512bf16 = false;
+  bool amx_tile = false, amx_int8 = false, amx_bf16 = false;
+  bool amx_granted = false;  // the kernel granted XTILEDATA (probed once, on first call)
+};
+const CpuFeatures& cpu_features();  // thread-safe; probes once
+
+// The activation format of weight type t: Q8_K for Q2_K..Q6_K and IQ4_XS; Q8_0 for Q4_0 Q5_0 Q8_0
+// IQ4_NL; Q8_1 for Q4_1 Q5_1; F16 for F16 (as llama.cpp); BF16 for BF16; F32 for F32.
+// Returns t itself for types without kernels (see has_kernel).
+WeightType activation_type(WeightType t);
+// Bytes of one activation row of n elements for weight type t (n a multiple of block_size(t)).
+size_t activation_row_bytes(WeightType t, int64_t n);
+// Whether the tables below have a gemm for weight type t.
+bool has_kernel(WeightType t);
+
+// Quantizes n f32 activations (a multiple of the weight type's block size) into activation_row_bytes
+// bytes at out. Q8_0 / Q8_K are bit-identical to src/quant's reference; Q8_1 to ggml's quantize_row_q8_1_ref.
+using QuantizeActFn = void (*)(const float* x, void* out, int64_t n);
+
+// y[t * y_stride + r] = dot(row r of w, activation row t) for r < n_rows, t < n_tokens.
+// w: n_rows rows of n_in weights, w_stride bytes apart; x: n_tokens activation rows (already quantized
+// with quantize_act of the same weight type), x_stride bytes apart; y_stride in floats.
+// Single-threaded and pure (no state, no allocation): callers split rows across threads by passing
+// w + r0 * w_stride and y + r0 with n_rows = r1 - r0. n_in must be a multiple of block_size(type).
+// Blocks need only 2-byte alignment (what GGUF guarantees at 32-byte tensor offsets with odd block sizes).
+using GemmFn = void (*)(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x,
+                        size_t x_stride, int64_t n_tokens, float* y, size_t y_stride);
+
+struct CpuKernels {
+  Isa isa = Isa::Generic;
+  QuantizeActFn quantize_act[kWeightTypeIdLimit] = {};  // indexed by weight type id; null: no kernel
+  GemmFn gemm[kWeightTypeIdLimit] = {};
+  Isa gemm_isa[kWeightTypeIdLimit] = {};  // the level that actually filled gemm[t] (lower on fallback)
+};
+
+// Tables are built once, thread-safely, on first use; the reference stays valid for the process.
+const CpuKernels& kernels();             // the best level this CPU and OS support
+const CpuKernels& kernels_for(Isa isa);  // a given level (at most best_isa()); entries fall back lower
+Isa best_isa();
+bool isa_supported(Isa isa);
+const char* isa_name(Isa isa);  // "generic", "avx2", "avx512", "amx"
+
+// One-shot convenience for tests and small callers: quantizes x ([n_tokens, n_in] f32, contiguous)
+// into a scratch buffer and runs the gemm of `isa`. Allocates; not for hot paths.
+void matmul_f32(Isa isa, WeightType type, int64_t n_in, const void* w, size_t w_stride, int64_t n_rows,
+                const float* x, int64_t n_tokens, float* y, size_t y_stride);
+
+}  // namespace tandem::cpu
