@@ -53,7 +53,9 @@ class Sampler {
 
   // Picks a token from one position's full-vocabulary logits (non-empty). Does not accept it: call
   // accept() with the token actually appended (it may differ, e.g. a forced stop). NaN logits count as -inf.
-  // Same seed, same accepted tokens and same logits give the same tokens on every platform.
+  // Same seed, same accepted tokens and same logits give the same tokens (the draw is spelled out, see
+  // uniform_01; only a libm whose expf differs in the last bit could move a draw). Each token drawn
+  // from the chain consumes one uniform; greedy steps that skip the chain (temp <= 0, typical off) none.
   int32_t sample(std::span<const float> logits);
 
   // Appends a token to the penalty window, evicting the oldest past repeat_last_n. llama.cpp's server
