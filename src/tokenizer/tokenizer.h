@@ -63,8 +63,8 @@ class Tokenizer {
 // character come out as U+FFFD. Not thread-safe (one per stream); the tokenizer must outlive it.
 class StreamDecoder {
  public:
-  // strip_leading_space: drop one space at the start of the first piece (SentencePiece's prefix space,
-  // when the stream starts a text). special: render control tokens as their text.
+  // strip_leading_space: drop one space at the start of the first non-empty piece (SentencePiece's
+  // prefix space, when the stream starts a text). special: render control tokens as their text.
   StreamDecoder(const Tokenizer& tokenizer, bool special, bool strip_leading_space)
       : tokenizer_(tokenizer), special_(special), strip_space_(strip_leading_space) {}
   // The text completed by this token (possibly empty).
