@@ -1,0 +1,97 @@
+// The backend interface: a device's memory and the fixed list of operations the forward passes use.
+// A model's forward pass calls these and never asks which device it runs on; a backend never knows
+// which model runs. Activations are f32 rows in the backend's memory, shapes outermost first.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "gguf/types.h"
+
+namespace tandem {
+
+class Backend;
+
+// A weight on its home device. Rows of `row_length` elements, `row_stride` bytes apart.
+struct Weight {
+  std::string name;
+  WeightType type = WeightType::F32;
+  std::vector<int64_t> shape;  // outermost first
+  const void* data = nullptr;  // device memory of `backend`
+  size_t row_stride = 0;
+  Backend* backend = nullptr;
+  size_t size_bytes = 0;
+
+  int64_t row_length() const { return shape.back(); }
+  int64_t n_rows() const {
+    int64_t n = 1;
+    for (size_t i = 0; i + 1 < shape.size(); ++i) n *= shape[i];
+    return n;
+  }
+};
+
+enum class RopeKind { Normal, Neox };  // adjacent pairs (Llama) or halves (NeoX: Qwen, Gemma)
+
+struct RopeParams {
+  RopeKind kind = RopeKind::Normal;
+  int n_rot = 0;             // rotated dimensions per head (the rest pass through)
+  float freq_base = 10000;
+  float freq_scale = 1;      // linear scaling: positions multiplied by this
+  const float* freq_factors = nullptr;  // per pair divisor of the frequency (Llama 3.1 rope_freqs), or null
+  // YaRN (ext_factor > 0): as llama.cpp's rope_yarn, with the original training context.
+  float ext_factor = 0, attn_factor = 1, beta_fast = 32, beta_slow = 1;
+  int n_ctx_orig = 0;
+};
+
+// One attention call: queries of a batch against one layer's KV cache.
+struct AttentionArgs {
+  const float* q = nullptr;       // [n_tokens, n_head, head_dim_k]
+  float* out = nullptr;           // [n_tokens, n_head, head_dim_v]
+  int64_t n_tokens = 0;
+  int n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
+  float scale = 1;                // applied to q·k
+  float softcap = 0;              // > 0: scores = softcap * tanh(scores / softcap)
+  int sliding_window = 0;         // > 0: a token at position p sees cells with p - pos < window
+  const int32_t* token_pos = nullptr;  // [n_tokens]
+  const int32_t* token_seq = nullptr;  // [n_tokens]
+  // The layer's cache: K and V rows of n_head_kv * head_dim elements per cell, in `kv_type`.
+  WeightType kv_type = WeightType::F16;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t n_cells = 0;
+  const int32_t* cell_pos = nullptr;   // [n_cells], -1 for an empty cell
+  const int32_t* cell_seq = nullptr;   // [n_cells]
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // Device memory. Returned pointers stay valid until the backend is destroyed.
+  virtual Result<void*> alloc(size_t bytes) = 0;
+
+  // y[t, :] = W x[t, :] (+ bias) for n_tokens rows. x: [n_tokens, row_length], y: [n_tokens, n_rows].
+  virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias = nullptr) = 0;
+  // out[t, :] = row ids[t] of the table, dequantized to f32.
+  virtual void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) = 0;
+  // y = x / rms(x) * weight (weight may be null), per row of n elements.
+  virtual void rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) = 0;
+  // In place on x: [n_tokens, n_head, head_dim], token t at position pos[t].
+  virtual void rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) = 0;
+  virtual void attention(const AttentionArgs& args) = 0;
+  // Writes K and V rows of n_tokens tokens into cells[t] of a layer's cache (converting to kv_type).
+  virtual void kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
+                        const int32_t* cells, WeightType kv_type, void* cache_k, void* cache_v) = 0;
+  // out = act(gate) * up, elementwise over n values; act is SiLU (SwiGLU) or tanh-GELU (GeGLU).
+  virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
+  virtual void geglu(const float* gate, const float* up, int64_t n, float* out) = 0;
+  virtual void add(const float* a, const float* b, int64_t n, float* out) = 0;
+  virtual void scale(float* x, int64_t n, float s) = 0;
+  virtual void softcap(float* x, int64_t n, float cap) = 0;
+};
+
+}  // namespace tandem

@@ -1,0 +1,42 @@
+// The CPU backend: weights stay where the GGUF mapping put them (zero copy); ops are multi-threaded
+// over a ThreadPool; matmuls go through the per-ISA kernel table.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/thread_pool.h"
+
+namespace tandem::cpu {
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(int n_threads, std::string name = "cpu");
+  ~CpuBackend() override;
+
+  std::string name() const override { return name_; }
+  ThreadPool& pool() { return pool_; }
+
+  Result<void*> alloc(size_t bytes) override;
+  void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) override;
+  void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) override;
+  void rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) override;
+  void rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) override;
+  void attention(const AttentionArgs& a) override;
+  void kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v, const int32_t* cells,
+                WeightType kv_type, void* cache_k, void* cache_v) override;
+  void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
+  void geglu(const float* gate, const float* up, int64_t n, float* out) override;
+  void add(const float* a, const float* b, int64_t n, float* out) override;
+  void scale(float* x, int64_t n, float s) override;
+  void softcap(float* x, int64_t n, float cap) override;
+
+ private:
+  std::string name_;
+  ThreadPool pool_;
+  std::vector<std::unique_ptr<uint8_t[]>> allocations_;
+  std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
+};
+
+}  // namespace tandem::cpu

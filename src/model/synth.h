@@ -1,0 +1,53 @@
+// Synthetic models: valid GGUF files with random weights at the real shapes of known models, for
+// benchmarks at sizes no small real model has. Weights are scaled like a trained model's so that
+// activations stay finite through the whole stack; the tokenizer is copied from a real vocab GGUF.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "quant/mix.h"
+
+namespace tandem::model {
+
+struct SynthPreset {
+  std::string name;  // "Llama-3.2-1B"
+  std::string arch;  // "llama"
+  int64_t n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx;
+  double rope_theta, norm_eps;
+  bool tied_embeddings;
+  std::string vocab_file;  // file name in shared/models
+  double llama3_rope_factor = 0;  // > 0: Llama 3.1-style rope scaling, stored as rope_freqs.weight
+};
+
+const std::vector<SynthPreset>& synth_presets();
+std::string synth_preset_names();  // "Llama-3.2-1B, Llama-3-8B, ..."
+const SynthPreset* find_synth_preset(const std::string& name);  // case-insensitive
+
+struct SynthOptions {
+  SynthPreset preset;
+  quant::FileType mix = quant::FileType::Q4_K_M;
+  std::string vocab_path;   // GGUF whose tokenizer.* metadata is copied
+  std::string output_path;
+  uint64_t seed = 42;
+  int n_threads = 1;
+  uint64_t split_max_bytes = 0;
+  uint64_t split_max_tensors = 0;
+  bool progress = true;
+};
+
+struct SynthSummary {
+  std::vector<std::string> paths;
+  uint64_t n_params = 0;
+  uint64_t n_bytes = 0;      // tensor data
+  int64_t n_vocab = 0;
+  std::vector<std::pair<std::string, uint64_t>> bytes_by_type;
+};
+
+// Writes the model, streaming tensor by tensor (memory use is a few MB per thread).
+Result<SynthSummary> write_synth_model(const SynthOptions& options);
+
+}  // namespace tandem::model

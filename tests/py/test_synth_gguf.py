@@ -1,0 +1,104 @@
+"""tandem synth output read by the independent `gguf` package (and loaded by llama.cpp when its
+reference build is present): metadata, tensor names, shapes and types, and weight statistics."""
+import subprocess
+
+import numpy as np
+import pytest
+from gguf import GGUFReader, GGMLQuantizationType
+from gguf.quants import dequantize
+
+from conftest import LLAMA_REF_BIN, SHARED_MODELS, run_tandem
+
+
+def synth(tmp_path, mix, *extra):
+    out = tmp_path / f"tiny-{mix}.gguf"
+    run_tandem("synth", "--preset", "tiny-llama", "--type", mix, "-o", out, "-t", "2", *extra, check=True)
+    return out
+
+
+def field(reader, key):
+    f = reader.get_field(key)
+    assert f is not None, key
+    return f.contents()
+
+
+@pytest.mark.parametrize("mix", ["F16", "Q8_0", "Q4_K_M", "Q6_K", "Q4_0", "IQ4_XS"])
+def test_gguf_package_reads_synth_model(tmp_path, tandem_bin, mix):
+    path = synth(tmp_path, mix)
+    r = GGUFReader(path)
+    assert field(r, "general.architecture") == "llama"
+    assert field(r, "llama.block_count") == 2
+    assert field(r, "llama.embedding_length") == 256
+    vocab = GGUFReader(SHARED_MODELS / "ggml-vocab-llama-spm.gguf")
+    assert field(r, "tokenizer.ggml.tokens") == field(vocab, "tokenizer.ggml.tokens")
+    names = {t.name: t for t in r.tensors}
+    assert len(names) == 3 + 2 * 9
+    emb = names["token_embd.weight"]
+    assert list(emb.shape) == [256, 32000]  # gguf lists dimensions innermost first
+    values = dequantize(emb.data, emb.tensor_type).astype(np.float64)
+    assert np.isfinite(values).all()
+    # token_embd is drawn with std 0.02; quantization moves it a little.
+    assert abs(values.std() - 0.02) < 0.003, values.std()
+    assert abs(values.mean()) < 1e-3
+    norm = names["blk.0.attn_norm.weight"]
+    assert norm.tensor_type == GGMLQuantizationType.F32
+    assert np.all(dequantize(norm.data, norm.tensor_type) == 1.0)
+
+
+def test_same_seed_same_file_any_thread_count(tmp_path, tandem_bin):
+    a = tmp_path / "a.gguf"
+    b = tmp_path / "b.gguf"
+    run_tandem("synth", "--preset", "tiny-llama", "--type", "Q4_K_M", "-o", a, "-t", "1", check=True)
+    run_tandem("synth", "--preset", "tiny-llama", "--type", "Q4_K_M", "-o", b, "-t", "2", check=True)
+    assert a.read_bytes() == b.read_bytes()
+    c = tmp_path / "c.gguf"
+    run_tandem("synth", "--preset", "tiny-llama", "--type", "Q4_K_M", "-o", c, "--seed", "7", check=True)
+    assert a.read_bytes() != c.read_bytes()
+
+
+def test_split_output_parts_read_by_gguf_package(tmp_path, tandem_bin):
+    out = tmp_path / "split.gguf"
+    run_tandem("synth", "--preset", "tiny-llama", "--type", "Q8_0", "-o", out, "--split-max-tensors", "8",
+               check=True)
+    parts = sorted(tmp_path.glob("split-*-of-*.gguf"))
+    assert [p.name for p in parts] == [f"split-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    total = 0
+    for i, p in enumerate(parts):
+        r = GGUFReader(p)
+        assert field(r, "split.no") == i
+        assert field(r, "split.count") == 3
+        assert field(r, "split.tensors.count") == 21
+        total += len(r.tensors)
+    assert total == 21
+    info = run_tandem("info", "-m", parts[0], "--json", check=True)
+    assert '"tensors"' in info.stdout
+
+
+@pytest.mark.parametrize("preset", ["Qwen2.5-0.5B", "Qwen3-0.6B", "Llama-3.2-1B"])
+def test_real_presets_have_real_shapes(tmp_path, tandem_bin, preset):
+    out = tmp_path / "one-layer.gguf"
+    run_tandem("synth", "--preset", preset, "--layers", "1", "--type", "Q8_0", "-o", out, check=True)
+    r = GGUFReader(out)
+    names = {t.name: t for t in r.tensors}
+    q = names["blk.0.attn_q.weight"]
+    expected = {"Qwen2.5-0.5B": [896, 896], "Qwen3-0.6B": [1024, 2048], "Llama-3.2-1B": [2048, 2048]}[preset]
+    assert list(q.shape) == expected
+    if preset == "Qwen2.5-0.5B":
+        assert "blk.0.attn_q.bias" in names
+    if preset == "Qwen3-0.6B":
+        assert "blk.0.attn_q_norm.weight" in names
+    if preset == "Llama-3.2-1B":
+        freqs = names["rope_freqs.weight"].data
+        assert len(freqs) == 32 and freqs[0] == 1.0 and freqs[-1] == 32.0
+    verify = run_tandem("verify", "-m", out)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+@pytest.mark.skipif(not (LLAMA_REF_BIN / "llama-completion").exists(), reason="llama.cpp reference not built")
+@pytest.mark.parametrize("mix", ["Q4_K_M", "Q8_0"])
+def test_llama_cpp_loads_and_runs_synth_model(tmp_path, tandem_bin, mix):
+    path = synth(tmp_path, mix)
+    proc = subprocess.run([str(LLAMA_REF_BIN / "llama-completion"), "-m", str(path), "-p", "Once upon a time",
+                           "-n", "8", "-no-cnv", "--temp", "0", "-t", "2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
