@@ -27,22 +27,23 @@ while len(out) < 1 << 20:
 open(sys.argv[2], "wb").write(bytes(out[: 1 << 20]))
 PY
 : > "$work/empty.txt"
-best() {  # best wall time in seconds of RUNS runs of "$@"
-  local b=999999 t
-  for _ in $(seq "$RUNS"); do
-    t=$( { /usr/bin/time -f %e "$@" > /dev/null 2>/dev/null; } 2>&1 | tail -1)
-    b=$(python3 -c "print(min($b, $t))")
-  done
-  echo "$b"
-}
-printf "%-34s %10s %10s %10s %10s\n" "vocab" "tandem s" "MB/s" "llama s" "MB/s"
-for m in "${models[@]}"; do
-  [ -f "$m" ] || { echo "skip $m (absent)"; continue; }
-  t1=$(best "$TANDEM" tokenize -m "$m" -f "$work/text.txt" --ids --no-escape)
-  t0=$(best "$TANDEM" tokenize -m "$m" -f "$work/empty.txt" --ids --no-escape)
-  l1=$(best "$LLAMA_TOKENIZE" -m "$m" -f "$work/text.txt" --ids --no-escape --log-disable)
-  l0=$(best "$LLAMA_TOKENIZE" -m "$m" -f "$work/empty.txt" --ids --no-escape --log-disable)
-  python3 -c "
-t=max($t1-$t0,1e-3); l=max($l1-$l0,1e-3)
-print('%-34s %10.3f %10.1f %10.3f %10.1f' % ('$(basename "$m")'[:34], t, 1/t, l, 1/l))"
-done
+python3 - "$TANDEM" "$LLAMA_TOKENIZE" "$work" "$RUNS" "${models[@]}" <<'PY'
+import os, subprocess, sys, time
+tandem, llama, work, runs, models = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+size_mb = os.path.getsize(f"{work}/text.txt") / 1e6
+def best(cmd):
+    b = 1e9
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        b = min(b, time.perf_counter() - t)
+    return b
+print(f"{'vocab':34} {'tandem s':>9} {'MB/s':>8} {'llama s':>9} {'MB/s':>8}  (text {size_mb:.2f} MB, load time subtracted)")
+for m in models:
+    if not os.path.exists(m):
+        print(f"skip {m} (absent)"); continue
+    t = [best([tandem, "tokenize", "-m", m, "-f", f"{work}/{f}", "--ids", "--no-escape"]) for f in ("text.txt", "empty.txt")]
+    l = [best([llama, "-m", m, "-f", f"{work}/{f}", "--ids", "--no-escape", "--log-disable"]) for f in ("text.txt", "empty.txt")]
+    dt, dl = max(t[0] - t[1], 1e-3), max(l[0] - l[1], 1e-3)
+    print(f"{os.path.basename(m)[:34]:34} {dt:9.3f} {size_mb/dt:8.1f} {dl:9.3f} {size_mb/dl:8.1f}")
+PY
