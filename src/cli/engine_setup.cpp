@@ -1,0 +1,171 @@
+// Engine flags, loading and the start-up summary.
+#include "cli/engine_setup.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "core/progress.h"
+#include "core/thread_pool.h"
+
+namespace tandem::cli {
+namespace {
+
+Status parse_float(std::string_view v, float* out) {
+  const std::string s(v);
+  char* end = nullptr;
+  const float f = std::strtof(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || std::isnan(f)) return invalid_argument("'%s' is not a number", s.c_str());
+  *out = f;
+  return Status::ok();
+}
+
+}  // namespace
+
+void add_engine_flags(ArgParser& args, EngineFlags& f) {
+  args.string("-m,--model", "FILE", "model file (for a split model, its first part)", &f.model);
+  args.integer("-t,--threads", "N", "CPU threads (default: the number of physical cores)", &f.threads, 1, 4096);
+  args.integer("-c,--ctx-size", "N", "context size in tokens (default 4096; 0: the model's training context)", &f.ctx, 0,
+               1 << 24);
+  args.integer("-b,--batch-size", "N", "logical batch: prompt tokens handed to one decode (default 2048)", &f.batch, 1,
+               1 << 20);
+  args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512)", &f.ubatch, 1,
+               1 << 20);
+  args.integer("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N",
+               "layers to place on the GPU (this build has no GPU backend yet: warns and runs on the CPU)",
+               &f.n_gpu_layers, -1, 100000);
+  args.flag("--no-mmap", "read the model into RAM instead of mapping it", &f.no_mmap);
+  args.flag("--mlock", "lock the model in RAM (warns, naming RLIMIT_MEMLOCK, when refused)", &f.mlock);
+  args.string("-ctk,--cache-type-k", "TYPE", "KV cache type for K: f16 (default) or f32", &f.cache_type_k);
+  args.string("-ctv,--cache-type-v", "TYPE", "KV cache type for V: f16 (default) or f32", &f.cache_type_v);
+  args.custom("-fa,--flash-attn", "on|off|auto", "flash attention (not built yet: 'off' and 'auto' run the plain path)",
+              [&f](std::string_view v) {
+                if (v != "on" && v != "off" && v != "auto")
+                  return invalid_argument("expected on, off or auto, got '%.*s'", int(v.size()), v.data());
+                f.flash_attn = std::string(v);
+                return Status::ok();
+              });
+}
+
+Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
+  if (f.model.empty()) return invalid_argument("no model given (use -m FILE)");
+  auto parse_kv_type = [](const std::string& name, const char* flag) -> Result<WeightType> {
+    auto t = parse_weight_type(name);
+    if (!t) return invalid_argument("%s: unknown cache type '%s'", flag, name.c_str());
+    if (*t != WeightType::F16 && *t != WeightType::F32)
+      return unsupported("%s %s: quantized KV cache types are not implemented yet (f16 and f32 are)", flag,
+                         name.c_str());
+    return *t;
+  };
+  TANDEM_ASSIGN(const WeightType type_k, parse_kv_type(f.cache_type_k, "-ctk"));
+  TANDEM_ASSIGN(const WeightType type_v, parse_kv_type(f.cache_type_v, "-ctv"));
+  if (f.flash_attn == "on")
+    return unsupported("-fa on: flash attention is not implemented yet; use -fa off or auto");
+  if (f.n_gpu_layers != 0)
+    std::fprintf(stderr, "warning: -ngl %lld: this build has no GPU backend; every layer runs on the CPU\n",
+                 (long long)f.n_gpu_layers);
+
+  auto e = std::make_unique<Engine>();
+  const auto t0 = std::chrono::steady_clock::now();
+  const int threads = f.threads > 0 ? int(f.threads) : physical_core_count();
+  e->cpu = std::make_unique<cpu::CpuBackend>(threads);
+  TANDEM_ASSIGN(e->model, model::Model::load(f.model, {.use_mmap = !f.no_mmap, .mlock = f.mlock}, *e->cpu));
+  for (const auto& w : e->model->file().warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  TANDEM_ASSIGN(e->tokenizer, tokenizer::Tokenizer::from_metadata(e->model->file().metadata(), f.model));
+  for (const auto& w : e->tokenizer->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  const auto& hp = e->model->hparams();
+  if (int64_t(e->tokenizer->n_tokens()) != e->model->output().n_rows())
+    return corrupt("%s: the tokenizer has %zu tokens but the output layer has %lld rows", f.model.c_str(),
+                   e->tokenizer->n_tokens(), (long long)e->model->output().n_rows());
+  ContextOptions co;
+  co.n_ctx = f.ctx > 0 ? f.ctx : hp.n_ctx_train;
+  co.n_batch = f.batch;
+  co.n_ubatch = std::min(f.ubatch, f.batch);
+  co.type_k = type_k;
+  co.type_v = type_v;
+  TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
+  e->t_load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (!f.quiet) {
+    std::map<std::string, uint64_t> by_type;
+    uint64_t n_params = 0;
+    for (const auto& t : e->model->file().tensors()) {
+      by_type[std::string(type_name(t.type))] += t.size_bytes;
+      n_params += uint64_t(t.n_elements());
+    }
+    std::string types;
+    for (const auto& [t, b] : by_type) types += format("%s%s %s", types.empty() ? "" : ", ", t.c_str(), human_bytes(b).c_str());
+    std::fprintf(stderr, "model:   %s\n         %s, %.2f B parameters, %lld layers, vocab %lld, trained context %lld\n",
+                 f.model.c_str(), hp.arch.c_str(), double(n_params) / 1e9, (long long)hp.n_layer, (long long)hp.n_vocab,
+                 (long long)hp.n_ctx_train);
+    std::fprintf(stderr, "weights: %s (%s)\n", human_bytes(e->model->weight_bytes()).c_str(), types.c_str());
+    for (const auto& [dev, bytes] : e->model->bytes_by_device())
+      std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
+                   f.no_mmap ? "read into RAM" : "memory-mapped");
+    const auto& kv = e->context->kv();
+    std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s\n", type_name(type_k).data(),
+                 type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
+                 human_bytes(kv.total_bytes()).c_str());
+    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul path: scalar reference\n", threads,
+                 (long long)co.n_batch, (long long)co.n_ubatch);
+    std::fprintf(stderr, "loaded in %.2f s\n", e->t_load_s);
+  }
+  return e;
+}
+
+void add_sampling_flags(ArgParser& args, SamplingFlags& f) {
+  auto& p = f.params;
+  auto float_flag = [&](const char* names, const char* help, float* out) {
+    args.custom(names, "X", help, [out](std::string_view v) { return parse_float(v, out); });
+  };
+  float_flag("--temp", "temperature (default 0.8; <= 0: greedy)", &p.temp);
+  args.custom("--top-k", "N", "keep the N most likely tokens (default 40; 0: off)", [&p](std::string_view v) {
+    TANDEM_ASSIGN(const int64_t n, parse_int(v, -1, INT32_MAX));
+    p.top_k = int32_t(n);
+    return Status::ok();
+  });
+  float_flag("--top-p", "nucleus sampling: smallest set with probability >= P (default 0.95; 1: off)", &p.top_p);
+  float_flag("--min-p", "drop tokens below P times the best token's probability (default 0.05; 0: off)", &p.min_p);
+  float_flag("--typical", "locally typical sampling (default 1.0: off)", &p.typical_p);
+  float_flag("--repeat-penalty", "penalize repeated tokens (default 1.0: off)", &p.repeat_penalty);
+  args.custom("--repeat-last-n", "N", "window of recent tokens for the penalties (default 64; 0: off)",
+              [&p](std::string_view v) {
+                TANDEM_ASSIGN(const int64_t n, parse_int(v, 0, INT32_MAX));
+                p.repeat_last_n = int32_t(n);
+                return Status::ok();
+              });
+  float_flag("--frequency-penalty", "subtract X per occurrence in the window (default 0)", &p.frequency_penalty);
+  float_flag("--presence-penalty", "subtract X once if present in the window (default 0)", &p.presence_penalty);
+  args.custom("-s,--seed", "N", "random seed (default: random)", [&p](std::string_view v) {
+    TANDEM_ASSIGN(const int64_t n, parse_int(v, -1, UINT32_MAX));
+    p.seed = n < 0 ? sampling::kDefaultSeed : uint32_t(n);
+    return Status::ok();
+  });
+  args.custom("-l,--logit-bias", "TOKEN(+|-)BIAS", "add BIAS to a token's logit, e.g. 15043+1 or 15043-inf (repeatable)",
+              [&f](std::string_view v) {
+                f.logit_bias.emplace_back(v);
+                return Status::ok();
+              });
+}
+
+Result<sampling::Sampler> make_sampler(const SamplingFlags& f, int32_t n_vocab) {
+  sampling::SamplerParams p = f.params;
+  for (const std::string& s : f.logit_bias) {
+    const size_t sign = s.find_first_of("+-", 1);
+    if (sign == std::string::npos) return invalid_argument("-l '%s': expected TOKEN+BIAS or TOKEN-BIAS", s.c_str());
+    TANDEM_ASSIGN(const int64_t token, parse_int(s.substr(0, sign), 0, INT32_MAX));
+    float bias = 0;
+    TANDEM_TRY(parse_float(s.substr(sign), &bias));
+    p.logit_bias[int32_t(token)] = bias;
+  }
+  return sampling::Sampler::create(p, n_vocab);
+}
+
+std::string describe_sampling(const SamplingFlags& f) {
+  const auto& p = f.params;
+  if (p.temp <= 0) return "greedy";
+  return format("temp %.2f, top-k %d, top-p %.2f, min-p %.2f, typical %.2f, repeat penalty %.2f (last %d)", p.temp,
+                p.top_k, p.top_p, p.min_p, p.typical_p, p.repeat_penalty, p.repeat_last_n);
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,49 @@
+// What run, bench (and later serve) share: llama.cpp-compatible model/engine flags, loading with a
+// start-up summary, and the sampling flags.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend/cpu/cpu_backend.h"
+#include "cli/args.h"
+#include "engine/context.h"
+#include "model/model.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tandem::cli {
+
+struct EngineFlags {
+  std::string model;
+  int64_t threads = 0;  // 0: physical cores
+  int64_t ctx = 4096;   // 0: the model's training context
+  int64_t batch = 2048, ubatch = 512;
+  int64_t n_gpu_layers = 0;
+  bool no_mmap = false, mlock = false, quiet = false;
+  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto";
+};
+
+void add_engine_flags(ArgParser& args, EngineFlags& f);
+
+struct Engine {
+  std::unique_ptr<cpu::CpuBackend> cpu;
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<tokenizer::Tokenizer> tokenizer;
+  std::unique_ptr<Context> context;
+  double t_load_s = 0;
+};
+
+// Loads model, tokenizer and context and prints the start-up summary on stderr.
+Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f);
+
+struct SamplingFlags {
+  sampling::SamplerParams params;
+  std::vector<std::string> logit_bias;  // "TOKEN(+|-)BIAS", as llama.cpp's -l
+};
+
+void add_sampling_flags(ArgParser& args, SamplingFlags& f);
+Result<sampling::Sampler> make_sampler(const SamplingFlags& f, int32_t n_vocab);
+std::string describe_sampling(const SamplingFlags& f);
+
+}  // namespace tandem::cli

@@ -1,0 +1,195 @@
+// tandem run: generate text from a prompt, or chat interactively, streaming tokens as they come.
+// Flags follow llama.cpp's llama-cli / llama-completion where they mean the same thing.
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/engine_setup.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace tandem::cli {
+namespace {
+
+// Built-in chat renderings for the families the engine runs, keyed by a marker in the GGUF template.
+struct ChatFormat {
+  const char* marker;
+  const char* name;
+  const char* user_prefix;
+  const char* user_suffix_assistant_prefix;
+  const char* assistant_suffix;
+};
+
+constexpr ChatFormat kChatFormats[] = {
+    {"<start_of_turn>", "gemma", "<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n", "<end_of_turn>\n"},
+    {"<|start_header_id|>", "llama3", "<|start_header_id|>user<|end_header_id|>\n\n",
+     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"},
+    {"<|im_start|>", "chatml", "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>\n"},
+};
+
+const ChatFormat* find_chat_format(const gguf::Metadata& meta) {
+  const auto tmpl = meta.get_string("tokenizer.chat_template");
+  if (!tmpl) return nullptr;
+  for (const ChatFormat& f : kChatFormats)
+    if (tmpl->find(f.marker) != std::string::npos) return &f;
+  return nullptr;
+}
+
+struct Generation {
+  int64_t n_prompt = 0, n_generated = 0;
+  double t_prompt_s = 0, t_generate_s = 0;
+};
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Feeds `tokens` at positions from *n_past, then samples up to n_predict tokens, streaming them.
+Status generate(Context& ctx, const tokenizer::Tokenizer& tok, sampling::Sampler& sampler,
+                const std::vector<int32_t>& tokens, int64_t n_predict, bool ignore_eos, int32_t* n_past,
+                Generation* stats, std::string* reply, bool stop_at_eog = true) {
+  if (*n_past + int64_t(tokens.size()) >= ctx.kv().n_cells())
+    return invalid_argument("the prompt needs %lld positions but the context holds %lld (raise -c)",
+                            (long long)(*n_past + int64_t(tokens.size()) + 1), (long long)ctx.kv().n_cells());
+  const int64_t n_batch = ctx.options().n_batch;
+  double t0 = now_s();
+  for (size_t start = 0; start < tokens.size(); start += size_t(n_batch)) {
+    Batch b;
+    const size_t end = std::min(tokens.size(), start + size_t(n_batch));
+    for (size_t i = start; i < end; ++i) b.add(tokens[i], (*n_past)++, 0, i + 1 == tokens.size());
+    TANDEM_TRY(ctx.decode(b));
+  }
+  stats->n_prompt += int64_t(tokens.size());
+  stats->t_prompt_s += now_s() - t0;
+  for (int32_t t : tokens) sampler.accept(t);
+
+  tokenizer::StreamDecoder decoder(tok, false, false);
+  t0 = now_s();
+  for (int64_t i = 0; n_predict < 0 || i < n_predict; ++i) {
+    if (*n_past >= ctx.kv().n_cells()) {
+      std::fprintf(stderr, "\n[stopped: the context of %lld tokens is full; raise -c]\n", (long long)ctx.kv().n_cells());
+      break;
+    }
+    const int32_t id = sampler.sample(ctx.logits(ctx.n_logits() - 1));
+    sampler.accept(id);
+    if (stop_at_eog && !ignore_eos && tok.vocab().is_eog(id)) break;
+    const std::string piece = decoder.push(id);
+    std::fputs(piece.c_str(), stdout);
+    std::fflush(stdout);
+    if (reply) *reply += piece;
+    ++stats->n_generated;
+    Batch b;
+    b.add(id, (*n_past)++, 0, true);
+    TANDEM_TRY(ctx.decode(b));
+  }
+  const std::string rest = decoder.flush();
+  std::fputs(rest.c_str(), stdout);
+  if (reply) *reply += rest;
+  stats->t_generate_s += now_s() - t0;
+  return Status::ok();
+}
+
+void print_stats(const Generation& g, double t_load_s) {
+  std::fprintf(stderr, "\n\nload: %.2f s | prompt: %lld tokens, %.2f s, %.2f tokens/s | generation: %lld tokens, "
+               "%.2f s, %.2f tokens/s\n",
+               t_load_s, (long long)g.n_prompt, g.t_prompt_s, g.t_prompt_s > 0 ? double(g.n_prompt) / g.t_prompt_s : 0.0,
+               (long long)g.n_generated, g.t_generate_s,
+               g.t_generate_s > 0 ? double(g.n_generated) / g.t_generate_s : 0.0);
+}
+
+}  // namespace
+
+int run_main(int argc, char** argv) {
+  EngineFlags ef;
+  SamplingFlags sf;
+  std::string prompt, prompt_file;
+  int64_t n_predict = -1;
+  bool conversation = false, no_conversation = false, ignore_eos = false, no_display_prompt = false;
+  ArgParser args("run", "tandem run -m MODEL [-p PROMPT | -f FILE] [-n N] [-c CTX] [-t T] [sampling flags]",
+                 "Generates text from a prompt and streams it, or chats interactively (no prompt, or -cnv)\n"
+                 "using the model's chat template. Prints prompt and generation speed at the end.");
+  add_engine_flags(args, ef);
+  args.string("-p,--prompt", "TEXT", "prompt to continue", &prompt);
+  args.string("-f,--file", "FILE", "read the prompt from a file", &prompt_file);
+  args.integer("-n,--n-predict", "N", "tokens to generate (default -1: until end of text or a full context)",
+               &n_predict, -1, INT32_MAX);
+  args.flag("-cnv,--conversation", "chat interactively with the model's chat template", &conversation);
+  args.flag("-no-cnv,--no-conversation", "never chat: continue the prompt (llama-completion behaviour)",
+            &no_conversation);
+  args.flag("--ignore-eos", "keep generating past end-of-text tokens", &ignore_eos);
+  args.flag("--no-display-prompt", "do not echo the prompt before the generated text", &no_display_prompt);
+  add_sampling_flags(args, sf);
+  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
+  if (args.help_requested()) {
+    std::fputs(args.help().c_str(), stdout);
+    return 0;
+  }
+  if (!prompt.empty() && !prompt_file.empty()) return fail(invalid_argument("run: give -p or -f, not both"));
+  if (!prompt_file.empty()) {
+    std::ifstream in(prompt_file, std::ios::binary);
+    if (!in) return fail(not_found("run: cannot read prompt file %s", prompt_file.c_str()));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    prompt = ss.str();
+  }
+  const bool chat = !no_conversation && (conversation || (prompt.empty() && prompt_file.empty()));
+
+  auto engine = load_engine(ef);
+  if (!engine) return fail(engine.error());
+  Engine& e = **engine;
+  auto sampler = make_sampler(sf, int32_t(e.tokenizer->n_tokens()));
+  if (!sampler) return fail(sampler.error());
+  std::fprintf(stderr, "sampling: seed %u, %s\n\n", sampler->seed(), describe_sampling(sf).c_str());
+
+  Generation stats;
+  int32_t n_past = 0;
+  if (!chat) {
+    const auto tokens = e.tokenizer->tokenize(prompt, true, true);
+    if (tokens.empty()) return fail(invalid_argument("run: the prompt is empty"));
+    if (!no_display_prompt) std::fputs(prompt.c_str(), stdout);
+    if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, ignore_eos, &n_past, &stats, nullptr);
+        !s.is_ok())
+      return fail(s);
+    print_stats(stats, e.t_load_s);
+    return 0;
+  }
+
+  const ChatFormat* format = find_chat_format(e.model->file().metadata());
+  if (!format)
+    return fail(unsupported("run: no built-in chat rendering for this model's template (gemma, llama3 and chatml "
+                            "are built in); use -p PROMPT or -no-cnv"));
+  std::fprintf(stderr, "chat (%s template): type a message, an empty line or Ctrl-D ends\n", format->name);
+  bool first = true;
+  if (!prompt.empty()) std::fprintf(stderr, "> %s\n", prompt.c_str());
+  for (;;) {
+    std::string line = prompt;
+    prompt.clear();
+    if (line.empty()) {
+      std::fprintf(stderr, "> ");
+      if (!std::getline(std::cin, line) || line.empty()) break;
+    }
+    std::string text = std::string(first ? "" : "") + format->user_prefix + line + format->user_suffix_assistant_prefix;
+    auto tokens = e.tokenizer->tokenize(text, first, true);
+    first = false;
+    std::string reply;
+    if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, false, &n_past, &stats, &reply);
+        !s.is_ok())
+      return fail(s);
+    std::fputs("\n", stdout);
+    // Close the assistant turn in the cache so the next user turn follows the template.
+    auto closing = e.tokenizer->tokenize(format->assistant_suffix, false, true);
+    if (!closing.empty()) {
+      Batch b;
+      for (size_t i = 0; i < closing.size(); ++i) b.add(closing[i], n_past++, 0, i + 1 == closing.size());
+      if (Status s = e.context->decode(b); !s.is_ok()) return fail(s);
+    }
+  }
+  print_stats(stats, e.t_load_s);
+  return 0;
+}
+
+}  // namespace tandem::cli

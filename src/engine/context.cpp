@@ -1,0 +1,53 @@
+// Context: KV cache sizing and the micro-batch loop.
+#include "engine/context.h"
+
+namespace tandem {
+
+Result<std::unique_ptr<Context>> Context::create(const model::Model& model, const ContextOptions& options) {
+  const auto& hp = model.hparams();
+  if (options.n_ctx < 1) return invalid_argument("context size must be at least 1 (got %lld)", (long long)options.n_ctx);
+  if (options.n_ubatch < 1 || options.n_batch < 1)
+    return invalid_argument("batch sizes must be at least 1 (-b %lld, -ub %lld)", (long long)options.n_batch,
+                            (long long)options.n_ubatch);
+  std::vector<Backend*> backends;
+  std::vector<int64_t> row_k, row_v;
+  for (const auto& l : model.layers()) {
+    backends.push_back(l.backend);
+    row_k.push_back(hp.n_head_kv * hp.head_dim_k);
+    row_v.push_back(hp.n_head_kv * hp.head_dim_v);
+  }
+  TANDEM_ASSIGN(KvCache kv, KvCache::create(backends, options.n_ctx, row_k, row_v, options.type_k, options.type_v));
+  auto ctx = std::unique_ptr<Context>(new Context(model, std::move(kv), options));
+  ctx->n_vocab_ = model.output().n_rows();
+  return ctx;
+}
+
+Status Context::decode(const Batch& batch) {
+  if (batch.size() == 0) return invalid_argument("decode: empty batch");
+  if (batch.size() > options_.n_batch)
+    return invalid_argument("decode: %lld tokens exceed the logical batch size -b %lld", (long long)batch.size(),
+                            (long long)options_.n_batch);
+  if (kv_.n_used() + batch.size() > kv_.n_cells())
+    return invalid_argument("the context is full: %lld of %lld positions used and %lld more needed (raise -c)",
+                            (long long)kv_.n_used(), (long long)kv_.n_cells(), (long long)batch.size());
+  logits_.clear();
+  n_out_ = 0;
+  for (int64_t start = 0; start < batch.size(); start += options_.n_ubatch) {
+    const int64_t end = std::min(batch.size(), start + options_.n_ubatch);
+    Batch ub;
+    for (int64_t i = start; i < end; ++i)
+      ub.add(batch.tokens[size_t(i)], batch.pos[size_t(i)], batch.seq[size_t(i)], batch.want_logits[size_t(i)] != 0);
+    std::vector<int32_t> cells;
+    TANDEM_TRY(kv_.place(ub, &cells));
+    TANDEM_TRY(model_.forward(ub, cells, kv_, ubatch_logits_));
+    logits_.insert(logits_.end(), ubatch_logits_.begin(), ubatch_logits_.end());
+  }
+  n_out_ = int64_t(logits_.size()) / n_vocab_;
+  return Status::ok();
+}
+
+std::span<const float> Context::logits(int64_t i) const {
+  return {logits_.data() + i * n_vocab_, size_t(n_vocab_)};
+}
+
+}  // namespace tandem

@@ -1,0 +1,47 @@
+// An inference context: one model, its KV cache, and the step loop that splits a logical batch
+// (-b) into micro-batches (-ub) and keeps the logits callers asked for.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "model/model.h"
+
+namespace tandem {
+
+struct ContextOptions {
+  int64_t n_ctx = 4096;     // KV cells (all sequences together)
+  int64_t n_batch = 2048;   // logical batch: tokens accepted by one decode() call
+  int64_t n_ubatch = 512;   // micro-batch: tokens in one forward pass
+  WeightType type_k = WeightType::F16;
+  WeightType type_v = WeightType::F16;
+};
+
+class Context {
+ public:
+  static Result<std::unique_ptr<Context>> create(const model::Model& model, const ContextOptions& options);
+
+  // Runs the batch; afterwards logits(i) is the i-th requested row, in batch order.
+  // Fails without side effects on the cache when the context cannot hold the batch.
+  Status decode(const Batch& batch);
+  std::span<const float> logits(int64_t i) const;
+  int64_t n_logits() const { return n_out_; }
+  int64_t n_vocab() const { return n_vocab_; }
+
+  KvCache& kv() { return kv_; }
+  const ContextOptions& options() const { return options_; }
+  const model::Model& model() const { return model_; }
+
+ private:
+  Context(const model::Model& model, KvCache kv, ContextOptions options)
+      : model_(model), kv_(std::move(kv)), options_(options) {}
+
+  const model::Model& model_;
+  KvCache kv_;
+  ContextOptions options_;
+  std::vector<float> logits_, ubatch_logits_;
+  int64_t n_out_ = 0, n_vocab_ = 0;
+};
+
+}  // namespace tandem
