@@ -1,0 +1,124 @@
+// Single-thread CPU matmul kernels per weight type and ISA level: decode (one token, GB/s of weight
+// bytes streamed) and prefill (64 tokens, GFLOP/s). Weights are random blocks with finite scales: the
+// kernels' speed does not depend on the values. Activation quantization is timed separately.
+//   tandem_cpu_bench --benchmark_min_time=0.2s [--benchmark_filter=Q4_K]
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+
+#include "backend/cpu/kernels.h"
+#include "quant/fp16.h"
+
+namespace tandem::cpu {
+namespace {
+
+using WT = WeightType;
+
+const WT kTypes[] = {WT::Q4_K, WT::Q6_K, WT::Q8_0, WT::Q4_0, WT::Q5_0, WT::Q5_K, WT::Q3_K, WT::Q2_K,
+                     WT::Q4_1, WT::Q5_1, WT::IQ4_NL, WT::IQ4_XS, WT::F16, WT::BF16, WT::F32};
+
+std::vector<int> half_fields(WT t) {
+  switch (t) {
+    case WT::Q4_1: case WT::Q5_1: case WT::Q4_K: case WT::Q5_K: return {0, 2};
+    case WT::Q2_K: return {80, 82};
+    case WT::Q3_K: return {108};
+    case WT::Q6_K: return {208};
+    default: return {0};
+  }
+}
+
+std::vector<uint8_t> random_weights(WT t, int64_t n_in, int64_t n_rows) {
+  std::vector<uint8_t> w(row_bytes(t, n_in) * n_rows + 64);
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
+  if (t == WT::F32 || t == WT::F16 || t == WT::BF16) {
+    const size_t es = t == WT::F32 ? 4 : 2;
+    for (size_t i = 0; i + es <= w.size(); i += es) {
+      const float v = u(rng);
+      const uint16_t h = t == WT::F16 ? quant::f32_to_fp16(v) : quant::f32_to_bf16(v);
+      if (es == 4) std::memcpy(&w[i], &v, 4);
+      else std::memcpy(&w[i], &h, 2);
+    }
+    return w;
+  }
+  for (auto& b : w) b = uint8_t(rng());
+  for (size_t off = 0; off + block_bytes(t) <= w.size(); off += block_bytes(t))
+    for (int f : half_fields(t)) {
+      const uint16_t h = quant::f32_to_fp16(u(rng));
+      std::memcpy(&w[off + f], &h, 2);
+    }
+  return w;
+}
+
+void bench_gemm(benchmark::State& state, Isa isa, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
+  const CpuKernels& k = kernels_for(isa);
+  const uint32_t id = uint32_t(t);
+  const std::vector<uint8_t> w = random_weights(t, n_in, n_rows);
+  std::vector<float> x(n_in * n_tokens);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  const size_t ab = activation_row_bytes(t, n_in), rb = row_bytes(t, n_in);
+  std::vector<uint8_t> act(ab * n_tokens);
+  for (int64_t i = 0; i < n_tokens; ++i) k.quantize_act[id](x.data() + i * n_in, act.data() + i * ab, n_in);
+  std::vector<float> y(n_rows * n_tokens);
+  for (auto _ : state) {
+    k.gemm[id](n_in, w.data(), rb, n_rows, act.data(), ab, n_tokens, y.data(), n_rows);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double iters = double(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(iters * double(rb * n_rows) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(iters * 2.0 * double(n_in * n_rows * n_tokens) / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(isa_name(k.gemm_isa[id]));
+}
+
+void bench_quantize(benchmark::State& state, Isa isa, WT t, int64_t n) {
+  const CpuKernels& k = kernels_for(isa);
+  std::vector<float> x(n);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  std::vector<uint8_t> out(activation_row_bytes(t, n));
+  for (auto _ : state) {
+    k.quantize_act[uint32_t(t)](x.data(), out.data(), n);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["Melem/s"] = benchmark::Counter(double(state.iterations()) * double(n) / 1e6, benchmark::Counter::kIsRate);
+}
+
+}  // namespace
+}  // namespace tandem::cpu
+
+int main(int argc, char** argv) {
+  using namespace tandem::cpu;
+  benchmark::Initialize(&argc, argv);
+#ifndef NDEBUG
+  std::fprintf(stderr, "warning: assertions enabled; figures are not representative\n");
+#endif
+  std::fprintf(stderr, "cpu: best ISA %s (avx512vnni %d, avx512bf16 %d, amx granted %d)\n", isa_name(best_isa()),
+               cpu_features().avx512vnni, cpu_features().avx512bf16, cpu_features().amx_granted);
+  for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
+    if (!isa_supported(isa)) continue;
+    for (tandem::WeightType t : kTypes) {
+      const std::string name = std::string(tandem::type_name(t)) + "/" + isa_name(isa);
+      // Decode: 4096 x 8192 (19 MB of Q4_K): out of L2, streamed like a real layer.
+      benchmark::RegisterBenchmark(("decode/" + name).c_str(), bench_gemm, isa, t, 4096, 8192, 1)
+          ->Unit(benchmark::kMillisecond);
+      benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, t, 4096, 512, 64)
+          ->Unit(benchmark::kMillisecond);
+    }
+    for (tandem::WeightType t : {tandem::WeightType::Q8_0, tandem::WeightType::Q4_1, tandem::WeightType::Q4_K,
+                                 tandem::WeightType::F16, tandem::WeightType::BF16})
+      benchmark::RegisterBenchmark(("quantize_act/" + std::string(tandem::type_name(tandem::cpu::activation_type(t))) +
+                                    "/" + isa_name(isa)).c_str(),
+                                   bench_quantize, isa, t, 4096);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
