@@ -21,7 +21,8 @@ enum class FileType : uint32_t {
   Q2_K_S = 21, IQ4_NL = 25, IQ4_XS = 30, BF16 = 32,
 };
 
-// "Q4_K_M", "q4_k_m", "F16", ... ; nullopt for names not listed above.
+// "Q4_K_M", "q4_k_m", "F16", ... and llama-quantize's aliases Q3_K, Q4_K, Q5_K (the _M mixes);
+// nullopt for names not listed above.
 std::optional<FileType> parse_file_type(std::string_view name);
 std::string_view file_type_name(FileType t);
 std::string file_type_names();  // for --help and error messages: "F32, F16, BF16, Q4_0, ..."
@@ -31,11 +32,11 @@ WeightType base_type(FileType t);
 // What the choice depends on, besides the tensor's own name and shape.
 struct MixModel {
   std::string arch;      // general.architecture
-  int64_t n_layer = 0;
-  int64_t n_head = 0;
+  int64_t n_layer = 0;    // <arch>.block_count: the ffn_down "first/last eighth" rules count layers of it
+  int64_t n_head = 0;     // layer 0's, as llama.cpp's n_gqa() reads them (attn_v gets more bits at >= 4)
   int64_t n_head_kv = 0;
-  int64_t n_expert = 0;
-  int64_t n_embd = 0;
+  int64_t n_expert = 0;   // <arch>.expert_count; 8 has rules of its own, > 1 reads layers from names
+  int64_t n_embd = 0;     // not used by llama.cpp's rules; kept for callers' messages
 };
 
 struct MixTensor {
