@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "backend/cpu/kernels.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
 
@@ -106,8 +107,8 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s\n", type_name(type_k).data(),
                  type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
                  human_bytes(kv.total_bytes()).c_str());
-    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul path: scalar reference\n", threads,
-                 (long long)co.n_batch, (long long)co.n_ubatch);
+    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s\n", threads,
+                 (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa));
     std::fprintf(stderr, "loaded in %.2f s\n", e->t_load_s);
   }
   return e;

@@ -138,7 +138,7 @@ void CpuBackend::attention(const AttentionArgs& a) {
   // One task per (token, kv head): the K/V rows are converted once for the query heads sharing them.
   pool_.parallel_for(a.n_tokens * a.n_head_kv, 1, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> cells;
-    std::vector<float> scores, krow(static_cast<size_t>(row_k)), vrow(static_cast<size_t>(row_v));
+    std::vector<float> scores, qh, krow(static_cast<size_t>(row_k)), vrow(static_cast<size_t>(row_v));
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task / a.n_head_kv;
       const int g = int(task % a.n_head_kv);
@@ -152,11 +152,18 @@ void CpuBackend::attention(const AttentionArgs& a) {
       }
       const size_t n_valid = cells.size();
       scores.assign(n_valid * size_t(group), 0.0f);
+      // ggml's non-flash attention multiplies f16 K by Q converted to f16, and f16 V by the softmax
+      // converted to f16; rounding the same values keeps logits within float noise of llama.cpp.
+      qh.resize(size_t(group) * size_t(a.head_dim_k));
+      for (int h = 0; h < group; ++h)
+        for (int i = 0; i < a.head_dim_k; ++i)
+          qh[size_t(h) * size_t(a.head_dim_k) + size_t(i)] = quant::fp16_to_f32(
+              quant::f32_to_fp16(a.q[(t * a.n_head + g * group + h) * a.head_dim_k + i]));
       for (size_t j = 0; j < n_valid; ++j) {
         load_kv_row(a.kv_type, a.k, cells[j], row_k, krow.data());
         const float* k = krow.data() + int64_t(g) * a.head_dim_k;
         for (int h = 0; h < group; ++h) {
-          const float* q = a.q + (t * a.n_head + g * group + h) * a.head_dim_k;
+          const float* q = qh.data() + size_t(h) * size_t(a.head_dim_k);
           float dot = 0;
           for (int i = 0; i < a.head_dim_k; ++i) dot += q[i] * k[i];
           float sc = dot * a.scale;
@@ -174,7 +181,7 @@ void CpuBackend::attention(const AttentionArgs& a) {
           sum += sh[j];
         }
         const float inv = sum > 0 ? float(1.0 / sum) : 0.0f;
-        for (size_t j = 0; j < n_valid; ++j) sh[j] *= inv;
+        for (size_t j = 0; j < n_valid; ++j) sh[j] = quant::fp16_to_f32(quant::f32_to_fp16(sh[j] * inv));
         float* o = a.out + (t * a.n_head + g * group + h) * a.head_dim_v;
         std::fill(o, o + a.head_dim_v, 0.0f);
       }
@@ -215,12 +222,34 @@ void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* ou
   });
 }
 
+namespace {
+
+// tanh-approximated GELU of every f16 value, rounded to f16: ggml's GELU is this table lookup.
+const std::vector<uint16_t>& gelu_f16_table() {
+  static const std::vector<uint16_t> table = [] {
+    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f, kCoefA = 0.044715f;
+    std::vector<uint16_t> t(65536);
+    for (uint32_t i = 0; i < 65536; ++i) {
+      const float x = quant::fp16_to_f32(uint16_t(i));
+      t[i] = quant::f32_to_fp16(0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x))));
+    }
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
 void CpuBackend::geglu(const float* gate, const float* up, int64_t n, float* out) {
-  constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f, kCoefA = 0.044715f;
+  const uint16_t* table = gelu_f16_table().data();
   pool_.parallel_for(n, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const float x = gate[i];
-      out[i] = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x))) * up[i];
+      float g;
+      if (x <= -10.0f) g = 0.0f;
+      else if (x >= 10.0f) g = x;
+      else g = quant::fp16_to_f32(table[quant::f32_to_fp16(x)]);
+      out[i] = g * up[i];
     }
   });
 }
