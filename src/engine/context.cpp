@@ -30,6 +30,16 @@ Status Context::decode(const Batch& batch) {
   if (kv_.n_used() + batch.size() > kv_.n_cells())
     return invalid_argument("the context is full: %lld of %lld positions used and %lld more needed (raise -c)",
                             (long long)kv_.n_used(), (long long)kv_.n_cells(), (long long)batch.size());
+  const int64_t n_vocab_in = model_.tok_embd().n_rows();
+  for (int64_t i = 0; i < batch.size(); ++i) {
+    const size_t k = size_t(i);
+    if (batch.tokens[k] < 0 || batch.tokens[k] >= n_vocab_in)
+      return invalid_argument("decode: token id %d is outside the vocabulary (%lld tokens)", batch.tokens[k],
+                              (long long)n_vocab_in);
+    if (batch.pos[k] < 0 || batch.seq[k] < 0)
+      return invalid_argument("decode: token %lld has position %d, sequence %d (both must be >= 0)", (long long)i,
+                              batch.pos[k], batch.seq[k]);
+  }
   logits_.clear();
   n_out_ = 0;
   for (int64_t start = 0; start < batch.size(); start += options_.n_ubatch) {
