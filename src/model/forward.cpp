@@ -15,9 +15,6 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
   const int64_t e = hp_.n_embd, hd = hp_.head_dim_k, hdv = hp_.head_dim_v;
   const int n_head = int(hp_.n_head), n_head_kv = int(hp_.n_head_kv);
   const int64_t n_q = n_head * hd, n_k = n_head_kv * hd, n_v = n_head_kv * hdv, ff = hp_.n_ff;
-  for (int32_t id : batch.tokens)
-    if (id < 0 || id >= tok_embd_->n_rows())
-      return invalid_argument("token id %d is outside the vocabulary (%lld tokens)", id, (long long)tok_embd_->n_rows());
 
   Backend& be = *tok_embd_->backend;
   std::vector<float> x(size_t(n * e)), cur(size_t(n * e)), q(size_t(n * n_q)), k(size_t(n * n_k)),

@@ -57,7 +57,7 @@ class Model {
   float final_logit_softcap() const { return final_softcap_; }
   float embd_scale() const { return embd_scale_; }
 
-  // Runs the batch through the stack: writes K/V into `kv` at `cells` and the logits of the tokens
+  // Runs the batch (token ids already checked against the vocabulary) through the stack: writes K/V into `kv` at `cells` and the logits of the tokens
   // with want_logits into `logits` ([n_out, n_vocab], in batch order).
   Status forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, std::vector<float>& logits) const;
 

@@ -69,6 +69,7 @@ std::string model_path(const json& fx, std::string* why) {
   if (!fs::exists(path) || digest() != fx["sha256"]) {
     model::SynthOptions o;
     o.preset = *model::find_synth_preset(fx["synth"]["preset"]);
+    if (fx["synth"].contains("layers")) o.preset.n_layer = fx["synth"]["layers"];
     o.mix = *quant::parse_file_type(std::string(fx["synth"]["type"]));
     o.seed = fx["synth"]["seed"];
     o.vocab_path = (kShared / o.preset.vocab_file).string();
@@ -201,6 +202,10 @@ TEST(Logits, MatchLlamaCppOnGemma3_270M_Q4_K_M) { check_model("gemma-3-270m-q4_k
 // Gemma; their flat output distributions make near-ties common.
 TEST(Logits, MatchLlamaCppOnSynthLlama32_1B_Q4_K_M) { check_model("synth-Llama-3.2-1B-Q4_K_M.json", {0.25, 1e-4}); }
 TEST(Logits, MatchLlamaCppOnSynthLlama32_1B_Q8_0) { check_model("synth-Llama-3.2-1B-Q8_0.json", {0.25, 1e-4}); }
+// Four layers of each Qwen shape: QKV biases (qwen2), per-head QK norms and head_dim != n_embd/n_head
+// (qwen3), NeoX RoPE at base 1e6.
+TEST(Logits, MatchLlamaCppOnSynthQwen25_Q8_0) { check_model("synth-Qwen2.5-0.5B-Q8_0-4L.json", {0.25, 1e-4}); }
+TEST(Logits, MatchLlamaCppOnSynthQwen3_Q4_K_M) { check_model("synth-Qwen3-0.6B-Q4_K_M-4L.json", {0.25, 1e-4}); }
 
 }  // namespace
 }  // namespace tandem
