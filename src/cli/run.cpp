@@ -31,11 +31,16 @@ constexpr ChatFormat kChatFormats[] = {
     {"<|im_start|>", "chatml", "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>\n"},
 };
 
-const ChatFormat* find_chat_format(const gguf::Metadata& meta) {
-  const auto tmpl = meta.get_string("tokenizer.chat_template");
-  if (!tmpl) return nullptr;
+// By the GGUF's chat template; a file without one (Gemma 3 270M has none) by the vocabulary's
+// turn-marker tokens.
+const ChatFormat* find_chat_format(const gguf::Metadata& meta, const tokenizer::Tokenizer& tok) {
+  if (const auto tmpl = meta.get_string("tokenizer.chat_template")) {
+    for (const ChatFormat& f : kChatFormats)
+      if (tmpl->find(f.marker) != std::string::npos) return &f;
+    return nullptr;
+  }
   for (const ChatFormat& f : kChatFormats)
-    if (tmpl->find(f.marker) != std::string::npos) return &f;
+    if (tok.vocab().find(f.marker) != tokenizer::kNoToken) return &f;
   return nullptr;
 }
 
@@ -158,7 +163,7 @@ int run_main(int argc, char** argv) {
     return 0;
   }
 
-  const ChatFormat* format = find_chat_format(e.model->file().metadata());
+  const ChatFormat* format = find_chat_format(e.model->file().metadata(), *e.tokenizer);
   if (!format)
     return fail(unsupported("run: no built-in chat rendering for this model's template (gemma, llama3 and chatml "
                             "are built in); use -p PROMPT or -no-cnv"));
