@@ -1,5 +1,7 @@
 // Run-time choice of the kernel tables: generic always, then each level the CPU and OS support
 // overwrites the entries it implements (kernel_table.h). Built with baseline flags.
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "backend/cpu/kernel_table.h"
@@ -15,6 +17,7 @@ CpuKernels build(Isa isa) {
 #if defined(__x86_64__)
   if (isa >= Isa::Avx2) avx2::fill_kernels(k);
   if (isa >= Isa::Avx512) avx512::fill_kernels(k);
+  if (isa >= Isa::Amx) amx::fill_kernels(k);
 #endif
   k.isa = isa;
   return k;
@@ -33,7 +36,12 @@ bool isa_supported(Isa isa) {
     case Isa::Avx512:
       return isa_supported(Isa::Avx2) && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl && f.avx512vnni &&
              f.avx512bf16;
-    case Isa::Amx: return false;  // no AMX kernels yet: the level exists so --cpu-isa can name it
+    case Isa::Amx: {
+      // TANDEM_NO_AMX=1 forces AVX-512 (to compare, or where tile state upsets a debugger or VM).
+      const char* off = std::getenv("TANDEM_NO_AMX");
+      return isa_supported(Isa::Avx512) && f.amx_tile && f.amx_int8 && f.amx_granted &&
+             !(off && *off && std::strcmp(off, "0") != 0);
+    }
   }
   return false;
 }

@@ -19,5 +19,6 @@ static_assert(sizeof(BlockQ8_1) == 36);
 namespace generic { void fill_kernels(CpuKernels& k); }  // generic/*.cpp: every type with a reference
 namespace avx2 { void fill_kernels(CpuKernels& k); }     // avx2/kernels.cpp
 namespace avx512 { void fill_kernels(CpuKernels& k); }   // avx512/kernels.cpp
+namespace amx { void fill_kernels(CpuKernels& k); }      // amx/kernels.cpp (on top of avx512)
 
 }  // namespace tandem::cpu

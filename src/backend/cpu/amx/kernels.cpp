@@ -1,0 +1,499 @@
+// AMX level: int8 tile matmuls (TDPBSSD) for prefill-shaped calls of Q4_0 Q5_0 Q8_0 IQ4_NL Q4_K Q5_K Q6_K
+// and IQ4_XS; every other type, and calls with fewer than kMinTokens tokens, keep the AVX-512 kernels.
+// Compiled with the AVX-512 and AMX flags; reached only after dispatch.cpp has checked that the CPU has
+// AMX-INT8 and Linux granted XTILEDATA (cpu_features().amx_granted).
+//
+// One tile product per weight (sub-)block, because every block has its own scale:
+//   C[t][r] = sum_k a[t][k] * q[r][k] over one block (exact int32), then y[t][r] += float(C) * scales.
+// A = 16 activation rows, loaded straight from the quantized activations (Q8_0 / Q8_K rows, stride
+// x_stride); B = 16 weight rows unpacked once per call into a "VNNI" panel [n_in/4][16 rows][4 bytes];
+// C lanes are weight rows, so a tile row is 16 consecutive outputs of one token.
+// Weight codes are signed int8 (Q6_K loses its +32 offset here), so the only correction left is the
+// Q4_K / Q5_K min term, dmin * m * sum(a), taken from Q8_K's bsums.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cpu/kernel_table.h"
+#include "quant/blocks.h"
+
+// GCC 12's _mm512_undefined_* inside inlined intrinsics (cvtepi32_ps, castsi256_si512) trip
+// -Wuninitialized (GCC bug 105593, fixed in 13).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace tandem::cpu::amx {
+namespace {
+
+using tandem::quant::BlockIQ4_NL;
+using tandem::quant::BlockIQ4_XS;
+using tandem::quant::BlockQ4_0;
+using tandem::quant::BlockQ4_K;
+using tandem::quant::BlockQ5_0;
+using tandem::quant::BlockQ5_K;
+using tandem::quant::BlockQ6_K;
+using tandem::quant::BlockQ8_0;
+using tandem::quant::BlockQ8_K;
+
+// Below this many tokens a tile is mostly padding and the AVX-512 kernel is as fast (amx_bench).
+constexpr int64_t kMinTokens = 16;
+
+// The level below (AVX-512), recorded by fill_kernels before it overwrites the entries.
+GemmFn g_fallback[kWeightTypeIdLimit] = {};
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+// ---- tiles -----------------------------------------------------------------------------------------
+// tmm0, tmm1: C (16 x 16 int32); tmm2, tmm3: A (16 tokens x K bytes); tmm4, tmm5: B (K/4 x 64 bytes).
+// K is the block (or sub-block) length: 32, or 16 for Q6_K. The configuration is per thread and the
+// pool's threads are not ours, so each thread loads it lazily and remembers which K it holds; nothing
+// else in Tandem touches the tile registers.
+struct alignas(64) TileConfig {
+  uint8_t palette_id;
+  uint8_t start_row;
+  uint8_t reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+static_assert(sizeof(TileConfig) == 64);
+
+thread_local int t_config_k = 0;
+
+void ensure_tile_config(int k) {
+  if (t_config_k == k) return;
+  TileConfig c;
+  std::memset(&c, 0, sizeof c);
+  c.palette_id = 1;
+  for (int i = 0; i < 2; ++i) c.rows[i] = 16, c.colsb[i] = 64;
+  for (int i = 2; i < 4; ++i) c.rows[i] = 16, c.colsb[i] = uint16_t(k);
+  for (int i = 4; i < 6; ++i) c.rows[i] = uint8_t(k / 4), c.colsb[i] = 64;
+  _tile_loadconfig(&c);
+  t_config_k = k;
+}
+
+// ---- per-thread scratch (grows, never shrinks; no STL so no instantiation leaks to baseline TUs) ------
+struct Buffer {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Buffer() { std::free(p); }
+  template <class T>
+  T* get(size_t n) {
+    const size_t bytes = (n * sizeof(T) + 63) & ~size_t(63);
+    if (bytes > cap) {
+      std::free(p);
+      p = std::aligned_alloc(64, bytes);
+      if (!p) std::abort();  // as std::vector would on bad_alloc (Tandem does not throw)
+      cap = bytes;
+    }
+    return static_cast<T*>(p);
+  }
+};
+struct Scratch {
+  Buffer panel, wscale, wmin, act_scale, act_pad, cbuf;
+};
+thread_local Scratch t_scratch;
+
+// ---- weight panels ---------------------------------------------------------------------------------
+// 16 rows of 32 int8 codes -> dst[8][16][4]: the dword k of every row side by side (TDPBSSD's B
+// layout). Two 8x8 dword transposes, one per 256-bit half (rows 0..7 and 8..15).
+inline void store_vnni32(const __m256i* q, int8_t* dst) {
+  __m512i z[8], t[8], u[8];
+  for (int i = 0; i < 8; ++i) z[i] = _mm512_inserti64x4(_mm512_castsi256_si512(q[i]), q[i + 8], 1);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm512_unpacklo_epi32(z[i], z[i + 1]);
+    t[i + 1] = _mm512_unpackhi_epi32(z[i], z[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i + 0] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  // u[c] (c < 4): per 128-bit lane, rows 0..3 (of 8) of columns c and c + 4; u[c + 4]: rows 4..7.
+  const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+  for (int c = 0; c < 4; ++c) {
+    _mm512_storeu_si512(dst + 64 * c, _mm512_permutex2var_epi64(u[c], lo, u[c + 4]));
+    _mm512_storeu_si512(dst + 64 * (c + 4), _mm512_permutex2var_epi64(u[c], hi, u[c + 4]));
+  }
+}
+
+inline __m256i nibbles_32(const uint8_t* qs) {  // low nibbles to bytes 0..15, high to 16..31
+  const __m128i v = load128(qs);
+  const __m128i m = _mm_set1_epi8(0x0f);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+
+inline __m256i iq4_table() { return _mm256_broadcastsi128_si256(load128(tandem::quant::kIq4Values)); }
+
+// ---- 32-element blocks against Q8_0: y = d_w * d_a * sum(q * a) ---------------------------------------
+
+struct LQ4_0 {
+  using W = BlockQ4_0;
+  static __m256i quants(const W& b) { return _mm256_sub_epi8(nibbles_32(b.qs), _mm256_set1_epi8(8)); }
+};
+struct LQ5_0 {
+  using W = BlockQ5_0;
+  static __m256i quants(const W& b) {
+    uint32_t qh;
+    std::memcpy(&qh, b.qh, 4);
+    // bit j clear: code - 16, i.e. 0xf0 | nibble as int8; bit set: nibble | 0x10 - 16 = nibble
+    const __m256i high_clear = _mm256_movm_epi8(~qh);
+    return _mm256_or_si256(nibbles_32(b.qs), _mm256_and_si256(high_clear, _mm256_set1_epi8(char(0xf0))));
+  }
+};
+struct LQ8_0 {
+  using W = BlockQ8_0;
+  static __m256i quants(const W& b) { return load256(b.qs); }
+};
+struct LIQ4_NL {
+  using W = BlockIQ4_NL;
+  static __m256i quants(const W& b) { return _mm256_shuffle_epi8(iq4_table(), nibbles_32(b.qs)); }
+};
+
+template <class K>
+struct Legacy {
+  static constexpr int kSub = 32;       // tile K
+  static constexpr int kSubPerBlock = 1;
+  static constexpr int kBlock = 32;
+  static constexpr bool kMin = false;
+  // panel [nb * 8][16][4]; wscale [nb][16] = d_w (zero for rows >= nr)
+  static void unpack(const uint8_t* w, size_t w_stride, int nr, int64_t nb, int8_t* panel, float* wscale, float*) {
+    __m256i q[16];
+    for (int r = nr; r < 16; ++r) q[r] = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int r = 0; r < nr; ++r) {
+        const auto& blk = reinterpret_cast<const typename K::W*>(w + r * w_stride)[b];
+        q[r] = K::quants(blk);
+        wscale[b * 16 + r] = h2f(blk.d);
+      }
+      for (int r = nr; r < 16; ++r) wscale[b * 16 + r] = 0;
+      store_vnni32(q, panel + b * 512);
+    }
+  }
+};
+
+// ---- 256-element super-blocks against Q8_K: y = d_a * (sum_j d_w*sc_j * sum(q_j * a_j) - dmin * m_j * bsum_j)
+
+// Q4_K / Q5_K: 6-bit scales and mins of the 8 sub-blocks (ggml's get_scale_min_k4).
+inline void scale_min_k4(const uint8_t* s, int j, int* sc, int* m) {
+  if (j < 4) {
+    *sc = s[j] & 63;
+    *m = s[j + 4] & 63;
+  } else {
+    *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+  }
+}
+
+struct SQ4_K {
+  using W = BlockQ4_K;
+  static constexpr int kSub = 32;
+  static constexpr bool kMin = true;
+  static void unpack(const W& b, __m256i* q, float* sc, float* mn) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bits = load256(b.qs + 32 * j);
+      q[2 * j] = _mm256_and_si256(bits, m4);
+      q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+    }
+    const float d = h2f(b.d), dmin = h2f(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      int s, m;
+      scale_min_k4(b.scales, j, &s, &m);
+      sc[j] = d * float(s);
+      mn[j] = dmin * float(m);
+    }
+  }
+};
+
+struct SQ5_K {
+  using W = BlockQ5_K;
+  static constexpr int kSub = 32;
+  static constexpr bool kMin = true;
+  static void unpack(const W& b, __m256i* q, float* sc, float* mn) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m1 = _mm256_set1_epi8(1);
+    const __m256i hb = load256(b.qh);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i bits = load256(b.qs + 32 * j);
+      const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * j), m1);
+      const __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * j + 1), m1);
+      q[2 * j] = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16(h0, 4));
+      q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), _mm256_slli_epi16(h1, 4));
+    }
+    const float d = h2f(b.d), dmin = h2f(b.dmin);
+    for (int j = 0; j < 8; ++j) {
+      int s, m;
+      scale_min_k4(b.scales, j, &s, &m);
+      sc[j] = d * float(s);
+      mn[j] = dmin * float(m);
+    }
+  }
+};
+
+// Q6_K: 16 sub-blocks of 16 with int8 scales; codes - 32 are signed 6-bit.
+struct SQ6_K {
+  using W = BlockQ6_K;
+  static constexpr int kSub = 16;
+  static constexpr bool kMin = false;
+  static void unpack(const W& b, __m256i* q, float* sc, float*) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
+    for (int c = 0; c < 2; ++c) {
+      const __m256i l0 = load256(b.ql + 64 * c), l1 = load256(b.ql + 64 * c + 32);
+      const __m256i h = load256(b.qh + 32 * c);
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(h, m3), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), m3), 4);
+      const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), m3), 4);
+      const __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), m3), 4);
+      q[4 * c + 0] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l0, m4), h0), k32);
+      q[4 * c + 1] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(l1, m4), h1), k32);
+      q[4 * c + 2] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), h2), k32);
+      q[4 * c + 3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), h3), k32);
+    }
+    const float d = h2f(b.d);
+    for (int j = 0; j < 16; ++j) sc[j] = d * float(b.scales[j]);
+  }
+};
+
+struct SIQ4_XS {
+  using W = BlockIQ4_XS;
+  static constexpr int kSub = 32;
+  static constexpr bool kMin = false;
+  static void unpack(const W& b, __m256i* q, float* sc, float*) {
+    const __m256i table = iq4_table();
+    const float d = h2f(b.d);
+    for (int k = 0; k < 8; ++k) {
+      const int ls = ((b.scales_l[k / 2] >> (4 * (k % 2))) & 0xf) | ((b.scales_h >> (2 * k)) & 3) << 4;
+      sc[k] = d * float(ls - 32);
+      q[k] = _mm256_shuffle_epi8(table, nibbles_32(b.qs + 16 * k));
+    }
+  }
+};
+
+template <class K>
+struct Super {
+  static constexpr int kSub = K::kSub;
+  static constexpr int kSubPerBlock = 256 / kSub;
+  static constexpr int kBlock = 256;
+  static constexpr bool kMin = K::kMin;
+  // panel [nb * 64][16][4]; wscale [nb * kSubPerBlock][16] = d * sc; wmin [nb * 8][16] = dmin * m
+  static void unpack(const uint8_t* w, size_t w_stride, int nr, int64_t nb, int8_t* panel, float* wscale,
+                     float* wmin) {
+    __m256i q[8][16];  // [32-element chunk][row]
+    for (int c = 0; c < 8; ++c)
+      for (int r = nr; r < 16; ++r) q[c][r] = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; ++b) {
+      float* sc = wscale + b * kSubPerBlock * 16;
+      float* mn = wmin + b * 8 * 16;
+      for (int r = 0; r < nr; ++r) {
+        const auto& blk = reinterpret_cast<const typename K::W*>(w + r * w_stride)[b];
+        __m256i qr[8];
+        float s[16], m[8];
+        K::unpack(blk, qr, s, m);
+        for (int c = 0; c < 8; ++c) q[c][r] = qr[c];
+        for (int j = 0; j < kSubPerBlock; ++j) sc[j * 16 + r] = s[j];
+        if constexpr (kMin)
+          for (int j = 0; j < 8; ++j) mn[j * 16 + r] = m[j];
+      }
+      for (int r = nr; r < 16; ++r) {
+        for (int j = 0; j < kSubPerBlock; ++j) sc[j * 16 + r] = 0;
+        if constexpr (kMin)
+          for (int j = 0; j < 8; ++j) mn[j * 16 + r] = 0;
+      }
+      for (int c = 0; c < 8; ++c) store_vnni32(q[c], panel + b * 4096 + c * 512);
+    }
+  }
+};
+
+// ---- tile products ---------------------------------------------------------------------------------
+
+// C (tmm0 / tmm1) = A (activations at a, stride a_stride) x B (panel at p, 64-byte rows), stored to c.
+#define TANDEM_AMX_PRODUCT(C, A, B, a, a_stride, p, c) \
+  do {                                                 \
+    _tile_zero(C);                                     \
+    _tile_loadd(A, a, a_stride);                       \
+    _tile_loadd(B, p, 64);                             \
+    _tile_dpbssd(C, A, B);                             \
+    _tile_stored(C, c, 64);                            \
+  } while (0)
+
+inline __m512 cvt_row(const int32_t* c) { return _mm512_cvtepi32_ps(_mm512_load_si512(c)); }
+
+// Legacy blocks: acc[t] += float(C_b[t]) * (d_w[b] * d_a[t][b]); ascale [nb][16] is d_a per token.
+void tile_legacy(int64_t nb, const uint8_t* a, size_t a_stride, const int8_t* panel, const float* wscale,
+                 const float* ascale, int32_t* cbuf, __m512* acc) {
+  for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+  auto post = [&](int64_t b, const int32_t* c) {
+    const __m512 wd = _mm512_load_ps(wscale + b * 16);
+    for (int t = 0; t < 16; ++t)
+      acc[t] = _mm512_fmadd_ps(cvt_row(c + 16 * t), _mm512_mul_ps(wd, _mm512_set1_ps(ascale[b * 16 + t])), acc[t]);
+  };
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    TANDEM_AMX_PRODUCT(0, 2, 4, a + b * 34 + 2, a_stride, panel + b * 512, cbuf);
+    TANDEM_AMX_PRODUCT(1, 3, 5, a + (b + 1) * 34 + 2, a_stride, panel + (b + 1) * 512, cbuf + 256);
+    post(b, cbuf);
+    post(b + 1, cbuf + 256);
+  }
+  if (b < nb) {
+    TANDEM_AMX_PRODUCT(0, 2, 4, a + b * 34 + 2, a_stride, panel + b * 512, cbuf);
+    post(b, cbuf);
+  }
+}
+
+// Super-blocks: per super-block, the sub-block products into cbuf[j], then per token
+//   acc[t] += d_a[t] * sum_j float(C_j[t]) * wscale_j  -  sum_j wmin_j * bsum_j[t]   (bsum pre-scaled by d_a)
+template <int kSub, bool kMin>
+void tile_super(int64_t nb, const uint8_t* a, size_t a_stride, const int8_t* panel, const float* wscale,
+                const float* wmin, const float* bsum, int32_t* cbuf, __m512* acc) {
+  constexpr int kN = 256 / kSub;
+  constexpr int kRowsB = kSub / 4 * 64;  // panel bytes per sub-block
+  for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* ab = a + b * sizeof(BlockQ8_K);
+    const int8_t* pb = panel + b * 256 * 16;
+    for (int j = 0; j < kN; j += 2) {
+      TANDEM_AMX_PRODUCT(0, 2, 4, ab + 4 + j * kSub, a_stride, pb + j * kRowsB, cbuf + j * 256);
+      TANDEM_AMX_PRODUCT(1, 3, 5, ab + 4 + (j + 1) * kSub, a_stride, pb + (j + 1) * kRowsB, cbuf + (j + 1) * 256);
+    }
+    const float* sc = wscale + b * kN * 16;
+    const float* mn = wmin + b * 8 * 16;
+    for (int t = 0; t < 16; ++t) {
+      __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+      for (int j = 0; j < kN; j += 2) {
+        s0 = _mm512_fmadd_ps(cvt_row(cbuf + j * 256 + 16 * t), _mm512_load_ps(sc + j * 16), s0);
+        s1 = _mm512_fmadd_ps(cvt_row(cbuf + (j + 1) * 256 + 16 * t), _mm512_load_ps(sc + (j + 1) * 16), s1);
+      }
+      float d_a;
+      std::memcpy(&d_a, ab + t * a_stride, 4);
+      acc[t] = _mm512_fmadd_ps(_mm512_add_ps(s0, s1), _mm512_set1_ps(d_a), acc[t]);
+      if constexpr (kMin) {
+        const float* bs = bsum + (t * nb + b) * 8;
+        for (int j = 0; j < 8; ++j) acc[t] = _mm512_fnmadd_ps(_mm512_load_ps(mn + j * 16), _mm512_set1_ps(bs[j]), acc[t]);
+      }
+    }
+  }
+}
+
+#undef TANDEM_AMX_PRODUCT
+
+// ---- driver ----------------------------------------------------------------------------------------
+
+template <class K, bool kLegacy>
+void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
+          int64_t n_tokens, float* y, size_t y_stride) {
+  constexpr uint32_t kId = uint32_t(K::kType);
+  if (n_tokens < kMinTokens) return g_fallback[kId](n_in, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
+  using P = typename K::Panel;
+  ensure_tile_config(P::kSub);
+  Scratch& s = t_scratch;
+  const int64_t nb = n_in / P::kBlock;
+  const int64_t n_tiles = (n_tokens + 15) / 16;
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const size_t act_bytes = kLegacy ? size_t(nb) * sizeof(BlockQ8_0) : size_t(nb) * sizeof(BlockQ8_K);
+
+  // A partial last token tile is copied, zero-padded to 16 rows, so tile loads stay inside x.
+  const int64_t tail = n_tokens % 16;
+  uint8_t* pad = nullptr;
+  if (tail) {
+    pad = s.act_pad.get<uint8_t>(16 * act_bytes);
+    for (int64_t t = 0; t < 16; ++t) {
+      if (t < tail) std::memcpy(pad + t * act_bytes, xb + (n_tokens - tail + t) * x_stride, act_bytes);
+      else std::memset(pad + t * act_bytes, 0, act_bytes);
+    }
+  }
+  auto tile_rows = [&](int64_t tile, size_t* stride) -> const uint8_t* {
+    if (tail && tile == n_tiles - 1) {
+      *stride = act_bytes;
+      return pad;
+    }
+    *stride = x_stride;
+    return xb + tile * 16 * x_stride;
+  };
+
+  // Activation-side scalars, once per call: Q8_0's d per [tile][block][token]; Q8_K's bsums of 32
+  // elements times d per [token][block][8].
+  float* ascale = nullptr;
+  if constexpr (kLegacy) {
+    ascale = s.act_scale.get<float>(size_t(n_tiles * nb * 16));
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      size_t st;
+      const uint8_t* a = tile_rows(tile, &st);
+      for (int t = 0; t < 16; ++t)
+        for (int64_t b = 0; b < nb; ++b) {
+          uint16_t h;
+          std::memcpy(&h, a + t * st + b * sizeof(BlockQ8_0), 2);
+          ascale[(tile * nb + b) * 16 + t] = h2f(h);
+        }
+    }
+  } else if constexpr (P::kMin) {
+    ascale = s.act_scale.get<float>(size_t(n_tiles * 16 * nb * 8));
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      size_t st;
+      const uint8_t* a = tile_rows(tile, &st);
+      for (int t = 0; t < 16; ++t)
+        for (int64_t b = 0; b < nb; ++b) {
+          const auto* blk = reinterpret_cast<const BlockQ8_K*>(a + t * st) + b;
+          const __m256i pairs = _mm256_madd_epi16(load256(blk->bsums), _mm256_set1_epi16(1));
+          _mm256_storeu_ps(ascale + ((tile * 16 + t) * nb + b) * 8,
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(pairs), _mm256_set1_ps(blk->d)));
+        }
+    }
+  }
+
+  int8_t* panel = s.panel.get<int8_t>(size_t(n_in) * 16);
+  float* wscale = s.wscale.get<float>(size_t(n_in / P::kSub) * 16);
+  float* wmin = P::kMin ? s.wmin.get<float>(size_t(n_in / 32) * 16) : nullptr;
+  int32_t* cbuf = s.cbuf.get<int32_t>(16 * 256);
+  const auto* wb = static_cast<const uint8_t*>(w);
+  __m512 acc[16];
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int nr = int(imin(16, n_rows - r0));
+    P::unpack(wb + r0 * w_stride, w_stride, nr, nb, panel, wscale, wmin);
+    const __mmask16 mask = __mmask16((1u << nr) - 1);
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      size_t st;
+      const uint8_t* a = tile_rows(tile, &st);
+      if constexpr (kLegacy)
+        tile_legacy(nb, a, st, panel, wscale, ascale + tile * nb * 16, cbuf, acc);
+      else
+        tile_super<P::kSub, P::kMin>(nb, a, st, panel, wscale, wmin,
+                                     P::kMin ? ascale + tile * 16 * nb * 8 : nullptr, cbuf, acc);
+      const int nt = int(imin(16, n_tokens - tile * 16));
+      for (int t = 0; t < nt; ++t) _mm512_mask_storeu_ps(y + (tile * 16 + t) * y_stride + r0, mask, acc[t]);
+    }
+  }
+}
+
+template <WeightType T, class P>
+struct Kind {
+  static constexpr WeightType kType = T;
+  using Panel = P;
+};
+
+}  // namespace
+
+void fill_kernels(CpuKernels& k) {
+  using WT = WeightType;
+  auto set = [&](WT t, GemmFn g) {
+    g_fallback[uint32_t(t)] = k.gemm[uint32_t(t)];
+    k.gemm[uint32_t(t)] = g;
+    k.gemm_isa[uint32_t(t)] = Isa::Amx;
+  };
+  set(WT::Q4_0, gemm<Kind<WT::Q4_0, Legacy<LQ4_0>>, true>);
+  set(WT::Q5_0, gemm<Kind<WT::Q5_0, Legacy<LQ5_0>>, true>);
+  set(WT::Q8_0, gemm<Kind<WT::Q8_0, Legacy<LQ8_0>>, true>);
+  set(WT::IQ4_NL, gemm<Kind<WT::IQ4_NL, Legacy<LIQ4_NL>>, true>);
+  set(WT::Q4_K, gemm<Kind<WT::Q4_K, Super<SQ4_K>>, false>);
+  set(WT::Q5_K, gemm<Kind<WT::Q5_K, Super<SQ5_K>>, false>);
+  set(WT::Q6_K, gemm<Kind<WT::Q6_K, Super<SQ6_K>>, false>);
+  set(WT::IQ4_XS, gemm<Kind<WT::IQ4_XS, Super<SIQ4_XS>>, false>);
+}
+
+}  // namespace tandem::cpu::amx
