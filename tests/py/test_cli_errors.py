@@ -64,3 +64,16 @@ def test_truncated_real_model(tmp_path, tandem_bin):
         proc = run_tandem("info", "-m", p)
         assert proc.returncode == 1, cut
         assert "truncated" in proc.stderr or "past the end" in proc.stderr, proc.stderr
+
+
+def test_refused_mlock_warns_naming_the_limit(tandem_bin):
+    """Without CAP_IPC_LOCK and with a tiny RLIMIT_MEMLOCK, --mlock is refused: a warning, then a normal run."""
+    import shutil
+    import subprocess
+    capsh = shutil.which("capsh")
+    if not capsh:
+        pytest.skip("capsh (libcap2-bin) not installed")
+    cmd = f"ulimit -l 64 && exec {tandem_bin} run -m {SHARED_MODELS / 'stories260K.gguf'} --mlock -p Once -n 4 --temp 0"
+    proc = subprocess.run([capsh, "--drop=cap_ipc_lock", "--", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "RLIMIT_MEMLOCK" in proc.stderr and "continuing unlocked" in proc.stderr, proc.stderr

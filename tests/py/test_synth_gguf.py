@@ -95,10 +95,27 @@ def test_real_presets_have_real_shapes(tmp_path, tandem_bin, preset):
 
 
 @pytest.mark.skipif(not (LLAMA_REF_BIN / "llama-completion").exists(), reason="llama.cpp reference not built")
-@pytest.mark.parametrize("mix", ["Q4_K_M", "Q8_0"])
-def test_llama_cpp_loads_and_runs_synth_model(tmp_path, tandem_bin, mix):
-    path = synth(tmp_path, mix)
+@pytest.mark.parametrize("mix,split", [("Q4_K_M", False), ("Q8_0", False), ("Q6_K", True)])
+def test_llama_cpp_loads_and_runs_synth_model(tmp_path, tandem_bin, mix, split):
+    path = synth(tmp_path, mix, *(["--split-max-tensors", "7"] if split else []))
+    if split:
+        path = tmp_path / f"tiny-{mix}-00001-of-00003.gguf"
     proc = subprocess.run([str(LLAMA_REF_BIN / "llama-completion"), "-m", str(path), "-p", "Once upon a time",
                            "-n", "8", "-no-cnv", "--temp", "0", "-t", "2"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+                          capture_output=True, timeout=300)  # bytes: random weights emit invalid UTF-8
+    assert proc.returncode == 0, proc.stderr[-3000:].decode(errors="replace")
+
+
+def test_info_reports_tensors_totals_and_hparams(tandem_bin):
+    import json
+    proc = run_tandem("info", "-m", SHARED_MODELS / "stories260K.gguf", "--json", check=True)
+    info = json.loads(proc.stdout)
+    assert len(info["tensors"]) == 48
+    assert info["totals_by_type"]["F32"]["tensors"] == 48
+    assert info["totals_by_type"]["F32"]["bytes"] == sum(t["bytes"] for t in info["tensors"])
+    assert info["hparams"]["n_layer"] == 5 and info["hparams"]["n_head_kv"] == 4
+    emb = next(t for t in info["tensors"] if t["name"] == "token_embd.weight")
+    assert emb["shape"] == [512, 64] and emb["type"] == "F32"
+    assert info["metadata"]["tokenizer.ggml.tokens"]["count"] == 512  # long arrays summarized
+    text = run_tandem("info", "-m", SHARED_MODELS / "stories260K.gguf", check=True).stdout
+    assert "totals by layer" in text and "blk.4" in text and "string[512]" in text
