@@ -5,8 +5,8 @@
 //
 // One tile product per weight (sub-)block, because every block has its own scale:
 //   C[t][r] = sum_k a[t][k] * q[r][k] over one block (exact int32), then y[t][r] += float(C) * scales.
-// A = 16 activation rows, loaded straight from the quantized activations (Q8_0 / Q8_K rows, stride
-// x_stride); B = 16 weight rows unpacked once per call into a "VNNI" panel [n_in/4][16 rows][4 bytes];
+// A = 16 activation rows, repacked once per call so that each tile is 16 contiguous 32- (or 16-) byte
+// rows; B = 16 weight rows unpacked once per call into a "VNNI" panel [n_in/4][16 rows][4 bytes];
 // C lanes are weight rows, so a tile row is 16 consecutive outputs of one token.
 // Weight codes are signed int8 (Q6_K loses its +32 offset here), so the only correction left is the
 // Q4_K / Q5_K min term, dmin * m * sum(a), taken from Q8_K's bsums.
@@ -51,7 +51,8 @@ inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<co
 inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
 
 // ---- tiles -----------------------------------------------------------------------------------------
-// tmm0, tmm1: C (16 x 16 int32); tmm2, tmm3: A (16 tokens x K bytes); tmm4, tmm5: B (K/4 x 64 bytes).
+// tmm0..3: C (16 x 16 int32); tmm4, tmm5: A (16 tokens x K bytes); tmm6, tmm7: B (K/4 x 64 bytes).
+// Four C tiles keep four products in flight: one product's zero -> dot -> store chain is ~100 cycles.
 // K is the block (or sub-block) length: 32, or 16 for Q6_K. The configuration is per thread and the
 // pool's threads are not ours, so each thread loads it lazily and remembers which K it holds; nothing
 // else in Tandem touches the tile registers.
@@ -71,9 +72,9 @@ void ensure_tile_config(int k) {
   TileConfig c;
   std::memset(&c, 0, sizeof c);
   c.palette_id = 1;
-  for (int i = 0; i < 2; ++i) c.rows[i] = 16, c.colsb[i] = 64;
-  for (int i = 2; i < 4; ++i) c.rows[i] = 16, c.colsb[i] = uint16_t(k);
-  for (int i = 4; i < 6; ++i) c.rows[i] = uint8_t(k / 4), c.colsb[i] = 64;
+  for (int i = 0; i < 4; ++i) c.rows[i] = 16, c.colsb[i] = 64;
+  for (int i = 4; i < 6; ++i) c.rows[i] = 16, c.colsb[i] = uint16_t(k);
+  for (int i = 6; i < 8; ++i) c.rows[i] = uint8_t(k / 4), c.colsb[i] = 64;
   _tile_loadconfig(&c);
   t_config_k = k;
 }
@@ -96,7 +97,7 @@ struct Buffer {
   }
 };
 struct Scratch {
-  Buffer panel, wscale, wmin, act_scale, act_pad, cbuf;
+  Buffer panel, wscale, wmin, act, act_scale, act_bsum, cbuf;
 };
 thread_local Scratch t_scratch;
 
@@ -181,35 +182,37 @@ struct Legacy {
 
 // ---- 256-element super-blocks against Q8_K: y = d_a * (sum_j d_w*sc_j * sum(q_j * a_j) - dmin * m_j * bsum_j)
 
-// Q4_K / Q5_K: 6-bit scales and mins of the 8 sub-blocks (ggml's get_scale_min_k4).
-inline void scale_min_k4(const uint8_t* s, int j, int* sc, int* m) {
-  if (j < 4) {
-    *sc = s[j] & 63;
-    *m = s[j + 4] & 63;
-  } else {
-    *sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
-    *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
-  }
+// Q4_K / Q5_K: the 8 6-bit scales and mins (llama.cpp's utmp shuffle), times d and dmin, as 8 floats
+// in sc[0] and mn[0] (8 floats each, as integer vectors for store_vnni32).
+template <class W>
+inline void scales_mins_k4(const W& b, __m256i* sc, __m256i* mn) {
+  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  uint32_t utmp[4];
+  std::memcpy(utmp, b.scales, 12);
+  utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
+  const uint32_t uaux = utmp[1] & kmask1;
+  utmp[1] = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
+  utmp[2] = uaux;
+  utmp[0] &= kmask1;
+  const __m128i sm = load128(utmp);  // bytes 0..7 scales, 8..15 mins
+  const __m256 s = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(sm));
+  const __m256 m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8)));
+  sc[0] = _mm256_castps_si256(_mm256_mul_ps(s, _mm256_set1_ps(h2f(b.d))));
+  mn[0] = _mm256_castps_si256(_mm256_mul_ps(m, _mm256_set1_ps(h2f(b.dmin))));
 }
 
 struct SQ4_K {
   using W = BlockQ4_K;
   static constexpr int kSub = 32;
   static constexpr bool kMin = true;
-  static void unpack(const W& b, __m256i* q, float* sc, float* mn) {
+  static void unpack(const W& b, __m256i* q, __m256i* sc, __m256i* mn) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int j = 0; j < 4; ++j) {
       const __m256i bits = load256(b.qs + 32 * j);
       q[2 * j] = _mm256_and_si256(bits, m4);
       q[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
     }
-    const float d = h2f(b.d), dmin = h2f(b.dmin);
-    for (int j = 0; j < 8; ++j) {
-      int s, m;
-      scale_min_k4(b.scales, j, &s, &m);
-      sc[j] = d * float(s);
-      mn[j] = dmin * float(m);
-    }
+    scales_mins_k4(b, sc, mn);
   }
 };
 
@@ -217,7 +220,7 @@ struct SQ5_K {
   using W = BlockQ5_K;
   static constexpr int kSub = 32;
   static constexpr bool kMin = true;
-  static void unpack(const W& b, __m256i* q, float* sc, float* mn) {
+  static void unpack(const W& b, __m256i* q, __m256i* sc, __m256i* mn) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m1 = _mm256_set1_epi8(1);
     const __m256i hb = load256(b.qh);
     for (int j = 0; j < 4; ++j) {
@@ -227,13 +230,7 @@ struct SQ5_K {
       q[2 * j] = _mm256_or_si256(_mm256_and_si256(bits, m4), _mm256_slli_epi16(h0, 4));
       q[2 * j + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 4), m4), _mm256_slli_epi16(h1, 4));
     }
-    const float d = h2f(b.d), dmin = h2f(b.dmin);
-    for (int j = 0; j < 8; ++j) {
-      int s, m;
-      scale_min_k4(b.scales, j, &s, &m);
-      sc[j] = d * float(s);
-      mn[j] = dmin * float(m);
-    }
+    scales_mins_k4(b, sc, mn);
   }
 };
 
@@ -242,7 +239,7 @@ struct SQ6_K {
   using W = BlockQ6_K;
   static constexpr int kSub = 16;
   static constexpr bool kMin = false;
-  static void unpack(const W& b, __m256i* q, float* sc, float*) {
+  static void unpack(const W& b, __m256i* q, __m256i* sc, __m256i*) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3), k32 = _mm256_set1_epi8(32);
     for (int c = 0; c < 2; ++c) {
       const __m256i l0 = load256(b.ql + 64 * c), l1 = load256(b.ql + 64 * c + 32);
@@ -256,8 +253,10 @@ struct SQ6_K {
       q[4 * c + 2] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), h2), k32);
       q[4 * c + 3] = _mm256_sub_epi8(_mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), h3), k32);
     }
-    const float d = h2f(b.d);
-    for (int j = 0; j < 16; ++j) sc[j] = d * float(b.scales[j]);
+    const __m256 d = _mm256_set1_ps(h2f(b.d));
+    for (int h = 0; h < 2; ++h)
+      sc[h] = _mm256_castps_si256(
+          _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(b.scales + 8 * h))))));
   }
 };
 
@@ -265,14 +264,16 @@ struct SIQ4_XS {
   using W = BlockIQ4_XS;
   static constexpr int kSub = 32;
   static constexpr bool kMin = false;
-  static void unpack(const W& b, __m256i* q, float* sc, float*) {
+  static void unpack(const W& b, __m256i* q, __m256i* sc, __m256i*) {
     const __m256i table = iq4_table();
+    alignas(32) float s[8];
     const float d = h2f(b.d);
     for (int k = 0; k < 8; ++k) {
       const int ls = ((b.scales_l[k / 2] >> (4 * (k % 2))) & 0xf) | ((b.scales_h >> (2 * k)) & 3) << 4;
-      sc[k] = d * float(ls - 32);
+      s[k] = d * float(ls - 32);
       q[k] = _mm256_shuffle_epi8(table, nibbles_32(b.qs + 16 * k));
     }
+    sc[0] = _mm256_castps_si256(_mm256_load_ps(s));
   }
 };
 
@@ -285,94 +286,108 @@ struct Super {
   // panel [nb * 64][16][4]; wscale [nb * kSubPerBlock][16] = d * sc; wmin [nb * 8][16] = dmin * m
   static void unpack(const uint8_t* w, size_t w_stride, int nr, int64_t nb, int8_t* panel, float* wscale,
                      float* wmin) {
-    __m256i q[8][16];  // [32-element chunk][row]
-    for (int c = 0; c < 8; ++c)
-      for (int r = nr; r < 16; ++r) q[c][r] = _mm256_setzero_si256();
+    // [32-element chunk][row] codes; [8 sub-blocks][row] scales (floats), transposed like the codes
+    __m256i q[8][16], sc[2][16], mn[16];
+    for (int r = nr; r < 16; ++r) {
+      for (int c = 0; c < 8; ++c) q[c][r] = _mm256_setzero_si256();
+      sc[0][r] = sc[1][r] = mn[r] = _mm256_setzero_si256();
+    }
     for (int64_t b = 0; b < nb; ++b) {
-      float* sc = wscale + b * kSubPerBlock * 16;
-      float* mn = wmin + b * 8 * 16;
       for (int r = 0; r < nr; ++r) {
         const auto& blk = reinterpret_cast<const typename K::W*>(w + r * w_stride)[b];
-        __m256i qr[8];
-        float s[16], m[8];
-        K::unpack(blk, qr, s, m);
+        __m256i qr[8], s[2], m;
+        K::unpack(blk, qr, s, &m);
         for (int c = 0; c < 8; ++c) q[c][r] = qr[c];
-        for (int j = 0; j < kSubPerBlock; ++j) sc[j * 16 + r] = s[j];
-        if constexpr (kMin)
-          for (int j = 0; j < 8; ++j) mn[j * 16 + r] = m[j];
-      }
-      for (int r = nr; r < 16; ++r) {
-        for (int j = 0; j < kSubPerBlock; ++j) sc[j * 16 + r] = 0;
-        if constexpr (kMin)
-          for (int j = 0; j < 8; ++j) mn[j * 16 + r] = 0;
+        sc[0][r] = s[0];
+        if constexpr (kSubPerBlock == 16) sc[1][r] = s[1];
+        if constexpr (kMin) mn[r] = m;
       }
       for (int c = 0; c < 8; ++c) store_vnni32(q[c], panel + b * 4096 + c * 512);
+      for (int h = 0; h < kSubPerBlock / 8; ++h)
+        store_vnni32(sc[h], reinterpret_cast<int8_t*>(wscale + (b * kSubPerBlock + 8 * h) * 16));
+      if constexpr (kMin) store_vnni32(mn, reinterpret_cast<int8_t*>(wmin + b * 8 * 16));
     }
   }
 };
 
 // ---- tile products ---------------------------------------------------------------------------------
 
-// C (tmm0 / tmm1) = A (activations at a, stride a_stride) x B (panel at p, 64-byte rows), stored to c.
-#define TANDEM_AMX_PRODUCT(C, A, B, a, a_stride, p, c) \
-  do {                                                 \
-    _tile_zero(C);                                     \
-    _tile_loadd(A, a, a_stride);                       \
-    _tile_loadd(B, p, 64);                             \
-    _tile_dpbssd(C, A, B);                             \
-    _tile_stored(C, c, 64);                            \
+// c = A (16 activation rows at a, a_stride apart) x B (panel rows at p), through C tile slot & 3.
+// GCC's tile intrinsics paste their tile numbers into the asm text, so they must be literals: a macro,
+// and a switch. A and B alternate so that loads overlap the dot products.
+#define TANDEM_AMX_PRODUCT(C, A, B) \
+  do {                              \
+    _tile_zero(C);                  \
+    _tile_loadd(A, a, a_stride);    \
+    _tile_loadd(B, p, 64);          \
+    _tile_dpbssd(C, A, B);          \
+    _tile_stored(C, c, 64);         \
   } while (0)
+inline void product(int slot, const int8_t* a, size_t a_stride, const int8_t* p, int32_t* c) {
+  switch (slot & 3) {
+    case 0: TANDEM_AMX_PRODUCT(0, 4, 6); break;
+    case 1: TANDEM_AMX_PRODUCT(1, 5, 7); break;
+    case 2: TANDEM_AMX_PRODUCT(2, 4, 6); break;
+    default: TANDEM_AMX_PRODUCT(3, 5, 7); break;
+  }
+}
+#undef TANDEM_AMX_PRODUCT
 
 inline __m512 cvt_row(const int32_t* c) { return _mm512_cvtepi32_ps(_mm512_load_si512(c)); }
 
 // Legacy blocks: acc[t] += float(C_b[t]) * (d_w[b] * d_a[t][b]); ascale [nb][16] is d_a per token.
-void tile_legacy(int64_t nb, const uint8_t* a, size_t a_stride, const int8_t* panel, const float* wscale,
-                 const float* ascale, int32_t* cbuf, __m512* acc) {
+// Products run kAhead blocks ahead of the float work that reads them (cbuf: 2 * kAhead slots); the
+// 16 accumulators stay in registers (the token loops are unrolled), out receives them at the end.
+void tile_legacy(int64_t nb, const int8_t* a, const int8_t* panel, const float* wscale,
+                 const float* ascale, int32_t* cbuf, __m512* out) {
+  constexpr int64_t kAhead = 4;
+  __m512 acc[16];
+#pragma GCC unroll 16
   for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
-  auto post = [&](int64_t b, const int32_t* c) {
-    const __m512 wd = _mm512_load_ps(wscale + b * 16);
-    for (int t = 0; t < 16; ++t)
-      acc[t] = _mm512_fmadd_ps(cvt_row(c + 16 * t), _mm512_mul_ps(wd, _mm512_set1_ps(ascale[b * 16 + t])), acc[t]);
+  auto issue = [&](int64_t b) {
+    product(int(b), a + b * 512, 32, panel + b * 512, cbuf + (b & (2 * kAhead - 1)) * 256);
   };
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    TANDEM_AMX_PRODUCT(0, 2, 4, a + b * 34 + 2, a_stride, panel + b * 512, cbuf);
-    TANDEM_AMX_PRODUCT(1, 3, 5, a + (b + 1) * 34 + 2, a_stride, panel + (b + 1) * 512, cbuf + 256);
-    post(b, cbuf);
-    post(b + 1, cbuf + 256);
+  for (int64_t b = 0; b < imin(kAhead, nb); ++b) issue(b);
+  for (int64_t b = 0; b < nb; ++b) {
+    if (b + kAhead < nb) issue(b + kAhead);
+    const int32_t* c = cbuf + (b & (2 * kAhead - 1)) * 256;
+    const __m512 wd = _mm512_load_ps(wscale + b * 16);
+    const float* ad = ascale + b * 16;
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; ++t)
+      acc[t] = _mm512_fmadd_ps(cvt_row(c + 16 * t), _mm512_mul_ps(wd, _mm512_set1_ps(ad[t])), acc[t]);
   }
-  if (b < nb) {
-    TANDEM_AMX_PRODUCT(0, 2, 4, a + b * 34 + 2, a_stride, panel + b * 512, cbuf);
-    post(b, cbuf);
-  }
+#pragma GCC unroll 16
+  for (int t = 0; t < 16; ++t) out[t] = acc[t];
 }
 
-// Super-blocks: per super-block, the sub-block products into cbuf[j], then per token
+// Super-blocks: the sub-block products of super-block b + 1 are issued between the token rows of b's
+// float work, which is, per token,
 //   acc[t] += d_a[t] * sum_j float(C_j[t]) * wscale_j  -  sum_j wmin_j * bsum_j[t]   (bsum pre-scaled by d_a)
 template <int kSub, bool kMin>
-void tile_super(int64_t nb, const uint8_t* a, size_t a_stride, const int8_t* panel, const float* wscale,
-                const float* wmin, const float* bsum, int32_t* cbuf, __m512* acc) {
+void tile_super(int64_t nb, const int8_t* a, const int8_t* panel, const float* wscale, const float* wmin,
+                const float* ascale, const float* bsum, int32_t* cbuf, __m512* acc) {
   constexpr int kN = 256 / kSub;
-  constexpr int kRowsB = kSub / 4 * 64;  // panel bytes per sub-block
+  constexpr int kPanelBytes = kSub / 4 * 64;  // per sub-block
   for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+  auto issue = [&](int64_t b, int j) {
+    product(j, a + b * 4096 + j * kPanelBytes, kSub, panel + b * 4096 + j * kPanelBytes,
+            cbuf + ((b & 1) * kN + j) * 256);
+  };
+  for (int j = 0; j < kN; ++j) issue(0, j);
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* ab = a + b * sizeof(BlockQ8_K);
-    const int8_t* pb = panel + b * 256 * 16;
-    for (int j = 0; j < kN; j += 2) {
-      TANDEM_AMX_PRODUCT(0, 2, 4, ab + 4 + j * kSub, a_stride, pb + j * kRowsB, cbuf + j * 256);
-      TANDEM_AMX_PRODUCT(1, 3, 5, ab + 4 + (j + 1) * kSub, a_stride, pb + (j + 1) * kRowsB, cbuf + (j + 1) * 256);
-    }
+    const int32_t* cb = cbuf + (b & 1) * kN * 256;
     const float* sc = wscale + b * kN * 16;
     const float* mn = wmin + b * 8 * 16;
     for (int t = 0; t < 16; ++t) {
+      if (b + 1 < nb)
+        for (int j = (t * kN + 15) / 16; j < ((t + 1) * kN + 15) / 16; ++j) issue(b + 1, j);
       __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
       for (int j = 0; j < kN; j += 2) {
-        s0 = _mm512_fmadd_ps(cvt_row(cbuf + j * 256 + 16 * t), _mm512_load_ps(sc + j * 16), s0);
-        s1 = _mm512_fmadd_ps(cvt_row(cbuf + (j + 1) * 256 + 16 * t), _mm512_load_ps(sc + (j + 1) * 16), s1);
+        s0 = _mm512_fmadd_ps(cvt_row(cb + j * 256 + 16 * t), _mm512_load_ps(sc + j * 16), s0);
+        s1 = _mm512_fmadd_ps(cvt_row(cb + (j + 1) * 256 + 16 * t), _mm512_load_ps(sc + (j + 1) * 16), s1);
       }
-      float d_a;
-      std::memcpy(&d_a, ab + t * a_stride, 4);
-      acc[t] = _mm512_fmadd_ps(_mm512_add_ps(s0, s1), _mm512_set1_ps(d_a), acc[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_add_ps(s0, s1), _mm512_set1_ps(ascale[b * 16 + t]), acc[t]);
       if constexpr (kMin) {
         const float* bs = bsum + (t * nb + b) * 8;
         for (int j = 0; j < 8; ++j) acc[t] = _mm512_fnmadd_ps(_mm512_load_ps(mn + j * 16), _mm512_set1_ps(bs[j]), acc[t]);
@@ -380,8 +395,6 @@ void tile_super(int64_t nb, const uint8_t* a, size_t a_stride, const int8_t* pan
     }
   }
 }
-
-#undef TANDEM_AMX_PRODUCT
 
 // ---- driver ----------------------------------------------------------------------------------------
 
@@ -396,61 +409,58 @@ void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const vo
   const int64_t nb = n_in / P::kBlock;
   const int64_t n_tiles = (n_tokens + 15) / 16;
   const auto* xb = static_cast<const uint8_t*>(x);
-  const size_t act_bytes = kLegacy ? size_t(nb) * sizeof(BlockQ8_0) : size_t(nb) * sizeof(BlockQ8_K);
 
-  // A partial last token tile is copied, zero-padded to 16 rows, so tile loads stay inside x.
-  const int64_t tail = n_tokens % 16;
-  uint8_t* pad = nullptr;
-  if (tail) {
-    pad = s.act_pad.get<uint8_t>(16 * act_bytes);
-    for (int64_t t = 0; t < 16; ++t) {
-      if (t < tail) std::memcpy(pad + t * act_bytes, xb + (n_tokens - tail + t) * x_stride, act_bytes);
-      else std::memset(pad + t * act_bytes, 0, act_bytes);
-    }
-  }
-  auto tile_rows = [&](int64_t tile, size_t* stride) -> const uint8_t* {
-    if (tail && tile == n_tiles - 1) {
-      *stride = act_bytes;
-      return pad;
-    }
-    *stride = x_stride;
-    return xb + tile * 16 * x_stride;
-  };
-
-  // Activation-side scalars, once per call: Q8_0's d per [tile][block][token]; Q8_K's bsums of 32
-  // elements times d per [token][block][8].
-  float* ascale = nullptr;
-  if constexpr (kLegacy) {
-    ascale = s.act_scale.get<float>(size_t(n_tiles * nb * 16));
-    for (int64_t tile = 0; tile < n_tiles; ++tile) {
-      size_t st;
-      const uint8_t* a = tile_rows(tile, &st);
-      for (int t = 0; t < 16; ++t)
-        for (int64_t b = 0; b < nb; ++b) {
-          uint16_t h;
-          std::memcpy(&h, a + t * st + b * sizeof(BlockQ8_0), 2);
-          ascale[(tile * nb + b) * 16 + t] = h2f(h);
+  // Activations, once per call, packed per 16-token tile as [sub-block][token][kSub bytes] so that each
+  // A tile is 16 contiguous rows (tokens past n_tokens are zeros), with their scales beside them:
+  // ascale [tile][block][token] = d; bsum (Q4_K, Q5_K) [tile][token][block][8] = d * sum of 32 codes.
+  constexpr int kSub = P::kSub;
+  int8_t* apack = s.act.get<int8_t>(size_t(n_tiles * n_in * 16));
+  float* ascale = s.act_scale.get<float>(size_t(n_tiles * nb * 16));
+  float* bsum = P::kMin ? s.act_bsum.get<float>(size_t(n_tiles * 16 * nb * 8)) : nullptr;
+  for (int64_t tile = 0; tile < n_tiles; ++tile) {
+    int8_t* at = apack + tile * n_in * 16;
+    for (int t = 0; t < 16; ++t) {
+      const int64_t tok = tile * 16 + t;
+      const uint8_t* row = xb + tok * x_stride;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int8_t* qs;
+        float d;
+        if (tok >= n_tokens) {
+          qs = nullptr;
+          d = 0;
+        } else if constexpr (kLegacy) {
+          const auto* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
+          qs = blk->qs;
+          d = h2f(blk->d);
+        } else {
+          const auto* blk = reinterpret_cast<const BlockQ8_K*>(row) + b;
+          qs = blk->qs;
+          d = blk->d;
+          if constexpr (P::kMin) {
+            const __m256i pairs = _mm256_madd_epi16(load256(blk->bsums), _mm256_set1_epi16(1));
+            _mm256_storeu_ps(bsum + ((tile * 16 + t) * nb + b) * 8,
+                             _mm256_mul_ps(_mm256_cvtepi32_ps(pairs), _mm256_set1_ps(d)));
+          }
         }
-    }
-  } else if constexpr (P::kMin) {
-    ascale = s.act_scale.get<float>(size_t(n_tiles * 16 * nb * 8));
-    for (int64_t tile = 0; tile < n_tiles; ++tile) {
-      size_t st;
-      const uint8_t* a = tile_rows(tile, &st);
-      for (int t = 0; t < 16; ++t)
-        for (int64_t b = 0; b < nb; ++b) {
-          const auto* blk = reinterpret_cast<const BlockQ8_K*>(a + t * st) + b;
-          const __m256i pairs = _mm256_madd_epi16(load256(blk->bsums), _mm256_set1_epi16(1));
-          _mm256_storeu_ps(ascale + ((tile * 16 + t) * nb + b) * 8,
-                           _mm256_mul_ps(_mm256_cvtepi32_ps(pairs), _mm256_set1_ps(blk->d)));
+        if (!qs && P::kMin) _mm256_storeu_ps(bsum + ((tile * 16 + t) * nb + b) * 8, _mm256_setzero_ps());
+        ascale[(tile * nb + b) * 16 + t] = d;
+        int8_t* dst = at + b * P::kBlock * 16 + t * kSub;
+        for (int j = 0; j < P::kBlock / kSub; ++j) {
+          if constexpr (kSub == 32)
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j * 16 * kSub),
+                                qs ? load256(qs + j * kSub) : _mm256_setzero_si256());
+          else
+            _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + j * 16 * kSub),
+                             qs ? load128(qs + j * kSub) : _mm_setzero_si128());
         }
+      }
     }
   }
 
   int8_t* panel = s.panel.get<int8_t>(size_t(n_in) * 16);
   float* wscale = s.wscale.get<float>(size_t(n_in / P::kSub) * 16);
   float* wmin = P::kMin ? s.wmin.get<float>(size_t(n_in / 32) * 16) : nullptr;
-  int32_t* cbuf = s.cbuf.get<int32_t>(16 * 256);
+  int32_t* cbuf = s.cbuf.get<int32_t>(2 * 16 * 256);  // two super-blocks of Q6_K products
   const auto* wb = static_cast<const uint8_t*>(w);
   __m512 acc[16];
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
@@ -458,13 +468,12 @@ void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const vo
     P::unpack(wb + r0 * w_stride, w_stride, nr, nb, panel, wscale, wmin);
     const __mmask16 mask = __mmask16((1u << nr) - 1);
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
-      size_t st;
-      const uint8_t* a = tile_rows(tile, &st);
+      const int8_t* a = apack + tile * n_in * 16;
       if constexpr (kLegacy)
-        tile_legacy(nb, a, st, panel, wscale, ascale + tile * nb * 16, cbuf, acc);
+        tile_legacy(nb, a, panel, wscale, ascale + tile * nb * 16, cbuf, acc);
       else
-        tile_super<P::kSub, P::kMin>(nb, a, st, panel, wscale, wmin,
-                                     P::kMin ? ascale + tile * 16 * nb * 8 : nullptr, cbuf, acc);
+        tile_super<P::kSub, P::kMin>(nb, a, panel, wscale, wmin, ascale + tile * nb * 16,
+                                     P::kMin ? bsum + tile * 16 * nb * 8 : nullptr, cbuf, acc);
       const int nt = int(imin(16, n_tokens - tile * 16));
       for (int t = 0; t < nt; ++t) _mm512_mask_storeu_ps(y + (tile * 16 + t) * y_stride + r0, mask, acc[t]);
     }
