@@ -9,7 +9,9 @@
 // rows; B = 16 weight rows unpacked once per call into a "VNNI" panel [n_in/4][16 rows][4 bytes];
 // C lanes are weight rows, so a tile row is 16 consecutive outputs of one token.
 // Weight codes are signed int8 (Q6_K loses its +32 offset here), so the only correction left is the
-// Q4_K / Q5_K min term, dmin * m * sum(a), taken from Q8_K's bsums.
+// Q4_K / Q5_K min term, dmin * m * sum(a), taken from Q8_K's bsums. A tile store costs about as much as
+// a tile product here (~6.5 ns each, measured), so Q4_K / Q5_K fold their integer sub-block scales into
+// the codes (Split below) and store once per super-block instead of once per sub-block.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -277,6 +279,56 @@ struct SIQ4_XS {
   }
 };
 
+// Q4_K / Q5_K without per-sub-block tile stores: the 6-bit scale splits as sc = lo + (hi << kShift)
+// with q * lo and q * hi still bytes (Q4_K: 4 + 2 bits, q <= 15; Q5_K: 3 + 3, q <= 31), so two panels
+// of pre-scaled codes (unsigned, TDPBSUD) accumulate a whole super-block in two C tiles, K = 64:
+//   y += d_a * d_w * (C_lo + (C_hi << kShift)) - sum_j dmin * m_j * bsum_j
+inline void k4_scale_bytes(const uint8_t* s12, uint8_t* out) {  // the 8 scales of scales_mins_k4
+  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  uint32_t u[3];
+  std::memcpy(u, s12, 12);
+  const uint32_t u0 = u[0] & kmask1, u1 = (u[2] & kmask2) | (((u[0] >> 6) & kmask3) << 4);
+  std::memcpy(out, &u0, 4);
+  std::memcpy(out + 4, &u1, 4);
+}
+
+template <class K, int kShiftBits>
+struct Split {
+  static constexpr int kSub = 64;  // tile K
+  static constexpr int kBlock = 256;
+  static constexpr bool kMin = true;
+  static constexpr int kShift = kShiftBits;
+  // panel [nb][lo, hi][64][16][4] (8 KB per super-block); wscale [nb][16] = d; wmin [nb][8][16] = dmin * m
+  static void unpack(const uint8_t* w, size_t w_stride, int nr, int64_t nb, int8_t* panel, float* wscale,
+                     float* wmin) {
+    __m256i lo[8][16], hi[8][16], mn[16];
+    for (int r = nr; r < 16; ++r) {
+      for (int c = 0; c < 8; ++c) lo[c][r] = hi[c][r] = _mm256_setzero_si256();
+      mn[r] = _mm256_setzero_si256();
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int r = 0; r < nr; ++r) {
+        const auto& blk = reinterpret_cast<const typename K::W*>(w + r * w_stride)[b];
+        __m256i q[8], sc_f;
+        K::unpack(blk, q, &sc_f, &mn[r]);
+        uint8_t sc[8];
+        k4_scale_bytes(blk.scales, sc);
+        for (int j = 0; j < 8; ++j) {  // bytes times a small constant: 16-bit products never carry
+          lo[j][r] = _mm256_mullo_epi16(q[j], _mm256_set1_epi16(short(sc[j] & ((1 << kShift) - 1))));
+          hi[j][r] = _mm256_mullo_epi16(q[j], _mm256_set1_epi16(short(sc[j] >> kShift)));
+        }
+        wscale[b * 16 + r] = h2f(blk.d);
+      }
+      for (int r = nr; r < 16; ++r) wscale[b * 16 + r] = 0;
+      for (int j = 0; j < 8; ++j) {
+        store_vnni32(lo[j], panel + b * 8192 + j * 512);
+        store_vnni32(hi[j], panel + b * 8192 + 4096 + j * 512);
+      }
+      store_vnni32(mn, reinterpret_cast<int8_t*>(wmin + b * 8 * 16));
+    }
+  }
+};
+
 template <class K>
 struct Super {
   static constexpr int kSub = K::kSub;
@@ -396,7 +448,57 @@ void tile_super(int64_t nb, const int8_t* a, const int8_t* panel, const float* w
   }
 }
 
+// Split K-quants: per super-block 8 dot products (4 K-steps x lo, hi) into one C pair, 2 tile stores;
+// the pair of super-block b + 1 is computed before the float work of b reads b's pair.
+#define TANDEM_AMX_SPLIT(CL, CH)                                   \
+  do {                                                             \
+    _tile_zero(CL);                                                \
+    _tile_zero(CH);                                                \
+    for (int c = 0; c < 4; ++c) {                                  \
+      _tile_loadd(4, ab + c * 1024, 64);                           \
+      _tile_loadd(6, pb + c * 1024, 64);                           \
+      _tile_loadd(7, pb + 4096 + c * 1024, 64);                    \
+      _tile_dpbsud(CL, 4, 6);                                      \
+      _tile_dpbsud(CH, 4, 7);                                      \
+    }                                                              \
+    _tile_stored(CL, cb, 64);                                      \
+    _tile_stored(CH, cb + 256, 64);                                \
+  } while (0)
+inline void split_products(int64_t b, const int8_t* a, const int8_t* panel, int32_t* cbuf) {
+  const int8_t* ab = a + b * 4096;
+  const int8_t* pb = panel + b * 8192;
+  int32_t* cb = cbuf + (b & 1) * 512;
+  if (b & 1) TANDEM_AMX_SPLIT(2, 3);
+  else TANDEM_AMX_SPLIT(0, 1);
+}
+#undef TANDEM_AMX_SPLIT
+
+template <int kShift>
+void tile_split(int64_t nb, const int8_t* a, const int8_t* panel, const float* wscale, const float* wmin,
+                const float* ascale, const float* bsum, int32_t* cbuf, __m512* acc) {
+  for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+  split_products(0, a, panel, cbuf);
+  for (int64_t b = 0; b < nb; ++b) {
+    if (b + 1 < nb) split_products(b + 1, a, panel, cbuf);
+    const int32_t* cb = cbuf + (b & 1) * 512;
+    const __m512 dw = _mm512_load_ps(wscale + b * 16);
+    const float* mn = wmin + b * 8 * 16;
+    for (int t = 0; t < 16; ++t) {
+      const __m512i isum = _mm512_add_epi32(_mm512_load_si512(cb + 16 * t),
+                                            _mm512_slli_epi32(_mm512_load_si512(cb + 256 + 16 * t), kShift));
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), dw);
+      v = _mm512_fmadd_ps(v, _mm512_set1_ps(ascale[b * 16 + t]), acc[t]);
+      const float* bs = bsum + (t * nb + b) * 8;
+      for (int j = 0; j < 8; ++j) v = _mm512_fnmadd_ps(_mm512_load_ps(mn + j * 16), _mm512_set1_ps(bs[j]), v);
+      acc[t] = v;
+    }
+  }
+}
+
 // ---- driver ----------------------------------------------------------------------------------------
+
+template <class P>
+constexpr bool kSplit = requires { P::kShift; };
 
 template <class K, bool kLegacy>
 void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
@@ -446,7 +548,12 @@ void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const vo
         ascale[(tile * nb + b) * 16 + t] = d;
         int8_t* dst = at + b * P::kBlock * 16 + t * kSub;
         for (int j = 0; j < P::kBlock / kSub; ++j) {
-          if constexpr (kSub == 32)
+          if constexpr (kSub == 64) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j * 16 * kSub),
+                                qs ? load256(qs + j * kSub) : _mm256_setzero_si256());
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j * 16 * kSub + 32),
+                                qs ? load256(qs + j * kSub + 32) : _mm256_setzero_si256());
+          } else if constexpr (kSub == 32)
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + j * 16 * kSub),
                                 qs ? load256(qs + j * kSub) : _mm256_setzero_si256());
           else
@@ -457,7 +564,7 @@ void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const vo
     }
   }
 
-  int8_t* panel = s.panel.get<int8_t>(size_t(n_in) * 16);
+  int8_t* panel = s.panel.get<int8_t>(size_t(n_in) * 32);  // Split: two panels
   float* wscale = s.wscale.get<float>(size_t(n_in / P::kSub) * 16);
   float* wmin = P::kMin ? s.wmin.get<float>(size_t(n_in / 32) * 16) : nullptr;
   int32_t* cbuf = s.cbuf.get<int32_t>(2 * 16 * 256);  // two super-blocks of Q6_K products
@@ -469,7 +576,9 @@ void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const vo
     const __mmask16 mask = __mmask16((1u << nr) - 1);
     for (int64_t tile = 0; tile < n_tiles; ++tile) {
       const int8_t* a = apack + tile * n_in * 16;
-      if constexpr (kLegacy)
+      if constexpr (kSplit<P>)
+        tile_split<P::kShift>(nb, a, panel, wscale, wmin, ascale + tile * nb * 16, bsum + tile * 16 * nb * 8, cbuf, acc);
+      else if constexpr (kLegacy)
         tile_legacy(nb, a, panel, wscale, ascale + tile * nb * 16, cbuf, acc);
       else
         tile_super<P::kSub, P::kMin>(nb, a, panel, wscale, wmin, ascale + tile * nb * 16,
@@ -499,8 +608,8 @@ void fill_kernels(CpuKernels& k) {
   set(WT::Q5_0, gemm<Kind<WT::Q5_0, Legacy<LQ5_0>>, true>);
   set(WT::Q8_0, gemm<Kind<WT::Q8_0, Legacy<LQ8_0>>, true>);
   set(WT::IQ4_NL, gemm<Kind<WT::IQ4_NL, Legacy<LIQ4_NL>>, true>);
-  set(WT::Q4_K, gemm<Kind<WT::Q4_K, Super<SQ4_K>>, false>);
-  set(WT::Q5_K, gemm<Kind<WT::Q5_K, Super<SQ5_K>>, false>);
+  set(WT::Q4_K, gemm<Kind<WT::Q4_K, Split<SQ4_K, 4>>, false>);
+  set(WT::Q5_K, gemm<Kind<WT::Q5_K, Split<SQ5_K, 3>>, false>);
   set(WT::Q6_K, gemm<Kind<WT::Q6_K, Super<SQ6_K>>, false>);
   set(WT::IQ4_XS, gemm<Kind<WT::IQ4_XS, Super<SIQ4_XS>>, false>);
 }
