@@ -3,17 +3,21 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <iterator>
 #include <new>
 
 #include "backend/cpu/cpu_matmul.h"
+#include "backend/cpu/ops.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
 
 namespace tandem::cpu {
 
-CpuBackend::CpuBackend(int n_threads, std::string name) : name_(std::move(name)), pool_(n_threads) {}
+CpuBackend::CpuBackend(int n_threads, std::string name)
+    : name_(std::move(name)), pool_(n_threads), ops_(ops()) {}
 CpuBackend::~CpuBackend() = default;
 
 Result<void*> CpuBackend::alloc(size_t bytes) {
@@ -44,19 +48,11 @@ void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, flo
 
 void CpuBackend::rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) {
   const float* w = weight ? static_cast<const float*>(weight->data) : nullptr;
-  pool_.parallel_for(n_rows, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = x + r * n;
-      float* yr = y + r * n;
-      double sum = 0;  // ggml accumulates squares in double
-      for (int64_t i = 0; i < n; ++i) sum += double(xr[i] * xr[i]);
-      const float s = 1.0f / std::sqrt(float(sum / double(n)) + eps);
-      if (w) {
-        for (int64_t i = 0; i < n; ++i) yr[i] = (xr[i] * s) * w[i];
-      } else {
-        for (int64_t i = 0; i < n; ++i) yr[i] = xr[i] * s;
-      }
-    }
+  const auto fn = ops_.rms_norm;
+  // Rows of a few hundred floats: a decode step's single row runs inline, no fork-join.
+  const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(n, 1));
+  pool_.parallel_for(n_rows, grain, [&](int64_t begin, int64_t end) {
+    fn(x + begin * n, w, end - begin, n, eps, y + begin * n);
   });
 }
 
@@ -76,16 +72,35 @@ float yarn_ramp(float low, float high, int i0) {
   return 1 - std::min(1.0f, std::max(0.0f, y));
 }
 
+bool same_rope(const RopeParams& a, const RopeParams& b) {
+  return a.kind == b.kind && a.n_rot == b.n_rot && a.freq_base == b.freq_base && a.freq_scale == b.freq_scale &&
+         a.freq_factors == b.freq_factors && a.ext_factor == b.ext_factor && a.attn_factor == b.attn_factor &&
+         a.beta_fast == b.beta_fast && a.beta_slow == b.beta_slow && a.n_ctx_orig == b.n_ctx_orig;
+}
+
 }  // namespace
 
-void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) {
-  const int n_dims = p.n_rot;
+const float* CpuBackend::rope_table(int64_t n_tokens, const int32_t* pos, const RopeParams& p) {
+  // The Q and K calls of a layer, and every layer sharing its parameters, reuse one table.
+  for (RopeCache& c : rope_cache_)
+    if (c.valid && same_rope(c.params, p) && int64_t(c.pos.size()) == n_tokens &&
+        std::equal(c.pos.begin(), c.pos.end(), pos))
+      return c.table.data();
+  RopeCache& c = rope_cache_[rope_cache_next_];
+  rope_cache_next_ = (rope_cache_next_ + 1) % int(std::size(rope_cache_));
+  c.valid = true;
+  c.params = p;
+  c.pos.assign(pos, pos + n_tokens);
+  const int n_dims = p.n_rot, half = n_dims / 2;
+  c.table.resize(size_t(n_tokens) * size_t(n_dims));
   const float theta_scale = std::pow(p.freq_base, -2.0f / float(n_dims));
   float corr[2] = {0, 0};
   if (p.ext_factor != 0) yarn_corr_dims(n_dims, p.n_ctx_orig, p.freq_base, p.beta_fast, p.beta_slow, corr);
-  pool_.parallel_for(n_tokens, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> cos_sin(static_cast<size_t>(n_dims));
+  const bool neox = p.kind == RopeKind::Neox;
+  float* table = c.table.data();
+  pool_.parallel_for(n_tokens, 8, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
+      float* cs = table + t * n_dims;
       // Iterated like ggml's rope cache: theta *= theta_scale in float, pair by pair.
       float theta_extrap = float(pos[t]);
       for (int i0 = 0; i0 < n_dims; i0 += 2) {
@@ -98,137 +113,148 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, cons
           theta = theta * (1 - mix) + te * mix;
           mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
         }
-        cos_sin[i0] = std::cos(theta) * mscale;
-        cos_sin[i0 + 1] = std::sin(theta) * mscale;
-        theta_extrap *= theta_scale;
-      }
-      for (int h = 0; h < n_head; ++h) {
-        float* v = x + (t * n_head + h) * head_dim;
-        for (int i0 = 0; i0 < n_dims; i0 += 2) {
-          const float c = cos_sin[i0], s = cos_sin[i0 + 1];
-          const int a = p.kind == RopeKind::Normal ? i0 : i0 / 2;
-          const int b = p.kind == RopeKind::Normal ? i0 + 1 : i0 / 2 + n_dims / 2;
-          const float x0 = v[a], x1 = v[b];
-          v[a] = x0 * c - x1 * s;
-          v[b] = x0 * s + x1 * c;
+        const float cv = std::cos(theta) * mscale, sv = std::sin(theta) * mscale;
+        if (neox) {
+          cs[i0 / 2] = cv;
+          cs[half + i0 / 2] = sv;
+        } else {
+          cs[i0] = cv;
+          cs[i0 + 1] = sv;
         }
+        theta_extrap *= theta_scale;
       }
     }
   });
+  return table;
 }
 
-namespace {
-
-void load_kv_row(WeightType type, const void* base, int64_t row, int64_t n, float* out) {
-  if (type == WeightType::F32) {
-    std::memcpy(out, static_cast<const float*>(base) + row * n, size_t(n) * 4);
-  } else if (type == WeightType::F16) {
-    const uint16_t* h = static_cast<const uint16_t*>(base) + row * n;
-    for (int64_t i = 0; i < n; ++i) out[i] = quant::fp16_to_f32(h[i]);
-  } else {
-    quant::dequantize_row(type, static_cast<const uint8_t*>(base) + size_t(row) * row_bytes(type, n), out, n);
-  }
+void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) {
+  const float* table = rope_table(n_tokens, pos, p);
+  const int n_dims = p.n_rot;
+  const bool neox = p.kind == RopeKind::Neox;
+  const auto fn = ops_.rope;
+  // Work items are (token, head); a decode step's few heads stay on one thread.
+  const int64_t per_head = head_dim;
+  const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / per_head);
+  pool_.parallel_for(n_tokens * n_head, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end;) {
+      const int64_t t = i / n_head;
+      const int h0 = int(i % n_head);
+      const int nh = int(std::min<int64_t>(n_head - h0, end - i));
+      fn(x + i * head_dim, nh, head_dim, n_dims, neox, table + t * n_dims);
+      i += nh;
+    }
+  });
 }
-
-}  // namespace
 
 void CpuBackend::attention(const AttentionArgs& a) {
   const int group = a.n_head / a.n_head_kv;
   const int64_t row_k = int64_t(a.n_head_kv) * a.head_dim_k, row_v = int64_t(a.n_head_kv) * a.head_dim_v;
-  // One task per (token, kv head): the K/V rows are converted once for the query heads sharing them.
-  pool_.parallel_for(a.n_tokens * a.n_head_kv, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int32_t> cells;
-    std::vector<float> scores, qh, krow(static_cast<size_t>(row_k)), vrow(static_cast<size_t>(row_v));
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / a.n_head_kv;
-      const int g = int(task % a.n_head_kv);
-      const int32_t p = a.token_pos[t], s = a.token_seq[t];
-      cells.clear();
-      for (int64_t c = 0; c < a.n_cells; ++c) {
-        const int32_t cp = a.cell_pos[c];
-        if (cp < 0 || a.cell_seq[c] != s || cp > p) continue;
-        if (a.sliding_window > 0 && p - cp >= a.sliding_window) continue;
-        cells.push_back(int32_t(c));
-      }
-      const size_t n_valid = cells.size();
-      scores.assign(n_valid * size_t(group), 0.0f);
-      // ggml's non-flash attention multiplies f16 K by Q converted to f16, and f16 V by the softmax
-      // converted to f16; rounding the same values keeps logits within float noise of llama.cpp.
-      qh.resize(size_t(group) * size_t(a.head_dim_k));
-      for (int h = 0; h < group; ++h)
-        for (int i = 0; i < a.head_dim_k; ++i)
-          qh[size_t(h) * size_t(a.head_dim_k) + size_t(i)] = quant::fp16_to_f32(
-              quant::f32_to_fp16(a.q[(t * a.n_head + g * group + h) * a.head_dim_k + i]));
-      for (size_t j = 0; j < n_valid; ++j) {
-        load_kv_row(a.kv_type, a.k, cells[j], row_k, krow.data());
-        const float* k = krow.data() + int64_t(g) * a.head_dim_k;
-        for (int h = 0; h < group; ++h) {
-          const float* q = qh.data() + size_t(h) * size_t(a.head_dim_k);
-          float dot = 0;
-          for (int i = 0; i < a.head_dim_k; ++i) dot += q[i] * k[i];
-          float sc = dot * a.scale;
-          if (a.softcap > 0) sc = a.softcap * std::tanh(sc / a.softcap);
-          scores[size_t(h) * n_valid + j] = sc;
+  // ISA kernels read f16 K/V directly; other cache types go through the generic path.
+  const auto fn = a.kv_type == WeightType::F16 ? ops_.attention : ops_for(Isa::Generic).attention;
+  // A task is (token, KV head, up to 4 query heads of its group): K/V rows are read once for those
+  // heads. Fewer heads per task when a decode step would otherwise leave threads idle.
+  const int64_t n_kv_tasks = a.n_tokens * a.n_head_kv;
+  int heads_per_task = std::min(group, 4);
+  while (heads_per_task > 1 && n_kv_tasks * ((group + heads_per_task - 1) / heads_per_task) < 2 * pool_.size())
+    heads_per_task = (heads_per_task + 1) / 2;
+  const int n_sub = (group + heads_per_task - 1) / heads_per_task;
+  const int64_t n_tasks = n_kv_tasks * n_sub;
+
+  const int nt = pool_.size();
+  const size_t scratch_floats =
+      size_t(heads_per_task) * size_t(a.head_dim_k + a.n_cells) + size_t(a.head_dim_k + a.head_dim_v) + 16;
+  if (attn_scratch_.size() < size_t(nt)) attn_scratch_.resize(size_t(nt));
+  if (attn_cells_.size() < size_t(nt)) attn_cells_.resize(size_t(nt));
+  for (int i = 0; i < nt; ++i) {
+    if (attn_scratch_[size_t(i)].size() < scratch_floats) attn_scratch_[size_t(i)].resize(scratch_floats);
+    if (attn_cells_[size_t(i)].size() < size_t(a.n_cells)) attn_cells_[size_t(i)].resize(size_t(a.n_cells));
+  }
+
+  std::atomic<int64_t> next{0};
+  auto body = [&](int thread, int) {
+    int32_t* cells = attn_cells_[size_t(thread)].data();
+    float* scratch = attn_scratch_[size_t(thread)].data();
+    int64_t last_t = -1, n_valid = 0;
+    for (int64_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
+      const int64_t t = task / (int64_t(a.n_head_kv) * n_sub);
+      const int64_t rest = task % (int64_t(a.n_head_kv) * n_sub);
+      const int g = int(rest / n_sub), sub = int(rest % n_sub);
+      if (t != last_t) {  // the cells token t sees (same for all its heads)
+        const int32_t p = a.token_pos[t], s = a.token_seq[t];
+        n_valid = 0;
+        for (int64_t c = 0; c < a.n_cells; ++c) {
+          const int32_t cp = a.cell_pos[c];
+          if (cp < 0 || a.cell_seq[c] != s || cp > p) continue;
+          if (a.sliding_window > 0 && p - cp >= a.sliding_window) continue;
+          cells[n_valid++] = int32_t(c);
         }
+        last_t = t;
       }
-      for (int h = 0; h < group; ++h) {
-        float* sh = scores.data() + size_t(h) * n_valid;
-        float mx = -INFINITY;
-        for (size_t j = 0; j < n_valid; ++j) mx = std::max(mx, sh[j]);
-        double sum = 0;
-        for (size_t j = 0; j < n_valid; ++j) {
-          sh[j] = std::exp(sh[j] - mx);
-          sum += sh[j];
-        }
-        const float inv = sum > 0 ? float(1.0 / sum) : 0.0f;
-        for (size_t j = 0; j < n_valid; ++j) sh[j] = quant::fp16_to_f32(quant::f32_to_fp16(sh[j] * inv));
-        float* o = a.out + (t * a.n_head + g * group + h) * a.head_dim_v;
-        std::fill(o, o + a.head_dim_v, 0.0f);
-      }
-      for (size_t j = 0; j < n_valid; ++j) {
-        load_kv_row(a.kv_type, a.v, cells[j], row_v, vrow.data());
-        const float* v = vrow.data() + int64_t(g) * a.head_dim_v;
-        for (int h = 0; h < group; ++h) {
-          const float w = scores[size_t(h) * n_valid + j];
-          float* o = a.out + (t * a.n_head + g * group + h) * a.head_dim_v;
-          for (int i = 0; i < a.head_dim_v; ++i) o[i] += w * v[i];
-        }
-      }
+      const int h0 = sub * heads_per_task;
+      const int nq = std::min(heads_per_task, group - h0);
+      const int64_t head = t * a.n_head + int64_t(g) * group + h0;
+      AttnTask task_args;
+      task_args.q = a.q + head * a.head_dim_k;
+      task_args.out = a.out + head * a.head_dim_v;
+      task_args.n_q = nq;
+      task_args.dk = a.head_dim_k;
+      task_args.dv = a.head_dim_v;
+      task_args.scale = a.scale;
+      task_args.softcap = a.softcap;
+      task_args.kv_type = a.kv_type;
+      task_args.k = a.k;
+      task_args.v = a.v;
+      task_args.k_stride = row_k;
+      task_args.v_stride = row_v;
+      task_args.k_offset = int64_t(g) * a.head_dim_k;
+      task_args.v_offset = int64_t(g) * a.head_dim_v;
+      task_args.cells = cells;
+      task_args.n_cells = n_valid;
+      task_args.scratch = scratch;
+      fn(task_args);
     }
-  });
+  };
+  if (n_tasks == 1 || nt == 1) body(0, 1);
+  else pool_.run(body);
 }
 
 void CpuBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
                           const int32_t* cells, WeightType kv_type, void* cache_k, void* cache_v) {
+  const auto to_f16 = ops_.f32_to_f16;
   auto store = [&](const float* src, int64_t n, void* base, int64_t cell) {
     if (kv_type == WeightType::F32) {
       std::memcpy(static_cast<float*>(base) + cell * n, src, size_t(n) * 4);
     } else if (kv_type == WeightType::F16) {
-      uint16_t* h = static_cast<uint16_t*>(base) + cell * n;
-      for (int64_t i = 0; i < n; ++i) h[i] = quant::f32_to_fp16(src[i]);
+      to_f16(src, static_cast<uint16_t*>(base) + cell * n, n);
     } else {
       quant::quantize_row(kv_type, src, static_cast<uint8_t*>(base) + size_t(cell) * row_bytes(kv_type, n), n);
     }
   };
-  for (int64_t t = 0; t < n_tokens; ++t) {
-    store(k + t * row_k, row_k, cache_k, cells[t]);
-    store(v + t * row_v, row_v, cache_v, cells[t]);
-  }
+  const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(row_k + row_v, 1));
+  pool_.parallel_for(n_tokens, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      store(k + t * row_k, row_k, cache_k, cells[t]);
+      store(v + t * row_v, row_v, cache_v, cells[t]);
+    }
+  });
 }
 
 void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
-  pool_.parallel_for(n, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+  const auto fn = ops_.swiglu;
+  pool_.parallel_for(n, kMinElemsPerTask, [&](int64_t begin, int64_t end) {
+    fn(gate + begin, up + begin, end - begin, out + begin);
   });
 }
 
 namespace {
 
 // tanh-approximated GELU of every f16 value, rounded to f16: ggml's GELU is this table lookup.
+// One entry of padding: vector kernels gather 32 bits at entry i.
 const std::vector<uint16_t>& gelu_f16_table() {
   static const std::vector<uint16_t> table = [] {
     constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f, kCoefA = 0.044715f;
-    std::vector<uint16_t> t(65536);
+    std::vector<uint16_t> t(65536 + 1, 0);
     for (uint32_t i = 0; i < 65536; ++i) {
       const float x = quant::fp16_to_f32(uint16_t(i));
       t[i] = quant::f32_to_fp16(0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x))));
@@ -242,20 +268,17 @@ const std::vector<uint16_t>& gelu_f16_table() {
 
 void CpuBackend::geglu(const float* gate, const float* up, int64_t n, float* out) {
   const uint16_t* table = gelu_f16_table().data();
-  pool_.parallel_for(n, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const float x = gate[i];
-      float g;
-      if (x <= -10.0f) g = 0.0f;
-      else if (x >= 10.0f) g = x;
-      else g = quant::fp16_to_f32(table[quant::f32_to_fp16(x)]);
-      out[i] = g * up[i];
-    }
+  const auto fn = ops_.geglu;
+  pool_.parallel_for(n, kMinElemsPerTask, [&](int64_t begin, int64_t end) {
+    fn(gate + begin, up + begin, end - begin, out + begin, table);
   });
 }
 
 void CpuBackend::add(const float* a, const float* b, int64_t n, float* out) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  const auto fn = ops_.add;
+  pool_.parallel_for(n, 4 * kMinElemsPerTask, [&](int64_t begin, int64_t end) {
+    fn(a + begin, b + begin, end - begin, out + begin);
+  });
 }
 
 void CpuBackend::scale(float* x, int64_t n, float s) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
 
 namespace tandem::cpu {
@@ -33,8 +34,25 @@ class CpuBackend final : public Backend {
   void softcap(float* x, int64_t n, float cap) override;
 
  private:
+  // Elementwise work below this many floats runs on the calling thread: a fork-join costs more.
+  static constexpr int64_t kMinElemsPerTask = 8192;
+
+  // cos/sin per token for the rope parameters and positions (cached: Q and K, and layers, share it).
+  const float* rope_table(int64_t n_tokens, const int32_t* pos, const RopeParams& p);
+
   std::string name_;
   ThreadPool pool_;
+  const CpuOps& ops_;
+  struct RopeCache {
+    bool valid = false;
+    RopeParams params;
+    std::vector<int32_t> pos;
+    std::vector<float> table;
+  };
+  RopeCache rope_cache_[2];
+  int rope_cache_next_ = 0;
+  std::vector<std::vector<float>> attn_scratch_;  // per thread
+  std::vector<std::vector<int32_t>> attn_cells_;  // per thread
   std::vector<std::unique_ptr<uint8_t[]>> allocations_;
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
 };

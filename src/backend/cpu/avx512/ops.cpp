@@ -1,0 +1,295 @@
+// AVX-512 CPU ops (F BW DQ VL; F16C conversions for the f16 KV cache and the GELU table). Compiled
+// with the AVX-512 flags and reached only through ops_for() after dispatch has checked the CPU. No
+// STL and no shared inline functions here (CONVENTIONS.md, per-ISA translation units): libm's expf
+// and tanhf are plain C calls.
+#include <immintrin.h>
+#include <math.h>
+
+#include <cstdint>
+
+#include "backend/cpu/ops.h"
+
+// GCC 12 flags the _mm512_undefined_* inside the conversion intrinsics of its own headers.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace tandem::cpu::avx512 {
+namespace {
+
+// ggml_v_expf (AVX-512): max error 1.45 ulp + 0.5; above 88.38 gives inf, below -103.97 zero.
+inline __m512 v_expf(__m512 x) {
+  const __m512 r = _mm512_set1_ps(0x1.8p23f);
+  const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+  const __m512 n = _mm512_sub_ps(z, r);
+  const __m512 b =
+      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f), _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+  const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+  const __m512 u = _mm512_mul_ps(b, b);
+  const __m512 j = _mm512_fmadd_ps(
+      _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+                      _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+      u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+  const __m512 res = _mm512_scalef_ps(j, n);
+  if (_mm512_kortestz(d, d)) return res;
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, zero, _CMP_LE_OQ), _mm512_set1_ps(INFINITY), zero);
+  return _mm512_mask_blend_ps(d, res, alt);
+}
+
+inline float f16_round(float x) { return _cvtsh_ss(_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)); }
+inline __m512 f16_round(__m512 x) { return _mm512_cvtph_ps(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT)); }
+inline __m512 load_h(const uint16_t* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+
+void rms_norm(const float* x, const float* w, int64_t n_rows, int64_t n, float eps, float* y) {
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const float* xr = x + r * n;
+    float* yr = y + r * n;
+    // Float squares summed in double, as ggml (the order of the double sum does not reach the float).
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m512 v = _mm512_loadu_ps(xr + i);
+      const __m512 sq = _mm512_mul_ps(v, v);
+      s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(sq)));
+      s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(sq, 1)));
+    }
+    double sum = _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    for (; i < n; ++i) sum += double(xr[i] * xr[i]);
+    const float s = 1.0f / sqrtf(float(sum / double(n)) + eps);
+    const __m512 vs = _mm512_set1_ps(s);
+    i = 0;
+    if (w) {
+      for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(yr + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(xr + i), vs), _mm512_loadu_ps(w + i)));
+      for (; i < n; ++i) yr[i] = (xr[i] * s) * w[i];
+    } else {
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(yr + i, _mm512_mul_ps(_mm512_loadu_ps(xr + i), vs));
+      for (; i < n; ++i) yr[i] = xr[i] * s;
+    }
+  }
+}
+
+void rope(float* x, int n_head, int head_dim, int n_dims, bool neox, const float* cs) {
+  const int half = n_dims / 2;
+  for (int h = 0; h < n_head; ++h) {
+    float* v = x + int64_t(h) * head_dim;
+    int i = 0;
+    if (neox) {
+      for (; i + 16 <= half; i += 16) {
+        const __m512 c = _mm512_loadu_ps(cs + i), s = _mm512_loadu_ps(cs + half + i);
+        const __m512 x0 = _mm512_loadu_ps(v + i), x1 = _mm512_loadu_ps(v + half + i);
+        _mm512_storeu_ps(v + i, _mm512_sub_ps(_mm512_mul_ps(x0, c), _mm512_mul_ps(x1, s)));
+        _mm512_storeu_ps(v + half + i, _mm512_add_ps(_mm512_mul_ps(x0, s), _mm512_mul_ps(x1, c)));
+      }
+      for (; i < half; ++i) {
+        const float c = cs[i], s = cs[half + i], x0 = v[i], x1 = v[i + half];
+        v[i] = x0 * c - x1 * s;
+        v[i + half] = x0 * s + x1 * c;
+      }
+    } else {
+      // 8 pairs a vector: even lanes x0*c - x1*s, odd lanes x1*c + x0*s.
+      const __m512 sign = _mm512_setr_ps(-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1);
+      for (; 2 * i + 16 <= n_dims; i += 8) {
+        const __m512 t = _mm512_loadu_ps(cs + 2 * i);
+        const __m512 c = _mm512_moveldup_ps(t), s = _mm512_mul_ps(_mm512_movehdup_ps(t), sign);
+        const __m512 xv = _mm512_loadu_ps(v + 2 * i);
+        const __m512 xs = _mm512_permute_ps(xv, 0xB1);  // swap within pairs
+        _mm512_storeu_ps(v + 2 * i, _mm512_add_ps(_mm512_mul_ps(xv, c), _mm512_mul_ps(xs, s)));
+      }
+      for (; i < half; ++i) {
+        const float c = cs[2 * i], s = cs[2 * i + 1], x0 = v[2 * i], x1 = v[2 * i + 1];
+        v[2 * i] = x0 * c - x1 * s;
+        v[2 * i + 1] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+// Scores of NQ query heads (rounded q, dk floats each) against the listed f16 K rows.
+template <int NQ>
+void scores_f16(const float* qh, int dk, const uint16_t* k, int64_t k_stride, const int32_t* cells, int64_t n,
+                float* scores) {
+  const int d16 = dk & ~15;
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* kr = k + int64_t(cells[j]) * k_stride;
+    __m512 acc[NQ];
+    for (int h = 0; h < NQ; ++h) acc[h] = _mm512_setzero_ps();
+    for (int i = 0; i < d16; i += 16) {
+      const __m512 kv = load_h(kr + i);
+      for (int h = 0; h < NQ; ++h) acc[h] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(qh + h * dk + i), acc[h]);
+    }
+    for (int h = 0; h < NQ; ++h) {
+      float dot = _mm512_reduce_add_ps(acc[h]);
+      for (int i = d16; i < dk; ++i) dot += qh[h * dk + i] * _cvtsh_ss(kr[i]);
+      scores[h * n + j] = dot;
+    }
+  }
+}
+
+// out[h] = sum_j p[h][j] * V[cells[j]] for NQ heads, C vectors of 16 at column i0 held in registers.
+template <int NQ, int C>
+void accum_f16(const float* p, int64_t n, const uint16_t* v, int64_t v_stride, const int32_t* cells, int i0,
+               float* out, int dv) {
+  __m512 acc[NQ][C];
+  for (int h = 0; h < NQ; ++h)
+    for (int c = 0; c < C; ++c) acc[h][c] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    const uint16_t* vr = v + int64_t(cells[j]) * v_stride + i0;
+    __m512 vv[C];
+    for (int c = 0; c < C; ++c) vv[c] = load_h(vr + 16 * c);
+    for (int h = 0; h < NQ; ++h) {
+      const __m512 w = _mm512_set1_ps(p[h * n + j]);
+      for (int c = 0; c < C; ++c) acc[h][c] = _mm512_fmadd_ps(w, vv[c], acc[h][c]);
+    }
+  }
+  for (int h = 0; h < NQ; ++h)
+    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + h * dv + i0 + 16 * c, acc[h][c]);
+}
+
+template <int NQ>
+void accum_all(const float* p, int64_t n, const uint16_t* v, int64_t v_stride, const int32_t* cells, float* out,
+               int dv) {
+  int i0 = 0;
+  // NQ * C accumulators plus C loaded rows stay within the 32 registers.
+  constexpr int kC = NQ <= 2 ? 8 : 4;
+  for (; i0 + 16 * kC <= dv; i0 += 16 * kC) accum_f16<NQ, kC>(p, n, v, v_stride, cells, i0, out, dv);
+  for (; i0 + 16 <= dv; i0 += 16) accum_f16<NQ, 1>(p, n, v, v_stride, cells, i0, out, dv);
+  for (; i0 < dv; ++i0) {
+    for (int h = 0; h < NQ; ++h) {
+      float s = 0;
+      for (int64_t j = 0; j < n; ++j) s += p[h * n + j] * _cvtsh_ss(v[int64_t(cells[j]) * v_stride + i0]);
+      out[h * dv + i0] = s;
+    }
+  }
+}
+
+void attention(const AttnTask& t) {
+  const int64_t n = t.n_cells;
+  const int dk = t.dk, dv = t.dv;
+  float* qh = t.scratch;                      // n_q * dk
+  float* scores = qh + int64_t(t.n_q) * dk;   // n_q * n
+  const int64_t nqd = int64_t(t.n_q) * dk;
+  int64_t i = 0;
+  for (; i + 16 <= nqd; i += 16) _mm512_storeu_ps(qh + i, f16_round(_mm512_loadu_ps(t.q + i)));
+  for (; i < nqd; ++i) qh[i] = f16_round(t.q[i]);
+  const uint16_t* k = static_cast<const uint16_t*>(t.k) + t.k_offset;
+  const uint16_t* v = static_cast<const uint16_t*>(t.v) + t.v_offset;
+
+  for (int h0 = 0; h0 < t.n_q; h0 += 4) {
+    const float* q = qh + int64_t(h0) * dk;
+    float* s = scores + int64_t(h0) * n;
+    switch (t.n_q - h0 >= 4 ? 4 : t.n_q - h0) {
+      case 4: scores_f16<4>(q, dk, k, t.k_stride, t.cells, n, s); break;
+      case 3: scores_f16<3>(q, dk, k, t.k_stride, t.cells, n, s); break;
+      case 2: scores_f16<2>(q, dk, k, t.k_stride, t.cells, n, s); break;
+      default: scores_f16<1>(q, dk, k, t.k_stride, t.cells, n, s); break;
+    }
+  }
+
+  // Softmax per head as ggml_vec_soft_max_f32: exp in 16-lane blocks summed in double, expf for the tail.
+  const __m512 vscale = _mm512_set1_ps(t.scale);
+  for (int h = 0; h < t.n_q; ++h) {
+    float* sh = scores + int64_t(h) * n;
+    int64_t j = 0;
+    if (t.softcap > 0) {
+      for (j = 0; j < n; ++j) sh[j] = t.softcap * tanhf(sh[j] * t.scale / t.softcap);
+    } else {
+      for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(sh + j, _mm512_mul_ps(_mm512_loadu_ps(sh + j), vscale));
+      for (; j < n; ++j) sh[j] *= t.scale;
+    }
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (j = 0; j + 16 <= n; j += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(sh + j));
+    float mx = _mm512_reduce_max_ps(vmax);
+    for (; j < n; ++j) mx = sh[j] > mx ? sh[j] : mx;
+    const __m512 vmx = _mm512_set1_ps(mx);
+    double sum = 0;
+    for (j = 0; j + 16 <= n; j += 16) {
+      const __m512 e = v_expf(_mm512_sub_ps(_mm512_loadu_ps(sh + j), vmx));
+      _mm512_storeu_ps(sh + j, e);
+      sum += double(_mm512_reduce_add_ps(e));
+    }
+    for (; j < n; ++j) {
+      sh[j] = expf(sh[j] - mx);
+      sum += double(sh[j]);
+    }
+    const float inv = sum > 0 ? float(1.0 / sum) : 0.0f;
+    const __m512 vinv = _mm512_set1_ps(inv);
+    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(sh + j, f16_round(_mm512_mul_ps(_mm512_loadu_ps(sh + j), vinv)));
+    for (; j < n; ++j) sh[j] = f16_round(sh[j] * inv);
+  }
+
+  for (int h0 = 0; h0 < t.n_q; h0 += 4) {
+    const float* p = scores + int64_t(h0) * n;
+    float* o = t.out + int64_t(h0) * dv;
+    switch (t.n_q - h0 >= 4 ? 4 : t.n_q - h0) {
+      case 4: accum_all<4>(p, n, v, t.v_stride, t.cells, o, dv); break;
+      case 3: accum_all<3>(p, n, v, t.v_stride, t.cells, o, dv); break;
+      case 2: accum_all<2>(p, n, v, t.v_stride, t.cells, o, dv); break;
+      default: accum_all<1>(p, n, v, t.v_stride, t.cells, o, dv); break;
+    }
+  }
+}
+
+inline __m512 v_silu(__m512 x) {
+  const __m512 e = v_expf(_mm512_sub_ps(_mm512_setzero_ps(), x));
+  return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+void swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(v_silu(_mm512_loadu_ps(gate + i)), _mm512_loadu_ps(up + i)));
+  for (; i < n; ++i) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void geglu(const float* gate, const float* up, int64_t n, float* out, const uint16_t* table) {
+  int64_t i = 0;
+  const __m512 lo = _mm512_set1_ps(-10.0f), hi = _mm512_set1_ps(10.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(gate + i);
+    const __m512i idx = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+    // 32-bit gathers at 2-byte steps: the low half of each is the table entry (table padded by one).
+    const __m512i raw = _mm512_i32gather_epi32(idx, reinterpret_cast<const int*>(table), 2);
+    __m512 g = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(raw));
+    g = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, hi, _CMP_GE_OQ), g, x);
+    g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, lo, _CMP_GT_OQ), g);
+    _mm512_storeu_ps(out + i, _mm512_mul_ps(g, _mm512_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) {
+    const float x = gate[i];
+    float g;
+    if (x <= -10.0f) g = 0.0f;
+    else if (x >= 10.0f) g = x;
+    else g = _cvtsh_ss(table[_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT)]);
+    out[i] = g * up[i];
+  }
+}
+
+void add(const float* a, const float* b, int64_t n, float* out) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(out + i, _mm512_add_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i)));
+  for (; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void f32_to_f16(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(y + i), _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
+}  // namespace
+
+void fill_ops(CpuOps& o) {
+  o.rms_norm = rms_norm;
+  o.rope = rope;
+  o.attention = attention;
+  o.swiglu = swiglu;
+  o.geglu = geglu;
+  o.add = add;
+  o.f32_to_f16 = f32_to_f16;
+}
+
+}  // namespace tandem::cpu::avx512

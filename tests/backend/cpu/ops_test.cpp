@@ -1,0 +1,357 @@
+// CPU ops (rms_norm, rope, attention, kv_store, swiglu, geglu, add, f16 conversion) at every ISA level
+// this host has, against straightforward references on random data at real shapes.
+//
+// Tolerances, and why:
+// - add, geglu, f32->f16, kv_store: bit-exact (the same float operations; F16C rounds like
+//   quant::f32_to_fp16; GELU is a table lookup).
+// - rms_norm: |y - ref| <= 1e-6 * |ref| + 1e-30; ref in double. Float does x*s then *w: two roundings.
+// - swiglu: relative 2e-6: ggml's vector expf is within 2 ulp, then a division and a product.
+// - rope: |y - ref| <= 2e-6 * (|x0| + |x1|), ref rotates in double by the float angles ggml iterates
+//   (theta *= theta_scale in float: at positions past 4096 that iteration, not libm, decides the angle).
+// - attention: the reference keeps ggml's roundings (q to f16; probabilities to float, then f16) and
+//   does the rest in double. |out - ref| <= 2e-3 * max_j p_j * max|v| + 1e-5 * sum_j p_j |v_j|: the
+//   first term is a rare 1-ulp f16 flip of one probability (the float score differs from double by
+//   summation order), the second float accumulation. Masked cells hold V = 1000, so a cell that leaks
+//   through the masks (sequence, future, sliding window, empty) is off by orders of magnitude.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/ops.h"
+#include "core/thread_pool.h"
+#include "quant/fp16.h"
+
+namespace tandem::cpu {
+namespace {
+
+std::vector<Isa> isas() {
+  std::vector<Isa> out;
+  for (Isa i : {Isa::Generic, Isa::Avx2, Isa::Avx512})
+    if (isa_supported(i)) out.push_back(i);
+  return out;
+}
+
+std::vector<float> random_floats(size_t n, uint32_t seed, float sd = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, sd);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+TEST(CpuOps, RmsNorm) {
+  for (Isa isa : isas()) {
+    for (int64_t n : {64, 100, 256, 640, 1152, 2048}) {
+      const int64_t rows = 5;
+      const auto x = random_floats(size_t(rows * n), uint32_t(n), 3.0f);
+      const auto w = random_floats(size_t(n), uint32_t(n + 1));
+      for (bool with_w : {false, true}) {
+        std::vector<float> y(x.size());
+        ops_for(isa).rms_norm(x.data(), with_w ? w.data() : nullptr, rows, n, 1e-6f, y.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          double ss = 0;
+          for (int64_t i = 0; i < n; ++i) ss += double(x[r * n + i]) * x[r * n + i];
+          const double s = 1.0 / std::sqrt(ss / double(n) + 1e-6);
+          for (int64_t i = 0; i < n; ++i) {
+            const double ref = x[r * n + i] * s * (with_w ? w[i] : 1.0);
+            ASSERT_NEAR(y[r * n + i], ref, 1e-6 * std::fabs(ref) + 1e-30)
+                << isa_name(isa) << " n=" << n << " row " << r << " i " << i;
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuOps, ElementwiseExactAndSwiglu) {
+  std::vector<uint16_t> table(65537, 0);
+  for (uint32_t i = 0; i < 65536; ++i) {
+    const float x = quant::fp16_to_f32(uint16_t(i));
+    table[i] = quant::f32_to_fp16(0.5f * x * (1.0f + std::tanh(0.7978845608f * x * (1.0f + 0.044715f * x * x))));
+  }
+  for (Isa isa : isas()) {
+    for (int64_t n : {1, 15, 16, 33, 1000, 8192 + 7}) {
+      auto a = random_floats(size_t(n), 7, 4.0f), b = random_floats(size_t(n), 8);
+      if (n > 10) a[3] = -10.0f, a[4] = 10.0f, a[5] = -9.99f, a[6] = 9.99f, a[7] = 30.0f, a[8] = -30.0f;
+      std::vector<float> out(static_cast<size_t>(n));
+      ops_for(isa).add(a.data(), b.data(), n, out.data());
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(out[i], a[i] + b[i]) << isa_name(isa);
+      ops_for(isa).geglu(a.data(), b.data(), n, out.data(), table.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const float x = a[i];
+        const float g = x <= -10.0f ? 0.0f : x >= 10.0f ? x : quant::fp16_to_f32(table[quant::f32_to_fp16(x)]);
+        ASSERT_EQ(out[i], g * b[i]) << isa_name(isa) << " x=" << x;
+      }
+      ops_for(isa).swiglu(a.data(), b.data(), n, out.data());
+      for (int64_t i = 0; i < n; ++i) {
+        const double ref = double(a[i]) / (1.0 + std::exp(-double(a[i]))) * b[i];
+        ASSERT_NEAR(out[i], ref, 2e-6 * std::fabs(ref) + 1e-30) << isa_name(isa) << " x=" << a[i];
+      }
+      // f16: normals, subnormals, ties, overflow.
+      std::vector<float> h = random_floats(size_t(n), 9, 100.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        if (i % 5 == 1) h[i] *= 1e-7f;   // half subnormals
+        if (i % 7 == 2) h[i] *= 1000.0f;  // past 65504
+        if (i % 11 == 3) h[i] = quant::f32_from_bits(0x3f801000u);  // a tie: 1 + 2^-11
+      }
+      std::vector<uint16_t> hv(static_cast<size_t>(n));
+      ops_for(isa).f32_to_f16(h.data(), hv.data(), n);
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hv[i], quant::f32_to_fp16(h[i])) << isa_name(isa) << " " << h[i];
+    }
+  }
+}
+
+// ggml's angles: theta iterated in float, pair by pair.
+void rope_reference(float* x, int n_head, int head_dim, int32_t pos, const RopeParams& p) {
+  const int n_dims = p.n_rot, half = n_dims / 2;
+  const float theta_scale = std::pow(p.freq_base, -2.0f / float(n_dims));
+  float theta = float(pos);
+  for (int i = 0; i < half; ++i) {
+    const float ff = p.freq_factors ? p.freq_factors[i] : 1.0f;
+    const double th = double(p.freq_scale * (theta / ff));
+    const double c = std::cos(th), s = std::sin(th);
+    for (int h = 0; h < n_head; ++h) {
+      float* v = x + h * head_dim;
+      const int a = p.kind == RopeKind::Neox ? i : 2 * i, b = p.kind == RopeKind::Neox ? i + half : 2 * i + 1;
+      const double x0 = v[a], x1 = v[b];
+      v[a] = float(x0 * c - x1 * s);
+      v[b] = float(x0 * s + x1 * c);
+    }
+    theta *= theta_scale;
+  }
+}
+
+TEST(CpuOps, Rope) {
+  CpuBackend be(2);
+  std::vector<float> factors(128);
+  for (size_t i = 0; i < factors.size(); ++i) factors[i] = 1.0f + float(i % 7);
+  struct Case { RopeKind kind; int head_dim, n_rot, n_head; float base; bool factors; };
+  const Case cases[] = {{RopeKind::Neox, 256, 256, 4, 1e6f, false}, {RopeKind::Neox, 256, 256, 1, 1e4f, false},
+                        {RopeKind::Normal, 64, 64, 32, 5e5f, true},  {RopeKind::Normal, 128, 128, 8, 1e4f, false},
+                        {RopeKind::Neox, 128, 64, 6, 1e4f, false},   {RopeKind::Normal, 128, 96, 3, 1e4f, false}};
+  // Positions past 4096, twice the same positions (the table cache), then different ones.
+  const std::vector<std::vector<int32_t>> batches = {{0, 1, 2, 4095, 4096, 5000, 33000, 131000}, {7}, {7}, {8, 9}};
+  for (const Case& c : cases) {
+    RopeParams p;
+    p.kind = c.kind;
+    p.n_rot = c.n_rot;
+    p.freq_base = c.base;
+    p.freq_factors = c.factors ? factors.data() : nullptr;
+    for (const auto& pos : batches) {
+      const int64_t nt = int64_t(pos.size());
+      auto x = random_floats(size_t(nt * c.n_head * c.head_dim), uint32_t(nt + c.head_dim));
+      auto ref = x;
+      be.rope(x.data(), nt, c.n_head, c.head_dim, pos.data(), p);
+      for (int64_t t = 0; t < nt; ++t) rope_reference(ref.data() + t * c.n_head * c.head_dim, c.n_head, c.head_dim, pos[t], p);
+      for (size_t i = 0; i < x.size(); ++i) {
+        const size_t in_head = i % size_t(c.head_dim);
+        const size_t pair = c.kind == RopeKind::Neox ? (in_head + size_t(c.n_rot / 2)) % size_t(c.n_rot) : in_head ^ 1;
+        const float mag = in_head < size_t(c.n_rot) ? std::fabs(ref[i]) + std::fabs(ref[i - in_head + pair]) : 0.0f;
+        ASSERT_NEAR(x[i], ref[i], 2e-6 * mag + 1e-30)
+            << "head_dim " << c.head_dim << " n_rot " << c.n_rot << " i " << i << " pos " << pos[i / size_t(c.n_head * c.head_dim)];
+      }
+    }
+  }
+}
+
+// A KV cache and a batch for attention, with masked cells holding V = 1000.
+struct AttnProblem {
+  int n_head, n_head_kv, dk, dv, window;
+  float softcap;
+  int64_t n_cells;
+  std::vector<int32_t> cell_pos, cell_seq, token_pos, token_seq;
+  std::vector<uint16_t> k, v;  // f16 [n_cells, n_head_kv * d]
+  std::vector<float> q;        // [n_tokens, n_head, dk]
+};
+
+AttnProblem make_attn(int n_head, int n_head_kv, int dk, int dv, int window, float softcap, int64_t n_cells,
+                      const std::vector<int32_t>& tpos, const std::vector<int32_t>& tseq, uint32_t seed) {
+  AttnProblem a{n_head, n_head_kv, dk, dv, window, softcap, n_cells, {}, {}, tpos, tseq, {}, {}, {}};
+  std::mt19937 rng(seed);
+  // Two sequences interleaved over the cells, positions from 5000 on, a few empty cells.
+  int32_t next[2] = {5000, 5000};
+  for (int64_t c = 0; c < n_cells; ++c) {
+    const int s = int(rng() % 2);
+    if (rng() % 17 == 0) {
+      a.cell_pos.push_back(-1);
+      a.cell_seq.push_back(-1);
+      continue;
+    }
+    a.cell_pos.push_back(next[s]++);
+    a.cell_seq.push_back(s);
+  }
+  auto kf = random_floats(size_t(n_cells * n_head_kv * dk), seed + 1);
+  auto vf = random_floats(size_t(n_cells * n_head_kv * dv), seed + 2);
+  for (float& x : kf) a.k.push_back(quant::f32_to_fp16(x));
+  for (float& x : vf) a.v.push_back(quant::f32_to_fp16(x));
+  a.q = random_floats(tpos.size() * size_t(n_head * dk), seed + 3, 0.5f);
+  return a;
+}
+
+bool visible(const AttnProblem& a, int64_t c, int32_t p, int32_t s) {
+  const int32_t cp = a.cell_pos[size_t(c)];
+  if (cp < 0 || a.cell_seq[size_t(c)] != s || cp > p) return false;
+  return !(a.window > 0 && p - cp >= a.window);
+}
+
+void poison_masked(AttnProblem& a) {
+  // V = 1000 in every cell that no token of the batch may see.
+  for (int64_t c = 0; c < a.n_cells; ++c) {
+    bool any = false;
+    for (size_t t = 0; t < a.token_pos.size(); ++t) any |= visible(a, c, a.token_pos[t], a.token_seq[t]);
+    if (!any)
+      for (int64_t i = 0; i < int64_t(a.n_head_kv) * a.dv; ++i) a.v[size_t(c * a.n_head_kv * a.dv + i)] = quant::f32_to_fp16(1000.0f);
+  }
+}
+
+// Checks out ([n_tokens, n_head, dv]) against the reference for every token and head.
+void check_attention(const AttnProblem& a, float scale, const std::vector<float>& out, const char* what) {
+  const int group = a.n_head / a.n_head_kv;
+  const int64_t rk = int64_t(a.n_head_kv) * a.dk, rv = int64_t(a.n_head_kv) * a.dv;
+  for (size_t t = 0; t < a.token_pos.size(); ++t) {
+    for (int h = 0; h < a.n_head; ++h) {
+      const int g = h / group;
+      std::vector<int64_t> cells;
+      for (int64_t c = 0; c < a.n_cells; ++c)
+        if (visible(a, c, a.token_pos[t], a.token_seq[t])) cells.push_back(c);
+      std::vector<double> s(cells.size());
+      const float* q = a.q.data() + (t * size_t(a.n_head) + size_t(h)) * size_t(a.dk);
+      for (size_t j = 0; j < cells.size(); ++j) {
+        double dot = 0;
+        for (int i = 0; i < a.dk; ++i)
+          dot += double(quant::fp16_to_f32(quant::f32_to_fp16(q[i]))) *
+                 quant::fp16_to_f32(a.k[size_t(cells[j] * rk + g * a.dk + i)]);
+        s[j] = dot * scale;
+        if (a.softcap > 0) s[j] = a.softcap * std::tanh(s[j] / a.softcap);
+      }
+      const double mx = cells.empty() ? 0 : *std::max_element(s.begin(), s.end());
+      double sum = 0;
+      for (double& x : s) sum += (x = std::exp(x - mx));
+      double pmax = 0;
+      std::vector<double> p(cells.size());
+      for (size_t j = 0; j < cells.size(); ++j) {
+        p[j] = quant::fp16_to_f32(quant::f32_to_fp16(float(s[j] / sum)));
+        pmax = std::max(pmax, p[j]);
+      }
+      for (int i = 0; i < a.dv; ++i) {
+        double ref = 0, mag = 0, vmax = 0;
+        for (size_t j = 0; j < cells.size(); ++j) {
+          const double vv = quant::fp16_to_f32(a.v[size_t(cells[j] * rv + g * a.dv + i)]);
+          ref += p[j] * vv;
+          mag += p[j] * std::fabs(vv);
+          vmax = std::max(vmax, std::fabs(vv));
+        }
+        const float got = out[(t * size_t(a.n_head) + size_t(h)) * size_t(a.dv) + size_t(i)];
+        ASSERT_NEAR(got, ref, 2e-3 * pmax * vmax + 1e-5 * mag + 1e-7)
+            << what << " token " << t << " head " << h << " dim " << i << " dk " << a.dk << " cells " << cells.size();
+      }
+    }
+  }
+}
+
+TEST(CpuOps, AttentionKernels) {
+  // The table entries directly, n_q 1..6 query heads per task (the 4-head tiles and the rest).
+  for (Isa isa : isas()) {
+    for (int d : {64, 128, 256, 80}) {
+      for (int nq : {1, 2, 3, 4, 5, 6}) {
+        AttnProblem a = make_attn(nq, 1, d, d, 0, nq == 3 ? 30.0f : 0.0f, 333, {5100}, {0}, uint32_t(d * 10 + nq));
+        std::vector<int32_t> cells;
+        for (int64_t c = 0; c < a.n_cells; ++c)
+          if (visible(a, c, 5100, 0)) cells.push_back(int32_t(c));
+        std::vector<float> out(size_t(nq * d), -1.0f), scratch(size_t(nq * (d + cells.size()) + 2 * d + 16));
+        AttnTask t;
+        t.q = a.q.data();
+        t.out = out.data();
+        t.n_q = nq;
+        t.dk = t.dv = d;
+        t.scale = 1.0f / std::sqrt(float(d));
+        t.softcap = a.softcap;
+        t.k = a.k.data();
+        t.v = a.v.data();
+        t.k_stride = t.v_stride = d;
+        t.cells = cells.data();
+        t.n_cells = int64_t(cells.size());
+        t.scratch = scratch.data();
+        ops_for(isa).attention(t);
+        check_attention(a, t.scale, out, isa_name(isa));
+      }
+    }
+  }
+}
+
+TEST(CpuOps, AttentionBackend) {
+  // Through CpuBackend (best level, 2 threads): GQA groups, sliding window, two sequences in one
+  // batch, prefill and decode, positions past 4096.
+  CpuBackend be(2);
+  struct Case { int n_head, n_head_kv, d, window; float softcap; std::vector<int32_t> pos, seq; };
+  const Case cases[] = {
+      {4, 1, 256, 0, 0, {5150}, {0}},                              // Gemma 3 270M decode
+      {4, 1, 256, 64, 0, {5100, 5101, 5102, 5150, 5040}, {0, 0, 0, 1, 1}},  // sliding layer, 2 sequences
+      {32, 8, 64, 0, 0, {5120}, {1}},                              // Llama 3.2 1B decode
+      {32, 8, 64, 0, 0, {5000, 5050, 5100, 5130, 5001}, {0, 0, 0, 1, 1}},
+      {8, 8, 128, 0, 50.0f, {5010, 5125}, {1, 0}},                 // no GQA, softcap
+      {16, 2, 128, 32, 0, {5060, 5061}, {0, 1}},                   // group 8
+  };
+  for (const Case& c : cases) {
+    AttnProblem a = make_attn(c.n_head, c.n_head_kv, c.d, c.d, c.window, c.softcap, 300, c.pos, c.seq, uint32_t(c.d + c.n_head));
+    poison_masked(a);
+    std::vector<float> out(c.pos.size() * size_t(c.n_head * c.d), -1.0f);
+    AttentionArgs args;
+    args.q = a.q.data();
+    args.out = out.data();
+    args.n_tokens = int64_t(c.pos.size());
+    args.n_head = c.n_head;
+    args.n_head_kv = c.n_head_kv;
+    args.head_dim_k = args.head_dim_v = c.d;
+    args.scale = 1.0f / std::sqrt(float(c.d));
+    args.softcap = c.softcap;
+    args.sliding_window = c.window;
+    args.token_pos = a.token_pos.data();
+    args.token_seq = a.token_seq.data();
+    args.kv_type = WeightType::F16;
+    args.k = a.k.data();
+    args.v = a.v.data();
+    args.n_cells = a.n_cells;
+    args.cell_pos = a.cell_pos.data();
+    args.cell_seq = a.cell_seq.data();
+    be.attention(args);
+    check_attention(a, args.scale, out, "backend");
+  }
+}
+
+TEST(CpuOps, KvStoreF16) {
+  CpuBackend be(2);
+  const int64_t n_tokens = 9, row_k = 256, row_v = 192, n_cells = 20;
+  const auto k = random_floats(size_t(n_tokens * row_k), 1, 10.0f), v = random_floats(size_t(n_tokens * row_v), 2);
+  std::vector<uint16_t> ck(size_t(n_cells * row_k)), cv(size_t(n_cells * row_v));
+  const std::vector<int32_t> cells = {3, 0, 19, 7, 8, 9, 1, 2, 15};
+  be.kv_store(k.data(), v.data(), n_tokens, row_k, row_v, cells.data(), WeightType::F16, ck.data(), cv.data());
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    for (int64_t i = 0; i < row_k; ++i) ASSERT_EQ(ck[size_t(cells[t] * row_k + i)], quant::f32_to_fp16(k[size_t(t * row_k + i)]));
+    for (int64_t i = 0; i < row_v; ++i) ASSERT_EQ(cv[size_t(cells[t] * row_v + i)], quant::f32_to_fp16(v[size_t(t * row_v + i)]));
+  }
+}
+
+TEST(ThreadPool, ParallelForCoversEveryIndexOnce) {
+  ThreadPool pool(3);
+  for (int64_t n : {1, 2, 7, 100, 10007}) {
+    for (int64_t grain : {1, 16, 4096}) {
+      std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+      for (int rep = 0; rep < 50; ++rep) {
+        pool.parallel_for(n, grain, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) seen[size_t(i)].fetch_add(1);
+        });
+      }
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[size_t(i)].load(), 50) << n << " " << grain;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem::cpu
