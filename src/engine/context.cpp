@@ -49,8 +49,9 @@ Status Context::decode(const Batch& batch) {
       ub.add(batch.tokens[size_t(i)], batch.pos[size_t(i)], batch.seq[size_t(i)], batch.want_logits[size_t(i)] != 0);
     std::vector<int32_t> cells;
     TANDEM_TRY(kv_.place(ub, &cells));
-    TANDEM_TRY(model_.forward(ub, cells, kv_, ubatch_logits_));
-    logits_.insert(logits_.end(), ubatch_logits_.begin(), ubatch_logits_.end());
+    TANDEM_TRY(model_.forward(ub, cells, kv_, scratch_, ubatch_logits_));
+    if (start == 0 && end == batch.size()) std::swap(logits_, ubatch_logits_);  // the usual case: no copy
+    else logits_.insert(logits_.end(), ubatch_logits_.begin(), ubatch_logits_.end());
   }
   n_out_ = int64_t(logits_.size()) / n_vocab_;
   return Status::ok();

@@ -40,6 +40,7 @@ class Context {
   const model::Model& model_;
   KvCache kv_;
   ContextOptions options_;
+  model::ForwardScratch scratch_;
   std::vector<float> logits_, ubatch_logits_;
   int64_t n_out_ = 0, n_vocab_ = 0;
 };

@@ -9,7 +9,7 @@
 
 namespace tandem::model {
 
-Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv,
+Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, ForwardScratch& s,
                       std::vector<float>& logits) const {
   const int64_t n = batch.size();
   const int64_t e = hp_.n_embd, hd = hp_.head_dim_k, hdv = hp_.head_dim_v;
@@ -17,8 +17,22 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
   const int64_t n_q = n_head * hd, n_k = n_head_kv * hd, n_v = n_head_kv * hdv, ff = hp_.n_ff;
 
   Backend& be = *tok_embd_->backend;
-  std::vector<float> x(size_t(n * e)), cur(size_t(n * e)), q(size_t(n * n_q)), k(size_t(n * n_k)),
-      v(size_t(n * n_v)), attn(size_t(n * n_head * hdv)), gate(size_t(n * ff)), up(size_t(n * ff)), tmp(size_t(n * e));
+  auto& x = s.x;
+  auto& cur = s.cur;
+  auto& q = s.q;
+  auto& k = s.k;
+  auto& v = s.v;
+  auto& attn = s.attn;
+  auto& gate = s.gate;
+  auto& up = s.up;
+  x.resize(size_t(n * e));
+  cur.resize(size_t(n * e));
+  q.resize(size_t(n * n_q));
+  k.resize(size_t(n * n_k));
+  v.resize(size_t(n * n_v));
+  attn.resize(size_t(n * n_head * hdv));
+  gate.resize(size_t(n * ff));
+  up.resize(size_t(n * ff));
 
   be.get_rows(*tok_embd_, batch.tokens, x.data());  // [n, e]
   if (embd_scale_ != 1) be.scale(x.data(), n * e, embd_scale_);
@@ -72,7 +86,8 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
   }
 
   // Only the rows whose logits are wanted go through the output matmul (the largest one).
-  std::vector<float> out_rows;
+  auto& out_rows = s.out_rows;
+  out_rows.clear();
   int64_t n_out = 0;
   for (int64_t t = 0; t < n; ++t) {
     if (!batch.want_logits[size_t(t)]) continue;

@@ -29,6 +29,11 @@ struct LayerWeights {
   RopeParams rope;
 };
 
+// Activation buffers of one forward pass, kept between calls so decoding allocates nothing.
+struct ForwardScratch {
+  std::vector<float> x, cur, q, k, v, attn, gate, up, out_rows;
+};
+
 struct ModelLoadOptions {
   bool use_mmap = true;
   bool mlock = false;
@@ -59,7 +64,8 @@ class Model {
 
   // Runs the batch (token ids already checked against the vocabulary) through the stack: writes K/V into `kv` at `cells` and the logits of the tokens
   // with want_logits into `logits` ([n_out, n_vocab], in batch order).
-  Status forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, std::vector<float>& logits) const;
+  Status forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, ForwardScratch& scratch,
+                 std::vector<float>& logits) const;
 
  private:
   Status bind(Backend& backend);
