@@ -70,7 +70,16 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   const auto t0 = std::chrono::steady_clock::now();
   const int threads = f.threads > 0 ? int(f.threads) : physical_core_count();
   e->cpu = std::make_unique<cpu::CpuBackend>(threads);
-  TANDEM_ASSIGN(e->model, model::Model::load(f.model, {.use_mmap = !f.no_mmap, .mlock = f.mlock}, *e->cpu));
+  // A mapped model loads lazily (nothing to show); --no-mmap reads every byte first: show it.
+  std::unique_ptr<ProgressBar> bar;
+  model::ModelLoadOptions lo{.use_mmap = !f.no_mmap, .mlock = f.mlock};
+  if (f.no_mmap && !f.quiet)
+    lo.on_progress = [&bar](uint64_t done, uint64_t total) {
+      if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
+      bar->update(done);
+    };
+  TANDEM_ASSIGN(e->model, model::Model::load(f.model, lo, *e->cpu));
+  if (bar) bar->finish();
   for (const auto& w : e->model->file().warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
   TANDEM_ASSIGN(e->tokenizer, tokenizer::Tokenizer::from_metadata(e->model->file().metadata(), f.model));
   for (const auto& w : e->tokenizer->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());

@@ -68,7 +68,7 @@ void ProgressBar::draw(bool final) {
   bar.resize(kWidth, '.');
   std::string amount;
   if (bytes_) {
-    const double rate = secs > 0 ? double(done_) / secs / 1e9 : 0;
+    const double rate = secs > 0.05 ? double(done_) / secs / 1e9 : 0;  // too early to say before that
     amount = format("%s / %s  %.2f GB/s", human_bytes(done_).c_str(), human_bytes(total_).c_str(), rate);
   } else {
     amount = format("%llu / %llu", (unsigned long long)done_, (unsigned long long)total_);

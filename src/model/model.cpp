@@ -13,11 +13,14 @@ const Weight* Model::find(const std::string& name) const {
 
 Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelLoadOptions& options, Backend& backend) {
   auto m = std::make_unique<Model>();
-  TANDEM_ASSIGN(m->file_, gguf::GgufFile::open(path, {.use_mmap = options.use_mmap, .mlock = options.mlock}));
-  TANDEM_ASSIGN(m->hp_, read_hparams(m->file_->metadata(), path));
-  if (!is_supported_architecture(m->hp_.arch))
-    return unsupported("%s: architecture '%s' is not supported (supported: %s)", path.c_str(), m->hp_.arch.c_str(),
+  TANDEM_ASSIGN(m->file_, gguf::GgufFile::open(path, {.use_mmap = options.use_mmap, .mlock = options.mlock,
+                                                      .on_progress = options.on_progress}));
+  const std::string arch = m->file_->architecture();
+  if (!is_supported_architecture(arch))
+    return unsupported("%s: architecture '%s' is not supported (supported: %s)", path.c_str(),
+                       arch.empty() ? "(none: no general.architecture key)" : arch.c_str(),
                        supported_architectures().c_str());
+  TANDEM_ASSIGN(m->hp_, read_hparams(m->file_->metadata(), path));
   TANDEM_ASSIGN(auto specs, required_tensors(m->hp_));
   for (const TensorSpec& s : specs) {
     const gguf::TensorInfo* t = m->file_->find(s.name);

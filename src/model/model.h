@@ -2,6 +2,7 @@
 // The forward pass (one file per architecture family) turns a batch into logits using a Backend's ops.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -37,6 +38,7 @@ struct ForwardScratch {
 struct ModelLoadOptions {
   bool use_mmap = true;
   bool mlock = false;
+  std::function<void(uint64_t done, uint64_t total)> on_progress;  // bytes read, with use_mmap off
 };
 
 class Model {
