@@ -3,6 +3,7 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <string>
@@ -11,7 +12,9 @@ namespace tandem {
 
 namespace {
 constexpr int kSpinIterations = 4000;  // a few hundred us: covers the gap between ops of one forward pass
-}
+constexpr uint64_t kClosed = uint64_t(1) << 31;
+constexpr uint64_t kJoinedMask = kClosed - 1;
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
   for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
@@ -34,17 +37,21 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
   {
     std::lock_guard lock(mu_);
+    const uint32_t id = generation_.load(std::memory_order_relaxed) + 1;
     job_ = &fn;
-    pending_.store(n_threads_ - 1);
-    generation_.fetch_add(1, std::memory_order_release);
+    done_.store(0, std::memory_order_relaxed);
+    gate_.store(uint64_t(id) << 32, std::memory_order_release);
+    generation_.store(id, std::memory_order_release);
   }
   wake_.notify_all();
   fn(0, n_threads_);
-  while (pending_.load(std::memory_order_acquire) != 0) _mm_pause();
+  // Close the job: workers that have not joined by now skip it; wait only for those that did.
+  const uint64_t joined = gate_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask;
+  while (done_.load(std::memory_order_acquire) < joined) _mm_pause();
 }
 
 void ThreadPool::worker(int index) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
     int spins = 0;
     while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
@@ -57,8 +64,18 @@ void ThreadPool::worker(int index) {
     }
     seen = generation_.load(std::memory_order_acquire);
     if (stop_) return;
+    // Join job `seen` unless it is closed (the caller finished it alone) or already replaced.
+    uint64_t g = gate_.load(std::memory_order_acquire);
+    bool joined = false;
+    while ((g >> 32) == seen && !(g & kClosed)) {
+      if (gate_.compare_exchange_weak(g, g + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        joined = true;
+        break;
+      }
+    }
+    if (!joined) continue;
     (*job_)(index, n_threads_);
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    done_.fetch_add(1, std::memory_order_release);
   }
 }
 
@@ -70,11 +87,14 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
     fn(0, n);
     return;
   }
-  run([&](int i, int nt) {
-    const int64_t chunks = std::min<int64_t>(nt, max_chunks);
-    if (i >= chunks) return;
-    const int64_t begin = n * i / chunks, end = n * (i + 1) / chunks;
-    if (begin < end) fn(begin, end);
+  // A few chunks per thread, taken from a counter: whoever is running takes the next one.
+  const int64_t chunks = std::min<int64_t>(max_chunks, int64_t(n_threads_) * 4);
+  std::atomic<int64_t> next{0};
+  run([&](int, int) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;) {
+      const int64_t begin = n * c / chunks, end = n * (c + 1) / chunks;
+      if (begin < end) fn(begin, end);
+    }
   });
 }
 
