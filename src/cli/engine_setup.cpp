@@ -35,6 +35,8 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.integer("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N",
                "layers to place on the GPU (this build has no GPU backend yet: warns and runs on the CPU)",
                &f.n_gpu_layers, -1, 100000);
+  args.string("--cpu-isa", "ISA", "use at most this SIMD level: generic, avx2, avx512, amx (default: the best the\n"
+              "CPU and OS support; TANDEM_NO_AMX=1 also turns AMX off)", &f.cpu_isa);
   args.flag("--no-mmap", "read the model into RAM instead of mapping it", &f.no_mmap);
   args.flag("--mlock", "lock the model in RAM (warns, naming RLIMIT_MEMLOCK, when refused)", &f.mlock);
   args.string("-ctk,--cache-type-k", "TYPE", "KV cache type for K: f16 (default) or f32", &f.cache_type_k);
@@ -66,6 +68,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "warning: -ngl %lld: this build has no GPU backend; every layer runs on the CPU\n",
                  (long long)f.n_gpu_layers);
 
+  if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
   const auto t0 = std::chrono::steady_clock::now();
   const int threads = f.threads > 0 ? int(f.threads) : physical_core_count();

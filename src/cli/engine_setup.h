@@ -21,7 +21,7 @@ struct EngineFlags {
   int64_t batch = 2048, ubatch = 512;
   int64_t n_gpu_layers = 0;
   bool no_mmap = false, mlock = false, quiet = false;
-  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto";
+  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto", cpu_isa;
 };
 
 void add_engine_flags(ArgParser& args, EngineFlags& f);

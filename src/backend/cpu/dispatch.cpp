@@ -1,5 +1,7 @@
 // Run-time choice of the kernel tables: generic always, then each level the CPU and OS support
 // overwrites the entries it implements (kernel_table.h). Built with baseline flags.
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -46,6 +48,10 @@ bool isa_supported(Isa isa) {
   return false;
 }
 
+namespace {
+std::atomic<int> isa_limit{int(Isa::Amx)};  // --cpu-isa
+}
+
 Isa best_isa() {
   static const Isa best = [] {
     Isa b = Isa::Generic;
@@ -53,7 +59,19 @@ Isa best_isa() {
       if (isa_supported(i)) b = i;
     return b;
   }();
-  return best;
+  return Isa(std::min(int(best), isa_limit.load(std::memory_order_relaxed)));
+}
+
+Status limit_isa(std::string_view name) {
+  for (Isa i : {Isa::Generic, Isa::Avx2, Isa::Avx512, Isa::Amx}) {
+    if (name != isa_name(i)) continue;
+    if (!isa_supported(i))
+      return unsupported("--cpu-isa %s: this CPU or OS does not support it (best here: %s)", isa_name(i),
+                         isa_name(best_isa()));
+    isa_limit.store(int(i));
+    return Status::ok();
+  }
+  return invalid_argument("--cpu-isa '%.*s': expected generic, avx2, avx512 or amx", int(name.size()), name.data());
 }
 
 const char* isa_name(Isa isa) {

@@ -5,7 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
+#include "core/status.h"
 #include "gguf/types.h"
 
 namespace tandem::cpu {
@@ -56,7 +58,10 @@ struct CpuKernels {
 // Tables are built once, thread-safely, on first use; the reference stays valid for the process.
 const CpuKernels& kernels();             // the best level this CPU and OS support
 const CpuKernels& kernels_for(Isa isa);  // a given level (at most best_isa()); entries fall back lower
-Isa best_isa();
+Isa best_isa();  // the best supported level, capped by limit_isa()
+// Caps the level kernels() and the op tables use ("generic", "avx2", "avx512", "amx"); for --cpu-isa.
+// Call before any kernel runs.
+Status limit_isa(std::string_view name);
 bool isa_supported(Isa isa);
 const char* isa_name(Isa isa);  // "generic", "avx2", "avx512", "amx"
 
