@@ -322,6 +322,16 @@ TEST(CpuOps, AttentionBackend) {
     args.cell_seq = a.cell_seq.data();
     be.attention(args);
     check_attention(a, args.scale, out, "backend");
+    // The same cache in f32 (exact copies of the halves) takes the generic path.
+    std::vector<float> k32(a.k.size()), v32(a.v.size());
+    for (size_t i = 0; i < k32.size(); ++i) k32[i] = quant::fp16_to_f32(a.k[i]);
+    for (size_t i = 0; i < v32.size(); ++i) v32[i] = quant::fp16_to_f32(a.v[i]);
+    args.kv_type = WeightType::F32;
+    args.k = k32.data();
+    args.v = v32.data();
+    std::fill(out.begin(), out.end(), -1.0f);
+    be.attention(args);
+    check_attention(a, args.scale, out, "backend f32 cache");
   }
 }
 
