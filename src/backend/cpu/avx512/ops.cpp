@@ -107,12 +107,49 @@ void rope(float* x, int n_head, int head_dim, int n_dims, bool neox, const float
   }
 }
 
-// Scores of NQ query heads (rounded q, dk floats each) against the listed f16 K rows.
+// Sums of 8 vectors at once: a transpose-and-add tree shares the shuffles of 8 reductions.
+inline __m256 hsum8(const __m512* a) {
+  __m256 b[8];
+  for (int i = 0; i < 8; ++i) b[i] = _mm256_add_ps(_mm512_castps512_ps256(a[i]), _mm512_extractf32x8_ps(a[i], 1));
+  const __m256 c0 = _mm256_hadd_ps(b[0], b[1]), c1 = _mm256_hadd_ps(b[2], b[3]);
+  const __m256 c2 = _mm256_hadd_ps(b[4], b[5]), c3 = _mm256_hadd_ps(b[6], b[7]);
+  const __m256 d0 = _mm256_hadd_ps(c0, c1), d1 = _mm256_hadd_ps(c2, c3);
+  // d0 = [s0 s1 s2 s3 | s0' s1' s2' s3'], d1 likewise for 4..7: add the 128-bit halves.
+  const __m256 lo = _mm256_permute2f128_ps(d0, d1, 0x20), hi = _mm256_permute2f128_ps(d0, d1, 0x31);
+  return _mm256_add_ps(lo, hi);
+}
+
+// Scores of NQ query heads (rounded q, dk floats each) against the listed f16 K rows; 8/NQ cells per
+// step when NQ divides 8, so their reductions share one tree.
 template <int NQ>
 void scores_f16(const float* qh, int dk, const uint16_t* k, int64_t k_stride, const int32_t* cells, int64_t n,
                 float* scores) {
   const int d16 = dk & ~15;
-  for (int64_t j = 0; j < n; ++j) {
+  int64_t j = 0;
+  if constexpr (8 % NQ == 0) {
+    constexpr int kCells = 8 / NQ;
+    if (d16 == dk) {
+      for (; j + kCells <= n; j += kCells) {
+        const uint16_t* kr[kCells];
+        for (int c = 0; c < kCells; ++c) kr[c] = k + int64_t(cells[j + c]) * k_stride;
+        __m512 acc[8];
+        for (int i = 0; i < 8; ++i) acc[i] = _mm512_setzero_ps();
+        for (int i = 0; i < dk; i += 16) {
+          __m512 kv[kCells];
+          for (int c = 0; c < kCells; ++c) kv[c] = load_h(kr[c] + i);
+          for (int h = 0; h < NQ; ++h) {
+            const __m512 q = _mm512_loadu_ps(qh + h * dk + i);
+            for (int c = 0; c < kCells; ++c) acc[h * kCells + c] = _mm512_fmadd_ps(kv[c], q, acc[h * kCells + c]);
+          }
+        }
+        alignas(32) float sums[8];
+        _mm256_store_ps(sums, hsum8(acc));
+        for (int h = 0; h < NQ; ++h)
+          for (int c = 0; c < kCells; ++c) scores[h * n + j + c] = sums[h * kCells + c];
+      }
+    }
+  }
+  for (; j < n; ++j) {
     const uint16_t* kr = k + int64_t(cells[j]) * k_stride;
     __m512 acc[NQ];
     for (int h = 0; h < NQ; ++h) acc[h] = _mm512_setzero_ps();
