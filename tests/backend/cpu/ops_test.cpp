@@ -14,7 +14,6 @@
 //   summation order), the second float accumulation. Masked cells hold V = 1000, so a cell that leaks
 //   through the masks (sequence, future, sliding window, empty) is off by orders of magnitude.
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -24,7 +23,6 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
-#include "core/thread_pool.h"
 #include "quant/fp16.h"
 
 namespace tandem::cpu {
@@ -345,21 +343,6 @@ TEST(CpuOps, KvStoreF16) {
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t i = 0; i < row_k; ++i) ASSERT_EQ(ck[size_t(cells[t] * row_k + i)], quant::f32_to_fp16(k[size_t(t * row_k + i)]));
     for (int64_t i = 0; i < row_v; ++i) ASSERT_EQ(cv[size_t(cells[t] * row_v + i)], quant::f32_to_fp16(v[size_t(t * row_v + i)]));
-  }
-}
-
-TEST(ThreadPool, ParallelForCoversEveryIndexOnce) {
-  ThreadPool pool(3);
-  for (int64_t n : {1, 2, 7, 100, 10007}) {
-    for (int64_t grain : {1, 16, 4096}) {
-      std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
-      for (int rep = 0; rep < 50; ++rep) {
-        pool.parallel_for(n, grain, [&](int64_t b, int64_t e) {
-          for (int64_t i = b; i < e; ++i) seen[size_t(i)].fetch_add(1);
-        });
-      }
-      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[size_t(i)].load(), 50) << n << " " << grain;
-    }
   }
 }
 
