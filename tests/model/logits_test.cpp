@@ -201,8 +201,9 @@ void check_model(const std::string& fixture, Tolerance tol) {
 TEST(Logits, MatchLlamaCppOnStories260K) { check_model("stories260K.json", {0.01, 1e-6}); }
 TEST(Logits, MatchLlamaCppOnGemma3_270M_Q4_K_M) { check_model("gemma-3-270m-q4_k_m.json", {1.5, 0.01}); }
 // Over 1,000 tokens: the sliding-window layers (window 512) must mask what llama.cpp masks. Measured
-// 2.8 / 0.008 (more positions, more rounding flips); without the window the argmax differs by up to 17.
-TEST(Logits, MatchLlamaCppOnGemma3_270M_LongPrompt) { check_model("gemma-3-270m-q4_k_m-long.json", {3.0, 0.01}); }
+// 3.43 / 0.0105 with the AMX kernels, 2.37 / 0.0078 with AVX-512 (more positions, more rounding flips:
+// the two differ only in float summation order); without the window the argmax moves by up to 17.
+TEST(Logits, MatchLlamaCppOnGemma3_270M_LongPrompt) { check_model("gemma-3-270m-q4_k_m-long.json", {4.0, 0.015}); }
 // Random weights spread activations evenly (no outliers), so Q8 rounding flips matter less than in
 // Gemma; their flat output distributions make near-ties common.
 TEST(Logits, MatchLlamaCppOnSynthLlama32_1B_Q4_K_M) { check_model("synth-Llama-3.2-1B-Q4_K_M.json", {0.25, 1e-4}); }
