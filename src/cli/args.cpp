@@ -1,6 +1,7 @@
 // ArgParser implementation and value parsers.
 #include "cli/args.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -87,6 +88,14 @@ void ArgParser::custom(const std::string& names, const std::string& value_name, 
   options_.push_back({split_names(names), value_name, help, std::move(set)});
 }
 
+void ArgParser::optional_value(const std::string& names, const std::vector<std::string>& values,
+                               const std::string& implied, const std::string& help,
+                               std::function<Status(std::string_view)> set) {
+  std::string value_name = "[";
+  for (size_t i = 0; i < values.size(); ++i) value_name += (i ? "|" : "") + values[i];
+  options_.push_back({split_names(names), value_name + "]", help, std::move(set), values, implied});
+}
+
 void ArgParser::positional(const std::string& name, const std::string& help, std::string* out, bool required) {
   positionals_.push_back({name, help, out, required});
 }
@@ -138,6 +147,10 @@ Status ArgParser::parse(int argc, char** argv) {
     if (!o->value_name.empty()) {
       if (has_inline) {
         value = inline_value;
+      } else if (!o->optional_values.empty()) {
+        const bool next_is_value = i + 1 < argc && std::find(o->optional_values.begin(), o->optional_values.end(),
+                                                             std::string_view(argv[i + 1])) != o->optional_values.end();
+        value = next_is_value ? std::string_view(argv[++i]) : std::string_view(o->implied);
       } else {
         if (i + 1 >= argc)
           return invalid_argument("%s: flag '%.*s' needs a value (%s)", command_.c_str(), int(name.size()),

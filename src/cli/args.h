@@ -25,6 +25,10 @@ class ArgParser {
                int64_t min, int64_t max);
   void custom(const std::string& names, const std::string& value_name, const std::string& help,
               std::function<Status(std::string_view)> set);
+  // A flag whose value may be left out: "-fa" alone means `implied`; "-fa off" takes the next argument
+  // only if it is one of `values` (llama.cpp's older and newer spellings of the same flag).
+  void optional_value(const std::string& names, const std::vector<std::string>& values, const std::string& implied,
+                      const std::string& help, std::function<Status(std::string_view)> set);
   void positional(const std::string& name, const std::string& help, std::string* out, bool required);
   void epilog(std::string text) { epilog_ = std::move(text); }
 
@@ -39,6 +43,8 @@ class ArgParser {
     std::string value_name;  // empty: a flag
     std::string help;
     std::function<Status(std::string_view)> set;
+    std::vector<std::string> optional_values;  // non-empty: the value may be omitted
+    std::string implied;
   };
   struct Positional {
     std::string name, help;

@@ -41,13 +41,13 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.flag("--mlock", "lock the model in RAM (warns, naming RLIMIT_MEMLOCK, when refused)", &f.mlock);
   args.string("-ctk,--cache-type-k", "TYPE", "KV cache type for K: f16 (default) or f32", &f.cache_type_k);
   args.string("-ctv,--cache-type-v", "TYPE", "KV cache type for V: f16 (default) or f32", &f.cache_type_v);
-  args.custom("-fa,--flash-attn", "on|off|auto", "flash attention (not built yet: 'off' and 'auto' run the plain path)",
-              [&f](std::string_view v) {
-                if (v != "on" && v != "off" && v != "auto")
-                  return invalid_argument("expected on, off or auto, got '%.*s'", int(v.size()), v.data());
-                f.flash_attn = std::string(v);
-                return Status::ok();
-              });
+  args.optional_value("-fa,--flash-attn", {"on", "off", "auto"}, "on",
+                      "flash attention; '-fa' alone means on (older llama.cpp spelling). Not built yet:\n"
+                      "'off' and 'auto' run the plain path, 'on' is refused",
+                      [&f](std::string_view v) {
+                        f.flash_attn = std::string(v);
+                        return Status::ok();
+                      });
 }
 
 Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {

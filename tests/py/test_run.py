@@ -36,7 +36,8 @@ def test_ngl_without_gpu_warns_and_runs(tandem_bin):
     (["--frobnicate"], "unknown flag"),
     (["-c", "4"], "context"),                      # the prompt does not fit
     (["-ctk", "q4_0"], "not implemented yet"),
-    (["-fa", "sometimes"], "on, off or auto"),
+    (["-fa", "sometimes"], "unexpected argument"),
+    (["-fa"], "flash attention is not implemented yet"),
     (["-l", "notatoken"], "TOKEN+BIAS"),
 ])
 def test_bad_flags(tandem_bin, args, needle):
