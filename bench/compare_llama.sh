@@ -15,7 +15,7 @@ done
 shift $((OPTIND - 1))
 [ $# -gt 0 ] || { echo "usage: $0 [-p N] [-n N] [-t T] [-r R] MODEL.gguf ..." >&2; exit 2; }
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "tandem $(git -C "$here" rev-parse --short HEAD); llama.cpp $("$LLAMA_BENCH" --version 2>&1 | grep -o 'build: [^ ]*' | head -1)"
+echo "tandem $(git -C "$here" rev-parse --short HEAD); llama.cpp: $LLAMA_BENCH"
 echo
 echo "| model | test | tandem t/s | llama.cpp t/s | ratio | tandem peak RSS | llama.cpp peak RSS |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
