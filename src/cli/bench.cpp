@@ -85,11 +85,7 @@ int bench_main(int argc, char** argv) {
   args.integer("-r,--repetitions", "N", "repetitions of each test (default 5)", &reps, 1, 1000);
   args.string("-o,--output", "md|json", "output format (default md)", &output);
   args.flag("--no-warmup", "skip the warm-up run before measuring", &no_warmup);
-  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
-  if (args.help_requested()) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (output != "md" && output != "json") return fail(invalid_argument("bench: -o must be md or json"));
   if (n_prompt == 0 && n_gen == 0) return fail(invalid_argument("bench: nothing to measure (-p 0 -n 0)"));
   // The cache must hold depth + the test; the batch must take the whole prompt at once.

@@ -2,6 +2,8 @@
 // process exit code: 0 success, 1 any error (printed as "error: ..." on stderr).
 #pragma once
 
+#include <optional>
+
 #include "core/status.h"
 
 namespace tandem::cli {
@@ -15,5 +17,10 @@ int tokenize_main(int argc, char** argv);
 
 // Prints "error: <message>" and returns 1.
 int fail(const Status& status);
+
+class ArgParser;
+// Parses a subcommand's arguments; returns the exit code when the command is already done (--help
+// printed: 0; bad arguments reported: 1), nothing when it should run.
+std::optional<int> parse_command_line(ArgParser& args, int argc, char** argv);
 
 }  // namespace tandem::cli

@@ -181,11 +181,7 @@ int info_main(int argc, char** argv) {
   args.flag("--no-tensors", "leave out the tensor table", &no_tensors);
   args.flag("--full", "print whole metadata arrays (by default long arrays are summarized)", &full);
   args.positional("MODEL", "the model, as an alternative to -m", &positional_model, false);
-  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
-  if (args.help_requested()) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (model.empty()) model = positional_model;
   if (model.empty()) return fail(invalid_argument("info: no model given (use -m FILE)"));
   auto file = GgufFile::open(model);

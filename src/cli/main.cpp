@@ -3,6 +3,7 @@
 #include <cstring>
 #include <string_view>
 
+#include "cli/args.h"
 #include "cli/commands.h"
 
 namespace {
@@ -38,6 +39,15 @@ int fail(const Status& status) {
   std::fflush(stdout);
   std::fprintf(stderr, "error: %s\n", status.message().c_str());
   return 1;
+}
+
+std::optional<int> parse_command_line(ArgParser& args, int argc, char** argv) {
+  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
+  if (args.help_requested()) {
+    std::fputs(args.help().c_str(), stdout);
+    return 0;
+  }
+  return std::nullopt;
 }
 
 }  // namespace tandem::cli

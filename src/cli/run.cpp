@@ -128,11 +128,7 @@ int run_main(int argc, char** argv) {
   args.flag("--ignore-eos", "keep generating past end-of-text tokens", &ignore_eos);
   args.flag("--no-display-prompt", "do not echo the prompt before the generated text", &no_display_prompt);
   add_sampling_flags(args, sf);
-  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
-  if (args.help_requested()) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (!prompt.empty() && !prompt_file.empty()) return fail(invalid_argument("run: give -p or -f, not both"));
   if (!prompt_file.empty()) {
     std::ifstream in(prompt_file, std::ios::binary);

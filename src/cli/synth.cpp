@@ -60,11 +60,7 @@ int synth_main(int argc, char** argv) {
               &split_size);
   args.integer("--split-max-tensors", "N", "split output into parts of at most N tensors", &split_tensors, 1,
                INT64_MAX);
-  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
-  if (args.help_requested()) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (preset_name.empty()) return fail(invalid_argument("synth: --preset is required (%s)", model::synth_preset_names().c_str()));
   if (output.empty()) return fail(invalid_argument("synth: -o OUT is required"));
   const model::SynthPreset* preset = model::find_synth_preset(preset_name);

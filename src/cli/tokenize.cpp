@@ -64,11 +64,7 @@ int tokenize_main(int argc, char** argv) {
   args.flag("--no-escape", "take \\n, \\t, \\xHH ... in the text literally (by default they are processed, as in llama-tokenize)",
             &no_escape);
   args.flag("--show-count", "print the number of tokens at the end", &show_count);
-  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
-  if (args.help_requested()) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (model.empty()) return fail(invalid_argument("tokenize: no model given (use -m FILE)"));
   if (int(!prompt.empty()) + int(!file.empty()) + int(from_stdin) > 1)
     return fail(invalid_argument("tokenize: give the text one way only: -p, -f or --stdin"));

@@ -167,11 +167,7 @@ int verify_main(int argc, char** argv) {
   args.integer("-t,--threads", "N", "threads for hashing split parts and for --scan (default: all cores)", &n_threads,
                1, 1024);
   args.positional("MODEL", "the model, as an alternative to -m", &positional_model, false);
-  if (Status s = args.parse(argc, argv); !s.is_ok()) return fail(s);
-  if (args.help_requested()) {
-    std::fputs(args.help().c_str(), stdout);
-    return 0;
-  }
+  if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (model.empty()) model = positional_model;
   if (model.empty()) return fail(invalid_argument("verify: no model given (use -m FILE)"));
   for (const std::string* h : {&sha256, &md5}) {
