@@ -8,5 +8,9 @@ scripts/setup.sh
 tandem=$(scripts/build.sh)
 model=$(scripts/fetch-model.sh)
 "$tandem" verify -m "$model" --sha256 a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 >/dev/null
-if [ $# -eq 0 ]; then set -- -p "The three most useful things to know about the ocean are" -n 128; fi
+# Without a prompt or -cnv of the caller's, the default prompt (128 tokens unless -n says otherwise).
+case " $* " in
+  *" -p "*|*" --prompt "*|*" -f "*|*" --file "*|*" -cnv "*|*" --conversation "*) ;;
+  *) set -- -p "The three most useful things to know about the ocean are" -n 128 "$@" ;;
+esac
 exec "$tandem" run -m "$model" "$@"
