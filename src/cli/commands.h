@@ -13,6 +13,7 @@ int verify_main(int argc, char** argv);
 int synth_main(int argc, char** argv);
 int run_main(int argc, char** argv);
 int bench_main(int argc, char** argv);
+int quantize_main(int argc, char** argv);
 int tokenize_main(int argc, char** argv);
 
 // Prints "error: <message>" and returns 1.

@@ -17,6 +17,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"run", tandem::cli::run_main, "generate text from a prompt, or chat interactively"},
     {"bench", tandem::cli::bench_main, "prompt-processing and generation speed, like llama-bench"},
+    {"quantize", tandem::cli::quantize_main, "convert a model to another weight type or llama.cpp mix (Q4_K_M, ...)"},
     {"info", tandem::cli::info_main, "metadata, hyperparameters and tensor table of a GGUF model"},
     {"verify", tandem::cli::verify_main, "checksums and structural checks of a model (every split part)"},
     {"synth", tandem::cli::synth_main, "write a random-weight model at real shapes, for benchmarks"},
