@@ -11,6 +11,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_weights.h"
 #include "backend/cpu/kernels.h"
 #include "quant/fp16.h"
 
@@ -19,25 +20,10 @@ namespace {
 
 using WT = WeightType;
 
-std::vector<uint8_t> random_blocks(WT t, int64_t n_in, int64_t n_rows) {
-  std::vector<uint8_t> w(row_bytes(t, n_in) * n_rows);
-  std::mt19937 rng(1);
-  for (auto& b : w) b = uint8_t(rng());
-  int half = 0;  // offset of the block's d
-  if (t == WT::Q6_K) half = 208;
-  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
-  for (size_t off = 0; off + block_bytes(t) <= w.size(); off += block_bytes(t)) {
-    const uint16_t h = quant::f32_to_fp16(u(rng));
-    std::memcpy(&w[off + half], &h, 2);
-    if (t == WT::Q4_K || t == WT::Q5_K) std::memcpy(&w[off + 2], &h, 2);  // dmin
-  }
-  return w;
-}
-
 void bench_prefill(benchmark::State& state, Isa isa, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
   const CpuKernels& k = kernels_for(isa);
   const uint32_t id = uint32_t(t);
-  const std::vector<uint8_t> w = random_blocks(t, n_in, n_rows);
+  const std::vector<uint8_t> w = bench::random_weights(t, n_in, n_rows);
   std::vector<float> x(n_in * n_tokens);
   std::mt19937 rng(2);
   std::normal_distribution<float> normal;

@@ -9,6 +9,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include "bench_weights.h"
 #include "backend/cpu/kernels.h"
 #include "quant/fp16.h"
 
@@ -20,43 +21,10 @@ using WT = WeightType;
 const WT kTypes[] = {WT::Q4_K, WT::Q6_K, WT::Q8_0, WT::Q4_0, WT::Q5_0, WT::Q5_K, WT::Q3_K, WT::Q2_K,
                      WT::Q4_1, WT::Q5_1, WT::IQ4_NL, WT::IQ4_XS, WT::F16, WT::BF16, WT::F32};
 
-std::vector<int> half_fields(WT t) {
-  switch (t) {
-    case WT::Q4_1: case WT::Q5_1: case WT::Q4_K: case WT::Q5_K: return {0, 2};
-    case WT::Q2_K: return {80, 82};
-    case WT::Q3_K: return {108};
-    case WT::Q6_K: return {208};
-    default: return {0};
-  }
-}
-
-std::vector<uint8_t> random_weights(WT t, int64_t n_in, int64_t n_rows) {
-  std::vector<uint8_t> w(row_bytes(t, n_in) * n_rows + 64);
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> u(-0.1f, 0.1f);
-  if (t == WT::F32 || t == WT::F16 || t == WT::BF16) {
-    const size_t es = t == WT::F32 ? 4 : 2;
-    for (size_t i = 0; i + es <= w.size(); i += es) {
-      const float v = u(rng);
-      const uint16_t h = t == WT::F16 ? quant::f32_to_fp16(v) : quant::f32_to_bf16(v);
-      if (es == 4) std::memcpy(&w[i], &v, 4);
-      else std::memcpy(&w[i], &h, 2);
-    }
-    return w;
-  }
-  for (auto& b : w) b = uint8_t(rng());
-  for (size_t off = 0; off + block_bytes(t) <= w.size(); off += block_bytes(t))
-    for (int f : half_fields(t)) {
-      const uint16_t h = quant::f32_to_fp16(u(rng));
-      std::memcpy(&w[off + f], &h, 2);
-    }
-  return w;
-}
-
 void bench_gemm(benchmark::State& state, Isa isa, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
   const CpuKernels& k = kernels_for(isa);
   const uint32_t id = uint32_t(t);
-  const std::vector<uint8_t> w = random_weights(t, n_in, n_rows);
+  const std::vector<uint8_t> w = bench::random_weights(t, n_in, n_rows);
   std::vector<float> x(n_in * n_tokens);
   std::mt19937 rng(2);
   std::normal_distribution<float> normal;
