@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TANDEM = ROOT / "build" / "bin" / "tandem"
+TANDEM = pathlib.Path(os.environ.get("TANDEM_BIN", ROOT / "build" / "bin" / "tandem"))
 SHARED_MODELS = ROOT.parent / "shared" / "models"
 LLAMA_REF_BIN = pathlib.Path(os.environ.get(
     "LLAMA_REF_BIN",
