@@ -1,5 +1,5 @@
 // tandem bench: prompt-processing and generation speed, like llama-bench (mean ± stddev over -r
-// repetitions, after a warm-up run), optionally at a depth of -d tokens of context.
+// repetitions, after a warm-up run unless --no-warmup), optionally at a depth of -d tokens of context.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -73,9 +73,8 @@ int bench_main(int argc, char** argv) {
   ef.quiet = true;
   int64_t n_prompt = 512, n_gen = 128, reps = 5, depth = 0;
   std::string output = "md";
-  bool no_warmup = false;
   ArgParser args("bench", "tandem bench -m MODEL [-p 512] [-n 128] [-d DEPTH] [-t T] [-r 5] [-o md|json]",
-                 "Measures prompt processing (ppN: N prompt tokens in one batch) and generation (tgN: N tokens one\n"
+                 "Measures prompt processing (ppN: N prompt tokens, -b at a time) and generation (tgN: N tokens one\n"
                  "at a time) in tokens per second, mean ± stddev over repetitions, like llama-bench.");
   add_engine_flags(args, ef);
   args.integer("-p,--n-prompt", "N", "prompt tokens for the pp test (default 512; 0: skip)", &n_prompt, 0, 1 << 20);
@@ -84,13 +83,11 @@ int bench_main(int argc, char** argv) {
                1 << 24);
   args.integer("-r,--repetitions", "N", "repetitions of each test (default 5)", &reps, 1, 1000);
   args.string("-o,--output", "md|json", "output format (default md)", &output);
-  args.flag("--no-warmup", "skip the warm-up run before measuring", &no_warmup);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (output != "md" && output != "json") return fail(invalid_argument("bench: -o must be md or json"));
   if (n_prompt == 0 && n_gen == 0) return fail(invalid_argument("bench: nothing to measure (-p 0 -n 0)"));
-  // The cache must hold depth + the test; the batch must take the whole prompt at once.
+  // The cache must hold depth + the test. A prompt longer than -b is fed in -b chunks, as llama-bench does.
   ef.ctx = std::max<int64_t>(ef.ctx == 4096 ? 0 : ef.ctx, depth + std::max(n_prompt, n_gen) + 1);
-  if (ef.batch < n_prompt) ef.batch = n_prompt;
   auto engine = load_engine(ef);
   if (!engine) return fail(engine.error());
   Engine& e = **engine;
@@ -101,7 +98,7 @@ int bench_main(int argc, char** argv) {
   if (n_gen) tests.push_back({format("tg%lld", (long long)n_gen) + at, 0, n_gen, depth, {}});
   std::mt19937 rng(1234);
   for (Test& t : tests) {
-    if (!no_warmup) {
+    if (!ef.no_warmup) {  // llama-bench's warm-up: the test itself, shortened
       Test warm = t;
       warm.n_prompt = std::min<int64_t>(t.n_prompt, 32);
       warm.n_gen = std::min<int64_t>(t.n_gen, 4);

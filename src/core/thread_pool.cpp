@@ -4,20 +4,50 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <fstream>
-#include <set>
-#include <string>
 
 namespace tandem {
 
 namespace {
-constexpr int kSpinIterations = 4000;  // a few hundred us: covers the gap between ops of one forward pass
+constexpr int64_t kSpinsAtPoll50 = 4000;  // a few hundred us: covers the gap between ops of one forward pass
+// Spinning threads yield this often: two SCHED_FIFO threads (--prio >= 1) sharing a CPU never preempt
+// each other, so a spinning one must let the other run.
+constexpr int64_t kSpinsPerYield = 1024;
 constexpr uint64_t kClosed = uint64_t(1) << 31;
 constexpr uint64_t kJoinedMask = kClosed - 1;
+
+void pause_or_yield(int64_t spins) {
+  if ((spins + 1) % kSpinsPerYield == 0) std::this_thread::yield();
+  else _mm_pause();
+}
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads < 1 ? 1 : n_threads) {
-  for (int i = 1; i < n_threads_; ++i) threads_.emplace_back([this, i] { worker(i); });
+int64_t spin_iterations_for_poll(int poll) {
+  poll = std::clamp(poll, 0, 100);
+  if (poll <= 50) return kSpinsAtPoll50 * poll / 50;
+  // 2^((poll - 50) / 5), interpolated between whole steps so every level spins longer than the last.
+  const int steps = (poll - 50) / 5, rest = (poll - 50) % 5;
+  const int64_t low = kSpinsAtPoll50 << steps;
+  return low + low * rest / 5;
+}
+
+ThreadPool::ThreadPool(int n_threads, const ThreadPoolOptions& options)
+    : n_threads_(n_threads < 1 ? 1 : n_threads),
+      options_(options),
+      spin_iterations_(spin_iterations_for_poll(options.poll)) {
+  auto note = [](Status* first, Status s) {
+    if (first->is_ok() && !s.is_ok()) *first = std::move(s);
+  };
+  auto cpus_of = [this](int i) {
+    return options_.thread_cpus.empty() ? CpuSet{} : options_.thread_cpus[size_t(i) % options_.thread_cpus.size()];
+  };
+  // Set from here on each new thread's handle, so that failures are known when the constructor returns.
+  for (int i = 1; i < n_threads_; ++i) {
+    threads_.emplace_back([this, i] { worker(i); });
+    note(&affinity_status_, set_thread_affinity(threads_.back().native_handle(), cpus_of(i)));
+    note(&priority_status_, set_thread_priority(threads_.back().native_handle(), options_.priority));
+  }
+  note(&affinity_status_, set_thread_affinity(pthread_self(), cpus_of(0)));
+  note(&priority_status_, set_thread_priority(pthread_self(), options_.priority));
 }
 
 ThreadPool::~ThreadPool() {
@@ -47,18 +77,16 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   fn(0, n_threads_);
   // Close the job: workers that have not joined by now skip it; wait only for those that did.
   const uint64_t joined = gate_.fetch_or(kClosed, std::memory_order_acq_rel) & kJoinedMask;
-  while (done_.load(std::memory_order_acquire) < joined) _mm_pause();
+  for (int64_t spins = 0; done_.load(std::memory_order_acquire) < joined; ++spins) pause_or_yield(spins);
 }
 
 void ThreadPool::worker(int index) {
   uint32_t seen = 0;
   for (;;) {
-    int spins = 0;
-    while (generation_.load(std::memory_order_acquire) == seen && spins < kSpinIterations) {
-      _mm_pause();
-      ++spins;
-    }
+    for (int64_t spins = 0; generation_.load(std::memory_order_acquire) == seen && spins < spin_iterations_; ++spins)
+      pause_or_yield(spins);
     if (generation_.load(std::memory_order_acquire) == seen) {
+      n_sleeps_.fetch_add(1, std::memory_order_relaxed);
       std::unique_lock lock(mu_);
       wake_.wait(lock, [&] { return generation_.load() != seen; });
     }
@@ -99,18 +127,8 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const std::function<void
 }
 
 int physical_core_count() {
-  // Count distinct (physical id, core id) pairs; fall back to the logical count.
-  std::ifstream in("/proc/cpuinfo");
-  std::set<std::pair<int, int>> cores;
-  std::string line;
-  int phys = 0;
-  while (std::getline(in, line)) {
-    if (line.rfind("physical id", 0) == 0) phys = std::stoi(line.substr(line.find(':') + 1));
-    if (line.rfind("core id", 0) == 0) cores.insert({phys, std::stoi(line.substr(line.find(':') + 1))});
-  }
-  const int logical = int(std::thread::hardware_concurrency());
-  if (cores.empty()) return logical > 0 ? logical : 1;
-  return int(cores.size());
+  const CpuTopology t = CpuTopology::detect();
+  return t.physical_cores(t.allowed);
 }
 
 }  // namespace tandem
