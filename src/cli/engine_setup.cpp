@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "backend/cpu/kernels.h"
+#include "core/numa.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
 
@@ -19,6 +20,21 @@ Status parse_float(std::string_view v, float* out) {
   if (s.empty() || *end != '\0' || std::isnan(f)) return invalid_argument("'%s' is not a number", s.c_str());
   *out = f;
   return Status::ok();
+}
+
+// llama.cpp's warm-up (common/common.cpp common_init_from_params): one decode of BOS and EOS, so
+// weights are paged in and buffers sized before anything is timed; the cache is emptied afterwards.
+Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
+  std::vector<int32_t> tokens;
+  if (vocab.special.bos != tokenizer::kNoToken) tokens.push_back(vocab.special.bos);
+  if (vocab.special.eos != tokenizer::kNoToken) tokens.push_back(vocab.special.eos);
+  if (tokens.empty()) tokens.push_back(0);
+  tokens.resize(size_t(std::min<int64_t>({int64_t(tokens.size()), ctx.options().n_batch, ctx.kv().n_cells()})));
+  Batch b;
+  for (size_t i = 0; i < tokens.size(); ++i) b.add(tokens[i], int32_t(i), 0, i + 1 == tokens.size());
+  const Status s = ctx.decode(b);
+  ctx.kv().clear();
+  return s;
 }
 
 }  // namespace
@@ -35,6 +51,37 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.integer("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N",
                "layers to place on the GPU (this build has no GPU backend yet: warns and runs on the CPU)",
                &f.n_gpu_layers, -1, 100000);
+  args.integer("--prio", "N",
+               "process and thread priority, llama.cpp's levels: -1 low (nice 5, SCHED_BATCH), 0 normal\n"
+               "(default: unchanged), 1 medium (nice -5, SCHED_FIFO 40), 2 high (nice -10, SCHED_FIFO 80),\n"
+               "3 realtime (nice -20, SCHED_FIFO 90). Raising it needs root or CAP_SYS_NICE: when the OS\n"
+               "refuses, a warning says so and the run goes on", &f.prio, -1, 3);
+  args.integer("--poll", "0..100",
+               "how long idle threads spin before sleeping (default 50: a few hundred us; 0: sleep at\n"
+               "once, least CPU; 100: spin longest, lowest latency)", &f.poll, 0, 100);
+  args.custom("-C,--cpu-mask", "HEX", "pin the threads to these CPUs: hex mask, rightmost digit CPUs 0-3 (e.g. 0xff);\n"
+              "adds to --cpu-range. CPUs must exist and be allowed to this process", [&f](std::string_view v) {
+                TANDEM_ASSIGN(const CpuSet cpus, parse_cpu_mask(v));
+                f.cpu_mask = cpu_set_union(f.cpu_mask, cpus);
+                return Status::ok();
+              });
+  args.custom("-Cr,--cpu-range", "LO-HI", "pin the threads to CPUs LO..HI (both included; adds to --cpu-mask)",
+              [&f](std::string_view v) {
+                TANDEM_ASSIGN(const CpuSet cpus, parse_cpu_range(v, CpuTopology::detect().n_configured));
+                f.cpu_mask = cpu_set_union(f.cpu_mask, cpus);
+                return Status::ok();
+              });
+  args.integer("--cpu-strict", "0|1", "1: one CPU per thread, taken in turn from the allowed or given CPUs\n"
+               "(default 0: each thread may use all of them)", &f.cpu_strict, 0, 1);
+  args.custom("--numa", "MODE", "on a machine with several NUMA nodes: distribute (thread i on node i % nodes),\n"
+              "isolate (every thread on the node the process started on), numactl (the CPUs numactl\n"
+              "gave). Never widens the CPUs or memory policy the process was started with",
+              [&f](std::string_view v) {
+                TANDEM_ASSIGN(f.numa, parse_numa_mode(v));
+                return Status::ok();
+              });
+  args.flag("--no-warmup", "skip the warm-up decode (BOS, EOS) that pages the weights in before anything is timed",
+            &f.no_warmup);
   args.string("--cpu-isa", "ISA", "use at most this SIMD level: generic, avx2, avx512, amx (default: the best the\n"
               "CPU and OS support; TANDEM_NO_AMX=1 also turns AMX off)", &f.cpu_isa);
   args.flag("--no-mmap", "read the model into RAM instead of mapping it", &f.no_mmap);
@@ -71,8 +118,25 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
   const auto t0 = std::chrono::steady_clock::now();
-  const int threads = f.threads > 0 ? int(f.threads) : physical_core_count();
-  e->cpu = std::make_unique<cpu::CpuBackend>(threads);
+  const CpuTopology topology = CpuTopology::detect();
+  TANDEM_ASSIGN(const Placement placement,
+                plan_placement({.n_threads = int(f.threads), .mask = f.cpu_mask, .strict = f.cpu_strict != 0,
+                                .numa = f.numa},
+                               topology));
+  for (const auto& w : placement.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  const int threads = placement.n_threads;
+  const auto priority = Priority(f.prio);
+  const Status process_priority = set_process_priority(priority);  // first: the pool's threads inherit it
+  e->cpu = std::make_unique<cpu::CpuBackend>(threads, "cpu",
+                                             ThreadPoolOptions{placement.thread_cpus, int(f.poll), priority});
+  std::string refused = process_priority.is_ok() ? "" : process_priority.message();
+  if (const Status& s = e->cpu->pool().priority_status(); !s.is_ok())
+    refused += (refused.empty() ? "" : ", ") + s.message();
+  if (!refused.empty())
+    std::fprintf(stderr, "warning: --prio %lld (%s): the OS refused %s; raising priority needs root or CAP_SYS_NICE; "
+                 "running at the priority it has\n", (long long)f.prio, priority_name(priority), refused.c_str());
+  if (const Status& s = e->cpu->pool().affinity_status(); !s.is_ok())
+    std::fprintf(stderr, "warning: %s; the threads run unpinned\n", s.message().c_str());
   // A mapped model loads lazily (nothing to show); --no-mmap reads every byte first: show it.
   std::unique_ptr<ProgressBar> bar;
   model::ModelLoadOptions lo{.use_mmap = !f.no_mmap, .mlock = f.mlock};
@@ -97,6 +161,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   co.type_k = type_k;
   co.type_v = type_v;
   TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
+  const auto t_warm = std::chrono::steady_clock::now();
+  if (!f.no_warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
+  const double t_warmup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_warm).count();
   e->t_load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
   if (!f.quiet) {
@@ -121,7 +188,11 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                  human_bytes(kv.total_bytes()).c_str());
     std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s\n", threads,
                  (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa));
-    std::fprintf(stderr, "loaded in %.2f s\n", e->t_load_s);
+    std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",
+                 describe_priority(priority).c_str(), refused.empty() ? "" : " refused", (long long)f.poll,
+                 placement.description.c_str(), describe_memory_policy().c_str());
+    if (f.no_warmup) std::fprintf(stderr, "loaded in %.2f s (no warm-up)\n", e->t_load_s);
+    else std::fprintf(stderr, "loaded in %.2f s (warm-up decode %.2f s)\n", e->t_load_s, t_warmup_s);
   }
   return e;
 }

@@ -7,6 +7,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/args.h"
+#include "core/affinity.h"
 #include "engine/context.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
@@ -22,6 +23,11 @@ struct EngineFlags {
   int64_t n_gpu_layers = 0;
   bool no_mmap = false, mlock = false, quiet = false;
   std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto", cpu_isa;
+  // Where and how eagerly the threads run (llama.cpp's --prio, --poll, -C, -Cr, --cpu-strict, --numa).
+  int64_t prio = 0, poll = 50, cpu_strict = 0;
+  CpuSet cpu_mask;  // union of --cpu-mask and --cpu-range; empty: neither given
+  NumaMode numa = NumaMode::None;
+  bool no_warmup = false;  // skip the warm-up decode (llama.cpp's --no-warmup)
 };
 
 void add_engine_flags(ArgParser& args, EngineFlags& f);
@@ -34,7 +40,8 @@ struct Engine {
   double t_load_s = 0;
 };
 
-// Loads model, tokenizer and context and prints the start-up summary on stderr.
+// Loads model, tokenizer and context, runs the warm-up decode (unless --no-warmup) and prints the
+// start-up summary on stderr.
 Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f);
 
 struct SamplingFlags {

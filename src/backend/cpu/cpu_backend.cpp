@@ -16,8 +16,8 @@
 
 namespace tandem::cpu {
 
-CpuBackend::CpuBackend(int n_threads, std::string name)
-    : name_(std::move(name)), pool_(n_threads), ops_(ops()) {}
+CpuBackend::CpuBackend(int n_threads, std::string name, const ThreadPoolOptions& pool_options)
+    : name_(std::move(name)), pool_(n_threads, pool_options), ops_(ops()) {}
 CpuBackend::~CpuBackend() = default;
 
 Result<void*> CpuBackend::alloc(size_t bytes) {

@@ -13,7 +13,7 @@ namespace tandem::cpu {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(int n_threads, std::string name = "cpu");
+  explicit CpuBackend(int n_threads, std::string name = "cpu", const ThreadPoolOptions& pool_options = {});
   ~CpuBackend() override;
 
   std::string name() const override { return name_; }
