@@ -189,8 +189,8 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s\n", threads,
                  (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa));
     std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",
-                 describe_priority(priority).c_str(), refused.empty() ? "" : " refused", (long long)f.poll,
-                 placement.description.c_str(), describe_memory_policy().c_str());
+                 describe_priority(priority).c_str(), refused.empty() ? "" : " (refused by the OS, see above)",
+                 (long long)f.poll, placement.description.c_str(), describe_memory_policy().c_str());
     if (f.no_warmup) std::fprintf(stderr, "loaded in %.2f s (no warm-up)\n", e->t_load_s);
     else std::fprintf(stderr, "loaded in %.2f s (warm-up decode %.2f s)\n", e->t_load_s, t_warmup_s);
   }

@@ -54,17 +54,19 @@ TEST(ThreadPoolPoll, SpinBudgetGrowsWithThePollLevel) {
 
 TEST(ThreadPoolPoll, PollZeroSleepsAfterEveryJobAndPoll100KeepsSpinning) {
   constexpr int kJobs = 40;
+  // Jobs in which the worker takes part, 1 ms apart (a gap between decode steps). Returns how many
+  // times the worker gave up spinning and slept.
   auto sleeps = [](int poll) {
     ThreadPool pool(2, {.thread_cpus = {}, .poll = poll});
-    std::atomic<int> n{0};
     for (int j = 0; j < kJobs; ++j) {
-      pool.run([&](int, int) { n.fetch_add(1); });
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a gap between decode steps
+      run_on_both(pool, [] {}, [] {});
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     return pool.n_sleeps();
   };
-  // poll 0: the worker sleeps at once after each job (it may miss a job and skip a sleep, rarely).
-  EXPECT_GE(sleeps(0), uint64_t(kJobs * 3 / 4));
+  // poll 0: the worker sleeps as soon as each job ends (a worker descheduled past the gap may find
+  // the next job already posted and skip one sleep: hence half, not all).
+  EXPECT_GE(sleeps(0), uint64_t(kJobs / 2));
   // poll 100 spins millions of pauses, far longer than a 1 ms gap: it hardly ever sleeps.
   EXPECT_LE(sleeps(100), uint64_t(kJobs / 4));
 }
