@@ -41,13 +41,15 @@ Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
 
 void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.string("-m,--model", "FILE", "model file (for a split model, its first part)", &f.model);
-  args.integer("-t,--threads", "N", "CPU threads (default: the number of physical cores)", &f.threads, 1, 4096);
+  args.integer("-t,--threads", "N", "CPU threads (default: the physical cores of the CPUs this process may use)",
+               &f.threads, 1, 4096);
   args.integer("-c,--ctx-size", "N", "context size in tokens (default 4096; 0: the model's training context)", &f.ctx, 0,
                1 << 24);
-  args.integer("-b,--batch-size", "N", "logical batch: prompt tokens handed to one decode (default 2048)", &f.batch, 1,
-               1 << 20);
-  args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512)", &f.ubatch, 1,
-               1 << 20);
+  args.integer("-b,--batch-size", "N",
+               "logical batch: prompt tokens handed to one decode; longer prompts go in chunks (default 2048)",
+               &f.batch, 1, 1 << 20);
+  args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512; at most -b)",
+               &f.ubatch, 1, 1 << 20);
   args.integer("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N",
                "layers to place on the GPU (this build has no GPU backend yet: warns and runs on the CPU)",
                &f.n_gpu_layers, -1, 100000);

@@ -19,7 +19,8 @@ namespace {
 constexpr size_t kMaxMaskDigits = 1024;  // 4096 CPUs: past any machine, short enough to reject junk
 
 Result<int> parse_cpu_id(std::string_view text, std::string_view whole) {
-  if (text.empty() || text.size() > 6 || !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+  const bool digits = std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (text.empty() || text.size() > 6 || !digits)
     return invalid_argument("'%.*s' is not a CPU range (expected LO-HI, e.g. 0-3)", int(whole.size()), whole.data());
   return std::stoi(std::string(text));
 }
@@ -232,7 +233,8 @@ Status set_thread_affinity(pthread_t thread, const CpuSet& cpus) {
   for (int c : cpus) CPU_SET_S(size_t(c), bytes, mask);
   const int err = pthread_setaffinity_np(thread, bytes, mask);
   CPU_FREE(mask);
-  if (err != 0) return unsupported("pinning a thread to CPUs %s: %s", format_cpu_list(cpus).c_str(), std::strerror(err));
+  if (err != 0)
+    return unsupported("pinning a thread to CPUs %s: %s", format_cpu_list(cpus).c_str(), std::strerror(err));
   return Status::ok();
 }
 

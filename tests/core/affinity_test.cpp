@@ -127,7 +127,8 @@ TEST(Placement, NumaOnOneNodeChangesNothing) {
 }
 
 TEST(Placement, NumaDistributeAlternatesNodes) {
-  auto p = plan_placement({.n_threads = 4, .mask = {}, .strict = false, .numa = NumaMode::Distribute}, machine(8, 2)).value();
+  auto p =
+      plan_placement({.n_threads = 4, .mask = {}, .strict = false, .numa = NumaMode::Distribute}, machine(8, 2)).value();
   EXPECT_EQ(p.thread_cpus, (std::vector<CpuSet>{range(0, 3), range(4, 7), range(0, 3), range(4, 7)}));
   // numactl --cpunodebind=1: node 0 has no allowed CPU, so every thread stays on node 1.
   auto t = machine(8, 2);
