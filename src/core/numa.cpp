@@ -4,12 +4,16 @@
 #include <numa.h>
 #include <numaif.h>
 
+#include <cerrno>
+#include <cstring>
+
 namespace tandem {
 namespace {
 
 struct Policy {
   int mode = MPOL_DEFAULT;
   std::vector<int> nodes;
+  int error = 0;  // errno of a refused get_mempolicy (a container's seccomp filter may refuse it)
 };
 
 Policy current_policy() {
@@ -20,7 +24,10 @@ Policy current_policy() {
   std::vector<unsigned long> mask(size_t(max_node) / n_bits + 1, 0);
   int mode = 0;
   // maxnode counts bits and must cover the kernel's node count; one word more than needed is safe.
-  if (get_mempolicy(&mode, mask.data(), mask.size() * n_bits + 1, nullptr, 0) != 0) return p;
+  if (get_mempolicy(&mode, mask.data(), mask.size() * n_bits + 1, nullptr, 0) != 0) {
+    p.error = errno;
+    return p;
+  }
   p.mode = mode & 0xff;  // drops MPOL_F_STATIC_NODES / MPOL_F_RELATIVE_NODES / MPOL_F_NUMA_BALANCING
   for (int n = 0; n <= max_node; ++n)
     if (mask[size_t(n) / n_bits] >> (size_t(n) % n_bits) & 1) p.nodes.push_back(n);
@@ -47,6 +54,7 @@ std::vector<CpuSet> numa_node_cpus() {
 
 std::string describe_memory_policy() {
   const Policy p = current_policy();
+  if (p.error != 0) return format("unknown (get_mempolicy: %s)", std::strerror(p.error));
   const std::string nodes = format("node%s %s", p.nodes.size() == 1 ? "" : "s", format_cpu_list(p.nodes).c_str());
   switch (p.mode) {
     case MPOL_DEFAULT: return "default";
@@ -58,7 +66,5 @@ std::string describe_memory_policy() {
     default: return format("mode %d %s", p.mode, nodes.c_str());
   }
 }
-
-bool memory_policy_is_set() { return current_policy().mode != MPOL_DEFAULT; }
 
 }  // namespace tandem

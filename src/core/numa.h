@@ -15,10 +15,7 @@ namespace tandem {
 std::vector<CpuSet> numa_node_cpus();
 
 // The calling thread's memory policy (get_mempolicy), in words: "default", "bind node 0",
-// "interleave nodes 0-1", "preferred node 1", "local".
+// "interleave nodes 0-1", "preferred node 1", "local"; "unknown (...)" when the call is refused.
 std::string describe_memory_policy();
-
-// True when the policy is anything but the default (numactl --membind/--interleave/--preferred).
-bool memory_policy_is_set();
 
 }  // namespace tandem
