@@ -57,13 +57,17 @@ struct AttentionArgs {
   int sliding_window = 0;         // > 0: a token at position p sees cells with p - pos < window
   const int32_t* token_pos = nullptr;  // [n_tokens]
   const int32_t* token_seq = nullptr;  // [n_tokens]
-  // The layer's cache: K and V rows of n_head_kv * head_dim elements per cell, in `kv_type`.
-  WeightType kv_type = WeightType::F16;
+  // The layer's cache: K and V rows of n_head_kv * head_dim elements per cell, in k_type / v_type
+  // (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL; head dims a multiple of the block size).
+  WeightType k_type = WeightType::F16, v_type = WeightType::F16;
   const void* k = nullptr;
   const void* v = nullptr;
   int64_t n_cells = 0;
   const int32_t* cell_pos = nullptr;   // [n_cells], -1 for an empty cell
   const int32_t* cell_seq = nullptr;   // [n_cells]
+  // Flash attention: K/V tiles streamed through an online softmax, never a full row of scores; the
+  // plain path (false) keeps ggml's non-flash roundings (q and probabilities through f16).
+  bool flash = false;
 };
 
 class Backend {
@@ -83,9 +87,9 @@ class Backend {
   // In place on x: [n_tokens, n_head, head_dim], token t at position pos[t].
   virtual void rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
-  // Writes K and V rows of n_tokens tokens into cells[t] of a layer's cache (converting to kv_type).
+  // Writes K and V rows of n_tokens tokens into cells[t] of a layer's cache (converting to the types).
   virtual void kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
-                        const int32_t* cells, WeightType kv_type, void* cache_k, void* cache_v) = 0;
+                        const int32_t* cells, WeightType k_type, WeightType v_type, void* cache_k, void* cache_v) = 0;
   // out = act(gate) * up, elementwise over n values; act is SiLU (SwiGLU) or tanh-GELU (GeGLU).
   virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   virtual void geglu(const float* gate, const float* up, int64_t n, float* out) = 0;

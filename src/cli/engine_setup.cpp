@@ -88,11 +88,15 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
               "CPU and OS support; TANDEM_NO_AMX=1 also turns AMX off)", &f.cpu_isa);
   args.flag("--no-mmap", "read the model into RAM instead of mapping it", &f.no_mmap);
   args.flag("--mlock", "lock the model in RAM (warns, naming RLIMIT_MEMLOCK, when refused)", &f.mlock);
-  args.string("-ctk,--cache-type-k", "TYPE", "KV cache type for K: f16 (default) or f32", &f.cache_type_k);
-  args.string("-ctv,--cache-type-v", "TYPE", "KV cache type for V: f16 (default) or f32", &f.cache_type_v);
+  args.string("-ctk,--cache-type-k", "TYPE",
+              "KV cache type for K: f16 (default), f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl\n"
+              "(quantized types need head dimensions that are a multiple of 32)", &f.cache_type_k);
+  args.string("-ctv,--cache-type-v", "TYPE", "KV cache type for V: the same choices as -ctk, independently",
+              &f.cache_type_v);
   args.optional_value("-fa,--flash-attn", {"on", "off", "auto"}, "on",
-                      "flash attention; '-fa' alone means on (older llama.cpp spelling). Not built yet:\n"
-                      "'off' and 'auto' run the plain path, 'on' is refused",
+                      "flash attention: tiled, online softmax, reads quantized K/V directly. 'auto' (default)\n"
+                      "means on; 'off' runs the plain path (ggml's non-flash roundings). '-fa' alone means on.\n"
+                      "Every KV type works with both paths",
                       [&f](std::string_view v) {
                         f.flash_attn = std::string(v);
                         return Status::ok();
@@ -103,16 +107,13 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   if (f.model.empty()) return invalid_argument("no model given (use -m FILE)");
   auto parse_kv_type = [](const std::string& name, const char* flag) -> Result<WeightType> {
     auto t = parse_weight_type(name);
-    if (!t) return invalid_argument("%s: unknown cache type '%s'", flag, name.c_str());
-    if (*t != WeightType::F16 && *t != WeightType::F32)
-      return unsupported("%s %s: quantized KV cache types are not implemented yet (f16 and f32 are)", flag,
-                         name.c_str());
+    if (!t || !is_kv_cache_type(*t))
+      return invalid_argument("%s: '%s' is not a KV cache type (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl)",
+                              flag, name.c_str());
     return *t;
   };
   TANDEM_ASSIGN(const WeightType type_k, parse_kv_type(f.cache_type_k, "-ctk"));
   TANDEM_ASSIGN(const WeightType type_v, parse_kv_type(f.cache_type_v, "-ctv"));
-  if (f.flash_attn == "on")
-    return unsupported("-fa on: flash attention is not implemented yet; use -fa off or auto");
   if (f.n_gpu_layers != 0)
     std::fprintf(stderr, "warning: -ngl %lld: this build has no GPU backend; every layer runs on the CPU\n",
                  (long long)f.n_gpu_layers);
@@ -162,6 +163,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   co.n_ubatch = std::min(f.ubatch, f.batch);
   co.type_k = type_k;
   co.type_v = type_v;
+  co.flash_attn = f.flash_attn != "off";
   TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
   const auto t_warm = std::chrono::steady_clock::now();
   if (!f.no_warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
@@ -185,9 +187,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
                    f.no_mmap ? "read into RAM" : "memory-mapped");
     const auto& kv = e->context->kv();
-    std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s\n", type_name(type_k).data(),
-                 type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
-                 human_bytes(kv.total_bytes()).c_str());
+    std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",
+                 type_name(type_k).data(), type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
+                 human_bytes(kv.total_bytes()).c_str(), co.flash_attn ? "on" : "off");
     std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s\n", threads,
                  (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa));
     std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",

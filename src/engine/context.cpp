@@ -1,7 +1,19 @@
 // Context: KV cache sizing and the micro-batch loop.
 #include "engine/context.h"
 
+#include <tuple>
+
 namespace tandem {
+
+bool is_kv_cache_type(WeightType t) {
+  switch (t) {
+    case WeightType::F32: case WeightType::F16: case WeightType::BF16: case WeightType::Q8_0: case WeightType::Q4_0:
+    case WeightType::Q4_1: case WeightType::Q5_0: case WeightType::Q5_1: case WeightType::IQ4_NL:
+      return true;
+    default:
+      return false;
+  }
+}
 
 Result<std::unique_ptr<Context>> Context::create(const model::Model& model, const ContextOptions& options) {
   const auto& hp = model.hparams();
@@ -9,6 +21,16 @@ Result<std::unique_ptr<Context>> Context::create(const model::Model& model, cons
   if (options.n_ubatch < 1 || options.n_batch < 1)
     return invalid_argument("batch sizes must be at least 1 (-b %lld, -ub %lld)", (long long)options.n_batch,
                             (long long)options.n_ubatch);
+  for (const auto& [type, head_dim, flag] : {std::tuple{options.type_k, hp.head_dim_k, "-ctk"},
+                                              std::tuple{options.type_v, hp.head_dim_v, "-ctv"}}) {
+    if (!is_kv_cache_type(type))
+      return unsupported("%s %s: not a KV cache type (use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl)",
+                         flag, type_name(type).data());
+    if (head_dim % block_size(type) != 0)
+      return unsupported("%s %s: this model's heads have %lld dimensions, not a multiple of the type's %u-element "
+                         "blocks; use f16, bf16 or f32", flag, type_name(type).data(), (long long)head_dim,
+                         block_size(type));
+  }
   std::vector<Backend*> backends;
   std::vector<int64_t> row_k, row_v;
   for (const auto& l : model.layers()) {
@@ -49,7 +71,7 @@ Status Context::decode(const Batch& batch) {
       ub.add(batch.tokens[size_t(i)], batch.pos[size_t(i)], batch.seq[size_t(i)], batch.want_logits[size_t(i)] != 0);
     std::vector<int32_t> cells;
     TANDEM_TRY(kv_.place(ub, &cells));
-    TANDEM_TRY(model_.forward(ub, cells, kv_, scratch_, ubatch_logits_));
+    TANDEM_TRY(model_.forward(ub, cells, kv_, scratch_, ubatch_logits_, options_.flash_attn));
     if (start == 0 && end == batch.size()) std::swap(logits_, ubatch_logits_);  // the usual case: no copy
     else logits_.insert(logits_.end(), ubatch_logits_.begin(), ubatch_logits_.end());
   }

@@ -16,7 +16,11 @@ struct ContextOptions {
   int64_t n_ubatch = 512;   // micro-batch: tokens in one forward pass
   WeightType type_k = WeightType::F16;
   WeightType type_v = WeightType::F16;
+  bool flash_attn = false;  // flash attention (-fa on); false: the plain path
 };
+
+// The types a KV cache may hold: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl (llama.cpp's set).
+bool is_kv_cache_type(WeightType t);
 
 class Context {
  public:

@@ -10,7 +10,7 @@
 namespace tandem::model {
 
 Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, ForwardScratch& s,
-                      std::vector<float>& logits) const {
+                      std::vector<float>& logits, bool flash_attn) const {
   const int64_t n = batch.size();
   const int64_t e = hp_.n_embd, hd = hp_.head_dim_k, hdv = hp_.head_dim_v;
   const int n_head = int(hp_.n_head), n_head_kv = int(hp_.n_head_kv);
@@ -50,7 +50,7 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
     b.rope(q.data(), n, n_head, int(hd), batch.pos.data(), l.rope);
     b.rope(k.data(), n, n_head_kv, int(hd), batch.pos.data(), l.rope);
     const KvCache::Layer& cache = kv.layer(il);
-    b.kv_store(k.data(), v.data(), n, n_k, n_v, cells.data(), kv.type_k(), cache.k, cache.v);
+    b.kv_store(k.data(), v.data(), n, n_k, n_v, cells.data(), kv.type_k(), kv.type_v(), cache.k, cache.v);
     AttentionArgs a;
     a.q = q.data();
     a.out = attn.data();
@@ -63,7 +63,9 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
     a.sliding_window = l.sliding ? int(hp_.sliding_window) : 0;
     a.token_pos = batch.pos.data();
     a.token_seq = batch.seq.data();
-    a.kv_type = kv.type_k();
+    a.k_type = kv.type_k();
+    a.v_type = kv.type_v();
+    a.flash = flash_attn;
     a.k = cache.k;
     a.v = cache.v;
     a.n_cells = kv.active_cells();

@@ -65,9 +65,9 @@ class Model {
   float embd_scale() const { return embd_scale_; }
 
   // Runs the batch (token ids already checked against the vocabulary) through the stack: writes K/V into `kv` at `cells` and the logits of the tokens
-  // with want_logits into `logits` ([n_out, n_vocab], in batch order).
+  // with want_logits into `logits` ([n_out, n_vocab], in batch order). flash_attn picks the attention path.
   Status forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, ForwardScratch& scratch,
-                 std::vector<float>& logits) const;
+                 std::vector<float>& logits, bool flash_attn) const;
 
  private:
   Status bind(Backend& backend);

@@ -35,15 +35,23 @@ def test_ngl_without_gpu_warns_and_runs(tandem_bin):
     (["--top-p", "1.5"], "top_p"),
     (["--frobnicate"], "unknown flag"),
     (["-c", "4"], "context"),                      # the prompt does not fit
-    (["-ctk", "q4_0"], "not implemented yet"),
+    (["-ctk", "q4_0"], "not a multiple"),          # stories260K's heads have 8 dimensions
+    (["-ctv", "q4_k"], "not a KV cache type"),
+    (["-ctk", "fp8"], "not a KV cache type"),
     (["-fa", "sometimes"], "unexpected argument"),
-    (["-fa"], "flash attention is not implemented yet"),
     (["-l", "notatoken"], "TOKEN+BIAS"),
 ])
 def test_bad_flags(tandem_bin, args, needle):
     proc = run_tandem("run", "-m", STORIES, "-p", "Once upon a time there was", *args)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "error:" in proc.stderr and needle in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("fa", [[], ["-fa"], ["-fa", "on"], ["-fa", "off"], ["-fa", "auto"]])
+def test_flash_attention_flag(tandem_bin, fa):
+    proc = run_tandem("run", "-m", STORIES, "-p", "Once upon a time", "-n", "8", "--temp", "0", *fa, check=True)
+    state = "off" if fa == ["-fa", "off"] else "on"
+    assert f"flash attention {state}" in proc.stderr, proc.stderr
 
 
 def write_model(path, arch, drop=None):

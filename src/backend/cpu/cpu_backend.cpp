@@ -148,10 +148,16 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, cons
 }
 
 void CpuBackend::attention(const AttentionArgs& a) {
+  if (a.flash) flash_attention(a);
+  else plain_attention(a);
+}
+
+void CpuBackend::plain_attention(const AttentionArgs& a) {
   const int group = a.n_head / a.n_head_kv;
   const int64_t row_k = int64_t(a.n_head_kv) * a.head_dim_k, row_v = int64_t(a.n_head_kv) * a.head_dim_v;
   // ISA kernels read f16 K/V directly; other cache types go through the generic path.
-  const auto fn = a.kv_type == WeightType::F16 ? ops_.attention : ops_for(Isa::Generic).attention;
+  const bool f16 = a.k_type == WeightType::F16 && a.v_type == WeightType::F16;
+  const auto fn = f16 ? ops_.attention : ops_for(Isa::Generic).attention;
   // A task is (token, KV head, up to 4 query heads of its group): K/V rows are read once for those
   // heads. Fewer heads per task when a decode step would otherwise leave threads idle.
   const int64_t n_kv_tasks = a.n_tokens * a.n_head_kv;
@@ -202,7 +208,9 @@ void CpuBackend::attention(const AttentionArgs& a) {
       task_args.dv = a.head_dim_v;
       task_args.scale = a.scale;
       task_args.softcap = a.softcap;
-      task_args.kv_type = a.kv_type;
+      task_args.k_type = a.k_type;
+      task_args.v_type = a.v_type;
+      task_args.to_f32 = ops_.kv_to_f32;
       task_args.k = a.k;
       task_args.v = a.v;
       task_args.k_stride = row_k;
@@ -220,9 +228,9 @@ void CpuBackend::attention(const AttentionArgs& a) {
 }
 
 void CpuBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
-                          const int32_t* cells, WeightType kv_type, void* cache_k, void* cache_v) {
+                          const int32_t* cells, WeightType k_type, WeightType v_type, void* cache_k, void* cache_v) {
   const auto to_f16 = ops_.f32_to_f16;
-  auto store = [&](const float* src, int64_t n, void* base, int64_t cell) {
+  auto store = [&](WeightType kv_type, const float* src, int64_t n, void* base, int64_t cell) {
     if (kv_type == WeightType::F32) {
       std::memcpy(static_cast<float*>(base) + cell * n, src, size_t(n) * 4);
     } else if (kv_type == WeightType::F16) {
@@ -234,8 +242,8 @@ void CpuBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int6
   const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(row_k + row_v, 1));
   pool_.parallel_for(n_tokens, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
-      store(k + t * row_k, row_k, cache_k, cells[t]);
-      store(v + t * row_v, row_v, cache_v, cells[t]);
+      store(k_type, k + t * row_k, row_k, cache_k, cells[t]);
+      store(v_type, v + t * row_v, row_v, cache_v, cells[t]);
     }
   });
 }

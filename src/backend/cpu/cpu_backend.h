@@ -26,7 +26,7 @@ class CpuBackend final : public Backend {
   void rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) override;
   void attention(const AttentionArgs& a) override;
   void kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v, const int32_t* cells,
-                WeightType kv_type, void* cache_k, void* cache_v) override;
+                WeightType k_type, WeightType v_type, void* cache_k, void* cache_v) override;
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
   void geglu(const float* gate, const float* up, int64_t n, float* out) override;
   void add(const float* a, const float* b, int64_t n, float* out) override;
@@ -39,6 +39,8 @@ class CpuBackend final : public Backend {
 
   // cos/sin per token for the rope parameters and positions (cached: Q and K, and layers, share it).
   const float* rope_table(int64_t n_tokens, const int32_t* pos, const RopeParams& p);
+  void plain_attention(const AttentionArgs& a);
+  void flash_attention(const AttentionArgs& a);  // flash_attention.cpp
 
   std::string name_;
   ThreadPool pool_;
@@ -53,6 +55,12 @@ class CpuBackend final : public Backend {
   int rope_cache_next_ = 0;
   std::vector<std::vector<float>> attn_scratch_;  // per thread
   std::vector<std::vector<int32_t>> attn_cells_;  // per thread
+  struct FlashBlock {
+    int64_t t0 = 0, n = 0;       // batch tokens [t0, t0 + n), one sequence
+    std::vector<int32_t> cells;  // cells any of them sees, in cache order
+  };
+  std::vector<FlashBlock> flash_blocks_;
+  std::vector<float> flash_partials_;
   std::vector<std::unique_ptr<uint8_t[]>> allocations_;
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
 };

@@ -10,9 +10,13 @@ namespace {
 CpuOps build(Isa isa) {
   CpuOps o;
   generic::fill_ops(o);
+  generic::fill_flash_ops(o);
 #if defined(__x86_64__)
   if (isa >= Isa::Avx2) avx2::fill_ops(o);
-  if (isa >= Isa::Avx512) avx512::fill_ops(o);
+  if (isa >= Isa::Avx512) {
+    avx512::fill_ops(o);
+    avx512::fill_flash_ops(o);
+  }
 #endif
   o.isa = isa;
   return o;

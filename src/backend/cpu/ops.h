@@ -17,7 +17,7 @@ struct AttnTask {
   float* out = nullptr;      // n_q heads, head_dim_v floats each, contiguous
   int n_q = 0, dk = 0, dv = 0;
   float scale = 1, softcap = 0;
-  WeightType kv_type = WeightType::F16;  // the ISA entries take F16 only; generic any type
+  WeightType k_type = WeightType::F16, v_type = WeightType::F16;  // the ISA entries take F16 only; generic any
   const void* k = nullptr;  // cache base; row of cell c starts at element c * k_stride + k_offset
   const void* v = nullptr;
   int64_t k_stride = 0, v_stride = 0;  // elements per cache row (all KV heads)
@@ -25,6 +25,24 @@ struct AttnTask {
   const int32_t* cells = nullptr;      // the visible cells, n_cells of them
   int64_t n_cells = 0;
   float* scratch = nullptr;  // n_q * (dk + n_cells) + dk + dv floats
+  // Converts K/V rows of types other than F16 (the backend passes its best kv_to_f32; null: scalar).
+  void (*to_f32)(WeightType type, const void* src, float* dst, int64_t n) = nullptr;
+};
+
+// One tile of flash attention: n_rows query rows against n_cells K/V rows already converted to f32,
+// updating each row's running maximum m, sum l and unnormalized output o (online softmax). Rows are
+// token-major: row r belongs to bias row r / rows_per_bias. No score matrix beyond this tile exists.
+struct FlashTile {
+  const float* q = nullptr;     // n_rows x dk
+  const float* k = nullptr;     // n_cells x dk
+  const float* v = nullptr;     // n_cells x dv
+  const float* bias = nullptr;  // (n_rows / rows_per_bias) x n_cells: 0 (visible) or -inf (masked)
+  int n_rows = 0, rows_per_bias = 1, n_cells = 0, dk = 0, dv = 0;
+  float scale = 1, softcap = 0;  // score = softcap > 0 ? softcap * tanh(q.k * scale / softcap) : q.k * scale
+  float* m = nullptr;            // n_rows, -inf before the first tile
+  float* l = nullptr;            // n_rows, 0 before the first tile
+  float* o = nullptr;            // n_rows x dv, 0 before the first tile
+  float* s = nullptr;            // scratch: n_rows x n_cells
 };
 
 struct CpuOps {
@@ -40,13 +58,17 @@ struct CpuOps {
   void (*geglu)(const float* gate, const float* up, int64_t n, float* out, const uint16_t* table) = nullptr;
   void (*add)(const float* a, const float* b, int64_t n, float* out) = nullptr;
   void (*f32_to_f16)(const float* x, uint16_t* y, int64_t n) = nullptr;  // round to nearest even
+  // n elements of a KV cache row (from a block boundary) to f32: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1
+  // IQ4_NL, bit-identical to src/quant's dequantize_row.
+  void (*kv_to_f32)(WeightType type, const void* src, float* dst, int64_t n) = nullptr;
+  void (*flash_tile)(const FlashTile& t) = nullptr;
 };
 
 const CpuOps& ops();             // the best level (best_isa())
 const CpuOps& ops_for(Isa isa);  // a given supported level; entries fall back to lower levels
 
-namespace generic { void fill_ops(CpuOps& o); }  // generic/ops.cpp
-namespace avx2 { void fill_ops(CpuOps& o); }     // avx2/ops.cpp
-namespace avx512 { void fill_ops(CpuOps& o); }   // avx512/ops.cpp
+namespace generic { void fill_ops(CpuOps& o); void fill_flash_ops(CpuOps& o); }  // generic/ops.cpp, flash.cpp
+namespace avx2 { void fill_ops(CpuOps& o); }                                    // avx2/ops.cpp
+namespace avx512 { void fill_ops(CpuOps& o); void fill_flash_ops(CpuOps& o); }  // avx512/ops.cpp, flash.cpp
 
 }  // namespace tandem::cpu

@@ -1,4 +1,4 @@
-// CPU ops (rms_norm, rope, attention, kv_store, swiglu, geglu, add, f16 conversion) at every ISA level
+// CPU ops (rms_norm, rope, kv_store, swiglu, geglu, add, f16 conversion) at every ISA level
 // this host has, against straightforward references on random data at real shapes.
 //
 // Tolerances, and why:
@@ -8,11 +8,7 @@
 // - swiglu: relative 2e-6: ggml's vector expf is within 2 ulp, then a division and a product.
 // - rope: |y - ref| <= 2e-6 * (|x0| + |x1|), ref rotates in double by the float angles ggml iterates
 //   (theta *= theta_scale in float: at positions past 4096 that iteration, not libm, decides the angle).
-// - attention: the reference keeps ggml's roundings (q to f16; probabilities to float, then f16) and
-//   does the rest in double. |out - ref| <= 2e-3 * max_j p_j * max|v| + 1e-5 * sum_j p_j |v_j|: the
-//   first term is a rare 1-ulp f16 flip of one probability (the float score differs from double by
-//   summation order), the second float accumulation. Masked cells hold V = 1000, so a cell that leaks
-//   through the masks (sequence, future, sliding window, empty) is off by orders of magnitude.
+// Attention (plain and flash) has its own file: attention_test.cpp.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -158,188 +154,13 @@ TEST(CpuOps, Rope) {
   }
 }
 
-// A KV cache and a batch for attention, with masked cells holding V = 1000.
-struct AttnProblem {
-  int n_head, n_head_kv, dk, dv, window;
-  float softcap;
-  int64_t n_cells;
-  std::vector<int32_t> cell_pos, cell_seq, token_pos, token_seq;
-  std::vector<uint16_t> k, v;  // f16 [n_cells, n_head_kv * d]
-  std::vector<float> q;        // [n_tokens, n_head, dk]
-};
-
-AttnProblem make_attn(int n_head, int n_head_kv, int dk, int dv, int window, float softcap, int64_t n_cells,
-                      const std::vector<int32_t>& tpos, const std::vector<int32_t>& tseq, uint32_t seed) {
-  AttnProblem a{n_head, n_head_kv, dk, dv, window, softcap, n_cells, {}, {}, tpos, tseq, {}, {}, {}};
-  std::mt19937 rng(seed);
-  // Two sequences interleaved over the cells, positions from 5000 on, a few empty cells.
-  int32_t next[2] = {5000, 5000};
-  for (int64_t c = 0; c < n_cells; ++c) {
-    const int s = int(rng() % 2);
-    if (rng() % 17 == 0) {
-      a.cell_pos.push_back(-1);
-      a.cell_seq.push_back(-1);
-      continue;
-    }
-    a.cell_pos.push_back(next[s]++);
-    a.cell_seq.push_back(s);
-  }
-  auto kf = random_floats(size_t(n_cells * n_head_kv * dk), seed + 1);
-  auto vf = random_floats(size_t(n_cells * n_head_kv * dv), seed + 2);
-  for (float& x : kf) a.k.push_back(quant::f32_to_fp16(x));
-  for (float& x : vf) a.v.push_back(quant::f32_to_fp16(x));
-  a.q = random_floats(tpos.size() * size_t(n_head * dk), seed + 3, 0.5f);
-  return a;
-}
-
-bool visible(const AttnProblem& a, int64_t c, int32_t p, int32_t s) {
-  const int32_t cp = a.cell_pos[size_t(c)];
-  if (cp < 0 || a.cell_seq[size_t(c)] != s || cp > p) return false;
-  return !(a.window > 0 && p - cp >= a.window);
-}
-
-void poison_masked(AttnProblem& a) {
-  // V = 1000 in every cell that no token of the batch may see.
-  for (int64_t c = 0; c < a.n_cells; ++c) {
-    bool any = false;
-    for (size_t t = 0; t < a.token_pos.size(); ++t) any |= visible(a, c, a.token_pos[t], a.token_seq[t]);
-    if (!any)
-      for (int64_t i = 0; i < int64_t(a.n_head_kv) * a.dv; ++i) a.v[size_t(c * a.n_head_kv * a.dv + i)] = quant::f32_to_fp16(1000.0f);
-  }
-}
-
-// Checks out ([n_tokens, n_head, dv]) against the reference for every token and head.
-void check_attention(const AttnProblem& a, float scale, const std::vector<float>& out, const char* what) {
-  const int group = a.n_head / a.n_head_kv;
-  const int64_t rk = int64_t(a.n_head_kv) * a.dk, rv = int64_t(a.n_head_kv) * a.dv;
-  for (size_t t = 0; t < a.token_pos.size(); ++t) {
-    for (int h = 0; h < a.n_head; ++h) {
-      const int g = h / group;
-      std::vector<int64_t> cells;
-      for (int64_t c = 0; c < a.n_cells; ++c)
-        if (visible(a, c, a.token_pos[t], a.token_seq[t])) cells.push_back(c);
-      std::vector<double> s(cells.size());
-      const float* q = a.q.data() + (t * size_t(a.n_head) + size_t(h)) * size_t(a.dk);
-      for (size_t j = 0; j < cells.size(); ++j) {
-        double dot = 0;
-        for (int i = 0; i < a.dk; ++i)
-          dot += double(quant::fp16_to_f32(quant::f32_to_fp16(q[i]))) *
-                 quant::fp16_to_f32(a.k[size_t(cells[j] * rk + g * a.dk + i)]);
-        s[j] = dot * scale;
-        if (a.softcap > 0) s[j] = a.softcap * std::tanh(s[j] / a.softcap);
-      }
-      const double mx = cells.empty() ? 0 : *std::max_element(s.begin(), s.end());
-      double sum = 0;
-      for (double& x : s) sum += (x = std::exp(x - mx));
-      double pmax = 0;
-      std::vector<double> p(cells.size());
-      for (size_t j = 0; j < cells.size(); ++j) {
-        p[j] = quant::fp16_to_f32(quant::f32_to_fp16(float(s[j] / sum)));
-        pmax = std::max(pmax, p[j]);
-      }
-      for (int i = 0; i < a.dv; ++i) {
-        double ref = 0, mag = 0, vmax = 0;
-        for (size_t j = 0; j < cells.size(); ++j) {
-          const double vv = quant::fp16_to_f32(a.v[size_t(cells[j] * rv + g * a.dv + i)]);
-          ref += p[j] * vv;
-          mag += p[j] * std::fabs(vv);
-          vmax = std::max(vmax, std::fabs(vv));
-        }
-        const float got = out[(t * size_t(a.n_head) + size_t(h)) * size_t(a.dv) + size_t(i)];
-        ASSERT_NEAR(got, ref, 2e-3 * pmax * vmax + 1e-5 * mag + 1e-7)
-            << what << " token " << t << " head " << h << " dim " << i << " dk " << a.dk << " cells " << cells.size();
-      }
-    }
-  }
-}
-
-TEST(CpuOps, AttentionKernels) {
-  // The table entries directly, n_q 1..6 query heads per task (the 4-head tiles and the rest).
-  for (Isa isa : isas()) {
-    for (int d : {64, 128, 256, 80}) {
-      for (int nq : {1, 2, 3, 4, 5, 6}) {
-        AttnProblem a = make_attn(nq, 1, d, d, 0, nq == 3 ? 30.0f : 0.0f, 333, {5100}, {0}, uint32_t(d * 10 + nq));
-        std::vector<int32_t> cells;
-        for (int64_t c = 0; c < a.n_cells; ++c)
-          if (visible(a, c, 5100, 0)) cells.push_back(int32_t(c));
-        std::vector<float> out(size_t(nq * d), -1.0f), scratch(size_t(nq * (d + cells.size()) + 2 * d + 16));
-        AttnTask t;
-        t.q = a.q.data();
-        t.out = out.data();
-        t.n_q = nq;
-        t.dk = t.dv = d;
-        t.scale = 1.0f / std::sqrt(float(d));
-        t.softcap = a.softcap;
-        t.k = a.k.data();
-        t.v = a.v.data();
-        t.k_stride = t.v_stride = d;
-        t.cells = cells.data();
-        t.n_cells = int64_t(cells.size());
-        t.scratch = scratch.data();
-        ops_for(isa).attention(t);
-        check_attention(a, t.scale, out, isa_name(isa));
-      }
-    }
-  }
-}
-
-TEST(CpuOps, AttentionBackend) {
-  // Through CpuBackend (best level, 2 threads): GQA groups, sliding window, two sequences in one
-  // batch, prefill and decode, positions past 4096.
-  CpuBackend be(2);
-  struct Case { int n_head, n_head_kv, d, window; float softcap; std::vector<int32_t> pos, seq; };
-  const Case cases[] = {
-      {4, 1, 256, 0, 0, {5150}, {0}},                              // Gemma 3 270M decode
-      {4, 1, 256, 64, 0, {5100, 5101, 5102, 5150, 5040}, {0, 0, 0, 1, 1}},  // sliding layer, 2 sequences
-      {32, 8, 64, 0, 0, {5120}, {1}},                              // Llama 3.2 1B decode
-      {32, 8, 64, 0, 0, {5000, 5050, 5100, 5130, 5001}, {0, 0, 0, 1, 1}},
-      {8, 8, 128, 0, 50.0f, {5010, 5125}, {1, 0}},                 // no GQA, softcap
-      {16, 2, 128, 32, 0, {5060, 5061}, {0, 1}},                   // group 8
-  };
-  for (const Case& c : cases) {
-    AttnProblem a = make_attn(c.n_head, c.n_head_kv, c.d, c.d, c.window, c.softcap, 300, c.pos, c.seq, uint32_t(c.d + c.n_head));
-    poison_masked(a);
-    std::vector<float> out(c.pos.size() * size_t(c.n_head * c.d), -1.0f);
-    AttentionArgs args;
-    args.q = a.q.data();
-    args.out = out.data();
-    args.n_tokens = int64_t(c.pos.size());
-    args.n_head = c.n_head;
-    args.n_head_kv = c.n_head_kv;
-    args.head_dim_k = args.head_dim_v = c.d;
-    args.scale = 1.0f / std::sqrt(float(c.d));
-    args.softcap = c.softcap;
-    args.sliding_window = c.window;
-    args.token_pos = a.token_pos.data();
-    args.token_seq = a.token_seq.data();
-    args.kv_type = WeightType::F16;
-    args.k = a.k.data();
-    args.v = a.v.data();
-    args.n_cells = a.n_cells;
-    args.cell_pos = a.cell_pos.data();
-    args.cell_seq = a.cell_seq.data();
-    be.attention(args);
-    check_attention(a, args.scale, out, "backend");
-    // The same cache in f32 (exact copies of the halves) takes the generic path.
-    std::vector<float> k32(a.k.size()), v32(a.v.size());
-    for (size_t i = 0; i < k32.size(); ++i) k32[i] = quant::fp16_to_f32(a.k[i]);
-    for (size_t i = 0; i < v32.size(); ++i) v32[i] = quant::fp16_to_f32(a.v[i]);
-    args.kv_type = WeightType::F32;
-    args.k = k32.data();
-    args.v = v32.data();
-    std::fill(out.begin(), out.end(), -1.0f);
-    be.attention(args);
-    check_attention(a, args.scale, out, "backend f32 cache");
-  }
-}
-
 TEST(CpuOps, KvStoreF16) {
   CpuBackend be(2);
   const int64_t n_tokens = 9, row_k = 256, row_v = 192, n_cells = 20;
   const auto k = random_floats(size_t(n_tokens * row_k), 1, 10.0f), v = random_floats(size_t(n_tokens * row_v), 2);
   std::vector<uint16_t> ck(size_t(n_cells * row_k)), cv(size_t(n_cells * row_v));
   const std::vector<int32_t> cells = {3, 0, 19, 7, 8, 9, 1, 2, 15};
-  be.kv_store(k.data(), v.data(), n_tokens, row_k, row_v, cells.data(), WeightType::F16, ck.data(), cv.data());
+  be.kv_store(k.data(), v.data(), n_tokens, row_k, row_v, cells.data(), WeightType::F16, WeightType::F16, ck.data(), cv.data());
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t i = 0; i < row_k; ++i) ASSERT_EQ(ck[size_t(cells[t] * row_k + i)], quant::f32_to_fp16(k[size_t(t * row_k + i)]));
     for (int64_t i = 0; i < row_v; ++i) ASSERT_EQ(cv[size_t(cells[t] * row_v + i)], quant::f32_to_fp16(v[size_t(t * row_v + i)]));

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "backend/cpu/ops.h"
+#include "gguf/types.h"
 
 // GCC 12 flags the _mm512_undefined_* inside the conversion intrinsics of its own headers.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -317,7 +318,265 @@ void f32_to_f16(const float* x, uint16_t* y, int64_t n) {
   for (; i < n; ++i) y[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
 }
 
+
+// ---- Flash attention: KV rows to f32, and one tile of the online softmax ----
+
+inline float half_at(const uint8_t* p) {
+  uint16_t h;
+  __builtin_memcpy(&h, p, 2);
+  return _cvtsh_ss(h);
+}
+
+// Every block of 32 elements becomes two vectors of int32 lanes (elements 0-15, 16-31) times scales.
+void kv_to_f32(WeightType type, const void* src, float* dst, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(src);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i low4 = _mm512_set1_epi32(15), one = _mm512_set1_epi32(1);
+  auto store2 = [&](float* y, __m512i a, __m512i b, float d, float m, bool has_m) {
+    const __m512 vd = _mm512_set1_ps(d);
+    __m512 ya = _mm512_mul_ps(_mm512_cvtepi32_ps(a), vd), yb = _mm512_mul_ps(_mm512_cvtepi32_ps(b), vd);
+    if (has_m) {
+      const __m512 vm = _mm512_set1_ps(m);
+      ya = _mm512_add_ps(ya, vm);
+      yb = _mm512_add_ps(yb, vm);
+    }
+    _mm512_storeu_ps(y, ya);
+    _mm512_storeu_ps(y + 16, yb);
+  };
+  auto nibbles = [&](const uint8_t* qs, __m512i* lo, __m512i* hi) {
+    const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+    *lo = _mm512_and_si512(b, low4);
+    *hi = _mm512_srli_epi32(b, 4);
+  };
+  auto fifth_bits = [&](const uint8_t* qh, __m512i* lo, __m512i* hi) {
+    uint32_t h;
+    __builtin_memcpy(&h, qh, 4);
+    *lo = _mm512_or_si512(*lo, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(h)), iota), one), 4));
+    *hi = _mm512_or_si512(*hi, _mm512_slli_epi32(_mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(int(h >> 16)), iota), one), 4));
+  };
+  int64_t i = 0;
+  switch (type) {
+    case WeightType::F32:
+      __builtin_memcpy(dst, src, size_t(n) * 4);
+      return;
+    case WeightType::F16: {
+      const uint16_t* h = static_cast<const uint16_t*>(src);
+      for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load_h(h + i));
+      for (; i < n; ++i) dst[i] = _cvtsh_ss(h[i]);
+      return;
+    }
+    case WeightType::BF16: {
+      const uint16_t* h = static_cast<const uint16_t*>(src);
+      for (; i + 16 <= n; i += 16) {
+        const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i)));
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(w, 16)));
+      }
+      for (; i < n; ++i) {
+        const uint32_t w = uint32_t(h[i]) << 16;
+        __builtin_memcpy(dst + i, &w, 4);
+      }
+      return;
+    }
+    case WeightType::Q8_0:
+      for (; i < n; i += 32, p += 34) {
+        const __m512i a = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2)));
+        const __m512i b = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 18)));
+        store2(dst + i, a, b, half_at(p), 0, false);
+      }
+      return;
+    case WeightType::Q4_0:
+      for (; i < n; i += 32, p += 18) {
+        __m512i a, b;
+        nibbles(p + 2, &a, &b);
+        const __m512i eight = _mm512_set1_epi32(8);
+        store2(dst + i, _mm512_sub_epi32(a, eight), _mm512_sub_epi32(b, eight), half_at(p), 0, false);
+      }
+      return;
+    case WeightType::Q4_1:
+      for (; i < n; i += 32, p += 20) {
+        __m512i a, b;
+        nibbles(p + 4, &a, &b);
+        store2(dst + i, a, b, half_at(p), half_at(p + 2), true);
+      }
+      return;
+    case WeightType::Q5_0:
+      for (; i < n; i += 32, p += 22) {
+        __m512i a, b;
+        nibbles(p + 6, &a, &b);
+        fifth_bits(p + 2, &a, &b);
+        const __m512i sixteen = _mm512_set1_epi32(16);
+        store2(dst + i, _mm512_sub_epi32(a, sixteen), _mm512_sub_epi32(b, sixteen), half_at(p), 0, false);
+      }
+      return;
+    case WeightType::Q5_1:
+      for (; i < n; i += 32, p += 24) {
+        __m512i a, b;
+        nibbles(p + 8, &a, &b);
+        fifth_bits(p + 4, &a, &b);
+        store2(dst + i, a, b, half_at(p), half_at(p + 2), true);
+      }
+      return;
+    case WeightType::IQ4_NL: {
+      const __m512 grid = _mm512_setr_ps(-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113);
+      for (; i < n; i += 32, p += 18) {
+        __m512i a, b;
+        nibbles(p + 2, &a, &b);
+        const __m512 d = _mm512_set1_ps(half_at(p));
+        _mm512_storeu_ps(dst + i, _mm512_mul_ps(d, _mm512_permutexvar_ps(a, grid)));
+        _mm512_storeu_ps(dst + i + 16, _mm512_mul_ps(d, _mm512_permutexvar_ps(b, grid)));
+      }
+      return;
+    }
+    default:
+      break;
+  }
+  __builtin_trap();  // the backend checks KV types before any attention runs
+}
+
+inline __mmask16 tail_mask(int left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
+
+// s[r][c] = q_r . k_c for R rows and C cells.
+template <int R, int C>
+inline void tile_dots(const float* q, const float* k, int dk, float* s, int s_stride) {
+  __m512 acc[R * C];
+  for (int i = 0; i < R * C; ++i) acc[i] = _mm512_setzero_ps();
+  for (int i = 0; i < dk; i += 16) {
+    const __mmask16 m = tail_mask(dk - i);
+    __m512 kv[C];
+    for (int c = 0; c < C; ++c) kv[c] = _mm512_maskz_loadu_ps(m, k + int64_t(c) * dk + i);
+    for (int r = 0; r < R; ++r) {
+      const __m512 qv = _mm512_maskz_loadu_ps(m, q + int64_t(r) * dk + i);
+      for (int c = 0; c < C; ++c) acc[r * C + c] = _mm512_fmadd_ps(qv, kv[c], acc[r * C + c]);
+    }
+  }
+  if constexpr (R * C % 8 == 0) {
+    for (int g = 0; g < R * C; g += 8) {
+      alignas(32) float sums[8];
+      _mm256_store_ps(sums, hsum8(acc + g));
+      for (int j = 0; j < 8; ++j) s[int64_t((g + j) / C) * s_stride + (g + j) % C] = sums[j];
+    }
+  } else {
+    for (int j = 0; j < R * C; ++j) s[int64_t(j / C) * s_stride + j % C] = _mm512_reduce_add_ps(acc[j]);
+  }
+}
+
+template <int R>
+void rows_dots(const float* q, const FlashTile& t, float* s) {
+  int c = 0;
+  for (; c + 4 <= t.n_cells; c += 4) tile_dots<R, 4>(q, t.k + int64_t(c) * t.dk, t.dk, s + c, t.n_cells);
+  for (; c < t.n_cells; ++c) tile_dots<R, 1>(q, t.k + int64_t(c) * t.dk, t.dk, s + c, t.n_cells);
+}
+
+// o[r] += sum_c p[r][c] v[c] for R rows, 64 (or 16) output floats at a time.
+template <int R>
+void rows_pv(const float* p, const FlashTile& t, float* o) {
+  const int dv = t.dv, nc = t.n_cells;
+  int i = 0;
+  for (; i + 64 <= dv; i += 64) {
+    __m512 acc[R][4];
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_loadu_ps(o + int64_t(r) * dv + i + 16 * j);
+    for (int c = 0; c < nc; ++c) {
+      const float* v = t.v + int64_t(c) * dv + i;
+      const __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16), v2 = _mm512_loadu_ps(v + 32),
+                   v3 = _mm512_loadu_ps(v + 48);
+      for (int r = 0; r < R; ++r) {
+        const __m512 pc = _mm512_set1_ps(p[int64_t(r) * nc + c]);
+        acc[r][0] = _mm512_fmadd_ps(pc, v0, acc[r][0]);
+        acc[r][1] = _mm512_fmadd_ps(pc, v1, acc[r][1]);
+        acc[r][2] = _mm512_fmadd_ps(pc, v2, acc[r][2]);
+        acc[r][3] = _mm512_fmadd_ps(pc, v3, acc[r][3]);
+      }
+    }
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < 4; ++j) _mm512_storeu_ps(o + int64_t(r) * dv + i + 16 * j, acc[r][j]);
+  }
+  for (; i < dv; i += 16) {
+    const __mmask16 m = tail_mask(dv - i);
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm512_maskz_loadu_ps(m, o + int64_t(r) * dv + i);
+    for (int c = 0; c < nc; ++c) {
+      const __m512 v = _mm512_maskz_loadu_ps(m, t.v + int64_t(c) * dv + i);
+      for (int r = 0; r < R; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[int64_t(r) * nc + c]), v, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(o + int64_t(r) * dv + i, m, acc[r]);
+  }
+}
+
+void flash_tile(const FlashTile& t) {
+  const int nc = t.n_cells;
+  int r = 0;
+  for (; r + 4 <= t.n_rows; r += 4) rows_dots<4>(t.q + int64_t(r) * t.dk, t, t.s + int64_t(r) * nc);
+  switch (t.n_rows - r) {
+    case 3: rows_dots<3>(t.q + int64_t(r) * t.dk, t, t.s + int64_t(r) * nc); break;
+    case 2: rows_dots<2>(t.q + int64_t(r) * t.dk, t, t.s + int64_t(r) * nc); break;
+    case 1: rows_dots<1>(t.q + int64_t(r) * t.dk, t, t.s + int64_t(r) * nc); break;
+    default: break;
+  }
+
+  // Online softmax per row: masked scores become probability 0; a row with nothing visible yet keeps
+  // its empty state (m = -inf, l = 0, o = 0) and contributes nothing below.
+  const __m512 vscale = _mm512_set1_ps(t.scale), ninf = _mm512_set1_ps(-INFINITY);
+  for (r = 0; r < t.n_rows; ++r) {
+    float* s = t.s + int64_t(r) * nc;
+    const float* bias = t.bias + int64_t(r / t.rows_per_bias) * nc;
+    __m512 vmax = ninf;
+    for (int c = 0; c < nc; c += 16) {
+      const __mmask16 m = tail_mask(nc - c);
+      __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + c), vscale);
+      if (t.softcap > 0) {
+        alignas(64) float tmp[16];
+        _mm512_store_ps(tmp, x);
+        for (int j = 0; j < 16; ++j) tmp[j] = t.softcap * tanhf(tmp[j] / t.softcap);
+        x = _mm512_load_ps(tmp);
+      }
+      x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, bias + c));
+      _mm512_mask_storeu_ps(s + c, m, x);
+      vmax = _mm512_mask_max_ps(vmax, m, vmax, x);
+    }
+    const float mx = fmaxf(t.m[r], _mm512_reduce_max_ps(vmax));
+    if (mx == -INFINITY) {
+      for (int c = 0; c < nc; ++c) s[c] = 0;
+      continue;
+    }
+    const float alpha = expf(t.m[r] - mx);
+    const __m512 vmx = _mm512_set1_ps(mx);
+    __m512 vsum = _mm512_setzero_ps();
+    for (int c = 0; c < nc; c += 16) {
+      const __mmask16 m = tail_mask(nc - c);
+      const __m512 x = _mm512_maskz_loadu_ps(m, s + c);
+      const __mmask16 live = _mm512_mask_cmp_ps_mask(m, x, ninf, _CMP_NEQ_OQ);
+      const __m512 e = _mm512_maskz_mov_ps(live, v_expf(_mm512_sub_ps(x, vmx)));
+      _mm512_mask_storeu_ps(s + c, m, e);
+      vsum = _mm512_add_ps(vsum, e);
+    }
+    t.m[r] = mx;
+    t.l[r] = t.l[r] * alpha + _mm512_reduce_add_ps(vsum);
+    if (alpha != 1.0f) {
+      float* o = t.o + int64_t(r) * t.dv;
+      const __m512 va = _mm512_set1_ps(alpha);
+      for (int i = 0; i < t.dv; i += 16) {
+        const __mmask16 m = tail_mask(t.dv - i);
+        _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, o + i), va));
+      }
+    }
+  }
+
+  for (r = 0; r + 4 <= t.n_rows; r += 4) rows_pv<4>(t.s + int64_t(r) * nc, t, t.o + int64_t(r) * t.dv);
+  switch (t.n_rows - r) {
+    case 3: rows_pv<3>(t.s + int64_t(r) * nc, t, t.o + int64_t(r) * t.dv); break;
+    case 2: rows_pv<2>(t.s + int64_t(r) * nc, t, t.o + int64_t(r) * t.dv); break;
+    case 1: rows_pv<1>(t.s + int64_t(r) * nc, t, t.o + int64_t(r) * t.dv); break;
+    default: break;
+  }
+}
+
 }  // namespace
+
+void fill_flash_ops(CpuOps& o) {
+  o.kv_to_f32 = kv_to_f32;
+  o.flash_tile = flash_tile;
+}
 
 void fill_ops(CpuOps& o) {
   o.rms_norm = rms_norm;

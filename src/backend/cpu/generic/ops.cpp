@@ -3,7 +3,6 @@
 // accumulation in RMSNorm, f16 rounding of Q and of the softmax probabilities in attention.
 #include <cmath>
 #include <cstring>
-#include <vector>
 
 #include "backend/cpu/ops.h"
 #include "quant/fp16.h"
@@ -41,21 +40,33 @@ void rope(float* x, int n_head, int head_dim, int n_dims, bool neox, const float
   }
 }
 
-void load_row(WeightType type, const void* base, int64_t row, int64_t stride, int64_t offset, int64_t n,
-              float* out) {
-  if (type == WeightType::F32) {
-    std::memcpy(out, static_cast<const float*>(base) + row * stride + offset, size_t(n) * 4);
+// One KV head's n elements of cache row `row` (stride elements per row, the head at `offset`; for
+// quantized types both are block multiples) to f32.
+void load_row(const AttnTask& t, WeightType type, const void* base, int64_t row, int64_t stride, int64_t offset,
+              int64_t n, float* out) {
+  const uint8_t* src = static_cast<const uint8_t*>(base) + size_t(row) * row_bytes(type, stride) + row_bytes(type, offset);
+  if (t.to_f32) {
+    t.to_f32(type, src, out, n);
+  } else if (type == WeightType::F32) {
+    std::memcpy(out, src, size_t(n) * 4);
   } else if (type == WeightType::F16) {
-    const uint16_t* h = static_cast<const uint16_t*>(base) + row * stride + offset;
+    const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
     for (int64_t i = 0; i < n; ++i) out[i] = quant::fp16_to_f32(h[i]);
   } else {
-    // Quantized rows are dequantized whole (blocks may span KV heads).
-    // Callers guarantee scratch room: dk + dv floats hold one head; a whole row needs the stride.
-    const size_t rb = row_bytes(type, stride);
-    static thread_local std::vector<float> full;
-    if (full.size() < size_t(stride)) full.resize(size_t(stride));
-    quant::dequantize_row(type, static_cast<const uint8_t*>(base) + size_t(row) * rb, full.data(), stride);
-    std::memcpy(out, full.data() + offset, size_t(n) * 4);
+    quant::dequantize_row(type, src, out, n);
+  }
+}
+
+// x (n floats, n a multiple of 32 for quantized types) as ggml's matmul reads an activation against
+// a row of `type`: through f16 for F16, bf16 for BF16, Q8_0 for the quantized KV types; F32 as is.
+void round_like_activation(WeightType type, float* x, int64_t n) {
+  if (type == WeightType::F32) return;
+  const WeightType via = type == WeightType::F16 || type == WeightType::BF16 ? type : WeightType::Q8_0;
+  uint8_t tmp[1024];
+  for (int64_t i0 = 0; i0 < n; i0 += 256) {
+    const int64_t k = n - i0 < 256 ? n - i0 : 256;
+    quant::quantize_row(via, x + i0, tmp, k);
+    quant::dequantize_row(via, tmp, x + i0, k);
   }
 }
 
@@ -65,9 +76,13 @@ void attention(const AttnTask& t) {
   float* scores = qh + int64_t(t.n_q) * t.dk;      // n_q * n
   float* krow = scores + int64_t(t.n_q) * n;       // dk
   float* vrow = krow + t.dk;                       // dv
-  for (int64_t i = 0; i < int64_t(t.n_q) * t.dk; ++i) qh[i] = quant::fp16_to_f32(quant::f32_to_fp16(t.q[i]));
+  // ggml's plain path: q meets K as the matmul activation of K's type; the probabilities meet V as
+  // f16 for an f16 V (bf16 for bf16; a quantized V has no plain path in ggml: kept in f32).
+  std::memcpy(qh, t.q, size_t(t.n_q) * size_t(t.dk) * sizeof(float));
+  for (int h = 0; h < t.n_q; ++h) round_like_activation(t.k_type, qh + int64_t(h) * t.dk, t.dk);
+  const bool round_p = t.v_type == WeightType::F16 || t.v_type == WeightType::BF16;
   for (int64_t j = 0; j < n; ++j) {
-    load_row(t.kv_type, t.k, t.cells[j], t.k_stride, t.k_offset, t.dk, krow);
+    load_row(t, t.k_type, t.k, t.cells[j], t.k_stride, t.k_offset, t.dk, krow);
     for (int h = 0; h < t.n_q; ++h) {
       const float* q = qh + int64_t(h) * t.dk;
       float dot = 0;
@@ -87,12 +102,16 @@ void attention(const AttnTask& t) {
       sum += sh[j];
     }
     const float inv = sum > 0 ? float(1.0 / sum) : 0.0f;
-    for (int64_t j = 0; j < n; ++j) sh[j] = quant::fp16_to_f32(quant::f32_to_fp16(sh[j] * inv));
+    for (int64_t j = 0; j < n; ++j) sh[j] *= inv;
+    if (round_p) {
+      for (int64_t j = 0; j < n; ++j)
+        sh[j] = t.v_type == WeightType::F16 ? quant::fp16_to_f32(quant::f32_to_fp16(sh[j])) : quant::bf16_to_f32(quant::f32_to_bf16(sh[j]));
+    }
     float* o = t.out + int64_t(h) * t.dv;
     for (int i = 0; i < t.dv; ++i) o[i] = 0.0f;
   }
   for (int64_t j = 0; j < n; ++j) {
-    load_row(t.kv_type, t.v, t.cells[j], t.v_stride, t.v_offset, t.dv, vrow);
+    load_row(t, t.v_type, t.v, t.cells[j], t.v_stride, t.v_offset, t.dv, vrow);
     for (int h = 0; h < t.n_q; ++h) {
       const float w = scores[h * n + j];
       float* o = t.out + int64_t(h) * t.dv;
