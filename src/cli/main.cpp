@@ -21,6 +21,7 @@ constexpr Command kCommands[] = {
     {"info", tandem::cli::info_main, "metadata, hyperparameters and tensor table of a GGUF model"},
     {"verify", tandem::cli::verify_main, "checksums and structural checks of a model (every split part)"},
     {"synth", tandem::cli::synth_main, "write a random-weight model at real shapes, for benchmarks"},
+    {"perplexity", tandem::cli::perplexity_main, "perplexity of a text and KL-divergence against saved logits, like llama-perplexity"},
     {"tokenize", tandem::cli::tokenize_main, "token ids of a text with a model's tokenizer (like llama-tokenize)"},
 };
 
