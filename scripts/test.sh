@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh >/dev/null
 export TANDEM_GEMMA_GGUF=${TANDEM_GEMMA_GGUF:-$(scripts/fetch-model.sh)}
+export TANDEM_TEXT=${TANDEM_TEXT:-$(scripts/fetch-text.sh)}
 (cd build && ctest --output-on-failure -j"$(nproc)")
 python3 -m pytest -q tests/py
 scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
