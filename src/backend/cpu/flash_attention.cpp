@@ -25,8 +25,9 @@ bool sees(const AttentionArgs& a, int64_t t, int32_t cell) {
   return a.sliding_window <= 0 || p - cp < a.sliding_window;
 }
 
-// Q rows as ggml's K dot product reads them: through f16 for an f16 cache, bf16 for bf16, and through
-// Q8_0 (the activation format of the quantized cache types) for quantized caches.
+// Q rows as ggml's flash attention reads them: through f16 for an f16 cache (its tiled path for
+// batches of 64+ tokens keeps f32), bf16 for bf16, and Q8_0 (the activation format of the quantized
+// cache types) for quantized caches.
 void round_q(const CpuOps& ops, WeightType k_type, const float* q, float* out, int dk) {
   for (int i0 = 0; i0 < dk; i0 += 512) {
     const int n = std::min(512, dk - i0);

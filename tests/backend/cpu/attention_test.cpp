@@ -8,8 +8,7 @@
 //   probabilities through f16 for an f16 V) and does the rest in double. |out - ref| <= 2e-3 * max_j
 //   p_j * max|v| + 1e-5 * sum_j p_j |v_j|: the first term is a rare 1-ulp f16 flip of one probability
 //   (the float score differs from double by summation order), the second float accumulation.
-// - flash attention: q rounded as ggml's flash path does (f16 / bf16 / Q8_0 by K's type), no rounding
-//   of probabilities. |out - ref| <= 2e-5 * sum_j p_j |v_j| + 1e-6 * max|v|: float scores, expf within
+// - flash attention: q rounded as in the plain path, no rounding of probabilities. |out - ref| <= 2e-5 * sum_j p_j |v_j| + 1e-6 * max|v|: float scores, expf within
 //   2 ulp, float accumulation with online rescaling.
 // - flash vs plain on the same cache: within the sum of both bounds (checked through the reference).
 // Masked cells hold V = 1000, so a cell that leaks through the masks (sequence, future, sliding
@@ -61,8 +60,8 @@ void encode_rows(WeightType type, const std::vector<float>& x, int64_t n, std::v
   }
 }
 
-// q as the K dot product reads it: the plain path as ggml's matmul activation, flash as ggml's
-// flash path; both are f16 / bf16 / Q8_0 by K's type.
+// q as the K dot product reads it: through f16 / bf16 / Q8_0 by K's type (ggml's matmul activation in
+// the plain path, and what ggml's flash path does outside its tiled f16 prefill).
 std::vector<float> rounded_q(WeightType k_type, const float* q, int dk) {
   std::vector<float> out(q, q + dk);
   if (k_type == WeightType::F32) return out;
