@@ -113,7 +113,7 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
 
   const size_t k_row_bytes = row_bytes(a.k_type, int64_t(a.n_head_kv) * dk), k_head_bytes = row_bytes(a.k_type, dk);
   const size_t v_row_bytes = row_bytes(a.v_type, int64_t(a.n_head_kv) * dv), v_head_bytes = row_bytes(a.v_type, dv);
-  const auto to_f32 = ops_.kv_to_f32;
+  const auto gather = ops_.kv_gather_f32;
   const auto tile_fn = ops_.flash_tile;
 
   std::atomic<int64_t> next{0};
@@ -169,12 +169,8 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
             any |= vis;
           }
         if (!any) continue;
-        for (int c = 0; c < nc; ++c) {
-          to_f32(a.k_type, static_cast<const uint8_t*>(a.k) + size_t(cells[c]) * k_row_bytes + size_t(g) * k_head_bytes,
-                 kt + size_t(c) * dk, dk);
-          to_f32(a.v_type, static_cast<const uint8_t*>(a.v) + size_t(cells[c]) * v_row_bytes + size_t(g) * v_head_bytes,
-                 vt + size_t(c) * dv, dv);
-        }
+        gather(a.k_type, static_cast<const uint8_t*>(a.k) + size_t(g) * k_head_bytes, k_row_bytes, cells, nc, dk, kt);
+        gather(a.v_type, static_cast<const uint8_t*>(a.v) + size_t(g) * v_head_bytes, v_row_bytes, cells, nc, dv, vt);
         ft.n_cells = nc;
         tile_fn(ft);
       }

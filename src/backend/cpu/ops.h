@@ -61,6 +61,10 @@ struct CpuOps {
   // n elements of a KV cache row (from a block boundary) to f32: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1
   // IQ4_NL, bit-identical to src/quant's dequantize_row.
   void (*kv_to_f32)(WeightType type, const void* src, float* dst, int64_t n) = nullptr;
+  // The same for n elements of each listed cell: row c starts at base + cells[i] * row_stride bytes;
+  // output rows are n floats apart. One call per tile, so the type dispatch is not per row.
+  void (*kv_gather_f32)(WeightType type, const void* base, size_t row_stride, const int32_t* cells, int n_cells,
+                        int64_t n, float* dst) = nullptr;
   void (*flash_tile)(const FlashTile& t) = nullptr;
 };
 

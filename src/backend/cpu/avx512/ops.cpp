@@ -433,29 +433,73 @@ void kv_to_f32(WeightType type, const void* src, float* dst, int64_t n) {
   __builtin_trap();  // the backend checks KV types before any attention runs
 }
 
+// Rows of one KV head are short runs at a large stride (all heads share a row), which the hardware
+// prefetcher follows poorly: fetch kAhead rows ahead by hand.
+void kv_gather_f32(WeightType type, const void* base, size_t row_stride, const int32_t* cells, int n_cells, int64_t n,
+                   float* dst) {
+  constexpr int kAhead = 8;
+  const uint8_t* b = static_cast<const uint8_t*>(base);
+  const size_t bytes = row_bytes(type, n);
+  auto prefetch = [&](int i) {
+    const char* p = reinterpret_cast<const char*>(b + size_t(cells[i]) * row_stride);
+    for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
+  };
+  for (int i = 0; i < n_cells && i < kAhead; ++i) prefetch(i);
+  for (int i = 0; i < n_cells; ++i) {
+    if (i + kAhead < n_cells) prefetch(i + kAhead);
+    kv_to_f32(type, b + size_t(cells[i]) * row_stride, dst + int64_t(i) * n, n);
+  }
+}
+
 inline __mmask16 tail_mask(int left) { return left >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << left) - 1); }
 
-// s[r][c] = q_r . k_c for R rows and C cells.
+// Lane j of the result: the sum of a_j (eight reductions sharing one shuffle tree; by value so the
+// accumulators stay in registers).
+inline __m256 hsum8v(__m512 a0, __m512 a1, __m512 a2, __m512 a3, __m512 a4, __m512 a5, __m512 a6, __m512 a7) {
+  auto half = [](__m512 x) { return _mm256_add_ps(_mm512_castps512_ps256(x), _mm512_extractf32x8_ps(x, 1)); };
+  const __m256 c0 = _mm256_hadd_ps(half(a0), half(a1)), c1 = _mm256_hadd_ps(half(a2), half(a3));
+  const __m256 c2 = _mm256_hadd_ps(half(a4), half(a5)), c3 = _mm256_hadd_ps(half(a6), half(a7));
+  const __m256 d0 = _mm256_hadd_ps(c0, c1), d1 = _mm256_hadd_ps(c2, c3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(d0, d1, 0x20), _mm256_permute2f128_ps(d0, d1, 0x31));
+}
+
+// s[r][c] = q_r . k_c for R rows and C cells (R * C <= 16 accumulators in registers).
 template <int R, int C>
 inline void tile_dots(const float* q, const float* k, int dk, float* s, int s_stride) {
   __m512 acc[R * C];
+#pragma GCC unroll 16
   for (int i = 0; i < R * C; ++i) acc[i] = _mm512_setzero_ps();
-  for (int i = 0; i < dk; i += 16) {
-    const __mmask16 m = tail_mask(dk - i);
+  int i = 0;
+  for (; i + 16 <= dk; i += 16) {
     __m512 kv[C];
-    for (int c = 0; c < C; ++c) kv[c] = _mm512_maskz_loadu_ps(m, k + int64_t(c) * dk + i);
+#pragma GCC unroll 4
+    for (int c = 0; c < C; ++c) kv[c] = _mm512_loadu_ps(k + int64_t(c) * dk + i);
+#pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      const __m512 qv = _mm512_maskz_loadu_ps(m, q + int64_t(r) * dk + i);
+      const __m512 qv = _mm512_loadu_ps(q + int64_t(r) * dk + i);
+#pragma GCC unroll 4
       for (int c = 0; c < C; ++c) acc[r * C + c] = _mm512_fmadd_ps(qv, kv[c], acc[r * C + c]);
     }
   }
-  if constexpr (R * C % 8 == 0) {
-    for (int g = 0; g < R * C; g += 8) {
-      alignas(32) float sums[8];
-      _mm256_store_ps(sums, hsum8(acc + g));
-      for (int j = 0; j < 8; ++j) s[int64_t((g + j) / C) * s_stride + (g + j) % C] = sums[j];
+  if (i < dk) {
+    const __mmask16 m = tail_mask(dk - i);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const __m512 qv = _mm512_maskz_loadu_ps(m, q + int64_t(r) * dk + i);
+#pragma GCC unroll 4
+      for (int c = 0; c < C; ++c)
+        acc[r * C + c] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + int64_t(c) * dk + i), acc[r * C + c]);
     }
+  }
+  if constexpr (R * C == 16 || R * C == 8) {
+    alignas(32) float sums[16];
+    _mm256_store_ps(sums, hsum8v(acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6], acc[7]));
+    if constexpr (R * C == 16)
+      _mm256_store_ps(sums + 8, hsum8v(acc[8], acc[9], acc[10], acc[11], acc[12], acc[13], acc[14], acc[15]));
+#pragma GCC unroll 16
+    for (int j = 0; j < R * C; ++j) s[int64_t(j / C) * s_stride + j % C] = sums[j];
   } else {
+#pragma GCC unroll 16
     for (int j = 0; j < R * C; ++j) s[int64_t(j / C) * s_stride + j % C] = _mm512_reduce_add_ps(acc[j]);
   }
 }
@@ -575,6 +619,7 @@ void flash_tile(const FlashTile& t) {
 
 void fill_flash_ops(CpuOps& o) {
   o.kv_to_f32 = kv_to_f32;
+  o.kv_gather_f32 = kv_gather_f32;
   o.flash_tile = flash_tile;
 }
 

@@ -21,6 +21,12 @@ void kv_to_f32(WeightType type, const void* src, float* dst, int64_t n) {
   }
 }
 
+void kv_gather_f32(WeightType type, const void* base, size_t row_stride, const int32_t* cells, int n_cells, int64_t n,
+                   float* dst) {
+  for (int i = 0; i < n_cells; ++i)
+    kv_to_f32(type, static_cast<const uint8_t*>(base) + size_t(cells[i]) * row_stride, dst + int64_t(i) * n, n);
+}
+
 void flash_tile(const FlashTile& t) {
   const int nc = t.n_cells;
   for (int r = 0; r < t.n_rows; ++r) {
@@ -64,6 +70,7 @@ void flash_tile(const FlashTile& t) {
 
 void fill_flash_ops(CpuOps& o) {
   o.kv_to_f32 = kv_to_f32;
+  o.kv_gather_f32 = kv_gather_f32;
   o.flash_tile = flash_tile;
 }
 
