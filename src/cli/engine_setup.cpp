@@ -95,7 +95,8 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
               &f.cache_type_v);
   args.optional_value("-fa,--flash-attn", {"on", "off", "auto"}, "on",
                       "flash attention: tiled, online softmax, reads quantized K/V directly. 'auto' (default)\n"
-                      "means on; 'off' runs the plain path (ggml's non-flash roundings). '-fa' alone means on.\n"
+                      "means on where the CPU has AVX-512 (its kernels), else off; 'off' runs the plain path\n"
+                      "(ggml's non-flash roundings). '-fa' alone means on.\n"
                       "Every KV type works with both paths",
                       [&f](std::string_view v) {
                         f.flash_attn = std::string(v);
@@ -163,7 +164,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   co.n_ubatch = std::min(f.ubatch, f.batch);
   co.type_k = type_k;
   co.type_v = type_v;
-  co.flash_attn = f.flash_attn != "off";
+  // 'auto' takes flash attention where its vector kernels exist (AVX-512); below that the plain path's
+  // AVX2 kernels are faster than the scalar flash tile.
+  co.flash_attn = f.flash_attn == "on" || (f.flash_attn == "auto" && cpu::best_isa() >= cpu::Isa::Avx512);
   TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
   const auto t_warm = std::chrono::steady_clock::now();
   if (!f.no_warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
