@@ -136,7 +136,8 @@ Status kl_divergence(const Run& r, const eval::BaseLogitsReader& base) {
     const std::span<const int32_t> chunk(base.tokens().data() + c * r.n_ctx, size_t(r.n_ctx));
     TANDEM_ASSIGN(const float* logits, run_chunk(*r.e.context, chunk, r.bos, &buffer));
     base.read_chunk(c, &rows);
-    const auto points = eval::compare_positions(r.e.cpu->pool(), logits, n_vocab, chunk.subspan(size_t(first + 1)), rows);
+    const auto points =
+        eval::compare_positions(r.e.cpu->pool(), logits, n_vocab, chunk.subspan(size_t(first + 1)), rows);
     for (const auto& p : points) {
       stats.add(p);
       kld_values.push_back(float(p.kld));
@@ -148,7 +149,8 @@ Status kl_divergence(const Run& r, const eval::BaseLogitsReader& base) {
                   "Δp RMS            Same top p\n");
     }
     const eval::KldRunning v = eval::running(stats);
-    std::printf("%4lld    %9.4f ± %9.4f    %10.5f ± %10.5f    %10.5f ± %10.5f    %6.3f ± %6.3f %%    %6.3f ± %6.3f %%\n",
+    std::printf("%4lld    %9.4f ± %9.4f    %10.5f ± %10.5f    %10.5f ± %10.5f    %6.3f ± %6.3f %%"
+                "    %6.3f ± %6.3f %%\n",
                 (long long)(c + 1), v.ppl.mean, v.ppl.error, v.log_ppl_ratio.mean, v.log_ppl_ratio.error, v.kld.mean,
                 v.kld.error, 100.0 * v.rms_p_diff.mean, 100.0 * v.rms_p_diff.error, 100.0 * v.same_top.mean,
                 100.0 * v.same_top.error);
@@ -242,13 +244,15 @@ int perplexity_main(int argc, char** argv) {
   int64_t chunks = -1;
   bool kld = false;
   ArgParser args("perplexity",
-                 "tandem perplexity -m MODEL -f TEXT [-c 512] [--chunks N] [--kl-divergence-base FILE [--kl-divergence]]",
+                 "tandem perplexity -m MODEL -f TEXT [-c 512] [--chunks N]\n"
+                 "                         [--kl-divergence-base FILE [--kl-divergence]]",
                  "Perplexity of a text, computed as llama-perplexity does: the tokens are cut into chunks of -c\n"
                  "(default 512 here), each chunk starts from an empty cache with BOS as its first token, and the\n"
                  "second half of each chunk is scored. Prints the running value per chunk and the final estimate.\n\n"
                  "KL-divergence, in llama-perplexity's file format (either tool reads the other's file):\n"
-                 "  --kl-divergence-base FILE               the reference model: saves its log-probabilities\n"
-                 "  --kl-divergence-base FILE --kl-divergence  the model under test: compares with FILE (-f not needed)");
+                 "  --kl-divergence-base FILE                   the reference model: saves its log-probabilities\n"
+                 "  --kl-divergence-base FILE --kl-divergence   the model under test: compares with FILE\n"
+                 "                                              (no -f: the tokens come from FILE)");
   add_engine_flags(args, ef);
   args.string("-f,--file", "FILE", "the text to score (one trailing newline is dropped, as llama.cpp does)",
               &text_file);

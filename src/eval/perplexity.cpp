@@ -107,8 +107,9 @@ std::vector<double> score_positions(ThreadPool& pool, const float* logits, int64
   pool.parallel_for(n, 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const std::span<const float> l(logits + i * n_vocab, size_t(n_vocab));
-      nll[size_t(i)] = rows.empty() ? token_nll(l, targets[size_t(i)])
-                                    : encode_base_row(l, targets[size_t(i)], rows.subspan(size_t(i * row_u16), size_t(row_u16)));
+      const int32_t t = targets[size_t(i)];
+      nll[size_t(i)] = rows.empty() ? token_nll(l, t)
+                                    : encode_base_row(l, t, rows.subspan(size_t(i * row_u16), size_t(row_u16)));
     }
   });
   return nll;
