@@ -80,6 +80,9 @@ int main(int argc, char** argv) {
       // Decode out of L2 (2048 x 1024, 1.2 MB of Q4_K): the kernel's own speed, as small models see it.
       benchmark::RegisterBenchmark(("decode_l2/" + name).c_str(), bench_gemm, isa, t, 2048, 1024, 1)
           ->Unit(benchmark::kMicrosecond);
+      // Decode through a wide, short-row output layer (Gemma 3 270M's tied 262144 x 640 embedding).
+      benchmark::RegisterBenchmark(("decode_vocab/" + name).c_str(), bench_gemm, isa, t, 640, 262144, 1)
+          ->Unit(benchmark::kMillisecond);
       benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, t, 4096, 512, 64)
           ->Unit(benchmark::kMillisecond);
     }
