@@ -16,7 +16,7 @@
 namespace tandem::cpu {
 namespace {
 
-constexpr int64_t kBlockTokens = 16;
+constexpr int64_t kBlockTokens = 32;
 constexpr int kTileCells = 64;
 
 bool sees(const AttentionArgs& a, int64_t t, int32_t cell) {

@@ -371,7 +371,7 @@ TEST(Attention, BackendEveryKvTypeBothPaths) {
 
 TEST(Attention, FlashLongContextSplitsAndPrefillBlocks) {
   // Decode over 5000 cells (the cells are split across threads and merged) and a 40-token prefill
-  // of one sequence (blocks of 16 tokens; causal tiles) against the reference, q8_0 and f16 caches.
+  // of one sequence (blocks of 32 tokens; causal tiles) against the reference, q8_0 and f16 caches.
   CpuBackend be(2);
   for (WeightType kt : {WeightType::F16, WeightType::Q8_0}) {
     std::vector<int32_t> pos, seq;
