@@ -94,6 +94,9 @@ class Backend {
   virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   virtual void geglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   virtual void add(const float* a, const float* b, int64_t n, float* out) = 0;
+  // In place: every consecutive `block` values of each row of n (block a power of two dividing n) times
+  // the orthonormal Walsh-Hadamard matrix of that size (Sylvester order; symmetric, its own inverse).
+  virtual void hadamard(float* x, int64_t n_rows, int64_t n, int block) = 0;
   virtual void scale(float* x, int64_t n, float s) = 0;
   virtual void softcap(float* x, int64_t n, float cap) = 0;
 };

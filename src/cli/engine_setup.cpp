@@ -193,6 +193,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",
                  type_name(type_k).data(), type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
                  human_bytes(kv.total_bytes()).c_str(), co.flash_attn ? "on" : "off");
+    const int k_rot = kv_rotation_block(type_k, hp.head_dim_k, false), v_rot = kv_rotation_block(type_v, hp.head_dim_v, true);
+    if (k_rot || v_rot)
+      std::fprintf(stderr, "         quantized cache: %s rotated by a %d-wide Walsh-Hadamard block before storing (as llama.cpp)\n",
+                   k_rot && v_rot ? "Q/K and V" : k_rot ? "Q/K" : "V", k_rot ? k_rot : v_rot);
     std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s\n", threads,
                  (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa));
     std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",

@@ -3,6 +3,15 @@
 
 namespace tandem {
 
+int kv_rotation_block(WeightType type, int64_t head_dim, bool is_v) {
+  const bool quantized = type != WeightType::F32 && type != WeightType::F16 && type != WeightType::BF16;
+  if (!quantized || head_dim % 64 != 0) return 0;
+  if (is_v) return 64;
+  int block = 64;
+  while (head_dim % (2 * block) == 0) block *= 2;
+  return block;
+}
+
 Result<KvCache> KvCache::create(const std::vector<Backend*>& backends, int64_t n_cells,
                                 const std::vector<int64_t>& row_k, const std::vector<int64_t>& row_v,
                                 WeightType type_k, WeightType type_v) {

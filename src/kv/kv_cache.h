@@ -11,6 +11,13 @@
 
 namespace tandem {
 
+// Before a quantized cache stores them, Q and K are rotated by an orthonormal Walsh-Hadamard matrix
+// (and V too, the attention output rotated back), as llama.cpp does: outliers spread over a block, so
+// 4- and 8-bit blocks lose less. Exact arithmetic would give the same attention (the matrix is
+// orthonormal and its own inverse). The block size: for K the largest power of two dividing the head
+// dimension, for V 64; 0 (no rotation) for unquantized types or head dimensions not a multiple of 64.
+int kv_rotation_block(WeightType type, int64_t head_dim, bool is_v);
+
 class KvCache {
  public:
   struct Layer {

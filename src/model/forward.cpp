@@ -34,6 +34,8 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
   gate.resize(size_t(n * ff));
   up.resize(size_t(n * ff));
 
+  const int k_rot = kv_rotation_block(kv.type_k(), hd, false), v_rot = kv_rotation_block(kv.type_v(), hdv, true);
+
   be.get_rows(*tok_embd_, batch.tokens, x.data());  // [n, e]
   if (embd_scale_ != 1) be.scale(x.data(), n * e, embd_scale_);
 
@@ -49,6 +51,11 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
     if (l.k_norm) b.rms_norm(k.data(), l.k_norm, n * n_head_kv, hd, float(hp_.norm_eps), k.data());
     b.rope(q.data(), n, n_head, int(hd), batch.pos.data(), l.rope);
     b.rope(k.data(), n, n_head_kv, int(hd), batch.pos.data(), l.rope);
+    if (k_rot) {
+      b.hadamard(q.data(), n * n_head, hd, k_rot);
+      b.hadamard(k.data(), n * n_head_kv, hd, k_rot);
+    }
+    if (v_rot) b.hadamard(v.data(), n * n_head_kv, hdv, v_rot);
     const KvCache::Layer& cache = kv.layer(il);
     b.kv_store(k.data(), v.data(), n, n_k, n_v, cells.data(), kv.type_k(), kv.type_v(), cache.k, cache.v);
     AttentionArgs a;
@@ -72,6 +79,7 @@ Status Model::forward(const Batch& batch, const std::vector<int32_t>& cells, KvC
     a.cell_pos = kv.cell_pos();
     a.cell_seq = kv.cell_seq();
     b.attention(a);  // [n, n_head, hdv]
+    if (v_rot) b.hadamard(attn.data(), n * n_head, hdv, v_rot);
     b.matmul(*l.wo, attn.data(), n, cur.data());  // [n, e]
     if (l.post_attn_norm) b.rms_norm(cur.data(), l.post_attn_norm, n, e, float(hp_.norm_eps), cur.data());
     b.add(x.data(), cur.data(), n * e, x.data());

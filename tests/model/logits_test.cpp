@@ -283,7 +283,7 @@ TEST(Logits, MatchLlamaCppOnSynthQwen3_Q4_K_M) { check_model("synth-Qwen3-0.6B-Q
 // Flash attention and quantized KV caches against llama.cpp's flash attention on the same cache types.
 // llama.cpp's flash path for batches under 64 tokens (these prompts) and for decoding accumulates
 // p*V in f16; Tandem's in f32, hence the wider bound on stories260K (measured 0.011; non-flash 0.0055).
-// Measured on Gemma: f16 cache 2.53 / KL 0.0068, q8_0 1.68 / 0.0042. For scale, llama.cpp against
+// Measured on Gemma: f16 cache 2.53 / KL 0.0068, q8_0 1.83 / 0.0060. For scale, llama.cpp against
 // itself with -ub 1 instead of 2048 (scripts/fixtures/gen_logits.py's DUMP_UBATCH): f16 1.19 / 0.0036,
 // q8_0 1.55 / 0.0030, q4_0 3.48 / 0.020.
 TEST(Logits, FlashMatchesLlamaCppOnStories260K) { check_model("stories260K-fa-f16-f16.json", {0.02, 2e-6}); }
@@ -291,17 +291,18 @@ TEST(Logits, FlashMatchesLlamaCppOnGemma3_F16Cache) { check_model("gemma-3-270m-
 TEST(Logits, FlashMatchesLlamaCppOnGemma3_Q8_0Cache) { check_model("gemma-3-270m-q4_k_m-fa-q8_0-q8_0.json", {2.0, 0.008}); }
 // A q4_0 cache rounds K and V to steps of 1/8 of each block's range: the small hidden-state
 // differences both engines already have with an f16 cache flip some of those roundings, so Tandem and
-// llama.cpp each carry their own q4_0 noise (measured 4.69 / KL 0.135). What the cache type costs is
-// the same in both (next test).
-TEST(Logits, FlashMatchesLlamaCppOnGemma3_Q4_0Cache) { check_model("gemma-3-270m-q4_k_m-fa-q4_0-q4_0.json", {5.0, 0.15}); }
+// llama.cpp each carry their own q4_0 noise (measured 5.90 / KL 0.104; without the Hadamard rotation
+// llama.cpp applies, 4.69 / 0.135 and a 9% higher perplexity with a q4_0 K). What the cache type
+// costs is the same in both (last test).
+TEST(Logits, FlashMatchesLlamaCppOnGemma3_Q4_0Cache) { check_model("gemma-3-270m-q4_k_m-fa-q4_0-q4_0.json", {7.0, 0.13}); }
 TEST(Logits, FlashMatchesLlamaCppOnSynthLlama32_1B_Q8_0K_Q4_0V) {
-  // Flat random-weight distributions: many near-ties (measured 0.85 / KL 0.00085).
-  check_model("synth-Llama-3.2-1B-Q4_K_M-fa-q8_0-q4_0.json", {1.0, 0.002});
+  // Measured 0.20 / KL 9.5e-5 (0.85 / 8.5e-4 before the rotation matched llama.cpp's).
+  check_model("synth-Llama-3.2-1B-Q4_K_M-fa-q8_0-q4_0.json", {0.35, 3e-4});
 }
 
 // The quality a quantized cache costs, Tandem vs llama.cpp: KL of each engine's q8_0 / q4_0 cache run
 // against llama.cpp's f16-cache run. Tandem's damage must not exceed llama.cpp's by more than 25%
-// plus the f16-vs-f16 disagreement (measured: q8_0 0.0056 vs 0.0071, q4_0 0.067 vs 0.074).
+// plus the f16-vs-f16 disagreement (measured: q8_0 0.0071 vs 0.0071, q4_0 0.081 vs 0.074).
 TEST(Logits, QuantizedCacheCostsNoMoreThanInLlamaCpp) {
   const json f16 = read_fixture("gemma-3-270m-q4_k_m-fa-f16-f16.json");
   for (const char* type : {"q8_0", "q4_0"}) {

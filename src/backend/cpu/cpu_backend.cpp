@@ -289,6 +289,25 @@ void CpuBackend::add(const float* a, const float* b, int64_t n, float* out) {
   });
 }
 
+void CpuBackend::hadamard(float* x, int64_t n_rows, int64_t n, int block) {
+  // The fast transform: log2(block) butterfly passes, then the 1/sqrt(block) that makes it orthonormal.
+  const float norm = 1.0f / std::sqrt(float(block));
+  const int64_t n_blocks = n_rows * (n / block);
+  pool_.parallel_for(n_blocks, std::max<int64_t>(1, kMinElemsPerTask / block), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      float* v = x + b * block;
+      for (int h = 1; h < block; h *= 2)
+        for (int i = 0; i < block; i += 2 * h)
+          for (int j = i; j < i + h; ++j) {
+            const float a = v[j], c = v[j + h];
+            v[j] = a + c;
+            v[j + h] = a - c;
+          }
+      for (int i = 0; i < block; ++i) v[i] *= norm;
+    }
+  });
+}
+
 void CpuBackend::scale(float* x, int64_t n, float s) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }

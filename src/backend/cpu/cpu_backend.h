@@ -30,6 +30,7 @@ class CpuBackend final : public Backend {
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
   void geglu(const float* gate, const float* up, int64_t n, float* out) override;
   void add(const float* a, const float* b, int64_t n, float* out) override;
+  void hadamard(float* x, int64_t n_rows, int64_t n, int block) override;
   void scale(float* x, int64_t n, float s) override;
   void softcap(float* x, int64_t n, float cap) override;
 

@@ -396,5 +396,27 @@ TEST(Attention, FlashLongContextSplitsAndPrefillBlocks) {
   }
 }
 
+TEST(Attention, HadamardIsTheOrthonormalSylvesterMatrix) {
+  // Against H[i][j] = (-1)^popcount(i & j) / sqrt(n) applied in double; twice = identity.
+  CpuBackend be(2);
+  for (int block : {64, 128, 256}) {
+    const int64_t n = 512, rows = 3;
+    const auto x = random_floats(size_t(rows * n), uint32_t(block));
+    std::vector<float> y = x;
+    be.hadamard(y.data(), rows, n, block);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t b0 = 0; b0 < n; b0 += block)
+        for (int i = 0; i < block; ++i) {
+          double ref = 0;
+          for (int j = 0; j < block; ++j)
+            ref += (__builtin_popcount(unsigned(i & j)) % 2 ? -1.0 : 1.0) * x[size_t(r * n + b0 + j)];
+          ref /= std::sqrt(double(block));
+          ASSERT_NEAR(y[size_t(r * n + b0 + i)], ref, 1e-5 * (1 + std::fabs(ref))) << block;
+        }
+    be.hadamard(y.data(), rows, n, block);
+    for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], x[i], 1e-5 * (1 + std::fabs(x[i])));
+  }
+}
+
 }  // namespace
 }  // namespace tandem::cpu
