@@ -14,6 +14,8 @@ namespace {
 constexpr size_t kChunkWeightBytes = 256u << 10;
 constexpr int64_t kMinChunkRows = 16;
 constexpr int64_t kTokenBlock = 64;  // tokens per gemm call: bounds the activations a chunk streams
+// The AMX kernels unpack each 16-row weight panel once per call: fewer, larger calls unpack less.
+constexpr int64_t kAmxTokenBlock = 512;
 
 // Types without a kernel (none of the engine's formats today): dequantize a row, f32 dots.
 void matmul_dequantized(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tokens, float* y) {
@@ -47,6 +49,7 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
   });
 
   const GemmFn gemm = k.gemm[uint32_t(w.type)];
+  const int64_t token_block = k.gemm_isa[uint32_t(w.type)] == Isa::Amx ? kAmxTokenBlock : kTokenBlock;
   const auto* base = static_cast<const uint8_t*>(w.data);
   int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(kChunkWeightBytes / std::max<size_t>(w.row_stride, 1)));
   // Enough chunks for every thread to get several, so uneven progress evens out.
@@ -56,8 +59,8 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
   pool.run([&](int, int) {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
       const int64_t r0 = c * chunk_rows, r1 = std::min(n_rows, r0 + chunk_rows);
-      for (int64_t t0 = 0; t0 < n_tokens; t0 += kTokenBlock) {
-        const int64_t nt = std::min(kTokenBlock, n_tokens - t0);
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += token_block) {
+        const int64_t nt = std::min(token_block, n_tokens - t0);
         gemm(n, base + size_t(r0) * w.row_stride, w.row_stride, r1 - r0, act + size_t(t0) * act_row, act_row, nt,
              y + t0 * n_rows + r0, size_t(n_rows));
       }
