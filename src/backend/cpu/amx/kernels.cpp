@@ -329,6 +329,58 @@ struct Split {
   }
 };
 
+// Q6_K without per-sub-block tile stores: each int8 sub-block scale is written in balanced base 7,
+// sc = e0 + 7 e1 + 49 e2 with digits in [-3, 3], so codes times a digit stay bytes (|q| <= 32, |q e| <= 96):
+// three panels of pre-scaled codes accumulate a whole super-block in three C tiles, K = 64:
+//   y += d_a * d_w * (C0 + 7 C1 + 49 C2)
+// (16 products and 3 tile stores per super-block instead of 16 and 16.)
+struct Digits6 {
+  static constexpr int kSub = 64;  // tile K
+  static constexpr int kBlock = 256;
+  static constexpr bool kMin = false;
+  static constexpr bool kDigits = true;
+  // bytes q * e for a per-byte digit vector e in [-3, 3]
+  static __m256i times_digit(__m256i q, __m256i e) {
+    const __m256i q2 = _mm256_add_epi8(q, q), q3 = _mm256_add_epi8(q2, q);
+    const __m256i mag = _mm256_abs_epi8(e);
+    __m256i v = _mm256_blendv_epi8(q, q2, _mm256_cmpeq_epi8(mag, _mm256_set1_epi8(2)));
+    v = _mm256_blendv_epi8(v, q3, _mm256_cmpeq_epi8(mag, _mm256_set1_epi8(3)));
+    return _mm256_sign_epi8(v, e);  // negated for negative digits, zero for zero
+  }
+  // panel [nb][3][64][16][4] (12 KB per super-block); wscale [nb][16] = d
+  static void unpack(const uint8_t* w, size_t w_stride, int nr, int64_t nb, int8_t* panel, float* wscale, float*) {
+    __m256i dq[3][8][16];
+    for (int r = nr; r < 16; ++r)
+      for (int k = 0; k < 3; ++k)
+        for (int c = 0; c < 8; ++c) dq[k][c][r] = _mm256_setzero_si256();
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int r = 0; r < nr; ++r) {
+        const auto& blk = reinterpret_cast<const BlockQ6_K*>(w + r * w_stride)[b];
+        __m256i q[8], unused[2];
+        SQ6_K::unpack(blk, q, unused, nullptr);
+        alignas(32) int8_t digits[3][16];
+        for (int s = 0; s < 16; ++s) {
+          int rest = blk.scales[s];
+          for (int k = 0; k < 3; ++k) {
+            const int e = ((rest % 7) + 10) % 7 - 3;  // the digit in [-3, 3] congruent to rest mod 7
+            digits[k][s] = int8_t(e);
+            rest = (rest - e) / 7;
+          }
+        }
+        for (int k = 0; k < 3; ++k)
+          for (int c = 0; c < 8; ++c) {  // chunk c holds sub-blocks 2c (bytes 0..15) and 2c + 1
+            const __m256i e = _mm256_set_m128i(_mm_set1_epi8(digits[k][2 * c + 1]), _mm_set1_epi8(digits[k][2 * c]));
+            dq[k][c][r] = times_digit(q[c], e);
+          }
+        wscale[b * 16 + r] = h2f(blk.d);
+      }
+      for (int r = nr; r < 16; ++r) wscale[b * 16 + r] = 0;
+      for (int k = 0; k < 3; ++k)
+        for (int c = 0; c < 8; ++c) store_vnni32(dq[k][c], panel + b * 12288 + k * 4096 + c * 512);
+    }
+  }
+};
+
 template <class K>
 struct Super {
   static constexpr int kSub = K::kSub;
@@ -473,6 +525,53 @@ inline void split_products(int64_t b, const int8_t* a, const int8_t* panel, int3
 }
 #undef TANDEM_AMX_SPLIT
 
+// Q6_K digits: per super-block 12 dot products (4 K-steps x 3 digit panels) into three C tiles, 3
+// stores; super-block b + 1's products run before the float work of b (C tiles 0-2 and 3-5 alternate).
+#define TANDEM_AMX_DIGITS(C0, C1, C2)             \
+  do {                                            \
+    _tile_zero(C0);                               \
+    _tile_zero(C1);                               \
+    _tile_zero(C2);                               \
+    for (int c = 0; c < 4; ++c) {                 \
+      _tile_loadd(6, ab + c * 1024, 64);          \
+      _tile_loadd(7, pb + c * 1024, 64);          \
+      _tile_dpbssd(C0, 6, 7);                     \
+      _tile_loadd(7, pb + 4096 + c * 1024, 64);   \
+      _tile_dpbssd(C1, 6, 7);                     \
+      _tile_loadd(7, pb + 8192 + c * 1024, 64);   \
+      _tile_dpbssd(C2, 6, 7);                     \
+    }                                             \
+    _tile_stored(C0, cb, 64);                     \
+    _tile_stored(C1, cb + 256, 64);               \
+    _tile_stored(C2, cb + 512, 64);               \
+  } while (0)
+inline void digit_products(int64_t b, const int8_t* a, const int8_t* panel, int32_t* cbuf) {
+  const int8_t* ab = a + b * 4096;
+  const int8_t* pb = panel + b * 12288;
+  int32_t* cb = cbuf + (b & 1) * 768;
+  if (b & 1) TANDEM_AMX_DIGITS(3, 4, 5);
+  else TANDEM_AMX_DIGITS(0, 1, 2);
+}
+#undef TANDEM_AMX_DIGITS
+
+void tile_digits(int64_t nb, const int8_t* a, const int8_t* panel, const float* wscale, const float* ascale,
+                 int32_t* cbuf, __m512* acc) {
+  for (int t = 0; t < 16; ++t) acc[t] = _mm512_setzero_ps();
+  digit_products(0, a, panel, cbuf);
+  for (int64_t b = 0; b < nb; ++b) {
+    if (b + 1 < nb) digit_products(b + 1, a, panel, cbuf);
+    const int32_t* cb = cbuf + (b & 1) * 768;
+    const __m512 dw = _mm512_load_ps(wscale + b * 16);
+    for (int t = 0; t < 16; ++t) {
+      const __m512i c1 = _mm512_load_si512(cb + 256 + 16 * t), c2 = _mm512_load_si512(cb + 512 + 16 * t);
+      // C0 + 7 C1 + 49 C2, as shifts: 7x = 8x - x, 49x = 64x - 16x + x
+      __m512i isum = _mm512_add_epi32(_mm512_load_si512(cb + 16 * t), _mm512_sub_epi32(_mm512_slli_epi32(c1, 3), c1));
+      isum = _mm512_add_epi32(isum, _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(c2, 6), _mm512_slli_epi32(c2, 4)), c2));
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(isum), dw), _mm512_set1_ps(ascale[b * 16 + t]), acc[t]);
+    }
+  }
+}
+
 template <int kShift>
 void tile_split(int64_t nb, const int8_t* a, const int8_t* panel, const float* wscale, const float* wmin,
                 const float* ascale, const float* bsum, int32_t* cbuf, __m512* acc) {
@@ -499,6 +598,8 @@ void tile_split(int64_t nb, const int8_t* a, const int8_t* panel, const float* w
 
 template <class P>
 constexpr bool kSplit = requires { P::kShift; };
+template <class P>
+constexpr bool kDigits = requires { P::kDigits; };
 
 template <class K, bool kLegacy>
 void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
@@ -564,7 +665,7 @@ void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const vo
     }
   }
 
-  int8_t* panel = s.panel.get<int8_t>(size_t(n_in) * 32);  // Split: two panels
+  int8_t* panel = s.panel.get<int8_t>(size_t(n_in) * 48);  // Split: two panels, Digits6 three
   float* wscale = s.wscale.get<float>(size_t(n_in / P::kSub) * 16);
   float* wmin = P::kMin ? s.wmin.get<float>(size_t(n_in / 32) * 16) : nullptr;
   int32_t* cbuf = s.cbuf.get<int32_t>(2 * 16 * 256);  // two super-blocks of Q6_K products
@@ -578,6 +679,8 @@ void gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const vo
       const int8_t* a = apack + tile * n_in * 16;
       if constexpr (kSplit<P>)
         tile_split<P::kShift>(nb, a, panel, wscale, wmin, ascale + tile * nb * 16, bsum + tile * 16 * nb * 8, cbuf, acc);
+      else if constexpr (kDigits<P>)
+        tile_digits(nb, a, panel, wscale, ascale + tile * nb * 16, cbuf, acc);
       else if constexpr (kLegacy)
         tile_legacy(nb, a, panel, wscale, ascale + tile * nb * 16, cbuf, acc);
       else
@@ -610,7 +713,7 @@ void fill_kernels(CpuKernels& k) {
   set(WT::IQ4_NL, gemm<Kind<WT::IQ4_NL, Legacy<LIQ4_NL>>, true>);
   set(WT::Q4_K, gemm<Kind<WT::Q4_K, Split<SQ4_K, 4>>, false>);
   set(WT::Q5_K, gemm<Kind<WT::Q5_K, Split<SQ5_K, 3>>, false>);
-  set(WT::Q6_K, gemm<Kind<WT::Q6_K, Super<SQ6_K>>, false>);
+  set(WT::Q6_K, gemm<Kind<WT::Q6_K, Digits6>, false>);
   set(WT::IQ4_XS, gemm<Kind<WT::IQ4_XS, Super<SIQ4_XS>>, false>);
 }
 
