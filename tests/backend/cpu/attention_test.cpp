@@ -23,26 +23,15 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
+#include "ops_test_util.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
 
 namespace tandem::cpu {
 namespace {
 
-std::vector<Isa> isas() {
-  std::vector<Isa> out;
-  for (Isa i : {Isa::Generic, Isa::Avx2, Isa::Avx512})
-    if (isa_supported(i)) out.push_back(i);
-  return out;
-}
-
-std::vector<float> random_floats(size_t n, uint32_t seed, float sd = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using test::isas;
+using test::random_floats;
 
 const WeightType kKvTypes[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16, WeightType::Q8_0, WeightType::Q4_0,
                                WeightType::Q4_1, WeightType::Q5_0, WeightType::Q5_1, WeightType::IQ4_NL};

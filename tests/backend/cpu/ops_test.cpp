@@ -19,25 +19,14 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops.h"
+#include "ops_test_util.h"
 #include "quant/fp16.h"
 
 namespace tandem::cpu {
 namespace {
 
-std::vector<Isa> isas() {
-  std::vector<Isa> out;
-  for (Isa i : {Isa::Generic, Isa::Avx2, Isa::Avx512})
-    if (isa_supported(i)) out.push_back(i);
-  return out;
-}
-
-std::vector<float> random_floats(size_t n, uint32_t seed, float sd = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.f, sd);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
+using test::isas;
+using test::random_floats;
 
 TEST(CpuOps, RmsNorm) {
   for (Isa isa : isas()) {
