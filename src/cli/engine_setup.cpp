@@ -43,7 +43,8 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.string("-m,--model", "FILE", "model file (for a split model, its first part)", &f.model);
   args.integer("-t,--threads", "N", "CPU threads (default: the physical cores of the CPUs this process may use)",
                &f.threads, 1, 4096);
-  args.integer("-c,--ctx-size", "N", "context size in tokens (default 4096; 0: the model's training context)", &f.ctx, 0,
+  args.integer("-c,--ctx-size", "N",
+               format("context size in tokens (default %lld; 0: the model's training context)", (long long)f.ctx), &f.ctx, 0,
                1 << 24);
   args.integer("-b,--batch-size", "N",
                "logical batch: prompt tokens handed to one decode; longer prompts go in chunks (default 2048)",
