@@ -11,7 +11,6 @@
 #include <cstring>
 
 #include "backend/cpu/cpu_backend.h"
-#include "quant/quant.h"
 
 namespace tandem::cpu {
 namespace {
@@ -23,33 +22,6 @@ bool sees(const AttentionArgs& a, int64_t t, int32_t cell) {
   const int32_t cp = a.cell_pos[cell], p = a.token_pos[t];
   if (cp < 0 || cp > p || a.cell_seq[cell] != a.token_seq[t]) return false;
   return a.sliding_window <= 0 || p - cp < a.sliding_window;
-}
-
-// Q rows as ggml's flash attention reads them: through f16 for an f16 cache (its tiled path for
-// batches of 64+ tokens keeps f32), bf16 for bf16, and Q8_0 (the activation format of the quantized
-// cache types) for quantized caches.
-void round_q(const CpuOps& ops, WeightType k_type, const float* q, float* out, int dk) {
-  for (int i0 = 0; i0 < dk; i0 += 512) {
-    const int n = std::min(512, dk - i0);
-    alignas(64) uint8_t tmp[1024];  // 512 halves, or 16 Q8_0 blocks
-    switch (k_type) {
-      case WeightType::F32:
-        std::memcpy(out + i0, q + i0, size_t(n) * 4);
-        break;
-      case WeightType::F16:
-        ops.f32_to_f16(q + i0, reinterpret_cast<uint16_t*>(tmp), n);
-        ops.kv_to_f32(WeightType::F16, tmp, out + i0, n);
-        break;
-      case WeightType::BF16:
-        quant::quantize_row(WeightType::BF16, q + i0, tmp, n);
-        ops.kv_to_f32(WeightType::BF16, tmp, out + i0, n);
-        break;
-      default:
-        quant::quantize_row(WeightType::Q8_0, q + i0, tmp, n);
-        ops.kv_to_f32(WeightType::Q8_0, tmp, out + i0, n);
-        break;
-    }
-  }
 }
 
 }  // namespace
@@ -137,7 +109,7 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
       float* bias = vt + size_t(kTileCells) * dv;         // block tokens x kTileCells
       for (int64_t tl = 0; tl < b.n; ++tl)
         for (int h = 0; h < group; ++h)
-          round_q(ops_, a.k_type, a.q + ((b.t0 + tl) * a.n_head + int64_t(g) * group + h) * dk,
+          round_like_activation(ops_, a.k_type, a.q + ((b.t0 + tl) * a.n_head + int64_t(g) * group + h) * dk,
                   q + (tl * group + h) * dk, dk);
       std::fill(m, m + n_rows, -INFINITY);
       std::fill(l, l + n_rows, 0.0f);

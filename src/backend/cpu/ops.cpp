@@ -2,7 +2,11 @@
 // entries it implements. Built with baseline flags.
 #include "backend/cpu/ops.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include "core/status.h"
+#include "quant/quant.h"
 
 namespace tandem::cpu {
 namespace {
@@ -36,5 +40,29 @@ const CpuOps& ops_for(Isa isa) {
 }
 
 const CpuOps& ops() { return ops_for(best_isa()); }
+
+void round_like_activation(const CpuOps& ops, WeightType k_type, const float* q, float* out, int64_t dk) {
+  for (int64_t i0 = 0; i0 < dk; i0 += 512) {
+    const int64_t n = std::min<int64_t>(512, dk - i0);
+    alignas(64) uint8_t tmp[1024];  // 512 halves, or 16 Q8_0 blocks
+    switch (k_type) {
+      case WeightType::F32:
+        std::memcpy(out + i0, q + i0, size_t(n) * 4);
+        break;
+      case WeightType::F16:
+        ops.f32_to_f16(q + i0, reinterpret_cast<uint16_t*>(tmp), n);
+        ops.kv_to_f32(WeightType::F16, tmp, out + i0, n);
+        break;
+      case WeightType::BF16:
+        quant::quantize_row(WeightType::BF16, q + i0, tmp, n);
+        ops.kv_to_f32(WeightType::BF16, tmp, out + i0, n);
+        break;
+      default:
+        quant::quantize_row(WeightType::Q8_0, q + i0, tmp, n);
+        ops.kv_to_f32(WeightType::Q8_0, tmp, out + i0, n);
+        break;
+    }
+  }
+}
 
 }  // namespace tandem::cpu

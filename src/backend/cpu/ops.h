@@ -69,6 +69,11 @@ struct CpuOps {
 };
 
 const CpuOps& ops();             // the best level (best_isa())
+
+// q (n floats; a multiple of 32 for quantized types) as ggml's dot products read it against K of
+// k_type, into out: through f16 for F16 (ggml's flash path keeps f32 only in its tiled
+// prefill of 64+ tokens), bf16 for BF16, Q8_0 (the quantized types' activation format) otherwise.
+void round_like_activation(const CpuOps& ops, WeightType k_type, const float* q, float* out, int64_t n);
 const CpuOps& ops_for(Isa isa);  // a given supported level; entries fall back to lower levels
 
 namespace generic { void fill_ops(CpuOps& o); void fill_flash_ops(CpuOps& o); }  // generic/ops.cpp, flash.cpp

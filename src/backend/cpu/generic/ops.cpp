@@ -2,11 +2,9 @@
 // for KV caches the ISA levels don't take (F32, quantized). Numerics follow ggml's CPU ops: double
 // accumulation in RMSNorm, f16 rounding of Q and of the softmax probabilities in attention.
 #include <cmath>
-#include <cstring>
 
 #include "backend/cpu/ops.h"
 #include "quant/fp16.h"
-#include "quant/quant.h"
 
 namespace tandem::cpu::generic {
 namespace {
@@ -45,29 +43,7 @@ void rope(float* x, int n_head, int head_dim, int n_dims, bool neox, const float
 void load_row(const AttnTask& t, WeightType type, const void* base, int64_t row, int64_t stride, int64_t offset,
               int64_t n, float* out) {
   const uint8_t* src = static_cast<const uint8_t*>(base) + size_t(row) * row_bytes(type, stride) + row_bytes(type, offset);
-  if (t.to_f32) {
-    t.to_f32(type, src, out, n);
-  } else if (type == WeightType::F32) {
-    std::memcpy(out, src, size_t(n) * 4);
-  } else if (type == WeightType::F16) {
-    const uint16_t* h = reinterpret_cast<const uint16_t*>(src);
-    for (int64_t i = 0; i < n; ++i) out[i] = quant::fp16_to_f32(h[i]);
-  } else {
-    quant::dequantize_row(type, src, out, n);
-  }
-}
-
-// x (n floats, n a multiple of 32 for quantized types) as ggml's matmul reads an activation against
-// a row of `type`: through f16 for F16, bf16 for BF16, Q8_0 for the quantized KV types; F32 as is.
-void round_like_activation(WeightType type, float* x, int64_t n) {
-  if (type == WeightType::F32) return;
-  const WeightType via = type == WeightType::F16 || type == WeightType::BF16 ? type : WeightType::Q8_0;
-  uint8_t tmp[1024];
-  for (int64_t i0 = 0; i0 < n; i0 += 256) {
-    const int64_t k = n - i0 < 256 ? n - i0 : 256;
-    quant::quantize_row(via, x + i0, tmp, k);
-    quant::dequantize_row(via, tmp, x + i0, k);
-  }
+  (t.to_f32 ? t.to_f32 : ops_for(Isa::Generic).kv_to_f32)(type, src, out, n);
 }
 
 void attention(const AttnTask& t) {
@@ -78,8 +54,8 @@ void attention(const AttnTask& t) {
   float* vrow = krow + t.dk;                       // dv
   // ggml's plain path: q meets K as the matmul activation of K's type; the probabilities meet V as
   // f16 for an f16 V (bf16 for bf16; a quantized V has no plain path in ggml: kept in f32).
-  std::memcpy(qh, t.q, size_t(t.n_q) * size_t(t.dk) * sizeof(float));
-  for (int h = 0; h < t.n_q; ++h) round_like_activation(t.k_type, qh + int64_t(h) * t.dk, t.dk);
+  for (int h = 0; h < t.n_q; ++h)
+    round_like_activation(ops_for(Isa::Generic), t.k_type, t.q + int64_t(h) * t.dk, qh + int64_t(h) * t.dk, t.dk);
   const bool round_p = t.v_type == WeightType::F16 || t.v_type == WeightType::BF16;
   for (int64_t j = 0; j < n; ++j) {
     load_row(t, t.k_type, t.k, t.cells[j], t.k_stride, t.k_offset, t.dk, krow);
