@@ -22,6 +22,21 @@ std::vector<std::string> split_names(const std::string& names) {
   return out;
 }
 
+// "-fa", "--model"; not "-1" (a negative number) nor "-" alone.
+bool looks_like_flag(std::string_view a) { return a.size() > 1 && a[0] == '-' && !(a[1] >= '0' && a[1] <= '9'); }
+
+// "a,b,,c" -> {"a", "b", "", "c"}: empty items are kept so the caller can refuse them.
+std::vector<std::string> split_names_keep_empty(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = text.find(',', start);
+    out.emplace_back(text.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
+    if (comma == std::string_view::npos) return out;
+    start = comma + 1;
+  }
+}
+
 }  // namespace
 
 Result<int64_t> parse_int(std::string_view text, int64_t min, int64_t max) {
@@ -35,6 +50,65 @@ Result<int64_t> parse_int(std::string_view text, int64_t min, int64_t max) {
   if (v < min || v > max)
     return invalid_argument("%lld is out of range [%lld, %lld]", v, (long long)min, (long long)max);
   return int64_t(v);
+}
+
+Result<bool> parse_bool(std::string_view text) {
+  for (const char* t : {"on", "enabled", "true", "1", "yes"})
+    if (text == t) return true;
+  for (const char* f : {"off", "disabled", "false", "0", "no"})
+    if (text == f) return false;
+  return invalid_argument("'%.*s' is not a yes/no value (on, enabled, true, 1, yes / off, disabled, false, 0, no)",
+                          int(text.size()), text.data());
+}
+
+Result<OnOffAuto> parse_on_off_auto(std::string_view text) {
+  if (text == "auto" || text == "-1") return OnOffAuto::Auto;
+  auto b = parse_bool(text);
+  if (!b)
+    return invalid_argument("'%.*s' is not on, off or auto (also: enabled, true, 1, yes / disabled, false, 0, no / -1)",
+                            int(text.size()), text.data());
+  return *b ? OnOffAuto::On : OnOffAuto::Off;
+}
+
+bool is_on_off_auto(std::string_view text) { return parse_on_off_auto(text).has_value(); }
+
+const char* on_off_auto_name(OnOffAuto v) {
+  switch (v) {
+    case OnOffAuto::Off: return "off";
+    case OnOffAuto::On: return "on";
+    case OnOffAuto::Auto: return "auto";
+  }
+  return "?";
+}
+
+Result<std::vector<std::string>> split_list(std::string_view text, bool int_ranges) {
+  std::vector<std::string> out;
+  for (const std::string& item : split_names_keep_empty(text)) {
+    if (item.empty()) return invalid_argument("'%.*s' has an empty item", int(text.size()), text.data());
+    // first-last[(+|*)step]: the '-' that separates first from last is the first one after a digit.
+    const size_t dash = item.find('-', 1);
+    if (!int_ranges || dash == std::string::npos) {
+      out.push_back(item);
+      continue;
+    }
+    const size_t op_at = item.find_first_of("+*", dash);
+    TANDEM_ASSIGN(const int64_t first, parse_int(item.substr(0, dash), INT32_MIN, INT32_MAX));
+    TANDEM_ASSIGN(const int64_t last, parse_int(item.substr(dash + 1, op_at - dash - 1), 0, INT32_MAX));
+    int64_t step = 1;
+    if (op_at != std::string::npos) {
+      TANDEM_ASSIGN(step, parse_int(item.substr(op_at + 1), 1, INT32_MAX));
+    }
+    const char op = op_at == std::string::npos ? '+' : item[op_at];
+    if (last < first) return invalid_argument("'%s' is an empty range", item.c_str());
+    for (int64_t v = first; v <= last;) {
+      out.push_back(std::to_string(v));
+      const int64_t next = op == '+' ? v + step : v * step;
+      if (next <= v) return invalid_argument("'%s' is not an increasing range", item.c_str());
+      if (out.size() > 10000) return invalid_argument("'%s' has more than 10000 values", item.c_str());
+      v = next;
+    }
+  }
+  return out;
 }
 
 Result<uint64_t> parse_size(std::string_view text) {
@@ -88,24 +162,56 @@ void ArgParser::custom(const std::string& names, const std::string& value_name, 
   options_.push_back({split_names(names), value_name, help, std::move(set)});
 }
 
-void ArgParser::optional_value(const std::string& names, const std::vector<std::string>& values,
-                               const std::string& implied, const std::string& help,
+void ArgParser::optional_value(const std::string& names, const std::string& value_name, const std::string& implied,
+                               const std::string& help, std::function<bool(std::string_view)> is_value,
                                std::function<Status(std::string_view)> set) {
-  std::string value_name = "[";
-  for (size_t i = 0; i < values.size(); ++i) value_name += (i ? "|" : "") + values[i];
-  options_.push_back({split_names(names), value_name + "]", help, std::move(set), values, implied});
+  options_.push_back({split_names(names), "[" + value_name + "]", help, std::move(set), std::move(is_value), implied});
+}
+
+void ArgParser::toggle(const std::string& on_names, const std::string& off_names, const std::string& help,
+                       bool* out) {
+  options_.push_back({split_names(on_names), "", help, [out](std::string_view) {
+                        *out = true;
+                        return Status::ok();
+                      }});
+  options_.push_back({split_names(off_names), "", "the opposite of " + split_names(on_names).back(),
+                      [out](std::string_view) {
+                        *out = false;
+                        return Status::ok();
+                      }});
+}
+
+void ArgParser::collect_list(const std::string& name, bool int_ranges, std::vector<std::string>* items) {
+  Option* o = find(name);
+  TANDEM_CHECK(o && !o->value_name.empty());
+  o->single = std::move(o->set);
+  o->set = [int_ranges, items](std::string_view v) {
+    TANDEM_ASSIGN(const std::vector<std::string> list, split_list(v, int_ranges));
+    items->insert(items->end(), list.begin(), list.end());
+    return Status::ok();
+  };
+}
+
+Status ArgParser::set(const std::string& name, std::string_view value) const {
+  const Option* o = find(name);
+  TANDEM_CHECK(o != nullptr);
+  if (Status s = (o->single ? o->single : o->set)(value); !s.is_ok())
+    return invalid_argument("%s: %s: %s", command_.c_str(), name.c_str(), s.message().c_str());
+  return Status::ok();
 }
 
 void ArgParser::positional(const std::string& name, const std::string& help, std::string* out, bool required) {
   positionals_.push_back({name, help, out, required});
 }
 
-const ArgParser::Option* ArgParser::find(std::string_view name) const {
-  for (const Option& o : options_)
+ArgParser::Option* ArgParser::find(std::string_view name) {
+  for (Option& o : options_)
     for (const std::string& n : o.names)
       if (n == name) return &o;
   return nullptr;
 }
+
+const ArgParser::Option* ArgParser::find(std::string_view name) const { return const_cast<ArgParser*>(this)->find(name); }
 
 Status ArgParser::parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
@@ -123,9 +229,7 @@ Status ArgParser::parse(int argc, char** argv) {
       only_positionals = true;
       continue;
     }
-    const bool looks_like_flag = !only_positionals && a.size() > 1 && a[0] == '-' &&
-                                 !(a[1] >= '0' && a[1] <= '9');
-    if (!looks_like_flag) {
+    if (only_positionals || !looks_like_flag(a)) {
       if (n_positional >= positionals_.size())
         return invalid_argument("%s: unexpected argument '%s' (see 'tandem %s --help')", command_.c_str(),
                                 argv[i], command_.c_str());
@@ -147,9 +251,11 @@ Status ArgParser::parse(int argc, char** argv) {
     if (!o->value_name.empty()) {
       if (has_inline) {
         value = inline_value;
-      } else if (!o->optional_values.empty()) {
-        const bool next_is_value = i + 1 < argc && std::find(o->optional_values.begin(), o->optional_values.end(),
-                                                             std::string_view(argv[i + 1])) != o->optional_values.end();
+      } else if (o->is_value) {
+        // Without positional arguments to confuse it with, a next argument that is no flag is the value,
+        // so "-fa maybe" names -fa in its error instead of calling "maybe" an unexpected argument.
+        const bool next_is_value = i + 1 < argc && (o->is_value(argv[i + 1]) ||
+                                                    (positionals_.empty() && !looks_like_flag(argv[i + 1])));
         value = next_is_value ? std::string_view(argv[++i]) : std::string_view(o->implied);
       } else {
         if (i + 1 >= argc)

@@ -44,79 +44,164 @@ Status fill(Context& ctx, const std::vector<int32_t>& tokens, int32_t* pos) {
   return Status::ok();
 }
 
-// One measurement: tokens per second of the test's phase (prompt or generation).
+// One measurement: tokens per second of the test (prompt, generation, or both timed together).
 Result<double> run_once(Context& ctx, const Test& t, std::mt19937& rng) {
   ctx.kv().clear();
   int32_t pos = 0;
   const int64_t n_vocab = ctx.n_vocab();
   if (t.depth > 0) TANDEM_TRY(fill(ctx, random_tokens(t.depth, n_vocab, rng), &pos));
-  if (t.n_prompt > 0) {
-    const auto tokens = random_tokens(t.n_prompt, n_vocab, rng);
-    const auto t0 = std::chrono::steady_clock::now();
-    TANDEM_TRY(fill(ctx, tokens, &pos));
-    return double(t.n_prompt) / seconds_since(t0);
-  }
-  const auto tokens = random_tokens(t.n_gen, n_vocab, rng);
+  const auto prompt = random_tokens(t.n_prompt, n_vocab, rng), tokens = random_tokens(t.n_gen, n_vocab, rng);
   const auto t0 = std::chrono::steady_clock::now();
+  if (t.n_prompt > 0) TANDEM_TRY(fill(ctx, prompt, &pos));
   for (int32_t id : tokens) {
     Batch b;
     b.add(id, pos++, 0, true);
     TANDEM_TRY(ctx.decode(b));
   }
-  return double(t.n_gen) / seconds_since(t0);
+  return double(t.n_prompt + t.n_gen) / seconds_since(t0);  // a pp+tg test counts both, as llama-bench
 }
+
+// One row of the output: the engine settings of one point of the sweep and one test run at them.
+struct Row {
+  std::vector<std::string> axis_values;  // the value of each swept flag, in Axis order
+  Test test;
+  int threads = 0;
+  std::string flash_attn;  // resolved: on or off
+};
+
+// A flag llama-bench takes as a comma list; the sweep runs the cross product of every list, in
+// llama-bench's loop order (get_cmd_params_instances), which is the order listed here.
+struct Axis {
+  const char* flag;
+  const char* column;  // llama-bench's markdown column
+  bool int_ranges;
+  std::vector<std::string> items;  // empty: not given (the engine flag's default)
+};
 
 }  // namespace
 
 int bench_main(int argc, char** argv) {
   EngineFlags ef;
   ef.quiet = true;
-  int64_t n_prompt = 512, n_gen = 128, reps = 5, depth = 0;
+  int64_t reps = 5;
   std::string output = "md";
-  ArgParser args("bench", "tandem bench -m MODEL [-p 512] [-n 128] [-d DEPTH] [-t T] [-r 5] [-o md|json]",
+  std::vector<std::string> prompts, gens, depths, pgs;
+  ArgParser args("bench", "tandem bench -m MODEL [-p 512] [-n 128] [-pg PP,TG] [-d DEPTH] [-t T] [-r 5] [-o md|json|jsonl]",
                  "Measures prompt processing (ppN: N prompt tokens, -b at a time) and generation (tgN: N tokens one\n"
-                 "at a time) in tokens per second, mean ± stddev over repetitions, like llama-bench.");
+                 "at a time) in tokens per second, mean ± stddev over repetitions, like llama-bench. As there,\n"
+                 "-p -n -d -b -ub -t -ngl -ctk -ctv -fa -lm --poll --cpu-strict -C take comma lists (numbers also\n"
+                 "ranges: 1-8, 1-8+2, 1-16*2): every combination runs, one row each.");
   add_engine_flags(args, ef);
-  args.integer("-p,--n-prompt", "N", "prompt tokens for the pp test (default 512; 0: skip)", &n_prompt, 0, 1 << 20);
-  args.integer("-n,--n-gen", "N", "generated tokens for the tg test (default 128; 0: skip)", &n_gen, 0, 1 << 20);
-  args.integer("-d,--n-depth", "N", "tokens of context already in the cache before each test (default 0)", &depth, 0,
-               1 << 24);
+  // -p -n -d only check here; collect_list below keeps their items.
+  const auto count = [](std::string_view v) { return parse_int(v, 0, 1 << 20).status(); };
+  args.custom("-p,--n-prompt", "N", "prompt tokens for the pp test (default 512; 0: skip)", count);
+  args.custom("-n,--n-gen", "N", "generated tokens for the tg test (default 128; 0: skip)", count);
+  args.custom("-pg", "PP,TG", "a test of PP prompt tokens then TG generated ones, timed together (repeatable)",
+              [&](std::string_view v) {
+                TANDEM_ASSIGN(const std::vector<std::string> pair, split_list(v, false));
+                if (pair.size() != 2) return invalid_argument("'%.*s' is not PP,TG", int(v.size()), v.data());
+                for (const auto& n : pair) TANDEM_TRY(parse_int(n, 0, 1 << 20).status());
+                pgs.push_back(std::string(v));
+                return Status::ok();
+              });
+  args.custom("-d,--n-depth", "N", "tokens of context already in the cache before each test (default 0)",
+              [](std::string_view v) { return parse_int(v, 0, 1 << 24).status(); });
   args.integer("-r,--repetitions", "N", "repetitions of each test (default 5)", &reps, 1, 1000);
-  args.string("-o,--output", "md|json", "output format (default md)", &output);
+  args.string("-o,--output", "md|json|jsonl", "output format (default md)", &output);
+  Axis axes[] = {{"-ngl", "ngl", true, {}},          {"-lm", "load_mode", false, {}}, {"-b", "n_batch", true, {}},
+                 {"-ub", "n_ubatch", true, {}},      {"-ctk", "type_k", false, {}},   {"-ctv", "type_v", false, {}},
+                 {"-fa", "fa", false, {}},           {"-t", "threads", true, {}},     {"-C", "cpu_mask", false, {}},
+                 {"--cpu-strict", "cpu_strict", false, {}}, {"--poll", "poll", true, {}}};
+  for (Axis& axis : axes) args.collect_list(axis.flag, axis.int_ranges, &axis.items);
+  args.collect_list("-p", true, &prompts);
+  args.collect_list("-n", true, &gens);
+  args.collect_list("-d", true, &depths);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
-  if (output != "md" && output != "json") return fail(invalid_argument("bench: -o must be md or json"));
-  if (n_prompt == 0 && n_gen == 0) return fail(invalid_argument("bench: nothing to measure (-p 0 -n 0)"));
-  // The cache must hold depth + the test. A prompt longer than -b is fed in -b chunks, as llama-bench does.
-  ef.ctx = std::max<int64_t>(ef.ctx == 4096 ? 0 : ef.ctx, depth + std::max(n_prompt, n_gen) + 1);
-  auto engine = load_engine(ef);
-  if (!engine) return fail(engine.error());
-  Engine& e = **engine;
+  if (output != "md" && output != "json" && output != "jsonl")
+    return fail(invalid_argument("bench: -o: '%s' is not an output format (md, json, jsonl)", output.c_str()));
+  if (prompts.empty()) prompts = {"512"};
+  if (gens.empty()) gens = {"128"};
+  if (depths.empty()) depths = {"0"};
 
-  std::vector<Test> tests;
-  const std::string at = depth ? format(" @ d%lld", (long long)depth) : "";
-  if (n_prompt) tests.push_back({format("pp%lld", (long long)n_prompt) + at, n_prompt, 0, depth, {}});
-  if (n_gen) tests.push_back({format("tg%lld", (long long)n_gen) + at, 0, n_gen, depth, {}});
-  std::mt19937 rng(1234);
-  for (Test& t : tests) {
-    if (!ef.no_warmup) {  // llama-bench's warm-up: the test itself, shortened
-      Test warm = t;
-      warm.n_prompt = std::min<int64_t>(t.n_prompt, 32);
-      warm.n_gen = std::min<int64_t>(t.n_gen, 4);
-      if (auto r = run_once(*e.context, warm, rng); !r) return fail(r.error());
+  // Tests at each point of the sweep, in llama-bench's order: every -p, every -n, every -pg.
+  std::vector<Test> tests_at_depth;
+  int64_t longest = 0, deepest = 0;
+  for (const auto& p : prompts)
+    if (const int64_t n = std::stoll(p)) tests_at_depth.push_back({format("pp%lld", (long long)n), n, 0, 0, {}});
+  for (const auto& g : gens)
+    if (const int64_t n = std::stoll(g)) tests_at_depth.push_back({format("tg%lld", (long long)n), 0, n, 0, {}});
+  for (const auto& pg : pgs) {
+    const size_t comma = pg.find(',');
+    const int64_t pp = std::stoll(pg.substr(0, comma)), tg = std::stoll(pg.substr(comma + 1));
+    if (pp || tg) tests_at_depth.push_back({format("pp%lld+tg%lld", (long long)pp, (long long)tg), pp, tg, 0, {}});
+  }
+  if (tests_at_depth.empty()) return fail(invalid_argument("bench: nothing to measure (-p 0 -n 0)"));
+  for (const Test& t : tests_at_depth) longest = std::max(longest, t.n_prompt + t.n_gen);
+  for (const auto& d : depths) deepest = std::max<int64_t>(deepest, std::stoll(d));
+  // The cache must hold depth + the test. A prompt longer than -b is fed in -b chunks, as llama-bench does.
+  ef.ctx = std::max<int64_t>(ef.ctx == 4096 ? 0 : ef.ctx, deepest + longest + 1);
+
+  // Every combination of the given lists; an axis not given keeps the engine flag's value.
+  std::vector<size_t> pick(std::size(axes), 0);
+  std::vector<Row> rows;
+  std::string name;
+  uint64_t size_bytes = 0, n_params = 0;
+  const char* isa = "";
+  // The setters write into ef: each point of the sweep starts from the parsed flags and applies its
+  // items. Every item is checked first, so a bad one fails before anything is measured.
+  const EngineFlags base = ef;
+  for (const Axis& axis : axes)
+    for (const std::string& item : axis.items) {
+      ef = base;
+      if (Status s = args.set(axis.flag, item); !s.is_ok()) return fail(s);
     }
-    for (int64_t r = 0; r < reps; ++r) {
-      auto tps = run_once(*e.context, t, rng);
-      if (!tps) return fail(tps.error());
-      t.tokens_per_s.push_back(*tps);
+  for (bool more = true; more;) {
+    ef = base;
+    std::vector<std::string> values;
+    for (size_t a = 0; a < std::size(axes); ++a) {
+      if (axes[a].items.empty()) continue;
+      values.push_back(axes[a].items[pick[a]]);
+      if (Status s = args.set(axes[a].flag, values.back()); !s.is_ok()) return fail(s);
+    }
+    auto engine = load_engine(ef);
+    if (!engine) return fail(engine.error());
+    Engine& e = **engine;
+    name = e.model->file().metadata().get_string("general.name").value_or(e.model->hparams().arch);
+    size_bytes = e.model->weight_bytes();
+    n_params = 0;
+    for (const auto& t : e.model->file().tensors()) n_params += uint64_t(t.n_elements());
+    isa = cpu::isa_name(cpu::kernels().isa);
+    std::mt19937 rng(1234);
+    for (const auto& d : depths) {
+      for (Test t : tests_at_depth) {
+        t.depth = std::stoll(d);
+        if (t.depth) t.name += format(" @ d%lld", (long long)t.depth);
+        if (ef.warmup) {  // llama-bench's warm-up: the test itself, shortened
+          Test warm = t;
+          warm.n_prompt = std::min<int64_t>(t.n_prompt, 32);
+          warm.n_gen = std::min<int64_t>(t.n_gen, 4);
+          if (auto r = run_once(*e.context, warm, rng); !r) return fail(r.error());
+        }
+        for (int64_t r = 0; r < reps; ++r) {
+          auto tps = run_once(*e.context, t, rng);
+          if (!tps) return fail(tps.error());
+          t.tokens_per_s.push_back(*tps);
+        }
+        rows.push_back({values, t, e.cpu->pool().size(), e.context->options().flash_attn ? "on" : "off"});
+      }
+    }
+    // Next combination: the last given axis turns fastest, as llama-bench's innermost loop.
+    more = false;
+    for (size_t a = std::size(axes); a-- > 0;) {
+      if (axes[a].items.empty()) continue;
+      if (++pick[a] < axes[a].items.size()) {
+        more = true;
+        break;
+      }
+      pick[a] = 0;
     }
   }
 
-  const auto& hp = e.model->hparams();
-  uint64_t n_params = 0;
-  for (const auto& t : e.model->file().tensors()) n_params += uint64_t(t.n_elements());
-  const std::string name = e.model->file().metadata().get_string("general.name").value_or(hp.arch);
-  const int threads = e.cpu->pool().size();
-  const char* isa = cpu::isa_name(cpu::kernels().isa);
   auto stats = [](const std::vector<double>& v) {
     double mean = 0;
     for (double x : v) mean += x;
@@ -125,25 +210,47 @@ int bench_main(int argc, char** argv) {
     for (double x : v) var += (x - mean) * (x - mean);
     return std::pair<double, double>(mean, v.size() > 1 ? std::sqrt(var / double(v.size() - 1)) : 0.0);
   };
-  if (output == "json") {
+  std::vector<const Axis*> given;
+  for (const Axis& axis : axes)
+    if (!axis.items.empty()) given.push_back(&axis);
+  if (output == "json" || output == "jsonl") {
     nlohmann::json out = nlohmann::json::array();
-    for (const Test& t : tests) {
+    for (const Row& row : rows) {
+      const Test& t = row.test;
       auto [mean, sd] = stats(t.tokens_per_s);
-      out.push_back({{"model", ef.model}, {"name", name}, {"size_bytes", e.model->weight_bytes()},
-                     {"n_params", n_params}, {"backend", "CPU"}, {"isa", isa}, {"threads", threads},
-                     {"n_prompt", t.n_prompt}, {"n_gen", t.n_gen}, {"n_depth", t.depth}, {"test", t.name},
-                     {"avg_ts", mean}, {"stddev_ts", sd}, {"samples_ts", t.tokens_per_s}});
+      nlohmann::json j = {{"model", ef.model}, {"name", name},
+                          {"size_bytes", size_bytes}, {"n_params", n_params}, {"backend", "CPU"}, {"isa", isa},
+                          {"threads", row.threads}, {"flash_attn", row.flash_attn}, {"n_prompt", t.n_prompt},
+                          {"n_gen", t.n_gen}, {"n_depth", t.depth}, {"test", t.name}, {"avg_ts", mean},
+                          {"stddev_ts", sd}, {"samples_ts", t.tokens_per_s}};
+      for (size_t a = 0; a < given.size(); ++a) {
+        if (std::string_view(given[a]->flag) == "-t") continue;  // "threads" above: the count that ran
+        const std::string& v = row.axis_values[a];
+        const auto number = parse_int(v, INT64_MIN, INT64_MAX);
+        if (given[a]->int_ranges && number) j[given[a]->column] = *number;
+        else j[given[a]->column] = v;
+      }
+      out.push_back(j);
     }
-    std::printf("%s\n", out.dump(2).c_str());
+    if (output == "json") std::printf("%s\n", out.dump(2).c_str());
+    else for (const auto& j : out) std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("| model | size | params | backend | threads | test | t/s |\n");
-  std::printf("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
-  for (const Test& t : tests) {
-    auto [mean, sd] = stats(t.tokens_per_s);
-    std::printf("| %s | %.2f MiB | %.2f M | CPU (%s) | %d | %s | %.2f ± %.2f |\n", name.c_str(),
-                double(e.model->weight_bytes()) / (1024.0 * 1024.0), double(n_params) / 1e6, isa, threads,
-                t.name.c_str(), mean, sd);
+  std::string head = "| model | size | params | backend | threads |", rule = "| --- | ---: | ---: | --- | ---: |";
+  for (const Axis* axis : given) {
+    if (std::string_view(axis->flag) == "-t") continue;  // the threads column is always there
+    head += format(" %s |", axis->column);
+    rule += " ---: |";
+  }
+  std::printf("%s test | t/s |\n%s ---: | ---: |\n", head.c_str(), rule.c_str());
+  for (const Row& row : rows) {
+    auto [mean, sd] = stats(row.test.tokens_per_s);
+    std::string extra;
+    for (size_t a = 0; a < given.size(); ++a)
+      if (std::string_view(given[a]->flag) != "-t") extra += format(" %s |", row.axis_values[a].c_str());
+    std::printf("| %s | %.2f MiB | %.2f M | CPU (%s) | %d |%s %s | %.2f ± %.2f |\n", name.c_str(),
+                double(size_bytes) / (1024.0 * 1024.0), double(n_params) / 1e6, isa, row.threads, extra.c_str(),
+                row.test.name.c_str(), mean, sd);
   }
   return 0;
 }

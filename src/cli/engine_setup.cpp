@@ -22,6 +22,13 @@ Status parse_float(std::string_view v, float* out) {
   return Status::ok();
 }
 
+// llama.cpp refuses these penalties when infinite (common/arg.cpp), and a repeat penalty <= 0.
+Status parse_finite(std::string_view v, float* out) {
+  TANDEM_TRY(parse_float(v, out));
+  if (!std::isfinite(*out)) return invalid_argument("'%.*s': must be finite", int(v.size()), v.data());
+  return Status::ok();
+}
+
 // llama.cpp's warm-up (common/common.cpp common_init_from_params): one decode of BOS and EOS, so
 // weights are paged in and buffers sized before anything is timed; the cache is emptied afterwards.
 Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
@@ -41,8 +48,12 @@ Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
 
 void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.string("-m,--model", "FILE", "model file (for a split model, its first part)", &f.model);
-  args.integer("-t,--threads", "N", "CPU threads (default: the physical cores of the CPUs this process may use)",
-               &f.threads, 1, 4096);
+  args.custom("-t,--threads", "N", "CPU threads (default: the physical cores of the CPUs this process may use;\n"
+              "0 or less: every CPU it may use, as llama.cpp)", [&f](std::string_view v) {
+                TANDEM_ASSIGN(const int64_t n, parse_int(v, INT32_MIN, 4096));
+                f.threads = n > 0 ? n : -1;
+                return Status::ok();
+              });
   args.integer("-c,--ctx-size", "N",
                format("context size in tokens (default %lld; 0: the model's training context)", (long long)f.ctx), &f.ctx, 0,
                1 << 24);
@@ -51,9 +62,18 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                &f.batch, 1, 1 << 20);
   args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512; at most -b)",
                &f.ubatch, 1, 1 << 20);
-  args.integer("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N",
-               "layers to place on the GPU (this build has no GPU backend yet: warns and runs on the CPU)",
-               &f.n_gpu_layers, -1, 100000);
+  args.custom("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N|auto|all",
+              "layers to place on the GPU: a number, auto (fit) or all (this build has no GPU backend\n"
+              "yet: warns and runs on the CPU)", [&f](std::string_view v) {
+                if (v == "auto") {
+                  f.n_gpu_layers = -1;
+                } else if (v == "all") {
+                  f.n_gpu_layers = -2;
+                } else {
+                  TANDEM_ASSIGN(f.n_gpu_layers, parse_int(v, INT32_MIN, INT32_MAX));
+                }
+                return Status::ok();
+              });
   args.integer("--prio", "N",
                "process and thread priority, llama.cpp's levels: -1 low (nice 5, SCHED_BATCH), 0 normal\n"
                "(default: unchanged), 1 medium (nice -5, SCHED_FIFO 40), 2 high (nice -10, SCHED_FIFO 80),\n"
@@ -74,58 +94,80 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                 f.cpu_mask = cpu_set_union(f.cpu_mask, cpus);
                 return Status::ok();
               });
-  args.integer("--cpu-strict", "0|1", "1: one CPU per thread, taken in turn from the allowed or given CPUs\n"
-               "(default 0: each thread may use all of them)", &f.cpu_strict, 0, 1);
+  args.custom("--cpu-strict", "0|1", "1: one CPU per thread, taken in turn from the allowed or given CPUs\n"
+              "(default 0: each thread may use all of them)", [&f](std::string_view v) {
+                TANDEM_ASSIGN(f.cpu_strict, parse_bool(v));
+                return Status::ok();
+              });
   args.custom("--numa", "MODE", "on a machine with several NUMA nodes: distribute (thread i on node i % nodes),\n"
               "isolate (every thread on the node the process started on), numactl (the CPUs numactl\n"
               "gave). Never widens the CPUs or memory policy the process was started with",
               [&f](std::string_view v) {
-                TANDEM_ASSIGN(f.numa, parse_numa_mode(v));
+                if (v.empty()) {
+                  f.numa = NumaMode::Distribute;  // llama.cpp: an empty value is distribute
+                } else {
+                  TANDEM_ASSIGN(f.numa, parse_numa_mode(v));
+                }
                 return Status::ok();
               });
-  args.flag("--no-warmup", "skip the warm-up decode (BOS, EOS) that pages the weights in before anything is timed",
-            &f.no_warmup);
+  args.toggle("--warmup", "--no-warmup",
+              "run the warm-up decode (BOS, EOS) that pages the weights in before anything is timed (default)",
+              &f.warmup);
   args.string("--cpu-isa", "ISA", "use at most this SIMD level: generic, avx2, avx512, amx (default: the best the\n"
               "CPU and OS support; TANDEM_NO_AMX=1 also turns AMX off)", &f.cpu_isa);
-  args.flag("--no-mmap", "read the model into RAM instead of mapping it", &f.no_mmap);
+  args.toggle("--mmap", "--no-mmap", "map the model file (default); --no-mmap reads it into RAM", &f.mmap);
   args.flag("--mlock", "lock the model in RAM (warns, naming RLIMIT_MEMLOCK, when refused)", &f.mlock);
-  args.string("-ctk,--cache-type-k", "TYPE",
+  args.custom("-lm,--load-mode", "MODE", "llama.cpp's newer spelling of the three flags above: auto or mmap (map),\n"
+              "none (read into RAM), mlock (read and lock), mmap+mlock (map and lock)", [&f](std::string_view v) {
+                if (v == "auto" || v == "mmap") f.mmap = true, f.mlock = false;
+                else if (v == "none") f.mmap = false, f.mlock = false;
+                else if (v == "mlock") f.mmap = false, f.mlock = true;
+                else if (v == "mmap+mlock") f.mmap = true, f.mlock = true;
+                else if (v == "dio") return unsupported("direct I/O (dio) is not supported; use none to read the model into RAM");
+                else return invalid_argument("unknown mode '%.*s' (auto, none, mmap, mlock, mmap+mlock)", int(v.size()), v.data());
+                return Status::ok();
+              });
+  auto kv_type = [](std::string* out) {
+    return [out](std::string_view v) {
+      const auto t = parse_weight_type(v);
+      if (!t || !is_kv_cache_type(*t))
+        return invalid_argument("'%.*s' is not a KV cache type (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl)",
+                                int(v.size()), v.data());
+      *out = std::string(v);
+      return Status::ok();
+    };
+  };
+  args.custom("-ctk,--cache-type-k", "TYPE",
               "KV cache type for K: f16 (default), f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl\n"
-              "(quantized types need head dimensions that are a multiple of 32)", &f.cache_type_k);
-  args.string("-ctv,--cache-type-v", "TYPE", "KV cache type for V: the same choices as -ctk, independently",
-              &f.cache_type_v);
-  args.optional_value("-fa,--flash-attn", {"on", "off", "auto"}, "on",
+              "(quantized types need head dimensions that are a multiple of 32)", kv_type(&f.cache_type_k));
+  args.custom("-ctv,--cache-type-v", "TYPE", "KV cache type for V: the same choices as -ctk, independently",
+              kv_type(&f.cache_type_v));
+  args.optional_value("-fa,--flash-attn", "on|off|auto", "on",
                       "flash attention: tiled, online softmax, reads quantized K/V directly. 'auto' (default)\n"
                       "means on where the CPU has AVX-512 (its kernels), else off; 'off' runs the plain path\n"
-                      "(ggml's non-flash roundings). '-fa' alone means on.\n"
+                      "(ggml's non-flash roundings). '-fa' alone means on. llama.cpp's other spellings work:\n"
+                      "1/true/enabled/yes, 0/false/disabled/no, -1 (auto).\n"
                       "Every KV type works with both paths",
-                      [&f](std::string_view v) {
-                        f.flash_attn = std::string(v);
+                      is_on_off_auto, [&f](std::string_view v) {
+                        TANDEM_ASSIGN(f.flash_attn, parse_on_off_auto(v));
                         return Status::ok();
                       });
 }
 
 Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   if (f.model.empty()) return invalid_argument("no model given (use -m FILE)");
-  auto parse_kv_type = [](const std::string& name, const char* flag) -> Result<WeightType> {
-    auto t = parse_weight_type(name);
-    if (!t || !is_kv_cache_type(*t))
-      return invalid_argument("%s: '%s' is not a KV cache type (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl)",
-                              flag, name.c_str());
-    return *t;
-  };
-  TANDEM_ASSIGN(const WeightType type_k, parse_kv_type(f.cache_type_k, "-ctk"));
-  TANDEM_ASSIGN(const WeightType type_v, parse_kv_type(f.cache_type_v, "-ctv"));
+  const WeightType type_k = *parse_weight_type(f.cache_type_k), type_v = *parse_weight_type(f.cache_type_v);
   if (f.n_gpu_layers != 0)
-    std::fprintf(stderr, "warning: -ngl %lld: this build has no GPU backend; every layer runs on the CPU\n",
-                 (long long)f.n_gpu_layers);
+    std::fprintf(stderr, "warning: -ngl %s: this build has no GPU backend; every layer runs on the CPU\n",
+                 f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str());
 
   if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
   const auto t0 = std::chrono::steady_clock::now();
   const CpuTopology topology = CpuTopology::detect();
   TANDEM_ASSIGN(const Placement placement,
-                plan_placement({.n_threads = int(f.threads), .mask = f.cpu_mask, .strict = f.cpu_strict != 0,
+                plan_placement({.n_threads = f.threads < 0 ? int(topology.allowed.size()) : int(f.threads),
+                                .mask = f.cpu_mask, .strict = f.cpu_strict,
                                 .numa = f.numa},
                                topology));
   for (const auto& w : placement.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
@@ -144,8 +186,8 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "warning: %s; the threads run unpinned\n", s.message().c_str());
   // A mapped model loads lazily (nothing to show); --no-mmap reads every byte first: show it.
   std::unique_ptr<ProgressBar> bar;
-  model::ModelLoadOptions lo{.use_mmap = !f.no_mmap, .mlock = f.mlock};
-  if (f.no_mmap && !f.quiet)
+  model::ModelLoadOptions lo{.use_mmap = f.mmap, .mlock = f.mlock};
+  if (!f.mmap && !f.quiet)
     lo.on_progress = [&bar](uint64_t done, uint64_t total) {
       if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
       bar->update(done);
@@ -167,10 +209,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   co.type_v = type_v;
   // 'auto' takes flash attention where its vector kernels exist (AVX-512); below that the plain path's
   // AVX2 kernels are faster than the scalar flash tile.
-  co.flash_attn = f.flash_attn == "on" || (f.flash_attn == "auto" && cpu::best_isa() >= cpu::Isa::Avx512);
+  co.flash_attn = f.flash_attn == OnOffAuto::On || (f.flash_attn == OnOffAuto::Auto && cpu::best_isa() >= cpu::Isa::Avx512);
   TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
   const auto t_warm = std::chrono::steady_clock::now();
-  if (!f.no_warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
+  if (f.warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
   const double t_warmup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_warm).count();
   e->t_load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
@@ -189,7 +231,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "weights: %s (%s)\n", human_bytes(e->model->weight_bytes()).c_str(), types.c_str());
     for (const auto& [dev, bytes] : e->model->bytes_by_device())
       std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
-                   f.no_mmap ? "read into RAM" : "memory-mapped");
+                   f.mmap ? "memory-mapped" : "read into RAM");
     const auto& kv = e->context->kv();
     std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",
                  type_name(type_k).data(), type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
@@ -203,7 +245,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",
                  describe_priority(priority).c_str(), refused.empty() ? "" : " (refused by the OS, see above)",
                  (long long)f.poll, placement.description.c_str(), describe_memory_policy().c_str());
-    if (f.no_warmup) std::fprintf(stderr, "loaded in %.2f s (no warm-up)\n", e->t_load_s);
+    if (!f.warmup) std::fprintf(stderr, "loaded in %.2f s (no warm-up)\n", e->t_load_s);
     else std::fprintf(stderr, "loaded in %.2f s (warm-up decode %.2f s)\n", e->t_load_s, t_warmup_s);
   }
   return e;
@@ -214,7 +256,7 @@ void add_sampling_flags(ArgParser& args, SamplingFlags& f) {
   auto float_flag = [&](const char* names, const char* help, float* out) {
     args.custom(names, "X", help, [out](std::string_view v) { return parse_float(v, out); });
   };
-  float_flag("--temp", "temperature (default 0.8; <= 0: greedy)", &p.temp);
+  float_flag("--temp,--temperature", "temperature (default 0.8; <= 0: greedy)", &p.temp);
   args.custom("--top-k", "N", "keep the N most likely tokens (default 40; 0: off)", [&p](std::string_view v) {
     TANDEM_ASSIGN(const int64_t n, parse_int(v, -1, INT32_MAX));
     p.top_k = int32_t(n);
@@ -222,16 +264,23 @@ void add_sampling_flags(ArgParser& args, SamplingFlags& f) {
   });
   float_flag("--top-p", "nucleus sampling: smallest set with probability >= P (default 0.95; 1: off)", &p.top_p);
   float_flag("--min-p", "drop tokens below P times the best token's probability (default 0.05; 0: off)", &p.min_p);
-  float_flag("--typical", "locally typical sampling (default 1.0: off)", &p.typical_p);
-  float_flag("--repeat-penalty", "penalize repeated tokens (default 1.0: off)", &p.repeat_penalty);
+  float_flag("--typical,--typical-p", "locally typical sampling (default 1.0: off)", &p.typical_p);
+  args.custom("--repeat-penalty", "X", "penalize repeated tokens (default 1.0: off; must be > 0)",
+              [&p](std::string_view v) {
+                TANDEM_TRY(parse_finite(v, &p.repeat_penalty));
+                if (p.repeat_penalty <= 0) return invalid_argument("%g: must be greater than 0", p.repeat_penalty);
+                return Status::ok();
+              });
   args.custom("--repeat-last-n", "N", "window of recent tokens for the penalties (default 64; 0: off)",
               [&p](std::string_view v) {
                 TANDEM_ASSIGN(const int64_t n, parse_int(v, 0, INT32_MAX));
                 p.repeat_last_n = int32_t(n);
                 return Status::ok();
               });
-  float_flag("--frequency-penalty", "subtract X per occurrence in the window (default 0)", &p.frequency_penalty);
-  float_flag("--presence-penalty", "subtract X once if present in the window (default 0)", &p.presence_penalty);
+  args.custom("--frequency-penalty", "X", "subtract X per occurrence in the window (default 0)",
+              [&p](std::string_view v) { return parse_finite(v, &p.frequency_penalty); });
+  args.custom("--presence-penalty", "X", "subtract X once if present in the window (default 0)",
+              [&p](std::string_view v) { return parse_finite(v, &p.presence_penalty); });
   args.custom("-s,--seed", "N", "random seed (default: random)", [&p](std::string_view v) {
     TANDEM_ASSIGN(const int64_t n, parse_int(v, -1, UINT32_MAX));
     p.seed = n < 0 ? sampling::kDefaultSeed : uint32_t(n);

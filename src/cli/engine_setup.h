@@ -17,17 +17,19 @@ namespace tandem::cli {
 
 struct EngineFlags {
   std::string model;
-  int64_t threads = 0;  // 0: physical cores
+  int64_t threads = 0;  // 0: physical cores; -1 (-t 0 or below, as llama.cpp): every CPU the process may use
   int64_t ctx = 4096;   // 0: the model's training context
   int64_t batch = 2048, ubatch = 512;
-  int64_t n_gpu_layers = 0;
-  bool no_mmap = false, mlock = false, quiet = false;
-  std::string cache_type_k = "f16", cache_type_v = "f16", flash_attn = "auto", cpu_isa;
+  int64_t n_gpu_layers = 0;  // llama.cpp's encoding: -1 auto (fit), -2 all
+  bool mmap = true, mlock = false, quiet = false;
+  std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
+  OnOffAuto flash_attn = OnOffAuto::Auto;
   // Where and how eagerly the threads run (llama.cpp's --prio, --poll, -C, -Cr, --cpu-strict, --numa).
-  int64_t prio = 0, poll = 50, cpu_strict = 0;
+  int64_t prio = 0, poll = 50;
+  bool cpu_strict = false;
   CpuSet cpu_mask;  // union of --cpu-mask and --cpu-range; empty: neither given
   NumaMode numa = NumaMode::None;
-  bool no_warmup = false;  // skip the warm-up decode (llama.cpp's --no-warmup)
+  bool warmup = true;  // the warm-up decode (llama.cpp's --warmup / --no-warmup)
 };
 
 void add_engine_flags(ArgParser& args, EngineFlags& f);

@@ -182,7 +182,7 @@ Status perplexity_command(EngineFlags ef, const std::string& text_file, const st
   if (kld) {
     if (!text_file.empty())
       std::fprintf(stderr, "note: -f %s is not read: the tokens come from %s\n", text_file.c_str(), base_file.c_str());
-    TANDEM_ASSIGN(base, eval::BaseLogitsReader::open(base_file, !ef.no_mmap));
+    TANDEM_ASSIGN(base, eval::BaseLogitsReader::open(base_file, ef.mmap));
     if (base->n_ctx() > ef.ctx)
       return invalid_argument("perplexity: %s was computed with a context of %d tokens, this run's is %lld: raise -c",
                               base_file.c_str(), base->n_ctx(), (long long)ef.ctx);
@@ -256,7 +256,7 @@ int perplexity_main(int argc, char** argv) {
   add_engine_flags(args, ef);
   args.string("-f,--file", "FILE", "the text to score (one trailing newline is dropped, as llama.cpp does)",
               &text_file);
-  args.integer("--chunks", "N", "score at most N chunks (default -1: all)", &chunks, -1, INT32_MAX);
+  args.integer("--chunks", "N", "score at most N chunks (default -1; any negative: all)", &chunks, INT32_MIN, INT32_MAX);
   args.string("--kl-divergence-base,--save-all-logits", "FILE",
               "base log-probabilities: written, or read with --kl-divergence", &base_file);
   args.flag("--kl-divergence", "compare with --kl-divergence-base FILE: KLD, Δp, top-token agreement", &kld);

@@ -44,7 +44,7 @@ int quantize_main(int argc, char** argv) {
   bool allow_requantize = false, pure = false;
   ArgParser args("quantize",
                  "tandem quantize [--allow-requantize] [--pure] [--output-tensor-type T] [--token-embedding-type T] "
-                 "IN.gguf OUT.gguf TYPE [THREADS]",
+                 "IN.gguf [OUT.gguf] TYPE [THREADS]",
                  "Converts a model to a weight type or named mix with the per-tensor choices llama-quantize makes\n"
                  "for that mix (its reference quantizers, no importance matrix), streaming tensor by tensor.");
   args.flag("--allow-requantize", "accept already-quantized input (quality suffers: it is quantized twice)",
@@ -54,9 +54,20 @@ int quantize_main(int argc, char** argv) {
   args.string("--token-embedding-type", "T", "type of token_embd.weight", &embd_type);
   args.positional("IN.gguf", "the model to convert (F32/F16/BF16, or quantized with --allow-requantize)", &in_path, true);
   args.positional("OUT.gguf", "where to write the result", &out_path, true);
-  args.positional("TYPE", "target: " + quant::file_type_names(), &type_name_arg, true);
-  args.positional("THREADS", "threads (default: all cores)", &threads_arg, false);
+  args.positional("TYPE", "target: " + quant::file_type_names() + "\n" + std::string(31, ' ') +
+                  "(any case, or llama.cpp's file type number: 15 is Q4_K_M)", &type_name_arg, false);
+  args.positional("THREADS", "threads (default, or 0 and below: all cores)", &threads_arg, false);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
+  // llama-quantize's short form "IN TYPE [THREADS]" writes IN's folder/ggml-model-TYPE.gguf.
+  if (const auto short_form = quant::parse_file_type(out_path)) {
+    threads_arg = type_name_arg;
+    type_name_arg = out_path;
+    const size_t slash = in_path.find_last_of('/');
+    out_path = (slash == std::string::npos ? "" : in_path.substr(0, slash + 1)) + "ggml-model-" +
+               std::string(quant::file_type_name(*short_form)) + ".gguf";
+  }
+  if (type_name_arg.empty())
+    return fail(invalid_argument("quantize: missing TYPE (usage: tandem quantize IN.gguf OUT.gguf TYPE [THREADS])"));
 
   const auto mix = quant::parse_file_type(type_name_arg);
   if (!mix)
@@ -64,9 +75,9 @@ int quantize_main(int argc, char** argv) {
                                  quant::file_type_names().c_str()));
   int n_threads = int(std::max(1u, std::thread::hardware_concurrency()));
   if (!threads_arg.empty()) {
-    auto t = parse_int(threads_arg, 1, 4096);
+    auto t = parse_int(threads_arg, INT32_MIN, 4096);
     if (!t) return fail(invalid_argument("quantize: THREADS: %s", t.error().message().c_str()));
-    n_threads = int(*t);
+    if (*t > 0) n_threads = int(*t);  // 0 or less: all cores, as llama-quantize
   }
   std::optional<WeightType> forced_output, forced_embd;
   for (auto [arg, out] : {std::pair{&output_type, &forced_output}, std::pair{&embd_type, &forced_embd}}) {

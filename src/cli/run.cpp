@@ -113,20 +113,23 @@ int run_main(int argc, char** argv) {
   SamplingFlags sf;
   std::string prompt, prompt_file;
   int64_t n_predict = -1;
-  bool conversation = false, no_conversation = false, ignore_eos = false, no_display_prompt = false;
+  bool conversation = false, no_conversation = false, ignore_eos = false, display_prompt = true;
   ArgParser args("run", "tandem run -m MODEL [-p PROMPT | -f FILE] [-n N] [-c CTX] [-t T] [sampling flags]",
                  "Generates text from a prompt and streams it, or chats interactively (no prompt, or -cnv)\n"
                  "using the model's chat template. Prints prompt and generation speed at the end.");
   add_engine_flags(args, ef);
   args.string("-p,--prompt", "TEXT", "prompt to continue", &prompt);
   args.string("-f,--file", "FILE", "read the prompt from a file", &prompt_file);
-  args.integer("-n,--n-predict", "N", "tokens to generate (default -1: until end of text or a full context)",
-               &n_predict, -1, INT32_MAX);
+  args.integer("-n,--n-predict,--predict", "N",
+               "tokens to generate (default -1: until end of text or a full context; -2, llama.cpp's\n"
+               "'until the context is full', is the same here: there is no context shift)",
+               &n_predict, -2, INT32_MAX);
   args.flag("-cnv,--conversation", "chat interactively with the model's chat template", &conversation);
   args.flag("-no-cnv,--no-conversation", "never chat: continue the prompt (llama-completion behaviour)",
             &no_conversation);
   args.flag("--ignore-eos", "keep generating past end-of-text tokens", &ignore_eos);
-  args.flag("--no-display-prompt", "do not echo the prompt before the generated text", &no_display_prompt);
+  args.toggle("--display-prompt", "--no-display-prompt", "echo the prompt before the generated text (default)",
+              &display_prompt);
   add_sampling_flags(args, sf);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (!prompt.empty() && !prompt_file.empty()) return fail(invalid_argument("run: give -p or -f, not both"));
@@ -151,7 +154,7 @@ int run_main(int argc, char** argv) {
   if (!chat) {
     const auto tokens = e.tokenizer->tokenize(prompt, true, true);
     if (tokens.empty()) return fail(invalid_argument("run: the prompt is empty"));
-    if (!no_display_prompt) std::fputs(prompt.c_str(), stdout);
+    if (display_prompt) std::fputs(prompt.c_str(), stdout);
     if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, ignore_eos, &n_past, &stats, nullptr);
         !s.is_ok())
       return fail(s);

@@ -258,6 +258,12 @@ std::optional<FileType> parse_file_type(std::string_view name) {
     if (equal_ignoring_case(name, m.name)) return m.type;
   for (const MixName& m : kMixAliases)
     if (equal_ignoring_case(name, m.name)) return m.type;
+  // llama-quantize's try_parse_ftype also takes the llama_ftype number ("15" for Q4_K_M).
+  if (!name.empty() && name.size() <= 3 && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    const uint32_t id = uint32_t(std::stoul(std::string(name)));
+    for (const MixName& m : kMixNames)
+      if (uint32_t(m.type) == id) return m.type;
+  }
   return std::nullopt;
 }
 

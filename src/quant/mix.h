@@ -21,8 +21,8 @@ enum class FileType : uint32_t {
   Q2_K_S = 21, IQ4_NL = 25, IQ4_XS = 30, BF16 = 32,
 };
 
-// "Q4_K_M", "q4_k_m", "F16", ... and llama-quantize's aliases Q3_K, Q4_K, Q5_K (the _M mixes);
-// nullopt for names not listed above.
+// "Q4_K_M", "q4_k_m", "F16", ... and llama-quantize's aliases Q3_K, Q4_K, Q5_K (the _M mixes), or
+// the llama_ftype number ("15"); nullopt for names and numbers not listed above.
 std::optional<FileType> parse_file_type(std::string_view name);
 std::string_view file_type_name(FileType t);
 std::string file_type_names();  // for --help and error messages: "F32, F16, BF16, Q4_0, ..."

@@ -60,7 +60,7 @@ def test_help_explains_every_flag(tandem_bin, cmd):
     ("--cpu-range", "3-1", "ends before it starts"),
     ("-Cr", "a-b", "not a CPU range"),
     ("--cpu-range", "0-99999", "CPU 99999 does not exist"),
-    ("--cpu-strict", "2", "out of range [0, 1]"),
+    ("--cpu-strict", "2", "not a yes/no value"),
     ("--numa", "mirror", "unknown mode 'mirror'"),
     ("-b", "0", "out of range"),
     ("-ub", "0", "out of range"),
