@@ -6,7 +6,10 @@
 #include <cstdio>
 
 #include "backend/cpu/kernels.h"
+#include "core/memory.h"
 #include "core/numa.h"
+#include "gguf/gguf_file.h"
+#include "model/arch.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
 
@@ -42,6 +45,39 @@ Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
   const Status s = ctx.decode(b);
   ctx.kv().clear();
   return s;
+}
+
+// Refuses, before anything is allocated, a context the machine cannot hold: the KV cache (and the
+// weights when --no-mmap reads them into RAM) against available_memory(). Mapped weights are page
+// cache the kernel can evict and read again, so they only warn.
+Status check_memory(const EngineFlags& f, WeightType type_k, WeightType type_v) {
+  TANDEM_ASSIGN(const auto file, gguf::GgufFile::open(f.model));
+  auto hp = model::read_hparams(file->metadata(), f.model);
+  if (!hp) return Status::ok();  // Model::load reports it with its context
+  if (hp->head_dim_k % block_size(type_k) != 0 || hp->head_dim_v % block_size(type_v) != 0)
+    return Status::ok();  // Context::create refuses the type with its own message
+  const int64_t n_ctx = f.ctx > 0 ? f.ctx : hp->n_ctx_train;
+  const uint64_t per_token = uint64_t(hp->n_layer) * (row_bytes(type_k, hp->n_head_kv * hp->head_dim_k) +
+                                                      row_bytes(type_v, hp->n_head_kv * hp->head_dim_v));
+  const uint64_t kv = per_token * uint64_t(n_ctx), weights = file->tensor_bytes();
+  const MemoryBudget budget = available_memory();
+  const uint64_t resident = f.mmap ? 0 : weights;
+  if (kv + resident > budget.bytes) {
+    const uint64_t room = budget.bytes > resident ? budget.bytes - resident : 0;
+    return out_of_memory(
+        "a context of %lld tokens needs a KV cache of %s (%llu bytes per token, %s K / %s V, %lld layers)%s, but only %s is "
+        "available (%s). Lower -c (at most %llu tokens fit) or use a smaller cache type (-ctk/-ctv q8_0 "
+        "takes about half of f16, q4_0 about a quarter)",
+        (long long)n_ctx, human_bytes(kv).c_str(), (unsigned long long)per_token, type_name(type_k).data(),
+        type_name(type_v).data(), (long long)hp->n_layer,
+        resident ? format(" plus %s of weights read into RAM (--no-mmap)", human_bytes(weights).c_str()).c_str() : "",
+        human_bytes(budget.bytes).c_str(), budget.source.c_str(), (unsigned long long)(room / per_token));
+  }
+  if (f.mmap && kv + weights > budget.bytes && !f.quiet)
+    std::fprintf(stderr, "warning: the KV cache (%s) and the mapped weights (%s) exceed the %s available (%s): "
+                 "weights will be read from disk again as they are evicted\n", human_bytes(kv).c_str(),
+                 human_bytes(weights).c_str(), human_bytes(budget.bytes).c_str(), budget.source.c_str());
+  return Status::ok();
 }
 
 }  // namespace
@@ -161,6 +197,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "warning: -ngl %s: this build has no GPU backend; every layer runs on the CPU\n",
                  f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str());
 
+  TANDEM_TRY(check_memory(f, type_k, type_v));
   if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
   const auto t0 = std::chrono::steady_clock::now();
