@@ -1,0 +1,112 @@
+// jinja2's built-in tests (jinja2/tests.py, 3.1): `x is defined`, `x is string`, `x is divisibleby 3`...
+#include <cmath>
+
+#include "chat/ast.h"
+#include "chat/builtins.h"
+
+namespace tandem::chat {
+
+Result<Value> eval_binary(Op op, const Value& a, const Value& b, size_t max_bytes);  // operators.cpp
+
+namespace {
+
+Result<Value> arg0(std::string_view test, const CallArgs& a) {
+  if (a.positional.empty() && a.keyword.empty())
+    return invalid_argument("test '%.*s' takes one argument", static_cast<int>(test.size()), test.data());
+  return a.positional.empty() ? a.keyword[0].second : a.positional[0];
+}
+
+Result<bool> compare_test(Op op, const Value& x, const Value& y) {
+  TANDEM_ASSIGN(Value r, eval_binary(op, x, y, SIZE_MAX));
+  return r.truthy();
+}
+
+bool is_lower_text(const Value& v, bool upper) {
+  if (!v.is_string()) return false;
+  bool cased = false;
+  for (char c : v.as_string()) {
+    if ((c >= 'a' && c <= 'z')) {
+      cased = true;
+      if (upper) return false;
+    } else if (c >= 'A' && c <= 'Z') {
+      cased = true;
+      if (!upper) return false;
+    }
+  }
+  return cased;
+}
+
+}  // namespace
+
+bool is_known_test(std::string_view n) {
+  static constexpr std::string_view kTests[] = {
+      "defined", "undefined", "none", "boolean", "false", "true", "integer", "float", "number", "string",
+      "mapping", "iterable", "sequence", "callable", "sameas", "eq", "equalto", "==", "ne", "!=", "lt",
+      "lessthan", "<", "le", "<=", "gt", "greaterthan", ">", "ge", ">=", "in", "odd", "even", "divisibleby",
+      "lower", "upper", "escaped", "filter", "test"};
+  for (std::string_view t : kTests)
+    if (t == n) return true;
+  return false;
+}
+
+Result<bool> apply_test(std::string_view n, const Value& v, const CallArgs& a) {
+  const Kind k = v.kind();
+  if (n == "defined") return !v.is_undefined();
+  if (n == "undefined") return v.is_undefined();
+  if (n == "none") return v.is_none();
+  if (n == "boolean") return k == Kind::Bool;
+  if (n == "true") return k == Kind::Bool && v.as_bool();
+  if (n == "false") return k == Kind::Bool && !v.as_bool();
+  if (n == "integer") return k == Kind::Int;
+  if (n == "float") return k == Kind::Float;
+  if (n == "number") return v.is_number();
+  if (n == "string") return v.is_string();
+  if (n == "mapping") return k == Kind::Dict;
+  // jinja2's Undefined iterates (as empty) and has a length, so it counts as iterable and sequence.
+  if (n == "iterable") return k == Kind::Undefined || k == Kind::String || k == Kind::List || k == Kind::Dict;
+  if (n == "sequence") return k == Kind::Undefined || k == Kind::String || k == Kind::List || k == Kind::Dict;
+  if (n == "callable") return k == Kind::Callable;
+  if (n == "escaped") return false;
+  if (n == "filter" || n == "test") {
+    if (!v.is_string()) return false;
+    return n == "filter" ? is_known_filter(v.as_string()) : is_known_test(v.as_string());
+  }
+  if (n == "lower" || n == "upper") return is_lower_text(v, n == "upper");
+  if (n == "odd" || n == "even" || n == "divisibleby") {
+    if (!v.is_integer()) {
+      if (v.kind() != Kind::Float) return invalid_argument("test '%.*s' needs a number", static_cast<int>(n.size()), n.data());
+      const double m = std::fmod(v.as_float(), n == "divisibleby" ? 1.0 : 2.0);
+      if (n == "odd") return m != 0;
+      if (n == "even") return m == 0;
+    }
+    if (n == "odd") return (v.as_int() % 2) != 0;
+    if (n == "even") return (v.as_int() % 2) == 0;
+    TANDEM_ASSIGN(Value d, arg0(n, a));
+    if (!d.is_integer() || d.as_int() == 0) return invalid_argument("divisibleby needs a non-zero integer");
+    if (!v.is_integer()) return std::fmod(v.as_float(), static_cast<double>(d.as_int())) == 0;
+    if (d.as_int() == -1) return true;
+    return v.as_int() % d.as_int() == 0;
+  }
+  TANDEM_ASSIGN(Value other, arg0(n, a));
+  if (n == "sameas") {
+    // Python's `is`: singletons by value, containers by identity.
+    if (k != other.kind()) return false;
+    if (k == Kind::None || k == Kind::Undefined) return true;
+    if (k == Kind::Bool) return v.as_bool() == other.as_bool();
+    if (k == Kind::List || k == Kind::Dict || k == Kind::Namespace) {
+      if (k == Kind::List) return &v.as_list() == &other.as_list();
+      return &v.as_dict() == &other.as_dict();
+    }
+    return v.equals(other);  // small ints and interned strings: CPython shares them
+  }
+  if (n == "eq" || n == "equalto" || n == "==") return v.equals(other);
+  if (n == "ne" || n == "!=") return !v.equals(other);
+  if (n == "lt" || n == "lessthan" || n == "<") return compare_test(Op::Lt, v, other);
+  if (n == "le" || n == "<=") return compare_test(Op::Le, v, other);
+  if (n == "gt" || n == "greaterthan" || n == ">") return compare_test(Op::Gt, v, other);
+  if (n == "ge" || n == ">=") return compare_test(Op::Ge, v, other);
+  if (n == "in") return contains(other, v);
+  return invalid_argument("No test named '%.*s'.", static_cast<int>(n.size()), n.data());
+}
+
+}  // namespace tandem::chat
