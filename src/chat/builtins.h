@@ -9,6 +9,9 @@
 namespace tandem::chat {
 
 bool is_known_filter(std::string_view name);
+// jinja2 3.1's own filters, including those Tandem lacks (filesizeformat, groupby, pprint, random,
+// slice, striptags, truncate, urlencode, urlize, wordwrap, xmlattr).
+bool is_jinja2_filter(std::string_view name);
 bool is_known_test(std::string_view name);
 
 // Errors carry the message alone; the renderer adds the line and column.

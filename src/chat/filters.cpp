@@ -121,6 +121,7 @@ Result<Value> f_join(const Value& in, const CallArgs& a) {
 }
 
 Result<Value> f_map(const Value& in, const CallArgs& a) {
+  if (!in.truthy()) return Value::generator({});  // jinja2: `if value:` before iterating
   TANDEM_ASSIGN(List items, items_of(in, "map"));
   List out;
   if (const Value* attribute = a.get(SIZE_MAX, "attribute")) {
@@ -144,6 +145,7 @@ Result<Value> f_map(const Value& in, const CallArgs& a) {
 
 // select/reject/selectattr/rejectattr: keep items whose test (or truthiness) equals `keep`.
 Result<Value> select(const Value& in, const CallArgs& a, bool keep, bool by_attr) {
+  if (!in.truthy()) return Value::generator({});  // jinja2: `if value:` before iterating
   TANDEM_ASSIGN(List items, items_of(in, "select"));
   size_t next = 0;
   Value attribute;
@@ -190,23 +192,10 @@ Result<Value> f_list(const Value& in, const CallArgs&) {
   return Value::list(std::move(items));
 }
 
-Result<Value> f_string(const Value& in, const CallArgs&) { return Value(in.str()); }
-Result<Value> f_safe(const Value& in, const CallArgs&) { return in.is_string() ? in : Value(in.str()); }
-
-Result<Value> f_escape(const Value& in, const CallArgs&) {
-  std::string out;
-  for (char c : in.str()) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return Value(std::move(out));
-}
+Result<Value> f_string(const Value& in, const CallArgs&) { return in.is_markup() ? in : Value(in.str()); }
+Result<Value> f_safe(const Value& in, const CallArgs&) { return Value::markup(in.str()); }
+Result<Value> f_escape(const Value& in, const CallArgs&) { return in.is_markup() ? in : Value::markup(html_escape(in.str())); }
+Result<Value> f_forceescape(const Value& in, const CallArgs&) { return Value::markup(html_escape(in.str())); }
 
 Result<Value> f_int(const Value& in, const CallArgs& a) {
   const Value* dflt = a.get(0, "default");
@@ -265,10 +254,16 @@ Result<Value> call_method(const Value& obj, const char* name, const CallArgs& a)
   return m.as_callable().fn(a);
 }
 
+// Markup's string methods return Markup (markupsafe wraps them), so a safe string stays safe.
+Result<Value> keep_markup(const Value& in, Result<Value> r) {
+  if (r && in.is_markup() && r->is_string()) return Value::markup(r->as_string());
+  return r;
+}
+// jinja2's replace without autoescape: str(s).replace(...), a plain string even from Markup.
 Result<Value> f_replace(const Value& in, const CallArgs& a) { return call_method(Value(in.str()), "replace", a); }
-Result<Value> f_upper(const Value& in, const CallArgs& a) { return call_method(Value(in.str()), "upper", a); }
-Result<Value> f_lower(const Value& in, const CallArgs& a) { return call_method(Value(in.str()), "lower", a); }
-Result<Value> f_capitalize(const Value& in, const CallArgs& a) { return call_method(Value(in.str()), "capitalize", a); }
+Result<Value> f_upper(const Value& in, const CallArgs& a) { return keep_markup(in, call_method(Value(in.str()), "upper", a)); }
+Result<Value> f_lower(const Value& in, const CallArgs& a) { return keep_markup(in, call_method(Value(in.str()), "lower", a)); }
+Result<Value> f_capitalize(const Value& in, const CallArgs& a) { return keep_markup(in, call_method(Value(in.str()), "capitalize", a)); }
 
 // jinja2's title: each chunk between [-\s({[<] starts upper-case, continues lower-case.
 Result<Value> f_title(const Value& in, const CallArgs&) {
@@ -288,7 +283,9 @@ Result<Value> f_title(const Value& in, const CallArgs&) {
   return Value(std::move(s));
 }
 
-Result<Value> f_trim(const Value& in, const CallArgs& a) { return Value(strip_chars(in.str(), a.get(0, "chars"), true, true)); }
+Result<Value> f_trim(const Value& in, const CallArgs& a) {
+  return keep_markup(in, Value(strip_chars(in.str(), a.get(0, "chars"), true, true)));
+}
 
 Result<Value> f_reverse(const Value& in, const CallArgs&) {
   if (in.is_string()) {
@@ -473,7 +470,7 @@ struct FilterEntry {
 constexpr FilterEntry kFilters[] = {
     {"abs", f_abs}, {"attr", f_attr}, {"batch", f_batch}, {"capitalize", f_capitalize}, {"center", f_center},
     {"count", f_length}, {"d", f_default}, {"default", f_default}, {"dictsort", f_dictsort}, {"e", f_escape},
-    {"escape", f_escape}, {"first", f_first}, {"float", f_float}, {"forceescape", f_escape}, {"format", f_format},
+    {"escape", f_escape}, {"first", f_first}, {"float", f_float}, {"forceescape", f_forceescape}, {"format", f_format},
     {"indent", f_indent}, {"int", f_int}, {"items", f_items}, {"join", f_join}, {"last", f_last},
     {"length", f_length}, {"list", f_list}, {"lower", f_lower}, {"map", f_map}, {"max", f_max}, {"min", f_min},
     {"reject", f_reject}, {"rejectattr", f_rejectattr}, {"replace", f_replace}, {"reverse", f_reverse},
@@ -491,6 +488,15 @@ const FilterEntry* find_filter(std::string_view name) {
 }  // namespace
 
 bool is_known_filter(std::string_view name) { return find_filter(name) != nullptr; }
+
+bool is_jinja2_filter(std::string_view name) {
+  static constexpr std::string_view kMissing[] = {"filesizeformat", "groupby", "pprint", "random", "slice",
+                                                  "striptags", "truncate", "urlencode", "urlize", "wordwrap",
+                                                  "xmlattr"};
+  for (std::string_view m : kMissing)
+    if (m == name) return true;
+  return is_known_filter(name);
+}
 
 Result<Value> apply_filter(std::string_view name, const Value& input, const CallArgs& args) {
   const FilterEntry* f = find_filter(name);

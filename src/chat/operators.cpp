@@ -107,6 +107,10 @@ Result<Value> arithmetic(Op op, const Value& a, const Value& b, size_t max_bytes
   }
   if (op == Op::Add && a.is_string() && b.is_string()) {
     if (a.as_string().size() + b.as_string().size() > max_bytes) return invalid_argument("string beyond %zu bytes", max_bytes);
+    if (a.is_markup() || b.is_markup()) {  // Markup.__add__/__radd__ escape the plain side
+      return Value::markup((a.is_markup() ? a.as_string() : html_escape(a.as_string())) +
+                           (b.is_markup() ? b.as_string() : html_escape(b.as_string())));
+    }
     return Value(a.as_string() + b.as_string());
   }
   if (op == Op::Add && a.is_list() && b.is_list() && !a.is_generator() && !b.is_generator() && a.is_tuple() == b.is_tuple()) {

@@ -108,8 +108,10 @@ class Parser {
     const size_t at = cur().offset;
     TANDEM_ASSIGN(std::string tag, expect_name());
     auto node = make_node(NodeKind::Scope, at);
+    const bool outer_soft = soft_;
     if (tag == "if") {
       node->kind = NodeKind::If;
+      soft_ = true;  // jinja2's "soft frame": see parse_filter_chain
       while (true) {
         TANDEM_ASSIGN(ExprPtr cond, parse_tuple());
         TANDEM_TRY(expect_block_end());
@@ -124,12 +126,14 @@ class Parser {
         }
         break;
       }
+      soft_ = outer_soft;
     } else if (tag == "for") {
       node->kind = NodeKind::For;
       TANDEM_ASSIGN(node->target, parse_target(false));
       if (!is_name("in")) return error(cur().offset, "expected 'in' in a for loop");
       ++i_;
       TANDEM_ASSIGN(node->expr, parse_tuple(false));
+      soft_ = false;  // a loop's body is a frame of its own, never soft
       if (is_name("if")) {
         ++i_;
         TANDEM_ASSIGN(node->condition, parse_tuple());
@@ -147,6 +151,7 @@ class Parser {
         TANDEM_TRY(expect_block_end());
         TANDEM_ASSIGN(node->else_body, parse_body({"endfor"}));
       }
+      soft_ = outer_soft;
       ++i_;
     } else if (tag == "set") {
       TANDEM_ASSIGN(node->target, parse_target(true));
@@ -162,6 +167,7 @@ class Parser {
         TANDEM_ASSIGN(node->expr, parse_filter_chain(nullptr));
       }
       TANDEM_TRY(expect_block_end());
+      soft_ = false;
       TANDEM_ASSIGN(node->body, parse_body({"endset"}));
       ++i_;
     } else if (tag == "macro") {
@@ -171,6 +177,7 @@ class Parser {
       TANDEM_TRY(expect_block_end());
       const int saved_loops = loops_;
       loops_ = 0;  // break/continue cannot cross a macro
+      soft_ = false;
       TANDEM_ASSIGN(node->body, parse_body({"endmacro"}));
       loops_ = saved_loops;
       ++i_;
@@ -182,12 +189,14 @@ class Parser {
       TANDEM_ASSIGN(node->expr, parse_expression());
       if (node->expr->kind != ExprKind::Call) return error(at, "expected a call after 'call'");
       TANDEM_TRY(expect_block_end());
+      soft_ = false;
       TANDEM_ASSIGN(node->body, parse_body({"endcall"}));
       ++i_;
     } else if (tag == "filter") {
       node->kind = NodeKind::FilterBlock;
       TANDEM_ASSIGN(node->expr, parse_filter_chain(nullptr, false));
       TANDEM_TRY(expect_block_end());
+      soft_ = false;
       TANDEM_ASSIGN(node->body, parse_body({"endfilter"}));
       ++i_;
     } else if (tag == "with") {
@@ -200,11 +209,13 @@ class Parser {
         node->assignments.emplace_back(std::move(name), std::move(value));
       }
       ++i_;
+      soft_ = false;
       TANDEM_ASSIGN(node->body, parse_body({"endwith"}));
       ++i_;
     } else if (tag == "generation") {
       // transformers' AssistantTracker extension: the body renders as it is (a scope of its own).
       TANDEM_TRY(expect_block_end());
+      soft_ = false;
       TANDEM_ASSIGN(node->body, parse_body({"endgeneration"}));
       ++i_;
     } else if (tag == "break" || tag == "continue") {
@@ -218,6 +229,7 @@ class Parser {
     } else {
       return error(at, "unknown tag '" + tag + "'");
     }
+    soft_ = outer_soft;
     if (node->kind != NodeKind::Set) TANDEM_TRY(expect_block_end());
     return node;
   }
@@ -304,8 +316,10 @@ class Parser {
 
   Result<ExprPtr> parse_condexpr() {
     TANDEM_ASSIGN(ExprPtr expr, parse_or());
+    const bool outer_soft = soft_;
     while (is_name("if")) {
       auto cond = make(ExprKind::Condition, cur().offset);
+      soft_ = true;
       ++i_;
       TANDEM_ASSIGN(ExprPtr test, parse_or());
       ExprPtr otherwise;
@@ -318,6 +332,7 @@ class Parser {
       cond->args.push_back(std::move(otherwise));
       expr = std::move(cond);
     }
+    soft_ = outer_soft;
     return expr;
   }
 
@@ -631,7 +646,11 @@ class Parser {
       first = false;
       auto e = make(ExprKind::Filter, cur().offset);
       TANDEM_ASSIGN(e->name, expect_name());
-      if (!is_known_filter(e->name)) return error(e->offset, "unsupported filter '" + e->name + "'");
+      if (!is_known_filter(e->name)) {
+        if (is_jinja2_filter(e->name)) return error(e->offset, "unsupported filter '" + e->name + "'");
+        // jinja2 compiles a filter it does not know inside an `if` and fails only if it runs.
+        if (!soft_) return error(e->offset, "no filter named '" + e->name + "'");
+      }
       if (is_op("(")) TANDEM_TRY(parse_call_args(*e));
       e->object = std::move(node);
       node = std::move(e);
@@ -653,7 +672,7 @@ class Parser {
     } else {
       TANDEM_ASSIGN(e->name, expect_name());
     }
-    if (!is_known_test(e->name)) return error(e->offset, "unsupported test '" + e->name + "'");
+    if (!is_known_test(e->name) && !soft_) return error(e->offset, "no test named '" + e->name + "'");
     if (is_op("(")) {
       TANDEM_TRY(parse_call_args(*e));
     } else if ((cur().type == TokenType::Name || cur().type == TokenType::String || cur().type == TokenType::Int ||
@@ -674,6 +693,7 @@ class Parser {
   size_t i_ = 0;
   int depth_ = 0;
   int loops_ = 0;
+  bool soft_ = false;  // inside an `if` (not under a loop or macro body): unknown filters fail when run
 };
 
 }  // namespace

@@ -66,6 +66,7 @@ class Value {
   static Value list(List items = {});
   static Value tuple(List items);      // a list that prints as (a, b) and never equals a list
   static Value generator(List items);  // what jinja2's map/select/... return: truthy, no len, no JSON
+  static Value markup(std::string s);  // markupsafe.Markup (from |safe, |escape): `+` escapes the other side
   static Value dict(Dict d = {});
   static Value name_space(Dict d = {});
   static Value callable(std::string name, std::function<Result<Value>(const CallArgs&)> fn);
@@ -78,6 +79,7 @@ class Value {
   bool is_dict() const { return kind_ == Kind::Dict; }
   bool is_tuple() const { return kind_ == Kind::List && flavor_ == Flavor::Tuple; }
   bool is_generator() const { return kind_ == Kind::List && flavor_ == Flavor::Generator; }
+  bool is_markup() const { return kind_ == Kind::String && flavor_ == Flavor::Markup; }
   bool is_number() const { return kind_ == Kind::Int || kind_ == Kind::Float || kind_ == Kind::Bool; }
   bool is_integer() const { return kind_ == Kind::Int || kind_ == Kind::Bool; }  // Python: bool is an int
 
@@ -106,7 +108,7 @@ class Value {
     return v;
   }
 
-  enum class Flavor : uint8_t { List, Tuple, Generator };  // how a Kind::List prints and behaves
+  enum class Flavor : uint8_t { List, Tuple, Generator, Markup };  // the Python type behind a list or string
 
   Kind kind_ = Kind::Undefined;
   Flavor flavor_ = Flavor::List;
@@ -120,6 +122,9 @@ class Value {
   std::shared_ptr<Dict> dict_;
   std::shared_ptr<const Callable> fn_;
 };
+
+// HTML escaping as markupsafe.escape does it (& < > " ').
+std::string html_escape(std::string_view s);
 
 // Python ordering (<) of numbers, strings and lists; an error for other pairs, as Python raises.
 Result<int> compare_values(const Value& a, const Value& b);
