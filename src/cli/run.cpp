@@ -8,6 +8,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "chat/chat_template.h"
 #include "cli/engine_setup.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -15,33 +16,18 @@
 namespace tandem::cli {
 namespace {
 
-// Built-in chat renderings for the families the engine runs, keyed by a marker in the GGUF template.
-struct ChatFormat {
-  const char* marker;
-  const char* name;
-  const char* user_prefix;
-  const char* user_suffix_assistant_prefix;
-  const char* assistant_suffix;
-};
+// A model without tokenizer.chat_template (Gemma 3 270M has none): its vocabulary's turn tokens
+// name the built-in template; empty when none matches.
+std::string builtin_for_vocabulary(const tokenizer::Tokenizer& tok) {
+  static constexpr std::pair<const char*, const char*> kMarkers[] = {
+      {"<start_of_turn>", "gemma"}, {"<|start_header_id|>", "llama3"}, {"<|im_start|>", "chatml"}};
+  for (const auto& [marker, name] : kMarkers)
+    if (tok.vocab().find(marker) != tokenizer::kNoToken) return name;
+  return "";
+}
 
-constexpr ChatFormat kChatFormats[] = {
-    {"<start_of_turn>", "gemma", "<start_of_turn>user\n", "<end_of_turn>\n<start_of_turn>model\n", "<end_of_turn>\n"},
-    {"<|start_header_id|>", "llama3", "<|start_header_id|>user<|end_header_id|>\n\n",
-     "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n", "<|eot_id|>"},
-    {"<|im_start|>", "chatml", "<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n", "<|im_end|>\n"},
-};
-
-// By the GGUF's chat template; a file without one (Gemma 3 270M has none) by the vocabulary's
-// turn-marker tokens.
-const ChatFormat* find_chat_format(const gguf::Metadata& meta, const tokenizer::Tokenizer& tok) {
-  if (const auto tmpl = meta.get_string("tokenizer.chat_template")) {
-    for (const ChatFormat& f : kChatFormats)
-      if (tmpl->find(f.marker) != std::string::npos) return &f;
-    return nullptr;
-  }
-  for (const ChatFormat& f : kChatFormats)
-    if (tok.vocab().find(f.marker) != tokenizer::kNoToken) return &f;
-  return nullptr;
+std::string token_text(const tokenizer::Tokenizer& tok, tokenizer::TokenId id) {
+  return id == tokenizer::kNoToken ? "" : tok.token_to_piece(id, true);
 }
 
 struct Generation {
@@ -56,7 +42,8 @@ double now_s() {
 // Feeds `tokens` at positions from *n_past, then samples up to n_predict tokens, streaming them.
 Status generate(Context& ctx, const tokenizer::Tokenizer& tok, sampling::Sampler& sampler,
                 const std::vector<int32_t>& tokens, int64_t n_predict, bool ignore_eos, int32_t* n_past,
-                Generation* stats, std::string* reply, bool stop_at_eog = true) {
+                Generation* stats, std::string* reply, std::vector<int32_t>* generated = nullptr,
+                bool stop_at_eog = true) {
   if (*n_past + int64_t(tokens.size()) >= ctx.kv().n_cells())
     return invalid_argument("the prompt needs %lld positions but the context holds %lld (raise -c)",
                             (long long)(*n_past + int64_t(tokens.size()) + 1), (long long)ctx.kv().n_cells());
@@ -86,6 +73,7 @@ Status generate(Context& ctx, const tokenizer::Tokenizer& tok, sampling::Sampler
     std::fputs(piece.c_str(), stdout);
     std::fflush(stdout);
     if (reply) *reply += piece;
+    if (generated) generated->push_back(id);
     ++stats->n_generated;
     Batch b;
     b.add(id, (*n_past)++, 0, true);
@@ -111,7 +99,7 @@ void print_stats(const Generation& g, double t_load_s) {
 int run_main(int argc, char** argv) {
   EngineFlags ef;
   SamplingFlags sf;
-  std::string prompt, prompt_file;
+  std::string prompt, prompt_file, system_prompt, chat_template, chat_template_file;
   int64_t n_predict = -1;
   bool conversation = false, no_conversation = false, ignore_eos = false, display_prompt = true;
   ArgParser args("run", "tandem run -m MODEL [-p PROMPT | -f FILE] [-n N] [-c CTX] [-t T] [sampling flags]",
@@ -127,6 +115,14 @@ int run_main(int argc, char** argv) {
   args.flag("-cnv,--conversation", "chat interactively with the model's chat template", &conversation);
   args.flag("-no-cnv,--no-conversation", "never chat: continue the prompt (llama-completion behaviour)",
             &no_conversation);
+  args.string("-sys,--system-prompt", "TEXT", "system message that opens the chat (-cnv)", &system_prompt);
+  args.string("--chat-template", "NAME|JINJA",
+              "chat template instead of the model's: a built-in name (chatml, llama3, gemma, deepseek3,\n"
+              "deepseek-r1) or Jinja source", &chat_template);
+  args.string("--chat-template-file", "FILE", "chat template (Jinja) from a file", &chat_template_file);
+  bool jinja = true;
+  args.flag("--jinja", "render chat templates with the Jinja engine (always on; accepted for llama.cpp's flags)",
+            &jinja);
   args.flag("--ignore-eos", "keep generating past end-of-text tokens", &ignore_eos);
   args.toggle("--display-prompt", "--no-display-prompt", "echo the prompt before the generated text (default)",
               &display_prompt);
@@ -162,12 +158,25 @@ int run_main(int argc, char** argv) {
     return 0;
   }
 
-  const ChatFormat* format = find_chat_format(e.model->file().metadata(), *e.tokenizer);
-  if (!format)
-    return fail(unsupported("run: no built-in chat rendering for this model's template (gemma, llama3 and chatml "
-                            "are built in); use -p PROMPT or -no-cnv"));
-  std::fprintf(stderr, "chat (%s template): type a message, an empty line or Ctrl-D ends\n", format->name);
-  bool first = true;
+  // The template as llama-server picks it (chat/chat_template.h), parsed once.
+  const auto gguf_template = e.model->file().metadata().get_string("tokenizer.chat_template");
+  if (!gguf_template && chat_template.empty() && chat_template_file.empty()) {
+    chat_template = builtin_for_vocabulary(*e.tokenizer);
+    if (!chat_template.empty())
+      std::fprintf(stderr, "note: the model has no chat template; its turn tokens pick the built-in '%s'\n",
+                   chat_template.c_str());
+  }
+  auto chosen = chat::choose_chat_template(gguf_template, chat_template, chat_template_file);
+  if (!chosen) return fail(Status(chosen.error().code(), "run: " + chosen.error().message() + "; or use -p PROMPT -no-cnv"));
+  auto tmpl = chat::Template::parse(chosen->source);
+  if (!tmpl) return fail(Status(tmpl.error().code(), "run: " + chosen->origin + ": " + tmpl.error().message()));
+  const std::string bos = token_text(*e.tokenizer, e.tokenizer->vocab().special.bos);
+  const std::string eos = token_text(*e.tokenizer, e.tokenizer->vocab().special.eos);
+  std::fprintf(stderr, "chat (template: %s): type a message, an empty line or Ctrl-D ends\n", chosen->origin.c_str());
+
+  std::vector<chat::ChatMessage> messages;
+  if (!system_prompt.empty()) messages.push_back({"system", system_prompt});
+  std::vector<int32_t> cached;  // the tokens in the KV cache, in order
   if (!prompt.empty()) std::fprintf(stderr, "> %s\n", prompt.c_str());
   for (;;) {
     std::string line = prompt;
@@ -176,21 +185,32 @@ int run_main(int argc, char** argv) {
       std::fprintf(stderr, "> ");
       if (!std::getline(std::cin, line) || line.empty()) break;
     }
-    std::string text = std::string(first ? "" : "") + format->user_prefix + line + format->user_suffix_assistant_prefix;
-    auto tokens = e.tokenizer->tokenize(text, first, true);
-    first = false;
+    messages.push_back({"user", line});
+    // The whole conversation is rendered each turn; only what differs from the cache is decoded
+    // (a template may rewrite earlier turns, e.g. drop an R1 answer's reasoning).
+    auto text = chat::apply_chat_template(*tmpl, messages, true, bos, eos);
+    if (!text) return fail(Status(text.error().code(), "run: chat template: " + text.error().message()));
+    auto tokens = e.tokenizer->tokenize(*text, true, true);
+    // The template writes BOS itself when it wants one; tokenize() may have added a second.
+    const auto bos_id = e.tokenizer->vocab().special.bos;
+    if (tokens.size() >= 2 && tokens[0] == bos_id && tokens[1] == bos_id) tokens.erase(tokens.begin());
+    if (tokens.empty()) return fail(invalid_argument("run: the chat template rendered an empty prompt"));
+    size_t n_common = 0;
+    while (n_common < cached.size() && n_common < tokens.size() && cached[n_common] == tokens[n_common]) ++n_common;
+    if (n_common == tokens.size()) --n_common;  // the last token is decoded again for its logits
+    e.context->kv().remove(0, int32_t(n_common), -1);
+    n_past = int32_t(n_common);
+    std::vector<int32_t> tail(tokens.begin() + n_common, tokens.end());
     std::string reply;
-    if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, false, &n_past, &stats, &reply);
+    std::vector<int32_t> generated;
+    if (Status s = generate(*e.context, *e.tokenizer, *sampler, tail, n_predict, false, &n_past, &stats, &reply,
+                            &generated);
         !s.is_ok())
       return fail(s);
     std::fputs("\n", stdout);
-    // Close the assistant turn in the cache so the next user turn follows the template.
-    auto closing = e.tokenizer->tokenize(format->assistant_suffix, false, true);
-    if (!closing.empty()) {
-      Batch b;
-      for (size_t i = 0; i < closing.size(); ++i) b.add(closing[i], n_past++, 0, i + 1 == closing.size());
-      if (Status s = e.context->decode(b); !s.is_ok()) return fail(s);
-    }
+    cached = std::move(tokens);
+    cached.insert(cached.end(), generated.begin(), generated.end());
+    messages.push_back({"assistant", reply});
   }
   print_stats(stats, e.t_load_s);
   return 0;

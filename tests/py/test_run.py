@@ -109,3 +109,37 @@ def test_bench_markdown_and_json(tandem_bin):
                                  check=True).stdout)
     assert [r["test"] for r in rows] == ["pp32 @ d16", "tg8 @ d16"]
     assert all(r["avg_ts"] > 0 and len(r["samples_ts"]) == 2 for r in rows)
+
+
+def run_chat(tandem_bin, *args, stdin="Hello\n"):
+    import subprocess
+    proc = subprocess.run([str(tandem_bin), "run", "-m", str(STORIES), "-cnv", "-n", "4", "--temp", "0", *args],
+                          input=stdin, capture_output=True, text=True, timeout=120)
+    assert proc.returncode >= 0, proc.stderr
+    return proc
+
+
+def test_chat_uses_the_named_builtin_template(tandem_bin):
+    proc = run_chat(tandem_bin, "--chat-template", "chatml", "--jinja")
+    assert proc.returncode == 0, proc.stderr
+    assert "chat (template: built-in 'chatml')" in proc.stderr
+
+
+def test_chat_template_file_and_raise_exception(tandem_bin, tmp_path):
+    t = tmp_path / "t.jinja"
+    t.write_text("{{ raise_exception('Conversation roles must alternate!') }}")
+    proc = run_chat(tandem_bin, "--chat-template-file", t)
+    assert proc.returncode == 1
+    assert "error: run: chat template: Conversation roles must alternate!" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    ([], "the model has no chat template (tokenizer.chat_template); give --chat-template NAME"),
+    (["--chat-template", "chatmel"], "'chatmel' is not a built-in template"),
+    (["--chat-template", "{% include 'x' %}"], "unsupported tag 'include'"),
+    (["--chat-template-file", "/nonexistent.jinja"], "cannot read /nonexistent.jinja"),
+])
+def test_chat_template_errors(tandem_bin, args, needle):
+    proc = run_chat(tandem_bin, *args)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "error:" in proc.stderr and needle in proc.stderr, proc.stderr

@@ -1,0 +1,44 @@
+// Which chat template a model runs with, as llama-server chooses it: --chat-template-file F, else
+// --chat-template NAME (a built-in, or Jinja source itself), else the GGUF's tokenizer.chat_template;
+// and the built-in templates behind the names (Jinja source, rendered by our engine like any other).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "chat/template.h"
+#include "core/status.h"
+
+namespace tandem::chat {
+
+// Built-in template names, as llama.cpp spells them: chatml, llama3, gemma, deepseek3, deepseek-r1...
+std::vector<std::string_view> builtin_template_names();
+// The Jinja source of a built-in template; nullopt for an unknown name.
+std::optional<std::string_view> builtin_template(std::string_view name);
+
+struct ChosenTemplate {
+  std::string source;  // Jinja
+  std::string origin;  // for messages: "tokenizer.chat_template", "built-in 'chatml'", "file t.jinja"
+};
+
+// `name_or_source`: --chat-template's value (empty: not given); `file`: --chat-template-file's
+// (empty: not given); `gguf_template`: the model's tokenizer.chat_template. NotFound with a message
+// naming the flags when there is no template at all.
+Result<ChosenTemplate> choose_chat_template(const std::optional<std::string>& gguf_template,
+                                            const std::string& name_or_source, const std::string& file);
+
+// One conversation turn for the helpers below.
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+
+// Renders `messages` with the variables transformers passes (messages, add_generation_prompt,
+// bos_token, eos_token) plus `extra` (a dict, e.g. tools or enable_thinking; may be undefined).
+Result<std::string> apply_chat_template(const Template& tmpl, const std::vector<ChatMessage>& messages,
+                                        bool add_generation_prompt, const std::string& bos_token,
+                                        const std::string& eos_token, const Value& extra = Value());
+
+}  // namespace tandem::chat
