@@ -1,0 +1,279 @@
+// Tool-call output parsers, one per family (markers as each family's chat template writes them in
+// tests/fixtures/chat/templates; llama.cpp's common/chat.cpp for which variants models emit).
+#include "chat/tool_calls.h"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <optional>
+
+namespace tandem::chat {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr std::string_view kHermesOpen = "<tool_call>", kHermesClose = "</tool_call>";
+constexpr std::string_view kPythonTag = "<|python_tag|>";
+constexpr std::string_view kDsCallsBegin = "<｜tool▁calls▁begin｜>", kDsCallsEnd = "<｜tool▁calls▁end｜>";
+constexpr std::string_view kDsCallBegin = "<｜tool▁call▁begin｜>", kDsCallEnd = "<｜tool▁call▁end｜>";
+constexpr std::string_view kDsSep = "<｜tool▁sep｜>";
+constexpr std::string_view kMistralCalls = "[TOOL_CALLS]", kMistralArgs = "[ARGS]", kMistralId = "[CALL_ID]";
+constexpr std::string_view kKimiBegin = "<|tool_calls_section_begin|>", kKimiEnd = "<|tool_calls_section_end|>";
+constexpr std::string_view kKimiCall = "<|tool_call_begin|>", kKimiArgs = "<|tool_call_argument_begin|>";
+constexpr std::string_view kKimiCallEnd = "<|tool_call_end|>";
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// JSON text to a value; nullopt when malformed (nlohmann throws; the exception stops here).
+std::optional<Json> parse(std::string_view text) {
+  try {
+    return Json::parse(text);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+// OpenAI's `arguments`: compact JSON of an object. Models write an object, or a string holding one.
+std::optional<std::string> arguments_text(const Json& args) {
+  if (args.is_object()) return args.dump();
+  if (args.is_string()) {
+    auto inner = parse(args.get<std::string>());
+    if (inner && inner->is_object()) return inner->dump();
+  }
+  return std::nullopt;
+}
+
+// {"name": ..., "arguments" | "parameters": {...}, "id"?: ...} as Hermes, Llama 3 and Mistral write it.
+std::optional<ToolCall> call_from_object(const Json& j, size_t index) {
+  if (!j.is_object() || !j.contains("name") || !j["name"].is_string()) return std::nullopt;
+  const char* key = j.contains("arguments") ? "arguments" : j.contains("parameters") ? "parameters" : nullptr;
+  if (!key) return std::nullopt;
+  auto args = arguments_text(j[key]);
+  if (!args) return std::nullopt;
+  ToolCall call{"call_" + std::to_string(index), j["name"].get<std::string>(), *args};
+  if (j.contains("id") && j["id"].is_string()) call.id = j["id"].get<std::string>();
+  return call;
+}
+
+using Calls = std::optional<std::vector<ToolCall>>;
+
+Calls parse_hermes(std::string_view out, std::string* content) {
+  std::vector<ToolCall> calls;
+  size_t pos = 0;
+  while (true) {
+    const size_t open = out.find(kHermesOpen, pos);
+    if (open == std::string_view::npos) break;
+    const size_t close = out.find(kHermesClose, open);
+    if (close == std::string_view::npos) return std::nullopt;
+    *content += out.substr(pos, open - pos);
+    const std::string_view body = out.substr(open + kHermesOpen.size(), close - open - kHermesOpen.size());
+    auto j = parse(trim(body));
+    if (!j) return std::nullopt;
+    auto call = call_from_object(*j, calls.size());
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+    pos = close + kHermesClose.size();
+  }
+  *content += out.substr(pos);
+  return calls;
+}
+
+Calls parse_llama3(std::string_view out, std::string* content) {
+  std::string_view body = trim(out);
+  if (body.substr(0, kPythonTag.size()) == kPythonTag) body = trim(body.substr(kPythonTag.size()));
+  if (body.empty() || (body.front() != '{' && body.front() != '[')) return std::vector<ToolCall>{};
+  auto j = parse(body);
+  if (!j) return std::nullopt;
+  std::vector<ToolCall> calls;
+  const Json items = j->is_array() ? *j : Json::array({*j});
+  for (const Json& item : items) {
+    auto call = call_from_object(item, calls.size());
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+  }
+  content->clear();
+  return calls;
+}
+
+// V3/R1: <call_begin>function<sep>NAME\n```json\n{...}\n```<call_end>; V3.1: <call_begin>NAME<sep>{...}<call_end>.
+Calls parse_deepseek(std::string_view out, std::string* content) {
+  const size_t begin = out.find(kDsCallsBegin);
+  if (begin == std::string_view::npos) {
+    *content = out;
+    return std::vector<ToolCall>{};
+  }
+  const size_t end = out.find(kDsCallsEnd, begin);
+  if (end == std::string_view::npos) return std::nullopt;
+  *content = std::string(out.substr(0, begin)) + std::string(out.substr(end + kDsCallsEnd.size()));
+  std::string_view section = out.substr(begin + kDsCallsBegin.size(), end - begin - kDsCallsBegin.size());
+  std::vector<ToolCall> calls;
+  while (!trim(section).empty()) {
+    section = trim(section);
+    if (section.substr(0, kDsCallBegin.size()) != kDsCallBegin) return std::nullopt;
+    const size_t call_end = section.find(kDsCallEnd);
+    if (call_end == std::string_view::npos) return std::nullopt;
+    const std::string_view call = section.substr(kDsCallBegin.size(), call_end - kDsCallBegin.size());
+    section.remove_prefix(call_end + kDsCallEnd.size());
+    const size_t sep = call.find(kDsSep);
+    if (sep == std::string_view::npos) return std::nullopt;
+    std::string_view name = call.substr(0, sep), json = call.substr(sep + kDsSep.size());
+    if (name == "function") {
+      const size_t nl = json.find('\n');
+      if (nl == std::string_view::npos) return std::nullopt;
+      name = json.substr(0, nl);
+      json = trim(json.substr(nl + 1));
+      if (json.substr(0, 7) == "```json") json.remove_prefix(7);
+      json = trim(json);
+      if (json.size() >= 3 && json.substr(json.size() - 3) == "```") json.remove_suffix(3);
+    }
+    auto j = parse(trim(json));
+    if (!j || trim(name).empty()) return std::nullopt;
+    auto args = arguments_text(*j);
+    if (!args) return std::nullopt;
+    calls.push_back({"call_" + std::to_string(calls.size()), std::string(trim(name)), *args});
+  }
+  return calls;
+}
+
+// [TOOL_CALLS][{"name": ..., "arguments": {...}, "id": ...}, ...] (Nemo) or, repeated,
+// [TOOL_CALLS]name[CALL_ID]id[ARGS]{...} (Small 3.2; [CALL_ID] optional).
+Calls parse_mistral(std::string_view out, std::string* content) {
+  size_t at = out.find(kMistralCalls);
+  if (at == std::string_view::npos) {
+    *content = out;
+    return std::vector<ToolCall>{};
+  }
+  *content = out.substr(0, at);
+  std::vector<ToolCall> calls;
+  std::string_view rest = trim(out.substr(at + kMistralCalls.size()));
+  if (!rest.empty() && rest.front() == '[') {
+    auto j = parse(rest);
+    if (!j || !j->is_array()) return std::nullopt;
+    for (const Json& item : *j) {
+      auto call = call_from_object(item, calls.size());
+      if (!call) return std::nullopt;
+      calls.push_back(std::move(*call));
+    }
+    return calls;
+  }
+  while (!rest.empty()) {
+    const size_t args = rest.find(kMistralArgs);
+    if (args == std::string_view::npos) return std::nullopt;
+    std::string_view name = trim(rest.substr(0, args));
+    std::string id = "call_" + std::to_string(calls.size());
+    if (const size_t id_at = name.find(kMistralId); id_at != std::string_view::npos) {
+      id = trim(name.substr(id_at + kMistralId.size()));
+      name = trim(name.substr(0, id_at));
+    }
+    rest.remove_prefix(args + kMistralArgs.size());
+    const size_t next = rest.find(kMistralCalls);
+    auto j = parse(trim(rest.substr(0, next)));
+    if (!j || name.empty()) return std::nullopt;
+    auto text = arguments_text(*j);
+    if (!text) return std::nullopt;
+    calls.push_back({id, std::string(name), *text});
+    rest = next == std::string_view::npos ? std::string_view() : trim(rest.substr(next + kMistralCalls.size()));
+  }
+  return calls;
+}
+
+// <section_begin><call_begin>functions.NAME:IDX<argument_begin>{...}<call_end>...<section_end>
+Calls parse_kimi(std::string_view out, std::string* content) {
+  const size_t begin = out.find(kKimiBegin);
+  if (begin == std::string_view::npos) {
+    *content = out;
+    return std::vector<ToolCall>{};
+  }
+  const size_t end = out.find(kKimiEnd, begin);
+  if (end == std::string_view::npos) return std::nullopt;
+  *content = std::string(out.substr(0, begin)) + std::string(out.substr(end + kKimiEnd.size()));
+  std::string_view section = out.substr(begin + kKimiBegin.size(), end - begin - kKimiBegin.size());
+  std::vector<ToolCall> calls;
+  while (!trim(section).empty()) {
+    section = trim(section);
+    if (section.substr(0, kKimiCall.size()) != kKimiCall) return std::nullopt;
+    const size_t args = section.find(kKimiArgs), call_end = section.find(kKimiCallEnd);
+    if (args == std::string_view::npos || call_end == std::string_view::npos || args > call_end) return std::nullopt;
+    const std::string_view id = trim(section.substr(kKimiCall.size(), args - kKimiCall.size()));
+    auto j = parse(trim(section.substr(args + kKimiArgs.size(), call_end - args - kKimiArgs.size())));
+    section.remove_prefix(call_end + kKimiCallEnd.size());
+    std::string_view name = id.substr(0, id.rfind(':'));
+    if (name.substr(0, 10) == "functions.") name.remove_prefix(10);
+    if (!j || name.empty()) return std::nullopt;
+    auto text = arguments_text(*j);
+    if (!text) return std::nullopt;
+    calls.push_back({std::string(id), std::string(name), *text});
+  }
+  return calls;
+}
+
+}  // namespace
+
+const char* tool_call_format_name(ToolCallFormat format) {
+  switch (format) {
+    case ToolCallFormat::Hermes: return "hermes";
+    case ToolCallFormat::Llama3: return "llama3";
+    case ToolCallFormat::DeepSeek: return "deepseek";
+    case ToolCallFormat::Mistral: return "mistral";
+    case ToolCallFormat::KimiK2: return "kimi-k2";
+    default: return "none";
+  }
+}
+
+ToolCallFormat detect_tool_call_format(std::string_view src) {
+  auto has = [&](std::string_view marker) { return src.find(marker) != std::string_view::npos; };
+  if (has(kKimiBegin)) return ToolCallFormat::KimiK2;
+  if (has(kDsCallBegin)) return ToolCallFormat::DeepSeek;
+  if (has(kMistralCalls)) return ToolCallFormat::Mistral;
+  if (has(kHermesOpen)) return ToolCallFormat::Hermes;
+  if (has("<|start_header_id|>") && has("tools")) return ToolCallFormat::Llama3;
+  return ToolCallFormat::None;
+}
+
+ParsedToolCalls parse_tool_calls(std::string_view output, ToolCallFormat format) {
+  std::string content;
+  Calls calls;
+  switch (format) {
+    case ToolCallFormat::Hermes: calls = parse_hermes(output, &content); break;
+    case ToolCallFormat::Llama3: content = output; calls = parse_llama3(output, &content); break;
+    case ToolCallFormat::DeepSeek: calls = parse_deepseek(output, &content); break;
+    case ToolCallFormat::Mistral: calls = parse_mistral(output, &content); break;
+    case ToolCallFormat::KimiK2: calls = parse_kimi(output, &content); break;
+    case ToolCallFormat::None: break;
+  }
+  if (!calls || calls->empty()) return {std::string(output), {}};
+  return {std::string(trim(content)), std::move(*calls)};
+}
+
+size_t tool_call_start(std::string_view text, ToolCallFormat format) {
+  std::string_view marker;
+  switch (format) {
+    case ToolCallFormat::Hermes: marker = kHermesOpen; break;
+    case ToolCallFormat::DeepSeek: marker = kDsCallsBegin; break;
+    case ToolCallFormat::Mistral: marker = kMistralCalls; break;
+    case ToolCallFormat::KimiK2: marker = kKimiBegin; break;
+    case ToolCallFormat::Llama3: {
+      // A Llama 3 call is the whole message: JSON (or the python tag) from the first character.
+      size_t i = 0;
+      while (i < text.size() && is_space(text[i])) ++i;
+      const std::string_view rest = text.substr(i);
+      if (rest.empty()) return std::string_view::npos;
+      if (rest.front() == '{' || rest.front() == '[' || kPythonTag.substr(0, rest.size()) == rest.substr(0, kPythonTag.size()))
+        return i;
+      return std::string_view::npos;
+    }
+    case ToolCallFormat::None: return std::string_view::npos;
+  }
+  if (const size_t at = text.find(marker); at != std::string_view::npos) return at;
+  for (size_t n = std::min(text.size(), marker.size() - 1); n > 0; --n)
+    if (text.substr(text.size() - n) == marker.substr(0, n)) return text.size() - n;
+  return std::string_view::npos;
+}
+
+}  // namespace tandem::chat
