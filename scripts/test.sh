@@ -8,6 +8,7 @@ scripts/setup.sh
 scripts/build.sh >/dev/null
 export TANDEM_GEMMA_GGUF=${TANDEM_GEMMA_GGUF:-$(scripts/fetch-model.sh)}
 export TANDEM_TEXT=${TANDEM_TEXT:-$(scripts/fetch-text.sh)}
+export TANDEM_LLAMA_MODELS=${TANDEM_LLAMA_MODELS:-$(scripts/fetch-llama-vocab.sh)}
 (cd build && ctest --output-on-failure -j"$(nproc)")
 python3 -m pytest -q tests/py
 scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -1,4 +1,4 @@
-// Byte-level BPE merges of one pre-tokenized word, as llama.cpp runs them
+// BPE merges of one pre-tokenized word, as llama.cpp runs them
 // (src/llama-vocab.cpp, llm_tokenizer_bpe_session): lowest merge rank first, leftmost on ties.
 #include <queue>
 #include <string>
@@ -27,11 +27,17 @@ struct BigramOrder {
   }
 };
 
+std::string hex_byte_token(uint8_t byte) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  return {'<', '0', 'x', kHex[byte >> 4], kHex[byte & 15], '>'};
+}
+
 }  // namespace
 
 void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<TokenId>* out) {
   if (word.empty()) return;
-  if (vocab.ignore_merges) {
+  // llama.cpp takes such words whole: with ignore_merges any word, in Gemma 4 a run of newlines (its PR 21343).
+  if (vocab.ignore_merges || (vocab.spm_style && word.find_first_not_of('\n') == std::string_view::npos)) {
     if (const TokenId id = vocab.find(word); id != kNoToken) {
       out->push_back(id);
       return;
@@ -82,8 +88,11 @@ void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<To
       out->push_back(id);
       continue;
     }
-    for (const char& c : piece)
-      if (const TokenId byte = vocab.find(std::string_view(&c, 1)); byte != kNoToken) out->push_back(byte);
+    for (const char& c : piece) {
+      // Byte-level words hold GPT-2-mapped characters, one per byte; raw UTF-8 ones use <0xXX> tokens.
+      const TokenId byte = vocab.spm_style ? vocab.find(hex_byte_token(uint8_t(c))) : vocab.find(std::string_view(&c, 1));
+      if (byte != kNoToken) out->push_back(byte);
+    }
   }
 }
 

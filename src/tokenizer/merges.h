@@ -15,9 +15,10 @@ namespace tandem::tokenizer {
 // Cost: O(n log n) in the fragment's characters.
 void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<TokenId>* out);
 
-// Tokenizes one pre-tokenized, byte-encoded word with a BPE vocabulary: repeatedly merges the adjacent
-// pair with the lowest merge rank (leftmost first on ties). Symbols that are no token emit the tokens of
-// their single bytes, where those exist (llama.cpp's behaviour; bytes without a token are dropped).
+// Tokenizes one pre-tokenized word with a BPE vocabulary (GPT-2 byte-encoded, or raw UTF-8 for a
+// spm_style vocab): repeatedly merges the adjacent pair with the lowest merge rank (leftmost first on
+// ties). Symbols that are no token emit the tokens of their single bytes (<0xXX> when spm_style), where
+// those exist (llama.cpp's behaviour; bytes without a token are dropped).
 void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<TokenId>* out);
 
 }  // namespace tandem::tokenizer

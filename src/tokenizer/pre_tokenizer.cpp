@@ -40,6 +40,13 @@ PreTokenizerSpec spec(const char* family, std::vector<const char*> patterns, boo
   return PreTokenizerSpec{family, std::move(patterns), clean_spaces, ignore_merges, add_bos, no_bos_id};
 }
 
+// llama.cpp's GEMMA4 pre-type: no word splitting beyond newline runs (the merges run over whole lines).
+PreTokenizerSpec spm_style_spec() {
+  PreTokenizerSpec s = spec("gemma4", {R"([^\n]+|[\n]+)"});
+  s.spm_style = true;
+  return s;
+}
+
 const std::vector<NamedSpec>& table() {
   static const std::vector<NamedSpec> t = {
       {{"default"},
@@ -122,6 +129,7 @@ const std::vector<NamedSpec>& table() {
             {R"(\p{N}{1,3})",
              R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
             true, true)},
+      {{"gemma4", "granite-embed-multi-311m"}, spm_style_spec()},
       {{"exaone-moe"},
        spec("exaone-moe",
             {R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+)"})},

@@ -20,6 +20,10 @@ struct PreTokenizerSpec {
   bool ignore_merges = false;
   bool add_bos = false;    // the family forces add_bos on (before tokenizer.ggml.add_bos_token)
   bool no_bos_id = false;  // the family has no BOS token (chatglm)
+  // llama.cpp's GEMMA4 pre-type (SentencePiece-style BPE): spaces become U+2581 before splitting, words
+  // keep their raw UTF-8 (no GPT-2 byte map), bytes without a token fall back to <0xXX> tokens,
+  // add_bos is on whatever the metadata says, and a word of only newlines that is a token is taken whole.
+  bool spm_style = false;
 };
 
 // The spec for a tokenizer.ggml.pre name, or nullptr when Tandem does not know it.

@@ -83,7 +83,7 @@ Result<std::unique_ptr<Tokenizer>> Tokenizer::from_metadata(const gguf::Metadata
     if (attr & (kAttrUnknown | kAttrControl | kAttrUserDefined)) {
       piece = text;
     } else if (attr & kAttrNormal) {
-      if (v.type == VocabType::Spm) {
+      if (v.type == VocabType::Spm || v.spm_style) {
         for (size_t i = 0; i < text.size(); ++i) {
           if (text.compare(i, 3, "\xE2\x96\x81") == 0) {
             piece += ' ';
@@ -190,8 +190,12 @@ void Tokenizer::tokenize_bpe_text(std::string_view text, std::vector<TokenId>* o
   std::string word;
   size_t begin = 0;
   for (const size_t length : words) {
-    word.clear();
-    for (size_t i = begin; i < begin + length; ++i) word += byte_to_unicode(uint8_t(encoded[i]));
+    if (vocab_.spm_style) {
+      word.assign(encoded, begin, length);
+    } else {
+      word.clear();
+      for (size_t i = begin; i < begin + length; ++i) word += byte_to_unicode(uint8_t(encoded[i]));
+    }
     begin += length;
     auto it = cache.find(std::string_view(word));
     if (it == cache.end()) {
@@ -229,9 +233,23 @@ std::vector<TokenId> Tokenizer::tokenize(std::string_view text, bool add_special
     }
   } else {
     WordCache cache;
+    std::string escaped;
     for (const Fragment& f : fragments) {
-      if (f.is_token) out.push_back(f.id);
-      else tokenize_bpe_text(text.substr(f.begin, f.size), &out, &cache);
+      if (f.is_token) {
+        out.push_back(f.id);
+        continue;
+      }
+      const std::string_view fragment = text.substr(f.begin, f.size);
+      if (!v.spm_style) {
+        tokenize_bpe_text(fragment, &out, &cache);
+        continue;
+      }
+      escaped.clear();
+      for (const char c : fragment) {
+        if (c == ' ') escaped += "\xE2\x96\x81";
+        else escaped += c;
+      }
+      tokenize_bpe_text(escaped, &out, &cache);
     }
   }
   if (add_special && v.add_eos && v.special.eos != kNoToken) out.push_back(v.special.eos);

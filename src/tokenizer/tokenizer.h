@@ -1,4 +1,4 @@
-// Text <-> token ids for a GGUF model's vocabulary ("llama" SentencePiece or "gpt2" byte-level BPE),
+// Text <-> token ids for a GGUF model's vocabulary ("llama" SentencePiece, "gpt2" byte-level BPE, "gemma4"),
 // giving the same ids as llama.cpp's llama_tokenize / llama_detokenize, and a streaming detokenizer.
 #pragma once
 

@@ -90,9 +90,13 @@ Result<Vocab> load_vocab(const Metadata& md, const std::string& source) {
     v.type = VocabType::Spm;
     v.special.bos = 1, v.special.eos = 2, v.special.unk = 0;
     v.add_space_prefix = true, v.add_bos = true;
-  } else if (v.model_name == "gpt2") {
+  } else if (v.model_name == "gpt2" || v.model_name == "gemma4") {
     v.type = VocabType::Bpe;
-    v.special.bos = 11, v.special.eos = 11;
+    if (v.model_name == "gpt2") {
+      v.special.bos = 11, v.special.eos = 11;
+    } else {
+      v.pre_name = "gemma4";  // llama.cpp ignores tokenizer.ggml.pre for this model; no default ids
+    }
     v.clean_spaces = true;
     const PreTokenizerSpec* pre = find_pre_tokenizer(v.pre_name);
     if (v.pre_name.empty()) {
@@ -108,9 +112,10 @@ Result<Vocab> load_vocab(const Metadata& md, const std::string& source) {
     v.ignore_merges = pre->ignore_merges;
     if (pre->add_bos) v.add_bos = true;
     if (pre->no_bos_id) v.special.bos = kNoToken;
+    v.spm_style = pre->spm_style;
   } else {
     return unsupported("%s: tokenizer type '%s' (tokenizer.ggml.model) is not supported; Tandem reads 'llama' "
-                       "(SentencePiece) and 'gpt2' (byte-level BPE)",
+                       "(SentencePiece), 'gpt2' (byte-level BPE) and 'gemma4' (BPE with SentencePiece spaces)",
                        source.c_str(), v.model_name.c_str());
   }
   if (auto b = md.get_bool("tokenizer.ggml.add_space_prefix")) v.add_space_prefix = *b;
@@ -182,6 +187,10 @@ Result<Vocab> load_vocab(const Metadata& md, const std::string& source) {
   }
   if (auto b = md.get_bool("tokenizer.ggml.add_bos_token")) v.add_bos = *b;
   if (auto b = md.get_bool("tokenizer.ggml.add_eos_token")) v.add_eos = *b;
+  if (v.spm_style && !v.add_bos) {  // llama.cpp overrides it for Gemma 4 (its PR 21500)
+    v.add_bos = true;
+    v.warnings.push_back("tokenizer.ggml.add_bos_token is false; turned on for this vocabulary, as llama.cpp does");
+  }
 
   // Auto-detection by text, in the map's walk order as llama.cpp does; a detected token that was
   // not typed as control becomes control (so its text is matched as a special token).

@@ -16,7 +16,7 @@ namespace tandem::tokenizer {
 using TokenId = int32_t;
 inline constexpr TokenId kNoToken = -1;
 
-enum class VocabType { Spm, Bpe };  // tokenizer.ggml.model "llama" and "gpt2"
+enum class VocabType { Spm, Bpe };  // tokenizer.ggml.model "llama"; "gpt2" and "gemma4"
 
 // Attribute bits per token, with the values of llama.cpp's llama_token_attr (include/llama.h).
 enum TokenAttr : uint32_t {
@@ -47,7 +47,7 @@ using StringMap = std::unordered_map<std::string, int32_t, StringHash, std::equa
 struct Vocab {
   VocabType type = VocabType::Spm;
   std::string model_name;  // tokenizer.ggml.model
-  std::string pre_name;    // tokenizer.ggml.pre as written ("" when absent)
+  std::string pre_name;    // tokenizer.ggml.pre as written ("" when absent); "gemma4" for that model, as in llama.cpp
 
   std::vector<std::string> texts;  // [n_tokens]
   std::vector<float> scores;       // [n_tokens]; 0 when the file has none
@@ -63,6 +63,7 @@ struct Vocab {
   bool add_space_prefix = false;  // SPM: a space before text that starts the input or follows a special token
   bool clean_spaces = false;      // detokenize: " ," -> "," and friends
   bool ignore_merges = false;     // BPE: a word that is itself a token skips the merges
+  bool spm_style = false;         // BPE over raw UTF-8 with U+2581 for spaces (PreTokenizerSpec::spm_style)
 
   std::vector<std::string> warnings;  // things a user should know (e.g. an unknown pre-tokenizer)
 
@@ -77,7 +78,7 @@ struct Vocab {
 };
 
 // Reads the vocabulary from metadata; `source` names the file in error messages. A tokenizer type
-// other than "llama" or "gpt2" is refused with its name.
+// other than "llama", "gpt2" or "gemma4" is refused with its name.
 Result<Vocab> load_vocab(const gguf::Metadata& metadata, const std::string& source);
 
 }  // namespace tandem::tokenizer

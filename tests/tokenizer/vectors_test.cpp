@@ -1,6 +1,6 @@
 // Exactness against llama.cpp: the .inp/.out vectors of llama.cpp's test-tokenizer-0 for every vocab in
-// ../shared/models (and, when TANDEM_LLAMA_MODELS is set, a llama.cpp models/ folder), tokenized as that
-// test does: add_special false, parse_special false.
+// ../shared/models and, when TANDEM_LLAMA_MODELS is set, in a llama.cpp models/ folder (the one
+// scripts/fetch-llama-vocab.sh fetches), tokenized as that test does: add_special false, parse_special false.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -56,30 +56,36 @@ std::string ids_string(const std::vector<TokenId>& ids) {
   return s;
 }
 
+// Tokenizes every vector of one vocab; returns false when Tandem refuses the vocab as unsupported.
+bool check_vocab(const fs::path& gguf) {
+  const fs::path inp = gguf.string() + ".inp", out = gguf.string() + ".out";
+  auto tok = Tokenizer::open(gguf.string());
+  if (!tok && tok.error().code() == StatusCode::Unsupported) {
+    std::printf("[ skipped  ] %s: %s\n", gguf.filename().c_str(), tok.error().message().c_str());
+    return false;
+  }
+  EXPECT_TRUE(tok) << tok.error().message();
+  if (!tok) return true;
+  const std::vector<Case> cases = read_vectors(inp, out);
+  EXPECT_FALSE(cases.empty()) << inp;
+  int passed = 0;
+  for (const Case& c : cases) {
+    const std::vector<TokenId> got = (*tok)->tokenize(c.text, false, false);
+    EXPECT_EQ(ids_string(got), ids_string(c.ids)) << gguf.filename() << " input '" << c.text << "'";
+    passed += got == c.ids;
+  }
+  std::printf("[ vectors  ] %-36s %3d / %3zu pass (pre %s)\n", gguf.filename().c_str(), passed, cases.size(),
+              (*tok)->pre_family().c_str());
+  return true;
+}
+
 void check_folder(const fs::path& dir, int* n_vocabs) {
   if (!fs::is_directory(dir)) return;
   for (const auto& entry : fs::directory_iterator(dir)) {
     const fs::path gguf = entry.path();
     if (gguf.extension() != ".gguf") continue;
-    const fs::path inp = gguf.string() + ".inp", out = gguf.string() + ".out";
-    if (!fs::exists(inp) || !fs::exists(out)) continue;
-    auto tok = Tokenizer::open(gguf.string());
-    if (!tok && tok.error().code() == StatusCode::Unsupported) {
-      std::printf("[ skipped  ] %s: %s\n", gguf.filename().c_str(), tok.error().message().c_str());
-      continue;
-    }
-    ASSERT_TRUE(tok) << tok.error().message();
-    const std::vector<Case> cases = read_vectors(inp, out);
-    ASSERT_FALSE(cases.empty()) << inp;
-    int passed = 0;
-    for (const Case& c : cases) {
-      const std::vector<TokenId> got = (*tok)->tokenize(c.text, false, false);
-      EXPECT_EQ(ids_string(got), ids_string(c.ids)) << gguf.filename() << " input '" << c.text << "'";
-      passed += got == c.ids;
-    }
-    std::printf("[ vectors  ] %-36s %3d / %3zu pass (pre %s)\n", gguf.filename().c_str(), passed, cases.size(),
-                (*tok)->pre_family().c_str());
-    ++*n_vocabs;
+    if (!fs::exists(gguf.string() + ".inp") || !fs::exists(gguf.string() + ".out")) continue;
+    *n_vocabs += check_vocab(gguf);
   }
 }
 
@@ -97,6 +103,15 @@ TEST(TokenizerVectors, MatchLlamaCppOnLlamaModelsFolder) {
   int n = 0;
   check_folder(dir, &n);
   EXPECT_GT(n, 0);
+}
+
+// Gemma 4's vocabulary (tokenizer.ggml.model "gemma4") must be read, not skipped as unsupported.
+TEST(TokenizerVectors, MatchLlamaCppOnGemma4) {
+  const char* dir = std::getenv("TANDEM_LLAMA_MODELS");
+  if (!dir) GTEST_SKIP() << "set TANDEM_LLAMA_MODELS (scripts/fetch-llama-vocab.sh) to run Gemma 4's vectors";
+  const fs::path gguf = fs::path(dir) / "ggml-vocab-gemma-4.gguf";
+  ASSERT_TRUE(fs::exists(gguf)) << gguf << " is missing from TANDEM_LLAMA_MODELS";
+  EXPECT_TRUE(check_vocab(gguf)) << "Gemma 4's vocabulary was refused";
 }
 
 }  // namespace
