@@ -16,6 +16,8 @@ for name in $targets; do
   corpus=build-fuzz/corpus/$name
   mkdir -p "$corpus"
   [ -d "fuzz/corpus/$name" ] && cp -n fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null || true
+  # The chat-template target also starts from every real template of the tests.
+  [ "$name" = chat_template_fuzz ] && cp -n tests/fixtures/chat/templates/*.jinja "$corpus"/ 2>/dev/null || true
   echo "fuzz: $name for ${seconds}s"
   (cd build-fuzz && "$OLDPWD/$bin" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \
       -print_final_stats=0 ${FUZZ_ARGS:-} "corpus/$name" 2>"$name.log") \

@@ -109,12 +109,13 @@ Result<Value> f_join(const Value& in, const CallArgs& a) {
   const Value* attribute = a.get(1, "attribute");
   std::string out;
   for (size_t i = 0; i < items.size(); ++i) {
-    if (i && sep) out += sep->str();
+    if (out.size() > a.max_bytes) return invalid_argument("join: more than %zu bytes", a.max_bytes);
+    if (i && sep) out += sep->str(a.max_bytes);
     if (attribute && !attribute->is_none()) {
       TANDEM_ASSIGN(Value v, lookup_path(items[i], *attribute));
-      out += v.str();
+      out += v.str(a.max_bytes);
     } else {
-      out += items[i].str();
+      out += items[i].str(a.max_bytes);
     }
   }
   return Value(std::move(out));
@@ -135,7 +136,7 @@ Result<Value> f_map(const Value& in, const CallArgs& a) {
   if (a.positional.empty() || !a.positional[0].is_string()) return invalid_argument("map: expected a filter name or attribute=");
   const std::string name = a.positional[0].as_string();
   if (!is_known_filter(name)) return invalid_argument("No filter named '%s'.", name.c_str());
-  CallArgs rest{List(a.positional.begin() + 1, a.positional.end()), a.keyword};
+  CallArgs rest{List(a.positional.begin() + 1, a.positional.end()), a.keyword, a.max_bytes};
   for (const Value& item : items) {
     TANDEM_ASSIGN(Value v, apply_filter(name, item, rest));
     out.push_back(std::move(v));
@@ -159,7 +160,7 @@ Result<Value> select(const Value& in, const CallArgs& a, bool keep, bool by_attr
     test = a.positional[next++].as_string();
     if (!is_known_test(test)) return invalid_argument("No test named '%s'.", test.c_str());
   }
-  CallArgs rest{List(a.positional.begin() + next, a.positional.end()), a.keyword};
+  CallArgs rest{List(a.positional.begin() + next, a.positional.end()), a.keyword, a.max_bytes};
   List out;
   for (const Value& item : items) {
     Value subject = item;
@@ -192,7 +193,7 @@ Result<Value> f_list(const Value& in, const CallArgs&) {
   return Value::list(std::move(items));
 }
 
-Result<Value> f_string(const Value& in, const CallArgs&) { return in.is_markup() ? in : Value(in.str()); }
+Result<Value> f_string(const Value& in, const CallArgs& a) { return in.is_markup() ? in : Value(in.str(a.max_bytes)); }
 Result<Value> f_safe(const Value& in, const CallArgs&) { return Value::markup(in.str()); }
 Result<Value> f_escape(const Value& in, const CallArgs&) { return in.is_markup() ? in : Value::markup(html_escape(in.str())); }
 Result<Value> f_forceescape(const Value& in, const CallArgs&) { return Value::markup(html_escape(in.str())); }
@@ -382,6 +383,7 @@ Result<Value> f_tojson(const Value& in, const CallArgs& a) {
     st.key_separator = sep->as_list()[1].str();
   }
   st.sort_keys = flag(a, 3, "sort_keys");
+  st.max_bytes = a.max_bytes;
   TANDEM_ASSIGN(std::string s, to_json(in, st));
   return Value(std::move(s));
 }

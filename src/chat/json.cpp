@@ -52,6 +52,7 @@ void escape_json_string(std::string_view s, bool ensure_ascii, std::string& out)
 
 Status dump(const Value& v, const JsonStyle& st, int depth, std::string& out) {
   if (depth > 512) return invalid_argument("tojson: nesting deeper than 512");
+  if (out.size() > st.max_bytes) return invalid_argument("tojson: more than %zu bytes", st.max_bytes);
   auto newline = [&](int level) {
     if (st.indent < 0) return;
     out += '\n';

@@ -146,7 +146,7 @@ Result<bool> contains(const Value& container, const Value& item) {
 Result<Value> eval_binary(Op op, const Value& a, const Value& b, size_t max_bytes) {
   switch (op) {
     case Op::Concat: {
-      std::string s = a.str() + b.str();
+      std::string s = a.str(max_bytes) + b.str(max_bytes);
       if (s.size() > max_bytes) return invalid_argument("string beyond %zu bytes", max_bytes);
       return Value(std::move(s));
     }

@@ -3,6 +3,7 @@
 // transformers adds (raise_exception, strftime_now) besides jinja2's (range, namespace, dict).
 #include <cmath>
 #include <ctime>
+#include <unordered_set>
 
 #include "chat/ast.h"
 #include "chat/builtins.h"
@@ -79,6 +80,21 @@ class Renderer {
     return {};
   }
 
+  // A namespace outlives loop iterations, so it is where values could nest without end or refer
+  // back to themselves: refused (jinja2 would hit Python's recursion limit printing them).
+  static Status storable(const Value& v, int depth, std::unordered_set<const void*>& seen) {
+    if (depth > 256) return invalid_argument("a namespace attribute nests deeper than 256 levels");
+    if (v.kind() == Kind::Namespace) return invalid_argument("Tandem does not store a namespace inside a namespace");
+    const void* id = v.is_list() ? static_cast<const void*>(&v.as_list()) : v.is_dict() ? static_cast<const void*>(&v.as_dict()) : nullptr;
+    if (!id) return {};
+    if (!seen.insert(id).second) return {};
+    if (v.is_list())
+      for (const Value& item : v.as_list()) TANDEM_TRY(storable(item, depth + 1, seen));
+    else
+      for (const auto& [k, item] : v.as_dict().items) TANDEM_TRY(storable(item, depth + 1, seen));
+    return {};
+  }
+
   void add_globals(Frame& g) {
     g.set("range", Value::callable("range", [this](const CallArgs& a) -> Result<Value> {
       int64_t start = 0, stop = 0, stride = 1;
@@ -144,7 +160,7 @@ class Renderer {
       case NodeKind::Text: out += n.text; return {};
       case NodeKind::Output: {
         TANDEM_ASSIGN(Value v, eval(*n.expr, f));
-        out += v.str();
+        out += v.str(options_.max_output_bytes);
         return {};
       }
       case NodeKind::If:
@@ -177,14 +193,14 @@ class Renderer {
           return call_body(*node, node->params, node->body, f, a);
         });
         TANDEM_ASSIGN(Value v, eval_call(*n.expr, f, &caller));
-        out += v.str();
+        out += v.str(options_.max_output_bytes);
         return {};
       }
       case NodeKind::FilterBlock: {
         std::string text;
         TANDEM_TRY(exec(n.body, child_of(f), text));
         TANDEM_ASSIGN(Value v, apply_filters(*n.expr, Value(std::move(text)), f));
-        out += v.str();
+        out += v.str(options_.max_output_bytes);
         return {};
       }
       case NodeKind::With: {
@@ -206,6 +222,8 @@ class Renderer {
     if (!t.attr.empty()) {
       const Value* ns = f->find(t.names[0]);
       if (!ns || ns->kind() != Kind::Namespace) return error(n.offset, "cannot assign attribute on non-namespace object");
+      std::unordered_set<const void*> seen;
+      if (Status s = storable(v, 0, seen); !s.is_ok()) return located(n.offset, s);
       ns->as_dict().set(Value(t.attr), std::move(v));
       return {};
     }
@@ -332,6 +350,7 @@ class Renderer {
 
   Result<CallArgs> eval_args(const Expr& e, const FramePtr& f) {
     CallArgs args;
+    args.max_bytes = options_.max_output_bytes;
     args.positional.reserve(e.args.size());
     for (const ExprPtr& a : e.args) {
       TANDEM_ASSIGN(Value v, eval(*a, f));

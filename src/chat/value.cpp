@@ -209,41 +209,59 @@ std::string string_repr(std::string_view s) {
   return out;
 }
 
-std::string Value::str() const {
+std::string Value::str(size_t limit) const {
   switch (kind_) {
     case Kind::Undefined: return "";
     case Kind::String: return str_;
-    default: return repr();
+    default: return repr(limit);
   }
 }
 
-std::string Value::repr() const {
+std::string Value::repr(size_t limit) const {
+  std::string out;
+  repr_into(out, limit);
+  return out;
+}
+
+void Value::repr_into(std::string& out, size_t limit) const {
+  if (out.size() > limit) return;
   switch (kind_) {
-    case Kind::Undefined: return "";
-    case Kind::None: return "None";
-    case Kind::Bool: return num_.b ? "True" : "False";
-    case Kind::Int: return std::to_string(num_.i);
-    case Kind::Float: return float_repr(num_.f);
-    case Kind::String: return string_repr(str_);
+    case Kind::Undefined: return;
+    case Kind::None: out += "None"; return;
+    case Kind::Bool: out += num_.b ? "True" : "False"; return;
+    case Kind::Int: out += std::to_string(num_.i); return;
+    case Kind::Float: out += float_repr(num_.f); return;
+    case Kind::String: out += string_repr(str_); return;
     case Kind::List: {
-      if (flavor_ == Flavor::Generator) return "<generator object>";  // jinja2 adds an address
-      std::string out = flavor_ == Flavor::Tuple ? "(" : "[";
-      for (size_t i = 0; i < list_->size(); ++i) out += (i ? ", " : "") + (*list_)[i].repr();
-      if (flavor_ == Flavor::Tuple) return out + (list_->size() == 1 ? ",)" : ")");
-      return out + "]";
+      if (flavor_ == Flavor::Generator) {
+        out += "<generator object>";  // jinja2 adds an address
+        return;
+      }
+      out += flavor_ == Flavor::Tuple ? "(" : "[";
+      for (size_t i = 0; i < list_->size() && out.size() <= limit; ++i) {
+        if (i) out += ", ";
+        (*list_)[i].repr_into(out, limit);
+      }
+      if (flavor_ == Flavor::Tuple) out += list_->size() == 1 ? ",)" : ")";
+      else out += "]";
+      return;
     }
     case Kind::Dict: case Kind::Namespace: {
-      std::string out = kind_ == Kind::Namespace ? "<Namespace {" : "{";
+      out += kind_ == Kind::Namespace ? "<Namespace {" : "{";
       bool first = true;
       for (const auto& [k, v] : dict_->items) {
-        out += (first ? "" : ", ") + k.repr() + ": " + v.repr();
+        if (out.size() > limit) break;
+        if (!first) out += ", ";
+        k.repr_into(out, limit);
+        out += ": ";
+        v.repr_into(out, limit);
         first = false;
       }
-      return out + (kind_ == Kind::Namespace ? "}>" : "}");
+      out += kind_ == Kind::Namespace ? "}>" : "}";
+      return;
     }
-    case Kind::Callable: return "<function " + fn_->name + ">";
+    case Kind::Callable: out += "<function " + fn_->name + ">"; return;
   }
-  return "";
 }
 
 std::string Value::type_name() const {
@@ -272,6 +290,7 @@ bool Value::equals(const Value& o) const {
     case Kind::Undefined: case Kind::None: return true;
     case Kind::String: return str_ == o.str_;
     case Kind::List: {
+      if (list_ == o.list_) return true;  // Python compares identical objects as equal first too
       if (flavor_ != o.flavor_) return false;
       if (flavor_ == Flavor::Generator) return list_ == o.list_;
       if (list_->size() != o.list_->size()) return false;
@@ -280,6 +299,7 @@ bool Value::equals(const Value& o) const {
       return true;
     }
     case Kind::Dict: {
+      if (dict_ == o.dict_) return true;
       if (dict_->items.size() != o.dict_->items.size()) return false;
       for (const auto& [k, v] : dict_->items) {
         const Value* ov = o.dict_->find(k);

@@ -32,6 +32,7 @@ struct Dict {
 struct CallArgs {
   std::vector<Value> positional;
   std::vector<std::pair<std::string, Value>> keyword;
+  size_t max_bytes = 64u << 20;  // the render's output bound: text a builtin builds stays under it
 
   // Python's parameter binding for a builtin: the value of parameter `index` named `name`, from
   // the positional list or the keywords; nullptr when not given.
@@ -93,8 +94,12 @@ class Value {
   const Callable& as_callable() const { return *fn_; }
 
   bool truthy() const;
-  std::string str() const;   // Python's str()
-  std::string repr() const;  // Python's repr()
+  // Python's str() and repr(). A container shared many times over can print exponentially long:
+  // printing stops once the text passes `limit` bytes (the renderer's output bound then refuses it;
+  // elsewhere 64 MiB, far past any chat prompt, keeps memory bounded).
+  static constexpr size_t kMaxTextBytes = 64u << 20;
+  std::string str(size_t limit = kMaxTextBytes) const;
+  std::string repr(size_t limit = kMaxTextBytes) const;
   std::string type_name() const;  // "dict object", as jinja2's messages name types
   bool equals(const Value& other) const;  // Python ==
 
@@ -102,6 +107,8 @@ class Value {
   Result<List> iterate() const;
 
  private:
+  void repr_into(std::string& out, size_t limit) const;
+
   static Value with_kind(Kind k) {
     Value v;
     v.kind_ = k;
@@ -144,6 +151,7 @@ struct JsonStyle {
   std::string item_separator = ", ";
   std::string key_separator = ": ";
   bool sort_keys = false;
+  size_t max_bytes = 64u << 20;  // longer text is an error (a shared value can serialize exponentially long)
 };
 Result<std::string> to_json(const Value& v, const JsonStyle& style);
 // Parses JSON text into values (objects keep their key order); errors name the position.

@@ -86,6 +86,21 @@ TEST(ChatTemplateErrors, EndlessWorkStopsWithAClearError) {
   EXPECT_NE(render_error("{{ 9223372036854775807 + 1 }}").find("integer overflow"), std::string::npos);
 }
 
+TEST(ChatTemplateErrors, NamespacesCannotGrowWithoutBound) {
+  EXPECT_NE(render_error("{% set ns = namespace(x=none) %}{% set ns.x = [ns] %}").find("namespace inside a namespace"),
+            std::string::npos);
+  EXPECT_NE(render_error("{% set ns = namespace(x=[]) %}{% for i in range(300) %}{% set ns.x = [ns.x] %}{% endfor %}")
+                .find("nests deeper than 256"),
+            std::string::npos);
+  // Shared twice per level, 2^40 leaves: printing and tojson stop at their bounds instead of running on.
+  RenderOptions o;
+  o.max_output_bytes = 1000;
+  const std::string dag = "{% set ns = namespace(x=[1]) %}{% for i in range(40) %}{% set ns.x = [ns.x, ns.x] %}{% endfor %}";
+  EXPECT_NE(render_error(dag + "{{ ns.x }}", o).find("output exceeds 1000 bytes"), std::string::npos);
+  EXPECT_NE(render_error(dag + "{{ ns.x | tojson }}", o).find("tojson: more than 1000 bytes"), std::string::npos);
+  EXPECT_NE(render_error(dag + "{{ ns.x | join(',') }}", o).find("join: more than 1000 bytes"), std::string::npos);
+}
+
 TEST(ChatTemplateErrors, RecursiveLoopDepthIsBounded) {
   auto t = Template::parse("{% for x in t recursive %}[{{ loop(t) }}]{% endfor %}");
   ASSERT_TRUE(t);
