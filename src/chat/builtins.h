@@ -28,6 +28,9 @@ Result<Value> get_item(const Value& obj, const Value& key);
 // Python's `item in container`.
 Result<bool> contains(const Value& container, const Value& item);
 
+// Python's printf-style `fmt % args` for %s, %r, %d, %i and %% (other conversions are refused).
+Result<std::string> printf_format(const std::string& fmt, const List& args);
+
 // Python's str.strip family on whitespace or on a set of characters (code points).
 std::string strip_chars(std::string_view s, const Value* chars, bool left, bool right);
 

@@ -440,28 +440,8 @@ Result<Value> f_wordcount(const Value& in, const CallArgs&) {
   return Value(static_cast<int64_t>(words.as_list().size()));
 }
 
-// printf-style `"%s" | format(x)`: %s, %r, %d, %i and %% (other conversions are refused).
 Result<Value> f_format(const Value& in, const CallArgs& a) {
-  const std::string fmt = in.str();
-  std::string out;
-  size_t next = 0;
-  for (size_t i = 0; i < fmt.size(); ++i) {
-    if (fmt[i] != '%' || i + 1 >= fmt.size()) {
-      out += fmt[i];
-      continue;
-    }
-    const char c = fmt[++i];
-    if (c == '%') {
-      out += '%';
-      continue;
-    }
-    if (next >= a.positional.size()) return invalid_argument("not enough arguments for format string");
-    const Value& v = a.positional[next++];
-    if (c == 's') out += v.str();
-    else if (c == 'r') out += v.repr();
-    else if ((c == 'd' || c == 'i') && v.is_number()) out += std::to_string(v.is_integer() ? v.as_int() : static_cast<int64_t>(v.as_float()));
-    else return invalid_argument("format: unsupported conversion '%%%c'", c);
-  }
+  TANDEM_ASSIGN(std::string out, printf_format(in.str(), a.positional));
   return Value(std::move(out));
 }
 
@@ -488,6 +468,30 @@ const FilterEntry* find_filter(std::string_view name) {
 }
 
 }  // namespace
+
+Result<std::string> printf_format(const std::string& fmt, const List& args) {
+  std::string out;
+  size_t next = 0;
+  for (size_t i = 0; i < fmt.size(); ++i) {
+    if (fmt[i] != '%' || i + 1 >= fmt.size()) {
+      out += fmt[i];
+      continue;
+    }
+    const char c = fmt[++i];
+    if (c == '%') {
+      out += '%';
+      continue;
+    }
+    if (next >= args.size()) return invalid_argument("not enough arguments for format string");
+    const Value& v = args[next++];
+    if (c == 's') out += v.str();
+    else if (c == 'r') out += v.repr();
+    else if ((c == 'd' || c == 'i') && v.is_number()) out += std::to_string(v.is_integer() ? v.as_int() : static_cast<int64_t>(v.as_float()));
+    else return invalid_argument("format: unsupported conversion '%%%c'", c);
+  }
+  if (next < args.size()) return invalid_argument("not all arguments converted during string formatting");
+  return out;
+}
 
 bool is_known_filter(std::string_view name) { return find_filter(name) != nullptr; }
 

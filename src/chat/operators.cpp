@@ -118,6 +118,10 @@ Result<Value> arithmetic(Op op, const Value& a, const Value& b, size_t max_bytes
     out.insert(out.end(), b.as_list().begin(), b.as_list().end());
     return Value::list(std::move(out));
   }
+  if (op == Op::Mod && a.is_string()) {  // "%s: %d" % (name, n)
+    TANDEM_ASSIGN(std::string s, printf_format(a.as_string(), b.is_tuple() ? b.as_list() : List{b}));
+    return Value(std::move(s));
+  }
   if (op == Op::Mul && (a.is_string() || a.is_list()) && b.is_integer() && b.kind() != Kind::Bool)
     return repeat(a, b.as_int(), max_bytes);
   if (op == Op::Mul && (b.is_string() || b.is_list()) && a.is_integer() && a.kind() != Kind::Bool)
