@@ -20,7 +20,7 @@ struct Frame;
 using FramePtr = std::shared_ptr<Frame>;
 
 // One scope: its own variables, then the enclosing scope's.
-struct Frame {
+struct Frame : std::enable_shared_from_this<Frame> {
   std::vector<std::pair<std::string, Value>> vars;
   FramePtr parent;
 
@@ -189,8 +189,9 @@ class Renderer {
       case NodeKind::Macro: f->set(n.text, make_macro(n, f)); return {};
       case NodeKind::CallBlock: {
         const Node* node = &n;
-        Value caller = Value::callable("caller", [this, node, f](const CallArgs& a) -> Result<Value> {
-          return call_body(*node, node->params, node->body, f, a);
+        Frame* scope = keep_alive(f);
+        Value caller = Value::callable("caller", [this, node, scope](const CallArgs& a) -> Result<Value> {
+          return call_body(*node, node->params, node->body, scope->shared_from_this(), a);
         });
         TANDEM_ASSIGN(Value v, eval_call(*n.expr, f, &caller));
         out += v.str(options_.max_output_bytes);
@@ -259,12 +260,13 @@ class Renderer {
     Value recurse;
     if (n.recursive) {
       const Node* node = &n;
-      recurse = Value::callable("loop", [this, node, f, depth](const CallArgs& a) -> Result<Value> {
+      Frame* scope = keep_alive(f);
+      recurse = Value::callable("loop", [this, node, scope, depth](const CallArgs& a) -> Result<Value> {
         if (a.positional.empty()) return invalid_argument("loop() takes the items to walk");
         if (depth + 1 >= options_.max_call_depth)
           return invalid_argument("recursive loop deeper than %d", options_.max_call_depth);
         std::string text;
-        TANDEM_TRY(run_loop(*node, f, a.positional[0], depth + 1, text));
+        TANDEM_TRY(run_loop(*node, scope->shared_from_this(), a.positional[0], depth + 1, text));
         return Value(std::move(text));
       });
     }
@@ -303,10 +305,18 @@ class Renderer {
     return {};
   }
 
+  // Callables refer to their scope by plain pointer, or a macro stored in the very scope it
+  // captures would keep it alive forever (a reference cycle); the renderer owns such scopes.
+  Frame* keep_alive(const FramePtr& f) {
+    keep_alive_.push_back(f);
+    return f.get();
+  }
+
   Value make_macro(const Node& n, const FramePtr& defined_in) {
     const Node* node = &n;
-    return Value::callable(n.text, [this, node, defined_in](const CallArgs& a) -> Result<Value> {
-      return call_body(*node, node->params, node->body, defined_in, a);
+    Frame* scope = keep_alive(defined_in);
+    return Value::callable(n.text, [this, node, scope](const CallArgs& a) -> Result<Value> {
+      return call_body(*node, node->params, node->body, scope->shared_from_this(), a);
     });
   }
 
@@ -505,6 +515,7 @@ class Renderer {
   int64_t steps_ = 0;
   int call_depth_ = 0;
   bool final_error_ = false;
+  std::vector<FramePtr> keep_alive_;  // scopes that callables point into; freed with the renderer
 };
 
 }  // namespace
