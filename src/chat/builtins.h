@@ -29,7 +29,8 @@ Result<Value> get_item(const Value& obj, const Value& key);
 Result<bool> contains(const Value& container, const Value& item);
 
 // Python's printf-style `fmt % args` for %s, %r, %d, %i and %% (other conversions are refused).
-Result<std::string> printf_format(const std::string& fmt, const List& args);
+// allow_unused: Python's rule for a mapping-like argument (a list or dict): no error if unused.
+Result<std::string> printf_format(const std::string& fmt, const List& args, bool allow_unused);
 
 // Python's str.strip family on whitespace or on a set of characters (code points).
 std::string strip_chars(std::string_view s, const Value* chars, bool left, bool right);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "chat/builtins.h"
+#include "chat/text.h"
 
 namespace tandem::chat {
 namespace {
@@ -266,23 +267,7 @@ Result<Value> f_upper(const Value& in, const CallArgs& a) { return keep_markup(i
 Result<Value> f_lower(const Value& in, const CallArgs& a) { return keep_markup(in, call_method(Value(in.str()), "lower", a)); }
 Result<Value> f_capitalize(const Value& in, const CallArgs& a) { return keep_markup(in, call_method(Value(in.str()), "capitalize", a)); }
 
-// jinja2's title: each chunk between [-\s({[<] starts upper-case, continues lower-case.
-Result<Value> f_title(const Value& in, const CallArgs&) {
-  std::string s = in.str();
-  bool start = true;
-  for (char& c : s) {
-    const bool sep = c == '-' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' ||
-                     c == '(' || c == '{' || c == '[' || c == '<';
-    if (sep) {
-      start = true;
-      continue;
-    }
-    if (c >= 'a' && c <= 'z' && start) c -= 32;
-    else if (c >= 'A' && c <= 'Z' && !start) c += 32;
-    start = false;
-  }
-  return Value(std::move(s));
-}
+Result<Value> f_title(const Value& in, const CallArgs&) { return keep_markup(in, Value(jinja_title(in.str()))); }
 
 Result<Value> f_trim(const Value& in, const CallArgs& a) {
   return keep_markup(in, Value(strip_chars(in.str(), a.get(0, "chars"), true, true)));
@@ -317,6 +302,8 @@ Result<Value> f_unique(const Value& in, const CallArgs& a) {
       TANDEM_ASSIGN(key, lookup_path(item, *attribute));
     }
     key = sort_key(key, case_sensitive);
+    if ((key.is_list() && !key.is_tuple()) || key.is_dict())  // jinja2 keeps a set of seen keys
+      return invalid_argument("unhashable type: '%s'", key.is_dict() ? "dict" : "list");
     if (std::any_of(seen.begin(), seen.end(), [&](const Value& s) { return s.equals(key); })) continue;
     seen.push_back(key);
     out.push_back(item);
@@ -352,6 +339,8 @@ Result<Value> f_batch(const Value& in, const CallArgs& a) {
 }
 
 Result<Value> f_indent(const Value& in, const CallArgs& a) {
+  // jinja2 appends "\n" to the value and splits its lines: anything but a string fails there.
+  if (!in.is_string()) return invalid_argument("'%s' has no attribute 'splitlines'", in.type_name().c_str());
   const Value* w = a.get(0, "width");
   std::string pad = w && w->is_string() ? w->as_string() : std::string(w && w->is_integer() ? std::max<int64_t>(0, std::min<int64_t>(w->as_int(), 1024)) : 4, ' ');
   const bool first = flag(a, 1, "first"), blank = flag(a, 2, "blank");
@@ -435,13 +424,10 @@ Result<Value> f_center(const Value& in, const CallArgs& a) {
   return Value(std::string(left, ' ') + s + std::string(total - left, ' '));
 }
 
-Result<Value> f_wordcount(const Value& in, const CallArgs&) {
-  TANDEM_ASSIGN(Value words, call_method(Value(in.str()), "split", {}));
-  return Value(static_cast<int64_t>(words.as_list().size()));
-}
+Result<Value> f_wordcount(const Value& in, const CallArgs&) { return Value(word_count(in.str())); }
 
 Result<Value> f_format(const Value& in, const CallArgs& a) {
-  TANDEM_ASSIGN(std::string out, printf_format(in.str(), a.positional));
+  TANDEM_ASSIGN(std::string out, printf_format(in.str(), a.positional, false));
   return Value(std::move(out));
 }
 
@@ -469,7 +455,7 @@ const FilterEntry* find_filter(std::string_view name) {
 
 }  // namespace
 
-Result<std::string> printf_format(const std::string& fmt, const List& args) {
+Result<std::string> printf_format(const std::string& fmt, const List& args, bool allow_unused) {
   std::string out;
   size_t next = 0;
   for (size_t i = 0; i < fmt.size(); ++i) {
@@ -489,7 +475,7 @@ Result<std::string> printf_format(const std::string& fmt, const List& args) {
     else if ((c == 'd' || c == 'i') && v.is_number()) out += std::to_string(v.is_integer() ? v.as_int() : static_cast<int64_t>(v.as_float()));
     else return invalid_argument("format: unsupported conversion '%%%c'", c);
   }
-  if (next < args.size()) return invalid_argument("not all arguments converted during string formatting");
+  if (next < args.size() && !allow_unused) return invalid_argument("not all arguments converted during string formatting");
   return out;
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "chat/builtins.h"
+#include "chat/text.h"
 
 namespace tandem::chat {
 namespace {
@@ -24,14 +25,6 @@ bool is_py_space(uint32_t c) {
          (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
-std::string ascii_map(std::string_view s, int (*fn)(int)) {
-  std::string out(s);
-  for (char& c : out)
-    if (static_cast<unsigned char>(c) < 0x80) c = static_cast<char>(fn(c));
-  return out;
-}
-int to_upper(int c) { return (c >= 'a' && c <= 'z') ? c - 32 : c; }
-int to_lower(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
 bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 Value unsafe(const Value& obj, std::string_view name) {
@@ -210,22 +203,10 @@ Result<Value> call_str_method(const std::string& s, const std::string& name, con
       return out;
     }());
   }
-  if (name == "upper") return Value(ascii_map(s, to_upper));
-  if (name == "lower") return Value(ascii_map(s, to_lower));
-  if (name == "capitalize") {
-    std::string out = ascii_map(s, to_lower);
-    if (!out.empty()) out[0] = static_cast<char>(to_upper(out[0]));
-    return Value(out);
-  }
-  if (name == "title") {
-    std::string out(s);
-    bool prev_cased = false;
-    for (char& c : out) {
-      c = static_cast<char>(prev_cased ? to_lower(c) : to_upper(c));
-      prev_cased = is_alpha(c);
-    }
-    return Value(out);
-  }
+  if (name == "upper") return Value(py_upper(s));
+  if (name == "lower") return Value(py_lower(s));
+  if (name == "capitalize") return Value(py_capitalize(s));
+  if (name == "title") return Value(py_title(s));
   if (name == "find" || name == "rfind" || name == "count" || name == "index") {
     TANDEM_ASSIGN(std::string sub, arg_string(a, 0, "sub", name));
     if (name == "count") {
@@ -279,15 +260,8 @@ Result<Value> call_str_method(const std::string& s, const std::string& name, con
   if (name == "isalpha") return Value(all_chars(s, is_alpha));
   if (name == "isalnum") return Value(all_chars(s, [](char c) { return is_alpha(c) || (c >= '0' && c <= '9'); }));
   if (name == "isspace") return Value(all_chars(s, [](char c) { return is_py_space(static_cast<unsigned char>(c)); }));
-  if (name == "islower" || name == "isupper") {
-    bool cased = false, ok = true;
-    for (char c : s) {
-      if (!is_alpha(c)) continue;
-      cased = true;
-      ok &= name == "islower" ? (c >= 'a' && c <= 'z') : (c >= 'A' && c <= 'Z');
-    }
-    return Value(cased && ok);
-  }
+  if (name == "islower") return Value(py_islower(s));
+  if (name == "isupper") return Value(py_isupper(s));
   return invalid_argument("'str' object has no attribute '%s'", name.c_str());
 }
 
@@ -309,6 +283,8 @@ Result<Value> call_dict_method(const Value& obj, const std::string& name, const 
   if (name == "get") {
     const Value* key = a.get(0, "key");
     if (!key) return invalid_argument("get expected at least 1 argument, got 0");
+    if (key->is_list() && !key->is_tuple()) return invalid_argument("unhashable type: 'list'");
+    if (key->is_dict()) return invalid_argument("unhashable type: 'dict'");
     if (const Value* v = d.find(*key)) return *v;
     const Value* dflt = a.get(1, "default");
     return dflt ? *dflt : Value::none();

@@ -119,12 +119,13 @@ Result<Value> arithmetic(Op op, const Value& a, const Value& b, size_t max_bytes
     return Value::list(std::move(out));
   }
   if (op == Op::Mod && a.is_string()) {  // "%s: %d" % (name, n)
-    TANDEM_ASSIGN(std::string s, printf_format(a.as_string(), b.is_tuple() ? b.as_list() : List{b}));
+    const bool mapping_like = (b.is_list() && !b.is_tuple()) || b.is_dict();
+    TANDEM_ASSIGN(std::string s, printf_format(a.as_string(), b.is_tuple() ? b.as_list() : List{b}, mapping_like));
     return Value(std::move(s));
   }
-  if (op == Op::Mul && (a.is_string() || a.is_list()) && b.is_integer() && b.kind() != Kind::Bool)
-    return repeat(a, b.as_int(), max_bytes);
-  if (op == Op::Mul && (b.is_string() || b.is_list()) && a.is_integer() && a.kind() != Kind::Bool)
+  if (op == Op::Mul && (a.is_string() || a.is_list()) && !a.is_generator() && b.is_integer())
+    return repeat(a, b.as_int(), max_bytes);  // bool counts as 0 or 1, as in Python
+  if (op == Op::Mul && (b.is_string() || b.is_list()) && !b.is_generator() && a.is_integer())
     return repeat(b, a.as_int(), max_bytes);
   return type_error(op, a, b);
 }
@@ -142,7 +143,10 @@ Result<bool> contains(const Value& container, const Value& item) {
       for (const Value& v : container.as_list())
         if (v.equals(item)) return true;
       return false;
-    case Kind::Dict: return container.as_dict().find(item) != nullptr;
+    case Kind::Dict:
+      if ((item.is_list() && !item.is_tuple()) || item.is_dict())
+        return invalid_argument("unhashable type: '%s'", item.is_list() ? "list" : "dict");
+      return container.as_dict().find(item) != nullptr;
     default: return invalid_argument("argument of type '%s' is not iterable", container.type_name().c_str());
   }
 }

@@ -191,7 +191,7 @@ class Renderer {
         const Node* node = &n;
         Frame* scope = keep_alive(f);
         Value caller = Value::callable("caller", [this, node, scope](const CallArgs& a) -> Result<Value> {
-          return call_body(*node, node->params, node->body, scope->shared_from_this(), a);
+          return call_body(*node, scope->shared_from_this(), a);
         });
         TANDEM_ASSIGN(Value v, eval_call(*n.expr, f, &caller));
         out += v.str(options_.max_output_bytes);
@@ -316,13 +316,13 @@ class Renderer {
     const Node* node = &n;
     Frame* scope = keep_alive(defined_in);
     return Value::callable(n.text, [this, node, scope](const CallArgs& a) -> Result<Value> {
-      return call_body(*node, node->params, node->body, scope->shared_from_this(), a);
+      return call_body(*node, scope->shared_from_this(), a);
     });
   }
 
   // A macro's or a call block's body with its parameters bound, in a new scope under `outer`.
-  Result<Value> call_body(const Node& n, const std::vector<MacroParam>& params, const Body& body,
-                          const FramePtr& outer, const CallArgs& a) {
+  Result<Value> call_body(const Node& n, const FramePtr& outer, const CallArgs& a) {
+    const std::vector<MacroParam>& params = n.params;
     if (call_depth_ >= options_.max_call_depth)
       return invalid_argument("macro calls nest deeper than %d (unbounded recursion?)", options_.max_call_depth);
     auto frame = child_of(outer);
@@ -350,11 +350,10 @@ class Renderer {
     ++call_depth_;
     std::string out;
     const Flow saved = flow_;
-    Status s = exec(body, frame, out);
+    Status s = exec(n.body, frame, out);
     flow_ = saved;
     --call_depth_;
     TANDEM_TRY(s);
-    (void)n;
     return Value(std::move(out));
   }
 

@@ -3,6 +3,7 @@
 
 #include "chat/ast.h"
 #include "chat/builtins.h"
+#include "chat/text.h"
 
 namespace tandem::chat {
 
@@ -19,21 +20,6 @@ Result<Value> arg0(std::string_view test, const CallArgs& a) {
 Result<bool> compare_test(Op op, const Value& x, const Value& y) {
   TANDEM_ASSIGN(Value r, eval_binary(op, x, y, SIZE_MAX));
   return r.truthy();
-}
-
-bool is_lower_text(const Value& v, bool upper) {
-  if (!v.is_string()) return false;
-  bool cased = false;
-  for (char c : v.as_string()) {
-    if ((c >= 'a' && c <= 'z')) {
-      cased = true;
-      if (upper) return false;
-    } else if (c >= 'A' && c <= 'Z') {
-      cased = true;
-      if (!upper) return false;
-    }
-  }
-  return cased;
 }
 
 }  // namespace
@@ -71,7 +57,8 @@ Result<bool> apply_test(std::string_view n, const Value& v, const CallArgs& a) {
     if (!v.is_string()) return false;
     return n == "filter" ? is_known_filter(v.as_string()) : is_known_test(v.as_string());
   }
-  if (n == "lower" || n == "upper") return is_lower_text(v, n == "upper");
+  if (n == "lower") return py_islower(v.str());  // jinja2: str(value).islower()
+  if (n == "upper") return py_isupper(v.str());
   if (n == "odd" || n == "even" || n == "divisibleby") {
     if (!v.is_integer()) {
       if (v.kind() != Kind::Float) return invalid_argument("test '%.*s' needs a number", static_cast<int>(n.size()), n.data());

@@ -226,7 +226,7 @@ std::string Value::repr(size_t limit) const {
 void Value::repr_into(std::string& out, size_t limit) const {
   if (out.size() > limit) return;
   switch (kind_) {
-    case Kind::Undefined: return;
+    case Kind::Undefined: out += "Undefined"; return;  // jinja2's Undefined.__repr__
     case Kind::None: out += "None"; return;
     case Kind::Bool: out += num_.b ? "True" : "False"; return;
     case Kind::Int: out += std::to_string(num_.i); return;
