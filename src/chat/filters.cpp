@@ -200,6 +200,7 @@ Result<Value> f_escape(const Value& in, const CallArgs&) { return in.is_markup()
 Result<Value> f_forceescape(const Value& in, const CallArgs&) { return Value::markup(html_escape(in.str())); }
 
 Result<Value> f_int(const Value& in, const CallArgs& a) {
+  if (in.is_undefined()) return invalid_argument("%s", in.undefined_name().c_str());  // int(Undefined) raises
   const Value* dflt = a.get(0, "default");
   const Value fallback = dflt ? *dflt : Value(static_cast<int64_t>(0));
   if (in.is_integer()) return Value(in.as_int());
@@ -218,6 +219,7 @@ Result<Value> f_int(const Value& in, const CallArgs& a) {
 }
 
 Result<Value> f_float(const Value& in, const CallArgs& a) {
+  if (in.is_undefined()) return invalid_argument("%s", in.undefined_name().c_str());
   const Value* dflt = a.get(0, "default");
   const Value fallback = dflt ? *dflt : Value(0.0);
   if (in.is_number()) return Value(in.as_float());

@@ -270,6 +270,9 @@ class Renderer {
         return Value(std::move(text));
       });
     }
+    // jinja2 runs `else` unless some iteration ran to its end: an iteration left by break or
+    // continue does not count (its compiled loop clears the flag at the end of the body).
+    bool completed_one = false;
     for (int64_t i = 0; i < len; ++i) {
       TANDEM_TRY(step(n.offset));
       auto inner = child_of(f);
@@ -299,9 +302,10 @@ class Renderer {
         flow_ = Flow::Normal;
         break;
       }
+      completed_one |= flow_ == Flow::Normal;
       flow_ = Flow::Normal;
     }
-    if (len == 0) return exec(n.else_body, f, out);
+    if (!completed_one) return exec(n.else_body, f, out);
     return {};
   }
 
