@@ -191,6 +191,8 @@ Result<ExprPtr> Parser::parse_primary() {
       if (n == "true" || n == "True") return literal(Value(true), at);
       if (n == "false" || n == "False") return literal(Value(false), at);
       if (n == "none" || n == "None") return literal(Value::none(), at);
+      if (n == "cycler" || n == "joiner" || n == "lipsum")  // jinja2 globals Tandem lacks: refuse, never misrender
+        return error(at, "unsupported global '" + n + "'");
       auto e = make(ExprKind::Name, at);
       e->name = n;
       return e;

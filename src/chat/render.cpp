@@ -3,6 +3,7 @@
 // transformers adds (raise_exception, strftime_now) besides jinja2's (range, namespace, dict).
 #include <cmath>
 #include <ctime>
+#include <optional>
 #include <unordered_set>
 
 #include "chat/ast.h"
@@ -270,6 +271,14 @@ class Renderer {
         return Value(std::move(text));
       });
     }
+    // loop.changed(value): true when the value differs from the previous call's (one per loop).
+    auto last_seen = std::make_shared<std::optional<Value>>();
+    const Value changed = Value::callable("changed", [last_seen](const CallArgs& a) -> Result<Value> {
+      const Value v = Value::list(a.positional);
+      if (*last_seen && (*last_seen)->equals(v)) return Value(false);
+      *last_seen = v;
+      return Value(true);
+    });
     // jinja2 runs `else` unless some iteration ran to its end: an iteration left by break or
     // continue does not count (its compiled loop clears the flag at the end of the body).
     bool completed_one = false;
@@ -294,6 +303,7 @@ class Renderer {
         if (a.positional.empty()) return invalid_argument("no items for cycling given");
         return a.positional[i % a.positional.size()];
       }));
+      loop.items.emplace_back("changed", changed);
       // A recursive loop is also callable: `loop(children)` (eval_call looks for this key).
       if (n.recursive) loop.items.emplace_back("__call__", recurse);
       inner->vars.emplace_back("loop", Value::dict(std::move(loop)));

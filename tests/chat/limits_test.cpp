@@ -43,6 +43,11 @@ TEST(ChatTemplateErrors, FilterUnknownToJinja2FailsOnlyWhenRunInsideIf) {
             "chat template: line 1, column 24: no filter named 'from_json'");
 }
 
+TEST(ChatTemplateErrors, Jinja2GlobalsTandemLacksFailAtParse) {
+  EXPECT_EQ(parse_error("{% set c = cycler('a', 'b') %}"), "chat template: line 1, column 12: unsupported global 'cycler'");
+  EXPECT_EQ(parse_error("{{ joiner(', ')() }}"), "chat template: line 1, column 4: unsupported global 'joiner'");
+}
+
 TEST(ChatTemplateErrors, SyntaxErrorsNameThePlace) {
   EXPECT_EQ(parse_error("{% for x in y %}\nbody"), "chat template: line 2, column 5: unexpected end of template: expected 'else'");
   EXPECT_EQ(parse_error("{{ a $ b }}"), "chat template: line 1, column 6: unexpected character '$'");
