@@ -1,6 +1,7 @@
 """tandem perplexity end to end on Gemma 3 270M Q4_K_M and a slice of the KJV text, against
 llama-perplexity: its perplexity (recorded in tests/fixtures/perplexity/reference.json by
-scripts/fixtures/gen_perplexity.py, and live when the reference build is present), and its
+scripts/fixtures/gen_perplexity.py; and live, both tools on this machine, when the reference build is
+present), and its
 base-logits file in both directions (a committed one llama-perplexity wrote; llama-perplexity reading
 Tandem's when present). Bounds are stated where they are used, with what was measured.
 """
@@ -113,12 +114,14 @@ def test_perplexity_matches_llama_fixture(tandem_bin, model, text_slice):
 
 @pytest.mark.skipif(not LLAMA_PPL.exists(), reason="llama.cpp reference build not present")
 def test_perplexity_matches_llama_live(tandem_bin, model, text_slice):
-    """The fixture's run again (about 45 s of llama-perplexity on 2 cores): the reference still prints
-    what the fixture holds, and Tandem agrees with it."""
+    """The fixture's run, by llama-perplexity and by Tandem on this machine (about 45 s of llama-perplexity
+    on 2 cores), compared with each other. Never the live reference against the fixture: its figures move
+    with the CPU's kernels (on an AMD EPYC it printed 1.8332 for the first chunk where the fixture, made on
+    an Intel machine, holds 1.7892)."""
     p = REF["perplexity"]
     chunks_ref, ref, _ = parse_ppl(llama("-m", model, "-f", text_slice, "-c", p["ctx"], "--chunks", p["chunks"]))
-    assert chunks_ref == p["chunk_ppl"], "llama-perplexity no longer prints the fixture's figures: regenerate it"
-    _, ppl, _ = tandem_ppl(model, text_slice, p["ctx"], p["chunks"])
+    chunks, ppl, _ = tandem_ppl(model, text_slice, p["ctx"], p["chunks"])
+    assert len(chunks_ref) == len(chunks) == p["chunks"]
     assert ppl == pytest.approx(ref, rel=PPL_REL_TOL), f"Tandem {ppl} vs llama-perplexity {ref}"
 
 

@@ -2,8 +2,10 @@
 --numa, --no-warmup, and -b/-ub. Bad values end in one 'error:' line and exit 1; good ones show in the
 start-up summary and in what the OS reports for the running threads (/proc)."""
 import os
+import pathlib
 import shutil
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -24,8 +26,8 @@ def allowed_cpus():
     return sorted(os.sched_getaffinity(0))
 
 
-def generate(*flags, prefix=(), n=8):
-    cmd = [*prefix, str(TANDEM), "run", "-m", str(STORIES), "-p", "Once upon a time", "-n", str(n), "--temp", "0",
+def generate(*flags, prefix=(), n=8, binary=TANDEM, model=STORIES):
+    cmd = [*prefix, str(binary), "run", "-m", str(model), "-p", "Once upon a time", "-n", str(n), "--temp", "0",
            *map(str, flags)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode >= 0, proc.stderr
@@ -173,9 +175,28 @@ def test_low_priority_reaches_every_thread(tandem_bin):
     assert {policy for _, policy in facts.values()} == {os.SCHED_BATCH}, facts
 
 
+@pytest.fixture
+def readable_copies():
+    """The binary and the model copied to a folder `nobody` can reach: the checkout's own parents may not
+    be world-readable (a mktemp -d clone, pytest's 0700 temp root)."""
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="tandem-nobody-", dir="/tmp"))
+    folder.chmod(0o755)
+    binary, model = folder / "tandem", folder / "model.gguf"
+    shutil.copy2(TANDEM, binary)
+    shutil.copy2(STORIES, model)
+    binary.chmod(0o755)
+    model.chmod(0o644)
+    yield binary, model
+    shutil.rmtree(folder)
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"), reason="needs root and setpriv to drop to nobody")
-def test_refused_priority_warns_and_runs(tandem_bin):
-    proc = generate("--prio", "3", prefix=["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+def test_refused_priority_warns_and_runs(tandem_bin, readable_copies):
+    binary, model = readable_copies
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    if subprocess.run([*as_nobody, "test", "-x", str(binary), "-a", "-r", str(model)]).returncode != 0:
+        pytest.skip(f"nobody cannot read {binary.parent} (/tmp is not world-accessible here)")
+    proc = generate("--prio", "3", prefix=as_nobody, binary=binary, model=model)
     assert proc.returncode == 0, proc.stderr
     warnings = [l for l in proc.stderr.splitlines() if l.startswith("warning: --prio 3")]
     assert len(warnings) == 1, proc.stderr
