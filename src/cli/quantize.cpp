@@ -108,7 +108,18 @@ int quantize_main(int argc, char** argv) {
   }
   std::vector<quant::MixTensor> mix_tensors;
   for (const auto& t : in.tensors()) mix_tensors.push_back({t.name, t.shape});
-  const auto chosen = quant::choose_types(*mix, mm, mix_tensors);
+  quant::MixOptions options{.pure = pure, .output_type = forced_output, .token_embd_type = forced_embd};
+  std::vector<quant::Fallback> fallbacks;
+  const auto chosen = quant::choose_types(*mix, mm, mix_tensors, options, &fallbacks);
+  // As llama-quantize's tensor_type_fallback warns: every tensor whose rows the type cannot hold.
+  for (const quant::Fallback& fb : fallbacks) {
+    const auto& t = in.tensors()[fb.tensor];
+    std::printf("fallback: %s: rows of %lld are not a multiple of %s's %u-element blocks -> %s\n", t.name.c_str(),
+                (long long)t.row_length(), type_name(fb.wanted).data(), block_size(fb.wanted),
+                type_name(fb.chosen).data());
+  }
+  if (!fallbacks.empty())
+    std::printf("fallback: %zu of %zu tensors required fallback quantization\n", fallbacks.size(), in.tensors().size());
 
   gguf::GgufWriter writer;
   for (const auto& [key, value] : in.metadata().entries())
@@ -118,11 +129,7 @@ int quantize_main(int argc, char** argv) {
   std::vector<WeightType> types;
   for (size_t i = 0; i < in.tensors().size(); ++i) {
     const auto& t = in.tensors()[i];
-    WeightType type = chosen[i].value_or(t.type);
-    if (pure && chosen[i]) type = quant::base_type(*mix);
-    if (forced_output && t.name == "output.weight") type = *forced_output;
-    if (forced_embd && t.name == "token_embd.weight") type = *forced_embd;
-    if (t.row_length() % block_size(type) != 0) type = t.type;  // --pure/forced type that cannot hold the row
+    const WeightType type = chosen[i].value_or(t.type);
     if (type != t.type && (!quant::can_dequantize(t.type) || !quant::can_quantize(type)))
       return fail(unsupported("quantize: cannot convert '%s' from %s to %s", t.name.c_str(),
                               type_name(t.type).data(), type_name(type).data()));

@@ -136,6 +136,7 @@ struct MixState {
   bool is_70b = false;    // llama.cpp's LLM_TYPE_70B, whose attn_v gets Q5_K over Q3_K/Q4_K
   bool is_falcon = false;
   bool has_tied_embeddings = true;  // until output.weight is seen
+  std::optional<WeightType> output_type;  // --output-tensor-type
   int n_attention_wv = 0;
   int i_attention_wv = 0;
   int n_ffn = 0;  // llama.cpp's n_ffn_down = n_ffn_gate = n_ffn_up = block_count
@@ -167,6 +168,7 @@ WeightType mixed_type(MixState& s, WeightType t, Category cat, std::string_view 
   const F mix = s.mix;
   if (cat == Category::Output || (s.has_tied_embeddings && cat == Category::TokenEmbd)) {
     // A tied token_embd also serves as the output matrix, so it gets the output's type.
+    if (s.output_type) return *s.output_type;
     if (s.is_falcon || row_length % block_size(t) != 0) return W::Q8_0;
     return t == W::Q8_0 ? t : W::Q6_K;
   }
@@ -259,7 +261,8 @@ std::optional<FileType> parse_file_type(std::string_view name) {
   for (const MixName& m : kMixAliases)
     if (equal_ignoring_case(name, m.name)) return m.type;
   // llama-quantize's try_parse_ftype also takes the llama_ftype number ("15" for Q4_K_M).
-  if (!name.empty() && name.size() <= 3 && std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  const auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  if (!name.empty() && name.size() <= 3 && std::all_of(name.begin(), name.end(), is_digit)) {
     const uint32_t id = uint32_t(std::stoul(std::string(name)));
     for (const MixName& m : kMixNames)
       if (uint32_t(m.type) == id) return m.type;
@@ -309,12 +312,14 @@ WeightType base_type(FileType t) {
 }
 
 std::vector<std::optional<WeightType>> choose_types(FileType mix, const MixModel& model,
-                                                    const std::vector<MixTensor>& tensors) {
+                                                    const std::vector<MixTensor>& tensors, const MixOptions& options,
+                                                    std::vector<Fallback>* fallbacks) {
   std::vector<std::optional<WeightType>> out(tensors.size());
   const WeightType base = base_type(mix);
   const bool mixed = base != WeightType::F32 && base != WeightType::F16 && base != WeightType::BF16;
 
   MixState s{mix, model};
+  s.output_type = options.output_type;
   s.n_gqa = model.n_head_kv == 0 ? 0 : static_cast<int>(model.n_head / model.n_head_kv);
   s.n_expert = static_cast<int>(model.n_expert);
   s.is_70b = is_70b(model);
@@ -341,14 +346,24 @@ std::vector<std::optional<WeightType>> choose_types(FileType mix, const MixModel
   for (size_t i : order) {
     const MixTensor& tensor = tensors[i];
     if (!allows_quantization(model.arch, tensor.name, tensor.shape)) continue;
-    if (!mixed) {
+    const int64_t row_length = tensor.shape.empty() ? 1 : tensor.shape.back();
+    // llama_tensor_get_type: the explicit types first, then the mix's rules (skipped by --pure) and
+    // the fallback, for quantized mixes only.
+    WeightType t = base;
+    if (options.token_embd_type && cats[i] == Category::TokenEmbd) t = *options.token_embd_type;
+    else if (options.output_type && cats[i] == Category::Output) t = *options.output_type;
+    else if (!mixed) {
       out[i] = base;
       continue;
+    } else if (!options.pure) {
+      t = mixed_type(s, base, cats[i], tensor.name, row_length);
     }
-    const int64_t row_length = tensor.shape.empty() ? 1 : tensor.shape.back();
-    const WeightType t = mixed_type(s, base, cats[i], tensor.name, row_length);
     out[i] = fallback_type(t, row_length);
+    if (*out[i] != t && fallbacks) fallbacks->push_back({i, t, *out[i]});
   }
+  if (fallbacks)  // in the caller's order, not the walk's
+    std::sort(fallbacks->begin(), fallbacks->end(),
+              [](const Fallback& a, const Fallback& b) { return a.tensor < b.tensor; });
   return out;
 }
 

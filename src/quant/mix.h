@@ -44,10 +44,28 @@ struct MixTensor {
   std::vector<int64_t> shape;   // outermost first (shape.back() is the row length)
 };
 
+// llama-quantize's options that change the choice.
+struct MixOptions {
+  bool pure = false;                          // --pure: the mix's base type for every quantizable tensor
+  std::optional<WeightType> output_type;      // --output-tensor-type (also a tied token_embd's, without --pure)
+  std::optional<WeightType> token_embd_type;  // --token-embedding-type
+};
+
+// A tensor whose row length the wanted type's block size does not divide, and the type it got instead.
+struct Fallback {
+  size_t tensor;  // index into the tensors passed to choose_types
+  WeightType wanted, chosen;
+};
+
 // One entry per tensor, in order: the type llama-quantize would write, or nullopt where it leaves the
 // tensor as it is (1-D norms and biases, ...; synth writes those as F32). Rows that the chosen block
-// size does not divide fall back as llama.cpp does (Q4_K -> Q5_0 for a 896-wide row, ...).
+// size does not divide fall back as llama.cpp's tensor_type_fallback does (Q4_K -> Q5_0 for a 896-wide
+// row, ..., F16 when not even 32 divides it); each is appended to *fallbacks when given. Tandem also
+// falls back for --token-embedding-type and --output-tensor-type, which llama-quantize passes on
+// unchecked (its quantizer then aborts on such a row).
 std::vector<std::optional<WeightType>> choose_types(FileType mix, const MixModel& model,
-                                                    const std::vector<MixTensor>& tensors);
+                                                    const std::vector<MixTensor>& tensors,
+                                                    const MixOptions& options = {},
+                                                    std::vector<Fallback>* fallbacks = nullptr);
 
 }  // namespace tandem::quant

@@ -1,13 +1,21 @@
 """tandem quantize: output read by the gguf package, close to its source, byte-identical to
 llama-quantize's output when the reference build is present, and clear errors on bad requests."""
+import json
+import pathlib
 import subprocess
+import sys
 
 import numpy as np
 import pytest
 from gguf import GGUFReader, GGMLQuantizationType as T
 from gguf.quants import dequantize
 
-from conftest import LLAMA_REF_BIN, run_tandem
+from conftest import LLAMA_REF_BIN, ROOT, run_tandem
+
+sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
+import gen_quant_fallback  # noqa: E402  (the fixture's model, written the same way here)
+
+FALLBACK = json.loads((ROOT / "tests/fixtures/mix/fallback.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +66,57 @@ def test_refuses_requantizing_unless_asked(tmp_path, f16_model):
     assert proc.returncode == 1 and "--allow-requantize" in proc.stderr
     run_tandem("quantize", "--allow-requantize", q, tmp_path / "again.gguf", "Q4_K_M", check=True)
     assert tensors(tmp_path / "again.gguf")["blk.0.attn_q.weight"].tensor_type == T.Q4_K
+
+
+@pytest.fixture(scope="module")
+def odd_rows_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fb") / "rows96-f16.gguf"
+    gen_quant_fallback.write_model(path)
+    return path
+
+
+def fallback_lines(proc):
+    return [l for l in proc.stdout.splitlines() if l.startswith("fallback: ") and " -> " in l]
+
+
+@pytest.mark.parametrize("run", FALLBACK["runs"], ids=lambda r: "-".join([*r["flags"], r["type"]]))
+def test_fallbacks_match_llama_quantize(tmp_path, odd_rows_model, run):
+    """Rows of 96 (and ffn_down's 200) under --pure and overrides: the types llama-quantize wrote (the
+    fixture), each fallback printed as a line."""
+    out = tmp_path / "out.gguf"
+    proc = run_tandem("quantize", *run["flags"], odd_rows_model, out, run["type"], "2", check=True)
+    assert {n: t.tensor_type.name for n, t in tensors(out).items()} == run["types"]
+    assert len(fallback_lines(proc)) == run["n_fallback"], proc.stdout
+    if run["n_fallback"]:
+        assert f"fallback: {run['n_fallback']} of " in proc.stdout
+
+
+def test_pure_q4_k_m_never_keeps_f32(tmp_path, odd_rows_model):
+    """The issue's case: --pure Q4_K_M on rows that are not a multiple of 256 used to keep every tensor
+    as it was (F16 here, 16 bits per weight); now Q5_0 where 32 divides the row and F16 only where not."""
+    out = tmp_path / "pure.gguf"
+    proc = run_tandem("quantize", "--pure", odd_rows_model, out, "Q4_K_M", check=True)
+    t = tensors(out)
+    assert t["blk.0.attn_q.weight"].tensor_type == T.Q5_0 and t["blk.0.ffn_down.weight"].tensor_type == T.F16
+    assert ("fallback: blk.0.attn_q.weight: rows of 96 are not a multiple of Q4_K's 256-element blocks -> Q5_0"
+            in fallback_lines(proc))
+    assert ("fallback: blk.0.ffn_down.weight: rows of 200 are not a multiple of Q4_K's 256-element blocks -> F16"
+            in fallback_lines(proc))
+
+
+def test_overrides_that_cannot_hold_the_row_fall_back(tmp_path, odd_rows_model):
+    """--token-embedding-type q4_k / --output-tensor-type q6_k on 96-wide rows: llama-quantize passes these
+    on unchecked and aborts ("ggml_validate_row_data: invalid size 4992 for type q6_K"); Tandem falls back
+    by the same table and says so."""
+    out = tmp_path / "forced.gguf"
+    proc = run_tandem("quantize", "--token-embedding-type", "q4_k", "--output-tensor-type", "q6_k", odd_rows_model,
+                      out, "Q8_0", check=True)
+    t = tensors(out)
+    assert t["token_embd.weight"].tensor_type == T.Q5_0 and t["output.weight"].tensor_type == T.Q8_0
+    lines = fallback_lines(proc)
+    assert "fallback: token_embd.weight: rows of 96 are not a multiple of Q4_K's 256-element blocks -> Q5_0" in lines
+    assert "fallback: output.weight: rows of 96 are not a multiple of Q6_K's 256-element blocks -> Q8_0" in lines
+    assert len(lines) == 4, proc.stdout  # and both ffn_down (rows of 200): Q8_0 -> F16
 
 
 def test_pure_and_forced_types(tmp_path, f16_model):

@@ -83,6 +83,51 @@ TEST(MixChoice, FallsBackWhenTheBlockDoesNotDivideTheRow) {
   EXPECT_EQ(types[3], WeightType::F16);
 }
 
+// --pure and the explicit types take the same fallback as the mix's rules (llama.cpp's
+// tensor_type_fallback), and every one is reported; tests/py/test_quantize.py checks the same choices
+// against llama-quantize's output.
+TEST(MixChoice, PureAndExplicitTypesFallBackAndAreReported) {
+  MixModel m{"llama", 1, 2, 1, 0, 96};
+  const std::vector<MixTensor> tensors = {
+      {"token_embd.weight", {64, 96}},
+      {"blk.0.attn_q.weight", {96, 96}},
+      {"blk.0.ffn_down.weight", {96, 200}},  // 200 % 32 != 0: F16
+      {"blk.0.attn_norm.weight", {96}},
+      {"output.weight", {64, 96}},
+  };
+  std::vector<Fallback> fallbacks;
+  auto types = choose_types(FileType::Q6_K, m, tensors, {.pure = true}, &fallbacks);
+  EXPECT_EQ(types[0], WeightType::Q8_0);
+  EXPECT_EQ(types[1], WeightType::Q8_0);
+  EXPECT_EQ(types[2], WeightType::F16);
+  EXPECT_EQ(types[3], std::nullopt);
+  EXPECT_EQ(types[4], WeightType::Q8_0);
+  ASSERT_EQ(fallbacks.size(), 4u);
+  EXPECT_EQ(fallbacks[0].tensor, 0u);
+  EXPECT_EQ(fallbacks[0].wanted, WeightType::Q6_K);
+  EXPECT_EQ(fallbacks[0].chosen, WeightType::Q8_0);
+
+  fallbacks.clear();
+  types = choose_types(FileType::Q8_0, m, tensors,
+                       {.output_type = WeightType::Q6_K, .token_embd_type = WeightType::Q4_K}, &fallbacks);
+  EXPECT_EQ(types[0], WeightType::Q5_0);
+  EXPECT_EQ(types[1], WeightType::Q8_0);
+  EXPECT_EQ(types[4], WeightType::Q8_0);
+  ASSERT_EQ(fallbacks.size(), 3u);  // token_embd, output, and ffn_down's 200 (Q8_0 -> F16)
+  // An explicit type the rows hold is kept, and an unquantized mix still takes it.
+  types = choose_types(FileType::F16, m, tensors, {.output_type = WeightType::Q8_0});
+  EXPECT_EQ(types[4], WeightType::Q8_0);
+  EXPECT_EQ(types[1], WeightType::F16);
+}
+
+TEST(MixChoice, TiedEmbeddingsTakeTheOutputTypeUnlessPure) {
+  MixModel m{"qwen2", 1, 14, 2, 0, 896};
+  const std::vector<MixTensor> tensors = {{"token_embd.weight", {32000, 1024}}};
+  EXPECT_EQ(choose_types(FileType::Q4_K_M, m, tensors, {.output_type = WeightType::Q5_K})[0], WeightType::Q5_K);
+  EXPECT_EQ(choose_types(FileType::Q4_K_M, m, tensors, {.pure = true, .output_type = WeightType::Q5_K})[0],
+            WeightType::Q4_K);
+}
+
 TEST(MixChoice, Llama70BGivesAttnVFiveBits) {
   MixModel m{"llama", 80, 64, 8, 0, 8192};
   const std::vector<MixTensor> tensors = {{"blk.1.attn_v.weight", {1024, 8192}},
