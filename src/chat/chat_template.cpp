@@ -121,6 +121,19 @@ Result<ChosenTemplate> choose_chat_template(const std::optional<std::string>& gg
                    joined_names().c_str());
 }
 
+Result<std::string> apply_chat_template(const Template& tmpl, const Value& messages, bool add_generation_prompt,
+                                        const std::string& bos_token, const std::string& eos_token,
+                                        const Value& extra) {
+  Dict context;
+  context.items.emplace_back(Value("messages"), messages);
+  context.items.emplace_back(Value("add_generation_prompt"), Value(add_generation_prompt));
+  context.items.emplace_back(Value("bos_token"), Value(bos_token));
+  context.items.emplace_back(Value("eos_token"), Value(eos_token));
+  if (extra.is_dict())
+    for (const auto& [k, v] : extra.as_dict().items) context.set(k, v);
+  return tmpl.render(Value::dict(std::move(context)));
+}
+
 Result<std::string> apply_chat_template(const Template& tmpl, const std::vector<ChatMessage>& messages,
                                         bool add_generation_prompt, const std::string& bos_token,
                                         const std::string& eos_token, const Value& extra) {
@@ -132,14 +145,7 @@ Result<std::string> apply_chat_template(const Template& tmpl, const std::vector<
     d.items.emplace_back(Value("content"), Value(m.content));
     list.push_back(Value::dict(std::move(d)));
   }
-  Dict context;
-  context.items.emplace_back(Value("messages"), Value::list(std::move(list)));
-  context.items.emplace_back(Value("add_generation_prompt"), Value(add_generation_prompt));
-  context.items.emplace_back(Value("bos_token"), Value(bos_token));
-  context.items.emplace_back(Value("eos_token"), Value(eos_token));
-  if (extra.is_dict())
-    for (const auto& [k, v] : extra.as_dict().items) context.set(k, v);
-  return tmpl.render(Value::dict(std::move(context)));
+  return apply_chat_template(tmpl, Value::list(std::move(list)), add_generation_prompt, bos_token, eos_token, extra);
 }
 
 }  // namespace tandem::chat

@@ -40,5 +40,10 @@ struct ChatMessage {
 Result<std::string> apply_chat_template(const Template& tmpl, const std::vector<ChatMessage>& messages,
                                         bool add_generation_prompt, const std::string& bos_token,
                                         const std::string& eos_token, const Value& extra = Value());
+// The same with `messages` as a value (a list of dicts, e.g. parse_json of an OpenAI request's
+// messages: content parts, tool_calls and tool results pass through as they are).
+Result<std::string> apply_chat_template(const Template& tmpl, const Value& messages, bool add_generation_prompt,
+                                        const std::string& bos_token, const std::string& eos_token,
+                                        const Value& extra = Value());
 
 }  // namespace tandem::chat

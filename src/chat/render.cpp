@@ -97,7 +97,7 @@ class Renderer {
   }
 
   void add_globals(Frame& g) {
-    g.set("range", Value::callable("range", [this](const CallArgs& a) -> Result<Value> {
+    g.set("range", Value::callable("range", [](const CallArgs& a) -> Result<Value> {
       int64_t start = 0, stop = 0, stride = 1;
       for (const Value& v : a.positional)
         if (!v.is_integer()) return invalid_argument("range() takes integers, not %s", v.type_name().c_str());

@@ -106,5 +106,23 @@ TEST(ChatTemplateChoice, ApplyPassesTransformersVariables) {
   EXPECT_EQ(*out, "<s>[system:s][user:u]></s>False");
 }
 
+TEST(ChatTemplateChoice, ApplyWithJsonMessagesAndToolsMatchesJinja2) {
+  // The server's path: an OpenAI-style request's messages and tools as JSON values.
+  const auto fixture = nlohmann::ordered_json::parse(read_file(kDir + "expected_templates.json"));
+  const std::string name = "Qwen-Qwen3-0.6B";
+  auto tmpl = Template::parse(read_file(kDir + "templates/" + name + ".jinja"));
+  ASSERT_TRUE(tmpl);
+  const auto request = nlohmann::ordered_json::parse(read_file(kDir + "conversations/tool_calls.json"));
+  auto messages = parse_json(request["messages"].dump());
+  auto tools = parse_json(request["tools"].dump());
+  ASSERT_TRUE(messages && tools);
+  Dict extra;
+  extra.set(Value("tools"), *tools);
+  auto out = apply_chat_template(*tmpl, *messages, true, fixture["tokens"][name][0], fixture["tokens"][name][1],
+                                 Value::dict(extra));
+  ASSERT_TRUE(out) << out.error().message();
+  EXPECT_EQ(*out, fixture["expected"][name]["tool_calls"]["output"].get<std::string>());
+}
+
 }  // namespace
 }  // namespace tandem::chat
