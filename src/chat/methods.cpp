@@ -49,34 +49,47 @@ Result<std::string> arg_string(const CallArgs& a, size_t i, std::string_view nam
 List split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_right) {
   List out;
   if (!sep || sep->is_none()) {
-    // Runs of whitespace separate; none at the ends (ASCII whitespace: chat text in practice).
-    std::vector<std::string> words;
-    size_t i = 0;
-    while (i < s.size()) {
-      while (i < s.size() && is_py_space(static_cast<unsigned char>(s[i]))) ++i;
-      if (i >= s.size()) break;
-      size_t j = i;
-      while (j < s.size() && !is_py_space(static_cast<unsigned char>(s[j]))) ++j;
-      words.push_back(s.substr(i, j - i));
-      i = j;
-    }
-    if (maxsplit >= 0 && static_cast<int64_t>(words.size()) > maxsplit + 1) {
-      // Rejoining loses the original spacing only inside the unsplit remainder; rare in templates.
-      if (from_right) {
-        const size_t keep = words.size() - maxsplit;
-        std::string head = words[0];
-        for (size_t k = 1; k < keep; ++k) head += " " + words[k];
-        out.emplace_back(head);
-        for (size_t k = keep; k < words.size(); ++k) out.emplace_back(words[k]);
-      } else {
-        for (int64_t k = 0; k < maxsplit; ++k) out.emplace_back(words[k]);
-        std::string tail = words[maxsplit];
-        for (size_t k = maxsplit + 1; k < words.size(); ++k) tail += " " + words[k];
-        out.emplace_back(tail);
+    // Runs of whitespace (code points) separate, none at the ends; after maxsplit splits the rest
+    // is one part with its own spacing, as CPython's split_whitespace / rsplit_whitespace.
+    const auto chars = utf8_chars(s);
+    const size_t n = chars.size();
+    auto space = [&](size_t k) { return is_py_space(decode(chars[k])); };
+    auto text = [&](size_t from, size_t to) {  // chars [from, to) as a string
+      return from >= to ? std::string() : std::string(chars[from].data(), chars[to - 1].data() + chars[to - 1].size());
+    };
+    std::vector<std::string> parts;
+    int64_t count = 0;
+    if (!from_right) {
+      for (size_t i = 0;;) {
+        while (i < n && space(i)) ++i;
+        if (i == n) break;
+        if (maxsplit >= 0 && count == maxsplit) {
+          parts.push_back(text(i, n));
+          break;
+        }
+        size_t j = i;
+        while (j < n && !space(j)) ++j;
+        parts.push_back(text(i, j));
+        ++count;
+        i = j;
       }
-      return out;
+    } else {
+      for (size_t i = n;;) {
+        while (i > 0 && space(i - 1)) --i;
+        if (i == 0) break;
+        if (maxsplit >= 0 && count == maxsplit) {
+          parts.push_back(text(0, i));
+          break;
+        }
+        size_t j = i;
+        while (j > 0 && !space(j - 1)) --j;
+        parts.push_back(text(j, i));
+        ++count;
+        i = j;
+      }
+      std::reverse(parts.begin(), parts.end());
     }
-    for (auto& w : words) out.emplace_back(std::move(w));
+    for (auto& p : parts) out.emplace_back(std::move(p));
     return out;
   }
   const std::string& d = sep->as_string();
@@ -259,7 +272,10 @@ Result<Value> call_str_method(const std::string& s, const std::string& name, con
   if (name == "isdigit") return Value(all_chars(s, [](char c) { return c >= '0' && c <= '9'; }));
   if (name == "isalpha") return Value(all_chars(s, is_alpha));
   if (name == "isalnum") return Value(all_chars(s, [](char c) { return is_alpha(c) || (c >= '0' && c <= '9'); }));
-  if (name == "isspace") return Value(all_chars(s, [](char c) { return is_py_space(static_cast<unsigned char>(c)); }));
+  if (name == "isspace") {
+    const auto chars = utf8_chars(s);
+    return Value(!chars.empty() && std::all_of(chars.begin(), chars.end(), [](std::string_view c) { return is_py_space(decode(c)); }));
+  }
   if (name == "islower") return Value(py_islower(s));
   if (name == "isupper") return Value(py_isupper(s));
   return invalid_argument("'str' object has no attribute '%s'", name.c_str());
