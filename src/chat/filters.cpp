@@ -51,14 +51,27 @@ Value sort_key(const Value& v, bool case_sensitive) {
   return v;
 }
 
+// jinja2's sort/dictsort/min/max order: the key of an item is a list of its attributes (the
+// comma-separated `attribute`, or the item itself), so equal parts, even two undefined ones, are
+// skipped before anything is ordered, as Python compares lists.
 Result<List> sorted(List items, bool reverse, bool case_sensitive, const Value* attribute) {
   std::vector<std::pair<Value, Value>> keyed;
+  std::vector<Value> paths;
+  if (attribute && attribute->is_string()) {
+    TANDEM_ASSIGN(Value parts, get_attribute(*attribute, "split"));
+    TANDEM_ASSIGN(Value split, parts.as_callable().fn(CallArgs{{Value(",")}, {}}));
+    paths = split.as_list();
+  } else if (attribute && !attribute->is_none()) {
+    paths.push_back(*attribute);
+  }
   for (Value& item : items) {
-    Value key = item;
-    if (attribute && !attribute->is_none()) {
-      TANDEM_ASSIGN(key, lookup_path(item, *attribute));
+    List key;
+    if (paths.empty()) key.push_back(sort_key(item, case_sensitive));
+    for (const Value& path : paths) {
+      TANDEM_ASSIGN(Value part, lookup_path(item, path));
+      key.push_back(sort_key(part, case_sensitive));
     }
-    keyed.emplace_back(sort_key(key, case_sensitive), std::move(item));
+    keyed.emplace_back(Value::list(std::move(key)), std::move(item));
   }
   Status err;
   std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
@@ -396,11 +409,27 @@ Result<Value> f_sum(const Value& in, const CallArgs& a) {
   return total;
 }
 
+// Python's min()/max() with jinja2's single attribute key: the first extreme item wins.
 Result<Value> min_max(const Value& in, const CallArgs& a, bool want_max) {
   TANDEM_ASSIGN(List items, items_of(in, want_max ? "max" : "min"));
-  if (items.empty()) return Value::undefined(want_max ? "No aggregated item, sequence was empty." : "No aggregated item, sequence was empty.");
-  TANDEM_ASSIGN(List s, sorted(std::move(items), false, flag(a, 0, "case_sensitive"), a.get(1, "attribute")));
-  return want_max ? s.back() : s.front();
+  if (items.empty()) return Value::undefined("No aggregated item, sequence was empty.");
+  const bool case_sensitive = flag(a, 0, "case_sensitive");
+  const Value* attribute = a.get(1, "attribute");
+  auto key_of = [&](const Value& item) -> Result<Value> {
+    Value key = item;
+    if (attribute && !attribute->is_none()) {
+      TANDEM_ASSIGN(key, lookup_path(item, *attribute));
+    }
+    return sort_key(key, case_sensitive);
+  };
+  size_t best = 0;
+  TANDEM_ASSIGN(Value best_key, key_of(items[0]));
+  for (size_t i = 1; i < items.size(); ++i) {
+    TANDEM_ASSIGN(Value key, key_of(items[i]));
+    TANDEM_ASSIGN(int c, compare_values(key, best_key));
+    if (want_max ? c > 0 : c < 0) best = i, best_key = std::move(key);
+  }
+  return items[best];
 }
 Result<Value> f_min(const Value& in, const CallArgs& a) { return min_max(in, a, false); }
 Result<Value> f_max(const Value& in, const CallArgs& a) { return min_max(in, a, true); }

@@ -66,6 +66,7 @@ Result<Value> arithmetic(Op op, const Value& a, const Value& b, size_t max_bytes
           return Value(op == Op::FloorDiv ? q : m);
         }
         case Op::Pow: {
+          if (y < 0 && x == 0) return invalid_argument("0.0 cannot be raised to a negative power");
           if (y < 0) return Value(std::pow(static_cast<double>(x), static_cast<double>(y)));
           int64_t acc = 1;
           bool overflow = false;
@@ -101,7 +102,10 @@ Result<Value> arithmetic(Op op, const Value& a, const Value& b, size_t max_bytes
         if (m != 0 && ((m < 0) != (y < 0))) m += y;
         return Value(m);
       }
-      case Op::Pow: return Value(std::pow(x, y));
+      case Op::Pow:
+        if (x == 0 && y < 0) return invalid_argument("0.0 cannot be raised to a negative power");
+        if (x < 0 && y != std::floor(y)) return invalid_argument("a negative number to a fractional power is complex (unsupported)");
+        return Value(std::pow(x, y));
       default: break;
     }
   }

@@ -59,20 +59,16 @@ Result<bool> apply_test(std::string_view n, const Value& v, const CallArgs& a) {
   }
   if (n == "lower") return py_islower(v.str());  // jinja2: str(value).islower()
   if (n == "upper") return py_isupper(v.str());
-  if (n == "odd" || n == "even" || n == "divisibleby") {
-    if (!v.is_integer()) {
-      if (v.kind() != Kind::Float) return invalid_argument("test '%.*s' needs a number", static_cast<int>(n.size()), n.data());
-      const double m = std::fmod(v.as_float(), n == "divisibleby" ? 1.0 : 2.0);
-      if (n == "odd") return m != 0;
-      if (n == "even") return m == 0;
-    }
-    if (n == "odd") return (v.as_int() % 2) != 0;
-    if (n == "even") return (v.as_int() % 2) == 0;
+  if (n == "odd" || n == "even") {  // jinja2: value % 2 == 1 / == 0, with Python's modulo
+    if (!v.is_number()) return invalid_argument("test '%.*s' needs a number", static_cast<int>(n.size()), n.data());
+    TANDEM_ASSIGN(Value m, eval_binary(Op::Mod, v, Value(static_cast<int64_t>(2)), SIZE_MAX));
+    return m.equals(Value(static_cast<int64_t>(n == "odd" ? 1 : 0)));
+  }
+  if (n == "divisibleby") {
     TANDEM_ASSIGN(Value d, arg0(n, a));
-    if (!d.is_integer() || d.as_int() == 0) return invalid_argument("divisibleby needs a non-zero integer");
-    if (!v.is_integer()) return std::fmod(v.as_float(), static_cast<double>(d.as_int())) == 0;
-    if (d.as_int() == -1) return true;
-    return v.as_int() % d.as_int() == 0;
+    if (!v.is_number() || !d.is_number()) return invalid_argument("divisibleby needs numbers");
+    TANDEM_ASSIGN(Value m, eval_binary(Op::Mod, v, d, SIZE_MAX));
+    return m.equals(Value(static_cast<int64_t>(0)));
   }
   TANDEM_ASSIGN(Value other, arg0(n, a));
   if (n == "sameas") {
