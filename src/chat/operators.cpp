@@ -123,7 +123,7 @@ Result<Value> arithmetic(Op op, const Value& a, const Value& b, size_t max_bytes
     return Value::list(std::move(out));
   }
   if (op == Op::Mod && a.is_string()) {  // "%s: %d" % (name, n)
-    const bool mapping_like = (b.is_list() && !b.is_tuple()) || b.is_dict();
+    const bool mapping_like = (b.is_list() && !b.is_tuple()) || b.is_dict() || b.is_undefined();  // has __getitem__
     TANDEM_ASSIGN(std::string s, printf_format(a.as_string(), b.is_tuple() ? b.as_list() : List{b}, mapping_like));
     return Value(std::move(s));
   }
