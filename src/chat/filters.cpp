@@ -212,12 +212,19 @@ Result<Value> f_safe(const Value& in, const CallArgs&) { return Value::markup(in
 Result<Value> f_escape(const Value& in, const CallArgs&) { return in.is_markup() ? in : Value::markup(html_escape(in.str())); }
 Result<Value> f_forceescape(const Value& in, const CallArgs&) { return Value::markup(html_escape(in.str())); }
 
+// Python's int(x) of a float: truncation; past 64 bits an error (Python would grow the integer).
+Result<Value> truncate_to_int(double d) {
+  if (!(d > -9223372036854775808.0 && d < 9223372036854775808.0))
+    return invalid_argument("int of %s is beyond 64 bits (Tandem's integers are 64-bit)", float_repr(d).c_str());
+  return Value(static_cast<int64_t>(d));
+}
+
 Result<Value> f_int(const Value& in, const CallArgs& a) {
   if (in.is_undefined()) return invalid_argument("%s", in.undefined_name().c_str());  // int(Undefined) raises
   const Value* dflt = a.get(0, "default");
   const Value fallback = dflt ? *dflt : Value(static_cast<int64_t>(0));
   if (in.is_integer()) return Value(in.as_int());
-  if (in.kind() == Kind::Float) return std::isfinite(in.as_float()) ? Value(static_cast<int64_t>(in.as_float())) : fallback;
+  if (in.kind() == Kind::Float) return std::isfinite(in.as_float()) ? truncate_to_int(in.as_float()) : fallback;
   if (!in.is_string()) return fallback;
   const Value* base_v = a.get(1, "base");
   const int base = base_v && base_v->is_integer() ? static_cast<int>(base_v->as_int()) : 10;
@@ -225,9 +232,12 @@ Result<Value> f_int(const Value& in, const CallArgs& a) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(s.c_str(), &end, base);
-  if (!s.empty() && end == s.c_str() + s.size() && errno == 0) return Value(static_cast<int64_t>(v));
+  if (!s.empty() && end == s.c_str() + s.size()) {
+    if (errno == ERANGE) return invalid_argument("int of '%s' is beyond 64 bits (Tandem's integers are 64-bit)", s.c_str());
+    if (errno == 0) return Value(static_cast<int64_t>(v));
+  }
   const double d = std::strtod(s.c_str(), &end);  // jinja2 falls back to int(float(s))
-  if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(d)) return Value(static_cast<int64_t>(d));
+  if (!s.empty() && end == s.c_str() + s.size() && std::isfinite(d)) return truncate_to_int(d);
   return fallback;
 }
 
@@ -403,8 +413,13 @@ Result<Value> f_sum(const Value& in, const CallArgs& a) {
       TANDEM_ASSIGN(v, lookup_path(item, *attribute));
     }
     if (!v.is_number() || !total.is_number()) return invalid_argument("sum: unsupported operand types");
-    if (v.kind() == Kind::Float || total.kind() == Kind::Float) total = Value(total.as_float() + v.as_float());
-    else total = Value(total.as_int() + v.as_int());
+    if (v.kind() == Kind::Float || total.kind() == Kind::Float) {
+      total = Value(total.as_float() + v.as_float());
+    } else {
+      int64_t sum = 0;
+      if (__builtin_add_overflow(total.as_int(), v.as_int(), &sum)) return invalid_argument("sum: integer overflow");
+      total = Value(sum);
+    }
   }
   return total;
 }
@@ -503,7 +518,11 @@ Result<std::string> printf_format(const std::string& fmt, const List& args, bool
     const Value& v = args[next++];
     if (c == 's') out += v.str();
     else if (c == 'r') out += v.repr();
-    else if ((c == 'd' || c == 'i') && v.is_number()) out += std::to_string(v.is_integer() ? v.as_int() : static_cast<int64_t>(v.as_float()));
+    else if ((c == 'd' || c == 'i') && v.is_integer()) out += std::to_string(v.as_int());
+    else if ((c == 'd' || c == 'i') && v.is_number() && std::isfinite(v.as_float())) {
+      TANDEM_ASSIGN(Value i, truncate_to_int(v.as_float()));
+      out += std::to_string(i.as_int());
+    }
     else return invalid_argument("format: unsupported conversion '%%%c'", c);
   }
   if (next < args.size() && !allow_unused) return invalid_argument("not all arguments converted during string formatting");

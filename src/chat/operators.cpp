@@ -207,15 +207,20 @@ Result<Value> eval_slice(const Value& obj, const Value& start_v, const Value& st
   };
   const int64_t start = clamp(start_v, step > 0 ? 0 : n - 1);
   const int64_t stop = clamp(stop_v, step > 0 ? n : -1);
+  // Indexes start + k * step for k < count, in 128 bits: a huge step must not overflow.
+  const __int128 span = step > 0 ? __int128(stop) - start : __int128(start) - stop;
+  const __int128 stride = step > 0 ? __int128(step) : -__int128(step);
+  const int64_t count = span > 0 ? int64_t((span - 1) / stride + 1) : 0;
+  auto index = [&](int64_t k) { return int64_t(__int128(start) + __int128(k) * step); };
   if (obj.is_list()) {
     List out;
-    for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) out.push_back(obj.as_list()[i]);
-    return Value::list(std::move(out));
+    for (int64_t k = 0; k < count; ++k) out.push_back(obj.as_list()[index(k)]);
+    return obj.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));
   }
   std::string out;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-    if (ascii) out += obj.as_string()[i];
-    else out += chars[i];
+  for (int64_t k = 0; k < count; ++k) {
+    if (ascii) out += obj.as_string()[index(k)];
+    else out += chars[index(k)];
   }
   return Value(std::move(out));
 }

@@ -110,7 +110,7 @@ class Renderer {
       const double n = std::ceil((static_cast<double>(stop) - start) / stride);
       if (n > 100000) return invalid_argument("Range too big. The sandbox blocks ranges larger than MAX_RANGE (100000).");
       List items;
-      for (int64_t i = start; stride > 0 ? i < stop : i > stop; i += stride) items.emplace_back(i);
+      for (__int128 i = start; stride > 0 ? i < stop : i > stop; i += stride) items.emplace_back(int64_t(i));
       return Value::list(std::move(items));
     }));
     g.set("namespace", Value::callable("namespace", [](const CallArgs& a) -> Result<Value> {

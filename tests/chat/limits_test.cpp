@@ -89,6 +89,11 @@ TEST(ChatTemplateErrors, EndlessWorkStopsWithAClearError) {
   EXPECT_NE(render_error("{% for i in range(10000) %}abc{% endfor %}", o).find("output exceeds 1000 bytes"),
             std::string::npos);
   EXPECT_NE(render_error("{{ 9223372036854775807 + 1 }}").find("integer overflow"), std::string::npos);
+  // Found by the fuzzer: int() of a value past 64 bits (Python grows the integer; Tandem refuses).
+  EXPECT_NE(render_error("{{ '42555555555555555555555'|int }}").find("beyond 64 bits"), std::string::npos);
+  EXPECT_NE(render_error("{{ 4.2e88|int }}").find("beyond 64 bits"), std::string::npos);
+  EXPECT_NE(render_error("{{ '%d' % 1e300 }}").find("beyond 64 bits"), std::string::npos);
+  EXPECT_NE(render_error("{{ [9223372036854775807, 1]|sum }}").find("integer overflow"), std::string::npos);
 }
 
 TEST(ChatTemplateErrors, NamespacesCannotGrowWithoutBound) {
@@ -104,6 +109,19 @@ TEST(ChatTemplateErrors, NamespacesCannotGrowWithoutBound) {
   EXPECT_NE(render_error(dag + "{{ ns.x }}", o).find("output exceeds 1000 bytes"), std::string::npos);
   EXPECT_NE(render_error(dag + "{{ ns.x | tojson }}", o).find("tojson: more than 1000 bytes"), std::string::npos);
   EXPECT_NE(render_error(dag + "{{ ns.x | join(',') }}", o).find("join: more than 1000 bytes"), std::string::npos);
+}
+
+TEST(ChatTemplateErrors, HugeStepsAndBoundsDoNotOverflow) {
+  auto render = [](const std::string& src) {
+    auto t = Template::parse(src);
+    auto r = t->render(Value::dict());
+    return r ? *r : "error: " + r.error().message();
+  };
+  EXPECT_EQ(render("{{ [0, 1, 2, 3][1::9223372036854775807] }}"), "[1]");
+  EXPECT_EQ(render("{{ 'abcd'[::-9223372036854775807] }}"), "d");
+  EXPECT_EQ(render("{{ [0, 1, 2][-9223372036854775807:9223372036854775807] }}"), "[0, 1, 2]");
+  EXPECT_EQ(render("{{ range(4611686018427387904, 9223372036854775807, 4611686018427387904)|list }}"),
+            "[4611686018427387904]");
 }
 
 TEST(ChatTemplateErrors, RecursiveLoopDepthIsBounded) {
