@@ -213,7 +213,7 @@ Status perplexity_command(EngineFlags ef, const std::string& text_file, const st
 
   TANDEM_ASSIGN(const std::string text, read_text(text_file));
   const auto t_tok = std::chrono::steady_clock::now();
-  const std::vector<int32_t> tokens = e.tokenizer->tokenize(text, true, false);
+  TANDEM_ASSIGN(const std::vector<int32_t> tokens, e.tokenizer->tokenize(text, true, false));
   std::fprintf(stderr, "perplexity: %zu bytes tokenized to %zu tokens in %.2f s\n", text.size(), tokens.size(),
                seconds_since(t_tok));
   if (int64_t(tokens.size()) < 2 * r.n_ctx)

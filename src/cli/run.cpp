@@ -148,7 +148,9 @@ int run_main(int argc, char** argv) {
   Generation stats;
   int32_t n_past = 0;
   if (!chat) {
-    const auto tokens = e.tokenizer->tokenize(prompt, true, true);
+    const auto tokenized = e.tokenizer->tokenize(prompt, true, true);
+    if (!tokenized) return fail(tokenized.error());
+    const std::vector<int32_t>& tokens = *tokenized;
     if (tokens.empty()) return fail(invalid_argument("run: the prompt is empty"));
     if (display_prompt) std::fputs(prompt.c_str(), stdout);
     if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, ignore_eos, &n_past, &stats, nullptr);
@@ -190,7 +192,9 @@ int run_main(int argc, char** argv) {
     // (a template may rewrite earlier turns, e.g. drop an R1 answer's reasoning).
     auto text = chat::apply_chat_template(*tmpl, messages, true, bos, eos);
     if (!text) return fail(Status(text.error().code(), "run: chat template: " + text.error().message()));
-    auto tokens = e.tokenizer->tokenize(*text, true, true);
+    auto tokenized = e.tokenizer->tokenize(*text, true, true);
+    if (!tokenized) return fail(tokenized.error());
+    std::vector<int32_t> tokens = std::move(*tokenized);
     // The template writes BOS itself when it wants one; tokenize() may have added a second.
     const auto bos_id = e.tokenizer->vocab().special.bos;
     if (tokens.size() >= 2 && tokens[0] == bos_id && tokens[1] == bos_id) tokens.erase(tokens.begin());

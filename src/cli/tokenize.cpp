@@ -90,7 +90,9 @@ int tokenize_main(int argc, char** argv) {
   for (const std::string& w : (*tok)->warnings()) std::fprintf(stderr, "warning: %s: %s\n", model.c_str(), w.c_str());
 
   const bool add_special = (*tok)->vocab().add_bos && !no_bos;
-  const std::vector<tokenizer::TokenId> tokens = (*tok)->tokenize(text, add_special, !no_parse_special);
+  const auto tokenized = (*tok)->tokenize(text, add_special, !no_parse_special);
+  if (!tokenized) return fail(tokenized.error());
+  const std::vector<tokenizer::TokenId>& tokens = *tokenized;
   if (ids) {
     std::string line = "[";
     for (size_t i = 0; i < tokens.size(); ++i) {

@@ -7,6 +7,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "tokenizer/unicode.h"
@@ -28,6 +29,18 @@ constexpr const char* kDeepseekCjk =
 constexpr const char* kGpt4o =
     R"([^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 constexpr const char* kStarcoder = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S))";
+// jais-2 takes a whitespace run in chunks of 512, 256, ... (\s{512}(?!\S)|...), and before each chunk
+// its \s*[\r\n]+ scans to the end of the run for a newline: quadratic, minutes for a few million
+// spaces. This first pass cuts a run that holds no \r or \n into the chunks of 512 that jais-2's own
+// pattern would take while more than 512 are left (checking the run for newlines once, at its start,
+// then chaining with \G), so the second pass sees short runs only. Same pieces: pre_tokenizer_test.
+#define TANDEM_WS_NO_NEWLINE R"([\t\x{0b}\f \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}])"
+constexpr const char* kJais2WhitespaceChunks =
+    R"((?:\G(?<=)" TANDEM_WS_NO_NEWLINE R"()|(?<!)" TANDEM_WS_NO_NEWLINE R"()(?=)" TANDEM_WS_NO_NEWLINE
+    R"(*+(?![\r\n]))))" TANDEM_WS_NO_NEWLINE "{512}(?=" TANDEM_WS_NO_NEWLINE ")";
+#undef TANDEM_WS_NO_NEWLINE
+// Split by split_digit_groups below, not by PCRE2.
+constexpr const char* kDigitGroupsFromEnd = R"((?=(\d{3})+(?!\d)))";
 constexpr const char* kBloom = R"( ?[^(\s|.,!?\x{2026}\x{3002}\x{ff0c}\x{3001}\x{964}\x{6d4}\x{60c})]+)";
 
 struct NamedSpec {
@@ -56,7 +69,8 @@ const std::vector<NamedSpec>& table() {
       {{"dbrx", "smaug-bpe"}, spec("llama3", {kLlama3})},
       {{"jais-2"},
        spec("jais2",
-            {R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s{512}(?!\S)|\s{256}(?!\S)|\s{128}(?!\S)|\s{64}(?!\S)|\s{32}(?!\S)|\s{16}(?!\S)|\s{8}(?!\S)|\s{4}(?!\S)|\s{1,2}(?!\S)|\s{1})"})},
+            {kJais2WhitespaceChunks,
+             R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s{512}(?!\S)|\s{256}(?!\S)|\s{128}(?!\S)|\s{64}(?!\S)|\s{32}(?!\S)|\s{16}(?!\S)|\s{8}(?!\S)|\s{4}(?!\S)|\s{1,2}(?!\S)|\s{1})"})},
       {{"deepseek-llm"},
        spec("deepseek-llm",
             {R"([\r\n])",
@@ -111,7 +125,7 @@ const std::vector<NamedSpec>& table() {
        spec("granite-embed-multi",
             {R"([^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))*((?=[\p{L}\p{M}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))+((?=[\p{L}\p{M}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)"},
             false, true)},
-      {{"superbpe"}, spec("superbpe", {R"(\p{N}+)", R"((?=(\d{3})+(?!\d)))"}, false)},
+      {{"superbpe"}, spec("superbpe", {R"(\p{N}+)", kDigitGroupsFromEnd}, false)},
       {{"bailingmoe", "bailingmoe2", "llada-moe"},
        spec("bailingmoe",
             {R"('(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+)"},
@@ -215,15 +229,49 @@ std::string to_pcre2_pattern(std::string_view in) {
 }
 
 struct PreTokenizer::Compiled {
-  pcre2_code* code = nullptr;
+  pcre2_code* code = nullptr;  // nullptr: kDigitGroupsFromEnd, split by split_digit_groups
   ~Compiled() { pcre2_code_free(code); }
 };
 
+namespace {
+
+// superbpe's second pattern cuts each run of ASCII digits into groups of three from its end. As a
+// regex every position looks ahead to the end of the run: quadratic, minutes for 500,000 digits. The
+// same cuts are made here in one pass, the way llama.cpp swaps its own code in for known patterns
+// (src/unicode.cpp, unicode_regex_split_custom).
+void split_digit_groups(std::string_view piece, std::vector<size_t>* out) {
+  auto is_digit = [&](size_t i) { return piece[i] >= '0' && piece[i] <= '9'; };
+  size_t emitted = 0;
+  for (size_t i = 0; i < piece.size();) {
+    if (!is_digit(i)) {
+      ++i;
+      continue;
+    }
+    size_t end = i;
+    while (end < piece.size() && is_digit(end)) ++end;
+    // The pattern matches (empty) where a positive multiple of three digits is left: end - 3, end - 6, ...
+    for (size_t cut = i + (end - i) % 3; cut < end; cut += 3) {
+      if (cut > emitted) out->push_back(cut - emitted);
+      emitted = std::max(emitted, cut);
+    }
+    i = end;
+  }
+  if (emitted < piece.size()) out->push_back(piece.size() - emitted);
+}
+
+}  // namespace
+
 PreTokenizer::~PreTokenizer() = default;
 
-Result<std::unique_ptr<PreTokenizer>> PreTokenizer::create(const PreTokenizerSpec& spec) {
+Result<std::unique_ptr<PreTokenizer>> PreTokenizer::create(const PreTokenizerSpec& spec, size_t max_jit_stack_bytes) {
   std::unique_ptr<PreTokenizer> p(new PreTokenizer());
+  p->family_ = spec.family;
+  p->max_jit_stack_bytes_ = max_jit_stack_bytes;
   for (const char* pattern : spec.patterns) {
+    if (std::string_view(pattern) == kDigitGroupsFromEnd) {
+      p->regexes_.push_back(std::make_unique<Compiled>());
+      continue;
+    }
     const std::string rewritten = to_pcre2_pattern(pattern);
     int error = 0;
     PCRE2_SIZE offset = 0;
@@ -245,32 +293,74 @@ Result<std::unique_ptr<PreTokenizer>> PreTokenizer::create(const PreTokenizerSpe
 
 namespace {
 
-// Per-thread match resources: a JIT stack large enough for long runs of one character class.
-struct MatchScratch {
-  pcre2_match_context* context = nullptr;
-  pcre2_jit_stack* jit_stack = nullptr;
-  MatchScratch() {
-    context = pcre2_match_context_create(nullptr);
-    jit_stack = pcre2_jit_stack_create(64 * 1024, 16 * 1024 * 1024, nullptr);
-    pcre2_jit_stack_assign(context, nullptr, jit_stack);
+// A pattern that repeats a group (tekken's ((?=[\p{L}])([^a-z]))*, exaone-moe's nested groups) needs JIT
+// stack and match steps in proportion to its match: up to 67 bytes and 3 steps per byte of a run of
+// letters (measured on runs of 1 and 5 million). A split starts on 16 MiB of stack (runs of ~250,000
+// letters) and retries a match that runs out on 8 times as much, up to kJitStackPerByte per byte of the
+// text or the caller's cap; the step limit is kMatchStepsPerByte per byte (PCRE2's default, 10 million,
+// stops exaone-moe at about 4 million letters). Both are about 4x what the patterns here need.
+constexpr size_t kJitStackStartBytes = size_t(16) << 20;
+constexpr size_t kJitStackPerByte = 256;
+constexpr size_t kMatchStepsPerByte = 16;
+
+class MatchResources {
+ public:
+  MatchResources() : context_(pcre2_match_context_create(nullptr)) {}
+  ~MatchResources() {
+    pcre2_jit_stack_free(stack_);
+    pcre2_match_context_free(context_);
   }
-  ~MatchScratch() {
-    pcre2_jit_stack_free(jit_stack);
-    pcre2_match_context_free(context);
+  size_t stack_bytes() const { return stack_bytes_; }
+  pcre2_match_context* context() const { return context_; }
+  // Replaces the JIT stack by one of `bytes`; false when that cannot be allocated.
+  bool set_stack(size_t bytes) {
+    pcre2_jit_stack* stack = pcre2_jit_stack_create(std::min<size_t>(bytes, 64 * 1024), bytes, nullptr);
+    if (!stack) return false;
+    pcre2_jit_stack_free(stack_);
+    stack_ = stack;
+    stack_bytes_ = bytes;
+    pcre2_jit_stack_assign(context_, nullptr, stack_);
+    return true;
   }
+
+ private:
+  pcre2_match_context* context_;
+  pcre2_jit_stack* stack_ = nullptr;
+  size_t stack_bytes_ = 0;
 };
+
+std::string pcre2_message(int rc) {
+  PCRE2_UCHAR message[256];
+  pcre2_get_error_message(rc, message, sizeof(message));
+  return reinterpret_cast<const char*>(message);
+}
 
 }  // namespace
 
-std::vector<size_t> PreTokenizer::split(std::string_view text) const {
-  thread_local MatchScratch scratch;
+Result<std::vector<size_t>> PreTokenizer::split(std::string_view text) const {
+  if (text.empty()) return std::vector<size_t>{};
+  MatchResources resources;
+  const size_t limit = max_jit_stack_bytes_ ? max_jit_stack_bytes_
+                                            : std::max(kJitStackStartBytes, kJitStackPerByte * text.size());
+  if (!resources.context() || !resources.set_stack(std::min(kJitStackStartBytes, limit)))
+    return out_of_memory("pre-tokenizer '%s': cannot allocate PCRE2's match context", family_);
+  pcre2_set_match_limit(resources.context(),
+                        uint32_t(std::min<size_t>(UINT32_MAX, std::max<size_t>(10'000'000, kMatchStepsPerByte * text.size()))));
   std::vector<size_t> pieces{text.size()};
-  if (text.empty()) return {};
   std::vector<size_t> next;
-  for (const auto& regex : regexes_) {
+  for (size_t r = 0; r < regexes_.size(); ++r) {
+    pcre2_code* code = regexes_[r]->code;
     next.clear();
     next.reserve(pieces.size() * 2);
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(regex->code, nullptr);
+    if (!code) {
+      size_t start = 0;
+      for (const size_t length : pieces) split_digit_groups(text.substr(start, length), &next), start += length;
+      pieces.swap(next);
+      continue;
+    }
+    std::unique_ptr<pcre2_match_data, void (*)(pcre2_match_data*)> md(
+        pcre2_match_data_create_from_pattern(code, nullptr), pcre2_match_data_free);
+    if (!md) return out_of_memory("pre-tokenizer '%s': cannot allocate PCRE2's match data", family_);
     size_t start = 0;
     for (const size_t length : pieces) {
       // Each piece is matched on its own, so ^, $, \b and lookarounds stop at its edges (as in llama.cpp).
@@ -278,15 +368,26 @@ std::vector<size_t> PreTokenizer::split(std::string_view text) const {
       size_t emitted = 0, pos = 0;
       uint32_t options = PCRE2_NO_UTF_CHECK;
       while (pos <= length) {
-        const int rc = pcre2_match(regex->code, subject, length, pos, options, md, scratch.context);
-        if (rc < 0) {
-          if (rc != PCRE2_ERROR_NOMATCH || !(options & PCRE2_ANCHORED) || pos >= length) break;
+        const int rc = pcre2_match(code, subject, length, pos, options, md.get(), resources.context());
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT && resources.stack_bytes() < limit) {
+          if (!resources.set_stack(std::min(limit, resources.stack_bytes() * 8)))
+            return out_of_memory("pre-tokenizer '%s': cannot allocate %zu MiB of match stack for a piece of %zu bytes",
+                                 family_, std::min(limit, resources.stack_bytes() * 8) >> 20, length);
+          continue;  // the same match again, with more stack
+        }
+        if (rc == PCRE2_ERROR_NOMATCH) {
+          if (!(options & PCRE2_ANCHORED) || pos >= length) break;
           // The last match was empty and none non-empty starts there: move one character on.
           pos += std::min(utf8_len(uint8_t(subject[pos])), length - pos);
           options = PCRE2_NO_UTF_CHECK;
           continue;
         }
-        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md);
+        // Anything else (stack or match limits, no memory) would leave the rest of the piece unsplit:
+        // an error, never a silently different tokenization.
+        if (rc < 0)
+          return out_of_memory("pre-tokenizer '%s': pattern %zu failed at byte %zu of a %zu-byte piece: %s (PCRE2 %d)",
+                               family_, r + 1, start + pos, length, pcre2_message(rc).c_str(), rc);
+        const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
         const size_t match_begin = ov[0], match_end = ov[1];
         if (match_begin > emitted) next.push_back(match_begin - emitted);
         if (match_end > match_begin) next.push_back(match_end - match_begin);
@@ -299,7 +400,6 @@ std::vector<size_t> PreTokenizer::split(std::string_view text) const {
       if (emitted < length) next.push_back(length - emitted);
       start += length;
     }
-    pcre2_match_data_free(md);
     pieces.swap(next);
   }
   return pieces;

@@ -38,21 +38,27 @@ std::vector<std::string> known_pre_tokenizer_names();
 // Unicode 15 additions that Debian 12's PCRE2 (Unicode 14) lacks. Exposed for tests.
 std::string to_pcre2_pattern(std::string_view llama_pattern);
 
-// A compiled pre-tokenizer. Thread-safe: each call uses its own match data.
+// A compiled pre-tokenizer. Thread-safe: each call uses its own match resources.
 class PreTokenizer {
  public:
-  static Result<std::unique_ptr<PreTokenizer>> create(const PreTokenizerSpec& spec);
+  // max_jit_stack_bytes caps the match stack a split may grow to (0: 256 bytes per byte of the text,
+  // enough for any length; tests set a small cap to reach the error path).
+  static Result<std::unique_ptr<PreTokenizer>> create(const PreTokenizerSpec& spec, size_t max_jit_stack_bytes = 0);
   ~PreTokenizer();
 
   // Splits `text` (valid UTF-8 except for surrogate code points, which the caller has replaced by a
   // same-length stand-in) into words; returns the byte length of each word, in order. Empty words
-  // (from patterns that can match nothing) are dropped.
-  std::vector<size_t> split(std::string_view text) const;
+  // (from patterns that can match nothing) are dropped. Any length splits as a short text would; an
+  // error (OutOfMemory) only when the match stack that needs cannot be had, never a partial split.
+  // Cost: linear in the text (about 0.1 s per million bytes of one run; pre_tokenizer_test).
+  Result<std::vector<size_t>> split(std::string_view text) const;
 
  private:
   PreTokenizer() = default;
   struct Compiled;
   std::vector<std::unique_ptr<Compiled>> regexes_;
+  const char* family_ = "";
+  size_t max_jit_stack_bytes_ = 0;
 };
 
 }  // namespace tandem::tokenizer

@@ -171,7 +171,7 @@ std::vector<Tokenizer::Fragment> Tokenizer::partition(std::string_view text, boo
 
 using WordCache = std::unordered_map<std::string, std::vector<TokenId>, StringHash, std::equal_to<>>;
 
-void Tokenizer::tokenize_bpe_text(std::string_view text, std::vector<TokenId>* out, void* cache_ptr) const {
+Status Tokenizer::tokenize_bpe_text(std::string_view text, std::vector<TokenId>* out, void* cache_ptr) const {
   WordCache& cache = *static_cast<WordCache*>(cache_ptr);
   // llama.cpp decodes leniently and re-encodes before splitting (invalid bytes become U+FFFD). PCRE2
   // needs valid UTF-8, so surrogates (which llama.cpp keeps) are matched as U+E000, a code point of
@@ -186,7 +186,7 @@ void Tokenizer::tokenize_bpe_text(std::string_view text, std::vector<TokenId>* o
   if (has_surrogate) {
     for (const uint32_t cp : decode_utf8_lenient(encoded)) append_utf8(cp >= 0xD800 && cp <= 0xDFFF ? 0xE000 : cp, &matched);
   }
-  const std::vector<size_t> words = pre_->split(has_surrogate ? matched : encoded);
+  TANDEM_ASSIGN(const std::vector<size_t> words, pre_->split(has_surrogate ? matched : encoded));
   std::string word;
   size_t begin = 0;
   for (const size_t length : words) {
@@ -205,9 +205,10 @@ void Tokenizer::tokenize_bpe_text(std::string_view text, std::vector<TokenId>* o
     }
     out->insert(out->end(), it->second.begin(), it->second.end());
   }
+  return Status();
 }
 
-std::vector<TokenId> Tokenizer::tokenize(std::string_view text, bool add_special, bool parse_special) const {
+Result<std::vector<TokenId>> Tokenizer::tokenize(std::string_view text, bool add_special, bool parse_special) const {
   std::vector<TokenId> out;
   const std::vector<Fragment> fragments = partition(text, parse_special);
   const Vocab& v = vocab_;
@@ -241,7 +242,7 @@ std::vector<TokenId> Tokenizer::tokenize(std::string_view text, bool add_special
       }
       const std::string_view fragment = text.substr(f.begin, f.size);
       if (!v.spm_style) {
-        tokenize_bpe_text(fragment, &out, &cache);
+        TANDEM_TRY(tokenize_bpe_text(fragment, &out, &cache));
         continue;
       }
       escaped.clear();
@@ -249,7 +250,7 @@ std::vector<TokenId> Tokenizer::tokenize(std::string_view text, bool add_special
         if (c == ' ') escaped += "\xE2\x96\x81";
         else escaped += c;
       }
-      tokenize_bpe_text(escaped, &out, &cache);
+      TANDEM_TRY(tokenize_bpe_text(escaped, &out, &cache));
     }
   }
   if (add_special && v.add_eos && v.special.eos != kNoToken) out.push_back(v.special.eos);

@@ -28,8 +28,9 @@ class Tokenizer {
 
   // llama_tokenize(text, add_special, parse_special): add_special adds BOS/EOS where the vocabulary asks
   // for them; parse_special matches control-token texts ("<|im_end|>") as those tokens. User-defined tokens
-  // are always matched. Never fails: invalid UTF-8 is tokenized the way llama.cpp does.
-  std::vector<TokenId> tokenize(std::string_view text, bool add_special, bool parse_special) const;
+  // are always matched. Invalid UTF-8 is tokenized the way llama.cpp does; the only error is a text
+  // whose pre-tokenization needs more memory than can be had (PreTokenizer::split).
+  Result<std::vector<TokenId>> tokenize(std::string_view text, bool add_special, bool parse_special) const;
 
   // The bytes a token stands for (llama_token_to_piece with lstrip 0). Control and unknown tokens
   // render as their text when `special`, as nothing otherwise. An id outside the vocabulary gives "".
@@ -48,7 +49,7 @@ class Tokenizer {
   Tokenizer() = default;
   struct Fragment;
   std::vector<Fragment> partition(std::string_view text, bool parse_special) const;
-  void tokenize_bpe_text(std::string_view text, std::vector<TokenId>* out, void* cache) const;
+  Status tokenize_bpe_text(std::string_view text, std::vector<TokenId>* out, void* cache) const;
 
   Vocab vocab_;
   std::string pre_family_;

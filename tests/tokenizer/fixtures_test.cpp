@@ -92,7 +92,9 @@ TEST_P(TokenizerFixtures, IdsEqualLlamaTokenize) {
     const std::string& text = texts.at(e.name);
     // "default" is llama-tokenize's default run; "plain" is --no-bos --no-parse-special.
     const bool plain = e.mode == "plain";
-    const std::vector<TokenId> got = (*tok)->tokenize(text, !plain && (*tok)->vocab().add_bos, !plain);
+    const auto tokenized = (*tok)->tokenize(text, !plain && (*tok)->vocab().add_bos, !plain);
+    ASSERT_TRUE(tokenized) << tokenized.error().message();
+    const std::vector<TokenId>& got = *tokenized;
     EXPECT_EQ(got, e.ids) << vocab << " text '" << e.name << "' mode " << e.mode;
     passed += got == e.ids;
   }
@@ -110,7 +112,9 @@ TEST_P(TokenizerFixtures, RoundTripsValidUtf8) {
     if (!valid_utf8(text)) continue;  // invalid bytes become U+FFFD in BPE, and break SPM's space marker
     // SentencePiece reads U+2581 in the input as its space marker: it comes back as a space.
     if (t.vocab().type == VocabType::Spm && text.find("\xE2\x96\x81") != std::string::npos) continue;
-    const std::vector<TokenId> ids = t.tokenize(text, false, false);
+    const auto tokenized = t.tokenize(text, false, false);
+    ASSERT_TRUE(tokenized) << tokenized.error().message();
+    const std::vector<TokenId>& ids = *tokenized;
     std::string pieces;
     for (const TokenId id : ids) pieces += t.token_to_piece(id, true);
     if (t.vocab().type == VocabType::Spm && t.vocab().add_space_prefix) {
