@@ -1,5 +1,5 @@
 // Exactness on Tandem's own text set (tests/fixtures/tokenizer, ids recorded from llama.cpp's
-// llama-tokenize by scripts/fixtures/gen_tokenizer.py) for Gemma 3 and the vocab GGUFs in ../shared/models,
+// llama-tokenize by scripts/fixtures/gen_tokenizer.py) for Gemma 3, Gemma 4's vocab and those in ../shared/models,
 // and the round trip detokenize(tokenize(x)) == x where the tokenizer is lossless.
 #include <gtest/gtest.h>
 
@@ -27,7 +27,11 @@ std::string gemma_path() {
 
 std::string model_path(const std::string& vocab) {
   if (vocab == "gemma3") return gemma_path();
-  return TANDEM_SOURCE_DIR "/../shared/models/ggml-vocab-" + vocab + ".gguf";
+  const std::string file = "ggml-vocab-" + vocab + ".gguf";
+  // llama.cpp's models/ folder as scripts/fetch-llama-vocab.sh fetches it (the only home of gemma-4).
+  if (const char* dir = std::getenv("TANDEM_LLAMA_MODELS"); dir && fs::exists(fs::path(dir) / file))
+    return (fs::path(dir) / file).string();
+  return TANDEM_SOURCE_DIR "/../shared/models/" + file;
 }
 
 std::string from_hex(const std::string& hex) {
@@ -80,7 +84,9 @@ class TokenizerFixtures : public testing::TestWithParam<std::string> {};
 TEST_P(TokenizerFixtures, IdsEqualLlamaTokenize) {
   const std::string vocab = GetParam();
   const std::string path = model_path(vocab);
-  if (!fs::exists(path)) GTEST_SKIP() << path << " is absent (Gemma: set TANDEM_GEMMA_GGUF or run scripts/fetch-model.sh)";
+  if (!fs::exists(path))
+    GTEST_SKIP() << path << " is absent (Gemma 3: set TANDEM_GEMMA_GGUF or run scripts/fetch-model.sh; "
+                 << "Gemma 4: set TANDEM_LLAMA_MODELS to what scripts/fetch-llama-vocab.sh prints)";
   const std::vector<Expected> expected = read_ids(vocab);
   ASSERT_FALSE(expected.empty()) << "no fixture for " << vocab << "; run scripts/fixtures/gen_tokenizer.py";
   const auto texts = read_texts();
@@ -110,8 +116,9 @@ TEST_P(TokenizerFixtures, RoundTripsValidUtf8) {
   int checked = 0;
   for (const auto& [name, text] : read_texts()) {
     if (!valid_utf8(text)) continue;  // invalid bytes become U+FFFD in BPE, and break SPM's space marker
-    // SentencePiece reads U+2581 in the input as its space marker: it comes back as a space.
-    if (t.vocab().type == VocabType::Spm && text.find("\xE2\x96\x81") != std::string::npos) continue;
+    // SentencePiece (and Gemma 4's BPE) reads U+2581 in the input as its space marker: it comes back as a space.
+    const bool spm_spaces = t.vocab().type == VocabType::Spm || t.vocab().spm_style;
+    if (spm_spaces && text.find("\xE2\x96\x81") != std::string::npos) continue;
     const auto tokenized = t.tokenize(text, false, false);
     ASSERT_TRUE(tokenized) << tokenized.error().message();
     const std::vector<TokenId>& ids = *tokenized;
@@ -130,7 +137,7 @@ TEST_P(TokenizerFixtures, RoundTripsValidUtf8) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Vocabs, TokenizerFixtures,
-                         testing::Values("gemma3", "llama-spm", "llama-bpe", "qwen2", "gpt-2", "deepseek-llm",
+                         testing::Values("gemma3", "gemma-4", "llama-spm", "llama-bpe", "qwen2", "gpt-2", "deepseek-llm",
                                          "deepseek-coder"),
                          [](const testing::TestParamInfo<std::string>& info) {
                            std::string name;
