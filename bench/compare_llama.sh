@@ -2,8 +2,10 @@
 # Whole-model speed of Tandem beside llama.cpp on the same files and threads, run back to back:
 # `tandem bench` then `llama-bench` for each model, pp and tg, plus peak RSS of each run.
 # usage: bench/compare_llama.sh [-p 512] [-n 128] [-t 2] [-r 3] MODEL.gguf ...
-# Env: LLAMA_BENCH (llama-bench path), TANDEM (tandem binary). llama.cpp is the reference build
-# from ../shared/tools/build-llama-cpp.sh (AMX off: its AMX path crashes on these machines).
+# Env: LLAMA_BENCH (llama-bench path), TANDEM (tandem binary), TANDEM_ARGS (extra tandem flags, e.g.
+# "--cpu-isa avx2"), BW_GBS (the machine's read bandwidth: adds tg's share of it, weights read per token
+# taken as the file's size). llama.cpp is the reference build from ../shared/tools/build-llama-cpp.sh
+# (AMX off: its AMX path crashes on these machines) or bench/build-llama-avx2.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 TANDEM=${TANDEM:-$here/build/bin/tandem}
@@ -17,23 +19,28 @@ shift $((OPTIND - 1))
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "tandem $(git -C "$here" rev-parse --short HEAD); llama.cpp: $LLAMA_BENCH"
 echo
-echo "| model | test | tandem t/s | llama.cpp t/s | ratio | tandem peak RSS | llama.cpp peak RSS |"
-echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+read -r -a tandem_args <<<"${TANDEM_ARGS:-}"
+echo "| model | test | tandem t/s | llama.cpp t/s | ratio | tandem GB/s (share of ${BW_GBS:-?}) | tandem peak RSS | llama.cpp peak RSS |"
+echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 for model in "$@"; do
   name=$(basename "$model" .gguf)
   for test in "pp" "tg"; do
     if [ $test = pp ]; then args=(-p "$p" -n 0); label="pp$p"; else args=(-p 0 -n "$n"); label="tg$n"; fi
     tj=$(mktemp) lj=$(mktemp) tt=$(mktemp) lt=$(mktemp)
-    /usr/bin/time -f %M -o "$tt" "$TANDEM" bench -m "$model" "${args[@]}" -t "$t" -r "$r" -o json >"$tj" 2>/dev/null
+    /usr/bin/time -f %M -o "$tt" "$TANDEM" bench -m "$model" "${args[@]}" -t "$t" -r "$r" -o json ${tandem_args[@]+"${tandem_args[@]}"} >"$tj" 2>/dev/null
     /usr/bin/time -f %M -o "$lt" "$LLAMA_BENCH" -m "$model" "${args[@]}" -t "$t" -r "$r" -o json >"$lj" 2>/dev/null
-    python3 - "$tj" "$lj" "$tt" "$lt" "$name" "$label" <<'PY'
-import json, sys
-tj, lj, tt, lt, name, label = sys.argv[1:]
+    python3 - "$tj" "$lj" "$tt" "$lt" "$name" "$label" "$model" "${BW_GBS:-}" <<'PY'
+import json, os, sys
+tj, lj, tt, lt, name, label, model, bw = sys.argv[1:]
 ours = json.load(open(tj))[0]
 ref = json.load(open(lj))[0]
 a, b = ours["avg_ts"], ref["avg_ts"]
 rss = lambda f: f"{int(open(f).read().split()[-1]) / 1024:.0f} MiB"
-print(f"| {name} | {label} | {a:.2f} ± {ours['stddev_ts']:.2f} | {b:.2f} ± {ref['stddev_ts']:.2f} | {a / b:.2f}x | {rss(tt)} | {rss(lt)} |")
+gbs = "-"
+if label.startswith("tg"):
+    g = a * os.path.getsize(model) / 1e9
+    gbs = f"{g:.1f}" + (f" ({100 * g / float(bw):.0f}%)" if bw else "")
+print(f"| {name} | {label} | {a:.2f} ± {ours['stddev_ts']:.2f} | {b:.2f} ± {ref['stddev_ts']:.2f} | {a / b:.2f}x | {gbs} | {rss(tt)} | {rss(lt)} |")
 PY
     rm -f "$tj" "$lj" "$tt" "$lt"
   done

@@ -277,8 +277,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     if (k_rot || v_rot)
       std::fprintf(stderr, "         quantized cache: %s rotated by a %d-wide Walsh-Hadamard block before storing (as llama.cpp)\n",
                    k_rot && v_rot ? "Q/K and V" : k_rot ? "Q/K" : "V", k_rot ? k_rot : v_rot);
-    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s\n", threads,
-                 (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa));
+    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s (%s choices)\n", threads,
+                 (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa),
+                 cpu::uarch_name(cpu::kernels().uarch));
     std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",
                  describe_priority(priority).c_str(), refused.empty() ? "" : " (refused by the OS, see above)",
                  (long long)f.poll, placement.description.c_str(), describe_memory_policy().c_str());

@@ -41,7 +41,11 @@ CpuFeatures probe() {
   unsigned a, b, c, d;
   if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
   const unsigned max_leaf = a;
+  const bool amd = b == 0x68747541 && d == 0x69746e65 && c == 0x444d4163;  // "AuthenticAMD"
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const unsigned base_family = (a >> 8) & 0xf;
+  const unsigned family = base_family + (base_family == 0xf ? (a >> 20) & 0xff : 0);
+  f.amd_zen = amd && family >= 0x17;
   const bool osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
   const bool fma = (c >> 12) & 1, f16c = (c >> 29) & 1;
   if (!osxsave || !avx) return f;

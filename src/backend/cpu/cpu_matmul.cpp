@@ -14,8 +14,10 @@ namespace {
 constexpr size_t kChunkWeightBytes = 256u << 10;
 constexpr int64_t kMinChunkRows = 16;
 constexpr int64_t kTokenBlock = 64;  // tokens per gemm call: bounds the activations a chunk streams
-// The AMX kernels unpack each 16-row weight panel once per call: fewer, larger calls unpack less.
-constexpr int64_t kAmxTokenBlock = 512;
+// Panel kernels (AMX, AVX-512 VNNI panels) unpack each 16-row weight panel once per call: fewer, larger
+// calls unpack less.
+constexpr int64_t kPanelTokenBlock = 512;
+constexpr int64_t kPanelRows = 16;
 
 // Types without a kernel (none of the engine's formats today): dequantize a row, f32 dots.
 void matmul_dequantized(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tokens, float* y) {
@@ -49,11 +51,13 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
   });
 
   const GemmFn gemm = k.gemm[uint32_t(w.type)];
-  const int64_t token_block = k.gemm_isa[uint32_t(w.type)] == Isa::Amx ? kAmxTokenBlock : kTokenBlock;
+  const bool panel = k.panel[uint32_t(w.type)] && n_tokens > 1;
+  const int64_t token_block = panel ? kPanelTokenBlock : kTokenBlock;
   const auto* base = static_cast<const uint8_t*>(w.data);
   int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(kChunkWeightBytes / std::max<size_t>(w.row_stride, 1)));
   // Enough chunks for every thread to get several, so uneven progress evens out.
   chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows / (int64_t(pool.size()) * 4)));
+  if (panel) chunk_rows = (chunk_rows + kPanelRows - 1) / kPanelRows * kPanelRows;
   const int64_t n_chunks = (n_rows + chunk_rows - 1) / chunk_rows;
   std::atomic<int64_t> next{0};
   pool.run([&](int, int) {

@@ -13,8 +13,9 @@
 namespace tandem::cpu {
 namespace {
 
-CpuKernels build(Isa isa) {
+CpuKernels build(Isa isa, Uarch uarch) {
   CpuKernels k;
+  k.uarch = uarch;
   generic::fill_kernels(k);
 #if defined(__x86_64__)
   if (isa >= Isa::Avx2) avx2::fill_kernels(k);
@@ -84,16 +85,32 @@ const char* isa_name(Isa isa) {
   return "?";
 }
 
-const CpuKernels& kernels_for(Isa isa) {
-  TANDEM_CHECK(isa_supported(isa));
-  static const CpuKernels tables[kNumIsas] = {
-      build(Isa::Generic),
-      isa_supported(Isa::Avx2) ? build(Isa::Avx2) : CpuKernels{},
-      isa_supported(Isa::Avx512) ? build(Isa::Avx512) : CpuKernels{},
-      isa_supported(Isa::Amx) ? build(Isa::Amx) : CpuKernels{},
-  };
-  return tables[int(isa)];
+Uarch host_uarch() {
+  static const Uarch uarch = [] {
+    const char* v = std::getenv("TANDEM_CPU_UARCH");
+    if (v && std::strcmp(v, "zen") == 0) return Uarch::Zen;
+    if (v && std::strcmp(v, "intel") == 0) return Uarch::Intel;
+    return cpu_features().amd_zen ? Uarch::Zen : Uarch::Intel;
+  }();
+  return uarch;
 }
+
+const char* uarch_name(Uarch uarch) { return uarch == Uarch::Zen ? "zen" : "intel"; }
+
+const CpuKernels& kernels_for(Isa isa, Uarch uarch) {
+  TANDEM_CHECK(isa_supported(isa));
+  auto level = [](Isa i, Uarch u) { return isa_supported(i) ? build(i, u) : CpuKernels{}; };
+  // AMX exists only on Intel: its level has Intel's choices whatever uarch asks (and is built once,
+  // since amx/kernels.cpp records the level below it in one table).
+  static const CpuKernels tables[kNumUarchs][kNumIsas] = {
+      {level(Isa::Generic, Uarch::Intel), level(Isa::Avx2, Uarch::Intel), level(Isa::Avx512, Uarch::Intel),
+       level(Isa::Amx, Uarch::Intel)},
+      {level(Isa::Generic, Uarch::Zen), level(Isa::Avx2, Uarch::Zen), level(Isa::Avx512, Uarch::Zen), {}},
+  };
+  return tables[isa == Isa::Amx ? int(Uarch::Intel) : int(uarch)][int(isa)];
+}
+
+const CpuKernels& kernels_for(Isa isa) { return kernels_for(isa, host_uarch()); }
 
 const CpuKernels& kernels() { return kernels_for(best_isa()); }
 
@@ -118,7 +135,12 @@ size_t activation_row_bytes(WeightType t, int64_t n) {
 
 void matmul_f32(Isa isa, WeightType type, int64_t n_in, const void* w, size_t w_stride, int64_t n_rows,
                 const float* x, int64_t n_tokens, float* y, size_t y_stride) {
-  const CpuKernels& k = kernels_for(isa);
+  matmul_f32(isa, host_uarch(), type, n_in, w, w_stride, n_rows, x, n_tokens, y, y_stride);
+}
+
+void matmul_f32(Isa isa, Uarch uarch, WeightType type, int64_t n_in, const void* w, size_t w_stride,
+                int64_t n_rows, const float* x, int64_t n_tokens, float* y, size_t y_stride) {
+  const CpuKernels& k = kernels_for(isa, uarch);
   const uint32_t id = uint32_t(type);
   TANDEM_CHECK(id < kWeightTypeIdLimit && k.gemm[id] && n_in % block_size(type) == 0);
   const size_t act_bytes = activation_row_bytes(type, n_in);

@@ -15,6 +15,12 @@ namespace tandem::cpu {
 enum class Isa { Generic, Avx2, Avx512, Amx };
 constexpr int kNumIsas = 4;
 
+// Kernel choices that differ between micro-architectures at the same ISA level (BENCHMARKS.md, "Zen 4"):
+// Intel cores decode four weight rows side by side (one activation load serves four rows); AMD Zen cores
+// lose half their read bandwidth on four streams and decode one row at a time with 512-bit kernels.
+enum class Uarch { Intel, Zen };
+constexpr int kNumUarchs = 2;
+
 // What the CPU has AND the OS lets us use: AVX needs XCR0's YMM state, AVX-512 its opmask/ZMM state,
 // AMX the tile state plus arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) granted to this process.
 struct CpuFeatures {
@@ -23,6 +29,7 @@ struct CpuFeatures {
   bool avx512vnni = false, avx512bf16 = false;
   bool amx_tile = false, amx_int8 = false, amx_bf16 = false;
   bool amx_granted = false;  // the kernel granted XTILEDATA (probed once, on first call)
+  bool amd_zen = false;      // vendor AuthenticAMD, family 17h (Zen 1) or later
 };
 const CpuFeatures& cpu_features();  // thread-safe; probes once
 
@@ -50,14 +57,24 @@ using GemmFn = void (*)(int64_t n_in, const void* w, size_t w_stride, int64_t n_
 
 struct CpuKernels {
   Isa isa = Isa::Generic;
+  Uarch uarch = Uarch::Intel;
   QuantizeActFn quantize_act[kWeightTypeIdLimit] = {};  // indexed by weight type id; null: no kernel
   GemmFn gemm[kWeightTypeIdLimit] = {};
   Isa gemm_isa[kWeightTypeIdLimit] = {};  // the level that actually filled gemm[t] (lower on fallback)
+  // gemm[t] unpacks 16-row weight panels once per call (AMX, AVX-512 VNNI panels): callers should hand it
+  // many tokens and row ranges in multiples of 16.
+  bool panel[kWeightTypeIdLimit] = {};
 };
 
 // Tables are built once, thread-safely, on first use; the reference stays valid for the process.
-const CpuKernels& kernels();             // the best level this CPU and OS support
+const CpuKernels& kernels();             // the best level this CPU and OS support, for host_uarch()
 const CpuKernels& kernels_for(Isa isa);  // a given level (at most best_isa()); entries fall back lower
+// Either micro-architecture's choices at a supported level: both are correct on any CPU that has the
+// level (tests check both; benchmarks compare them).
+const CpuKernels& kernels_for(Isa isa, Uarch uarch);
+// Zen on AMD Zen CPUs, else Intel; TANDEM_CPU_UARCH=intel|zen overrides (read once).
+Uarch host_uarch();
+const char* uarch_name(Uarch uarch);  // "intel", "zen"
 Isa best_isa();  // the best supported level, capped by limit_isa()
 // Caps the level kernels() and the op tables use ("generic", "avx2", "avx512", "amx"); for --cpu-isa.
 // Call before any kernel runs.
@@ -69,5 +86,7 @@ const char* isa_name(Isa isa);  // "generic", "avx2", "avx512", "amx"
 // into a scratch buffer and runs the gemm of `isa`. Allocates; not for hot paths.
 void matmul_f32(Isa isa, WeightType type, int64_t n_in, const void* w, size_t w_stride, int64_t n_rows,
                 const float* x, int64_t n_tokens, float* y, size_t y_stride);
+void matmul_f32(Isa isa, Uarch uarch, WeightType type, int64_t n_in, const void* w, size_t w_stride,
+                int64_t n_rows, const float* x, int64_t n_tokens, float* y, size_t y_stride);
 
 }  // namespace tandem::cpu

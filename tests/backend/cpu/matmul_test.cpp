@@ -130,9 +130,9 @@ Problem make_problem(WT type, int64_t n_in, int64_t n_rows, int64_t n_tokens, We
   return p;
 }
 
-std::vector<float> run(Isa isa, const Problem& p) {
+std::vector<float> run(Isa isa, const Problem& p, Uarch uarch = host_uarch()) {
   std::vector<float> y(p.n_rows * p.n_tokens, NAN);
-  matmul_f32(isa, p.type, p.n_in, p.w.data(), row_bytes(p.type, p.n_in), p.n_rows, p.x.data(), p.n_tokens,
+  matmul_f32(isa, uarch, p.type, p.n_in, p.w.data(), row_bytes(p.type, p.n_in), p.n_rows, p.x.data(), p.n_tokens,
              y.data(), p.n_rows);
   return y;
 }
@@ -153,23 +153,27 @@ void expect_close(const Problem& p, const std::vector<float>& y, const std::vect
   }
 }
 
-class Matmul : public ::testing::TestWithParam<std::tuple<Isa, WT>> {
+// Every level with both micro-architectures' kernel choices: each must be right on any CPU that has the level.
+class Matmul : public ::testing::TestWithParam<std::tuple<Isa, Uarch, WT>> {
  protected:
   void SetUp() override {
     isa_ = std::get<0>(GetParam());
-    type_ = std::get<1>(GetParam());
+    uarch_ = std::get<1>(GetParam());
+    type_ = std::get<2>(GetParam());
     if (!isa_supported(isa_)) GTEST_SKIP() << isa_name(isa_) << " not supported by this CPU/OS";
   }
+  std::string level() const { return std::string(isa_name(isa_)) + "/" + uarch_name(uarch_); }
   void check(int64_t n_in, int64_t n_rows, int64_t n_tokens, Weights kind, uint32_t seed) {
     const Problem p = make_problem(type_, n_in, n_rows, n_tokens, kind, seed);
-    const std::vector<float> y = run(isa_, p);
-    expect_close(p, y, p.ref, std::string(isa_name(isa_)) + " vs reference");
+    const std::vector<float> y = run(isa_, p, uarch_);
+    expect_close(p, y, p.ref, level() + " vs reference");
     if (isa_ != Isa::Generic) {
       const std::vector<float> yg = run(Isa::Generic, p);
-      expect_close(p, y, std::vector<double>(yg.begin(), yg.end()), std::string(isa_name(isa_)) + " vs generic");
+      expect_close(p, y, std::vector<double>(yg.begin(), yg.end()), level() + " vs generic");
     }
   }
   Isa isa_;
+  Uarch uarch_;
   WT type_;
 };
 
@@ -181,6 +185,8 @@ TEST_P(Matmul, MatchesReferenceAtRealShapes) {
   uint32_t seed = 1;
   for (int64_t n_in : sizes)
     for (int64_t n_tokens : {1, 3, 8, 33}) check(n_in, 19, n_tokens, Weights::Quantized, seed++);
+  // the panel kernels' token tiles (8) and row panels (16) with remainders, above their 16-token cut
+  check(block_size(type_) == 256 ? 512 : 256, 35, 21, Weights::Quantized, seed++);
 }
 
 TEST_P(Matmul, MatchesReferenceOnWideRows) { check(4096, 5, 9, Weights::Quantized, 77); }
@@ -198,7 +204,7 @@ TEST_P(Matmul, MatchesReferenceAtLargestScales) {
 TEST_P(Matmul, ZeroInputsGiveExactZeros) {
   for (bool zero_w : {true, false}) {
     const Problem p = make_problem(type_, 512, 9, 5, zero_w ? Weights::Zero : Weights::Quantized, 8, !zero_w);
-    for (float v : run(isa_, p)) {
+    for (float v : run(isa_, p, uarch_)) {
       EXPECT_EQ(v, 0.f) << (zero_w ? "zero weights" : "zero activations");
     }
   }
@@ -207,8 +213,8 @@ TEST_P(Matmul, ZeroInputsGiveExactZeros) {
 TEST_P(Matmul, RowSubRangesMatchTheWholeMatrix) {
   // The threading contract: a caller may pass w + r0 rows and y + r0 for any split.
   const Problem p = make_problem(type_, 512, 37, 6, Weights::Quantized, 9);
-  const std::vector<float> whole = run(isa_, p);
-  const CpuKernels& k = kernels_for(isa_);
+  const std::vector<float> whole = run(isa_, p, uarch_);
+  const CpuKernels& k = kernels_for(isa_, uarch_);
   const uint32_t id = uint32_t(type_);
   const size_t rb = row_bytes(type_, p.n_in), ab = activation_row_bytes(type_, p.n_in);
   std::vector<uint8_t> act(ab * p.n_tokens);
@@ -225,8 +231,15 @@ std::string param_name(const ::testing::TestParamInfo<std::tuple<Isa, WT>>& info
   return std::string(isa_name(std::get<0>(info.param))) + "_" + std::string(type_name(std::get<1>(info.param)));
 }
 
-INSTANTIATE_TEST_SUITE_P(AllTypes, Matmul, ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::ValuesIn(kTypes)),
-                         param_name);
+std::string matmul_name(const ::testing::TestParamInfo<std::tuple<Isa, Uarch, WT>>& info) {
+  return std::string(isa_name(std::get<0>(info.param))) + "_" + uarch_name(std::get<1>(info.param)) + "_" +
+         std::string(type_name(std::get<2>(info.param)));
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, Matmul,
+                         ::testing::Combine(::testing::ValuesIn(kIsas), ::testing::Values(Uarch::Intel, Uarch::Zen),
+                                            ::testing::ValuesIn(kTypes)),
+                         matmul_name);
 
 // ---- activation quantizers ------------------------------------------------------------------------
 

@@ -706,6 +706,7 @@ void fill_kernels(CpuKernels& k) {
     g_fallback[uint32_t(t)] = k.gemm[uint32_t(t)];
     k.gemm[uint32_t(t)] = g;
     k.gemm_isa[uint32_t(t)] = Isa::Amx;
+    k.panel[uint32_t(t)] = true;
   };
   set(WT::Q4_0, gemm<Kind<WT::Q4_0, Legacy<LQ4_0>>, true>);
   set(WT::Q5_0, gemm<Kind<WT::Q5_0, Legacy<LQ5_0>>, true>);

@@ -1,0 +1,259 @@
+// AVX-512 decode kernels for AMD Zen (Uarch::Zen): 1..kMaxTokens activation rows against one weight row
+// at a time, so each thread reads the weights as one sequential stream, with 512-bit integer dot products
+// that need about half the instructions per weight byte of the 256-bit kernels (gemm_x86.inc). Zen 4 runs
+// a 512-bit operation as two 256-bit halves, so the gain is in instructions issued, not in width; and it
+// loses half its read bandwidth when four rows stream side by side (BENCHMARKS.md, "Zen 4").
+// Calls with more tokens go to the kernel this level had before (prefill).
+//
+// Q4_K's gemm first lays its activation rows out in the order its nibbles come out of a 64-byte load
+// (per-thread scratch, 288 bytes per 256 activations). Integer sums are exact; only the order of float
+// additions differs from the generic level. Other types keep the 256-bit kernels, one row at a time: a
+// 512-bit version of the 32-element formats (scales gathered four blocks at a time) measured slower.
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cpu/kernel_table.h"
+#include "quant/blocks.h"
+
+// GCC 12's _mm512_undefined_* inside inlined intrinsics trip -Wuninitialized (GCC bug 105593, fixed in 13).
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace tandem::cpu::avx512 {
+namespace {
+
+using tandem::quant::BlockQ4_K;
+using tandem::quant::BlockQ6_K;
+using tandem::quant::BlockQ8_K;
+
+constexpr int kMaxTokens = 8;  // registers: 8 code/scale vectors + 2 accumulators per token
+
+GemmFn g_prefill[kWeightTypeIdLimit] = {};  // the entries this level had before fill_zen_decode
+
+inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
+inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+inline __m256i load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
+
+// Per-thread scratch for the laid-out activations (grows, never shrinks; no STL in an ISA TU).
+struct Scratch {
+  void* p = nullptr;
+  size_t cap = 0;
+  ~Scratch() { std::free(p); }
+  uint8_t* get(size_t bytes) {
+    if (bytes > cap) {
+      std::free(p);
+      cap = (bytes + 4095) & ~size_t(4095);
+      p = std::aligned_alloc(64, cap);
+      if (!p) std::abort();  // as std::vector would on bad_alloc (Tandem does not throw)
+    }
+    return static_cast<uint8_t*>(p);
+  }
+};
+thread_local Scratch t_act;
+
+// ---- Q4_K against Q8_K ----------------------------------------------------------------------------
+// A 64-byte load of qs holds sub-blocks 0 and 2 in its low nibbles and 1 and 3 in its high ones, so the
+// activation's 32-byte sub-blocks are stored in the order 0 2 1 3 4 6 5 7, with one int16 sum each.
+struct ActQ4K {
+  int8_t qs[256];
+  int16_t bsum[8];
+  float d;
+  float pad[3];
+};
+static_assert(sizeof(ActQ4K) == 288);
+
+void layout_q4k(const BlockQ8_K* a, ActQ4K* out, int64_t nb) {
+  static constexpr int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+  for (int64_t i = 0; i < nb; ++i) {
+    for (int k = 0; k < 8; ++k) std::memcpy(out[i].qs + 32 * k, a[i].qs + 32 * kOrder[k], 32);
+    for (int k = 0; k < 8; ++k) out[i].bsum[k] = int16_t(a[i].bsums[2 * k] + a[i].bsums[2 * k + 1]);
+    out[i].d = a[i].d;
+  }
+}
+
+// 8 scales (bytes 0..7) and 8 mins (8..15) of 6 bits from 12 bytes (llama.cpp's utmp shuffle).
+inline __m128i q4k_scales_mins(const uint8_t* s12) {
+  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  uint32_t utmp[4];
+  std::memcpy(utmp, s12, 12);
+  utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
+  const uint32_t uaux = utmp[1] & kmask1;
+  utmp[1] = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
+  utmp[2] = uaux;
+  utmp[0] &= kmask1;
+  return load128(utmp);
+}
+
+// vpshufb control: 128-bit lanes 0,1 take int16 element `lo` of their lane, lanes 2,3 element `hi`.
+inline __m512i pick16(int lo, int hi) {
+  alignas(64) int8_t c[64];
+  for (int l = 0; l < 4; ++l) {
+    const int e = l < 2 ? lo : hi;
+    for (int j = 0; j < 8; ++j) c[16 * l + 2 * j] = int8_t(2 * e), c[16 * l + 2 * j + 1] = int8_t(2 * e + 1);
+  }
+  return _mm512_load_si512(c);
+}
+
+struct Q4K {
+  using A = ActQ4K;
+  static size_t act_bytes(int64_t n) { return size_t(n / 256) * sizeof(ActQ4K); }
+  static bool fits(int64_t) { return true; }
+  static void layout(const uint8_t* x, uint8_t* out, int64_t n) {
+    layout_q4k(reinterpret_cast<const BlockQ8_K*>(x), reinterpret_cast<ActQ4K*>(out), n / 256);
+  }
+
+  template <int NT>
+  static void row(int64_t n, const uint8_t* wv, const uint8_t* const* act, float* y, size_t y_stride) {
+    const auto* w = reinterpret_cast<const BlockQ4_K*>(wv);
+    const ActQ4K* a[NT];
+    __m512 acc[NT];
+    __m128 accm[NT];
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const ActQ4K*>(act[t]);
+      acc[t] = _mm512_setzero_ps();
+      accm[t] = _mm_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i c0 = pick16(0, 2), c1 = pick16(1, 3), c2 = pick16(4, 6), c3 = pick16(5, 7);
+    for (int64_t i = 0; i < n / 256; ++i) {
+      const BlockQ4_K& b = w[i];
+      const __m256i s16 = _mm256_cvtepu8_epi16(q4k_scales_mins(b.scales));  // 8 scales | 8 mins
+      const __m512i bc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(s16));
+      const __m128i mins = _mm256_extracti128_si256(s16, 1);
+      const __m512i z0 = load512(b.qs), z1 = load512(b.qs + 64);
+      const __m512i q0 = _mm512_and_si512(z0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
+      const __m512i q2 = _mm512_and_si512(z1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4);
+      const __m512i s0 = _mm512_shuffle_epi8(bc, c0), s1 = _mm512_shuffle_epi8(bc, c1);
+      const __m512i s2 = _mm512_shuffle_epi8(bc, c2), s3 = _mm512_shuffle_epi8(bc, c3);
+      const float d = h2f(b.d), dmin = h2f(b.dmin);
+      for (int t = 0; t < NT; ++t) {
+        const ActQ4K& at = a[t][i];
+        // codes <= 15 and |a| <= 128: the int16 pair sums of maddubs cannot saturate
+        // two dependency chains of two dpwssd each (the OoO window overlaps super-blocks, not 4-deep chains)
+        __m512i i0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(q0, load512(at.qs)), s0);
+        __m512i i1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(q2, load512(at.qs + 128)), s2);
+        i0 = _mm512_dpwssd_epi32(i0, _mm512_maddubs_epi16(q1, load512(at.qs + 64)), s1);
+        i1 = _mm512_dpwssd_epi32(i1, _mm512_maddubs_epi16(q3, load512(at.qs + 192)), s3);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_set1_ps(d * at.d), acc[t]);
+        const __m128i m = _mm_madd_epi16(mins, load128(at.bsum));
+        accm[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(-dmin * at.d), accm[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      __m128 m = accm[t];
+      m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+      m = _mm_add_ss(m, _mm_movehdup_ps(m));
+      y[t * y_stride] = _mm512_reduce_add_ps(acc[t]) + _mm_cvtss_f32(m);
+    }
+  }
+};
+
+// ---- Q6_K against Q8_K (activations as quantized: a 64-byte load of ql is in element order) -----------
+struct Q6K {
+  using A = BlockQ8_K;
+  static size_t act_bytes(int64_t) { return 0; }
+  static bool fits(int64_t) { return true; }
+  static void layout(const uint8_t*, uint8_t*, int64_t) {}
+
+  template <int NT>
+  static void row(int64_t n, const uint8_t* wv, const uint8_t* const* act, float* y, size_t y_stride) {
+    const auto* w = reinterpret_cast<const BlockQ6_K*>(wv);
+    const BlockQ8_K* a[NT];
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const BlockQ8_K*>(act[t]);
+      acc[t] = _mm512_setzero_ps();
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    // qh bits 0-1 | 2-3 go to bits 4-5 of the low half's codes, bits 4-5 | 6-7 to the high half's
+    const __m512i shl = _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2), shr = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
+    // 128-bit lane l of a code vector holds one 16-element group: group l (low half) or 4 + l (high)
+    alignas(64) int8_t lo_ctl[64], hi_ctl[64];
+    for (int l = 0; l < 4; ++l)
+      for (int j = 0; j < 8; ++j) {
+        lo_ctl[16 * l + 2 * j] = int8_t(2 * l), lo_ctl[16 * l + 2 * j + 1] = int8_t(2 * l + 1);
+        hi_ctl[16 * l + 2 * j] = int8_t(2 * (4 + l)), hi_ctl[16 * l + 2 * j + 1] = int8_t(2 * (4 + l) + 1);
+      }
+    const __m512i pick_lo = _mm512_load_si512(lo_ctl), pick_hi = _mm512_load_si512(hi_ctl);
+    for (int64_t i = 0; i < n / 256; ++i) {
+      const BlockQ6_K& b = w[i];
+      const __m256i s16 = _mm256_cvtepi8_epi16(load128(b.scales));
+      __m512i q[4], s[4];
+      for (int c = 0; c < 2; ++c) {
+        const __m512i bc = _mm512_broadcast_i32x4(c ? _mm256_extracti128_si256(s16, 1) : _mm256_castsi256_si128(s16));
+        const __m512i l = load512(b.ql + 64 * c);
+        const __m512i h = _mm512_broadcast_i64x4(load256(b.qh + 32 * c));
+        q[2 * c] = _mm512_or_si512(_mm512_and_si512(l, m4), _mm512_and_si512(_mm512_sllv_epi64(h, shl), m30));
+        q[2 * c + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), m4),
+                                       _mm512_and_si512(_mm512_srlv_epi64(h, shr), m30));
+        s[2 * c] = _mm512_shuffle_epi8(bc, pick_lo);
+        s[2 * c + 1] = _mm512_shuffle_epi8(bc, pick_hi);
+      }
+      const float d = h2f(b.d);
+      for (int t = 0; t < NT; ++t) {
+        const BlockQ8_K& at = a[t][i];
+        // codes <= 63 and |a| <= 128: maddubs pair sums <= 16128
+        __m512i i0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(q[0], load512(at.qs)), s[0]);
+        __m512i i1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(q[2], load512(at.qs + 128)), s[2]);
+        i0 = _mm512_dpwssd_epi32(i0, _mm512_maddubs_epi16(q[1], load512(at.qs + 64)), s[1]);
+        i1 = _mm512_dpwssd_epi32(i1, _mm512_maddubs_epi16(q[3], load512(at.qs + 192)), s[3]);
+        // codes are stored + 32: subtract 32 * sum(scale * bsum)
+        const __m256i corr = _mm256_slli_epi32(_mm256_madd_epi16(s16, load256(at.bsums)), 5);
+        const __m512i is = _mm512_sub_epi32(_mm512_add_epi32(i0, i1), _mm512_zextsi256_si512(corr));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_set1_ps(d * at.d), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) y[t * y_stride] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
+// ---- driver -------------------------------------------------------------------------------------------
+
+template <class K, int NT>
+void run_row(int nt, int64_t n, const uint8_t* w, const uint8_t* const* act, float* y, size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return run_row<K, NT - 1>(nt, n, w, act, y, y_stride);
+  }
+  K::template row<NT>(n, w, act, y, y_stride);
+}
+
+template <class K, WeightType kType>
+void decode_gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
+                 int64_t n_tokens, float* y, size_t y_stride) {
+  if (n_tokens > kMaxTokens || !K::fits(n_in))
+    return g_prefill[uint32_t(kType)](n_in, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
+  const uint8_t* act[kMaxTokens];
+  const auto* xb = static_cast<const uint8_t*>(x);
+  if (const size_t ab = K::act_bytes(n_in)) {
+    uint8_t* buf = t_act.get(ab * size_t(n_tokens));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      K::layout(xb + t * x_stride, buf + t * ab, n_in);
+      act[t] = buf + t * ab;
+    }
+  } else {
+    for (int64_t t = 0; t < n_tokens; ++t) act[t] = xb + t * x_stride;
+  }
+  const auto* wb = static_cast<const uint8_t*>(w);
+  for (int64_t r = 0; r < n_rows; ++r) run_row<K, kMaxTokens>(int(n_tokens), n_in, wb + r * w_stride, act, y + r, y_stride);
+}
+
+}  // namespace
+
+void fill_zen_decode(CpuKernels& k) {
+  using WT = WeightType;
+  auto set = [&](WT t, GemmFn g) {
+    g_prefill[uint32_t(t)] = k.gemm[uint32_t(t)];
+    k.gemm[uint32_t(t)] = g;
+    k.gemm_isa[uint32_t(t)] = Isa::Avx512;
+  };
+  set(WT::Q4_K, decode_gemm<Q4K, WT::Q4_K>);
+  set(WT::Q6_K, decode_gemm<Q6K, WT::Q6_K>);
+}
+
+}  // namespace tandem::cpu::avx512
