@@ -28,7 +28,7 @@ Result<Value> lookup_path(const Value& v, const Value& path) {
     const size_t dot = p.find('.', start);
     const std::string part = p.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     const bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    TANDEM_ASSIGN(cur, get_item(cur, numeric ? Value(static_cast<int64_t>(std::atoll(part.c_str()))) : Value(part)));
+    TANDEM_ASSIGN(cur, get_item(cur, numeric ? Value(static_cast<int64_t>(std::strtoll(part.c_str(), nullptr, 10))) : Value(part)));
     if (dot == std::string::npos) return cur;
     start = dot + 1;
   }

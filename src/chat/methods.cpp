@@ -2,6 +2,7 @@
 // dict / list methods templates call (.split, .strip, .startswith, .get, .items...). Methods that
 // mutate a list or dict are refused as the immutable sandbox refuses them.
 #include <algorithm>
+#include <cstdlib>
 
 #include "chat/builtins.h"
 #include "chat/text.h"
@@ -152,7 +153,7 @@ Result<std::string> str_format(const std::string& fmt, const CallArgs& a) {
       v = auto_index < a.positional.size() ? &a.positional[auto_index] : nullptr;
       ++auto_index;
     } else if (std::all_of(field.begin(), field.end(), [](char d) { return d >= '0' && d <= '9'; })) {
-      const size_t k = std::stoul(field);
+      const size_t k = std::strtoull(field.c_str(), nullptr, 10);  // saturates, never throws
       v = k < a.positional.size() ? &a.positional[k] : nullptr;
     } else {
       v = a.get(SIZE_MAX, field);

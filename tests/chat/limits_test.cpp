@@ -120,6 +120,7 @@ TEST(ChatTemplateErrors, HugeStepsAndBoundsDoNotOverflow) {
   EXPECT_EQ(render("{{ [0, 1, 2, 3][1::9223372036854775807] }}"), "[1]");
   EXPECT_EQ(render("{{ 'abcd'[::-9223372036854775807] }}"), "d");
   EXPECT_EQ(render("{{ [0, 1, 2][-9223372036854775807:9223372036854775807] }}"), "[0, 1, 2]");
+  EXPECT_NE(render("{{ '{99999999999999999999999}'.format(1) }}").find("no value for field"), std::string::npos);
   EXPECT_EQ(render("{{ range(4611686018427387904, 9223372036854775807, 4611686018427387904)|list }}"),
             "[4611686018427387904]");
 }
