@@ -9,6 +9,8 @@ scripts/build.sh >/dev/null
 export TANDEM_GEMMA_GGUF=${TANDEM_GEMMA_GGUF:-$(scripts/fetch-model.sh)}
 export TANDEM_TEXT=${TANDEM_TEXT:-$(scripts/fetch-text.sh)}
 export TANDEM_LLAMA_MODELS=${TANDEM_LLAMA_MODELS:-$(scripts/fetch-llama-vocab.sh)}
+export TANDEM_TEST_DATA=$(scripts/fetch-test-data.sh)  # vocab GGUFs, test vectors (into $TANDEM_TEST_DATA if set)
+export TANDEM_VOCAB_DIR=${TANDEM_VOCAB_DIR:-$TANDEM_TEST_DATA}                  # where synth finds them
 (cd build && ctest --output-on-failure -j"$(nproc)")
 python3 -m pytest -q tests/py
 scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

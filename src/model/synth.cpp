@@ -25,6 +25,9 @@ const std::vector<SynthPreset>& synth_presets() {
       {"Qwen3-0.6B", "qwen3", 1024, 28, 16, 8, 128, 3072, 40960, 1000000, 1e-6, true, "ggml-vocab-qwen2.gguf"},
       // Not a real model: small enough for tests (a 32000-token SentencePiece vocabulary).
       {"tiny-llama", "llama", 256, 2, 4, 2, 64, 512, 4096, 10000, 1e-5, false, "ggml-vocab-llama-spm.gguf"},
+      // Not a real model: stories260K's shapes (5 layers, 64 wide, 8 heads of 8 over 4 KV heads, n_ff 172)
+      // with llama-spm's vocabulary; the tests' stand-in where stories260K.gguf cannot be had.
+      {"stories260K-shape", "llama", 64, 5, 8, 4, 8, 172, 2048, 10000, 1e-5, false, "ggml-vocab-llama-spm.gguf"},
   };
   return presets;
 }

@@ -1,23 +1,27 @@
-// llama.cpp's -b / -ub semantics on the real stories260K model: the micro-batch size (-ub) and the
-// size of the chunks run/bench feed a long prompt in (-b) change how the work is cut, never the logits.
+// llama.cpp's -b / -ub semantics on stories260K (or its stand-in, test_data.h): the micro-batch size
+// (-ub) and the size of the chunks run/bench feed a long prompt in (-b) change how the work is cut,
+// never the logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
+#include "test_data.h"
 #include "engine/context.h"
 
 namespace tandem {
 namespace {
 
-const std::string kStories = std::string(TANDEM_SOURCE_DIR) + "/../shared/models/stories260K.gguf";
 const std::vector<int32_t> kPrompt = {1, 403, 407, 261, 378, 400, 300, 270, 312, 290, 330, 431, 263};
 
 class BatchSplitTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto m = model::Model::load(kStories, {}, backend_);
+    std::string why;
+    const std::string path = test_data::small_llama_model(&why);
+    if (path.empty()) GTEST_SKIP() << why;
+    auto m = model::Model::load(path, {}, backend_);
     ASSERT_TRUE(m.has_value()) << m.error().message();
     model_ = std::move(m).value();
   }

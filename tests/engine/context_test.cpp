@@ -1,6 +1,6 @@
-// The step loop and the KV cache with the real stories260K model: batched and one-token decoding
-// agree, sequences sharing a batch do not see each other, micro-batching changes nothing, a full
-// context is refused cleanly, and freed cells are reused.
+// The step loop and the KV cache with stories260K (or its stand-in, test_data.h): batched and
+// one-token decoding agree, sequences sharing a batch do not see each other, micro-batching changes
+// nothing, a full context is refused cleanly, and freed cells are reused.
 #include "engine/context.h"
 
 #include <gtest/gtest.h>
@@ -8,18 +8,21 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
+#include "test_data.h"
 
 namespace tandem {
 namespace {
 
-const std::string kStories = std::string(TANDEM_SOURCE_DIR) + "/../shared/models/stories260K.gguf";
 const std::vector<int32_t> kPromptA = {1, 403, 407, 261, 378, 400, 300, 270};
 const std::vector<int32_t> kPromptB = {1, 312, 290, 330, 431};
 
 class ContextTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    auto m = model::Model::load(kStories, {}, backend_);
+    std::string why;
+    const std::string path = test_data::small_llama_model(&why);
+    if (path.empty()) GTEST_SKIP() << why;
+    auto m = model::Model::load(path, {}, backend_);
     ASSERT_TRUE(m.has_value()) << m.error().message();
     model_ = std::move(m).value();
   }

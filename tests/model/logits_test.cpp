@@ -15,6 +15,7 @@
 #include "core/hash.h"
 #include "engine/context.h"
 #include "model/synth.h"
+#include "test_data.h"
 
 namespace tandem {
 namespace {
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 const fs::path kFixtures = fs::path(TANDEM_SOURCE_DIR) / "tests/fixtures/model";
-const fs::path kShared = fs::path(TANDEM_SOURCE_DIR) / "../shared/models";
+const fs::path kData = test_data::dir();
 
 std::vector<uint8_t> base64_decode(const std::string& s) {
   auto value = [](char c) -> int {
@@ -51,7 +52,11 @@ std::vector<uint8_t> base64_decode(const std::string& s) {
 // Finds or rebuilds the fixture's model; returns "" (test skipped) when it cannot be had.
 std::string model_path(const json& fx, std::string* why) {
   const std::string name = fx["model"];
-  if (name == "stories260K") return (kShared / "stories260K.gguf").string();
+  if (name == "stories260K") {
+    // No package registry carries it: the stories260K-shape stand-in's fixtures cover what it does.
+    if (!fs::exists(kData / "stories260K.gguf")) *why = test_data::absent("stories260K.gguf");
+    return fs::exists(kData / "stories260K.gguf") ? (kData / "stories260K.gguf").string() : "";
+  }
   if (name == "gemma-3-270m-q4_k_m") {
     const char* env = std::getenv("TANDEM_GEMMA_GGUF");
     std::string p = env ? env : std::string(std::getenv("HOME") ? std::getenv("HOME") : "") +
@@ -73,7 +78,7 @@ std::string model_path(const json& fx, std::string* why) {
     if (fx["synth"].contains("layers")) o.preset.n_layer = fx["synth"]["layers"];
     o.mix = *quant::parse_file_type(std::string(fx["synth"]["type"]));
     o.seed = fx["synth"]["seed"];
-    o.vocab_path = (kShared / o.preset.vocab_file).string();
+    o.vocab_path = (kData / o.preset.vocab_file).string();
     o.output_path = path.string();
     o.n_threads = 2;
     o.progress = false;

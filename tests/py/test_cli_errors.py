@@ -4,7 +4,7 @@ import pathlib
 
 import pytest
 
-from conftest import SHARED_MODELS, run_tandem
+from conftest import STORIES, run_tandem
 
 
 def expect_error(proc, needle):
@@ -57,7 +57,7 @@ def test_missing_file_and_directory(tmp_path, tandem_bin):
 
 
 def test_truncated_real_model(tmp_path, tandem_bin):
-    src = (SHARED_MODELS / "stories260K.gguf").read_bytes()
+    src = STORIES.read_bytes()
     for cut in (100, 5000, len(src) // 2, len(src) - 1):
         p = tmp_path / f"cut{cut}.gguf"
         p.write_bytes(src[:cut])
@@ -73,7 +73,7 @@ def test_refused_mlock_warns_naming_the_limit(tandem_bin):
     capsh = shutil.which("capsh")
     if not capsh:
         pytest.skip("capsh (libcap2-bin) not installed")
-    cmd = f"ulimit -l 64 && exec {tandem_bin} run -m {SHARED_MODELS / 'stories260K.gguf'} --mlock -p Once -n 4 --temp 0"
+    cmd = f"ulimit -l 64 && exec {tandem_bin} run -m {STORIES} --mlock -p Once -n 4 --temp 0"
     proc = subprocess.run([capsh, "--drop=cap_ipc_lock", "--", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "RLIMIT_MEMLOCK" in proc.stderr and "continuing unlocked" in proc.stderr, proc.stderr

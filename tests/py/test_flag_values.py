@@ -7,9 +7,8 @@ import os
 
 import pytest
 
-from conftest import SHARED_MODELS, run_tandem
+from conftest import STORIES, run_tandem
 
-STORIES = SHARED_MODELS / "stories260K.gguf"
 
 ON = ["on", "enabled", "true", "1", "yes"]     # llama.cpp's is_truthy, and yes
 OFF = ["off", "disabled", "false", "0", "no"]  # is_falsey, and no

@@ -5,9 +5,8 @@ import subprocess
 
 import pytest
 
-from conftest import SHARED_MODELS, TANDEM
+from conftest import STORIES, TANDEM
 
-STORIES = SHARED_MODELS / "stories260K.gguf"
 AS_LIMIT = 2 << 30  # an address-space limit (ulimit -v) far below stories260K's 10.7 GB cache at -c 16777216
 
 

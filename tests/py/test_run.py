@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 from gguf import GGUFWriter
 
-from conftest import SHARED_MODELS, run_tandem
+from conftest import STORIES, run_tandem
 
-STORIES = SHARED_MODELS / "stories260K.gguf"
 
 
 def test_greedy_run_is_deterministic_and_reports_speed(tandem_bin):

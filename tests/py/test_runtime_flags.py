@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from conftest import SHARED_MODELS, TANDEM, run_tandem
+from conftest import STORIES, TANDEM, run_tandem
 
-STORIES = SHARED_MODELS / "stories260K.gguf"
 FLAGS = ["--prio", "--poll", "-C, --cpu-mask", "-Cr, --cpu-range", "--cpu-strict", "--numa", "--no-warmup"]
 
 

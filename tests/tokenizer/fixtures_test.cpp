@@ -1,6 +1,7 @@
 // Exactness on Tandem's own text set (tests/fixtures/tokenizer, ids recorded from llama.cpp's
-// llama-tokenize by scripts/fixtures/gen_tokenizer.py) for Gemma 3, Gemma 4's vocab and those in ../shared/models,
-// and the round trip detokenize(tokenize(x)) == x where the tokenizer is lossless.
+// llama-tokenize by scripts/fixtures/gen_tokenizer.py) for Gemma 3, Gemma 4's vocab and those in the
+// test-data folder (test_data.h), and the round trip detokenize(tokenize(x)) == x where the tokenizer is
+// lossless.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -9,6 +10,7 @@
 #include <map>
 #include <sstream>
 
+#include "test_data.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
 
@@ -31,7 +33,7 @@ std::string model_path(const std::string& vocab) {
   // llama.cpp's models/ folder as scripts/fetch-llama-vocab.sh fetches it (the only home of gemma-4).
   if (const char* dir = std::getenv("TANDEM_LLAMA_MODELS"); dir && fs::exists(fs::path(dir) / file))
     return (fs::path(dir) / file).string();
-  return TANDEM_SOURCE_DIR "/../shared/models/" + file;
+  return test_data::path(file);
 }
 
 std::string from_hex(const std::string& hex) {

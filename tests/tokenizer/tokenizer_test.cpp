@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "test_data.h"
 #include "tokenizer/pre_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode.h"
@@ -13,7 +14,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kModels = TANDEM_SOURCE_DIR "/../shared/models/";
+const std::string kModels = test_data::dir() + "/";
 
 std::unique_ptr<Tokenizer> open_or_skip(const std::string& name) {
   auto t = Tokenizer::open(kModels + "ggml-vocab-" + name + ".gguf");

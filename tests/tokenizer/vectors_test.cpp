@@ -1,6 +1,7 @@
 // Exactness against llama.cpp: the .inp/.out vectors of llama.cpp's test-tokenizer-0 for every vocab in
-// ../shared/models and, when TANDEM_LLAMA_MODELS is set, in a llama.cpp models/ folder (the one
-// scripts/fetch-llama-vocab.sh fetches), tokenized as that test does: add_special false, parse_special false.
+// the test-data folder (test_data.h) and, when TANDEM_LLAMA_MODELS is set, in a llama.cpp models/ folder
+// (the one scripts/fetch-llama-vocab.sh fetches), tokenized as that test does: add_special false,
+// parse_special false.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -8,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "test_data.h"
 #include "tokenizer/tokenizer.h"
 
 namespace tandem::tokenizer {
@@ -92,8 +94,8 @@ void check_folder(const fs::path& dir, int* n_vocabs) {
 }
 
 TEST(TokenizerVectors, MatchLlamaCppOnSharedModels) {
-  const fs::path dir = TANDEM_SOURCE_DIR "/../shared/models";
-  if (!fs::is_directory(dir)) GTEST_SKIP() << dir << " is absent (see ../shared/models/SOURCES.md)";
+  const fs::path dir = test_data::dir();
+  if (!fs::is_directory(dir)) GTEST_SKIP() << test_data::absent("");
   int n = 0;
   check_folder(dir, &n);
   EXPECT_GT(n, 0);

