@@ -211,7 +211,9 @@ ArgParser::Option* ArgParser::find(std::string_view name) {
   return nullptr;
 }
 
-const ArgParser::Option* ArgParser::find(std::string_view name) const { return const_cast<ArgParser*>(this)->find(name); }
+const ArgParser::Option* ArgParser::find(std::string_view name) const {
+  return const_cast<ArgParser*>(this)->find(name);
+}
 
 Status ArgParser::parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {

@@ -86,7 +86,8 @@ int bench_main(int argc, char** argv) {
   int64_t reps = 5;
   std::string output = "md";
   std::vector<std::string> prompts, gens, depths, pgs;
-  ArgParser args("bench", "tandem bench -m MODEL [-p 512] [-n 128] [-pg PP,TG] [-d DEPTH] [-t T] [-r 5] [-o md|json|jsonl]",
+  ArgParser args("bench",
+                 "tandem bench -m MODEL [-p 512] [-n 128] [-pg PP,TG] [-d DEPTH] [-t T] [-r 5] [-o md|json|jsonl]",
                  "Measures prompt processing (ppN: N prompt tokens, -b at a time) and generation (tgN: N tokens one\n"
                  "at a time) in tokens per second, mean ± stddev over repetitions, like llama-bench. As there,\n"
                  "-p -n -d -b -ub -t -ngl -ctk -ctv -fa -lm --poll --cpu-strict -C take comma lists (numbers also\n"

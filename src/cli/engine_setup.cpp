@@ -65,9 +65,9 @@ Status check_memory(const EngineFlags& f, WeightType type_k, WeightType type_v) 
   if (kv + resident > budget.bytes) {
     const uint64_t room = budget.bytes > resident ? budget.bytes - resident : 0;
     return out_of_memory(
-        "a context of %lld tokens needs a KV cache of %s (%llu bytes per token, %s K / %s V, %lld layers)%s, but only %s is "
-        "available (%s). Lower -c (at most %llu tokens fit) or use a smaller cache type (-ctk/-ctv q8_0 "
-        "takes about half of f16, q4_0 about a quarter)",
+        "a context of %lld tokens needs a KV cache of %s (%llu bytes per token, %s K / %s V, %lld layers)%s, "
+        "but only %s is available (%s). Lower -c (at most %llu tokens fit) or use a smaller cache type "
+        "(-ctk/-ctv q8_0 takes about half of f16, q4_0 about a quarter)",
         (long long)n_ctx, human_bytes(kv).c_str(), (unsigned long long)per_token, type_name(type_k).data(),
         type_name(type_v).data(), (long long)hp->n_layer,
         resident ? format(" plus %s of weights read into RAM (--no-mmap)", human_bytes(weights).c_str()).c_str() : "",
@@ -159,8 +159,9 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                 else if (v == "none") f.mmap = false, f.mlock = false;
                 else if (v == "mlock") f.mmap = false, f.mlock = true;
                 else if (v == "mmap+mlock") f.mmap = true, f.mlock = true;
-                else if (v == "dio") return unsupported("direct I/O (dio) is not supported; use none to read the model into RAM");
-                else return invalid_argument("unknown mode '%.*s' (auto, none, mmap, mlock, mmap+mlock)", int(v.size()), v.data());
+                else if (v == "dio") return unsupported("direct I/O (dio) is not supported (none reads into RAM)");
+                else return invalid_argument("unknown mode '%.*s' (auto, none, mmap, mlock, mmap+mlock)", int(v.size()),
+                                             v.data());
                 return Status::ok();
               });
   auto kv_type = [](std::string* out) {
@@ -246,7 +247,8 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   co.type_v = type_v;
   // 'auto' takes flash attention where its vector kernels exist (AVX-512); below that the plain path's
   // AVX2 kernels are faster than the scalar flash tile.
-  co.flash_attn = f.flash_attn == OnOffAuto::On || (f.flash_attn == OnOffAuto::Auto && cpu::best_isa() >= cpu::Isa::Avx512);
+  co.flash_attn =
+      f.flash_attn == OnOffAuto::On || (f.flash_attn == OnOffAuto::Auto && cpu::best_isa() >= cpu::Isa::Avx512);
   TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
   const auto t_warm = std::chrono::steady_clock::now();
   if (f.warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
