@@ -65,6 +65,31 @@ TEST(Tokenizer, WarnsWhenThePreTokenizerIsMissing) {
   EXPECT_EQ((*t)->warnings().size(), 1u);
 }
 
+// Gemma 4 (tokenizer.ggml.model "gemma4"), as llama.cpp: spaces become U+2581, merges run over whole
+// lines of raw UTF-8, a byte without a token falls back to <0xXX>, a run of newlines that is a token is
+// taken whole, BOS is added even when the metadata says no, and pieces turn U+2581 back into spaces.
+// The ids are llama-tokenize's (0.3.36's llama.cpp) on this vocab written as a GGUF with gguf-py.
+TEST(Tokenizer, Gemma4WorksLikeLlamaCpp) {
+  gguf::Metadata md;
+  md.add("tokenizer.ggml.model", gguf::Value::string("gemma4"));
+  md.add("tokenizer.ggml.pre", gguf::Value::string("default"));  // ignored, as llama.cpp does
+  md.add("tokenizer.ggml.tokens", gguf::Value::string_array({"<pad>", "<eos>", "<bos>", "\xE2\x96\x81", "a", "b",
+                                                             "\xE2\x96\x81" "a", "\n", "\n\n", "<0xC3>", "<0xA9>", "ab"}));
+  const std::vector<int32_t> types = {3, 3, 3, 1, 1, 1, 1, 1, 1, 6, 6, 1};
+  md.add("tokenizer.ggml.token_type", gguf::Value::array_of(gguf::ValueType::I32, std::span<const int32_t>(types)));
+  md.add("tokenizer.ggml.merges", gguf::Value::string_array({"\xE2\x96\x81 a", "a b"}));
+  md.add("tokenizer.ggml.bos_token_id", gguf::Value::u32(2));
+  md.add("tokenizer.ggml.add_bos_token", gguf::Value::boolean(false));
+  auto t = Tokenizer::from_metadata(md, "gemma4.gguf");
+  ASSERT_TRUE(t) << t.error().message();
+  EXPECT_EQ((*t)->pre_family(), "gemma4");
+  EXPECT_TRUE((*t)->vocab().add_bos);
+  EXPECT_EQ((*t)->warnings().size(), 1u);  // the add_bos override is reported
+  // " ab" is one line: the merges run across the space (no word split), "▁a" before "a b" by rank.
+  EXPECT_EQ(*(*t)->tokenize(" ab\n\n\u00e9", true, false), std::vector<TokenId>({2, 6, 5, 8, 9, 10}));
+  EXPECT_EQ((*t)->detokenize(std::vector<TokenId>{6, 5, 8, 9, 10}, false, false), " ab\n\n\u00e9");
+}
+
 TEST(PreTokenizer, EveryKnownFamilyCompiles) {
   for (const std::string& name : known_pre_tokenizer_names()) {
     auto p = PreTokenizer::create(*find_pre_tokenizer(name));
