@@ -21,8 +21,8 @@ using WT = WeightType;
 const WT kTypes[] = {WT::Q4_K, WT::Q6_K, WT::Q8_0, WT::Q4_0, WT::Q5_0, WT::Q5_K, WT::Q3_K, WT::Q2_K,
                      WT::Q4_1, WT::Q5_1, WT::IQ4_NL, WT::IQ4_XS, WT::F16, WT::BF16, WT::F32};
 
-void bench_gemm(benchmark::State& state, Isa isa, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
-  const CpuKernels& k = kernels_for(isa);
+void bench_gemm(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
+  const CpuKernels& k = kernels_for(isa, uarch);
   const uint32_t id = uint32_t(t);
   const std::vector<uint8_t> w = bench::random_weights(t, n_in, n_rows);
   std::vector<float> x(n_in * n_tokens);
@@ -72,19 +72,23 @@ int main(int argc, char** argv) {
                cpu_features().avx512vnni, cpu_features().avx512bf16, cpu_features().amx_granted);
   for (Isa isa : {Isa::Generic, Isa::Avx2, Isa::Avx512}) {
     if (!isa_supported(isa)) continue;
-    for (tandem::WeightType t : kTypes) {
-      const std::string name = std::string(tandem::type_name(t)) + "/" + isa_name(isa);
-      // Decode: 4096 x 8192 (19 MB of Q4_K): out of L2, streamed like a real layer.
-      benchmark::RegisterBenchmark(("decode/" + name).c_str(), bench_gemm, isa, t, 4096, 8192, 1)
-          ->Unit(benchmark::kMillisecond);
-      // Decode out of L2 (2048 x 1024, 1.2 MB of Q4_K): the kernel's own speed, as small models see it.
-      benchmark::RegisterBenchmark(("decode_l2/" + name).c_str(), bench_gemm, isa, t, 2048, 1024, 1)
-          ->Unit(benchmark::kMicrosecond);
-      // Decode through a wide, short-row output layer (Gemma 3 270M's tied 262144 x 640 embedding).
-      benchmark::RegisterBenchmark(("decode_vocab/" + name).c_str(), bench_gemm, isa, t, 640, 262144, 1)
-          ->Unit(benchmark::kMillisecond);
-      benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, t, 4096, 512, 64)
-          ->Unit(benchmark::kMillisecond);
+    for (Uarch uarch : {Uarch::Intel, Uarch::Zen}) {
+      for (tandem::WeightType t : kTypes) {
+        if (isa == Isa::Generic && uarch == Uarch::Zen) continue;  // the reference has no per-CPU choices
+        const std::string name = std::string(tandem::type_name(t)) + "/" + isa_name(isa) +
+                                 (isa == Isa::Generic ? "" : std::string("-") + uarch_name(uarch));
+        // Decode: 4096 x 8192 (19 MB of Q4_K): out of L2, streamed like a real layer.
+        benchmark::RegisterBenchmark(("decode/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 8192, 1)
+            ->Unit(benchmark::kMillisecond);
+        // Decode out of L2 (2048 x 1024, 1.2 MB of Q4_K): the kernel's own speed, as small models see it.
+        benchmark::RegisterBenchmark(("decode_l2/" + name).c_str(), bench_gemm, isa, uarch, t, 2048, 1024, 1)
+            ->Unit(benchmark::kMicrosecond);
+        // Decode through a wide, short-row output layer (Gemma 3 270M's tied 262144 x 640 embedding).
+        benchmark::RegisterBenchmark(("decode_vocab/" + name).c_str(), bench_gemm, isa, uarch, t, 640, 262144, 1)
+            ->Unit(benchmark::kMillisecond);
+        benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64)
+            ->Unit(benchmark::kMillisecond);
+      }
     }
     for (tandem::WeightType t : {tandem::WeightType::Q8_0, tandem::WeightType::Q4_1, tandem::WeightType::Q4_K,
                                  tandem::WeightType::F16, tandem::WeightType::BF16})
