@@ -62,4 +62,14 @@ inline int nearest_int(float v) {
   return (i & 0x007fffff) - 0x00400000;
 }
 
+// Index of the kIq4Values entry nearest x, the upper one on a tie: the result of best_index_int8's
+// binary search in ggml-quants.c, computed without branches. Between v[j-1] and v[j] that search picks
+// j unless x - v[j-1] < v[j] - x; every boundary below x passes that test and every one above fails it,
+// so counting the passes gives the same index for all x, inf and NaN included (NaN -> 15, as there).
+inline int iq4_nearest_index(float x) {
+  int index = 0;
+  for (int j = 1; j < 16; ++j) index += !(x - float(kIq4Values[j - 1]) < float(kIq4Values[j]) - x);
+  return index;
+}
+
 }  // namespace tandem::quant

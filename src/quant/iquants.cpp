@@ -10,16 +10,6 @@
 namespace tandem::quant {
 namespace {
 
-// Index of the grid value nearest x, the upper one on a tie: the result of best_index_int8's binary
-// search in ggml-quants.c, computed without branches. Between v[j-1] and v[j] that search picks j
-// unless x - v[j-1] < v[j] - x; every boundary below x passes that test and every one above fails it,
-// so counting the passes gives the same index for all x, inf and NaN included (NaN -> 15, as there).
-inline int nearest_grid_index(float x) {
-  int index = 0;
-  for (int j = 1; j < 16; ++j) index += !(x - float(kIq4Values[j - 1]) < float(kIq4Values[j]) - x);
-  return index;
-}
-
 // One super-block of n_super elements in sub-blocks of 32 (quantize_row_iq4_nl_impl in ggml-quants.c,
 // quant_weights == NULL): per sub-block, try 2 * n_try + 1 scales around max / kIq4Values[0] and keep
 // the best x^2-weighted fit; with several sub-blocks, round their scales to 6 bits around a half
@@ -55,7 +45,7 @@ void quantize_iq4_super_block(int n_super, const float* x, uint16_t* dh, uint8_t
     float id = 1 / d;
     float sumqx = 0, sumq2 = 0;
     for (int j = 0; j < kSub; ++j) {
-      const int l = nearest_grid_index(id * xb[j]);
+      const int l = iq4_nearest_index(id * xb[j]);
       Lb[j] = uint8_t(l);
       const float q = kIq4Values[l];
       sumqx += weight[j] * q * xb[j];
@@ -67,7 +57,7 @@ void quantize_iq4_super_block(int n_super, const float* x, uint16_t* dh, uint8_t
       id = float(itry + kIq4Values[0]) / max;
       sumqx = sumq2 = 0;
       for (int j = 0; j < kSub; ++j) {
-        const float q = kIq4Values[nearest_grid_index(id * xb[j])];
+        const float q = kIq4Values[iq4_nearest_index(id * xb[j])];
         sumqx += weight[j] * q * xb[j];
         sumq2 += weight[j] * q * q;
       }
@@ -92,7 +82,7 @@ void quantize_iq4_super_block(int n_super, const float* x, uint16_t* dh, uint8_t
       int l = std::clamp(nearest_int(id * scales[ib]), -32, 31);
       const float dl = d * float(l);
       const float idl = dl != 0 ? 1 / dl : 0.f;
-      for (int j = 0; j < kSub; ++j) L[ib * kSub + j] = uint8_t(nearest_grid_index(idl * x[ib * kSub + j]));
+      for (int j = 0; j < kSub; ++j) L[ib * kSub + j] = uint8_t(iq4_nearest_index(idl * x[ib * kSub + j]));
       l += 32;
       if (ib % 2 == 0) scales_l[ib / 2] = uint8_t(l & 0xf);
       else scales_l[ib / 2] |= uint8_t((l & 0xf) << 4);
@@ -102,7 +92,7 @@ void quantize_iq4_super_block(int n_super, const float* x, uint16_t* dh, uint8_t
     *dh = f32_to_fp16(scales[0]);
     if (n_try > 0) {
       const float id = scales[0] != 0 ? 1 / scales[0] : 0;
-      for (int j = 0; j < n_super; ++j) L[j] = uint8_t(nearest_grid_index(id * x[j]));
+      for (int j = 0; j < n_super; ++j) L[j] = uint8_t(iq4_nearest_index(id * x[j]));
     }
   }
   for (int i = 0; i < n_super / 32; ++i)

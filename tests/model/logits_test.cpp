@@ -110,10 +110,9 @@ json read_fixture(const std::string& name) {
   return in ? json::parse(in) : json();
 }
 
-// Mean over positions of KL(a || b) on a's top-K ids (b's logits where b recorded them).
-double fixture_kl(const json& a, const json& b) {
-  double sum = 0;
-  int64_t n = 0;
+// KL(a || b) at every recorded position, on a's top-K ids (b's logits where b recorded them).
+std::vector<double> fixture_kls(const json& a, const json& b) {
+  std::vector<double> kls;
   for (size_t p = 0; p < a["prompts"].size(); ++p) {
     const json& pa = a["prompts"][p];
     const json& pb = b["prompts"][p];
@@ -129,11 +128,10 @@ double fixture_kl(const json& a, const json& b) {
         const double la = xa["top_logits"][j].get<double>() - xa["lse"].get<double>();
         kl += std::exp(la) * (la - (it->second - xb["lse"].get<double>()));
       }
-      sum += kl;
-      ++n;
+      kls.push_back(kl);
     }
   }
-  return sum / double(n);
+  return kls;
 }
 
 // Runs the fixture's prompts (with the fixture's context, or `context` when given) and checks the
@@ -305,33 +303,45 @@ TEST(Logits, FlashMatchesLlamaCppOnStories260KStandIn) {
 }
 TEST(Logits, FlashMatchesLlamaCppOnGemma3_F16Cache) { check_model("gemma-3-270m-q4_k_m-fa-f16-f16.json", {3.0, 0.01}); }
 TEST(Logits, FlashMatchesLlamaCppOnGemma3_Q8_0Cache) { check_model("gemma-3-270m-q4_k_m-fa-q8_0-q8_0.json", {2.0, 0.008}); }
-// A q4_0 cache rounds K and V to steps of 1/8 of each block's range: the small hidden-state
-// differences both engines already have with an f16 cache flip some of those roundings, so Tandem and
-// llama.cpp each carry their own q4_0 noise (measured 5.90 / KL 0.104; without the Hadamard rotation
-// llama.cpp applies, 4.69 / 0.135 and a 9% higher perplexity with a q4_0 K). What the cache type
-// costs is the same in both (last test).
-TEST(Logits, FlashMatchesLlamaCppOnGemma3_Q4_0Cache) { check_model("gemma-3-270m-q4_k_m-fa-q4_0-q4_0.json", {7.0, 0.13}); }
-TEST(Logits, FlashMatchesLlamaCppOnSynthLlama32_1B_Q8_0K_Q4_0V) {
-  // Measured 0.20 / KL 9.5e-5 (0.85 / 8.5e-4 before the rotation matched llama.cpp's).
-  check_model("synth-Llama-3.2-1B-Q4_K_M-fa-q8_0-q4_0.json", {0.35, 3e-4});
+// The llama architecture (GQA, head dimension 64: K and V both rotated in 64-blocks) with a q8_0 cache,
+// whose blocks are llama.cpp's own: measured 0.087 / KL 6.9e-6.
+TEST(Logits, FlashMatchesLlamaCppOnSynthLlama32_1B_Q8_0Cache) {
+  check_model("synth-Llama-3.2-1B-Q4_K_M-fa-q8_0-q8_0.json", {0.25, 5e-5});
 }
+// Bounds for a run with a 4- or 5-bit cache against an f16 fixture: its logits move by up to 40 and its
+// greedy text may part from the f16 one, so these only catch a broken run; the test below compares the
+// run's KL with llama.cpp's.
+constexpr Tolerance kQuantizedRun{50.0, 1.0};
 
-// The quality a quantized cache costs, Tandem vs llama.cpp: KL of each engine's q8_0 / q4_0 cache run
-// against llama.cpp's f16-cache run. Tandem's damage must not exceed llama.cpp's by more than 25%
-// plus the f16-vs-f16 disagreement (measured: q8_0 0.0071 vs 0.0071, q4_0 0.081 vs 0.074).
+// The loss a quantized cache (K and V) costs, Tandem vs llama.cpp (issue 19): mean top-K KL of each
+// engine's run against llama.cpp's f16-cache run over the "-kv-" fixtures (the issue's prompt and a
+// 534-token passage, 90 positions, flash attention). A 4-bit cache's per-position KL is heavy-tailed
+// (two of the 90 positions carry a quarter of llama.cpp's q4_0 mean), so 90 positions measure a loss
+// only to about +-25%: the bound is llama.cpp's loss plus two standard errors of it plus the f16-vs-f16
+// disagreement. The figures that rank the two engines come from perplexity runs of thousands of
+// positions (BENCHMARKS.md, where Tandem's cache loses less than llama.cpp's for every 4-bit type).
+// Measured (Tandem / llama.cpp +- standard error) with AVX-512: q8_0 0.0150 / 0.0105 +- 0.0025, q4_0
+// 0.173 / 0.179 +- 0.041, q4_1 0.139 / 0.142 +- 0.043, q5_0 0.064 / 0.065 +- 0.015, q5_1 0.049 / 0.051
+// +- 0.011, iq4_nl 0.183 / 0.165 +- 0.026. With llama.cpp's blocks (before issue 19's fix): q4_0 0.214,
+// q4_1 0.232, q5_0 0.065, q5_1 0.057, and iq4_nl 0.307, over this bound (0.228).
 TEST(Logits, QuantizedCacheCostsNoMoreThanInLlamaCpp) {
-  const json f16 = read_fixture("gemma-3-270m-q4_k_m-fa-f16-f16.json");
-  for (const char* type : {"q8_0", "q4_0"}) {
-    const json quant = read_fixture(std::string("gemma-3-270m-q4_k_m-fa-") + type + "-" + type + ".json");
-    const double llama_damage = fixture_kl(f16, quant);
+  const std::string base = "gemma-3-270m-q4_k_m-kv-f16.json";
+  const json f16 = read_fixture(base);
+  std::string skip;
+  const double f16_disagreement = run_fixture(base, {6.0, 0.015}, nullptr, &skip);  // Tandem's f16 cache
+  if (!skip.empty()) GTEST_SKIP() << skip;
+  for (const char* type : {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl"}) {
+    const std::vector<double> kls = fixture_kls(f16, read_fixture(std::string("gemma-3-270m-q4_k_m-kv-") + type + ".json"));
+    double mean = 0, var = 0;
+    for (double k : kls) mean += k / double(kls.size());
+    for (double k : kls) var += (k - mean) * (k - mean) / double(kls.size() - 1);
+    const double se = std::sqrt(var / double(kls.size()));
     ContextOptions options{.n_ctx = 2048};
     options.type_k = options.type_v = *parse_weight_type(type);
     options.flash_attn = true;
-    std::string skip;
-    const double ours = run_fixture("gemma-3-270m-q4_k_m-fa-f16-f16.json", {10.0, 1.0}, &options, &skip);
-    if (!skip.empty()) GTEST_SKIP() << skip;
-    std::printf("[ %s cache ] KL vs llama.cpp's f16 cache: Tandem %.4g, llama.cpp %.4g\n", type, ours, llama_damage);
-    EXPECT_LE(ours, 1.25 * llama_damage + 0.007) << type;
+    const double ours = run_fixture(base, kQuantizedRun, &options, &skip);
+    std::printf("[ %s cache ] KL vs llama.cpp's f16 cache: Tandem %.4g, llama.cpp %.4g +- %.2g\n", type, ours, mean, se);
+    EXPECT_LE(ours, mean + 2 * se + f16_disagreement) << type;
   }
 }
 

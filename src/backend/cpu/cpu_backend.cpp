@@ -236,7 +236,7 @@ void CpuBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int6
     } else if (kv_type == WeightType::F16) {
       to_f16(src, static_cast<uint16_t*>(base) + cell * n, n);
     } else {
-      quant::quantize_row(kv_type, src, static_cast<uint8_t*>(base) + size_t(cell) * row_bytes(kv_type, n), n);
+      quant::quantize_row_kv(kv_type, src, static_cast<uint8_t*>(base) + size_t(cell) * row_bytes(kv_type, n), n);
     }
   };
   const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(row_k + row_v, 1));
