@@ -21,6 +21,7 @@
 #include "backend/cpu/ops.h"
 #include "ops_test_util.h"
 #include "quant/fp16.h"
+#include "quant/quant.h"
 
 namespace tandem::cpu {
 namespace {
@@ -153,6 +154,24 @@ TEST(CpuOps, KvStoreF16) {
   for (int64_t t = 0; t < n_tokens; ++t) {
     for (int64_t i = 0; i < row_k; ++i) ASSERT_EQ(ck[size_t(cells[t] * row_k + i)], quant::f32_to_fp16(k[size_t(t * row_k + i)]));
     for (int64_t i = 0; i < row_v; ++i) ASSERT_EQ(cv[size_t(cells[t] * row_v + i)], quant::f32_to_fp16(v[size_t(t * row_v + i)]));
+  }
+}
+
+// A quantized cache stores quant::quantize_row_kv's blocks (least-squares scales), not quantize_row's.
+TEST(CpuOps, KvStoreQuantizedWritesKvBlocks) {
+  CpuBackend be(2);
+  const int64_t n_tokens = 9, row_k = 256, row_v = 192, n_cells = 20;
+  const auto k = random_floats(size_t(n_tokens * row_k), 3, 10.0f), v = random_floats(size_t(n_tokens * row_v), 4);
+  const WeightType tk = WeightType::Q4_0, tv = WeightType::Q5_1;
+  const size_t bk = row_bytes(tk, row_k), bv = row_bytes(tv, row_v);
+  std::vector<uint8_t> ck(bk * size_t(n_cells)), cv(bv * size_t(n_cells)), want_k(bk), want_v(bv);
+  const std::vector<int32_t> cells = {3, 0, 19, 7, 8, 9, 1, 2, 15};
+  be.kv_store(k.data(), v.data(), n_tokens, row_k, row_v, cells.data(), tk, tv, ck.data(), cv.data());
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    quant::quantize_row_kv(tk, k.data() + t * row_k, want_k.data(), row_k);
+    quant::quantize_row_kv(tv, v.data() + t * row_v, want_v.data(), row_v);
+    EXPECT_EQ(std::memcmp(ck.data() + size_t(cells[t]) * bk, want_k.data(), bk), 0) << "token " << t;
+    EXPECT_EQ(std::memcmp(cv.data() + size_t(cells[t]) * bv, want_v.data(), bv), 0) << "token " << t;
   }
 }
 
