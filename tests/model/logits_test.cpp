@@ -316,14 +316,17 @@ constexpr Tolerance kQuantizedRun{50.0, 1.0};
 // The loss a quantized cache (K and V) costs, Tandem vs llama.cpp (issue 19): mean top-K KL of each
 // engine's run against llama.cpp's f16-cache run over the "-kv-" fixtures (the issue's prompt and a
 // 534-token passage, 90 positions, flash attention). A 4-bit cache's per-position KL is heavy-tailed
-// (two of the 90 positions carry a quarter of llama.cpp's q4_0 mean), so 90 positions measure a loss
-// only to about +-25%: the bound is llama.cpp's loss plus two standard errors of it plus the f16-vs-f16
-// disagreement. The figures that rank the two engines come from perplexity runs of thousands of
-// positions (BENCHMARKS.md, where Tandem's cache loses less than llama.cpp's for every 4-bit type).
-// Measured (Tandem / llama.cpp +- standard error) with AVX-512: q8_0 0.0150 / 0.0105 +- 0.0025, q4_0
-// 0.173 / 0.179 +- 0.041, q4_1 0.139 / 0.142 +- 0.043, q5_0 0.064 / 0.065 +- 0.015, q5_1 0.049 / 0.051
-// +- 0.011, iq4_nl 0.183 / 0.165 +- 0.026. With llama.cpp's blocks (before issue 19's fix): q4_0 0.214,
-// q4_1 0.232, q5_0 0.065, q5_1 0.057, and iq4_nl 0.307, over this bound (0.228).
+// (two of the 90 positions carry a quarter of llama.cpp's q4_0 mean) and any rounding change redraws it,
+// so 90 positions measure a loss only to about +-25%: the bound is llama.cpp's loss plus three standard
+// errors of it (six types tested: at two, one would fail now and then on CPUs whose kernels round
+// differently) plus the f16-vs-f16 disagreement. It catches a cache that loses far more than
+// llama.cpp's; the figures that rank the two engines come from perplexity runs of thousands of
+// positions (BENCHMARKS.md). Measured Tandem / llama.cpp +- standard error: q8_0 0.0150 / 0.0105 +-
+// 0.0025, q4_0 0.173 / 0.179 +- 0.041, q4_1 0.139 / 0.142 +- 0.043, q5_0 0.064 / 0.065 +- 0.015, q5_1
+// 0.049 / 0.051 +- 0.011, iq4_nl 0.183 / 0.165 +- 0.026 (AVX-512 kernels); with the Zen kernels, which
+// differ only in float summation order: q8_0 0.011, q4_0 0.256, q4_1 0.211, q5_0 0.071, q5_1 0.046,
+// iq4_nl 0.213. With llama.cpp's blocks (before issue 19's fix, AVX-512): q4_0 0.214, q4_1 0.232, q5_0
+// 0.065, q5_1 0.057, and iq4_nl 0.307, over this bound (0.254).
 TEST(Logits, QuantizedCacheCostsNoMoreThanInLlamaCpp) {
   const std::string base = "gemma-3-270m-q4_k_m-kv-f16.json";
   const json f16 = read_fixture(base);
@@ -341,7 +344,7 @@ TEST(Logits, QuantizedCacheCostsNoMoreThanInLlamaCpp) {
     options.flash_attn = true;
     const double ours = run_fixture(base, kQuantizedRun, &options, &skip);
     std::printf("[ %s cache ] KL vs llama.cpp's f16 cache: Tandem %.4g, llama.cpp %.4g +- %.2g\n", type, ours, mean, se);
-    EXPECT_LE(ours, mean + 2 * se + f16_disagreement) << type;
+    EXPECT_LE(ours, mean + 3 * se + f16_disagreement) << type;
   }
 }
 
