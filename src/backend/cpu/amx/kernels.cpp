@@ -81,23 +81,9 @@ void ensure_tile_config(int k) {
   t_config_k = k;
 }
 
-// ---- per-thread scratch (grows, never shrinks; no STL so no instantiation leaks to baseline TUs) ------
-struct Buffer {
-  void* p = nullptr;
-  size_t cap = 0;
-  ~Buffer() { std::free(p); }
-  template <class T>
-  T* get(size_t n) {
-    const size_t bytes = (n * sizeof(T) + 63) & ~size_t(63);
-    if (bytes > cap) {
-      std::free(p);
-      p = std::aligned_alloc(64, bytes);
-      if (!p) std::abort();  // as std::vector would on bad_alloc (Tandem does not throw)
-      cap = bytes;
-    }
-    return static_cast<T*>(p);
-  }
-};
+// ---- per-thread scratch ------------------------------------------------------------------------------
+#include "backend/cpu/x86/scratch_x86.inc"
+
 struct Scratch {
   Buffer panel, wscale, wmin, act, act_scale, act_bsum, cbuf;
 };

@@ -45,22 +45,8 @@ inline __m512i load_weights512(const uint8_t* p) {
   return _mm512_inserti64x4(_mm512_castsi256_si512(load256(p)), load256(p + 32), 1);
 }
 
-// Per-thread scratch for the laid-out activations (grows, never shrinks; no STL in an ISA TU).
-struct Scratch {
-  void* p = nullptr;
-  size_t cap = 0;
-  ~Scratch() { std::free(p); }
-  uint8_t* get(size_t bytes) {
-    if (bytes > cap) {
-      std::free(p);
-      cap = (bytes + 4095) & ~size_t(4095);
-      p = std::aligned_alloc(64, cap);
-      if (!p) std::abort();  // as std::vector would on bad_alloc (Tandem does not throw)
-    }
-    return static_cast<uint8_t*>(p);
-  }
-};
-thread_local Scratch t_act;
+#include "backend/cpu/x86/scratch_x86.inc"
+thread_local Buffer t_act;  // the activation rows laid out for the kernel
 
 // ---- Q4_K against Q8_K ----------------------------------------------------------------------------
 // A 64-byte load of qs holds sub-blocks 0 and 2 in its low nibbles and 1 and 3 in its high ones, so the
@@ -236,7 +222,7 @@ void decode_gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, c
   const uint8_t* act[kMaxTokens];
   const auto* xb = static_cast<const uint8_t*>(x);
   if (const size_t ab = K::act_bytes(n_in)) {
-    uint8_t* buf = t_act.get(ab * size_t(n_tokens));
+    uint8_t* buf = t_act.get<uint8_t>(ab * size_t(n_tokens));
     for (int64_t t = 0; t < n_tokens; ++t) {
       K::layout(xb + t * x_stride, buf + t * ab, n_in);
       act[t] = buf + t * ab;

@@ -41,22 +41,7 @@ constexpr int kTileTokens = 8;  // accumulators: 8 zmm integer sums + 8 zmm floa
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-struct Buffer {  // per-thread scratch, grows, never shrinks (no STL in an ISA TU)
-  void* p = nullptr;
-  size_t cap = 0;
-  ~Buffer() { std::free(p); }
-  template <class T>
-  T* get(size_t n) {
-    const size_t bytes = (n * sizeof(T) + 63) & ~size_t(63);
-    if (bytes > cap) {
-      std::free(p);
-      p = std::aligned_alloc(64, bytes);
-      if (!p) std::abort();  // as std::vector would on bad_alloc (Tandem does not throw)
-      cap = bytes;
-    }
-    return static_cast<T*>(p);
-  }
-};
+#include "backend/cpu/x86/scratch_x86.inc"
 struct Scratch {
   Buffer codes, rows, wscale, wmin, aq, bias, ascale, amin;
 };
@@ -66,14 +51,15 @@ thread_local Scratch t_scratch;
 // kGroup: elements per scale group; kMin: has a min term (Q4_K). unpack writes kBlock codes and
 // kBlock / kGroup scales (and mins).
 
-// 6-bit scales and mins of Q4_K / Q5_K (ggml's get_scale_min_k4)
-inline void scale_min_k4(const uint8_t* q, int j, int* sc, int* m) {
-  if (j < 4) {
-    *sc = q[j] & 63;
-    *m = q[j + 4] & 63;
-  } else {
-    *sc = (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-    *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+// The 6-bit scales and mins of Q4_K / Q5_K (ggml's get_scale_min_k4), times d and dmin.
+template <class W>
+void scales_mins_k4(const W& b, float* scale, float* min) {
+  const uint8_t* q = b.scales;
+  const float d = h2f(b.d), dmin = h2f(b.dmin);
+  for (int j = 0; j < 8; ++j) {
+    const int sc = j < 4 ? q[j] & 63 : (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+    const int m = j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    scale[j] = d * float(sc), min[j] = dmin * float(m);
   }
 }
 
@@ -82,12 +68,7 @@ struct PQ4_K {
   static constexpr int kBlock = 256, kGroup = 32, kOffset = 0;
   static constexpr bool kMin = true;
   static void unpack(const W& b, uint8_t* u, float* scale, float* min) {
-    const float d = h2f(b.d), dmin = h2f(b.dmin);
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      scale_min_k4(b.scales, j, &sc, &m);
-      scale[j] = d * float(sc), min[j] = dmin * float(m);
-    }
+    scales_mins_k4(b, scale, min);
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     for (int j = 0; j < 4; ++j) {
       const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs + 32 * j));
@@ -102,12 +83,7 @@ struct PQ5_K {
   static constexpr int kBlock = 256, kGroup = 32, kOffset = 0;
   static constexpr bool kMin = true;
   static void unpack(const W& b, uint8_t* u, float* scale, float* min) {
-    const float d = h2f(b.d), dmin = h2f(b.dmin);
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      scale_min_k4(b.scales, j, &sc, &m);
-      scale[j] = d * float(sc), min[j] = dmin * float(m);
-    }
+    scales_mins_k4(b, scale, min);
     for (int j = 0; j < 4; ++j)  // sub-blocks 2j (low nibbles) and 2j + 1 (high), fifth bit from qh
       for (int l = 0; l < 32; ++l) {
         u[64 * j + l] = uint8_t((b.qs[32 * j + l] & 0xf) | ((b.qh[l] >> (2 * j)) & 1) << 4);
