@@ -10,16 +10,6 @@
 namespace tandem::chat {
 namespace {
 
-uint32_t decode(std::string_view ch) {
-  const auto* p = reinterpret_cast<const unsigned char*>(ch.data());
-  switch (ch.size()) {
-    case 2: return ((p[0] & 0x1f) << 6) | (p[1] & 0x3f);
-    case 3: return ((p[0] & 0x0f) << 12) | ((p[1] & 0x3f) << 6) | (p[2] & 0x3f);
-    case 4: return ((p[0] & 0x07) << 18) | ((p[1] & 0x3f) << 12) | ((p[2] & 0x3f) << 6) | (p[3] & 0x3f);
-    default: return p[0];
-  }
-}
-
 // Python's str.isspace() code points.
 bool is_py_space(uint32_t c) {
   return (c >= 0x09 && c <= 0x0d) || c == ' ' || (c >= 0x1c && c <= 0x1f) || c == 0x85 || c == 0xa0 || c == 0x1680 ||
@@ -54,7 +44,7 @@ List split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_r
     // is one part with its own spacing, as CPython's split_whitespace / rsplit_whitespace.
     const auto chars = utf8_chars(s);
     const size_t n = chars.size();
-    auto space = [&](size_t k) { return is_py_space(decode(chars[k])); };
+    auto space = [&](size_t k) { return is_py_space(code_point(chars[k])); };
     auto text = [&](size_t from, size_t to) {  // chars [from, to) as a string
       return from >= to ? std::string() : std::string(chars[from].data(), chars[to - 1].data() + chars[to - 1].size());
     };
@@ -275,7 +265,7 @@ Result<Value> call_str_method(const std::string& s, const std::string& name, con
   if (name == "isalnum") return Value(all_chars(s, [](char c) { return is_alpha(c) || (c >= '0' && c <= '9'); }));
   if (name == "isspace") {
     const auto chars = utf8_chars(s);
-    return Value(!chars.empty() && std::all_of(chars.begin(), chars.end(), [](std::string_view c) { return is_py_space(decode(c)); }));
+    return Value(!chars.empty() && std::all_of(chars.begin(), chars.end(), [](std::string_view c) { return is_py_space(code_point(c)); }));
   }
   if (name == "islower") return Value(py_islower(s));
   if (name == "isupper") return Value(py_isupper(s));
@@ -323,7 +313,7 @@ std::string strip_chars(std::string_view s, const Value* chars, bool left, bool 
   const bool whitespace = !chars || chars->is_none() || !chars->is_string();
   if (!whitespace) set = utf8_chars(chars->as_string());
   auto strip = [&](std::string_view ch) {
-    if (whitespace) return is_py_space(decode(ch));
+    if (whitespace) return is_py_space(code_point(ch));
     return std::find(set.begin(), set.end(), ch) != set.end();
   };
   size_t b = 0, e = cs.size();

@@ -124,4 +124,14 @@ int64_t word_count(std::string_view s) {
   return n;
 }
 
+uint32_t code_point(std::string_view ch) {
+  const auto* p = reinterpret_cast<const unsigned char*>(ch.data());
+  switch (ch.size()) {
+    case 2: return ((p[0] & 0x1f) << 6) | (p[1] & 0x3f);
+    case 3: return ((p[0] & 0x0f) << 12) | ((p[1] & 0x3f) << 6) | (p[2] & 0x3f);
+    case 4: return ((p[0] & 0x07) << 18) | ((p[1] & 0x3f) << 12) | ((p[2] & 0x3f) << 6) | (p[3] & 0x3f);
+    default: return p[0];
+  }
+}
+
 }  // namespace tandem::chat

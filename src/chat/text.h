@@ -17,6 +17,8 @@ std::string py_capitalize(std::string_view s);  // first character upper, the re
 std::string jinja_title(std::string_view s);
 bool py_islower(std::string_view s);
 bool py_isupper(std::string_view s);
+// The code point of one UTF-8 character (ch as the lexer or a split into characters cut it).
+uint32_t code_point(std::string_view ch);
 // jinja2's wordcount: runs of word characters (letters, digits, underscore), as Python's \w+.
 int64_t word_count(std::string_view s);
 

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "chat/text.h"
+
 namespace tandem::chat {
 
 const Value* Dict::find(const Value& key) const {
@@ -161,16 +163,6 @@ std::vector<std::string_view> utf8_chars(std::string_view s) {
   return out;
 }
 
-static uint32_t decode_utf8(std::string_view ch) {
-  const auto* p = reinterpret_cast<const unsigned char*>(ch.data());
-  switch (ch.size()) {
-    case 2: return ((p[0] & 0x1f) << 6) | (p[1] & 0x3f);
-    case 3: return ((p[0] & 0x0f) << 12) | ((p[1] & 0x3f) << 6) | (p[2] & 0x3f);
-    case 4: return ((p[0] & 0x07) << 18) | ((p[1] & 0x3f) << 12) | ((p[2] & 0x3f) << 6) | (p[3] & 0x3f);
-    default: return p[0];
-  }
-}
-
 // Python's str.isprintable() for the code points chat text meets: controls, the Latin-1 gap,
 // format characters and separators other than the space are escaped by repr.
 static bool printable(uint32_t cp) {
@@ -185,7 +177,7 @@ std::string string_repr(std::string_view s) {
   const char quote = has_single && s.find('"') == std::string_view::npos ? '"' : '\'';
   std::string out(1, quote);
   for (std::string_view ch : utf8_chars(s)) {
-    const uint32_t cp = decode_utf8(ch);
+    const uint32_t cp = code_point(ch);
     if (cp == static_cast<uint32_t>(quote) || cp == '\\') {
       out += '\\';
       out += static_cast<char>(cp);
