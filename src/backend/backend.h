@@ -1,9 +1,19 @@
-// The backend interface: a device's memory and the fixed list of operations the forward passes use.
-// A model's forward pass calls these and never asks which device it runs on; a backend never knows
-// which model runs. Activations are f32 rows in the backend's memory, shapes outermost first.
+// The backend interface: a device's memory, its queue, and the fixed list of operations the forward
+// passes use. A model's forward pass calls these and never asks which device it runs on; a backend never
+// knows which model runs. Activations are f32 rows in the backend's memory, shapes outermost first.
+//
+// Execution model (what a CUDA stream gives): a backend runs its ops and copies in the order they are
+// called, possibly after the call returns. Every pointer an op receives (activations, weights, the KV
+// cache, positions, cell tables) is memory of that backend; the host reads results only after
+// synchronize() or an Event, and crosses devices only by the copies below (backend/buffer.h has the
+// helpers). The CPU backend runs everything at once on the calling thread's pool and its memory is the
+// host's; the sim device (backend/sim) queues, checks every pointer and delays copies like a PCIe link.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -14,6 +24,25 @@
 namespace tandem {
 
 class Backend;
+
+// A point in one backend's queue: reached when every op queued before it has run.
+class Event {
+ public:
+  void signal() {
+    std::lock_guard lock(mu_);
+    done_ = true;
+    cv_.notify_all();
+  }
+  void wait_host() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return done_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+};
 
 // A weight on its home device. Rows of `row_length` elements, `row_stride` bytes apart.
 struct Weight {
@@ -75,8 +104,26 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
-  // Device memory. Returned pointers stay valid until the backend is destroyed.
+  // Device memory: valid until free() or the backend's destruction. free() waits for queued ops
+  // first, so nothing queued can touch memory after it is released.
   virtual Result<void*> alloc(size_t bytes) = 0;
+  virtual void free(void* p) = 0;
+  // Whether the host may dereference this device's memory (the CPU's is the host's).
+  virtual bool host_accessible() const = 0;
+  // Queued copies: the host side must stay valid and unchanged until they have run (synchronize() or
+  // an event recorded after them).
+  virtual void copy_from_host(void* dst, const void* src, size_t bytes) = 0;
+  virtual void copy_to_host(void* dst, const void* src, size_t bytes) = 0;
+  // A weight's bytes on this device for the model's lifetime: the CPU uses the host bytes in place
+  // (the file mapping), another device uploads them.
+  virtual Result<const void*> place_weight(const void* host, size_t bytes) = 0;
+  // An event reached once everything queued so far has run; wait(e) makes later ops wait for it (on
+  // the CPU, whose ops run at once, the calling thread waits).
+  virtual std::shared_ptr<Event> record() = 0;
+  virtual void wait(const std::shared_ptr<Event>& e) = 0;
+  // Waits for every queued op and copy; returns the first error any of them met (asynchronous
+  // failures surface here, as CUDA's do; a device may keep returning it, as CUDA's sticky errors).
+  virtual Status synchronize() = 0;
 
   // y[t, :] = W x[t, :] (+ bias) for n_tokens rows. x: [n_tokens, row_length], y: [n_tokens, n_rows].
   virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias = nullptr) = 0;

@@ -23,8 +23,19 @@ CpuBackend::~CpuBackend() = default;
 Result<void*> CpuBackend::alloc(size_t bytes) {
   auto* p = new (std::nothrow) uint8_t[bytes ? bytes : 1];
   if (!p) return out_of_memory("%s: cannot allocate %zu bytes", name_.c_str(), bytes);
-  allocations_.emplace_back(p);
+  allocations_.emplace(p, p);
   return static_cast<void*>(p);
+}
+
+void CpuBackend::free(void* p) { allocations_.erase(p); }
+
+void CpuBackend::copy_from_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuBackend::copy_to_host(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+
+std::shared_ptr<Event> CpuBackend::record() {
+  auto e = std::make_shared<Event>();
+  e->signal();
+  return e;
 }
 
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {

@@ -1,8 +1,10 @@
 // The CPU backend: weights stay where the GGUF mapping put them (zero copy); ops are multi-threaded
-// over a ThreadPool; matmuls go through the per-ISA kernel table.
+// over a ThreadPool and done when they return; matmuls go through the per-ISA kernel table. Not
+// thread-safe: ops keep scratch in the backend, so one thread drives it at a time.
 #pragma once
 
 #include <memory>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
@@ -20,6 +22,14 @@ class CpuBackend final : public Backend {
   ThreadPool& pool() { return pool_; }
 
   Result<void*> alloc(size_t bytes) override;
+  void free(void* p) override;
+  bool host_accessible() const override { return true; }
+  void copy_from_host(void* dst, const void* src, size_t bytes) override;
+  void copy_to_host(void* dst, const void* src, size_t bytes) override;
+  Result<const void*> place_weight(const void* host, size_t bytes) override { return host; }
+  std::shared_ptr<Event> record() override;
+  void wait(const std::shared_ptr<Event>& e) override { e->wait_host(); }
+  Status synchronize() override { return Status::ok(); }
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) override;
   void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) override;
   void rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) override;
@@ -62,7 +72,7 @@ class CpuBackend final : public Backend {
   };
   std::vector<FlashBlock> flash_blocks_;
   std::vector<float> flash_partials_;
-  std::vector<std::unique_ptr<uint8_t[]>> allocations_;
+  std::unordered_map<void*, std::unique_ptr<uint8_t[]>> allocations_;
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
 };
 

@@ -1,0 +1,318 @@
+#include "backend/sim/sim_backend.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <iterator>
+#include <optional>
+
+#include "gguf/types.h"
+
+namespace tandem::sim {
+namespace {
+
+// As cudaMalloc's: every allocation starts on a 256-byte boundary.
+constexpr size_t kAlign = 256;
+
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+double mib(size_t bytes) { return double(bytes) / (1024.0 * 1024.0); }
+
+size_t f32_bytes(int64_t n) { return size_t(std::max<int64_t>(n, 0)) * sizeof(float); }
+size_t i32_bytes(int64_t n) { return size_t(std::max<int64_t>(n, 0)) * sizeof(int32_t); }
+
+}  // namespace
+
+Result<std::unique_ptr<SimBackend>> SimBackend::create(const SimOptions& options) {
+  if (options.budget_bytes == 0) return invalid_argument("%s: a sim device needs memory (budget 0 bytes)", options.name.c_str());
+  if (options.link.bandwidth_bytes_per_s <= 0 || options.link.latency_s < 0)
+    return invalid_argument("%s: link bandwidth must be positive and latency not negative", options.name.c_str());
+  void* p = mmap(nullptr, options.budget_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED)
+    return out_of_memory("%s: cannot reserve %.0f MiB of address space for the device's memory",
+                         options.name.c_str(), mib(options.budget_bytes));
+  return std::unique_ptr<SimBackend>(new SimBackend(options, static_cast<uint8_t*>(p)));
+}
+
+SimBackend::SimBackend(const SimOptions& options, uint8_t* arena)
+    : options_(options), arena_(arena), cpu_(std::make_unique<cpu::CpuBackend>(options.n_threads, options.name)) {
+  free_[0] = options_.budget_bytes;
+  thread_ = std::thread([this] { run_queue(); });
+}
+
+SimBackend::~SimBackend() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  work_cv_.notify_all();
+  thread_.join();
+  munmap(arena_, options_.budget_bytes);
+}
+
+SimStats SimBackend::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+void SimBackend::run_queue() {
+  for (;;) {
+    Task task;
+    bool skip;
+    {
+      std::unique_lock lock(mu_);
+      work_cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      task = std::move(queue_.front());
+      queue_.pop_front();
+      skip = failed_ && !task.always;  // after a failure only events still fire, so no waiter hangs
+    }
+    if (!skip) task.fn();
+    {
+      std::lock_guard lock(mu_);
+      --n_pending_;
+    }
+    idle_cv_.notify_all();
+  }
+}
+
+void SimBackend::fail(Status s) {
+  std::lock_guard lock(mu_);
+  if (failed_) return;
+  failed_ = true;
+  std::fprintf(stderr, "error: %s\n", s.message().c_str());  // loud at once: the caller may sync much later
+  error_ = std::move(s);
+}
+
+bool SimBackend::inside(const void* base, const void* p, size_t bytes) const {
+  const auto *b = static_cast<const uint8_t*>(base), *q = static_cast<const uint8_t*>(p);
+  if (b < arena_ || b >= arena_ + options_.budget_bytes || q < b) return false;
+  auto it = live_.upper_bound(size_t(b - arena_));
+  if (it == live_.begin()) return false;
+  --it;
+  return size_t(q - arena_) + bytes <= it->first + it->second;
+}
+
+void SimBackend::submit(const char* op, std::initializer_list<Arg> args, std::function<void()> fn) {
+  std::unique_lock lock(mu_);
+  if (failed_) return;
+  for (const Arg& a : args) {
+    if (a.p == nullptr || inside(a.p, a.p, a.bytes)) continue;
+    lock.unlock();
+    fail(invalid_argument("%s: %s: %s (%p, %zu bytes) is not memory of this device: a host pointer or another "
+                          "device's, or past the end of its buffer (a missing copy?)",
+                          options_.name.c_str(), op, a.what, a.p, a.bytes));
+    return;
+  }
+  ++stats_.n_ops;
+  ++n_pending_;
+  queue_.push_back({std::move(fn), false});
+  lock.unlock();
+  work_cv_.notify_one();
+}
+
+Result<void*> SimBackend::alloc(size_t bytes) {
+  const size_t need = round_up(std::max<size_t>(bytes, 1));
+  std::lock_guard lock(mu_);
+  for (auto it = free_.begin(); it != free_.end(); ++it) {
+    if (it->second < need) continue;
+    const size_t off = it->first, left = it->second - need;
+    free_.erase(it);
+    if (left) free_[off + need] = left;
+    live_[off] = need;
+    stats_.bytes_in_use += need;
+    stats_.peak_bytes = std::max(stats_.peak_bytes, stats_.bytes_in_use);
+    return static_cast<void*>(arena_ + off);
+  }
+  return out_of_memory("%s: cannot allocate %.1f MiB: %.1f of its %.1f MiB are in use", options_.name.c_str(),
+                       mib(bytes), mib(stats_.bytes_in_use), mib(options_.budget_bytes));
+}
+
+void SimBackend::drain() {
+  std::unique_lock lock(mu_);
+  idle_cv_.wait(lock, [&] { return n_pending_ == 0; });
+}
+
+void SimBackend::free(void* p) {
+  if (!p) return;
+  drain();
+  std::lock_guard lock(mu_);
+  const auto* b = static_cast<const uint8_t*>(p);
+  auto it = b >= arena_ ? live_.find(size_t(b - arena_)) : live_.end();
+  if (it == live_.end()) {
+    std::fprintf(stderr, "error: %s: free(%p): not an allocation of this device\n", options_.name.c_str(), p);
+    std::abort();  // a double free or a foreign pointer: a programmer error, as in CONVENTIONS.md
+  }
+  size_t off = it->first, bytes = it->second;
+  live_.erase(it);
+  stats_.bytes_in_use -= bytes;
+  // Coalesce with the free neighbours on both sides.
+  auto next = free_.lower_bound(off);
+  if (next != free_.end() && off + bytes == next->first) {
+    bytes += next->second;
+    next = free_.erase(next);
+  }
+  if (next != free_.begin()) {
+    auto prev = std::prev(next);
+    if (prev->first + prev->second == off) {
+      prev->second += bytes;
+      return;
+    }
+  }
+  free_[off] = bytes;
+}
+
+void SimBackend::link_delay(size_t bytes) const {
+  const auto until = std::chrono::steady_clock::now() +
+                     std::chrono::duration<double>(options_.link.latency_s + double(bytes) / options_.link.bandwidth_bytes_per_s);
+  std::this_thread::sleep_until(until);
+}
+
+void SimBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
+  submit("copy_from_host", {{"dst", dst, bytes}}, [this, dst, src, bytes] {
+    std::memcpy(dst, src, bytes);
+    link_delay(bytes);
+    std::lock_guard lock(mu_);
+    stats_.bytes_from_host += bytes;
+    ++stats_.n_copies;
+  });
+}
+
+void SimBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
+  submit("copy_to_host", {{"src", src, bytes}}, [this, dst, src, bytes] {
+    std::memcpy(dst, src, bytes);
+    link_delay(bytes);
+    std::lock_guard lock(mu_);
+    stats_.bytes_to_host += bytes;
+    ++stats_.n_copies;
+  });
+}
+
+Result<const void*> SimBackend::place_weight(const void* host, size_t bytes) {
+  TANDEM_ASSIGN(void* p, alloc(bytes));
+  copy_from_host(p, host, bytes);
+  TANDEM_TRY(synchronize());  // the host bytes (a file mapping) need not outlive the upload
+  return static_cast<const void*>(p);
+}
+
+std::shared_ptr<Event> SimBackend::record() {
+  auto e = std::make_shared<Event>();
+  {
+    std::lock_guard lock(mu_);
+    ++n_pending_;
+    queue_.push_back({[e] { e->signal(); }, true});
+  }
+  work_cv_.notify_one();
+  return e;
+}
+
+void SimBackend::wait(const std::shared_ptr<Event>& e) {
+  submit("wait", {}, [e] { e->wait_host(); });
+}
+
+Status SimBackend::synchronize() {
+  drain();
+  std::lock_guard lock(mu_);
+  return error_;
+}
+
+void SimBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {
+  const int64_t n_rows = w.n_rows(), n = w.row_length();
+  submit("matmul", {{"weight", w.data, w.size_bytes}, {"x", x, f32_bytes(n_tokens * n)},
+                    {"y", y, f32_bytes(n_tokens * n_rows)}, {"bias", bias ? bias->data : nullptr, f32_bytes(n_rows)}},
+         [this, w, x, n_tokens, y, bias = bias ? std::optional<Weight>(*bias) : std::nullopt] {
+           cpu_->matmul(w, x, n_tokens, y, bias ? &*bias : nullptr);
+         });
+}
+
+void SimBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
+  submit("get_rows", {{"table", table.data, table.size_bytes}, {"ids", ids.data(), i32_bytes(int64_t(ids.size()))},
+                      {"out", out, f32_bytes(int64_t(ids.size()) * table.row_length())}},
+         [this, table, ids, out] {
+           for (int32_t id : ids)  // device memory, so checked where it is read, as a kernel would
+             if (id < 0 || id >= table.n_rows()) {
+               fail(invalid_argument("%s: get_rows: id %d outside %s's %lld rows", options_.name.c_str(), id,
+                                     table.name.c_str(), (long long)table.n_rows()));
+               return;
+             }
+           cpu_->get_rows(table, ids, out);
+         });
+}
+
+void SimBackend::rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) {
+  submit("rms_norm", {{"x", x, f32_bytes(n_rows * n)}, {"weight", weight ? weight->data : nullptr, f32_bytes(n)},
+                      {"y", y, f32_bytes(n_rows * n)}},
+         [this, x, weight = weight ? std::optional<Weight>(*weight) : std::nullopt, n_rows, n, eps, y] {
+           cpu_->rms_norm(x, weight ? &*weight : nullptr, n_rows, n, eps, y);
+         });
+}
+
+void SimBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) {
+  submit("rope", {{"x", x, f32_bytes(n_tokens * n_head * head_dim)}, {"pos", pos, i32_bytes(n_tokens)},
+                  {"freq_factors", p.freq_factors, f32_bytes(p.n_rot / 2)}},
+         [this, x, n_tokens, n_head, head_dim, pos, p] { cpu_->rope(x, n_tokens, n_head, head_dim, pos, p); });
+}
+
+void SimBackend::attention(const AttentionArgs& a) {
+  const size_t k_bytes = row_bytes(a.k_type, int64_t(a.n_head_kv) * a.head_dim_k) * size_t(a.n_cells);
+  const size_t v_bytes = row_bytes(a.v_type, int64_t(a.n_head_kv) * a.head_dim_v) * size_t(a.n_cells);
+  submit("attention", {{"q", a.q, f32_bytes(a.n_tokens * a.n_head * a.head_dim_k)},
+                       {"out", a.out, f32_bytes(a.n_tokens * a.n_head * a.head_dim_v)},
+                       {"token_pos", a.token_pos, i32_bytes(a.n_tokens)},
+                       {"token_seq", a.token_seq, i32_bytes(a.n_tokens)},
+                       {"k", a.k, k_bytes},
+                       {"v", a.v, v_bytes},
+                       {"cell_pos", a.cell_pos, i32_bytes(a.n_cells)},
+                       {"cell_seq", a.cell_seq, i32_bytes(a.n_cells)}},
+         [this, a] { cpu_->attention(a); });
+}
+
+void SimBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
+                          const int32_t* cells, WeightType k_type, WeightType v_type, void* cache_k, void* cache_v) {
+  submit("kv_store", {{"k", k, f32_bytes(n_tokens * row_k)}, {"v", v, f32_bytes(n_tokens * row_v)},
+                      {"cells", cells, i32_bytes(n_tokens)}, {"cache_k", cache_k, 1}, {"cache_v", cache_v, 1}},
+         [=, this] {
+           const size_t k_row = row_bytes(k_type, row_k), v_row = row_bytes(v_type, row_v);
+           std::unique_lock lock(mu_);
+           for (int64_t t = 0; t < n_tokens; ++t)  // the cells are device data: checked where they are read
+             if (cells[t] < 0 || !inside(cache_k, static_cast<uint8_t*>(cache_k) + size_t(cells[t]) * k_row, k_row) ||
+                 !inside(cache_v, static_cast<uint8_t*>(cache_v) + size_t(cells[t]) * v_row, v_row)) {
+               lock.unlock();
+               fail(invalid_argument("%s: kv_store: cell %d is outside the cache", options_.name.c_str(), cells[t]));
+               return;
+             }
+           lock.unlock();
+           cpu_->kv_store(k, v, n_tokens, row_k, row_v, cells, k_type, v_type, cache_k, cache_v);
+         });
+}
+
+void SimBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  submit("swiglu", {{"gate", gate, f32_bytes(n)}, {"up", up, f32_bytes(n)}, {"out", out, f32_bytes(n)}},
+         [=, this] { cpu_->swiglu(gate, up, n, out); });
+}
+
+void SimBackend::geglu(const float* gate, const float* up, int64_t n, float* out) {
+  submit("geglu", {{"gate", gate, f32_bytes(n)}, {"up", up, f32_bytes(n)}, {"out", out, f32_bytes(n)}},
+         [=, this] { cpu_->geglu(gate, up, n, out); });
+}
+
+void SimBackend::add(const float* a, const float* b, int64_t n, float* out) {
+  submit("add", {{"a", a, f32_bytes(n)}, {"b", b, f32_bytes(n)}, {"out", out, f32_bytes(n)}},
+         [=, this] { cpu_->add(a, b, n, out); });
+}
+
+void SimBackend::hadamard(float* x, int64_t n_rows, int64_t n, int block) {
+  submit("hadamard", {{"x", x, f32_bytes(n_rows * n)}}, [=, this] { cpu_->hadamard(x, n_rows, n, block); });
+}
+
+void SimBackend::scale(float* x, int64_t n, float s) {
+  submit("scale", {{"x", x, f32_bytes(n)}}, [=, this] { cpu_->scale(x, n, s); });
+}
+
+void SimBackend::softcap(float* x, int64_t n, float cap) {
+  submit("softcap", {{"x", x, f32_bytes(n)}}, [=, this] { cpu_->softcap(x, n, cap); });
+}
+
+}  // namespace tandem::sim
