@@ -41,6 +41,7 @@ void copy_between(Backend& from, const void* src, Backend& to, void* dst, size_t
     from.copy_to_host(dst, src, bytes);
     to.wait(from.record());
   } else {
+    from.wait(to.record());  // `to` may still be reading `staging` for an earlier copy
     from.copy_to_host(staging, src, bytes);
     to.wait(from.record());
     to.copy_from_host(dst, staging, bytes);
