@@ -70,7 +70,7 @@ std::vector<std::string> check_tensors(const GgufFile& f, std::string* summary) 
     problems.push_back(hp.error().message());
     return problems;
   }
-  auto specs = model::required_tensors(*hp);
+  auto specs = model::required_tensors(*hp, f.metadata(), f.path());
   if (!specs) {
     *summary = format("skipped — no tensor list for architecture '%s' (known: %s)", hp->arch.c_str(),
                       model::supported_architectures().c_str());

@@ -33,10 +33,10 @@ Result<std::unique_ptr<Context>> Context::create(const model::Model& model, cons
   }
   std::vector<Backend*> backends;
   std::vector<int64_t> row_k, row_v;
-  for (const auto& l : model.layers()) {
+  for (const model::KvLayerSpec& l : model.kv_layers()) {
     backends.push_back(l.backend);
-    row_k.push_back(hp.n_head_kv * hp.head_dim_k);
-    row_v.push_back(hp.n_head_kv * hp.head_dim_v);
+    row_k.push_back(l.row_k);
+    row_v.push_back(l.row_v);
   }
   TANDEM_ASSIGN(KvCache kv, KvCache::create(backends, options.n_ctx, row_k, row_v, options.type_k, options.type_v));
   auto ctx = std::unique_ptr<Context>(new Context(model, std::move(kv), options));

@@ -1,24 +1,7 @@
-// Hyperparameter keys and per-architecture tensor lists (names as llama.cpp's convert script writes them).
+// The hyperparameter keys every architecture shares (as llama.cpp's convert script writes them).
 #include "model/arch.h"
 
 namespace tandem::model {
-namespace {
-
-const char* const kArchitectures[] = {"llama", "qwen2", "qwen3", "gemma3"};
-
-}  // namespace
-
-std::string supported_architectures() {
-  std::string out;
-  for (const char* a : kArchitectures) out += (out.empty() ? "" : ", ") + std::string(a);
-  return out;
-}
-
-bool is_supported_architecture(const std::string& arch) {
-  for (const char* a : kArchitectures)
-    if (arch == a) return true;
-  return false;
-}
 
 Result<HParams> read_hparams(const gguf::Metadata& meta, const std::string& source) {
   HParams hp;
@@ -64,45 +47,6 @@ Result<HParams> read_hparams(const gguf::Metadata& meta, const std::string& sour
   if (auto v = meta.find(p + "vocab_size"); v && v->as_i64()) hp.n_vocab = *v->as_i64();
   else if (auto t = meta.find("tokenizer.ggml.tokens"); t && t->as_array()) hp.n_vocab = int64_t(t->as_array()->count);
   return hp;
-}
-
-Result<std::vector<TensorSpec>> required_tensors(const HParams& hp) {
-  if (!is_supported_architecture(hp.arch))
-    return unsupported("architecture '%s' is not supported (supported: %s)", hp.arch.c_str(),
-                       supported_architectures().c_str());
-  const int64_t e = hp.n_embd, q = hp.n_head * hp.head_dim_k, k = hp.n_head_kv * hp.head_dim_k,
-                v = hp.n_head_kv * hp.head_dim_v, ff = hp.n_ff;
-  const bool gemma = hp.arch == "gemma3";
-  std::vector<TensorSpec> out = {
-      {"token_embd.weight", {hp.n_vocab, e}},
-      {"output_norm.weight", {e}},
-      // Tied to token_embd when absent (Gemma always, small Llama/Qwen models often).
-      {"output.weight", {hp.n_vocab, e}, true},
-  };
-  for (int64_t i = 0; i < hp.n_layer; ++i) {
-    const std::string b = "blk." + std::to_string(i) + ".";
-    out.push_back({b + "attn_norm.weight", {e}});
-    out.push_back({b + "attn_q.weight", {q, e}});
-    out.push_back({b + "attn_k.weight", {k, e}});
-    out.push_back({b + "attn_v.weight", {v, e}});
-    out.push_back({b + "attn_output.weight", {e, hp.n_head * hp.head_dim_v}});
-    if (hp.arch == "qwen2") {
-      out.push_back({b + "attn_q.bias", {q}});
-      out.push_back({b + "attn_k.bias", {k}});
-      out.push_back({b + "attn_v.bias", {v}});
-    }
-    if (hp.arch == "qwen3" || gemma) {
-      out.push_back({b + "attn_q_norm.weight", {hp.head_dim_k}});
-      out.push_back({b + "attn_k_norm.weight", {hp.head_dim_k}});
-    }
-    if (gemma) out.push_back({b + "post_attention_norm.weight", {e}});
-    out.push_back({b + "ffn_norm.weight", {e}});
-    out.push_back({b + "ffn_gate.weight", {ff, e}});
-    out.push_back({b + "ffn_up.weight", {ff, e}});
-    out.push_back({b + "ffn_down.weight", {e, ff}});
-    if (gemma) out.push_back({b + "post_ffw_norm.weight", {e}});
-  }
-  return out;
 }
 
 }  // namespace tandem::model

@@ -1,5 +1,5 @@
-// Architectures Tandem knows: hyperparameters read from GGUF metadata (`<arch>.*` keys) and the
-// tensors each architecture needs, with their shapes. Used by verify and info now, by the engine later.
+// Hyperparameters every architecture shares, read from GGUF metadata (`<arch>.*` keys), and the
+// questions info, verify and the loader ask of the architecture registry (registry.cpp).
 #pragma once
 
 #include <cstdint>
@@ -42,7 +42,9 @@ struct TensorSpec {
 // Supported architecture names, for messages: "llama, qwen2, qwen3, gemma3".
 std::string supported_architectures();
 bool is_supported_architecture(const std::string& arch);
-// Every tensor the architecture needs, at its shape.
-Result<std::vector<TensorSpec>> required_tensors(const HParams& hp);
+// Every tensor the architecture needs, at its shape; checks the architecture's own keys in `meta`
+// (errors name the key and `source`).
+Result<std::vector<TensorSpec>> required_tensors(const HParams& hp, const gguf::Metadata& meta,
+                                                 const std::string& source);
 
 }  // namespace tandem::model

@@ -1,0 +1,51 @@
+// The blocks architectures share, built from a Backend's ops: standard attention over the KV cache,
+// the gated feed-forward, and the output head. Each architecture's file strings them into its layer.
+// Shapes are [n_tokens, ...], outermost first.
+#pragma once
+
+#include <vector>
+
+#include "model/model.h"
+
+namespace tandem::model {
+
+// What every layer of one forward pass reads.
+struct PassInputs {
+  const Batch& batch;
+  const std::vector<int32_t>& cells;  // the KV cell of each token
+  KvCache& kv;
+  bool flash_attn;
+};
+
+// Q/K/V projections with grouped KV heads (llama.cpp's build_attn over attn_q/k/v/output).
+struct AttentionWeights {
+  const Weight *wq = nullptr, *wk = nullptr, *wv = nullptr, *wo = nullptr;
+  const Weight *bq = nullptr, *bk = nullptr, *bv = nullptr;  // optional biases (qwen2)
+  const Weight *q_norm = nullptr, *k_norm = nullptr;         // optional per-head RMS norms (qwen3, gemma3)
+};
+
+struct AttentionConfig {
+  int n_head = 0, n_head_kv = 0, head_dim_k = 0, head_dim_v = 0;
+  float scale = 1;          // applied to q·k
+  float norm_eps = 0;       // of the per-head norms
+  int sliding_window = 0;   // > 0: tokens see only the cells this close
+  RopeParams rope;
+};
+
+// out = W_o attention(rope(W_q x), rope(W_k x), W_v x), storing K/V in layer `il`'s cache.
+// x, out: [n_tokens, n_embd]; they may be the same buffer.
+void attention_block(Backend& b, const AttentionWeights& w, const AttentionConfig& c, const PassInputs& in,
+                     size_t il, const float* x, float* out, ForwardScratch& s);
+
+enum class GluKind { Silu, GeluTanh };  // SwiGLU (llama, qwen) or GeGLU (gemma)
+
+// out = W_down (act(W_gate x) * W_up x). x, out: [n_tokens, n_embd]; they may be the same buffer.
+void ffn_glu(Backend& b, const Weight& gate, const Weight& up, const Weight& down, GluKind act, int64_t n_tokens,
+             const float* x, float* out, ForwardScratch& s);
+
+// The rows of x whose tokens want logits, normed and through the output matrix:
+// logits [n_out, n_vocab]. x: [n_tokens, n_embd].
+void output_logits(const Weight& norm, const Weight& output, float eps, const Batch& batch, const float* x,
+                   int64_t n_embd, ForwardScratch& s, std::vector<float>& logits);
+
+}  // namespace tandem::model

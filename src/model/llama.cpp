@@ -1,0 +1,133 @@
+// llama, qwen2 and qwen3: the same pre-norm decoder layer,
+//   x += attn(norm(x));  x += ffn_swiglu(norm(x))
+// differing only in switches (qwen2's QKV biases, qwen3's per-head QK norms, NeoX RoPE for both), so
+// one file serves the three, as llama.cpp's llama model file serves its close relatives.
+#include "model/blocks.h"
+#include "model/registry.h"
+
+namespace tandem::model {
+namespace {
+
+struct Variant {
+  RopeKind rope;
+  bool qkv_bias;  // attn_q/k/v.bias
+  bool qk_norm;   // attn_q_norm / attn_k_norm, per head
+};
+
+constexpr Variant kLlamaVariant{RopeKind::Normal, false, false};
+constexpr Variant kQwen2Variant{RopeKind::Neox, true, false};
+constexpr Variant kQwen3Variant{RopeKind::Neox, false, true};
+
+Result<std::vector<TensorSpec>> tensors(const Variant& v, const HParams& hp) {
+  const int64_t e = hp.n_embd, q = hp.n_head * hp.head_dim_k, k = hp.n_head_kv * hp.head_dim_k,
+                vv = hp.n_head_kv * hp.head_dim_v, ff = hp.n_ff;
+  std::vector<TensorSpec> out = {
+      {"token_embd.weight", {hp.n_vocab, e}},
+      {"output_norm.weight", {e}},
+      {"output.weight", {hp.n_vocab, e}, true},  // tied to token_embd when absent
+  };
+  for (int64_t i = 0; i < hp.n_layer; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    out.push_back({b + "attn_norm.weight", {e}});
+    out.push_back({b + "attn_q.weight", {q, e}});
+    out.push_back({b + "attn_k.weight", {k, e}});
+    out.push_back({b + "attn_v.weight", {vv, e}});
+    out.push_back({b + "attn_output.weight", {e, hp.n_head * hp.head_dim_v}});
+    if (v.qkv_bias) {
+      out.push_back({b + "attn_q.bias", {q}});
+      out.push_back({b + "attn_k.bias", {k}});
+      out.push_back({b + "attn_v.bias", {vv}});
+    }
+    if (v.qk_norm) {
+      out.push_back({b + "attn_q_norm.weight", {hp.head_dim_k}});
+      out.push_back({b + "attn_k_norm.weight", {hp.head_dim_k}});
+    }
+    out.push_back({b + "ffn_norm.weight", {e}});
+    out.push_back({b + "ffn_gate.weight", {ff, e}});
+    out.push_back({b + "ffn_up.weight", {ff, e}});
+    out.push_back({b + "ffn_down.weight", {e, ff}});
+  }
+  return out;
+}
+
+class LlamaModel final : public Model {
+ public:
+  explicit LlamaModel(const Variant& v) : variant_(v) {}
+
+  Status forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, ForwardScratch& s,
+                 std::vector<float>& logits, bool flash_attn) const override {
+    const int64_t n = batch.size(), e = hp_.n_embd;
+    const float eps = float(hp_.norm_eps);
+    const PassInputs in{batch, cells, kv, flash_attn};
+    s.x.resize(size_t(n * e));
+    s.cur.resize(size_t(n * e));
+    float *x = s.x.data(), *cur = s.cur.data();
+    tok_embd().backend->get_rows(tok_embd(), batch.tokens, x);  // [n, e]
+    for (size_t il = 0; il < layers_.size(); ++il) {
+      const Layer& l = layers_[il];
+      Backend& b = *l.backend;
+      b.rms_norm(x, l.attn_norm, n, e, eps, cur);
+      attention_block(b, l.attn, attn_, in, il, cur, cur, s);  // [n, e]
+      b.add(x, cur, n * e, x);
+      b.rms_norm(x, l.ffn_norm, n, e, eps, cur);
+      ffn_glu(b, *l.gate, *l.up, *l.down, GluKind::Silu, n, cur, cur, s);  // [n, e]
+      b.add(x, cur, n * e, x);
+    }
+    output_logits(output_norm(), output(), eps, batch, x, e, s, logits);  // [n_out, n_vocab]
+    return Status::ok();
+  }
+
+ private:
+  struct Layer {
+    Backend* backend = nullptr;  // where this layer runs (its weights' home)
+    const Weight* attn_norm = nullptr;
+    AttentionWeights attn;
+    const Weight *ffn_norm = nullptr, *gate = nullptr, *up = nullptr, *down = nullptr;
+  };
+
+  Status bind_layers(Backend& backend) override {
+    attn_ = {.n_head = int(hp_.n_head), .n_head_kv = int(hp_.n_head_kv), .head_dim_k = int(hp_.head_dim_k),
+             .head_dim_v = int(hp_.head_dim_v), .scale = attention_scale(), .norm_eps = float(hp_.norm_eps), .rope = {}};
+    TANDEM_ASSIGN(attn_.rope, rope_params(variant_.rope));
+    layers_.resize(size_t(hp_.n_layer));
+    for (int64_t i = 0; i < hp_.n_layer; ++i) {
+      const std::string b = "blk." + std::to_string(i) + ".";
+      Layer& l = layers_[size_t(i)];
+      l.backend = &backend;
+      l.attn_norm = find(b + "attn_norm.weight");
+      l.attn = {.wq = find(b + "attn_q.weight"), .wk = find(b + "attn_k.weight"), .wv = find(b + "attn_v.weight"),
+                .wo = find(b + "attn_output.weight"), .bq = find(b + "attn_q.bias"), .bk = find(b + "attn_k.bias"),
+                .bv = find(b + "attn_v.bias"), .q_norm = find(b + "attn_q_norm.weight"),
+                .k_norm = find(b + "attn_k_norm.weight")};
+      l.ffn_norm = find(b + "ffn_norm.weight");
+      l.gate = find(b + "ffn_gate.weight");
+      l.up = find(b + "ffn_up.weight");
+      l.down = find(b + "ffn_down.weight");
+      TANDEM_TRY(require_f32({l.attn_norm, l.ffn_norm, l.attn.bq, l.attn.bk, l.attn.bv, l.attn.q_norm, l.attn.k_norm}));
+      kv_layers_.push_back({&backend, hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v});
+    }
+    return Status::ok();
+  }
+
+  Variant variant_;
+  AttentionConfig attn_;
+  std::vector<Layer> layers_;
+};
+
+template <const Variant& V>
+Result<std::vector<TensorSpec>> tensors_of(const HParams& hp, const gguf::Metadata&, const std::string&) {
+  return tensors(V, hp);
+}
+
+template <const Variant& V>
+std::unique_ptr<Model> create() {
+  return std::make_unique<LlamaModel>(V);
+}
+
+}  // namespace
+
+const Architecture kLlama{"llama", tensors_of<kLlamaVariant>, create<kLlamaVariant>};
+const Architecture kQwen2{"qwen2", tensors_of<kQwen2Variant>, create<kQwen2Variant>};
+const Architecture kQwen3{"qwen3", tensors_of<kQwen3Variant>, create<kQwen3Variant>};
+
+}  // namespace tandem::model
