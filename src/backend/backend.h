@@ -60,6 +60,13 @@ struct Weight {
     for (size_t i = 0; i + 1 < shape.size(); ++i) n *= shape[i];
     return n;
   }
+  // Expert weights ([n_expert, expert_rows, row_length], MoE) hold one matrix per expert, its rows
+  // contiguous; any other weight is one expert.
+  int64_t n_expert() const { return shape.size() == 3 ? shape[0] : 1; }
+  int64_t expert_rows() const { return n_rows() / n_expert(); }
+  const void* expert_data(int64_t e) const {
+    return static_cast<const uint8_t*>(data) + size_t(e * expert_rows()) * row_stride;
+  }
 };
 
 enum class RopeKind { Normal, Neox };  // adjacent pairs (Llama) or halves (NeoX: Qwen, Gemma)
@@ -127,6 +134,12 @@ class Backend {
 
   // y[t, :] = W x[t, :] (+ bias) for n_tokens rows. x: [n_tokens, row_length], y: [n_tokens, n_rows].
   virtual void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias = nullptr) = 0;
+  // The experts' matmul (ggml's mul_mat_id): y[t, j, :] = W[ids[t, j]] x[t(, j), :] for the n_used experts
+  // chosen per token. w: [n_expert, n_rows, row_length]; ids: [n_tokens, n_used], each in [0, n_expert);
+  // x: [n_tokens, row_length], one input for all of a token's experts (x_per_slot false: the FFN's gate
+  // and up), or [n_tokens, n_used, row_length] (true: its down); y: [n_tokens, n_used, n_rows].
+  virtual void matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
+                         int n_used, float* y) = 0;
   // out[t, :] = row ids[t] of the table, dequantized to f32.
   virtual void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) = 0;
   // y = x / rms(x) * weight (weight may be null), per row of n elements.

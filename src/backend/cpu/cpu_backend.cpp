@@ -48,6 +48,11 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
   }
 }
 
+void CpuBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
+                           int n_used, float* y) {
+  cpu_matmul_id(pool_, w, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_);
+}
+
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
   const int64_t n = table.row_length();
   pool_.parallel_for(int64_t(ids.size()), 1, [&](int64_t begin, int64_t end) {

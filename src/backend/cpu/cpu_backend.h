@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_matmul.h"
 #include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
 
@@ -31,6 +32,8 @@ class CpuBackend final : public Backend {
   void wait(const std::shared_ptr<Event>& e) override { e->wait_host(); }
   Status synchronize() override { return Status::ok(); }
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) override;
+  void matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens, int n_used,
+                 float* y) override;
   void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) override;
   void rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) override;
   void rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) override;
@@ -74,6 +77,7 @@ class CpuBackend final : public Backend {
   std::vector<float> flash_partials_;
   std::unordered_map<void*, std::unique_ptr<uint8_t[]>> allocations_;
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
+  MatmulIdScratch matmul_id_scratch_;
 };
 
 }  // namespace tandem::cpu

@@ -13,4 +13,21 @@ namespace tandem::cpu {
 void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tokens, float* y,
                 std::vector<uint8_t>& scratch);
 
+// Buffers of cpu_matmul_id, kept between calls (grown as needed).
+struct MatmulIdScratch {
+  std::vector<int64_t> offset;  // [n_expert + 1]: expert e's grouped rows are [offset[e], offset[e + 1])
+  std::vector<int64_t> cursor;  // [n_expert]
+  std::vector<int64_t> slot;    // [n_tokens * n_used]: the (t * n_used + j) of each grouped row
+  std::vector<uint8_t> act;     // quantized activations, grouped by expert
+  std::vector<float> out;       // results, grouped by expert
+  struct Item { int64_t expert, r0; };
+  std::vector<Item> items;      // (expert, row chunk) work items
+};
+
+// Backend::matmul_id: the (token, slot) pairs routed to one expert are grouped and multiplied together
+// by the gemm kernels on that expert's slice of w (in place, never copied); threads take (expert, row
+// chunk) items from a shared counter.
+void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
+                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& scratch);
+
 }  // namespace tandem::cpu

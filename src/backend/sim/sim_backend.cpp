@@ -227,6 +227,22 @@ void SimBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
          });
 }
 
+void SimBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
+                           int n_used, float* y) {
+  const int64_t n_slots = n_tokens * n_used, n = w.row_length();
+  submit("matmul_id", {{"weight", w.data, w.size_bytes}, {"x", x, f32_bytes((x_per_slot ? n_slots : n_tokens) * n)},
+                       {"ids", ids, i32_bytes(n_slots)}, {"y", y, f32_bytes(n_slots * w.expert_rows())}},
+         [this, w, x, x_per_slot, ids, n_tokens, n_used, y, n_slots] {
+           for (int64_t i = 0; i < n_slots; ++i)  // device memory, so checked where it is read
+             if (ids[i] < 0 || ids[i] >= w.n_expert()) {
+               fail(invalid_argument("%s: matmul_id: expert id %d outside %s's %lld experts", options_.name.c_str(),
+                                     ids[i], w.name.c_str(), (long long)w.n_expert()));
+               return;
+             }
+           cpu_->matmul_id(w, x, x_per_slot, ids, n_tokens, n_used, y);
+         });
+}
+
 void SimBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
   submit("get_rows", {{"table", table.data, table.size_bytes}, {"ids", ids.data(), i32_bytes(int64_t(ids.size()))},
                       {"out", out, f32_bytes(int64_t(ids.size()) * table.row_length())}},
