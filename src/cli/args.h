@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/on_off_auto.h"
 #include "core/status.h"
 
 namespace tandem::cli {
@@ -75,7 +76,6 @@ class ArgParser {
 // and off, disabled, false, 0; also yes and no. Anything else is an error listing them.
 Result<bool> parse_bool(std::string_view text);
 // A value that may also be "auto": llama.cpp's -fa, whose is_autoy also takes -1.
-enum class OnOffAuto { Off, On, Auto };
 Result<OnOffAuto> parse_on_off_auto(std::string_view text);
 bool is_on_off_auto(std::string_view text);
 const char* on_off_auto_name(OnOffAuto v);

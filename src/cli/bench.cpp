@@ -9,7 +9,7 @@
 #include "backend/cpu/kernels.h"
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "cli/engine_setup.h"
+#include "cli/engine_flags.h"
 #include "core/progress.h"
 
 namespace tandem::cli {
@@ -34,13 +34,8 @@ std::vector<int32_t> random_tokens(int64_t n, int64_t n_vocab, std::mt19937& rng
 }
 
 Status fill(Context& ctx, const std::vector<int32_t>& tokens, int32_t* pos) {
-  const int64_t n_batch = ctx.options().n_batch;
-  for (size_t start = 0; start < tokens.size(); start += size_t(n_batch)) {
-    Batch b;
-    const size_t end = std::min(tokens.size(), start + size_t(n_batch));
-    for (size_t i = start; i < end; ++i) b.add(tokens[i], (*pos)++, 0, i + 1 == end);
-    TANDEM_TRY(ctx.decode(b));
-  }
+  TANDEM_TRY(ctx.prefill(0, tokens, *pos));
+  *pos += int32_t(tokens.size());
   return Status::ok();
 }
 

@@ -10,7 +10,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
-#include "cli/engine_setup.h"
+#include "cli/engine_flags.h"
 #include "core/file.h"
 #include "eval/kld_file.h"
 #include "eval/perplexity.h"
@@ -22,30 +22,15 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Runs one chunk from an empty cache, -b tokens per decode, and leaves in *out the logits of positions
-// n_ctx/2 .. n_ctx-2 (the ones that predict a scored token): [n_scored, n_vocab]. Returns where they
-// are: in the context (one decode) or in *buffer.
-Result<const float*> run_chunk(Context& ctx, std::span<const int32_t> chunk, int32_t bos, std::vector<float>* buffer) {
-  const int64_t n_ctx = int64_t(chunk.size()), first = n_ctx / 2, n_batch = ctx.options().n_batch;
-  const int64_t n_vocab = ctx.n_vocab();
+// Runs one chunk from an empty cache, -b tokens per decode, and returns the logits of positions
+// n_ctx/2 .. n_ctx-2 (the ones that predict a scored token): [n_scored, n_vocab], valid until the next decode.
+Result<const float*> run_chunk(Context& ctx, std::span<const int32_t> chunk, int32_t bos) {
+  const int64_t n_ctx = int64_t(chunk.size());
   ctx.kv().clear();
-  buffer->clear();
-  Batch b;
-  for (int64_t start = 0; start < n_ctx; start += n_batch) {
-    b.clear();
-    const int64_t end = std::min(n_ctx, start + n_batch);
-    for (int64_t pos = start; pos < end; ++pos) {
-      const int32_t token = pos == 0 && bos >= 0 ? bos : chunk[size_t(pos)];
-      b.add(token, int32_t(pos), 0, pos >= first && pos < n_ctx - 1);
-    }
-    TANDEM_TRY(ctx.decode(b));
-    if (start == 0 && end == n_ctx) return ctx.logits(0).data();
-    if (ctx.n_logits() > 0) {
-      const float* rows = ctx.logits(0).data();
-      buffer->insert(buffer->end(), rows, rows + ctx.n_logits() * n_vocab);
-    }
-  }
-  return buffer->data();
+  std::vector<int32_t> tokens(chunk.begin(), chunk.end());
+  if (bos >= 0) tokens[0] = bos;
+  TANDEM_TRY(ctx.prefill(0, tokens, 0, n_ctx / 2, n_ctx - 1));
+  return ctx.logits(0).data();
 }
 
 void print_eta(double t_pass_s, int64_t n_chunk) {
@@ -68,14 +53,13 @@ struct Run {
 Status perplexity(const Run& r, const std::vector<int32_t>& tokens, eval::BaseLogitsWriter* writer) {
   const int64_t n_vocab = r.e.context->n_vocab(), first = r.n_ctx / 2;
   const int64_t n_scored = eval::scored_per_chunk(r.n_ctx);
-  std::vector<float> buffer;
   std::vector<uint16_t> rows(writer ? size_t(n_scored * eval::base_row_u16(n_vocab)) : 0);
   eval::PerplexityStats stats;
   const auto t0 = std::chrono::steady_clock::now();
   for (int64_t c = 0; c < r.n_chunk; ++c) {
     const auto t_chunk = std::chrono::steady_clock::now();
     const std::span<const int32_t> chunk(tokens.data() + c * r.n_ctx, size_t(r.n_ctx));
-    TANDEM_ASSIGN(const float* logits, run_chunk(*r.e.context, chunk, r.bos, &buffer));
+    TANDEM_ASSIGN(const float* logits, run_chunk(*r.e.context, chunk, r.bos));
     const auto nll = eval::score_positions(r.e.cpu->pool(), logits, n_vocab, chunk.subspan(size_t(first + 1)), rows);
     for (double v : nll) stats.add(v);
     if (writer) TANDEM_TRY(writer->write_chunk(rows));
@@ -126,7 +110,6 @@ void print_kld_summary(const eval::KldSummary& s) {
 // KL-divergence of this model's next-token distributions from the base file's, over the file's tokens.
 Status kl_divergence(const Run& r, const eval::BaseLogitsReader& base) {
   const int64_t n_vocab = r.e.context->n_vocab(), first = r.n_ctx / 2;
-  std::vector<float> buffer;
   std::vector<uint16_t> rows;
   std::vector<float> kld_values, p_diff_values;
   eval::KldStats stats;
@@ -134,7 +117,7 @@ Status kl_divergence(const Run& r, const eval::BaseLogitsReader& base) {
   for (int64_t c = 0; c < r.n_chunk; ++c) {
     const auto t_chunk = std::chrono::steady_clock::now();
     const std::span<const int32_t> chunk(base.tokens().data() + c * r.n_ctx, size_t(r.n_ctx));
-    TANDEM_ASSIGN(const float* logits, run_chunk(*r.e.context, chunk, r.bos, &buffer));
+    TANDEM_ASSIGN(const float* logits, run_chunk(*r.e.context, chunk, r.bos));
     base.read_chunk(c, &rows);
     const auto points =
         eval::compare_positions(r.e.cpu->pool(), logits, n_vocab, chunk.subspan(size_t(first + 1)), rows);

@@ -9,7 +9,7 @@
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "chat/chat_template.h"
-#include "cli/engine_setup.h"
+#include "cli/engine_flags.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -44,17 +44,9 @@ Status generate(Context& ctx, const tokenizer::Tokenizer& tok, sampling::Sampler
                 const std::vector<int32_t>& tokens, int64_t n_predict, bool ignore_eos, int32_t* n_past,
                 Generation* stats, std::string* reply, std::vector<int32_t>* generated = nullptr,
                 bool stop_at_eog = true) {
-  if (*n_past + int64_t(tokens.size()) >= ctx.kv().n_cells())
-    return invalid_argument("the prompt needs %lld positions but the context holds %lld (raise -c)",
-                            (long long)(*n_past + int64_t(tokens.size()) + 1), (long long)ctx.kv().n_cells());
-  const int64_t n_batch = ctx.options().n_batch;
   double t0 = now_s();
-  for (size_t start = 0; start < tokens.size(); start += size_t(n_batch)) {
-    Batch b;
-    const size_t end = std::min(tokens.size(), start + size_t(n_batch));
-    for (size_t i = start; i < end; ++i) b.add(tokens[i], (*n_past)++, 0, i + 1 == tokens.size());
-    TANDEM_TRY(ctx.decode(b));
-  }
+  TANDEM_TRY(ctx.prefill(0, tokens, *n_past));
+  *n_past += int32_t(tokens.size());
   stats->n_prompt += int64_t(tokens.size());
   stats->t_prompt_s += now_s() - t0;
   for (int32_t t : tokens) sampler.accept(t);

@@ -44,14 +44,34 @@ Result<std::unique_ptr<Context>> Context::create(const model::Model& model, cons
   return ctx;
 }
 
-Status Context::decode(const Batch& batch) {
+Status Context::decode(const Batch& batch) { return decode(batch, false); }
+
+Status Context::prefill(int32_t seq, std::span<const int32_t> tokens, int32_t pos) {
+  return prefill(seq, tokens, pos, int64_t(tokens.size()) - 1, int64_t(tokens.size()));
+}
+
+Status Context::prefill(int32_t seq, std::span<const int32_t> tokens, int32_t pos, int64_t logits_begin,
+                        int64_t logits_end) {
+  if (tokens.empty()) return invalid_argument("prefill: no tokens");
+  TANDEM_TRY(kv_.check_room(int64_t(tokens.size())));
+  const int64_t n = int64_t(tokens.size());
+  Batch b;
+  for (int64_t start = 0; start < n; start += options_.n_batch) {
+    b.clear();
+    const int64_t end = std::min(n, start + options_.n_batch);
+    for (int64_t i = start; i < end; ++i)
+      b.add(tokens[size_t(i)], pos + int32_t(i), seq, i >= logits_begin && i < logits_end);
+    TANDEM_TRY(decode(b, start > 0));
+  }
+  return Status::ok();
+}
+
+Status Context::decode(const Batch& batch, bool append_logits) {
   if (batch.size() == 0) return invalid_argument("decode: empty batch");
   if (batch.size() > options_.n_batch)
     return invalid_argument("decode: %lld tokens exceed the logical batch size -b %lld", (long long)batch.size(),
                             (long long)options_.n_batch);
-  if (kv_.n_used() + batch.size() > kv_.n_cells())
-    return invalid_argument("the context is full: %lld of %lld positions used and %lld more needed (raise -c)",
-                            (long long)kv_.n_used(), (long long)kv_.n_cells(), (long long)batch.size());
+  TANDEM_TRY(kv_.check_room(batch.size()));
   const int64_t n_vocab_in = model_.tok_embd().n_rows();
   for (int64_t i = 0; i < batch.size(); ++i) {
     const size_t k = size_t(i);
@@ -62,8 +82,7 @@ Status Context::decode(const Batch& batch) {
       return invalid_argument("decode: token %lld has position %d, sequence %d (both must be >= 0)", (long long)i,
                               batch.pos[k], batch.seq[k]);
   }
-  logits_.clear();
-  n_out_ = 0;
+  if (!append_logits) logits_.clear(), n_out_ = 0;
   for (int64_t start = 0; start < batch.size(); start += options_.n_ubatch) {
     const int64_t end = std::min(batch.size(), start + options_.n_ubatch);
     Batch ub;
@@ -72,7 +91,7 @@ Status Context::decode(const Batch& batch) {
     std::vector<int32_t> cells;
     TANDEM_TRY(kv_.place(ub, &cells));
     TANDEM_TRY(model_.forward(ub, cells, kv_, scratch_, ubatch_logits_, options_.flash_attn));
-    if (start == 0 && end == batch.size()) std::swap(logits_, ubatch_logits_);  // the usual case: no copy
+    if (logits_.empty()) std::swap(logits_, ubatch_logits_);  // the usual case: no copy
     else logits_.insert(logits_.end(), ubatch_logits_.begin(), ubatch_logits_.end());
   }
   n_out_ = int64_t(logits_.size()) / n_vocab_;

@@ -29,6 +29,11 @@ class Context {
   // Runs the batch; afterwards logits(i) is the i-th requested row, in batch order.
   // Fails without side effects on the cache when the context cannot hold the batch.
   Status decode(const Batch& batch);
+  // Feeds one sequence's tokens at positions pos, pos+1, ... in -b chunks; afterwards logits(i) are
+  // the rows of tokens [logits_begin, logits_end) in order (default: the last token's only). Checks
+  // room for all of them first: a prompt that does not fit changes nothing.
+  Status prefill(int32_t seq, std::span<const int32_t> tokens, int32_t pos);
+  Status prefill(int32_t seq, std::span<const int32_t> tokens, int32_t pos, int64_t logits_begin, int64_t logits_end);
   std::span<const float> logits(int64_t i) const;
   int64_t n_logits() const { return n_out_; }
   int64_t n_vocab() const { return n_vocab_; }
@@ -38,6 +43,8 @@ class Context {
   const model::Model& model() const { return model_; }
 
  private:
+  Status decode(const Batch& batch, bool append_logits);
+
   Context(const model::Model& model, KvCache kv, ContextOptions options)
       : model_(model), kv_(std::move(kv)), options_(options) {}
 

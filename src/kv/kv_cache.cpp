@@ -35,10 +35,15 @@ Result<KvCache> KvCache::create(const std::vector<Backend*>& backends, int64_t n
   return kv;
 }
 
+Status KvCache::check_room(int64_t n_tokens) const {
+  if (n_used_ + n_tokens > n_cells())
+    return invalid_argument("the context is full: %lld of %lld cells used and %lld more needed (raise -c)",
+                            (long long)n_used_, (long long)n_cells(), (long long)n_tokens);
+  return Status::ok();
+}
+
 Status KvCache::place(const Batch& batch, std::vector<int32_t>* cells) {
-  if (n_used_ + batch.size() > n_cells())
-    return invalid_argument("the context is full: %lld of %lld cells used, the batch needs %lld more",
-                            (long long)n_used_, (long long)n_cells(), (long long)batch.size());
+  TANDEM_TRY(check_room(batch.size()));
   cells->resize(size_t(batch.size()));
   int64_t c = 0;
   for (int64_t t = 0; t < batch.size(); ++t) {

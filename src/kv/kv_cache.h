@@ -31,6 +31,9 @@ class KvCache {
                                 const std::vector<int64_t>& row_k, const std::vector<int64_t>& row_v,
                                 WeightType type_k, WeightType type_v);
 
+  // The one "context is full" check: ok when n_tokens more cells are free, else an error naming the
+  // cells used, the total and what was asked (callers check before they change anything).
+  Status check_room(int64_t n_tokens) const;
   // Picks a free cell for every token of the batch (marking it used). Fails, changing nothing,
   // when the batch needs more cells than are free.
   Status place(const Batch& batch, std::vector<int32_t>* cells);

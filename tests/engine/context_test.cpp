@@ -119,6 +119,36 @@ TEST_F(ContextTest, FullContextIsRefusedWithoutDamage) {
   EXPECT_EQ(ctx->kv().n_used(), 0);
 }
 
+TEST_F(ContextTest, PrefillCutsIntoBatchesAndKeepsTheRequestedRows) {
+  const auto ref = reference(kPromptA);
+  auto ctx = make({.n_ctx = 64, .n_batch = 3, .n_ubatch = 3});
+  ASSERT_TRUE(ctx->prefill(0, kPromptA, 0, 2, 7).is_ok());  // rows 2..6 span the 3-token chunks
+  ASSERT_EQ(ctx->n_logits(), 5);
+  for (int64_t i = 0; i < 5; ++i) EXPECT_LE(max_diff(ctx->logits(i), ref[size_t(2 + i)]), 1e-5) << "row " << i;
+  EXPECT_EQ(ctx->kv().n_used(), int64_t(kPromptA.size()));
+}
+
+TEST_F(ContextTest, PrefillKeepsTheLastRowByDefaultAndContinuesAtPos) {
+  const auto ref = reference(kPromptA);
+  auto ctx = make({.n_ctx = 64, .n_batch = 2, .n_ubatch = 2});
+  const std::vector<int32_t> head(kPromptA.begin(), kPromptA.begin() + 3), tail(kPromptA.begin() + 3, kPromptA.end());
+  ASSERT_TRUE(ctx->prefill(0, head, 0).is_ok());
+  ASSERT_EQ(ctx->n_logits(), 1);
+  EXPECT_LE(max_diff(ctx->logits(0), ref[2]), 1e-5);
+  ASSERT_TRUE(ctx->prefill(0, tail, 3).is_ok());
+  ASSERT_EQ(ctx->n_logits(), 1);
+  EXPECT_LE(max_diff(ctx->logits(0), ref.back()), 1e-5);
+}
+
+TEST_F(ContextTest, PrefillThatDoesNotFitChangesNothing) {
+  auto ctx = make({.n_ctx = 6, .n_batch = 2, .n_ubatch = 2});  // would fail in the fourth chunk
+  Status s = ctx->prefill(0, kPromptA, 0);
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("context is full: 0 of 6 cells used and 8 more needed"), std::string::npos)
+      << s.message();
+  EXPECT_EQ(ctx->kv().n_used(), 0);
+}
+
 TEST_F(ContextTest, RemovedSequenceFreesItsCells) {
   const auto ref_b = reference(kPromptB);
   auto ctx = make({.n_ctx = 10});

@@ -1,19 +1,21 @@
-// What run, bench (and later serve) share: llama.cpp-compatible model/engine flags, loading with a
-// start-up summary, and the sampling flags.
+// What run, bench, perplexity and serve share: the engine settings (llama.cpp's model and engine
+// flags, as values), loading model, tokenizer and context with the start-up summary, and the sampling
+// defaults. The flags that fill these structs are registered in cli/engine_flags.h; nothing here
+// knows about a command line.
 #pragma once
 
 #include <memory>
 #include <string>
 
 #include "backend/cpu/cpu_backend.h"
-#include "cli/args.h"
 #include "core/affinity.h"
+#include "core/on_off_auto.h"
 #include "engine/context.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
-namespace tandem::cli {
+namespace tandem {
 
 struct EngineFlags {
   std::string model;
@@ -32,27 +34,32 @@ struct EngineFlags {
   bool warmup = true;  // the warm-up decode (llama.cpp's --warmup / --no-warmup)
 };
 
-void add_engine_flags(ArgParser& args, EngineFlags& f);
-
+// A loaded model ready to decode. The context (and its KV cache) is not thread-safe: one thread
+// drives it (the server's scheduler, or run's loop).
 struct Engine {
   std::unique_ptr<cpu::CpuBackend> cpu;
   std::unique_ptr<model::Model> model;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   std::unique_ptr<Context> context;
   double t_load_s = 0;
+  int threads = 0;
 };
 
 // Loads model, tokenizer and context, runs the warm-up decode (unless --no-warmup) and prints the
-// start-up summary on stderr.
+// start-up summary on stderr (unless quiet).
 Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f);
 
+// llama.cpp's warm-up (common/common.cpp common_init_from_params): one decode of BOS and EOS, so
+// weights are paged in and buffers sized before anything is timed; the cache is emptied afterwards.
+Status warm_up(Context& ctx, const tokenizer::Vocab& vocab);
+
+// The sampling settings a command starts with (run's, or the defaults a server request may override).
 struct SamplingFlags {
-  sampling::SamplerParams params;
-  std::vector<std::string> logit_bias;  // "TOKEN(+|-)BIAS", as llama.cpp's -l
+  sampling::SamplerParams params;  // -l TOKEN(+|-)BIAS entries land in params.logit_bias
 };
 
-void add_sampling_flags(ArgParser& args, SamplingFlags& f);
+// The sampler of those settings, its logit-bias token ids checked against the vocabulary.
 Result<sampling::Sampler> make_sampler(const SamplingFlags& f, int32_t n_vocab);
 std::string describe_sampling(const SamplingFlags& f);
 
-}  // namespace tandem::cli
+}  // namespace tandem

@@ -1,0 +1,178 @@
+// Loading an engine and its start-up summary; the sampling defaults.
+#include "engine/engine.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <map>
+
+#include "backend/cpu/kernels.h"
+#include "core/memory.h"
+#include "core/numa.h"
+#include "core/progress.h"
+#include "core/thread_pool.h"
+#include "gguf/gguf_file.h"
+#include "model/arch.h"
+
+namespace tandem {
+namespace {
+
+// Refuses, before anything is allocated, a context the machine cannot hold: the KV cache (and the
+// weights when --no-mmap reads them into RAM) against available_memory(). Mapped weights are page
+// cache the kernel can evict and read again, so they only warn.
+Status check_memory(const EngineFlags& f, WeightType type_k, WeightType type_v) {
+  TANDEM_ASSIGN(const auto file, gguf::GgufFile::open(f.model));
+  auto hp = model::read_hparams(file->metadata(), f.model);
+  if (!hp) return Status::ok();  // Model::load reports it with its context
+  if (hp->head_dim_k % block_size(type_k) != 0 || hp->head_dim_v % block_size(type_v) != 0)
+    return Status::ok();  // Context::create refuses the type with its own message
+  const int64_t n_ctx = f.ctx > 0 ? f.ctx : hp->n_ctx_train;
+  const uint64_t per_token = uint64_t(hp->n_layer) * (row_bytes(type_k, hp->n_head_kv * hp->head_dim_k) +
+                                                      row_bytes(type_v, hp->n_head_kv * hp->head_dim_v));
+  const uint64_t kv = per_token * uint64_t(n_ctx), weights = file->tensor_bytes();
+  const MemoryBudget budget = available_memory();
+  const uint64_t resident = f.mmap ? 0 : weights;
+  if (kv + resident > budget.bytes) {
+    const uint64_t room = budget.bytes > resident ? budget.bytes - resident : 0;
+    return out_of_memory(
+        "a context of %lld tokens needs a KV cache of %s (%llu bytes per token, %s K / %s V, %lld layers)%s, "
+        "but only %s is available (%s). Lower -c (at most %llu tokens fit) or use a smaller cache type "
+        "(-ctk/-ctv q8_0 takes about half of f16, q4_0 about a quarter)",
+        (long long)n_ctx, human_bytes(kv).c_str(), (unsigned long long)per_token, type_name(type_k).data(),
+        type_name(type_v).data(), (long long)hp->n_layer,
+        resident ? format(" plus %s of weights read into RAM (--no-mmap)", human_bytes(weights).c_str()).c_str() : "",
+        human_bytes(budget.bytes).c_str(), budget.source.c_str(), (unsigned long long)(room / per_token));
+  }
+  if (f.mmap && kv + weights > budget.bytes && !f.quiet)
+    std::fprintf(stderr, "warning: the KV cache (%s) and the mapped weights (%s) exceed the %s available (%s): "
+                 "weights will be read from disk again as they are evicted\n", human_bytes(kv).c_str(),
+                 human_bytes(weights).c_str(), human_bytes(budget.bytes).c_str(), budget.source.c_str());
+  return Status::ok();
+}
+
+}  // namespace
+
+Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
+  std::vector<int32_t> tokens;
+  if (vocab.special.bos != tokenizer::kNoToken) tokens.push_back(vocab.special.bos);
+  if (vocab.special.eos != tokenizer::kNoToken) tokens.push_back(vocab.special.eos);
+  if (tokens.empty()) tokens.push_back(0);
+  tokens.resize(size_t(std::min<int64_t>(int64_t(tokens.size()), ctx.kv().n_cells())));
+  const Status s = ctx.prefill(0, tokens, 0);
+  ctx.kv().clear();
+  return s;
+}
+
+Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
+  if (f.model.empty()) return invalid_argument("no model given (use -m FILE)");
+  const WeightType type_k = *parse_weight_type(f.cache_type_k), type_v = *parse_weight_type(f.cache_type_v);
+  if (f.n_gpu_layers != 0)
+    std::fprintf(stderr, "warning: -ngl %s: this build has no GPU backend; every layer runs on the CPU\n",
+                 f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str());
+
+  TANDEM_TRY(check_memory(f, type_k, type_v));
+  if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
+  auto e = std::make_unique<Engine>();
+  const auto t0 = std::chrono::steady_clock::now();
+  const CpuTopology topology = CpuTopology::detect();
+  TANDEM_ASSIGN(const Placement placement,
+                plan_placement({.n_threads = f.threads < 0 ? int(topology.allowed.size()) : int(f.threads),
+                                .mask = f.cpu_mask, .strict = f.cpu_strict,
+                                .numa = f.numa},
+                               topology));
+  for (const auto& w : placement.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  const int threads = placement.n_threads;
+  e->threads = threads;
+  const auto priority = Priority(f.prio);
+  const Status process_priority = set_process_priority(priority);  // first: the pool's threads inherit it
+  e->cpu = std::make_unique<cpu::CpuBackend>(threads, "cpu",
+                                             ThreadPoolOptions{placement.thread_cpus, int(f.poll), priority});
+  std::string refused = process_priority.is_ok() ? "" : process_priority.message();
+  if (const Status& s = e->cpu->pool().priority_status(); !s.is_ok())
+    refused += (refused.empty() ? "" : ", ") + s.message();
+  if (!refused.empty())
+    std::fprintf(stderr, "warning: --prio %lld (%s): the OS refused %s; raising priority needs root or CAP_SYS_NICE; "
+                 "running at the priority it has\n", (long long)f.prio, priority_name(priority), refused.c_str());
+  if (const Status& s = e->cpu->pool().affinity_status(); !s.is_ok())
+    std::fprintf(stderr, "warning: %s; the threads run unpinned\n", s.message().c_str());
+  // A mapped model loads lazily (nothing to show); --no-mmap reads every byte first: show it.
+  std::unique_ptr<ProgressBar> bar;
+  model::ModelLoadOptions lo{.use_mmap = f.mmap, .mlock = f.mlock};
+  if (!f.mmap && !f.quiet)
+    lo.on_progress = [&bar](uint64_t done, uint64_t total) {
+      if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
+      bar->update(done);
+    };
+  TANDEM_ASSIGN(e->model, model::Model::load(f.model, lo, *e->cpu));
+  if (bar) bar->finish();
+  for (const auto& w : e->model->file().warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  TANDEM_ASSIGN(e->tokenizer, tokenizer::Tokenizer::from_metadata(e->model->file().metadata(), f.model));
+  for (const auto& w : e->tokenizer->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  const auto& hp = e->model->hparams();
+  if (int64_t(e->tokenizer->n_tokens()) != e->model->output().n_rows())
+    return corrupt("%s: the tokenizer has %zu tokens but the output layer has %lld rows", f.model.c_str(),
+                   e->tokenizer->n_tokens(), (long long)e->model->output().n_rows());
+  ContextOptions co;
+  co.n_ctx = f.ctx > 0 ? f.ctx : hp.n_ctx_train;
+  co.n_batch = f.batch;
+  co.n_ubatch = std::min(f.ubatch, f.batch);
+  co.type_k = type_k;
+  co.type_v = type_v;
+  // 'auto' takes flash attention where its vector kernels exist (AVX-512); below that the plain path's
+  // AVX2 kernels are faster than the scalar flash tile.
+  co.flash_attn =
+      f.flash_attn == OnOffAuto::On || (f.flash_attn == OnOffAuto::Auto && cpu::best_isa() >= cpu::Isa::Avx512);
+  TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
+  const auto t_warm = std::chrono::steady_clock::now();
+  if (f.warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
+  const double t_warmup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_warm).count();
+  e->t_load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  if (!f.quiet) {
+    std::map<std::string, uint64_t> by_type;
+    uint64_t n_params = 0;
+    for (const auto& t : e->model->file().tensors()) {
+      by_type[std::string(type_name(t.type))] += t.size_bytes;
+      n_params += uint64_t(t.n_elements());
+    }
+    std::string types;
+    for (const auto& [t, b] : by_type) types += format("%s%s %s", types.empty() ? "" : ", ", t.c_str(), human_bytes(b).c_str());
+    std::fprintf(stderr, "model:   %s\n         %s, %.2f B parameters, %lld layers, vocab %lld, trained context %lld\n",
+                 f.model.c_str(), hp.arch.c_str(), double(n_params) / 1e9, (long long)hp.n_layer, (long long)hp.n_vocab,
+                 (long long)hp.n_ctx_train);
+    std::fprintf(stderr, "weights: %s (%s)\n", human_bytes(e->model->weight_bytes()).c_str(), types.c_str());
+    for (const auto& [dev, bytes] : e->model->bytes_by_device())
+      std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
+                   f.mmap ? "memory-mapped" : "read into RAM");
+    const auto& kv = e->context->kv();
+    std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",
+                 type_name(type_k).data(), type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
+                 human_bytes(kv.total_bytes()).c_str(), co.flash_attn ? "on" : "off");
+    const int k_rot = kv_rotation_block(type_k, hp.head_dim_k, false), v_rot = kv_rotation_block(type_v, hp.head_dim_v, true);
+    if (k_rot || v_rot)
+      std::fprintf(stderr, "         quantized cache: %s rotated by a %d-wide Walsh-Hadamard block before storing (as llama.cpp)\n",
+                   k_rot && v_rot ? "Q/K and V" : k_rot ? "Q/K" : "V", k_rot ? k_rot : v_rot);
+    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s (%s choices)\n", threads,
+                 (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa),
+                 cpu::uarch_name(cpu::kernels().uarch));
+    std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",
+                 describe_priority(priority).c_str(), refused.empty() ? "" : " (refused by the OS, see above)",
+                 (long long)f.poll, placement.description.c_str(), describe_memory_policy().c_str());
+    if (!f.warmup) std::fprintf(stderr, "loaded in %.2f s (no warm-up)\n", e->t_load_s);
+    else std::fprintf(stderr, "loaded in %.2f s (warm-up decode %.2f s)\n", e->t_load_s, t_warmup_s);
+  }
+  return e;
+}
+
+Result<sampling::Sampler> make_sampler(const SamplingFlags& f, int32_t n_vocab) {
+  return sampling::Sampler::create(f.params, n_vocab);
+}
+
+std::string describe_sampling(const SamplingFlags& f) {
+  const auto& p = f.params;
+  if (p.temp <= 0) return "greedy";
+  return format("temp %.2f, top-k %d, top-p %.2f, min-p %.2f, typical %.2f, repeat penalty %.2f (last %d)", p.temp,
+                p.top_k, p.top_p, p.min_p, p.typical_p, p.repeat_penalty, p.repeat_last_n);
+}
+
+}  // namespace tandem
