@@ -1,6 +1,7 @@
 // The blocks architectures share, built from a Backend's ops: standard attention over the KV cache,
 // the gated feed-forward, and the output head. Each architecture's file strings them into its layer.
-// Shapes are [n_tokens, ...], outermost first.
+// A block runs on the device of its matrices; its input and output are activations there. Shapes are
+// [n_tokens, ...], outermost first.
 #pragma once
 
 #include <vector>
@@ -11,8 +12,8 @@ namespace tandem::model {
 
 // What every layer of one forward pass reads.
 struct PassInputs {
+  const Model& model;
   const Batch& batch;
-  const std::vector<int32_t>& cells;  // the KV cell of each token
   KvCache& kv;
   bool flash_attn;
 };
@@ -29,23 +30,27 @@ struct AttentionConfig {
   float scale = 1;          // applied to q·k
   float norm_eps = 0;       // of the per-head norms
   int sliding_window = 0;   // > 0: tokens see only the cells this close
-  RopeParams rope;
+  RopeParams rope;          // freq_factors unset: rope_freqs (below) as the block's device holds it
+  const Weight* rope_freqs = nullptr;
 };
 
-// out = W_o attention(rope(W_q x), rope(W_k x), W_v x), storing K/V in layer `il`'s cache.
-// x, out: [n_tokens, n_embd]; they may be the same buffer.
-void attention_block(Backend& b, const AttentionWeights& w, const AttentionConfig& c, const PassInputs& in,
-                     size_t il, const float* x, float* out, ForwardScratch& s);
+// out = W_o attention(rope(W_q x), rope(W_k x), W_v x) on wq's device, storing K/V in layer `il`'s
+// cache on its device (Q, K, V go there and the result comes back when that is another one, as with
+// -nkvo). x, out: [n_tokens, n_embd] on wq's device; they may be the same buffer.
+Status attention_block(const AttentionWeights& w, const AttentionConfig& c, const PassInputs& in, size_t il,
+                       const float* x, float* out, ForwardScratch& s);
 
 enum class GluKind { Silu, GeluTanh };  // SwiGLU (llama, qwen) or GeGLU (gemma)
 
-// out = W_down (act(W_gate x) * W_up x). x, out: [n_tokens, n_embd]; they may be the same buffer.
-void ffn_glu(Backend& b, const Weight& gate, const Weight& up, const Weight& down, GluKind act, int64_t n_tokens,
-             const float* x, float* out, ForwardScratch& s);
+// out = W_down (act(W_gate x) * W_up x) on gate's device. x, out: [n_tokens, n_embd] there; they may be
+// the same buffer.
+Status ffn_glu(const Weight& gate, const Weight& up, const Weight& down, GluKind act, int64_t n_tokens,
+               const float* x, float* out, ForwardScratch& s);
 
-// The rows of x whose tokens want logits, normed and through the output matrix:
-// logits [n_out, n_vocab]. x: [n_tokens, n_embd].
-void output_logits(const Weight& norm, const Weight& output, float eps, const Batch& batch, const float* x,
-                   int64_t n_embd, ForwardScratch& s, std::vector<float>& logits);
+// The rows of x whose tokens want logits, normed and through the output matrix on its device, then
+// capped (softcap > 0) and copied to the host: logits [n_out, n_vocab]. x: [n_tokens, n_embd] on
+// x_device. Waits for every device of the pass and returns the first error one reported.
+Status output_logits(const PassInputs& in, const Weight& norm, const Weight& output, float eps, float softcap,
+                     Backend& x_device, float* x, ForwardScratch& s, std::vector<float>& logits);
 
 }  // namespace tandem::model

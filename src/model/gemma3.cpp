@@ -41,42 +41,46 @@ class Gemma3Model final : public Model {
  public:
   Status forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, ForwardScratch& s,
                  std::vector<float>& logits, bool flash_attn) const override {
+    using Slot = ForwardScratch::Slot;
     const int64_t n = batch.size(), e = hp_.n_embd;
     const float eps = float(hp_.norm_eps);
-    const PassInputs in{batch, cells, kv, flash_attn};
-    s.x.resize(size_t(n * e));
-    s.cur.resize(size_t(n * e));
-    float *x = s.x.data(), *cur = s.cur.data();
-    Backend& eb = *tok_embd().backend;
-    eb.get_rows(tok_embd(), batch.tokens, x);  // [n, e]
-    eb.scale(x, n * e, embd_scale_);
+    const PassInputs in{*this, batch, kv, flash_attn};
+    s.begin_pass(batch, cells, kv);
+    Backend* xb = tok_embd().backend;  // where the residual stream x is
+    TANDEM_ASSIGN(float* x, s.get(*xb, Slot::kX, n * e));
+    TANDEM_ASSIGN(const DeviceInputs ei, s.inputs(*xb));
+    xb->get_rows(tok_embd(), {ei.tokens, size_t(n)}, x);  // [n, e]
+    xb->scale(x, n * e, embd_scale_);
     for (size_t il = 0; il < layers_.size(); ++il) {
       const Layer& l = layers_[il];
-      Backend& b = *l.backend;
-      b.rms_norm(x, l.attn_norm, n, e, eps, cur);
-      attention_block(b, l.attn, l.config, in, il, cur, cur, s);  // [n, e]
-      b.rms_norm(cur, l.post_attn_norm, n, e, eps, cur);
-      b.add(x, cur, n * e, x);
-      b.rms_norm(x, l.ffn_norm, n, e, eps, cur);
-      ffn_glu(b, *l.gate, *l.up, *l.down, GluKind::GeluTanh, n, cur, cur, s);  // [n, e]
-      b.rms_norm(cur, l.post_ffn_norm, n, e, eps, cur);
-      b.add(x, cur, n * e, x);
+      Backend& ab = *l.attn.wq->backend;
+      TANDEM_ASSIGN(x, s.move(*xb, x, ab, Slot::kX, n * e));
+      TANDEM_ASSIGN(float* cur, s.get(ab, Slot::kCur, n * e));
+      ab.rms_norm(x, &on(*l.attn_norm, ab), n, e, eps, cur);
+      TANDEM_TRY(attention_block(l.attn, l.config, in, il, cur, cur, s));  // [n, e]
+      ab.rms_norm(cur, &on(*l.post_attn_norm, ab), n, e, eps, cur);
+      ab.add(x, cur, n * e, x);
+      Backend& fb = *l.gate->backend;
+      TANDEM_ASSIGN(x, s.move(ab, x, fb, Slot::kX, n * e));
+      TANDEM_ASSIGN(cur, s.get(fb, Slot::kCur, n * e));
+      fb.rms_norm(x, &on(*l.ffn_norm, fb), n, e, eps, cur);
+      TANDEM_TRY(ffn_glu(*l.gate, *l.up, *l.down, GluKind::GeluTanh, n, cur, cur, s));  // [n, e]
+      fb.rms_norm(cur, &on(*l.post_ffn_norm, fb), n, e, eps, cur);
+      fb.add(x, cur, n * e, x);
+      xb = &fb;
     }
-    output_logits(output_norm(), output(), eps, batch, x, e, s, logits);  // [n_out, n_vocab]
-    if (final_softcap_ > 0) output().backend->softcap(logits.data(), int64_t(logits.size()), final_softcap_);
-    return Status::ok();
+    return output_logits(in, output_norm(), output(), eps, final_softcap_, *xb, x, s, logits);  // [n_out, n_vocab]
   }
 
  private:
   struct Layer {
-    Backend* backend = nullptr;  // where this layer runs (its weights' home)
     const Weight *attn_norm = nullptr, *post_attn_norm = nullptr;
     AttentionWeights attn;
     AttentionConfig config;      // sliding layers differ in window and RoPE
     const Weight *ffn_norm = nullptr, *gate = nullptr, *up = nullptr, *down = nullptr, *post_ffn_norm = nullptr;
   };
 
-  Status bind_layers(Backend& backend) override {
+  Status bind_layers() override {
     const auto& meta = file().metadata();
     const std::string a = hp_.arch + ".";
     embd_scale_ = std::sqrt(float(hp_.n_embd));
@@ -88,11 +92,11 @@ class Gemma3Model final : public Model {
                            .head_dim_k = int(hp_.head_dim_k), .head_dim_v = int(hp_.head_dim_v),
                            .scale = attention_scale(), .norm_eps = float(hp_.norm_eps), .rope = {}};
     TANDEM_ASSIGN(global.rope, rope_params(RopeKind::Neox));
+    TANDEM_ASSIGN(global.rope_freqs, rope_freqs());
     layers_.resize(size_t(hp_.n_layer));
     for (int64_t i = 0; i < hp_.n_layer; ++i) {
       const std::string b = "blk." + std::to_string(i) + ".";
       Layer& l = layers_[size_t(i)];
-      l.backend = &backend;
       l.attn_norm = find(b + "attn_norm.weight");
       l.attn = {.wq = find(b + "attn_q.weight"), .wk = find(b + "attn_k.weight"), .wv = find(b + "attn_v.weight"),
                 .wo = find(b + "attn_output.weight"), .q_norm = find(b + "attn_q_norm.weight"),
@@ -110,9 +114,18 @@ class Gemma3Model final : public Model {
         l.config.rope.freq_scale = 1;
       }
       TANDEM_TRY(require_f32({l.attn_norm, l.attn.q_norm, l.attn.k_norm, l.post_attn_norm, l.ffn_norm, l.post_ffn_norm}));
-      kv_layers_.push_back({&backend, hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v});
+      kv_layers_.push_back({nullptr, hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v});
     }
     return Status::ok();
+  }
+
+  std::vector<std::vector<const Weight*>> blocks() const override {
+    std::vector<std::vector<const Weight*>> out;
+    for (const Layer& l : layers_) {
+      out.push_back({l.attn.wq, l.attn.wk, l.attn.wv, l.attn.wo});
+      out.push_back({l.gate, l.up, l.down});
+    }
+    return out;
   }
 
   float embd_scale_ = 1, final_softcap_ = 0;

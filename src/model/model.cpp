@@ -4,6 +4,7 @@
 #include "model/model.h"
 
 #include <cmath>
+#include <cstdlib>
 
 #include "model/registry.h"
 
@@ -14,7 +15,7 @@ const Weight* Model::find(const std::string& name) const {
   return it == weights_.end() ? nullptr : &it->second;
 }
 
-Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelLoadOptions& options, Backend& backend) {
+Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelLoadOptions& options) {
   TANDEM_ASSIGN(auto file, gguf::GgufFile::open(path, {.use_mmap = options.use_mmap, .mlock = options.mlock,
                                                         .on_progress = options.on_progress}));
   const std::string arch_name = file->architecture();
@@ -39,12 +40,83 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelL
   std::unique_ptr<Model> m = arch->create();
   m->file_ = std::move(file);
   m->hp_ = std::move(hp);
-  TANDEM_TRY(m->bind(backend));
-  TANDEM_TRY(m->bind_layers(backend));
+  TANDEM_TRY(m->bind());
+  TANDEM_TRY(m->bind_layers());
   return m;
 }
 
-Status Model::bind(Backend& backend) {
+Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelLoadOptions& options, Backend& backend) {
+  TANDEM_ASSIGN(auto m, open(path, options));
+  Placement p;
+  p.devices = {&backend};
+  p.plan.devices = {{backend.name(), 0}};
+  p.plan.tensor_device.assign(m->file_->tensors().size(), 0);
+  p.plan.kv_device.assign(m->kv_layers_.size(), 0);
+  TANDEM_TRY(m->place(p));
+  return m;
+}
+
+std::vector<placement::TensorInfo> Model::tensor_infos() const {
+  std::vector<placement::TensorInfo> out;
+  for (const gguf::TensorInfo& t : file_->tensors()) {
+    int layer = -1;
+    if (t.name.rfind("blk.", 0) == 0) layer = std::atoi(t.name.c_str() + 4);
+    else if (t.name.rfind("output", 0) == 0) layer = int(hp_.n_layer);
+    out.push_back({t.name, t.size_bytes, layer});
+  }
+  return out;
+}
+
+Status Model::place(const Placement& p) {
+  const auto& tensors = file_->tensors();
+  if (p.plan.tensor_device.size() != tensors.size() || p.plan.kv_device.size() != kv_layers_.size())
+    return invalid_argument("%s: the placement plan covers %zu tensors and %zu KV layers; the model has %zu and %zu",
+                            file_->path().c_str(), p.plan.tensor_device.size(), p.plan.kv_device.size(),
+                            tensors.size(), kv_layers_.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    Weight& w = weights_.find(tensors[i].name)->second;
+    Backend& b = *p.devices[size_t(p.plan.tensor_device[i])];
+    w.backend = &b;
+    TANDEM_ASSIGN(w.data, b.place_weight(tensors[i].data, w.size_bytes));
+  }
+  for (size_t il = 0; il < kv_layers_.size(); ++il) kv_layers_[il].backend = p.devices[size_t(p.plan.kv_device[il])];
+  // The tied output matrix: a second home when the output layer is not on token_embd's device.
+  Backend& out_dev = *p.devices[size_t(p.plan.output_device)];
+  if (output_ == tok_embd_ && tok_embd_->backend != &out_dev) {
+    tied_output_ = *tok_embd_;
+    tied_output_.backend = &out_dev;
+    TANDEM_ASSIGN(tied_output_.data, out_dev.place_weight(file_->find(tok_embd_->name)->data, tied_output_.size_bytes));
+    output_ = &tied_output_;
+  }
+  for (const auto& group : blocks()) {
+    for (const Weight* w : group)
+      if (w && w->backend != group.front()->backend)
+        return invalid_argument("%s: %s is on %s but %s, which runs in the same block, is on %s: place them together "
+                                "(-ot)", file_->path().c_str(), w->name.c_str(), w->backend->name().c_str(),
+                                group.front()->name.c_str(), group.front()->backend->name().c_str());
+  }
+  // Small F32 weights on every device, so a block can read a norm wherever it runs.
+  for (const auto& [name, w] : weights_) {
+    if (w.type != WeightType::F32 || w.shape.size() != 1) continue;
+    for (Backend* b : p.devices) {
+      if (b == w.backend) continue;
+      Weight r = w;
+      r.backend = b;
+      TANDEM_ASSIGN(r.data, b->place_weight(file_->find(name)->data, w.size_bytes));
+      replicas_.emplace(std::pair<const Weight*, const Backend*>{&w, b}, std::move(r));
+    }
+  }
+  return Status::ok();
+}
+
+const Weight& Model::on(const Weight& w, Backend& b) const {
+  if (w.backend == &b) return w;
+  auto it = replicas_.find({&w, &b});
+  TANDEM_CHECK(it != replicas_.end());  // place() replicates every small weight on every device
+  return it->second;
+}
+
+Status Model::bind() {
   for (const gguf::TensorInfo& t : file_->tensors()) {
     Weight w;
     w.name = t.name;
@@ -53,7 +125,6 @@ Status Model::bind(Backend& backend) {
     w.data = t.data;
     w.row_stride = row_bytes(t.type, t.row_length());
     w.size_bytes = t.size_bytes;
-    w.backend = &backend;
     weights_.emplace(t.name, std::move(w));
   }
   tok_embd_ = find("token_embd.weight");
@@ -82,13 +153,15 @@ Result<RopeParams> Model::rope_params(RopeKind kind) const {
     return unsupported("%s: rope scaling type '%s' is not supported (none, linear, yarn are)", file_->path().c_str(),
                        scaling.c_str());
   }
-  if (const Weight* f = find("rope_freqs.weight")) {
-    if (f->type != WeightType::F32 || f->n_rows() * f->row_length() < hp_.n_rot / 2)
-      return corrupt("%s: rope_freqs.weight must be F32 with %lld values", file_->path().c_str(),
-                     (long long)hp_.n_rot / 2);
-    rope.freq_factors = static_cast<const float*>(f->data);
-  }
   return rope;
+}
+
+Result<const Weight*> Model::rope_freqs() const {
+  const Weight* f = find("rope_freqs.weight");
+  if (f && (f->type != WeightType::F32 || f->shape.size() != 1 || f->row_length() < hp_.n_rot / 2))
+    return corrupt("%s: rope_freqs.weight must be F32 with %lld values", file_->path().c_str(),
+                   (long long)hp_.n_rot / 2);
+  return f;
 }
 
 float Model::attention_scale() const {

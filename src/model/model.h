@@ -15,16 +15,12 @@
 #include "kv/kv_cache.h"
 #include "model/arch.h"
 #include "model/batch.h"
+#include "model/scratch.h"
+#include "placement/plan.h"
 
 namespace tandem::model {
 
-// Activation buffers of one forward pass, kept between calls so a step no larger than an earlier
-// one reuses their memory.
-struct ForwardScratch {
-  std::vector<float> x, cur, q, k, v, attn, gate, up, out_rows;
-};
-
-// One layer's KV cache: the device it lives on and its row sizes in elements per cell.
+// One layer's KV cache: the device it lives on (set by place()) and its row sizes in elements per cell.
 struct KvLayerSpec {
   Backend* backend = nullptr;
   int64_t row_k = 0, row_v = 0;
@@ -36,12 +32,31 @@ struct ModelLoadOptions {
   std::function<void(uint64_t done, uint64_t total)> on_progress;  // bytes read, with use_mmap off
 };
 
+// Where a model's weights and KV layers go: devices[i] is the backend of the plan's device i
+// (devices[0] the CPU); plan.tensor_device follows the order of Model::tensor_infos().
+struct Placement {
+  std::vector<Backend*> devices;
+  placement::Plan plan;
+};
+
 class Model {
  public:
-  // Opens, validates and places every weight on `backend` (the only device for now).
+  // Opens and validates a file: hyperparameters, every tensor its architecture needs at its shape,
+  // the layers bound. Nothing is placed yet: tensor_infos() and kv_layers() feed the placement plan.
+  static Result<std::unique_ptr<Model>> open(const std::string& path, const ModelLoadOptions& options);
+  // Binds every weight to its device (in place on the CPU, uploaded elsewhere) and every KV layer to
+  // the plan's device. A block's matrices must share a device (an error names them otherwise); small
+  // F32 weights (norms, biases, RoPE factors) get a replica on every device so any block can use them.
+  Status place(const Placement& placement);
+  // open() and place() with everything on `backend`.
   static Result<std::unique_ptr<Model>> load(const std::string& path, const ModelLoadOptions& options,
                                              Backend& backend);
   virtual ~Model() = default;
+
+  // Each tensor's name, bytes and layer (-1 input, n_layer output), in file order.
+  std::vector<placement::TensorInfo> tensor_infos() const;
+  // `w` as seen by `b`: w itself where it lives on b, else its replica there (placed small weights only).
+  const Weight& on(const Weight& w, Backend& b) const;
 
   const HParams& hparams() const { return hp_; }
   const gguf::GgufFile& file() const { return *file_; }
@@ -53,21 +68,28 @@ class Model {
   // Bytes of weights per backend name, for the start-up summary.
   std::map<std::string, uint64_t> bytes_by_device() const;
 
-  // Runs the batch (token ids already checked against the vocabulary) through the stack: writes K/V into `kv` at `cells` and the logits of the tokens
-  // with want_logits into `logits` ([n_out, n_vocab], in batch order). flash_attn picks the attention path.
+  // Runs the batch (token ids already checked against the vocabulary) through the stack: writes K/V
+  // into `kv` at `cells` and the logits of the tokens with want_logits into `logits` (host memory,
+  // [n_out, n_vocab], in batch order). flash_attn picks the attention path. Fails when a device runs
+  // out of memory for activations or reports an error.
   virtual Status forward(const Batch& batch, const std::vector<int32_t>& cells, KvCache& kv, ForwardScratch& scratch,
                          std::vector<float>& logits, bool flash_attn) const = 0;
 
  protected:
   Model() = default;
 
-  // The architecture's own tensors and settings, bound once load() has checked every tensor its list
-  // names; fills kv_layers_.
-  virtual Status bind_layers(Backend& backend) = 0;
+  // The architecture's own tensors and settings, bound once open() has checked every tensor its list
+  // names; fills kv_layers_ (without devices: place() sets them).
+  virtual Status bind_layers() = 0;
+  // The groups of matrices that one block runs together, so must share a device (checked by place()).
+  virtual std::vector<std::vector<const Weight*>> blocks() const = 0;
 
   const Weight* find(const std::string& name) const;  // null when the file has no such tensor
-  // RoPE from the <arch>.rope.* keys (linear or YaRN scaling, rope_freqs.weight), of the given kind.
+  // RoPE from the <arch>.rope.* keys (linear or YaRN scaling), of the given kind; the frequency factors
+  // are rope_freqs() as each device holds it.
   Result<RopeParams> rope_params(RopeKind kind) const;
+  // rope_freqs.weight (Llama 3.1's per-pair divisors), checked, or null.
+  Result<const Weight*> rope_freqs() const;
   // <arch>.attention.scale, else 1/sqrt(head_dim_k).
   float attention_scale() const;
   // Norms and biases are read as f32 arrays by the ops; the message names the first that is not.
@@ -77,11 +99,13 @@ class Model {
   std::vector<KvLayerSpec> kv_layers_;
 
  private:
-  Status bind(Backend& backend);
+  Status bind();
 
   std::unique_ptr<gguf::GgufFile> file_;
   std::map<std::string, Weight, std::less<>> weights_;
   const Weight *tok_embd_ = nullptr, *output_norm_ = nullptr, *output_ = nullptr;
+  Weight tied_output_;  // the tied output matrix's home when it is not token_embd's device
+  std::map<std::pair<const Weight*, const Backend*>, Weight> replicas_;
 };
 
 }  // namespace tandem::model

@@ -17,7 +17,7 @@ struct Architecture {
   // Every tensor a file needs, at its shape. Reads and checks the architecture's own <arch>.* keys from
   // `meta`; a bad one is an error naming the key and `source`.
   Result<std::vector<TensorSpec>> (*tensors)(const HParams& hp, const gguf::Metadata& meta, const std::string& source);
-  // An empty model of this architecture, filled by Model::load.
+  // An empty model of this architecture, filled by Model::open.
   std::unique_ptr<Model> (*create)();
 };
 

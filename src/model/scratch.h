@@ -1,0 +1,60 @@
+// Activation buffers of forward passes, per device: grown to the largest pass and kept, so a step no
+// larger than an earlier one allocates nothing. Also the per-pass inputs (token ids, positions, KV
+// cells) as each device sees them, and the moves of activations between devices.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/buffer.h"
+#include "kv/kv_cache.h"
+#include "model/batch.h"
+
+namespace tandem::model {
+
+// A pass's integer inputs, as pointers into one device's memory.
+struct DeviceInputs {
+  const int32_t* tokens = nullptr;    // [n_tokens]
+  const int32_t* pos = nullptr;       // [n_tokens]
+  const int32_t* seq = nullptr;       // [n_tokens]
+  const int32_t* cells = nullptr;     // [n_tokens]: each token's KV cell
+  const int32_t* out_rows = nullptr;  // [n_out]: the tokens that want logits, in batch order
+  const int32_t* cell_pos = nullptr;  // [kv.active_cells()]
+  const int32_t* cell_seq = nullptr;  // [kv.active_cells()]
+};
+
+class ForwardScratch {
+ public:
+  enum Slot { kX, kCur, kQ, kK, kV, kAttn, kGate, kUp, kRows, kLogits, kNumSlots };
+
+  // Starts a pass over `batch` (its cells and cache state as given): inputs() uploads afresh.
+  void begin_pass(const Batch& batch, const std::vector<int32_t>& cells, const KvCache& kv);
+  // Buffer `slot` on `b`, at least n floats; its contents survive while it does not grow.
+  Result<float*> get(Backend& b, Slot slot, int64_t n);
+  // The pass's inputs on `b`: the host's own arrays on the CPU, copies (once per pass) elsewhere.
+  Result<DeviceInputs> inputs(Backend& b);
+  int64_t n_out() const { return int64_t(out_rows_.size()); }
+  // n floats at src on `from`, as seen on `to`: src itself on the same device, else a copy in `slot` there.
+  Result<float*> move(Backend& from, float* src, Backend& to, Slot slot, int64_t n);
+  // Waits for every device this scratch has used; the first error any reported.
+  Status synchronize();
+
+ private:
+  struct PerDevice {
+    Backend* backend = nullptr;
+    DeviceBuffer slots[kNumSlots];
+    DeviceBuffer ints;  // the inputs, one after another
+    bool uploaded = false;
+    DeviceInputs in;
+  };
+  PerDevice& device(Backend& b);
+
+  std::vector<PerDevice> devices_;
+  std::vector<int32_t> host_ints_;  // tokens, pos, seq, cells, out_rows of the pass
+  int64_t n_cells_ = 0;
+  std::vector<int32_t> out_rows_;
+  DeviceInputs host_in_;
+  std::vector<uint8_t> staging_;  // host bytes between two devices the host cannot read
+};
+
+}  // namespace tandem::model

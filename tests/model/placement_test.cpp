@@ -1,0 +1,165 @@
+// A model split between the CPU and sim devices computes exactly what the CPU alone computes: the
+// sim device runs the same kernels, so any difference is a missing copy, a missing wait or a wrong
+// device (which its pointer checks also report). Placements: none, some and all layers on a sim,
+// experts/FFN kept on the CPU by -ot, -nkvo, two sims split by -ts, quantized KV caches.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/sim/sim_backend.h"
+#include "engine/context.h"
+#include "test_data.h"
+
+namespace tandem {
+namespace {
+
+struct Placed {
+  std::vector<std::unique_ptr<sim::SimBackend>> sims;
+  std::unique_ptr<model::Model> model;
+};
+
+constexpr int kThreads = 2;  // the CPU's and each sim's: decode attention splits cells by thread count
+
+Placed place(const std::string& path, cpu::CpuBackend& cpu, int n_sims, const placement::PlacementFlags& flags,
+             const ContextOptions& ctx) {
+  Placed p;
+  auto m = model::Model::open(path, {});
+  EXPECT_TRUE(m.has_value()) << m.error().message();
+  if (!m) return p;
+  std::vector<placement::DeviceInfo> infos = {{"CPU", size_t(1) << 34}};
+  model::Placement where;
+  where.devices = {&cpu};
+  for (int i = 0; i < n_sims; ++i) {
+    sim::SimOptions o;
+    o.name = "SIM" + std::to_string(i);
+    o.budget_bytes = size_t(2) << 30;
+    o.n_threads = kThreads;
+    o.link = {1e12, 0};  // correctness here, not timing
+    p.sims.push_back(std::move(sim::SimBackend::create(o).value()));
+    where.devices.push_back(p.sims.back().get());
+    infos.push_back({o.name, o.budget_bytes});
+  }
+  std::vector<size_t> kv;
+  for (const auto& l : (*m)->kv_layers())
+    kv.push_back((row_bytes(ctx.type_k, l.row_k) + row_bytes(ctx.type_v, l.row_v)) * size_t(ctx.n_ctx));
+  auto plan = placement::make_plan((*m)->tensor_infos(), int((*m)->hparams().n_layer), kv, infos, flags);
+  EXPECT_TRUE(plan.has_value()) << plan.error().message();
+  if (!plan) return p;
+  where.plan = std::move(plan).value();
+  const Status s = (*m)->place(where);
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  p.model = std::move(m).value();
+  return p;
+}
+
+// Logits of a 9-token prompt (one batch, two micro-batches) and then 4 one-token steps of a second
+// sequence beside it, all concatenated.
+std::vector<float> run(const model::Model& m, const ContextOptions& o, int32_t n_vocab) {
+  auto ctx = Context::create(m, o);
+  EXPECT_TRUE(ctx.has_value()) << ctx.error().message();
+  std::vector<float> out;
+  Batch b;
+  for (int32_t i = 0; i < 9; ++i) b.add((7 * i + 3) % n_vocab, i, 0, true);
+  Status s = (*ctx)->decode(b);
+  EXPECT_TRUE(s.is_ok()) << s.message();
+  for (int64_t i = 0; i < (*ctx)->n_logits(); ++i) {
+    auto l = (*ctx)->logits(i);
+    out.insert(out.end(), l.begin(), l.end());
+  }
+  for (int32_t step = 0; step < 4; ++step) {
+    Batch d;
+    d.add((11 * step + 5) % n_vocab, 9 + step, 0, true);
+    d.add((13 * step + 1) % n_vocab, step, 1, true);
+    s = (*ctx)->decode(d);
+    EXPECT_TRUE(s.is_ok()) << s.message();
+    for (int64_t i = 0; i < (*ctx)->n_logits(); ++i) {
+      auto l = (*ctx)->logits(i);
+      out.insert(out.end(), l.begin(), l.end());
+    }
+  }
+  return out;
+}
+
+struct Case {
+  const char* name;
+  int n_sims;
+  placement::PlacementFlags flags;
+};
+
+std::vector<Case> cases(int n_layer) {
+  placement::PlacementFlags none, some, all, ffn_cpu, nkvo, split;
+  some.n_gpu_layers = n_layer / 2;
+  all.n_gpu_layers = -2;
+  ffn_cpu.n_gpu_layers = -2;
+  ffn_cpu.overrides = {"ffn_(gate|up|down)=CPU"};
+  nkvo.n_gpu_layers = -2;
+  nkvo.no_kv_offload = true;
+  split.n_gpu_layers = -2;
+  split.tensor_split = {1, 2};
+  return {{"no layers on the sim", 1, none}, {"half the layers", 1, some},  {"every layer and the output", 1, all},
+          {"-ot ffn=CPU", 1, ffn_cpu},     {"-nkvo", 1, nkvo},             {"two sims, -ts 1,2", 2, split}};
+}
+
+void expect_same_as_cpu(const std::string& path, ContextOptions o) {
+  cpu::CpuBackend cpu(kThreads);
+  auto alone = model::Model::load(path, {}, cpu);
+  ASSERT_TRUE(alone.has_value()) << alone.error().message();
+  const int32_t n_vocab = int32_t((*alone)->tok_embd().n_rows());
+  const auto want = run(**alone, o, n_vocab);
+  for (const Case& c : cases(int((*alone)->hparams().n_layer))) {
+    SCOPED_TRACE(c.name);
+    Placed p = place(path, cpu, c.n_sims, c.flags, o);
+    ASSERT_TRUE(p.model);
+    const auto got = run(*p.model, o, n_vocab);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0);
+    if (c.flags.n_gpu_layers != 0) {
+      uint64_t moved = 0;
+      for (const auto& s : p.sims) moved += s->stats().bytes_from_host;
+      EXPECT_GT(moved, 0u);  // the sim did take part
+    }
+  }
+}
+
+TEST(SimPlacement, SmallLlamaGivesTheCpusLogitsOnEveryPlacement) {
+  std::string why;
+  const std::string path = test_data::small_llama_model(&why);
+  if (path.empty()) GTEST_SKIP() << why;
+  expect_same_as_cpu(path, {.n_ctx = 64, .n_ubatch = 5, .flash_attn = true});
+  expect_same_as_cpu(path, {.n_ctx = 64, .n_ubatch = 5, .flash_attn = false});
+}
+
+TEST(SimPlacement, GemmaWithAQuantizedCacheGivesTheCpusLogits) {
+  const char* gemma = std::getenv("TANDEM_GEMMA_GGUF");
+  if (!gemma || !*gemma) GTEST_SKIP() << "TANDEM_GEMMA_GGUF is not set (scripts/fetch-model.sh)";
+  expect_same_as_cpu(gemma, {.n_ctx = 64, .n_ubatch = 5, .type_k = WeightType::Q8_0, .type_v = WeightType::Q4_0,
+                             .flash_attn = true});
+}
+
+TEST(SimPlacement, ABlockSplitAcrossDevicesIsRefusedNamingTheTensors) {
+  std::string why;
+  const std::string path = test_data::small_llama_model(&why);
+  if (path.empty()) GTEST_SKIP() << why;
+  cpu::CpuBackend cpu(1);
+  placement::PlacementFlags f;
+  f.n_gpu_layers = -2;
+  f.overrides = {"blk\\.0\\.ffn_up=CPU"};
+  auto m = model::Model::open(path, {});
+  ASSERT_TRUE(m.has_value());
+  sim::SimOptions o;
+  o.name = "SIM0";
+  auto sim = std::move(sim::SimBackend::create(o).value());
+  std::vector<size_t> kv((*m)->hparams().n_layer, 0);
+  auto plan = placement::make_plan((*m)->tensor_infos(), int((*m)->hparams().n_layer), kv,
+                                   {{"CPU", size_t(1) << 34}, {"SIM0", o.budget_bytes}}, f);
+  ASSERT_TRUE(plan.has_value());
+  const Status s = (*m)->place({{&cpu, sim.get()}, std::move(plan).value()});
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("blk.0.ffn_up.weight is on cpu but blk.0.ffn_gate.weight"), std::string::npos)
+      << s.message();
+}
+
+}  // namespace
+}  // namespace tandem
