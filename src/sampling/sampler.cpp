@@ -29,7 +29,8 @@ Status check_finite(const char* name, float v) {
 
 }  // namespace
 
-Result<Sampler> Sampler::create(const SamplerParams& params, int32_t n_vocab) {
+Result<Sampler> Sampler::create(const SamplerParams& params, int32_t n_vocab,
+                                std::shared_ptr<const GrammarVocab> grammar_vocab) {
   TANDEM_TRY(check_finite("temp", params.temp));
   if (params.top_k < -1)
     return invalid_argument("sampler: top_k = %d (use 0 or -1 to disable top-k)", params.top_k);
@@ -56,6 +57,15 @@ Result<Sampler> Sampler::create(const SamplerParams& params, int32_t n_vocab) {
   }
 
   Sampler s(params);
+  if (!params.grammar.empty()) {
+    if (!grammar_vocab) return invalid_argument("sampler: a grammar needs the model's vocabulary (GrammarVocab)");
+    auto grammar = Grammar::parse(params.grammar);
+    if (!grammar) return Status(grammar.error().code(), "sampler: " + grammar.error().message());
+    s.grammar_vocab_ = std::move(grammar_vocab);
+    s.grammar_.emplace(std::move(*grammar));
+    if (s.grammar_->is_dead())  // the grammar is too ambiguous to even start
+      return invalid_argument("sampler: %s", s.grammar_->accept("").message().c_str());
+  }
   if (s.penalties_active()) s.counts_.reserve(static_cast<size_t>(std::min(params.repeat_last_n, 4096)));
   s.reset();
   return s;
@@ -67,6 +77,7 @@ bool Sampler::penalties_active() const {
 }
 
 void Sampler::reset() {
+  reset_grammar();
   window_.clear();
   window_head_ = 0;
   counts_.clear();
@@ -74,7 +85,15 @@ void Sampler::reset() {
   rng_.seed(seed_);
 }
 
-void Sampler::accept(int32_t token) {
+void Sampler::reset_grammar() {
+  if (grammar_) grammar_->reset();
+}
+
+void Sampler::accept(int32_t token, bool accept_grammar) {
+  // A rejected text leaves the matcher dead, and sample() then ends the generation.
+  if (grammar_ && accept_grammar && !grammar_vocab_->is_eog(token) && token >= 0 &&
+      static_cast<size_t>(token) < grammar_vocab_->n_tokens())
+    (void)grammar_->accept(grammar_vocab_->piece(token));
   if (!penalties_active()) return;
   const size_t cap = static_cast<size_t>(params_.repeat_last_n);
   if (window_.size() < cap) {
@@ -114,7 +133,33 @@ int32_t Sampler::sample(std::span<const float> logits) {
     apply_penalties(adjusted_);
     row = adjusted_;
   }
+  return grammar_ ? sample_with_grammar(row) : sample_row(row);
+}
 
+int32_t Sampler::sample_with_grammar(std::span<const float> row) {
+  const int32_t first = sample_row(row);
+  if (grammar_vocab_->allows(*grammar_, first)) return first;
+  // Rows may be longer than the vocabulary (padded output matrices): those ids are never allowed.
+  const size_t n_allowed = grammar_vocab_->allowed_tokens(*grammar_, &allowed_);
+  int32_t id = -1;
+  if (n_allowed > 0) {
+    masked_.assign(row.begin(), row.end());
+    for (size_t i = 0; i < masked_.size(); ++i)
+      if (i >= allowed_.size() || !allowed_[i]) masked_[i] = -std::numeric_limits<float>::infinity();
+    id = sample_row(masked_);
+  }
+  // Nothing allowed, or only tokens the bias banned (-inf everywhere makes the chain's pick arbitrary).
+  if (id < 0 || static_cast<size_t>(id) >= allowed_.size() || !allowed_[size_t(id)] ||
+      std::isinf(masked_[size_t(id)])) {
+    const auto& eog = grammar_vocab_->eog_ids();
+    id = eog.empty() ? first : eog.front();
+    cur_.assign_single(id, size_t(id) < row.size() ? row[size_t(id)] : -std::numeric_limits<float>::infinity());
+    selected_ = 0;
+  }
+  return id;
+}
+
+int32_t Sampler::sample_row(std::span<const float> row) {
   // Greedy without typical: top-k, top-p and min-p all keep the best token, so the chain would end at
   // the argmax anyway (first index among equals, as llama.cpp over the unsorted vocabulary).
   if (params_.temp <= 0.0f && params_.typical_p >= 1.0f) {

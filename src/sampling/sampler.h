@@ -5,19 +5,28 @@
 //   logit bias -> penalties (repeat, frequency, presence over the last repeat_last_n accepted tokens)
 //   -> top-k -> typical -> top-p -> min-p -> temperature -> draw (mt19937, seeded)
 // temp <= 0 keeps only the best candidate at the temperature stage, so the draw is greedy.
+// With a grammar (params.grammar, GBNF; grammar.h), as llama.cpp's common_sampler_sample: the chain picks
+// a token as usual; if the grammar does not allow it, every token the grammar rejects is set to -inf
+// (after bias and penalties) and the chain runs again. The check-first step keeps the cost of masking
+// the whole vocabulary to the steps that need it; it samples from the masked distribution only
+// approximately (a token the grammar allows is kept when the unconstrained chain picked it).
 // Not implemented (llama.cpp's defaults leave them off): DRY, top-n-sigma, XTC, dynamic temperature,
-// mirostat, adaptive-p, grammar, infill.
+// mirostat, adaptive-p, infill.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
+#include <optional>
 #include <random>
+#include <string>
 #include <span>
 #include <unordered_map>
 #include <vector>
 
 #include "core/status.h"
 #include "sampling/candidates.h"
+#include "sampling/grammar.h"
 
 namespace tandem::sampling {
 
@@ -37,6 +46,8 @@ struct SamplerParams {
   std::map<int32_t, float> logit_bias;  // added to the logit; -inf bans the token, +inf is rejected
   int32_t n_probs = 0;   // for callers reporting the top n probabilities (see top_probs); >= 0
   int32_t min_keep = 0;  // typical, top-p and min-p keep at least this many (top-k ignores it, as llama.cpp)
+  std::string grammar;   // GBNF the output must match (root rule `root`); empty: unconstrained.
+                         // json_schema.h turns a JSON Schema into one.
 };
 
 struct TokenProb {
@@ -49,21 +60,34 @@ struct TokenProb {
 class Sampler {
  public:
   // Checks every parameter; the message names the field and value. n_vocab > 0 also bounds logit_bias ids.
-  static Result<Sampler> create(const SamplerParams& params, int32_t n_vocab = 0);
+  // A grammar needs the model's GrammarVocab (build it once per model and share it); its parse errors
+  // come back as "sampler: grammar: line L, column C: ...".
+  static Result<Sampler> create(const SamplerParams& params, int32_t n_vocab = 0,
+                                std::shared_ptr<const GrammarVocab> grammar_vocab = nullptr);
 
   // Picks a token from one position's full-vocabulary logits (non-empty). Does not accept it: call
   // accept() with the token actually appended (it may differ, e.g. a forced stop). NaN logits count as -inf.
   // Same seed, same accepted tokens and same logits give the same tokens (the draw is spelled out, see
   // uniform_01; only a libm whose expf differs in the last bit could move a draw). Each token drawn
   // from the chain consumes one uniform; greedy steps that skip the chain (temp <= 0, typical off) none.
+  // With a grammar: end-of-generation tokens only once the grammar is complete; when no token can
+  // continue it (its text cannot be spelled by the vocabulary, or a forced token broke it), an
+  // end-of-generation token (the vocabulary's first), so the output stays a valid prefix.
   int32_t sample(std::span<const float> logits);
 
-  // Appends a token to the penalty window, evicting the oldest past repeat_last_n. llama.cpp's server
-  // also accepts the prompt tokens, so prompts count toward penalties there: callers decide.
-  void accept(int32_t token);
+  // Appends a token to the penalty window, evicting the oldest past repeat_last_n, and (accept_grammar)
+  // advances the grammar by its text. llama.cpp's server also accepts the prompt tokens, so prompts
+  // count toward penalties there: callers decide, but prompt tokens must pass accept_grammar = false
+  // (llama.cpp's common_sampler_accept), or the grammar would have to match the prompt.
+  void accept(int32_t token, bool accept_grammar = true);
 
-  // Empties the window and reseeds (with a fresh random seed when params.seed is kDefaultSeed).
+  // Empties the window, restarts the grammar and reseeds (with a fresh random seed when params.seed
+  // is kDefaultSeed).
   void reset();
+  // Restarts only the grammar (a new reply in a chat).
+  void reset_grammar();
+  // The grammar's state (is_complete(): the output so far is a whole sentence); null without a grammar.
+  const GrammarMatcher* grammar() const { return grammar_ ? &*grammar_ : nullptr; }
 
   uint32_t seed() const { return seed_; }  // the seed in use, random or given
   const SamplerParams& params() const { return params_; }
@@ -82,6 +106,8 @@ class Sampler {
 
  private:
   explicit Sampler(const SamplerParams& params) : params_(params) {}
+  int32_t sample_row(std::span<const float> row);
+  int32_t sample_with_grammar(std::span<const float> row);
   bool penalties_active() const;
   void apply_logit_bias(std::span<float> logits) const;
   void apply_penalties(std::span<float> logits) const;
@@ -92,6 +118,11 @@ class Sampler {
   CandidateList cur_;
   size_t selected_ = 0;
   std::vector<float> adjusted_;  // logits after bias and penalties; only used when either applies
+
+  std::shared_ptr<const GrammarVocab> grammar_vocab_;
+  std::optional<GrammarMatcher> grammar_;
+  std::vector<uint8_t> allowed_;  // the grammar's verdict per token, after a rejected pick
+  std::vector<float> masked_;     // the row with every token the grammar rejects at -inf
 
   std::vector<int32_t> window_;  // ring of the last repeat_last_n accepted tokens
   size_t window_head_ = 0;       // oldest entry once the ring is full

@@ -1,0 +1,34 @@
+// JSON Schema -> GBNF (grammar.h), for `response_format` json_schema / json_object and `-j`: the
+// output is held to the schema by the sampler, as llama.cpp's common/json-schema-to-grammar.cpp does
+// (its rule shapes: bounded whitespace, at most 16 digits per number part).
+//
+// Supported: type (one or a list) object/array/string/number/integer/boolean/null; properties,
+// required, additionalProperties (false, true or a schema; absent means false when properties are
+// given, as llama.cpp: faster and fewer invented keys); items, minItems, maxItems; minLength,
+// maxLength; enum, const; anyOf; oneOf (as anyOf: branches that overlap are not excluded from each
+// other); allOf with one schema; $ref to "#", "#/$defs/..", "#/definitions/.." or any local JSON pointer
+// (recursion allowed). Annotations are ignored: title, description, default, examples, $schema, $id,
+// $comment, deprecated, readOnly, writeOnly, format (an annotation in JSON Schema 2019-09 and later).
+// Anything else (pattern, minimum, maximum, multipleOf, uniqueItems: true, prefixItems, not, if, ...)
+// is an error naming the keyword and where it is, never a grammar that accepts less or more silently.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/status.h"
+
+namespace tandem::sampling {
+
+// Errors read "json schema: #/properties/age: unsupported keyword 'minimum'". The text overload also
+// reports JSON syntax errors, and keeps the schema's property order (the nlohmann::json one sorts keys).
+Result<std::string> json_schema_to_grammar(std::string_view schema_text);
+Result<std::string> json_schema_to_grammar(const nlohmann::json& schema);
+Result<std::string> json_schema_to_grammar(const nlohmann::ordered_json& schema);
+
+// Any JSON object: OpenAI's response_format {"type": "json_object"}.
+std::string json_object_grammar();
+
+}  // namespace tandem::sampling
