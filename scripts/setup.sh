@@ -17,8 +17,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-py=(gguf numpy pytest)
-if ! python3 -c "import gguf, numpy, pytest" 2>/dev/null; then
+py=(gguf numpy pytest jsonschema)  # jsonschema: tests/py/test_grammar.py validates constrained output
+if ! python3 -c "import gguf, numpy, pytest, jsonschema" 2>/dev/null; then
   echo "setup: pip install ${py[*]}" >&2
   python3 -m pip install -q "${py[@]}"
 fi

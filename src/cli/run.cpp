@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "chat/chat_template.h"
 #include "cli/engine_flags.h"
+#include "sampling/json_schema.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -49,7 +50,7 @@ Status generate(Context& ctx, const tokenizer::Tokenizer& tok, sampling::Sampler
   *n_past += int32_t(tokens.size());
   stats->n_prompt += int64_t(tokens.size());
   stats->t_prompt_s += now_s() - t0;
-  for (int32_t t : tokens) sampler.accept(t);
+  for (int32_t t : tokens) sampler.accept(t, /*accept_grammar=*/false);
 
   tokenizer::StreamDecoder decoder(tok, false, false);
   t0 = now_s();
@@ -119,7 +120,30 @@ int run_main(int argc, char** argv) {
   args.toggle("--display-prompt", "--no-display-prompt", "echo the prompt before the generated text (default)",
               &display_prompt);
   add_sampling_flags(args, sf);
+  std::string grammar, grammar_file, json_schema, json_schema_file;
+  args.string("--grammar", "GBNF", "the output must match this grammar (llama.cpp's GBNF, from the rule 'root')", &grammar);
+  args.string("--grammar-file", "FILE", "the grammar from a file", &grammar_file);
+  args.string("-j,--json-schema", "SCHEMA",
+              "the output must be JSON valid under this JSON Schema (e.g. {} for any JSON value); it stops\n"
+              "where -n ends it even when unfinished: then it is a valid prefix", &json_schema);
+  args.string("--json-schema-file", "FILE", "the JSON Schema from a file", &json_schema_file);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
+  if (int(!grammar.empty()) + int(!grammar_file.empty()) + int(!json_schema.empty()) + int(!json_schema_file.empty()) > 1)
+    return fail(invalid_argument("run: give one of --grammar, --grammar-file, -j and --json-schema-file"));
+  for (auto [file, text] : {std::pair{&grammar_file, &grammar}, std::pair{&json_schema_file, &json_schema}}) {
+    if (file->empty()) continue;
+    std::ifstream in(*file, std::ios::binary);
+    if (!in) return fail(not_found("run: cannot read %s", file->c_str()));
+    std::stringstream ss;
+    ss << in.rdbuf();
+    *text = ss.str();
+    if (text->empty()) return fail(invalid_argument("run: %s is empty", file->c_str()));
+  }
+  if (!json_schema.empty()) {
+    auto converted = sampling::json_schema_to_grammar(std::string_view(json_schema));
+    if (!converted) return fail(Status(converted.error().code(), "run: " + converted.error().message()));
+    grammar = std::move(*converted);
+  }
   if (!prompt.empty() && !prompt_file.empty()) return fail(invalid_argument("run: give -p or -f, not both"));
   if (!prompt_file.empty()) {
     std::ifstream in(prompt_file, std::ios::binary);
@@ -135,6 +159,13 @@ int run_main(int argc, char** argv) {
   Engine& e = **engine;
   auto sampler = make_sampler(sf, int32_t(e.tokenizer->n_tokens()));
   if (!sampler) return fail(sampler.error());
+  if (!grammar.empty()) {
+    sampling::SamplerParams p = sampler->params();
+    p.grammar = grammar;
+    sampler = sampling::Sampler::create(p, int32_t(e.tokenizer->n_tokens()),
+                                        sampling::GrammarVocab::from_tokenizer(*e.tokenizer));
+    if (!sampler) return fail(Status(sampler.error().code(), "run: " + sampler.error().message()));
+  }
   std::fprintf(stderr, "sampling: seed %u, %s\n\n", sampler->seed(), describe_sampling(sf).c_str());
 
   Generation stats;
@@ -148,6 +179,8 @@ int run_main(int argc, char** argv) {
     if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, ignore_eos, &n_past, &stats, nullptr);
         !s.is_ok())
       return fail(s);
+    if (sampler->grammar() && !sampler->grammar()->is_complete())
+      std::fprintf(stderr, "\n[stopped before the grammar was complete: the output is a valid prefix; raise -n]\n");
     print_stats(stats, e.t_load_s);
     return 0;
   }
@@ -199,6 +232,7 @@ int run_main(int argc, char** argv) {
     std::vector<int32_t> tail(tokens.begin() + n_common, tokens.end());
     std::string reply;
     std::vector<int32_t> generated;
+    sampler->reset_grammar();  // each reply is held to the grammar on its own
     if (Status s = generate(*e.context, *e.tokenizer, *sampler, tail, n_predict, false, &n_past, &stats, &reply,
                             &generated);
         !s.is_ok())
