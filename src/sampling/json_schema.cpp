@@ -505,6 +505,50 @@ Result<std::string> json_schema_to_grammar(std::string_view schema_text) {
   return json_schema_to_grammar(schema);
 }
 
+Result<std::string> grammar_for_request(const nlohmann::json& request) {
+  if (!request.is_object()) return std::string();
+  const auto field = [&](const char* name) { return request.contains(name) && !request[name].is_null(); };
+  std::string format_type;
+  if (field("response_format")) {
+    const nlohmann::json& rf = request["response_format"];
+    if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
+      return invalid_argument("response_format must be an object with a string 'type'");
+    format_type = rf["type"].get<std::string>();
+    if (format_type != "text" && format_type != "json_object" && format_type != "json_schema")
+      return invalid_argument("response_format type must be \"text\", \"json_object\" or \"json_schema\", not \"%s\"",
+                              format_type.c_str());
+    if (format_type == "text") format_type.clear();
+  }
+  if (int(field("grammar")) + int(field("json_schema")) + int(!format_type.empty()) > 1)
+    return invalid_argument("give one of grammar, json_schema and response_format (json_object, json_schema)");
+
+  if (field("grammar")) {
+    if (!request["grammar"].is_string()) return invalid_argument("grammar must be a string (GBNF)");
+    return request["grammar"].get<std::string>();
+  }
+  nlohmann::json schema;
+  if (field("json_schema")) {
+    schema = request["json_schema"];
+  } else if (!format_type.empty()) {
+    const nlohmann::json& rf = request["response_format"];
+    if (format_type == "json_object") {
+      schema = rf.contains("schema") ? rf["schema"] : nlohmann::json::object();
+    } else {
+      if (rf.contains("json_schema") && !rf["json_schema"].is_object())
+        return invalid_argument("response_format.json_schema must be an object");
+      const nlohmann::json wrapper = rf.value("json_schema", nlohmann::json::object());
+      schema = wrapper.value("schema", nlohmann::json::object());
+    }
+    if (schema.is_object() && schema.empty()) schema = {{"type", "object"}};  // as llama-server
+  } else {
+    return std::string();
+  }
+  auto gbnf = json_schema_to_grammar(schema);
+  if (!gbnf) return Status(gbnf.error().code(), (field("json_schema") ? "json_schema: " : "response_format: ") +
+                                                    gbnf.error().message());
+  return gbnf;
+}
+
 std::string json_object_grammar() {
   auto gbnf = json_schema_to_grammar(nlohmann::ordered_json{{"type", "object"}});
   TANDEM_CHECK(gbnf.has_value());

@@ -31,4 +31,12 @@ Result<std::string> json_schema_to_grammar(const nlohmann::ordered_json& schema)
 // Any JSON object: OpenAI's response_format {"type": "json_object"}.
 std::string json_object_grammar();
 
+// The GBNF a server request asks for (SamplerParams::grammar), from the fields llama-server reads
+// (tools/server/server-common.cpp there): "grammar" (GBNF text), "json_schema" (a schema), or
+// "response_format" {"type": "text" | "json_object" [, "schema": S] | "json_schema", "json_schema":
+// {"schema": S, ...}}; an empty or absent schema under response_format means any object. "" when the
+// request asks for none. More than one of them, a wrong type or a bad schema is an InvalidArgument
+// naming the field (llama-server lets "grammar" win over response_format; here that is an error).
+Result<std::string> grammar_for_request(const nlohmann::json& request);
+
 }  // namespace tandem::sampling

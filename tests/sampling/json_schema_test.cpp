@@ -2,6 +2,8 @@
 // reject; for every unsupported one, an error naming it and where it is.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 #include <vector>
 
@@ -185,6 +187,54 @@ TEST(JsonSchema, KeepsThePropertyOrderOfTheText) {
   ASSERT_TRUE(g.has_value());
   EXPECT_TRUE(matches(*g, R"({"zeta": 1, "alpha": 2})"));
   EXPECT_FALSE(matches(*g, R"({"alpha": 2, "zeta": 1})"));
+}
+
+// The request fields llama-server reads, each to its grammar.
+TEST(JsonSchema, GrammarForRequest) {
+  using nlohmann::json;
+  auto grammar_of = [](const json& request) {
+    auto g = grammar_for_request(request);
+    EXPECT_TRUE(g.has_value()) << request.dump() << "\n" << g.error().message();
+    return g.has_value() ? *g : std::string("<error>");
+  };
+  auto accepts = [&](const json& request, const std::string& text) {
+    auto g = Grammar::parse(grammar_of(request));
+    return g.has_value() && matches(*g, text);
+  };
+  EXPECT_EQ(grammar_of(json::object()), "");
+  EXPECT_EQ(grammar_of({{"response_format", {{"type", "text"}}}}), "");
+  EXPECT_EQ(grammar_of({{"grammar", "root ::= \"a\""}}), "root ::= \"a\"");
+  EXPECT_TRUE(accepts({{"json_schema", {{"type", "integer"}}}}, "12"));
+  EXPECT_TRUE(accepts({{"json_schema", json::object()}}, "[1]"));  // the native field: {} is any value
+  const json object = {{"response_format", {{"type", "json_object"}}}};
+  EXPECT_TRUE(accepts(object, R"({"a": 1})"));
+  EXPECT_FALSE(accepts(object, "[1]"));
+  EXPECT_TRUE(accepts({{"response_format", {{"type", "json_object"}, {"schema", {{"type", "array"}}}}}}, "[1]"));
+  const json strict = {{"response_format",
+                        {{"type", "json_schema"},
+                         {"json_schema", {{"name", "thing"}, {"strict", true},
+                                          {"schema", {{"type", "object"},
+                                                      {"properties", {{"a", {{"type", "integer"}}}}},
+                                                      {"required", {"a"}},
+                                                      {"additionalProperties", false}}}}}}}};
+  EXPECT_TRUE(accepts(strict, R"({"a": 1})"));
+  EXPECT_FALSE(accepts(strict, R"({"a": "x"})"));
+  EXPECT_FALSE(accepts({{"response_format", {{"type", "json_schema"}, {"json_schema", {{"name", "x"}}}}}}, "[]"));
+
+  const std::pair<json, const char*> bad[] = {
+      {{{"response_format", {{"type", "xml"}}}}, "response_format type must be"},
+      {{{"response_format", "json"}}, "response_format must be an object"},
+      {{{"grammar", "root ::= \"a\""}, {"json_schema", json::object()}}, "give one of grammar, json_schema"},
+      {{{"grammar", "root ::= \"a\""}, {"response_format", {{"type", "json_object"}}}}, "give one of"},
+      {{{"grammar", 5}}, "grammar must be a string"},
+      {{{"json_schema", {{"type", "string"}, {"pattern", "x"}}}}, "json_schema: json schema: #: unsupported keyword 'pattern'"},
+      {{{"response_format", {{"type", "json_schema"}, {"json_schema", 3}}}}, "response_format.json_schema must be an object"},
+  };
+  for (const auto& [request, want] : bad) {
+    auto g = grammar_for_request(request);
+    ASSERT_FALSE(g.has_value()) << request.dump();
+    EXPECT_NE(g.error().message().find(want), std::string::npos) << g.error().message();
+  }
 }
 
 }  // namespace
