@@ -179,8 +179,10 @@ int run_main(int argc, char** argv) {
     if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, ignore_eos, &n_past, &stats, nullptr);
         !s.is_ok())
       return fail(s);
+    // -n (or a full context, or a grammar the vocabulary cannot finish) may end the text early.
     if (sampler->grammar() && !sampler->grammar()->is_complete())
-      std::fprintf(stderr, "\n[stopped before the grammar was complete: the output is a valid prefix; raise -n]\n");
+      std::fprintf(stderr, "\n[stopped before the grammar was complete: the output is a valid prefix%s]\n",
+                   stats.n_generated == n_predict ? "; raise -n" : "");
     print_stats(stats, e.t_load_s);
     return 0;
   }
