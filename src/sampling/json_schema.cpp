@@ -53,7 +53,39 @@ const std::set<std::string> kAnnotations = {"title", "description", "default", "
                                             "$defs", "definitions", "contentMediaType", "contentEncoding"};
 const std::set<std::string> kAssertions = {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
                                            "properties", "required", "additionalProperties", "items",
-                                           "minItems", "maxItems", "minLength", "maxLength", "uniqueItems"};
+                                           "minItems", "maxItems", "minLength", "maxLength", "uniqueItems",
+                                           "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+const char* const kBounds[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+
+// Integers here have at most 16 digits, as `integral-part`: beyond that a bound is no bound.
+constexpr int kMaxDigits = 16;
+constexpr int64_t kMaxMagnitude = 9999999999999999;  // 16 nines
+
+// The equal-length digit strings from a to b (a <= b) as GBNF: the common first digit, or a's first
+// digit then anything up to 9..9, the digits in between then anything, b's first digit then 0..0 up.
+std::string digits_between(const std::string& a, const std::string& b) {
+  const size_t n = a.size();
+  if (a == b) return "\"" + a + "\"";
+  const std::string rest_any = n > 1 ? " [0-9]{" + std::to_string(n - 1) + "}" : "";
+  const std::string a_rest = a.substr(1), b_rest = b.substr(1);
+  if (a_rest.find_first_not_of('0') == std::string::npos && b_rest.find_first_not_of('9') == std::string::npos)
+    return std::string("[") + a[0] + "-" + b[0] + "]" + rest_any;
+  if (a[0] == b[0]) return std::string("[") + a[0] + "] " + digits_between(a_rest, b_rest);
+  std::string out = std::string("([") + a[0] + "] " + digits_between(a_rest, std::string(n - 1, '9'));
+  if (b[0] - a[0] >= 2) out += std::string(" | [") + char(a[0] + 1) + "-" + char(b[0] - 1) + "]" + rest_any;
+  return out + std::string(" | [") + b[0] + "] " + digits_between(std::string(n - 1, '0'), b_rest) + ")";
+}
+
+// Non-negative integers in [lo, hi] (both <= kMaxMagnitude), without leading zeros.
+std::string naturals_between(int64_t lo, int64_t hi) {
+  std::string out;
+  int64_t first = 0, last = 9;  // the numbers with d digits
+  for (int d = 1; d <= kMaxDigits; ++d, first = last + 1, last = last * 10 + 9) {
+    const int64_t a = std::max(lo, first), b = std::min(hi, last);
+    if (a <= b) out += (out.empty() ? "" : " | ") + digits_between(std::to_string(a), std::to_string(b));
+  }
+  return "(" + out + ")";
+}
 
 // A GBNF "literal" for UTF-8 text.
 std::string literal(std::string_view s) {
@@ -268,6 +300,8 @@ class Converter {
       if (s.contains("properties") || s.contains("required") || s.contains("additionalProperties")) types = {"object"};
       else if (s.contains("items") || s.contains("minItems") || s.contains("maxItems")) types = {"array"};
       else if (s.contains("minLength") || s.contains("maxLength")) types = {"string"};
+      else if (std::any_of(std::begin(kBounds), std::end(kBounds), [&](const char* k) { return s.contains(k); }))
+        return fail(path, "'minimum' and 'maximum' need \"type\": \"integer\"");
       else return primitive("value");
     }
     if (types.size() == 1) return typed(s, types[0], name, path);
@@ -277,6 +311,10 @@ class Converter {
   }
 
   std::string typed(const Json& s, const std::string& type, const std::string& name, const std::string& path) {
+    const bool bounded = std::any_of(std::begin(kBounds), std::end(kBounds), [&](const char* k) { return s.contains(k); });
+    if (type == "integer" && bounded) return integer_range(s, name, path);
+    if (type == "number" && bounded)
+      return fail(path, "'minimum', 'maximum' and their exclusive forms are supported on integers only");
     if (type == "null" || type == "boolean" || type == "number" || type == "integer") return primitive(type);
     if (type == "string") {
       uint64_t min = 0, max = UINT64_MAX;
@@ -290,6 +328,38 @@ class Converter {
     }
     if (type == "array") return array(s, name, path);
     return object(s, name, path);
+  }
+
+  // The integers between the bounds, each kept only within the 16 digits integers have here.
+  std::string integer_range(const Json& s, const std::string& name, const std::string& path) {
+    int64_t lo = -kMaxMagnitude, hi = kMaxMagnitude;
+    for (const char* key : kBounds) {
+      if (!s.contains(key)) continue;
+      const Json& v = s[key];
+      if (!v.is_number()) return fail(path, "'%s' must be a number", key);
+      const std::string k = key;
+      const bool lower = k == "minimum" || k == "exclusiveMinimum", exclusive = k.rfind("exclusive", 0) == 0;
+      int64_t b;  // the nearest integer inside the bound, clamped just past the 16-digit range
+      if (v.is_number_integer()) {  // exact, even past 2^53
+        const int64_t i = std::clamp<int64_t>(
+            v.is_number_unsigned() ? int64_t(std::min<uint64_t>(v.get<uint64_t>(), INT64_MAX)) : v.get<int64_t>(),
+            -kMaxMagnitude - 2, kMaxMagnitude + 2);
+        b = exclusive ? (lower ? i + 1 : i - 1) : i;
+      } else {
+        const double x = v.get<double>();
+        const double r = lower ? (exclusive ? std::floor(x) + 1 : std::ceil(x)) : (exclusive ? std::ceil(x) - 1 : std::floor(x));
+        b = int64_t(std::clamp(r, double(-kMaxMagnitude - 2), double(kMaxMagnitude + 2)));
+      }
+      if (lower) lo = std::max(lo, b);
+      else hi = std::min(hi, b);
+    }
+    if (lo > hi || lo > kMaxMagnitude || hi < -kMaxMagnitude)
+      return fail(path, "no integer of at most %d digits lies within the bounds", kMaxDigits);
+    std::string body;
+    if (lo < 0) body = "\"-\" " + naturals_between(std::max<int64_t>(1, hi < 0 ? -hi : 1), -lo);
+    if (hi >= 0) body += (body.empty() ? "" : " | ") + naturals_between(std::max<int64_t>(lo, 0), hi);
+    primitive("space");
+    return add_rule(name, "(" + body + ") space");
   }
 
   std::string array(const Json& s, const std::string& name, const std::string& path) {

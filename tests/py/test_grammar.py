@@ -13,7 +13,8 @@ from conftest import STORIES, run_tandem
 SCHEMAS = {
     "person": {
         "type": "object",
-        "properties": {"name": {"type": "string", "maxLength": 12}, "age": {"type": "integer"},
+        "properties": {"name": {"type": "string", "maxLength": 12},
+                       "age": {"type": "integer", "minimum": 0, "exclusiveMaximum": 130},
                        "email": {"type": "string", "maxLength": 16}},
         "required": ["name", "age"],
         "additionalProperties": False,

@@ -117,6 +117,49 @@ TEST(JsonSchema, StringLength) {
   check({R"({"minLength": 1})", {R"("a")"}, {R"("")"}});
 }
 
+// Every integer near the bounds, against the bounds themselves.
+TEST(JsonSchema, IntegerBounds) {
+  struct Range {
+    const char* schema;
+    int64_t lo, hi;
+  };
+  const Range ranges[] = {
+      {R"({"type": "integer", "minimum": -25, "maximum": 1234})", -25, 1234},
+      {R"({"type": "integer", "exclusiveMinimum": 0})", 1, INT64_MAX},
+      {R"({"type": "integer", "maximum": -3})", INT64_MIN, -3},
+      {R"({"type": "integer", "minimum": 7, "exclusiveMaximum": 100})", 7, 99},
+      {R"({"type": "integer", "minimum": 1.5, "maximum": 999.9})", 2, 999},
+      {R"({"type": "integer", "minimum": 0, "exclusiveMinimum": 5, "maximum": 2000, "exclusiveMaximum": 1000})", 6, 999},
+      {R"({"type": "integer", "minimum": 100, "maximum": 100})", 100, 100},
+      {R"({"type": "integer", "minimum": -1099, "maximum": -1000})", -1099, -1000},
+  };
+  for (const Range& r : ranges) {
+    auto gbnf = json_schema_to_grammar(std::string_view(r.schema));
+    ASSERT_TRUE(gbnf.has_value()) << r.schema << "\n" << gbnf.error().message();
+    auto g = Grammar::parse(*gbnf);
+    ASSERT_TRUE(g.has_value()) << *gbnf;
+    for (int64_t i = -3000; i <= 3000; ++i)
+      ASSERT_EQ(matches(*g, std::to_string(i)), i >= r.lo && i <= r.hi) << r.schema << " at " << i << "\n" << *gbnf;
+    EXPECT_FALSE(matches(*g, "-0"));
+    EXPECT_FALSE(matches(*g, "007"));
+    EXPECT_EQ(matches(*g, "9999999999999999"), r.hi == INT64_MAX);  // 16 digits: the most an integer has here
+    EXPECT_FALSE(matches(*g, "10000000000000000"));
+  }
+  check({R"({"type": ["integer", "null"], "minimum": 1})", {"1", "null"}, {"0", "1.5"}});
+  const std::pair<const char*, const char*> bad[] = {
+      {R"({"type": "number", "minimum": 0})", "supported on integers only"},
+      {R"({"minimum": 0})", "need \"type\": \"integer\""},
+      {R"({"type": "integer", "minimum": 5, "maximum": 4})", "no integer of at most 16 digits"},
+      {R"({"type": "integer", "minimum": 1e17})", "no integer of at most 16 digits"},
+      {R"({"type": "integer", "exclusiveMinimum": true})", "'exclusiveMinimum' must be a number"},
+  };
+  for (const auto& [schema, want] : bad) {
+    auto r = json_schema_to_grammar(std::string_view(schema));
+    ASSERT_FALSE(r.has_value()) << schema;
+    EXPECT_NE(r.error().message().find(want), std::string::npos) << r.error().message();
+  }
+}
+
 TEST(JsonSchema, References) {
   check({R"({"$defs": {"node": {"type": "object",
                                   "properties": {"v": {"type": "integer"},
@@ -152,7 +195,7 @@ TEST(JsonSchema, UnsupportedKeywordsAreErrorsNamingThem) {
   const std::pair<const char*, const char*> cases[] = {
       {R"({"properties": {"x": {"type": "string", "pattern": "^a$"}}})",
        "json schema: #/properties/x: unsupported keyword 'pattern'"},
-      {R"({"type": "integer", "minimum": 0})", "json schema: #: unsupported keyword 'minimum'"},
+      {R"({"type": "integer", "multipleOf": 2})", "json schema: #: unsupported keyword 'multipleOf'"},
       {R"({"type": "array", "uniqueItems": true})", "unsupported keyword 'uniqueItems' (only false)"},
       {R"({"prefixItems": [{"type": "integer"}]})", "unsupported keyword 'prefixItems'"},
       {R"({"not": {"type": "null"}})", "unsupported keyword 'not'"},
