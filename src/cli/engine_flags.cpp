@@ -26,6 +26,17 @@ Status parse_finite(std::string_view v, float* out) {
   return Status::ok();
 }
 
+std::vector<std::string> split(std::string_view v, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t i = 0; i <= v.size(); ++i)
+    if (i == v.size() || v[i] == sep) {
+      out.emplace_back(v.substr(start, i - start));
+      start = i + 1;
+    }
+  return out;
+}
+
 }  // namespace
 
 void add_engine_flags(ArgParser& args, EngineFlags& f) {
@@ -45,8 +56,9 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512; at most -b)",
                &f.ubatch, 1, 1 << 20);
   args.custom("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N|auto|all",
-              "layers to place on the GPU: a number, auto (fit) or all (this build has no GPU backend\n"
-              "yet: warns and runs on the CPU)", [&f](std::string_view v) {
+              "layers on the offload devices, as llama.cpp counts them: the last N of the model's layers\n"
+              "plus its output layer (token embeddings stay on the CPU); auto: as many as fit; all.\n"
+              "Offload devices: --sim-device (this build has no GPU backend yet)", [&f](std::string_view v) {
                 if (v == "auto") {
                   f.n_gpu_layers = -1;
                 } else if (v == "all") {
@@ -56,6 +68,63 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                 }
                 return Status::ok();
               });
+  args.custom("--sim-device", "SIZE",
+              "add a simulated GPU with SIZE of memory (e.g. 4G; repeatable: SIM0, SIM1, ...): a device on the\n"
+              "CPU with its own memory budget, queue and a PCIe 4.0 x16-like link, so -ngl/-ot/-ts plans run\n"
+              "and can be checked without a GPU (same kernels, same results, slower)", [&f](std::string_view v) {
+                TANDEM_ASSIGN(const uint64_t bytes, parse_size(v));
+                if (bytes < (uint64_t(1) << 20)) return invalid_argument("'%.*s': a device needs at least 1M", int(v.size()), v.data());
+                f.sim_devices.push_back(bytes);
+                return Status::ok();
+              });
+  args.flag("--list-devices", "print the devices (the CPU and each --sim-device) and exit", &f.list_devices);
+  args.custom("-dev,--device", "LIST", "offload devices to use, comma-separated names from --list-devices\n"
+              "(default: all; none: offload nothing)", [&f](std::string_view v) {
+                f.placement.devices.clear();
+                for (const auto& d : split(v, ','))
+                  if (!d.empty()) f.placement.devices.push_back(d);
+                if (f.placement.devices.empty()) return invalid_argument("-dev: no device named");
+                return Status::ok();
+              });
+  args.custom("-ot,--override-tensor", "REGEX=DEV,...",
+              "put the tensors whose names match REGEX on device DEV (CPU, SIM0, ...), overriding -ngl; the\n"
+              "first matching pattern wins; repeatable. E.g. -ot exps=CPU keeps MoE experts in RAM. A pattern\n"
+              "that matches no tensor is an error", [&f](std::string_view v) {
+                f.placement.overrides.emplace_back(v);
+                return Status::ok();
+              });
+  args.flag("-cmoe,--cpu-moe", "keep every layer's MoE expert weights on the CPU (llama.cpp's pattern)",
+            &f.placement.cpu_moe);
+  args.integer("-ncmoe,--n-cpu-moe", "N", "keep the MoE expert weights of the first N layers on the CPU",
+               &f.placement.n_cpu_moe, 0, 1 << 20);
+  args.custom("-ts,--tensor-split", "A,B,...", "share of the offloaded layers per offload device, e.g. 3,1\n"
+              "(default: in proportion to their free memory)", [&f](std::string_view v) {
+                f.placement.tensor_split.clear();
+                for (const auto& part : split(v, v.find('/') != std::string_view::npos ? '/' : ',')) {
+                  char* end = nullptr;
+                  const float x = std::strtof(part.c_str(), &end);
+                  if (part.empty() || *end != '\0' || !std::isfinite(x) || x < 0)
+                    return invalid_argument("-ts: '%s' is not a share (a number >= 0)", part.c_str());
+                  f.placement.tensor_split.push_back(x);
+                }
+                return Status::ok();
+              });
+  args.custom("-sm,--split-mode", "none|layer|row", "how layers spread over several offload devices: layer\n"
+              "(default: whole layers by -ts), none (all on -mg's device); row is not supported",
+              [&f](std::string_view v) {
+                if (v == "none") f.placement.split_mode = placement::SplitMode::None;
+                else if (v == "layer") f.placement.split_mode = placement::SplitMode::Layer;
+                else if (v == "row") f.placement.split_mode = placement::SplitMode::Row;
+                else return invalid_argument("'%.*s' is not a split mode (none, layer, row)", int(v.size()), v.data());
+                return Status::ok();
+              });
+  args.custom("-mg,--main-gpu", "N", "the offload device of -sm none (default 0)", [&f](std::string_view v) {
+    TANDEM_ASSIGN(const int64_t n, parse_int(v, 0, 1024));
+    f.placement.main_gpu = int(n);
+    return Status::ok();
+  });
+  args.flag("-nkvo,--no-kv-offload", "keep every layer's KV cache on the CPU (attention then runs there)",
+            &f.placement.no_kv_offload);
   args.integer("--prio", "N",
                "process and thread priority, llama.cpp's levels: -1 low (nice 5, SCHED_BATCH), 0 normal\n"
                "(default: unchanged), 1 medium (nice -5, SCHED_FIFO 40), 2 high (nice -10, SCHED_FIFO 80),\n"

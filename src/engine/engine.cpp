@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 
 #include "backend/cpu/kernels.h"
@@ -64,10 +65,15 @@ Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
 }
 
 Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
+  if (f.list_devices) {  // as llama.cpp: print and exit, whatever else the line asks
+    std::fputs(list_devices(f).c_str(), stdout);
+    std::exit(0);
+  }
   if (f.model.empty()) return invalid_argument("no model given (use -m FILE)");
   const WeightType type_k = *parse_weight_type(f.cache_type_k), type_v = *parse_weight_type(f.cache_type_v);
-  if (f.n_gpu_layers != 0)
-    std::fprintf(stderr, "warning: -ngl %s: this build has no GPU backend; every layer runs on the CPU\n",
+  if (f.n_gpu_layers != 0 && f.sim_devices.empty() && !f.quiet)
+    std::fprintf(stderr, "warning: -ngl %s: no offload device (this build has no GPU backend; --sim-device adds a "
+                 "simulated one); every layer runs on the CPU\n",
                  f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str());
 
   TANDEM_TRY(check_memory(f, type_k, type_v));
@@ -103,7 +109,37 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
       bar->update(done);
     };
-  TANDEM_ASSIGN(e->model, model::Model::load(f.model, lo, *e->cpu));
+  for (size_t i = 0; i < f.sim_devices.size(); ++i) {
+    sim::SimOptions so{.name = "SIM" + std::to_string(i), .budget_bytes = f.sim_devices[i], .n_threads = threads};
+    TANDEM_ASSIGN(auto sim, sim::SimBackend::create(so));
+    e->sims.push_back(std::move(sim));
+  }
+  TANDEM_ASSIGN(e->model, model::Model::open(f.model, lo));
+  const int64_t n_ctx = f.ctx > 0 ? f.ctx : e->model->hparams().n_ctx_train;
+  {
+    model::Placement where;
+    where.devices = {e->cpu.get()};
+    std::vector<placement::DeviceInfo> infos = {{"CPU", available_memory().bytes}};
+    for (const auto& sim : e->sims) {
+      where.devices.push_back(sim.get());
+      infos.push_back({sim->name(), sim->budget_bytes()});
+    }
+    std::vector<size_t> kv_bytes;
+    for (const auto& l : e->model->kv_layers())
+      kv_bytes.push_back((row_bytes(type_k, l.row_k) + row_bytes(type_v, l.row_v)) * size_t(n_ctx));
+    placement::PlacementFlags pf = f.placement;
+    pf.n_gpu_layers = f.n_gpu_layers;
+    // Room on each offload device for one micro-batch's activations (ForwardScratch's slots but the
+    // logits, whose rows are few except in perplexity runs).
+    const auto& hp = e->model->hparams();
+    const int64_t per_token = 3 * hp.n_embd + hp.n_head * (hp.head_dim_k + hp.head_dim_v) +
+                              hp.n_head_kv * (hp.head_dim_k + hp.head_dim_v) + 2 * hp.n_ff;
+    pf.reserve_bytes = size_t(per_token) * sizeof(float) * size_t(std::min(f.ubatch, f.batch));
+    TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(e->model->hparams().n_layer),
+                                                    kv_bytes, infos, pf));
+    e->plan = where.plan;
+    TANDEM_TRY(e->model->place(where));
+  }
   if (bar) bar->finish();
   for (const auto& w : e->model->file().warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
   TANDEM_ASSIGN(e->tokenizer, tokenizer::Tokenizer::from_metadata(e->model->file().metadata(), f.model));
@@ -113,7 +149,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     return corrupt("%s: the tokenizer has %zu tokens but the output layer has %lld rows", f.model.c_str(),
                    e->tokenizer->n_tokens(), (long long)e->model->output().n_rows());
   ContextOptions co;
-  co.n_ctx = f.ctx > 0 ? f.ctx : hp.n_ctx_train;
+  co.n_ctx = n_ctx;
   co.n_batch = f.batch;
   co.n_ubatch = std::min(f.ubatch, f.batch);
   co.type_k = type_k;
@@ -141,9 +177,13 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                  f.model.c_str(), hp.arch.c_str(), double(n_params) / 1e9, (long long)hp.n_layer, (long long)hp.n_vocab,
                  (long long)hp.n_ctx_train);
     std::fprintf(stderr, "weights: %s (%s)\n", human_bytes(e->model->weight_bytes()).c_str(), types.c_str());
-    for (const auto& [dev, bytes] : e->model->bytes_by_device())
-      std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
-                   f.mmap ? "memory-mapped" : "read into RAM");
+    if (e->sims.empty()) {
+      for (const auto& [dev, bytes] : e->model->bytes_by_device())
+        std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
+                     f.mmap ? "memory-mapped" : "read into RAM");
+    } else {
+      std::fprintf(stderr, "placement:\n%s", placement::format_plan(e->plan, e->model->tensor_infos()).c_str());
+    }
     const auto& kv = e->context->kv();
     std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",
                  type_name(type_k).data(), type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
@@ -162,6 +202,14 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     else std::fprintf(stderr, "loaded in %.2f s (warm-up decode %.2f s)\n", e->t_load_s, t_warmup_s);
   }
   return e;
+}
+
+std::string list_devices(const EngineFlags& f) {
+  std::string out = "Available devices:\n";
+  out += format("  CPU: %s (%s available)\n", cpu::isa_name(cpu::kernels().isa), human_bytes(available_memory().bytes).c_str());
+  for (size_t i = 0; i < f.sim_devices.size(); ++i)
+    out += format("  SIM%zu: simulated GPU on the CPU (%s; link 25 GB/s, 10 us)\n", i, human_bytes(f.sim_devices[i]).c_str());
+  return out;
 }
 
 Result<sampling::Sampler> make_sampler(const SamplingFlags& f, int32_t n_vocab) {

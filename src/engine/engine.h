@@ -8,10 +8,12 @@
 #include <string>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/sim/sim_backend.h"
 #include "core/affinity.h"
 #include "core/on_off_auto.h"
 #include "engine/context.h"
 #include "model/model.h"
+#include "placement/plan.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -23,6 +25,11 @@ struct EngineFlags {
   int64_t ctx = 4096;   // 0: the model's training context
   int64_t batch = 2048, ubatch = 512;
   int64_t n_gpu_layers = 0;  // llama.cpp's encoding: -1 auto (fit), -2 all
+  // The rest of the placement flags (-ot, --cpu-moe, --n-cpu-moe, -ts, -sm, -mg, -nkvo, -dev);
+  // placement.n_gpu_layers is taken from n_gpu_layers above.
+  placement::PlacementFlags placement;
+  std::vector<uint64_t> sim_devices;  // --sim-device SIZE: one sim device of that many bytes each
+  bool list_devices = false;          // --list-devices: print them and exit
   bool mmap = true, mlock = false, quiet = false;
   std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
   OnOffAuto flash_attn = OnOffAuto::Auto;
@@ -38,6 +45,8 @@ struct EngineFlags {
 // drives it (the server's scheduler, or run's loop).
 struct Engine {
   std::unique_ptr<cpu::CpuBackend> cpu;
+  std::vector<std::unique_ptr<sim::SimBackend>> sims;  // before model: they hold its offloaded weights
+  placement::Plan plan;
   std::unique_ptr<model::Model> model;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   std::unique_ptr<Context> context;
@@ -46,8 +55,12 @@ struct Engine {
 };
 
 // Loads model, tokenizer and context, runs the warm-up decode (unless --no-warmup) and prints the
-// start-up summary on stderr (unless quiet).
+// start-up summary on stderr (unless quiet). Weights and KV layers go where the placement plan puts
+// them (placement/plan.h); a plan that does not fit is refused before any weight is read.
 Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f);
+
+// The devices --list-devices prints: the CPU and each --sim-device, with their memory.
+std::string list_devices(const EngineFlags& f);
 
 // llama.cpp's warm-up (common/common.cpp common_init_from_params): one decode of BOS and EOS, so
 // weights are paged in and buffers sized before anything is timed; the cache is emptied afterwards.

@@ -50,7 +50,7 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelL
   Placement p;
   p.devices = {&backend};
   p.plan.devices = {{backend.name(), 0}};
-  p.plan.tensor_device.assign(m->file_->tensors().size(), 0);
+  p.plan.tensor_device.assign(m->tensor_infos().size(), 0);
   p.plan.kv_device.assign(m->kv_layers_.size(), 0);
   TANDEM_TRY(m->place(p));
   return m;
@@ -64,15 +64,19 @@ std::vector<placement::TensorInfo> Model::tensor_infos() const {
     else if (t.name.rfind("output", 0) == 0) layer = int(hp_.n_layer);
     out.push_back({t.name, t.size_bytes, layer});
   }
+  // A tied output matrix is token_embd read a second time by the output layer: the plan places it
+  // as a tensor of its own (a second copy where the output layer is not on token_embd's device).
+  if (tied_) out.push_back({"output.weight", tok_embd_->size_bytes, int(hp_.n_layer)});
   return out;
 }
 
 Status Model::place(const Placement& p) {
   const auto& tensors = file_->tensors();
-  if (p.plan.tensor_device.size() != tensors.size() || p.plan.kv_device.size() != kv_layers_.size())
+  const bool tied = tied_;
+  if (p.plan.tensor_device.size() != tensors.size() + (tied ? 1 : 0) || p.plan.kv_device.size() != kv_layers_.size())
     return invalid_argument("%s: the placement plan covers %zu tensors and %zu KV layers; the model has %zu and %zu",
                             file_->path().c_str(), p.plan.tensor_device.size(), p.plan.kv_device.size(),
-                            tensors.size(), kv_layers_.size());
+                            tensors.size() + (tied ? 1 : 0), kv_layers_.size());
   for (size_t i = 0; i < tensors.size(); ++i) {
     Weight& w = weights_.find(tensors[i].name)->second;
     Backend& b = *p.devices[size_t(p.plan.tensor_device[i])];
@@ -80,9 +84,9 @@ Status Model::place(const Placement& p) {
     TANDEM_ASSIGN(w.data, b.place_weight(tensors[i].data, w.size_bytes));
   }
   for (size_t il = 0; il < kv_layers_.size(); ++il) kv_layers_[il].backend = p.devices[size_t(p.plan.kv_device[il])];
-  // The tied output matrix: a second home when the output layer is not on token_embd's device.
-  Backend& out_dev = *p.devices[size_t(p.plan.output_device)];
-  if (output_ == tok_embd_ && tok_embd_->backend != &out_dev) {
+  // The tied output matrix: a second home when the plan put it elsewhere than token_embd.
+  Backend& out_dev = tied ? *p.devices[size_t(p.plan.tensor_device.back())] : *output_->backend;
+  if (tied && tok_embd_->backend != &out_dev) {
     tied_output_ = *tok_embd_;
     tied_output_.backend = &out_dev;
     TANDEM_ASSIGN(tied_output_.data, out_dev.place_weight(file_->find(tok_embd_->name)->data, tied_output_.size_bytes));
@@ -130,7 +134,8 @@ Status Model::bind() {
   tok_embd_ = find("token_embd.weight");
   output_norm_ = find("output_norm.weight");
   output_ = find("output.weight");
-  if (!output_) output_ = tok_embd_;  // tied embeddings
+  tied_ = output_ == nullptr;
+  if (tied_) output_ = tok_embd_;  // tied embeddings
   if (output_norm_->type != WeightType::F32)
     return unsupported("%s: output_norm.weight must be F32", file_->path().c_str());
   return Status::ok();

@@ -104,6 +104,7 @@ class Model {
   std::unique_ptr<gguf::GgufFile> file_;
   std::map<std::string, Weight, std::less<>> weights_;
   const Weight *tok_embd_ = nullptr, *output_norm_ = nullptr, *output_ = nullptr;
+  bool tied_ = false;   // no output.weight: the output layer reads token_embd
   Weight tied_output_;  // the tied output matrix's home when it is not token_embd's device
   std::map<std::pair<const Weight*, const Backend*>, Weight> replicas_;
 };

@@ -55,6 +55,7 @@ class SimBackend final : public Backend {
   ~SimBackend() override;
 
   std::string name() const override { return options_.name; }
+  size_t budget_bytes() const { return options_.budget_bytes; }
   SimStats stats() const;
 
   Result<void*> alloc(size_t bytes) override;

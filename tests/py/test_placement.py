@@ -1,0 +1,66 @@
+"""Placement flags end to end: llama-server's -ngl / -ot / -ts / -nkvo / -dev on simulated GPUs
+(--sim-device) give exactly the CPU's greedy text, print the plan, and refuse bad plans with the flag."""
+import pytest
+
+from conftest import run_tandem
+
+PROMPT = ["-p", "The capital of Japan is", "-n", "16", "--temp", "0", "-t", "2", "-c", "256", "--no-warmup"]
+
+
+def text(proc):
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def cpu_text(tandem_bin, gemma_path):
+    return text(run_tandem("run", "-m", gemma_path, *PROMPT))
+
+
+@pytest.mark.parametrize("flags", [
+    ["--sim-device", "1G", "-ngl", "all"],
+    ["--sim-device", "1G", "-ngl", "9"],
+    ["--sim-device", "1G", "-ngl", "all", "-ot", r"ffn_(gate|up|down)=CPU"],
+    ["--sim-device", "1G", "-ngl", "all", "-nkvo", "-ctk", "q8_0", "-ctv", "q8_0"],
+    ["--sim-device", "512M", "--sim-device", "512M", "-ngl", "all", "-ts", "1,3"],
+    ["--sim-device", "1G", "-ngl", "auto", "-fa", "off"],
+])
+def test_offloaded_runs_give_the_cpus_greedy_text(gemma_path, cpu_text, flags):
+    extra = ["-ctk", "q8_0", "-ctv", "q8_0"] if "-nkvo" in flags else []
+    want = cpu_text if not extra else text(run_tandem("run", "-m", gemma_path, *PROMPT, *extra))
+    want = want if "-fa" not in flags else text(run_tandem("run", "-m", gemma_path, *PROMPT, "-fa", "off"))
+    proc = run_tandem("run", "-m", gemma_path, *PROMPT, *flags)
+    assert text(proc) == want
+    assert "placement:" in proc.stderr and "SIM0" in proc.stderr
+
+
+def test_the_plan_table_shows_what_went_where(gemma_path):
+    proc = run_tandem("run", "-m", gemma_path, *PROMPT, "--sim-device", "1G", "-ngl", "10", "-ot", "ffn=CPU")
+    assert proc.returncode == 0, proc.stderr
+    assert "dense FFN          0-17      CPU" in proc.stderr
+    assert "attention          9-17      SIM0" in proc.stderr
+    assert "-ngl 10 of 19 layers (output included) offloaded" in proc.stderr
+
+
+def test_list_devices(gemma_path):
+    proc = run_tandem("run", "-m", gemma_path, "--sim-device", "2G", "--sim-device", "512M", "--list-devices")
+    assert proc.returncode == 0, proc.stderr
+    assert "CPU:" in proc.stdout and "SIM0:" in proc.stdout and "SIM1:" in proc.stdout
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--sim-device", "100M", "-ngl", "all"], "-ngl 19: SIM0 needs"),
+    (["--sim-device", "1G", "-ot", "exps=CUDA0"], "no device 'CUDA0'"),
+    (["--sim-device", "1G", "-ot", "no_such_tensor=SIM0"], "matches no tensor"),
+    (["--sim-device", "1G", "-ot", "blk\\.(=CPU"], "not a valid regular expression"),
+    (["--sim-device", "1G", "-dev", "SIM3"], "-dev SIM3: no offload device"),
+    (["--sim-device", "1G", "-ts", "1,x"], "-ts: 'x' is not a share"),
+    (["--sim-device", "1G", "-sm", "row", "-ngl", "all"], "-sm row: not supported"),
+    (["--sim-device", "12Q"], "unknown size unit"),
+    (["--sim-device", "1G", "-ngl", "all", "-ot", "blk\\.0\\.ffn_up=CPU"], "place them together"),
+])
+def test_bad_plans_are_refused_naming_the_flag(gemma_path, flags, message):
+    proc = run_tandem("run", "-m", gemma_path, *PROMPT, *flags)
+    assert proc.returncode == 1
+    assert message in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("error:") or "\nerror:" in proc.stderr
