@@ -50,4 +50,30 @@ inline std::string small_llama_model(std::string* why) {
   return out;
 }
 
+// synth tiny-deepseek-v3 cut to 2 layers (one dense, one MoE: 16 experts, top-4 in 2 of 4 groups, one
+// shared), F32, built once into build/synth-cache; "" and *why without its vocabulary.
+inline std::string tiny_deepseek_model(std::string* why) {
+  const std::string out = std::string(TANDEM_BINARY_DIR) + "/synth-cache/tiny-deepseek-v3-2L-F32.gguf";
+  if (std::filesystem::exists(out)) return out;
+  model::SynthOptions o;
+  o.preset = *model::find_synth_preset("tiny-deepseek-v3");
+  o.preset.n_layer = 2;
+  o.mix = quant::FileType::F32;
+  o.vocab_path = path(o.preset.vocab_file);
+  if (!std::filesystem::exists(o.vocab_path)) {
+    *why = absent(o.preset.vocab_file);
+    return "";
+  }
+  std::filesystem::create_directories(std::filesystem::path(out).parent_path());
+  o.output_path = out + ".part" + std::to_string(getpid());  // CTest runs tests at once: write, then rename
+  o.progress = false;
+  auto r = model::write_synth_model(o);
+  if (!r) {
+    *why = r.error().message();
+    return "";
+  }
+  std::filesystem::rename(o.output_path, out);
+  return out;
+}
+
 }  // namespace tandem::test_data

@@ -154,6 +154,13 @@ class Backend {
   virtual void swiglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   virtual void geglu(const float* gate, const float* up, int64_t n, float* out) = 0;
   virtual void add(const float* a, const float* b, int64_t n, float* out) = 0;
+  // A strided view copied: dst[r * dst_stride + i] = src[r * src_stride + i] for r < n_rows, i < width
+  // (strides in floats; the two regions must not overlap).
+  virtual void copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
+                       int64_t width) = 0;
+  // out[r, :] = sum_j w[r, j] * x[r, j, :], summed in j order (ggml's mul then adds, for the experts'
+  // outputs). x: [n_rows, n_terms, n], w: [n_rows, n_terms], out: [n_rows, n].
+  virtual void weighted_sum(const float* x, const float* w, int64_t n_rows, int n_terms, int64_t n, float* out) = 0;
   // In place: every consecutive `block` values of each row of n (block a power of two dividing n) times
   // the orthonormal Walsh-Hadamard matrix of that size (Sylvester order; symmetric, its own inverse).
   virtual void hadamard(float* x, int64_t n_rows, int64_t n, int block) = 0;

@@ -27,5 +27,6 @@ const Architecture* find_architecture(std::string_view name);
 // Defined in each architecture's file.
 extern const Architecture kLlama, kQwen2, kQwen3;  // llama.cpp
 extern const Architecture kGemma3;                 // gemma3.cpp
+extern const Architecture kDeepseek2;              // deepseek2.cpp
 
 }  // namespace tandem::model

@@ -41,6 +41,12 @@ Result<float*> ForwardScratch::get(Backend& b, Slot slot, int64_t n) {
   return buf.f32();
 }
 
+Result<int32_t*> ForwardScratch::get_i32(Backend& b, Slot slot, int64_t n) {
+  static_assert(sizeof(int32_t) == sizeof(float));
+  TANDEM_ASSIGN(float* p, get(b, slot, n));
+  return reinterpret_cast<int32_t*>(p);
+}
+
 Result<DeviceInputs> ForwardScratch::inputs(Backend& b) {
   if (b.host_accessible()) return host_in_;
   PerDevice& d = device(b);

@@ -25,12 +25,20 @@ struct DeviceInputs {
 
 class ForwardScratch {
  public:
-  enum Slot { kX, kCur, kQ, kK, kV, kAttn, kGate, kUp, kRows, kLogits, kNumSlots };
+  enum Slot {
+    kX, kCur, kQ, kK, kV, kAttn, kGate, kUp, kRows, kLogits,
+    // MLA and MoE (deepseek2.cpp)
+    kKvPe, kQNope, kQAbs, kAttnV, kRouter, kMoeIn, kMoeGate, kMoeUp, kMoeDown, kMoeOut, kShared, kExpertWeights,
+    kExpertIds, kHeadIds,
+    kNumSlots
+  };
 
   // Starts a pass over `batch` (its cells and cache state as given): inputs() uploads afresh.
   void begin_pass(const Batch& batch, const std::vector<int32_t>& cells, const KvCache& kv);
   // Buffer `slot` on `b`, at least n floats; its contents survive while it does not grow.
   Result<float*> get(Backend& b, Slot slot, int64_t n);
+  // The same for n int32 values (expert and head ids).
+  Result<int32_t*> get_i32(Backend& b, Slot slot, int64_t n);
   // The pass's inputs on `b`: the host's own arrays on the CPU, copies (once per pass) elsewhere.
   Result<DeviceInputs> inputs(Backend& b);
   int64_t n_out() const { return int64_t(out_rows_.size()); }
@@ -38,6 +46,10 @@ class ForwardScratch {
   Result<float*> move(Backend& from, float* src, Backend& to, Slot slot, int64_t n);
   // Waits for every device this scratch has used; the first error any reported.
   Status synchronize();
+  // Host arrays a model fills and uploads during a pass (router output, expert and head ids). A queued
+  // upload reads its array later, so refill one only after a synchronize() that followed that upload.
+  std::vector<float>& host_f32(Slot slot) { return host_f32_[slot]; }
+  std::vector<int32_t>& host_i32(Slot slot) { return host_i32_[slot]; }
 
  private:
   struct PerDevice {
@@ -55,6 +67,8 @@ class ForwardScratch {
   std::vector<int32_t> out_rows_;
   DeviceInputs host_in_;
   std::vector<uint8_t> staging_;  // host bytes between two devices the host cannot read
+  std::vector<float> host_f32_[kNumSlots];
+  std::vector<int32_t> host_i32_[kNumSlots];
 };
 
 }  // namespace tandem::model

@@ -15,6 +15,17 @@
 
 namespace tandem::model {
 
+namespace {
+
+SynthPreset tiny_deepseek2(const char* name, int64_t n_layer, const Deepseek2Shape& ds) {
+  SynthPreset p{name, "deepseek2", 128, n_layer, 4, 1, ds.qk_nope + ds.qk_rope, 256, 163840, 10000, 1e-6, true,
+                "ggml-vocab-deepseek-coder.gguf"};
+  p.ds = ds;
+  return p;
+}
+
+}  // namespace
+
 const std::vector<SynthPreset>& synth_presets() {
   // Shapes from each model's published config.json.
   static const std::vector<SynthPreset> presets = {
@@ -28,6 +39,19 @@ const std::vector<SynthPreset>& synth_presets() {
       // Not a real model: stories260K's shapes (5 layers, 64 wide, 8 heads of 8 over 4 KV heads, n_ff 172)
       // with llama-spm's vocabulary; the tests' stand-in where stories260K.gguf cannot be had.
       {"stories260K-shape", "llama", 64, 5, 8, 4, 8, 172, 2048, 10000, 1e-5, false, "ggml-vocab-llama-spm.gguf"},
+      // Not real models: DeepSeek-V3's and V2-Lite's structure at test sizes. V3: query low-rank projection,
+      // sigmoid gating with exp_probs_b, 4 expert groups of which 2 are used, normalized top-k weights
+      // scaled by 2.5, YaRN x40 with mscale. V2-Lite: direct attn_q, softmax gating, 2 shared experts;
+      // 27 layers, as llama.cpp tells V2-Lite (no q_lora_rank key) by its layer count.
+      tiny_deepseek2("tiny-deepseek-v3", 4,
+                     {.q_lora_rank = 96, .kv_lora_rank = 64, .qk_nope = 32, .qk_rope = 32, .v_head_dim = 32,
+                      .n_expert = 16, .n_expert_used = 4, .n_expert_shared = 1, .n_ff_exp = 64, .n_dense_lead = 1,
+                      .n_group = 4, .n_group_used = 2, .sigmoid_gating = true, .norm_topk = true,
+                      .routed_scale = 2.5, .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 1.0}),
+      tiny_deepseek2("tiny-deepseek-v2-lite", 27,
+                     {.kv_lora_rank = 64, .qk_nope = 32, .qk_rope = 32, .v_head_dim = 32, .n_expert = 8,
+                      .n_expert_used = 2, .n_expert_shared = 2, .n_ff_exp = 64, .n_dense_lead = 1,
+                      .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 0.707}),
   };
   return presets;
 }
@@ -59,7 +83,86 @@ struct SynthTensor {
   float stddev = 0;
 };
 
+// deepseek2's tensors, in llama.cpp's names; attn_k_b/attn_v_b split as its converter writes them.
+std::vector<SynthTensor> deepseek2_tensor_list(const SynthPreset& p, int64_t n_vocab) {
+  const Deepseek2Shape& d = p.ds;
+  const int64_t e = p.n_embd, h = p.n_head, k_mla = d.qk_nope + d.qk_rope;
+  const float in_std = float(1 / std::sqrt(double(e)));
+  const float residual = float(1 / std::sqrt(2.0 * double(p.n_layer)));
+  auto std_of = [](int64_t n) { return float(1 / std::sqrt(double(n))); };
+  std::vector<SynthTensor> t;
+  t.push_back({"token_embd.weight", {n_vocab, e}, Init::Normal, 0.02f});
+  for (int64_t i = 0; i < p.n_layer; ++i) {
+    const std::string b = "blk." + std::to_string(i) + ".";
+    t.push_back({b + "attn_norm.weight", {e}, Init::Ones});
+    if (d.q_lora_rank > 0) {
+      t.push_back({b + "attn_q_a.weight", {d.q_lora_rank, e}, Init::Normal, in_std});
+      t.push_back({b + "attn_q_a_norm.weight", {d.q_lora_rank}, Init::Ones});
+      t.push_back({b + "attn_q_b.weight", {h * k_mla, d.q_lora_rank}, Init::Normal, std_of(d.q_lora_rank)});
+    } else {
+      t.push_back({b + "attn_q.weight", {h * k_mla, e}, Init::Normal, in_std});
+    }
+    t.push_back({b + "attn_kv_a_mqa.weight", {d.kv_lora_rank + d.qk_rope, e}, Init::Normal, in_std});
+    t.push_back({b + "attn_kv_a_norm.weight", {d.kv_lora_rank}, Init::Ones});
+    t.push_back({b + "attn_k_b.weight", {h, d.kv_lora_rank, d.qk_nope}, Init::Normal, std_of(d.kv_lora_rank)});
+    t.push_back({b + "attn_v_b.weight", {h, d.v_head_dim, d.kv_lora_rank}, Init::Normal, std_of(d.kv_lora_rank)});
+    t.push_back({b + "attn_output.weight", {e, h * d.v_head_dim}, Init::Normal, std_of(h * d.v_head_dim) * residual});
+    t.push_back({b + "ffn_norm.weight", {e}, Init::Ones});
+    if (i < d.n_dense_lead) {
+      t.push_back({b + "ffn_gate.weight", {p.n_ff, e}, Init::Normal, in_std});
+      t.push_back({b + "ffn_up.weight", {p.n_ff, e}, Init::Normal, in_std});
+      t.push_back({b + "ffn_down.weight", {e, p.n_ff}, Init::Normal, std_of(p.n_ff) * residual});
+      continue;
+    }
+    const int64_t ff = d.n_ff_exp, sh = d.n_ff_exp * d.n_expert_shared;
+    t.push_back({b + "ffn_gate_inp.weight", {d.n_expert, e}, Init::Normal, in_std});
+    if (d.sigmoid_gating) t.push_back({b + "exp_probs_b.bias", {d.n_expert}, Init::Normal, 0.1f});
+    t.push_back({b + "ffn_gate_exps.weight", {d.n_expert, ff, e}, Init::Normal, in_std});
+    t.push_back({b + "ffn_up_exps.weight", {d.n_expert, ff, e}, Init::Normal, in_std});
+    t.push_back({b + "ffn_down_exps.weight", {d.n_expert, e, ff}, Init::Normal, std_of(ff) * residual});
+    t.push_back({b + "ffn_gate_shexp.weight", {sh, e}, Init::Normal, in_std});
+    t.push_back({b + "ffn_up_shexp.weight", {sh, e}, Init::Normal, in_std});
+    t.push_back({b + "ffn_down_shexp.weight", {e, sh}, Init::Normal, std_of(sh) * residual});
+  }
+  t.push_back({"output_norm.weight", {e}, Init::Ones});
+  if (!p.tied_embeddings) t.push_back({"output.weight", {n_vocab, e}, Init::Normal, in_std});
+  return t;
+}
+
+void set_deepseek2_metadata(const SynthPreset& p, gguf::Metadata& m) {
+  const Deepseek2Shape& d = p.ds;
+  const std::string a = p.arch + ".";
+  auto u32 = [&](const char* key, int64_t v) { m.set(a + key, gguf::Value::u32(uint32_t(v))); };
+  // MLA is stored as MQA over the latent: one KV head of kv_lora + rope keys and kv_lora values.
+  u32("attention.key_length", d.kv_lora_rank + d.qk_rope);
+  u32("attention.value_length", d.kv_lora_rank);
+  u32("attention.key_length_mla", d.qk_nope + d.qk_rope);
+  u32("attention.value_length_mla", d.v_head_dim);
+  if (d.q_lora_rank > 0) u32("attention.q_lora_rank", d.q_lora_rank);
+  u32("attention.kv_lora_rank", d.kv_lora_rank);
+  u32("rope.dimension_count", d.qk_rope);
+  u32("leading_dense_block_count", d.n_dense_lead);
+  u32("expert_feed_forward_length", d.n_ff_exp);
+  u32("expert_count", d.n_expert);
+  u32("expert_used_count", d.n_expert_used);
+  u32("expert_shared_count", d.n_expert_shared);
+  m.set(a + "expert_weights_scale", gguf::Value::f32(float(d.routed_scale)));
+  if (d.norm_topk) m.set(a + "expert_weights_norm", gguf::Value::boolean(true));
+  u32("expert_gating_func", d.sigmoid_gating ? 2 : 1);
+  if (d.n_group > 0) {
+    u32("expert_group_count", d.n_group);
+    u32("expert_group_used_count", d.n_group_used);
+  }
+  if (d.yarn_factor > 0) {
+    m.set(a + "rope.scaling.type", gguf::Value::string("yarn"));
+    m.set(a + "rope.scaling.factor", gguf::Value::f32(float(d.yarn_factor)));
+    u32("rope.scaling.original_context_length", d.yarn_orig_ctx);
+    m.set(a + "rope.scaling.yarn_log_multiplier", gguf::Value::f32(float(0.1 * d.mscale_all_dim)));
+  }
+}
+
 std::vector<SynthTensor> tensor_list(const SynthPreset& p, int64_t n_vocab) {
+  if (p.ds.kv_lora_rank > 0) return deepseek2_tensor_list(p, n_vocab);
   const int64_t e = p.n_embd, q = p.n_head * p.head_dim, kv = p.n_head_kv * p.head_dim;
   // Projections reading the residual stream: unit-variance outputs. Projections writing back into it
   // are scaled down by sqrt(2 * n_layer) (GPT-2's residual scaling) so the stream stays O(1) deep.
@@ -174,7 +277,9 @@ Result<SynthSummary> write_synth_model(const SynthOptions& o) {
   m.set(a + "attention.head_count_kv", gguf::Value::u32(uint32_t(p.n_head_kv)));
   m.set(a + "rope.freq_base", gguf::Value::f32(float(p.rope_theta)));
   m.set(a + "attention.layer_norm_rms_epsilon", gguf::Value::f32(float(p.norm_eps)));
-  if (p.head_dim * p.n_head != p.n_embd) {
+  if (p.ds.kv_lora_rank > 0) {
+    set_deepseek2_metadata(p, m);
+  } else if (p.head_dim * p.n_head != p.n_embd) {
     m.set(a + "attention.key_length", gguf::Value::u32(uint32_t(p.head_dim)));
     m.set(a + "attention.value_length", gguf::Value::u32(uint32_t(p.head_dim)));
   }

@@ -13,6 +13,22 @@
 
 namespace tandem::model {
 
+// deepseek2's own shapes: multi-head latent attention and the experts (llama.cpp's key names in comments).
+struct Deepseek2Shape {
+  int64_t q_lora_rank = 0;        // attention.q_lora_rank; 0: a direct attn_q (V2-Lite), the key not written
+  int64_t kv_lora_rank = 0;       // attention.kv_lora_rank
+  int64_t qk_nope = 0, qk_rope = 0, v_head_dim = 0;  // per head: key_length_mla = nope + rope, value_length_mla
+  int64_t n_expert = 0, n_expert_used = 0, n_expert_shared = 0, n_ff_exp = 0;
+  int64_t n_dense_lead = 0;       // leading_dense_block_count
+  int64_t n_group = 0, n_group_used = 0;  // expert_group_count / expert_group_used_count (0: no groups)
+  bool sigmoid_gating = false;    // expert_gating_func 2 (V3, with exp_probs_b) or 1 (softmax, V2)
+  bool norm_topk = false;         // expert_weights_norm
+  double routed_scale = 1;        // expert_weights_scale
+  double yarn_factor = 0;         // > 0: rope.scaling.type yarn with this factor
+  int64_t yarn_orig_ctx = 0;
+  double mscale_all_dim = 0;      // rope.scaling.yarn_log_multiplier = 0.1 * this
+};
+
 struct SynthPreset {
   std::string name;  // "Llama-3.2-1B"
   std::string arch;  // "llama"
@@ -21,6 +37,7 @@ struct SynthPreset {
   bool tied_embeddings;
   std::string vocab_file;  // file name in shared/models
   double llama3_rope_factor = 0;  // > 0: Llama 3.1-style rope scaling, stored as rope_freqs.weight
+  Deepseek2Shape ds = {};         // deepseek2 only (ds.kv_lora_rank > 0)
 };
 
 const std::vector<SynthPreset>& synth_presets();

@@ -290,6 +290,13 @@ TEST(Logits, MatchLlamaCppOnSynthLlama32_1B_Q8_0) { check_model("synth-Llama-3.2
 // (qwen3), NeoX RoPE at base 1e6.
 TEST(Logits, MatchLlamaCppOnSynthQwen25_Q8_0) { check_model("synth-Qwen2.5-0.5B-Q8_0-4L.json", {0.25, 1e-4}); }
 TEST(Logits, MatchLlamaCppOnSynthQwen3_Q4_K_M) { check_model("synth-Qwen3-0.6B-Q4_K_M-4L.json", {0.25, 1e-4}); }
+// deepseek2, F32 weights: MLA absorbed (as llama.cpp runs it) with YaRN x40 and mscale, a leading dense
+// layer, then MoE. V3-like: q_lora, sigmoid gating with exp_probs_b, group-limited top-4 of 16, normalized
+// weights x2.5. V2-Lite-like (27 layers): direct attn_q, softmax top-2 of 8, two shared experts.
+// Measured 0.0003 / KL 1e-9 at the prompt positions; 0.003 covers greedy's near-tie 0.0017 apart at
+// token 25 of the code prompt (V3). Without the group limit the V3 run is 0.65 off, 38 argmaxes differ.
+TEST(Logits, MatchLlamaCppOnSynthDeepseekV3) { check_model("synth-tiny-deepseek-v3-F32.json", {0.003, 1e-7}); }
+TEST(Logits, MatchLlamaCppOnSynthDeepseekV2Lite) { check_model("synth-tiny-deepseek-v2-lite-F32.json", {0.003, 1e-7}); }
 
 // Flash attention and quantized KV caches against llama.cpp's flash attention on the same cache types.
 // llama.cpp's flash path for batches under 64 tokens (these prompts) and for decoding accumulates
@@ -307,6 +314,17 @@ TEST(Logits, FlashMatchesLlamaCppOnGemma3_Q8_0Cache) { check_model("gemma-3-270m
 // whose blocks are llama.cpp's own: measured 0.087 / KL 6.9e-6.
 TEST(Logits, FlashMatchesLlamaCppOnSynthLlama32_1B_Q8_0Cache) {
   check_model("synth-Llama-3.2-1B-Q4_K_M-fa-q8_0-q8_0.json", {0.25, 5e-5});
+}
+// deepseek2's latent cache (rows of rope key + latent, 96 wide here) on the flash path. f16: measured
+// 0.0016 / KL 1.9e-8 (llama.cpp's f16 p*V, as above). q8_0: measured 0.31 / KL 8.1e-6, as llama.cpp reads
+// V out of its quantized K rows while Tandem stores the latent a second time as V (its own q8_0 blocks,
+// rotated in 64-blocks; K in 32-blocks, the largest power of two dividing 96); greedy runs part at
+// near-ties within 0.004.
+TEST(Logits, FlashMatchesLlamaCppOnSynthDeepseekV3_F16Cache) {
+  check_model("synth-tiny-deepseek-v3-F32-fa-f16-f16.json", {0.005, 1e-7});
+}
+TEST(Logits, FlashMatchesLlamaCppOnSynthDeepseekV3_Q8_0Cache) {
+  check_model("synth-tiny-deepseek-v3-F32-fa-q8_0-q8_0.json", {0.5, 2e-5});
 }
 // Bounds for a run with a 4- or 5-bit cache against an f16 fixture: its logits move by up to 40 and its
 // greedy text may part from the f16 one, so these only catch a broken run; the test below compares the

@@ -88,27 +88,28 @@ struct Case {
   placement::PlacementFlags flags;
 };
 
-std::vector<Case> cases(int n_layer) {
+std::vector<Case> cases(int n_layer, const char* ffn_override) {
   placement::PlacementFlags none, some, all, ffn_cpu, nkvo, split;
   some.n_gpu_layers = n_layer / 2;
   all.n_gpu_layers = -2;
   ffn_cpu.n_gpu_layers = -2;
-  ffn_cpu.overrides = {"ffn_(gate|up|down)=CPU"};
+  ffn_cpu.overrides = {ffn_override};
   nkvo.n_gpu_layers = -2;
   nkvo.no_kv_offload = true;
   split.n_gpu_layers = -2;
   split.tensor_split = {1, 2};
   return {{"no layers on the sim", 1, none}, {"half the layers", 1, some},  {"every layer and the output", 1, all},
-          {"-ot ffn=CPU", 1, ffn_cpu},     {"-nkvo", 1, nkvo},             {"two sims, -ts 1,2", 2, split}};
+          {"-ot <ffn>=CPU", 1, ffn_cpu},     {"-nkvo", 1, nkvo},             {"two sims, -ts 1,2", 2, split}};
 }
 
-void expect_same_as_cpu(const std::string& path, ContextOptions o) {
+// ffn_override: an -ot rule keeping the FFN's matrices (a MoE's experts) on the CPU.
+void expect_same_as_cpu(const std::string& path, ContextOptions o, const char* ffn_override = "ffn_(gate|up|down)=CPU") {
   cpu::CpuBackend cpu(kThreads);
   auto alone = model::Model::load(path, {}, cpu);
   ASSERT_TRUE(alone.has_value()) << alone.error().message();
   const int32_t n_vocab = int32_t((*alone)->tok_embd().n_rows());
   const auto want = run(**alone, o, n_vocab);
-  for (const Case& c : cases(int((*alone)->hparams().n_layer))) {
+  for (const Case& c : cases(int((*alone)->hparams().n_layer), ffn_override)) {
     SCOPED_TRACE(c.name);
     Placed p = place(path, cpu, c.n_sims, c.flags, o);
     ASSERT_TRUE(p.model);
@@ -136,6 +137,17 @@ TEST(SimPlacement, GemmaWithAQuantizedCacheGivesTheCpusLogits) {
   if (!gemma || !*gemma) GTEST_SKIP() << "TANDEM_GEMMA_GGUF is not set (scripts/fetch-model.sh)";
   expect_same_as_cpu(gemma, {.n_ctx = 64, .n_ubatch = 5, .type_k = WeightType::Q8_0, .type_v = WeightType::Q4_0,
                              .flash_attn = true});
+}
+
+// deepseek2: MLA (strided views, head-indexed matmul_id), the router's host round trip and the experts
+// kept on the CPU by -ot exps=CPU while the router and shared experts run on the sim.
+TEST(SimPlacement, TinyDeepseekGivesTheCpusLogitsOnEveryPlacement) {
+  std::string why;
+  const std::string path = test_data::tiny_deepseek_model(&why);
+  if (path.empty()) GTEST_SKIP() << why;
+  expect_same_as_cpu(path, {.n_ctx = 64, .n_ubatch = 5, .flash_attn = true}, "exps=CPU");
+  expect_same_as_cpu(path, {.n_ctx = 64, .n_ubatch = 5, .type_k = WeightType::Q8_0, .type_v = WeightType::Q8_0,
+                            .flash_attn = false}, "exps=CPU");
 }
 
 TEST(SimPlacement, ABlockSplitAcrossDevicesIsRefusedNamingTheTensors) {

@@ -305,6 +305,29 @@ void CpuBackend::add(const float* a, const float* b, int64_t n, float* out) {
   });
 }
 
+void CpuBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
+                         int64_t width) {
+  const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(width, 1));
+  pool_.parallel_for(n_rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      std::memcpy(dst + r * dst_stride, src + r * src_stride, size_t(width) * sizeof(float));
+  });
+}
+
+void CpuBackend::weighted_sum(const float* x, const float* w, int64_t n_rows, int n_terms, int64_t n, float* out) {
+  const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(n * n_terms, 1));
+  pool_.parallel_for(n_rows, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const float* xr = x + r * n_terms * n;
+      const float* wr = w + r * n_terms;
+      float* o = out + r * n;
+      for (int64_t i = 0; i < n; ++i) o[i] = xr[i] * wr[0];
+      for (int j = 1; j < n_terms; ++j)
+        for (int64_t i = 0; i < n; ++i) o[i] += xr[j * n + i] * wr[j];
+    }
+  });
+}
+
 void CpuBackend::hadamard(float* x, int64_t n_rows, int64_t n, int block) {
   // The fast transform: log2(block) butterfly passes, then the 1/sqrt(block) that makes it orthonormal.
   const float norm = 1.0f / std::sqrt(float(block));

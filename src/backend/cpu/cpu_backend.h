@@ -43,6 +43,9 @@ class CpuBackend final : public Backend {
   void swiglu(const float* gate, const float* up, int64_t n, float* out) override;
   void geglu(const float* gate, const float* up, int64_t n, float* out) override;
   void add(const float* a, const float* b, int64_t n, float* out) override;
+  void copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
+               int64_t width) override;
+  void weighted_sum(const float* x, const float* w, int64_t n_rows, int n_terms, int64_t n, float* out) override;
   void hadamard(float* x, int64_t n_rows, int64_t n, int block) override;
   void scale(float* x, int64_t n, float s) override;
   void softcap(float* x, int64_t n, float cap) override;

@@ -319,6 +319,20 @@ void SimBackend::add(const float* a, const float* b, int64_t n, float* out) {
          [=, this] { cpu_->add(a, b, n, out); });
 }
 
+void SimBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
+                         int64_t width) {
+  const int64_t last = n_rows > 0 ? width : 0;  // the last row ends `width` past its start
+  submit("copy_2d", {{"src", src, f32_bytes((n_rows - 1) * src_stride + last)},
+                     {"dst", dst, f32_bytes((n_rows - 1) * dst_stride + last)}},
+         [=, this] { cpu_->copy_2d(src, src_stride, dst, dst_stride, n_rows, width); });
+}
+
+void SimBackend::weighted_sum(const float* x, const float* w, int64_t n_rows, int n_terms, int64_t n, float* out) {
+  submit("weighted_sum", {{"x", x, f32_bytes(n_rows * n_terms * n)}, {"w", w, f32_bytes(n_rows * n_terms)},
+                          {"out", out, f32_bytes(n_rows * n)}},
+         [=, this] { cpu_->weighted_sum(x, w, n_rows, n_terms, n, out); });
+}
+
 void SimBackend::hadamard(float* x, int64_t n_rows, int64_t n, int block) {
   submit("hadamard", {{"x", x, f32_bytes(n_rows * n)}}, [=, this] { cpu_->hadamard(x, n_rows, n, block); });
 }
