@@ -62,6 +62,9 @@ struct Row {
   Test test;
   int threads = 0;
   std::string flash_attn;  // resolved: on or off
+  std::string backend;     // CPU, or CPU+SIM0+... with offload devices
+  // Bytes each offload device exchanged with the host per token processed (prompt and generated).
+  std::vector<std::pair<std::string, double>> bytes_per_token;
 };
 
 // A flag llama-bench takes as a comma list; the sweep runs the cross product of every list, in
@@ -178,12 +181,22 @@ int bench_main(int argc, char** argv) {
           warm.n_gen = std::min<int64_t>(t.n_gen, 4);
           if (auto r = run_once(*e.context, warm, rng); !r) return fail(r.error());
         }
+        std::vector<sim::SimStats> before;
+        for (const auto& sim : e.sims) before.push_back(sim->stats());
         for (int64_t r = 0; r < reps; ++r) {
           auto tps = run_once(*e.context, t, rng);
           if (!tps) return fail(tps.error());
           t.tokens_per_s.push_back(*tps);
         }
-        rows.push_back({values, t, e.cpu->pool().size(), e.context->options().flash_attn ? "on" : "off"});
+        Row row{values, t, e.cpu->pool().size(), e.context->options().flash_attn ? "on" : "off", "CPU", {}};
+        const double n_tokens = double(reps * (t.n_prompt + t.n_gen));
+        for (size_t i = 0; i < e.sims.size(); ++i) {
+          const sim::SimStats now = e.sims[i]->stats();
+          row.backend += "+" + e.sims[i]->name();
+          row.bytes_per_token.emplace_back(e.sims[i]->name(), double(now.bytes_from_host + now.bytes_to_host -
+                                                                     before[i].bytes_from_host - before[i].bytes_to_host) / n_tokens);
+        }
+        rows.push_back(std::move(row));
       }
     }
     // Next combination: the last given axis turns fastest, as llama-bench's innermost loop.
@@ -215,10 +228,11 @@ int bench_main(int argc, char** argv) {
       const Test& t = row.test;
       auto [mean, sd] = stats(t.tokens_per_s);
       nlohmann::json j = {{"model", ef.model}, {"name", name},
-                          {"size_bytes", size_bytes}, {"n_params", n_params}, {"backend", "CPU"}, {"isa", isa},
+                          {"size_bytes", size_bytes}, {"n_params", n_params}, {"backend", row.backend}, {"isa", isa},
                           {"threads", row.threads}, {"flash_attn", row.flash_attn}, {"n_prompt", t.n_prompt},
                           {"n_gen", t.n_gen}, {"n_depth", t.depth}, {"test", t.name}, {"avg_ts", mean},
                           {"stddev_ts", sd}, {"samples_ts", t.tokens_per_s}};
+      for (const auto& [dev, bytes] : row.bytes_per_token) j["bytes_per_token"][dev] = bytes;
       for (size_t a = 0; a < given.size(); ++a) {
         if (std::string_view(given[a]->flag) == "-t") continue;  // "threads" above: the count that ran
         const std::string& v = row.axis_values[a];
@@ -238,15 +252,19 @@ int bench_main(int argc, char** argv) {
     head += format(" %s |", axis->column);
     rule += " ---: |";
   }
-  std::printf("%s test | t/s |\n%s ---: | ---: |\n", head.c_str(), rule.c_str());
+  const bool offload = !rows.empty() && !rows.front().bytes_per_token.empty();
+  std::printf("%s test | t/s |%s\n%s ---: | ---: |%s\n", head.c_str(), offload ? " host link / token |" : "",
+              rule.c_str(), offload ? " ---: |" : "");
   for (const Row& row : rows) {
     auto [mean, sd] = stats(row.test.tokens_per_s);
-    std::string extra;
+    std::string extra, link;
     for (size_t a = 0; a < given.size(); ++a)
       if (std::string_view(given[a]->flag) != "-t") extra += format(" %s |", row.axis_values[a].c_str());
-    std::printf("| %s | %.2f MiB | %.2f M | CPU (%s) | %d |%s %s | %.2f ± %.2f |\n", name.c_str(),
-                double(size_bytes) / (1024.0 * 1024.0), double(n_params) / 1e6, isa, row.threads, extra.c_str(),
-                row.test.name.c_str(), mean, sd);
+    for (const auto& [dev, bytes] : row.bytes_per_token)
+      link += format("%s%s %.1f KiB", link.empty() ? " " : ", ", dev.c_str(), bytes / 1024.0);
+    std::printf("| %s | %.2f MiB | %.2f M | %s (%s) | %d |%s %s | %.2f ± %.2f |%s\n", name.c_str(),
+                double(size_bytes) / (1024.0 * 1024.0), double(n_params) / 1e6, row.backend.c_str(), isa, row.threads,
+                extra.c_str(), row.test.name.c_str(), mean, sd, offload ? (link + " |").c_str() : "");
   }
   return 0;
 }

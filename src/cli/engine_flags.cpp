@@ -77,6 +77,8 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                 f.sim_devices.push_back(bytes);
                 return Status::ok();
               });
+  args.string("--trace", "FILE", "write a timeline of every op and copy per device (Chrome trace-event JSON:\n"
+              "open it in Perfetto or chrome://tracing) when the command ends", &f.trace_path);
   args.flag("--list-devices", "print the devices (the CPU and each --sim-device) and exit", &f.list_devices);
   args.custom("-dev,--device", "LIST", "offload devices to use, comma-separated names from --list-devices\n"
               "(default: all; none: offload nothing)", [&f](std::string_view v) {

@@ -12,6 +12,7 @@
 #include "core/numa.h"
 #include "core/progress.h"
 #include "core/thread_pool.h"
+#include "core/trace.h"
 #include "gguf/gguf_file.h"
 #include "model/arch.h"
 
@@ -53,6 +54,13 @@ Status check_memory(const EngineFlags& f, WeightType type_k, WeightType type_v) 
 
 }  // namespace
 
+Engine::~Engine() {
+  if (trace_path.empty() || !Trace::active()) return;
+  const Status s = Trace::active()->write(trace_path);
+  if (!s.is_ok()) std::fprintf(stderr, "error: %s\n", s.message().c_str());
+  else std::fprintf(stderr, "trace: %s (open it in https://ui.perfetto.dev or chrome://tracing)\n", trace_path.c_str());
+}
+
 Status warm_up(Context& ctx, const tokenizer::Vocab& vocab) {
   std::vector<int32_t> tokens;
   if (vocab.special.bos != tokenizer::kNoToken) tokens.push_back(vocab.special.bos);
@@ -79,6 +87,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   TANDEM_TRY(check_memory(f, type_k, type_v));
   if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
+  if (!f.trace_path.empty()) {
+    Trace::start();
+    e->trace_path = f.trace_path;
+  }
   const auto t0 = std::chrono::steady_clock::now();
   const CpuTopology topology = CpuTopology::detect();
   TANDEM_ASSIGN(const Placement placement,

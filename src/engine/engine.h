@@ -30,6 +30,7 @@ struct EngineFlags {
   placement::PlacementFlags placement;
   std::vector<uint64_t> sim_devices;  // --sim-device SIZE: one sim device of that many bytes each
   bool list_devices = false;          // --list-devices: print them and exit
+  std::string trace_path;             // --trace FILE: a Chrome trace of every op and copy, written at the end
   bool mmap = true, mlock = false, quiet = false;
   std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
   OnOffAuto flash_attn = OnOffAuto::Auto;
@@ -44,6 +45,8 @@ struct EngineFlags {
 // A loaded model ready to decode. The context (and its KV cache) is not thread-safe: one thread
 // drives it (the server's scheduler, or run's loop).
 struct Engine {
+  ~Engine();  // writes the --trace file
+  std::string trace_path;
   std::unique_ptr<cpu::CpuBackend> cpu;
   std::vector<std::unique_ptr<sim::SimBackend>> sims;  // before model: they hold its offloaded weights
   placement::Plan plan;

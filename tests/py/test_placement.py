@@ -64,3 +64,29 @@ def test_bad_plans_are_refused_naming_the_flag(gemma_path, flags, message):
     assert proc.returncode == 1
     assert message in proc.stderr, proc.stderr
     assert proc.stderr.startswith("error:") or "\nerror:" in proc.stderr
+
+
+def test_trace_shows_every_device_and_the_link(gemma_path, tmp_path):
+    import json
+    out = tmp_path / "trace.json"
+    proc = run_tandem("run", "-m", gemma_path, *PROMPT, "--sim-device", "1G", "-ngl", "10", "--trace", out)
+    assert proc.returncode == 0, proc.stderr
+    events = json.loads(out.read_text())
+    lanes = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert set(lanes.values()) == {"cpu", "SIM0", "SIM0 link"}
+    ops = [e for e in events if e["ph"] == "X"]
+    by_lane = {name: [e for e in ops if lanes[e["tid"]] == name] for name in lanes.values()}
+    assert any(e["name"] == "matmul" for e in by_lane["SIM0"]) and any(e["name"] == "attention" for e in by_lane["cpu"])
+    assert all(e["dur"] >= 0 and e["args"]["bytes"] > 0 for e in by_lane["SIM0 link"])
+
+
+def test_bench_reports_the_bytes_each_device_moves_per_token(gemma_path):
+    proc = run_tandem("bench", "-m", gemma_path, "-p", "16", "-n", "4", "-r", "1", "--sim-device", "1G", "-ngl", "all",
+                      "-o", "json")
+    assert proc.returncode == 0, proc.stderr
+    import json
+    rows = json.loads(proc.stdout)
+    assert [r["backend"] for r in rows] == ["CPU+SIM0", "CPU+SIM0"]
+    # Decode brings each token's logits back over the link (262,144 floats for Gemma 3), and sends the hidden state.
+    tg = next(r for r in rows if r["n_gen"] > 0)
+    assert 262144 * 4 <= tg["bytes_per_token"]["SIM0"] < 262144 * 4 + 64 * 1024

@@ -11,6 +11,7 @@
 
 #include "backend/cpu/cpu_matmul.h"
 #include "backend/cpu/ops.h"
+#include "core/trace.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
 
@@ -39,6 +40,7 @@ std::shared_ptr<Event> CpuBackend::record() {
 }
 
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {
+  const TraceScope trace("matmul", name_);
   cpu_matmul(pool_, w, x, n_tokens, y, act_buffer_);
   if (bias) {
     const float* b = static_cast<const float*>(bias->data);
@@ -50,10 +52,12 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
 
 void CpuBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
                            int n_used, float* y) {
+  const TraceScope trace("matmul_id", name_);
   cpu_matmul_id(pool_, w, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_);
 }
 
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
+  const TraceScope trace("get_rows", name_);
   const int64_t n = table.row_length();
   pool_.parallel_for(int64_t(ids.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
@@ -63,6 +67,7 @@ void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, flo
 }
 
 void CpuBackend::rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) {
+  const TraceScope trace("rms_norm", name_);
   const float* w = weight ? static_cast<const float*>(weight->data) : nullptr;
   const auto fn = ops_.rms_norm;
   // Rows of a few hundred floats: a decode step's single row runs inline, no fork-join.
@@ -145,6 +150,7 @@ const float* CpuBackend::rope_table(int64_t n_tokens, const int32_t* pos, const 
 }
 
 void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) {
+  const TraceScope trace("rope", name_);
   const float* table = rope_table(n_tokens, pos, p);
   const int n_dims = p.n_rot;
   const bool neox = p.kind == RopeKind::Neox;
@@ -164,6 +170,7 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, cons
 }
 
 void CpuBackend::attention(const AttentionArgs& a) {
+  const TraceScope trace("attention", name_);
   if (a.flash) flash_attention(a);
   else plain_attention(a);
 }
@@ -245,6 +252,7 @@ void CpuBackend::plain_attention(const AttentionArgs& a) {
 
 void CpuBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
                           const int32_t* cells, WeightType k_type, WeightType v_type, void* cache_k, void* cache_v) {
+  const TraceScope trace("kv_store", name_);
   const auto to_f16 = ops_.f32_to_f16;
   auto store = [&](WeightType kv_type, const float* src, int64_t n, void* base, int64_t cell) {
     if (kv_type == WeightType::F32) {
@@ -265,6 +273,7 @@ void CpuBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int6
 }
 
 void CpuBackend::swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  const TraceScope trace("swiglu", name_);
   const auto fn = ops_.swiglu;
   pool_.parallel_for(n, kMinElemsPerTask, [&](int64_t begin, int64_t end) {
     fn(gate + begin, up + begin, end - begin, out + begin);
@@ -291,6 +300,7 @@ const std::vector<uint16_t>& gelu_f16_table() {
 }  // namespace
 
 void CpuBackend::geglu(const float* gate, const float* up, int64_t n, float* out) {
+  const TraceScope trace("geglu", name_);
   const uint16_t* table = gelu_f16_table().data();
   const auto fn = ops_.geglu;
   pool_.parallel_for(n, kMinElemsPerTask, [&](int64_t begin, int64_t end) {
@@ -299,6 +309,7 @@ void CpuBackend::geglu(const float* gate, const float* up, int64_t n, float* out
 }
 
 void CpuBackend::add(const float* a, const float* b, int64_t n, float* out) {
+  const TraceScope trace("add", name_);
   const auto fn = ops_.add;
   pool_.parallel_for(n, 4 * kMinElemsPerTask, [&](int64_t begin, int64_t end) {
     fn(a + begin, b + begin, end - begin, out + begin);
@@ -329,6 +340,7 @@ void CpuBackend::weighted_sum(const float* x, const float* w, int64_t n_rows, in
 }
 
 void CpuBackend::hadamard(float* x, int64_t n_rows, int64_t n, int block) {
+  const TraceScope trace("hadamard", name_);
   // The fast transform: log2(block) butterfly passes, then the 1/sqrt(block) that makes it orthonormal.
   const float norm = 1.0f / std::sqrt(float(block));
   const int64_t n_blocks = n_rows * (n / block);
@@ -348,10 +360,12 @@ void CpuBackend::hadamard(float* x, int64_t n_rows, int64_t n, int block) {
 }
 
 void CpuBackend::scale(float* x, int64_t n, float s) {
+  const TraceScope trace("scale", name_);
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
 void CpuBackend::softcap(float* x, int64_t n, float cap) {
+  const TraceScope trace("softcap", name_);
   for (int64_t i = 0; i < n; ++i) x[i] = cap * std::tanh(x[i] / cap);
 }
 

@@ -8,6 +8,7 @@
 #include <iterator>
 #include <optional>
 
+#include "core/trace.h"
 #include "gguf/types.h"
 
 namespace tandem::sim {
@@ -37,7 +38,8 @@ Result<std::unique_ptr<SimBackend>> SimBackend::create(const SimOptions& options
 }
 
 SimBackend::SimBackend(const SimOptions& options, uint8_t* arena)
-    : options_(options), arena_(arena), cpu_(std::make_unique<cpu::CpuBackend>(options.n_threads, options.name)) {
+    : options_(options), arena_(arena), cpu_(std::make_unique<cpu::CpuBackend>(options.n_threads, options.name)),
+      link_lane_(options.name + " link") {
   free_[0] = options_.budget_bytes;
   thread_ = std::thread([this] { run_queue(); });
 }
@@ -172,8 +174,10 @@ void SimBackend::link_delay(size_t bytes) const {
 
 void SimBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
   submit("copy_from_host", {{"dst", dst, bytes}}, [this, dst, src, bytes] {
+    const double t0 = Trace::now_us();
     std::memcpy(dst, src, bytes);
     link_delay(bytes);
+    if (Trace* t = Trace::active()) t->add("host to device", link_lane_, t0, Trace::now_us(), bytes);
     std::lock_guard lock(mu_);
     stats_.bytes_from_host += bytes;
     ++stats_.n_copies;
@@ -182,8 +186,10 @@ void SimBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
 
 void SimBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   submit("copy_to_host", {{"src", src, bytes}}, [this, dst, src, bytes] {
+    const double t0 = Trace::now_us();
     std::memcpy(dst, src, bytes);
     link_delay(bytes);
+    if (Trace* t = Trace::active()) t->add("device to host", link_lane_, t0, Trace::now_us(), bytes);
     std::lock_guard lock(mu_);
     stats_.bytes_to_host += bytes;
     ++stats_.n_copies;

@@ -111,6 +111,7 @@ class SimBackend final : public Backend {
   SimOptions options_;
   uint8_t* arena_;  // budget_bytes of address space
   std::unique_ptr<cpu::CpuBackend> cpu_;
+  std::string link_lane_;  // the trace lane of its copies
 
   mutable std::mutex mu_;  // guards everything below
   std::map<size_t, size_t> free_;  // offset -> bytes, coalesced
