@@ -318,6 +318,7 @@ void CpuBackend::add(const float* a, const float* b, int64_t n, float* out) {
 
 void CpuBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t n_rows,
                          int64_t width) {
+  const TraceScope trace("copy_2d", name_);
   const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(width, 1));
   pool_.parallel_for(n_rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r)
@@ -326,6 +327,7 @@ void CpuBackend::copy_2d(const float* src, int64_t src_stride, float* dst, int64
 }
 
 void CpuBackend::weighted_sum(const float* x, const float* w, int64_t n_rows, int n_terms, int64_t n, float* out) {
+  const TraceScope trace("weighted_sum", name_);
   const int64_t grain = std::max<int64_t>(1, kMinElemsPerTask / std::max<int64_t>(n * n_terms, 1));
   pool_.parallel_for(n_rows, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
