@@ -352,6 +352,17 @@ class Deepseek2Model final : public Model {
     eb.copy_from_host(ids, ids_host.data(), ids_host.size() * sizeof(int32_t));
     eb.copy_from_host(w, w_host.data(), w_host.size() * sizeof(float));
     TANDEM_ASSIGN(float* xe, s.move(rb, x, eb, Slot::kMoeIn, n * e));
+    // The shared experts next, queued on their device (a GPU, with the routed experts in RAM): they run
+    // while the CPU computes the routed ones below (issue 13; the --trace timeline shows it). After the
+    // move above, which may wait for the router's device, so that wait does not cover them too.
+    Backend* sb = l.gate_shexp ? l.gate_shexp->backend : nullptr;
+    float* shared = nullptr;
+    if (sb) {
+      TANDEM_ASSIGN(float* xs, s.move(rb, x, *sb, Slot::kMoeIn, n * e));
+      TANDEM_ASSIGN(shared, s.get(*sb, Slot::kShared, n * e));
+      TANDEM_TRY(ffn_glu(*l.gate_shexp, *l.up_shexp, *l.down_shexp, GluKind::Silu, n, xs, shared, s));  // [n, e]
+    }
+
     TANDEM_ASSIGN(float* gate, s.get(eb, Slot::kMoeGate, n * k * ff));
     TANDEM_ASSIGN(float* up, s.get(eb, Slot::kMoeUp, n * k * ff));
     eb.matmul_id(*l.gate_exps, xe, false, ids, n, int(k), gate);  // [n, k, ff]
@@ -361,12 +372,8 @@ class Deepseek2Model final : public Model {
     eb.matmul_id(*l.down_exps, gate, true, ids, n, int(k), down);  // [n, k, e]
     TANDEM_ASSIGN(float* out, s.get(eb, Slot::kMoeOut, n * e));
     eb.weighted_sum(down, w, n, int(k), e, out);  // [n, e]
-    if (l.gate_shexp) {
-      Backend& sb = *l.gate_shexp->backend;
-      TANDEM_ASSIGN(float* xs, s.move(rb, x, sb, Slot::kMoeIn, n * e));
-      TANDEM_ASSIGN(float* shared, s.get(sb, Slot::kShared, n * e));
-      TANDEM_TRY(ffn_glu(*l.gate_shexp, *l.up_shexp, *l.down_shexp, GluKind::Silu, n, xs, shared, s));  // [n, e]
-      TANDEM_ASSIGN(shared, s.move(sb, shared, eb, Slot::kShared, n * e));
+    if (shared) {
+      TANDEM_ASSIGN(shared, s.move(*sb, shared, eb, Slot::kShared, n * e));
       eb.add(out, shared, n * e, out);
     }
     return s.move(eb, out, rb, Slot::kMoeOut, n * e);
