@@ -128,6 +128,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   }
   TANDEM_ASSIGN(e->model, model::Model::open(f.model, lo));
   const int64_t n_ctx = f.ctx > 0 ? f.ctx : e->model->hparams().n_ctx_train;
+  if (n_ctx > e->model->hparams().n_ctx_train && e->model->hparams().n_ctx_train > 0 && !f.quiet)
+    std::fprintf(stderr, "warning: -c %lld is longer than the %lld tokens the model was trained on: positions past "
+                 "that may give poor output (as llama.cpp warns, n_ctx > n_ctx_train)\n", (long long)n_ctx,
+                 (long long)e->model->hparams().n_ctx_train);
   {
     model::Placement where;
     where.devices = {e->cpu.get()};

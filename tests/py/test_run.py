@@ -28,6 +28,17 @@ def test_ngl_without_gpu_warns_and_runs(tandem_bin):
     assert "no GPU backend" in proc.stderr
 
 
+def test_a_context_past_the_trained_one_warns(tandem_bin):
+    # One token past the trained context warns, as llama.cpp does; the trained context itself does not.
+    from gguf import GGUFReader
+    field = GGUFReader(STORIES).fields["llama.context_length"]
+    trained = int(field.parts[field.data[0]][0])
+    longer = run_tandem("run", "-m", STORIES, "-p", "Once", "-n", "2", "-c", trained + 1, check=True)
+    assert f"warning: -c {trained + 1} is longer than the {trained} tokens the model was trained on" in longer.stderr
+    fits = run_tandem("run", "-m", STORIES, "-p", "Once", "-n", "2", "-c", trained, check=True)
+    assert "trained on" not in fits.stderr
+
+
 @pytest.mark.parametrize("args,needle", [
     (["-n", "-3"], "out of range"),
     (["--temp", "hot"], "not a number"),
