@@ -150,6 +150,32 @@ TEST(SimPlacement, TinyDeepseekGivesTheCpusLogitsOnEveryPlacement) {
                             .flash_attn = false}, "exps=CPU");
 }
 
+// Every KV cache type, with the first two layers' experts kept on the CPU by --n-cpu-moe and the rest
+// of the model on the sim.
+TEST(SimPlacement, TinyDeepseekGivesTheCpusLogitsWithEveryCacheTypeAndNCpuMoe) {
+  std::string why;
+  const std::string path = test_data::tiny_deepseek_model(&why);
+  if (path.empty()) GTEST_SKIP() << why;
+  cpu::CpuBackend cpu(kThreads);
+  auto alone = model::Model::load(path, {}, cpu);
+  ASSERT_TRUE(alone.has_value()) << alone.error().message();
+  const int32_t n_vocab = int32_t((*alone)->tok_embd().n_rows());
+  placement::PlacementFlags f;
+  f.n_gpu_layers = -2;
+  f.n_cpu_moe = 2;
+  for (WeightType t : {WeightType::F32, WeightType::F16, WeightType::BF16, WeightType::Q8_0, WeightType::Q4_0,
+                       WeightType::Q4_1, WeightType::Q5_0, WeightType::Q5_1, WeightType::IQ4_NL}) {
+    SCOPED_TRACE(type_name(t));
+    const ContextOptions o{.n_ctx = 64, .n_ubatch = 5, .type_k = t, .type_v = t, .flash_attn = true};
+    const auto want = run(**alone, o, n_vocab);
+    Placed p = place(path, cpu, 1, f, o);
+    ASSERT_TRUE(p.model);
+    const auto got = run(*p.model, o, n_vocab);
+    ASSERT_EQ(got.size(), want.size());
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), want.size() * sizeof(float)), 0);
+  }
+}
+
 TEST(SimPlacement, ABlockSplitAcrossDevicesIsRefusedNamingTheTensors) {
   std::string why;
   const std::string path = test_data::small_llama_model(&why);
