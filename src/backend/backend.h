@@ -98,6 +98,9 @@ struct AttentionArgs {
   WeightType k_type = WeightType::F16, v_type = WeightType::F16;
   const void* k = nullptr;
   const void* v = nullptr;
+  // Elements from one cell's row to the next; 0: n_head_kv * head_dim_k (_v). A latent cache (MLA) has
+  // no V of its own: v points into the K rows and v_stride is K's row.
+  int64_t k_stride = 0, v_stride = 0;
   int64_t n_cells = 0;
   const int32_t* cell_pos = nullptr;   // [n_cells], -1 for an empty cell
   const int32_t* cell_seq = nullptr;   // [n_cells]
@@ -147,7 +150,8 @@ class Backend {
   // In place on x: [n_tokens, n_head, head_dim], token t at position pos[t].
   virtual void rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
-  // Writes K and V rows of n_tokens tokens into cells[t] of a layer's cache (converting to the types).
+  // Writes K and V rows of n_tokens tokens into cells[t] of a layer's cache (converting to the types);
+  // row_v 0: K only (a latent cache, whose V is a view of K).
   virtual void kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
                         const int32_t* cells, WeightType k_type, WeightType v_type, void* cache_k, void* cache_v) = 0;
   // out = act(gate) * up, elementwise over n values; act is SiLU (SwiGLU) or tanh-GELU (GeGLU).

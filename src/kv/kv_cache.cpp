@@ -27,7 +27,9 @@ Result<KvCache> KvCache::create(const std::vector<Backend*>& backends, int64_t n
     l.row_k = row_k[i];
     l.row_v = row_v[i];
     TANDEM_ASSIGN(l.k, backends[i]->alloc(row_bytes(type_k, row_k[i]) * size_t(n_cells)));
-    TANDEM_ASSIGN(l.v, backends[i]->alloc(row_bytes(type_v, row_v[i]) * size_t(n_cells)));
+    if (row_v[i] > 0) {
+      TANDEM_ASSIGN(l.v, backends[i]->alloc(row_bytes(type_v, row_v[i]) * size_t(n_cells)));
+    }
     kv.layers_.push_back(l);
   }
   kv.cell_pos_.assign(size_t(n_cells), -1);

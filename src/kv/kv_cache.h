@@ -22,11 +22,11 @@ class KvCache {
  public:
   struct Layer {
     void* k = nullptr;
-    void* v = nullptr;
+    void* v = nullptr;             // null in a latent layer (row_v 0): MLA reads V out of the K rows
     int64_t row_k = 0, row_v = 0;  // elements per cell (n_head_kv * head_dim)
   };
 
-  // Allocates n_cells cells for each layer on `backends[layer]`.
+  // Allocates n_cells cells for each layer on `backends[layer]`; a layer with row_v 0 is latent (K only).
   static Result<KvCache> create(const std::vector<Backend*>& backends, int64_t n_cells,
                                 const std::vector<int64_t>& row_k, const std::vector<int64_t>& row_v,
                                 WeightType type_k, WeightType type_v);

@@ -196,7 +196,8 @@ class Deepseek2Model final : public Model {
   };
 
   // out = W_o MLA(x) on the attention matrices' device; x, out: [n, e] there, may alias. Cached per
-  // token, on the cache's device: K = [rope key, normed latent] (qk_rope + kv_lora), V = the latent.
+  // token, on the cache's device: K = [rope key, normed latent] (qk_rope + kv_lora values; V is its
+  // latent part, so -ctv does not apply: V has K's type).
   Status attention_mla(const Layer& l, const PassInputs& in, size_t il, const float* x, float* out,
                        ForwardScratch& s) const {
     Backend& b = *l.wkv_a->backend;
@@ -235,22 +236,25 @@ class Deepseek2Model final : public Model {
     b.copy_2d(q + nope, k_mla, qq, hd_k, n * h, rope);
     b.copy_2d(q_abs, lat, qq + rope, hd_k, n * h, lat);
     b.rope(qq, n, int(h), int(hd_k), bi.pos, rope_);                     // Q: [n, h, rope + lat]
+    // A quantized cache rotates K (and Q) in Hadamard blocks that must not straddle the rope key and
+    // the latent, so that the latent read back as V is rotated blockwise too and the output can be
+    // rotated back.
     const KvCache& kv = in.kv;
-    const int k_rot = kv_rotation_block(kv.type_k(), hd_k, false), v_rot = kv_rotation_block(kv.type_v(), lat, true);
-    if (k_rot) {
-      b.hadamard(qq, n * h, hd_k, k_rot);
-      b.hadamard(k, n, hd_k, k_rot);
+    int rot = kv_rotation_block(kv.type_k(), hd_k, false);
+    while (rot > 1 && (rope % rot || lat % rot)) rot /= 2;
+    if (rot > 1) {
+      b.hadamard(qq, n * h, hd_k, rot);
+      b.hadamard(k, n, hd_k, rot);
     }
-    if (v_rot) b.hadamard(v, n, lat, v_rot);
 
-    // Store and attend where the cache lives: MQA, one latent head for all query heads.
+    // Store and attend where the cache lives: MQA, one latent head for all query heads, V read from
+    // the latent part of the K rows (the latent cache keeps no V of its own).
     TANDEM_ASSIGN(qq, s.move(b, qq, kb, Slot::kAttn, n * h * hd_k));
     TANDEM_ASSIGN(k, s.move(b, k, kb, Slot::kK, n * hd_k));
-    TANDEM_ASSIGN(v, s.move(b, v, kb, Slot::kV, n * lat));
     TANDEM_ASSIGN(float* attn, s.get(kb, Slot::kAttnV, n * h * lat));
     TANDEM_ASSIGN(const DeviceInputs ki, s.inputs(kb));
     const KvCache::Layer& cache = kv.layer(il);
-    kb.kv_store(k, v, n, hd_k, lat, ki.cells, kv.type_k(), kv.type_v(), cache.k, cache.v);
+    kb.kv_store(k, nullptr, n, hd_k, 0, ki.cells, kv.type_k(), kv.type_k(), cache.k, nullptr);
     AttentionArgs a;
     a.q = qq;
     a.out = attn;
@@ -262,16 +266,16 @@ class Deepseek2Model final : public Model {
     a.scale = kq_scale_;
     a.token_pos = ki.pos;
     a.token_seq = ki.seq;
-    a.k_type = kv.type_k();
-    a.v_type = kv.type_v();
+    a.k_type = a.v_type = kv.type_k();
     a.flash = in.flash_attn;
     a.k = cache.k;
-    a.v = cache.v;
+    a.v = static_cast<const uint8_t*>(cache.k) + row_bytes(kv.type_k(), rope);
+    a.k_stride = a.v_stride = hd_k;
     a.n_cells = kv.active_cells();
     a.cell_pos = ki.cell_pos;
     a.cell_seq = ki.cell_seq;
     kb.attention(a);  // [n, h, lat]
-    if (v_rot) kb.hadamard(attn, n * h, lat, v_rot);
+    if (rot > 1) kb.hadamard(attn, n * h, lat, rot);
     TANDEM_ASSIGN(attn, s.move(kb, attn, b, Slot::kAttnV, n * h * lat));
 
     TANDEM_ASSIGN(float* heads, s.get(b, Slot::kQNope, n * h * d_.v_head_dim));
@@ -427,7 +431,7 @@ class Deepseek2Model final : public Model {
       }
       TANDEM_TRY(require_f32({l.attn_norm, l.q_a_norm, l.kv_a_norm, l.ffn_norm, probs_b}));
       if (probs_b) l.exp_probs_b = reinterpret_cast<const float*>(file().find(probs_b->name)->data);
-      kv_layers_.push_back({nullptr, d_.qk_rope + d_.kv_lora_rank, d_.kv_lora_rank});
+      kv_layers_.push_back({nullptr, d_.qk_rope + d_.kv_lora_rank, 0});  // latent: V is a view of K
     }
     return Status::ok();
   }

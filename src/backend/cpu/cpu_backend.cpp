@@ -177,7 +177,8 @@ void CpuBackend::attention(const AttentionArgs& a) {
 
 void CpuBackend::plain_attention(const AttentionArgs& a) {
   const int group = a.n_head / a.n_head_kv;
-  const int64_t row_k = int64_t(a.n_head_kv) * a.head_dim_k, row_v = int64_t(a.n_head_kv) * a.head_dim_v;
+  const int64_t row_k = a.k_stride ? a.k_stride : int64_t(a.n_head_kv) * a.head_dim_k;
+  const int64_t row_v = a.v_stride ? a.v_stride : int64_t(a.n_head_kv) * a.head_dim_v;
   // ISA kernels read f16 K/V directly; other cache types go through the generic path.
   const bool f16 = a.k_type == WeightType::F16 && a.v_type == WeightType::F16;
   const auto fn = f16 ? ops_.attention : ops_for(Isa::Generic).attention;
@@ -267,7 +268,7 @@ void CpuBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int6
   pool_.parallel_for(n_tokens, grain, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) {
       store(k_type, k + t * row_k, row_k, cache_k, cells[t]);
-      store(v_type, v + t * row_v, row_v, cache_v, cells[t]);
+      if (row_v > 0) store(v_type, v + t * row_v, row_v, cache_v, cells[t]);
     }
   });
 }

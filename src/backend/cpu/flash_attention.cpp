@@ -83,8 +83,9 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
   for (auto& s : attn_scratch_)
     if (s.size() < scratch_floats) s.resize(scratch_floats);
 
-  const size_t k_row_bytes = row_bytes(a.k_type, int64_t(a.n_head_kv) * dk), k_head_bytes = row_bytes(a.k_type, dk);
-  const size_t v_row_bytes = row_bytes(a.v_type, int64_t(a.n_head_kv) * dv), v_head_bytes = row_bytes(a.v_type, dv);
+  const size_t k_row_bytes = row_bytes(a.k_type, a.k_stride ? a.k_stride : int64_t(a.n_head_kv) * dk);
+  const size_t v_row_bytes = row_bytes(a.v_type, a.v_stride ? a.v_stride : int64_t(a.n_head_kv) * dv);
+  const size_t k_head_bytes = row_bytes(a.k_type, dk), v_head_bytes = row_bytes(a.v_type, dv);
   const auto gather = ops_.kv_gather_f32;
   const auto tile_fn = ops_.flash_tile;
 

@@ -278,8 +278,12 @@ void SimBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, cons
 }
 
 void SimBackend::attention(const AttentionArgs& a) {
-  const size_t k_bytes = row_bytes(a.k_type, int64_t(a.n_head_kv) * a.head_dim_k) * size_t(a.n_cells);
-  const size_t v_bytes = row_bytes(a.v_type, int64_t(a.n_head_kv) * a.head_dim_v) * size_t(a.n_cells);
+  // The last cell's row ends one row of heads past its start, whatever the stride between rows.
+  auto span = [&](WeightType type, int64_t stride, int64_t row) {
+    return a.n_cells > 0 ? row_bytes(type, (stride ? stride : row) * (a.n_cells - 1) + row) : 0;
+  };
+  const size_t k_bytes = span(a.k_type, a.k_stride, int64_t(a.n_head_kv) * a.head_dim_k);
+  const size_t v_bytes = span(a.v_type, a.v_stride, int64_t(a.n_head_kv) * a.head_dim_v);
   submit("attention", {{"q", a.q, f32_bytes(a.n_tokens * a.n_head * a.head_dim_k)},
                        {"out", a.out, f32_bytes(a.n_tokens * a.n_head * a.head_dim_v)},
                        {"token_pos", a.token_pos, i32_bytes(a.n_tokens)},
@@ -300,7 +304,7 @@ void SimBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int6
            std::unique_lock lock(mu_);
            for (int64_t t = 0; t < n_tokens; ++t)  // the cells are device data: checked where they are read
              if (cells[t] < 0 || !inside(cache_k, static_cast<uint8_t*>(cache_k) + size_t(cells[t]) * k_row, k_row) ||
-                 !inside(cache_v, static_cast<uint8_t*>(cache_v) + size_t(cells[t]) * v_row, v_row)) {
+                 (row_v > 0 && !inside(cache_v, static_cast<uint8_t*>(cache_v) + size_t(cells[t]) * v_row, v_row))) {
                lock.unlock();
                fail(invalid_argument("%s: kv_store: cell %d is outside the cache", options_.name.c_str(), cells[t]));
                return;
