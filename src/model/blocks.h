@@ -47,6 +47,34 @@ enum class GluKind { Silu, GeluTanh };  // SwiGLU (llama, qwen) or GeGLU (gemma)
 Status ffn_glu(const Weight& gate, const Weight& up, const Weight& down, GluKind act, int64_t n_tokens,
                const float* x, float* out, ForwardScratch& s);
 
+// A Mixture-of-Experts FFN (llama.cpp's build_moe_ffn), with optional shared experts (deepseek2).
+struct MoeWeights {
+  const Weight* gate_inp = nullptr;     // the router: [n_expert, n_embd]
+  const float* exp_probs_b = nullptr;   // selection bias (V3), the file's host copy: routing runs on the host
+  const Weight *gate_exps = nullptr, *up_exps = nullptr, *down_exps = nullptr;  // [n_expert, ...]
+  const Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr;
+};
+
+struct MoeConfig {
+  int64_t n_expert = 0, n_expert_used = 0;
+  int64_t n_group = 0, n_group_used = 0;  // group-limited routing when n_group > 1
+  bool sigmoid_gating = false;            // else softmax
+  bool norm_weights = false;              // the chosen experts' weights divided by their sum
+  float weights_scale = 0;                // then multiplied by this (0 or 1: not)
+};
+
+// Routes each token to its experts as llama.cpp's build_moe_ffn does: probabilities by softmax or
+// sigmoid; selection by those plus exp_probs_b, within the best groups (a group scores the sum of its
+// two best); weights from the unbiased probabilities, normalized and scaled. Host memory: logits
+// [n_tokens, n_expert]; ids, w [n_tokens, n_expert_used].
+void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, int64_t n_tokens, int32_t* ids,
+               float* w);
+
+// The routed experts' weighted sum plus the shared experts' output, for x ([n_tokens, n_embd], normed,
+// on the router's device); returns it there. Router, experts and shared experts may each have their
+// own device (-ot exps=CPU keeps the experts on the CPU): activations move to each.
+Result<float*> moe_ffn(const MoeWeights& w, const MoeConfig& c, int64_t n_tokens, float* x, ForwardScratch& s);
+
 // The rows of x whose tokens want logits, normed and through the output matrix on its device, then
 // capped (softcap > 0) and copied to the host: logits [n_out, n_vocab]. x: [n_tokens, n_embd] on
 // x_device. Waits for every device of the pass and returns the first error one reported.

@@ -4,9 +4,7 @@
 // as llama.cpp's src/models/deepseek2.cpp computes it. MLA runs absorbed, as there: queries are taken
 // into the latent space (W_k_b), attention is MQA over cached rows of [rope key, normed latent], and
 // W_v_b expands each head's result. Only the split attn_k_b/attn_v_b form is supported so far.
-#include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "model/blocks.h"
 #include "model/registry.h"
@@ -165,12 +163,12 @@ class Deepseek2Model final : public Model {
       ab.rms_norm(x, &on(*l.attn_norm, ab), n, e, eps, cur);
       TANDEM_TRY(attention_mla(l, in, il, cur, cur, s));  // [n, e]
       ab.add(x, cur, n * e, x);
-      Backend& fb = l.gate_inp ? *l.gate_inp->backend : *l.gate->backend;
+      Backend& fb = l.moe.gate_inp ? *l.moe.gate_inp->backend : *l.gate->backend;
       TANDEM_ASSIGN(x, s.move(ab, x, fb, Slot::kX, n * e));
       TANDEM_ASSIGN(cur, s.get(fb, Slot::kCur, n * e));
       fb.rms_norm(x, &on(*l.ffn_norm, fb), n, e, eps, cur);
-      if (l.gate_inp) {
-        TANDEM_ASSIGN(cur, moe(l, n, cur, s));  // [n, e]
+      if (l.moe.gate_inp) {
+        TANDEM_ASSIGN(cur, moe_ffn(l.moe, moe_, n, cur, s));  // [n, e]
       } else {
         TANDEM_TRY(ffn_glu(*l.gate, *l.up, *l.down, GluKind::Silu, n, cur, cur, s));  // [n, e]
       }
@@ -189,10 +187,7 @@ class Deepseek2Model final : public Model {
     const Weight *wkv_a = nullptr, *kv_a_norm = nullptr, *wk_b = nullptr, *wv_b = nullptr, *wo = nullptr;
     const Weight* ffn_norm = nullptr;
     const Weight *gate = nullptr, *up = nullptr, *down = nullptr;  // leading dense layers
-    const Weight* gate_inp = nullptr;                              // MoE layers
-    const float* exp_probs_b = nullptr;  // the file's host copy: routing runs on the host
-    const Weight *gate_exps = nullptr, *up_exps = nullptr, *down_exps = nullptr;
-    const Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr;
+    MoeWeights moe;                                                // MoE layers (moe.gate_inp set)
   };
 
   // out = W_o MLA(x) on the attention matrices' device; x, out: [n, e] there, may alias. Cached per
@@ -284,107 +279,11 @@ class Deepseek2Model final : public Model {
     return Status::ok();
   }
 
-  // Routes each token to its experts as llama.cpp's build_moe_ffn does: probabilities by softmax or
-  // sigmoid; selection by those plus exp_probs_b, within the best groups (a group scores the sum of its
-  // two best); weights from the unbiased probabilities, normalized and scaled. logits: [n, n_expert];
-  // ids, w: [n, n_expert_used]. Host code: n * n_expert values, next to the experts' matmuls nothing.
-  void route(const float* logits, const float* probs_b, int64_t n, int32_t* ids, float* w) const {
-    const int64_t ne = hp_.n_expert, k = hp_.n_expert_used;
-    std::vector<float> probs(static_cast<size_t>(ne)), select(static_cast<size_t>(ne));
-    std::vector<int32_t> order(static_cast<size_t>(ne));
-    for (int64_t t = 0; t < n; ++t) {
-      const float* lg = logits + t * ne;
-      if (d_.sigmoid_gating) {
-        for (int64_t i = 0; i < ne; ++i) probs[size_t(i)] = 1.0f / (1.0f + std::exp(-lg[i]));
-      } else {
-        const float m = *std::max_element(lg, lg + ne);
-        double sum = 0;
-        for (int64_t i = 0; i < ne; ++i) sum += probs[size_t(i)] = std::exp(lg[i] - m);
-        for (auto& p : probs) p = float(p / sum);
-      }
-      for (int64_t i = 0; i < ne; ++i) select[size_t(i)] = probs[size_t(i)] + (probs_b ? probs_b[i] : 0.0f);
-      if (d_.n_group > 1) {
-        const int64_t per = ne / d_.n_group;
-        std::vector<std::pair<float, int64_t>> groups;
-        for (int64_t g = 0; g < d_.n_group; ++g) {
-          std::vector<float> v(select.begin() + g * per, select.begin() + (g + 1) * per);
-          std::partial_sort(v.begin(), v.begin() + std::min<int64_t>(2, per), v.end(), std::greater<>());
-          groups.push_back({v[0] + (per > 1 ? v[1] : 0.0f), g});
-        }
-        std::stable_sort(groups.begin(), groups.end(), [](auto& a, auto& b) { return a.first > b.first; });
-        for (int64_t gi = d_.n_group_used; gi < d_.n_group; ++gi)
-          std::fill(select.begin() + groups[size_t(gi)].second * per,
-                    select.begin() + (groups[size_t(gi)].second + 1) * per, -INFINITY);
-      }
-      std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(),
-                       [&](int32_t a, int32_t b) { return select[size_t(a)] > select[size_t(b)]; });
-      float sum = 0;
-      for (int64_t j = 0; j < k; ++j) {
-        ids[t * k + j] = order[size_t(j)];
-        w[t * k + j] = probs[size_t(order[size_t(j)])];
-        sum += w[t * k + j];
-      }
-      if (d_.norm_weights)
-        for (int64_t j = 0; j < k; ++j) w[t * k + j] /= std::max(sum, 6.103515625e-5f);
-      if (d_.weights_scale != 0 && d_.weights_scale != 1)
-        for (int64_t j = 0; j < k; ++j) w[t * k + j] *= d_.weights_scale;
-    }
-  }
-
-  // The routed experts' weighted sum plus the shared experts' output, for x ([n, e], normed, on the
-  // router's device); returns it there. Router, experts and shared experts may each have their own
-  // device (-ot exps=CPU keeps the experts on the CPU): activations move to each.
-  Result<float*> moe(const Layer& l, int64_t n, float* x, ForwardScratch& s) const {
-    Backend& rb = *l.gate_inp->backend;
-    const int64_t e = hp_.n_embd, ne = hp_.n_expert, k = hp_.n_expert_used, ff = d_.n_ff_exp;
-    TANDEM_ASSIGN(float* router, s.get(rb, Slot::kRouter, n * ne));
-    rb.matmul(*l.gate_inp, x, n, router);  // [n, n_expert]
-    std::vector<float>& logits = s.host_f32(Slot::kRouter);
-    logits.resize(size_t(n * ne));
-    rb.copy_to_host(logits.data(), router, logits.size() * sizeof(float));
-    TANDEM_TRY(s.synchronize());  // also ends the last layer's uploads of the host arrays refilled below
-    std::vector<int32_t>& ids_host = s.host_i32(Slot::kExpertIds);
-    std::vector<float>& w_host = s.host_f32(Slot::kExpertWeights);
-    ids_host.resize(size_t(n * k));
-    w_host.resize(size_t(n * k));
-    route(logits.data(), l.exp_probs_b, n, ids_host.data(), w_host.data());
-
-    Backend& eb = *l.gate_exps->backend;
-    TANDEM_ASSIGN(int32_t* ids, s.get_i32(eb, Slot::kExpertIds, n * k));
-    TANDEM_ASSIGN(float* w, s.get(eb, Slot::kExpertWeights, n * k));
-    eb.copy_from_host(ids, ids_host.data(), ids_host.size() * sizeof(int32_t));
-    eb.copy_from_host(w, w_host.data(), w_host.size() * sizeof(float));
-    TANDEM_ASSIGN(float* xe, s.move(rb, x, eb, Slot::kMoeIn, n * e));
-    // The shared experts next, queued on their device (a GPU, with the routed experts in RAM): they run
-    // while the CPU computes the routed ones below (issue 13; the --trace timeline shows it). After the
-    // move above, which may wait for the router's device, so that wait does not cover them too.
-    Backend* sb = l.gate_shexp ? l.gate_shexp->backend : nullptr;
-    float* shared = nullptr;
-    if (sb) {
-      TANDEM_ASSIGN(float* xs, s.move(rb, x, *sb, Slot::kMoeIn, n * e));
-      TANDEM_ASSIGN(shared, s.get(*sb, Slot::kShared, n * e));
-      TANDEM_TRY(ffn_glu(*l.gate_shexp, *l.up_shexp, *l.down_shexp, GluKind::Silu, n, xs, shared, s));  // [n, e]
-    }
-
-    TANDEM_ASSIGN(float* gate, s.get(eb, Slot::kMoeGate, n * k * ff));
-    TANDEM_ASSIGN(float* up, s.get(eb, Slot::kMoeUp, n * k * ff));
-    eb.matmul_id(*l.gate_exps, xe, false, ids, n, int(k), gate);  // [n, k, ff]
-    eb.matmul_id(*l.up_exps, xe, false, ids, n, int(k), up);      // [n, k, ff]
-    eb.swiglu(gate, up, n * k * ff, gate);
-    TANDEM_ASSIGN(float* down, s.get(eb, Slot::kMoeDown, n * k * e));
-    eb.matmul_id(*l.down_exps, gate, true, ids, n, int(k), down);  // [n, k, e]
-    TANDEM_ASSIGN(float* out, s.get(eb, Slot::kMoeOut, n * e));
-    eb.weighted_sum(down, w, n, int(k), e, out);  // [n, e]
-    if (shared) {
-      TANDEM_ASSIGN(shared, s.move(*sb, shared, eb, Slot::kShared, n * e));
-      eb.add(out, shared, n * e, out);
-    }
-    return s.move(eb, out, rb, Slot::kMoeOut, n * e);
-  }
-
   Status bind_layers() override {
     TANDEM_ASSIGN(d_, read_params(hp_, file().metadata(), file().path()));
+    moe_ = {.n_expert = hp_.n_expert, .n_expert_used = hp_.n_expert_used, .n_group = d_.n_group,
+            .n_group_used = d_.n_group_used, .sigmoid_gating = d_.sigmoid_gating, .norm_weights = d_.norm_weights,
+            .weights_scale = d_.weights_scale};
     TANDEM_ASSIGN(rope_, rope_params(RopeKind::Normal));
     // YaRN as llama.cpp sets it up for deepseek2 (llama-context.cpp, src/models/deepseek2.cpp): the rope's
     // attn_factor cancels the magnitude correction its kernel applies, and the correction goes into the
@@ -420,17 +319,17 @@ class Deepseek2Model final : public Model {
         l.up = find(b + "ffn_up.weight");
         l.down = find(b + "ffn_down.weight");
       } else {
-        l.gate_inp = find(b + "ffn_gate_inp.weight");
+        l.moe.gate_inp = find(b + "ffn_gate_inp.weight");
         probs_b = find(b + "exp_probs_b.bias");
-        l.gate_exps = find(b + "ffn_gate_exps.weight");
-        l.up_exps = find(b + "ffn_up_exps.weight");
-        l.down_exps = find(b + "ffn_down_exps.weight");
-        l.gate_shexp = find(b + "ffn_gate_shexp.weight");
-        l.up_shexp = find(b + "ffn_up_shexp.weight");
-        l.down_shexp = find(b + "ffn_down_shexp.weight");
+        l.moe.gate_exps = find(b + "ffn_gate_exps.weight");
+        l.moe.up_exps = find(b + "ffn_up_exps.weight");
+        l.moe.down_exps = find(b + "ffn_down_exps.weight");
+        l.moe.gate_shexp = find(b + "ffn_gate_shexp.weight");
+        l.moe.up_shexp = find(b + "ffn_up_shexp.weight");
+        l.moe.down_shexp = find(b + "ffn_down_shexp.weight");
       }
       TANDEM_TRY(require_f32({l.attn_norm, l.q_a_norm, l.kv_a_norm, l.ffn_norm, probs_b}));
-      if (probs_b) l.exp_probs_b = reinterpret_cast<const float*>(file().find(probs_b->name)->data);
+      if (probs_b) l.moe.exp_probs_b = reinterpret_cast<const float*>(file().find(probs_b->name)->data);
       kv_layers_.push_back({nullptr, d_.qk_rope + d_.kv_lora_rank, 0});  // latent: V is a view of K
     }
     return Status::ok();
@@ -442,9 +341,9 @@ class Deepseek2Model final : public Model {
       out.push_back({l.wkv_a, l.wk_b, l.wv_b, l.wo});
       out.back().insert(out.back().end(), l.wq ? std::initializer_list<const Weight*>{l.wq}
                                                : std::initializer_list<const Weight*>{l.wq_a, l.wq_b});
-      if (l.gate_inp) {  // the router, the experts and the shared experts may each go their own way
-        out.push_back({l.gate_exps, l.up_exps, l.down_exps});
-        if (l.gate_shexp) out.push_back({l.gate_shexp, l.up_shexp, l.down_shexp});
+      if (l.moe.gate_inp) {  // the router, the experts and the shared experts may each go their own way
+        out.push_back({l.moe.gate_exps, l.moe.up_exps, l.moe.down_exps});
+        if (l.moe.gate_shexp) out.push_back({l.moe.gate_shexp, l.moe.up_shexp, l.moe.down_shexp});
       } else {
         out.push_back({l.gate, l.up, l.down});
       }
@@ -453,6 +352,7 @@ class Deepseek2Model final : public Model {
   }
 
   Deepseek2Params d_;
+  MoeConfig moe_;
   RopeParams rope_;
   float kq_scale_ = 1;
   std::vector<Layer> layers_;

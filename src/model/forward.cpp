@@ -2,6 +2,10 @@
 // was recorded against: keep them.
 #include "model/blocks.h"
 
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
 namespace tandem::model {
 
 using Slot = ForwardScratch::Slot;
@@ -111,6 +115,98 @@ Status output_logits(const PassInputs& in, const Weight& norm, const Weight& out
   logits.resize(size_t(n_out * n_vocab));
   b.copy_to_host(logits.data(), dev_logits, logits.size() * sizeof(float));
   return s.synchronize();
+}
+
+void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, int64_t n, int32_t* ids, float* w) {
+  const int64_t ne = c.n_expert, k = c.n_expert_used;
+  std::vector<float> probs(static_cast<size_t>(ne)), select(static_cast<size_t>(ne));
+  std::vector<int32_t> order(static_cast<size_t>(ne));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* lg = logits + t * ne;
+    if (c.sigmoid_gating) {
+      for (int64_t i = 0; i < ne; ++i) probs[size_t(i)] = 1.0f / (1.0f + std::exp(-lg[i]));
+    } else {
+      const float m = *std::max_element(lg, lg + ne);
+      double sum = 0;
+      for (int64_t i = 0; i < ne; ++i) sum += probs[size_t(i)] = std::exp(lg[i] - m);
+      for (auto& p : probs) p = float(p / sum);
+    }
+    for (int64_t i = 0; i < ne; ++i) select[size_t(i)] = probs[size_t(i)] + (probs_b ? probs_b[i] : 0.0f);
+    if (c.n_group > 1) {
+      const int64_t per = ne / c.n_group;
+      std::vector<std::pair<float, int64_t>> groups;
+      for (int64_t g = 0; g < c.n_group; ++g) {
+        std::vector<float> v(select.begin() + g * per, select.begin() + (g + 1) * per);
+        std::partial_sort(v.begin(), v.begin() + std::min<int64_t>(2, per), v.end(), std::greater<>());
+        groups.push_back({v[0] + (per > 1 ? v[1] : 0.0f), g});
+      }
+      std::stable_sort(groups.begin(), groups.end(), [](auto& a, auto& b) { return a.first > b.first; });
+      for (int64_t gi = c.n_group_used; gi < c.n_group; ++gi)
+        std::fill(select.begin() + groups[size_t(gi)].second * per,
+                  select.begin() + (groups[size_t(gi)].second + 1) * per, -INFINITY);
+    }
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return select[size_t(a)] > select[size_t(b)]; });
+    float sum = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      ids[t * k + j] = order[size_t(j)];
+      w[t * k + j] = probs[size_t(order[size_t(j)])];
+      sum += w[t * k + j];
+    }
+    if (c.norm_weights)
+      for (int64_t j = 0; j < k; ++j) w[t * k + j] /= std::max(sum, 6.103515625e-5f);  // clamped as ggml does
+    if (c.weights_scale != 0 && c.weights_scale != 1)
+      for (int64_t j = 0; j < k; ++j) w[t * k + j] *= c.weights_scale;
+  }
+}
+
+Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float* x, ForwardScratch& s) {
+  Backend& rb = *l.gate_inp->backend;
+  const int64_t e = l.gate_inp->row_length(), ne = c.n_expert, k = c.n_expert_used, ff = l.gate_exps->expert_rows();
+  TANDEM_ASSIGN(float* router, s.get(rb, Slot::kRouter, n * ne));
+  rb.matmul(*l.gate_inp, x, n, router);  // [n, n_expert]
+  std::vector<float>& logits = s.host_f32(Slot::kRouter);
+  logits.resize(size_t(n * ne));
+  rb.copy_to_host(logits.data(), router, logits.size() * sizeof(float));
+  TANDEM_TRY(s.synchronize());  // also ends the last layer's uploads of the host arrays refilled below
+  std::vector<int32_t>& ids_host = s.host_i32(Slot::kExpertIds);
+  std::vector<float>& w_host = s.host_f32(Slot::kExpertWeights);
+  ids_host.resize(size_t(n * k));
+  w_host.resize(size_t(n * k));
+  moe_route(c, logits.data(), l.exp_probs_b, n, ids_host.data(), w_host.data());
+
+  Backend& eb = *l.gate_exps->backend;
+  TANDEM_ASSIGN(int32_t* ids, s.get_i32(eb, Slot::kExpertIds, n * k));
+  TANDEM_ASSIGN(float* w, s.get(eb, Slot::kExpertWeights, n * k));
+  eb.copy_from_host(ids, ids_host.data(), ids_host.size() * sizeof(int32_t));
+  eb.copy_from_host(w, w_host.data(), w_host.size() * sizeof(float));
+  TANDEM_ASSIGN(float* xe, s.move(rb, x, eb, Slot::kMoeIn, n * e));
+  // The shared experts next, queued on their device (a GPU, with the routed experts in RAM): they run
+  // while the CPU computes the routed ones below (issue 13; the --trace timeline shows it). After the
+  // move above, which may wait for the router's device, so that wait does not cover them too.
+  Backend* sb = l.gate_shexp ? l.gate_shexp->backend : nullptr;
+  float* shared = nullptr;
+  if (sb) {
+    TANDEM_ASSIGN(float* xs, s.move(rb, x, *sb, Slot::kMoeIn, n * e));
+    TANDEM_ASSIGN(shared, s.get(*sb, Slot::kShared, n * e));
+    TANDEM_TRY(ffn_glu(*l.gate_shexp, *l.up_shexp, *l.down_shexp, GluKind::Silu, n, xs, shared, s));  // [n, e]
+  }
+
+  TANDEM_ASSIGN(float* gate, s.get(eb, Slot::kMoeGate, n * k * ff));
+  TANDEM_ASSIGN(float* up, s.get(eb, Slot::kMoeUp, n * k * ff));
+  eb.matmul_id(*l.gate_exps, xe, false, ids, n, int(k), gate);  // [n, k, ff]
+  eb.matmul_id(*l.up_exps, xe, false, ids, n, int(k), up);      // [n, k, ff]
+  eb.swiglu(gate, up, n * k * ff, gate);
+  TANDEM_ASSIGN(float* down, s.get(eb, Slot::kMoeDown, n * k * e));
+  eb.matmul_id(*l.down_exps, gate, true, ids, n, int(k), down);  // [n, k, e]
+  TANDEM_ASSIGN(float* out, s.get(eb, Slot::kMoeOut, n * e));
+  eb.weighted_sum(down, w, n, int(k), e, out);  // [n, e]
+  if (shared) {
+    TANDEM_ASSIGN(shared, s.move(*sb, shared, eb, Slot::kShared, n * e));
+    eb.add(out, shared, n * e, out);
+  }
+  return s.move(eb, out, rb, Slot::kMoeOut, n * e);
 }
 
 }  // namespace tandem::model
