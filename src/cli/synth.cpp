@@ -49,7 +49,7 @@ int synth_main(int argc, char** argv) {
                  "benchmarks at sizes no small real model has. Weights are scaled like a trained model's so\n"
                  "activations stay finite; the tokenizer is copied from a real vocab GGUF; tensor types follow\n"
                  "llama-quantize's per-tensor choices for the named mix. Tensors are streamed to disk.");
-  args.string("--arch", "ARCH", "architecture: llama, qwen2, qwen3, deepseek2 (must match the preset's)", &arch);
+  args.string("--arch", "ARCH", "architecture: llama, qwen2, qwen3, qwen3moe, deepseek2 (must match the preset's)", &arch);
   args.string("--preset", "NAME", "model shape: " + model::synth_preset_names(), &preset_name);
   args.integer("--layers", "N", "keep only the first N layers (default: the preset's count)", &layers, 1, 1000);
   args.string("--type", "MIX", "quantization mix (default Q4_K_M): " + quant::file_type_names(), &type);

@@ -1,7 +1,7 @@
-// llama, qwen2 and qwen3: the same pre-norm decoder layer,
-//   x += attn(norm(x));  x += ffn_swiglu(norm(x))
-// differing only in switches (qwen2's QKV biases, qwen3's per-head QK norms, NeoX RoPE for both), so
-// one file serves the three, as llama.cpp's llama model file serves its close relatives.
+// llama, qwen2, qwen3 and qwen3moe: the same pre-norm decoder layer,
+//   x += attn(norm(x));  x += ffn_swiglu(norm(x))   (qwen3moe: x += moe(norm(x)))
+// differing only in switches (qwen2's QKV biases, qwen3's per-head QK norms, NeoX RoPE for the Qwens,
+// qwen3moe's experts), so one file serves them, as llama.cpp's llama model file serves its close relatives.
 #include "model/blocks.h"
 #include "model/registry.h"
 
@@ -12,13 +12,32 @@ struct Variant {
   RopeKind rope;
   bool qkv_bias;  // attn_q/k/v.bias
   bool qk_norm;   // attn_q_norm / attn_k_norm, per head
+  bool moe;       // experts in every layer's FFN: top-k of a softmax, weights normalized (qwen3moe)
 };
 
-constexpr Variant kLlamaVariant{RopeKind::Normal, false, false};
-constexpr Variant kQwen2Variant{RopeKind::Neox, true, false};
-constexpr Variant kQwen3Variant{RopeKind::Neox, false, true};
+constexpr Variant kLlamaVariant{RopeKind::Normal, false, false, false};
+constexpr Variant kQwen2Variant{RopeKind::Neox, true, false, false};
+constexpr Variant kQwen3Variant{RopeKind::Neox, false, true, false};
+constexpr Variant kQwen3MoeVariant{RopeKind::Neox, false, true, true};
 
-Result<std::vector<TensorSpec>> tensors(const Variant& v, const HParams& hp) {
+// Experts per token and the experts' FFN width (expert_feed_forward_length, else n_ff / n_expert_used
+// as llama.cpp reads older qwen3moe files); errors name the key.
+Result<int64_t> expert_ff(const HParams& hp, const gguf::Metadata& meta, const std::string& source) {
+  const std::string a = hp.arch + ".";
+  if (hp.n_expert < 1) return corrupt("%s: missing or zero %sexpert_count", source.c_str(), a.c_str());
+  if (hp.n_expert_used < 1 || hp.n_expert_used > hp.n_expert)
+    return corrupt("%s: %sexpert_used_count %lld must be 1..expert_count (%lld)", source.c_str(), a.c_str(),
+                   (long long)hp.n_expert_used, (long long)hp.n_expert);
+  const int64_t ff = int64_t(meta.get_u64(a + "expert_feed_forward_length").value_or(0));
+  return ff > 0 ? ff : hp.n_ff / hp.n_expert_used;
+}
+
+Result<std::vector<TensorSpec>> tensors(const Variant& v, const HParams& hp, const gguf::Metadata& meta,
+                                        const std::string& source) {
+  int64_t ff_exp = 0;
+  if (v.moe) {
+    TANDEM_ASSIGN(ff_exp, expert_ff(hp, meta, source));
+  }
   const int64_t e = hp.n_embd, q = hp.n_head * hp.head_dim_k, k = hp.n_head_kv * hp.head_dim_k,
                 vv = hp.n_head_kv * hp.head_dim_v, ff = hp.n_ff;
   std::vector<TensorSpec> out = {
@@ -43,6 +62,13 @@ Result<std::vector<TensorSpec>> tensors(const Variant& v, const HParams& hp) {
       out.push_back({b + "attn_k_norm.weight", {hp.head_dim_k}});
     }
     out.push_back({b + "ffn_norm.weight", {e}});
+    if (v.moe) {
+      out.push_back({b + "ffn_gate_inp.weight", {hp.n_expert, e}});
+      out.push_back({b + "ffn_gate_exps.weight", {hp.n_expert, ff_exp, e}});
+      out.push_back({b + "ffn_up_exps.weight", {hp.n_expert, ff_exp, e}});
+      out.push_back({b + "ffn_down_exps.weight", {hp.n_expert, e, ff_exp}});
+      continue;
+    }
     out.push_back({b + "ffn_gate.weight", {ff, e}});
     out.push_back({b + "ffn_up.weight", {ff, e}});
     out.push_back({b + "ffn_down.weight", {e, ff}});
@@ -73,11 +99,15 @@ class LlamaModel final : public Model {
       ab.rms_norm(x, &on(*l.attn_norm, ab), n, e, eps, cur);
       TANDEM_TRY(attention_block(l.attn, attn_, in, il, cur, cur, s));  // [n, e]
       ab.add(x, cur, n * e, x);
-      Backend& fb = *l.gate->backend;
+      Backend& fb = variant_.moe ? *l.moe.gate_inp->backend : *l.gate->backend;
       TANDEM_ASSIGN(x, s.move(ab, x, fb, Slot::kX, n * e));
       TANDEM_ASSIGN(cur, s.get(fb, Slot::kCur, n * e));
       fb.rms_norm(x, &on(*l.ffn_norm, fb), n, e, eps, cur);
-      TANDEM_TRY(ffn_glu(*l.gate, *l.up, *l.down, GluKind::Silu, n, cur, cur, s));  // [n, e]
+      if (variant_.moe) {
+        TANDEM_ASSIGN(cur, moe_ffn(l.moe, moe_, n, cur, s));  // [n, e]
+      } else {
+        TANDEM_TRY(ffn_glu(*l.gate, *l.up, *l.down, GluKind::Silu, n, cur, cur, s));  // [n, e]
+      }
       fb.add(x, cur, n * e, x);
       xb = &fb;
     }
@@ -89,6 +119,7 @@ class LlamaModel final : public Model {
     const Weight* attn_norm = nullptr;
     AttentionWeights attn;
     const Weight *ffn_norm = nullptr, *gate = nullptr, *up = nullptr, *down = nullptr;
+    MoeWeights moe;  // qwen3moe
   };
 
   Status bind_layers() override {
@@ -96,6 +127,8 @@ class LlamaModel final : public Model {
              .head_dim_v = int(hp_.head_dim_v), .scale = attention_scale(), .norm_eps = float(hp_.norm_eps), .rope = {}};
     TANDEM_ASSIGN(attn_.rope, rope_params(variant_.rope));
     TANDEM_ASSIGN(attn_.rope_freqs, rope_freqs());
+    // qwen3moe's routing, as llama.cpp's graph fixes it: softmax, weights normalized, never scaled.
+    moe_ = {.n_expert = hp_.n_expert, .n_expert_used = hp_.n_expert_used, .norm_weights = true};
     layers_.resize(size_t(hp_.n_layer));
     for (int64_t i = 0; i < hp_.n_layer; ++i) {
       const std::string b = "blk." + std::to_string(i) + ".";
@@ -109,6 +142,8 @@ class LlamaModel final : public Model {
       l.gate = find(b + "ffn_gate.weight");
       l.up = find(b + "ffn_up.weight");
       l.down = find(b + "ffn_down.weight");
+      l.moe = {.gate_inp = find(b + "ffn_gate_inp.weight"), .gate_exps = find(b + "ffn_gate_exps.weight"),
+               .up_exps = find(b + "ffn_up_exps.weight"), .down_exps = find(b + "ffn_down_exps.weight")};
       TANDEM_TRY(require_f32({l.attn_norm, l.ffn_norm, l.attn.bq, l.attn.bk, l.attn.bv, l.attn.q_norm, l.attn.k_norm}));
       kv_layers_.push_back({nullptr, hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v});
     }
@@ -119,19 +154,21 @@ class LlamaModel final : public Model {
     std::vector<std::vector<const Weight*>> out;
     for (const Layer& l : layers_) {
       out.push_back({l.attn.wq, l.attn.wk, l.attn.wv, l.attn.wo});
-      out.push_back({l.gate, l.up, l.down});
+      if (variant_.moe) out.push_back({l.moe.gate_exps, l.moe.up_exps, l.moe.down_exps});  // the router goes its own way
+      else out.push_back({l.gate, l.up, l.down});
     }
     return out;
   }
 
   Variant variant_;
   AttentionConfig attn_;
+  MoeConfig moe_;
   std::vector<Layer> layers_;
 };
 
 template <const Variant& V>
-Result<std::vector<TensorSpec>> tensors_of(const HParams& hp, const gguf::Metadata&, const std::string&) {
-  return tensors(V, hp);
+Result<std::vector<TensorSpec>> tensors_of(const HParams& hp, const gguf::Metadata& meta, const std::string& source) {
+  return tensors(V, hp, meta, source);
 }
 
 template <const Variant& V>
@@ -144,5 +181,6 @@ std::unique_ptr<Model> create() {
 const Architecture kLlama{"llama", tensors_of<kLlamaVariant>, create<kLlamaVariant>};
 const Architecture kQwen2{"qwen2", tensors_of<kQwen2Variant>, create<kQwen2Variant>};
 const Architecture kQwen3{"qwen3", tensors_of<kQwen3Variant>, create<kQwen3Variant>};
+const Architecture kQwen3Moe{"qwen3moe", tensors_of<kQwen3MoeVariant>, create<kQwen3MoeVariant>};
 
 }  // namespace tandem::model

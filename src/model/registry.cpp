@@ -4,7 +4,7 @@
 namespace tandem::model {
 namespace {
 
-const Architecture* const kArchitectures[] = {&kLlama, &kQwen2, &kQwen3, &kGemma3, &kDeepseek2};
+const Architecture* const kArchitectures[] = {&kLlama, &kQwen2, &kQwen3, &kQwen3Moe, &kGemma3, &kDeepseek2};
 
 }  // namespace
 

@@ -25,7 +25,7 @@ struct Architecture {
 const Architecture* find_architecture(std::string_view name);
 
 // Defined in each architecture's file.
-extern const Architecture kLlama, kQwen2, kQwen3;  // llama.cpp
+extern const Architecture kLlama, kQwen2, kQwen3, kQwen3Moe;  // llama.cpp
 extern const Architecture kGemma3;                 // gemma3.cpp
 extern const Architecture kDeepseek2;              // deepseek2.cpp
 

@@ -17,10 +17,17 @@ namespace tandem::model {
 
 namespace {
 
-SynthPreset tiny_deepseek2(const char* name, int64_t n_layer, const Deepseek2Shape& ds) {
-  SynthPreset p{name, "deepseek2", 128, n_layer, 4, 1, ds.qk_nope + ds.qk_rope, 256, 163840, 10000, 1e-6, true,
+SynthPreset tiny_deepseek2(const char* name, int64_t n_layer, const MoeShape& moe) {
+  SynthPreset p{name, "deepseek2", 128, n_layer, 4, 1, moe.qk_nope + moe.qk_rope, 256, 163840, 10000, 1e-6, true,
                 "ggml-vocab-deepseek-coder.gguf"};
-  p.ds = ds;
+  p.moe = moe;
+  return p;
+}
+
+SynthPreset tiny_qwen3moe() {
+  SynthPreset p{"tiny-qwen3moe", "qwen3moe", 128, 3, 4, 2, 32, 256, 40960, 1000000, 1e-6, true,
+                "ggml-vocab-qwen2.gguf"};
+  p.moe = {.n_expert = 8, .n_expert_used = 2, .n_ff_exp = 64};
   return p;
 }
 
@@ -52,6 +59,9 @@ const std::vector<SynthPreset>& synth_presets() {
                      {.kv_lora_rank = 64, .qk_nope = 32, .qk_rope = 32, .v_head_dim = 32, .n_expert = 8,
                       .n_expert_used = 2, .n_expert_shared = 2, .n_ff_exp = 64, .n_dense_lead = 1,
                       .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 0.707}),
+      // Not a real model: Qwen3-30B-A3B's structure (QK norms, NeoX RoPE, top-k softmax experts with
+      // normalized weights in every layer) at test size.
+      tiny_qwen3moe(),
   };
   return presets;
 }
@@ -85,7 +95,7 @@ struct SynthTensor {
 
 // deepseek2's tensors, in llama.cpp's names; attn_k_b/attn_v_b split as its converter writes them.
 std::vector<SynthTensor> deepseek2_tensor_list(const SynthPreset& p, int64_t n_vocab) {
-  const Deepseek2Shape& d = p.ds;
+  const MoeShape& d = p.moe;
   const int64_t e = p.n_embd, h = p.n_head, k_mla = d.qk_nope + d.qk_rope;
   const float in_std = float(1 / std::sqrt(double(e)));
   const float residual = float(1 / std::sqrt(2.0 * double(p.n_layer)));
@@ -130,7 +140,7 @@ std::vector<SynthTensor> deepseek2_tensor_list(const SynthPreset& p, int64_t n_v
 }
 
 void set_deepseek2_metadata(const SynthPreset& p, gguf::Metadata& m) {
-  const Deepseek2Shape& d = p.ds;
+  const MoeShape& d = p.moe;
   const std::string a = p.arch + ".";
   auto u32 = [&](const char* key, int64_t v) { m.set(a + key, gguf::Value::u32(uint32_t(v))); };
   // MLA is stored as MQA over the latent: one KV head of kv_lora + rope keys and kv_lora values.
@@ -162,7 +172,7 @@ void set_deepseek2_metadata(const SynthPreset& p, gguf::Metadata& m) {
 }
 
 std::vector<SynthTensor> tensor_list(const SynthPreset& p, int64_t n_vocab) {
-  if (p.ds.kv_lora_rank > 0) return deepseek2_tensor_list(p, n_vocab);
+  if (p.moe.kv_lora_rank > 0) return deepseek2_tensor_list(p, n_vocab);
   const int64_t e = p.n_embd, q = p.n_head * p.head_dim, kv = p.n_head_kv * p.head_dim;
   // Projections reading the residual stream: unit-variance outputs. Projections writing back into it
   // are scaled down by sqrt(2 * n_layer) (GPT-2's residual scaling) so the stream stays O(1) deep.
@@ -182,12 +192,20 @@ std::vector<SynthTensor> tensor_list(const SynthPreset& p, int64_t n_vocab) {
       t.push_back({b + "attn_k.bias", {kv}, Init::Zeros});
       t.push_back({b + "attn_v.bias", {kv}, Init::Zeros});
     }
-    if (p.arch == "qwen3") {
+    if (p.arch == "qwen3" || p.arch == "qwen3moe") {
       t.push_back({b + "attn_q_norm.weight", {p.head_dim}, Init::Ones});
       t.push_back({b + "attn_k_norm.weight", {p.head_dim}, Init::Ones});
     }
     t.push_back({b + "attn_output.weight", {e, q}, Init::Normal, float(1 / std::sqrt(double(q))) * residual});
     t.push_back({b + "ffn_norm.weight", {e}, Init::Ones});
+    if (p.moe.n_expert > 0) {  // qwen3moe: every layer's FFN is experts (no shared ones)
+      const int64_t ne = p.moe.n_expert, ff = p.moe.n_ff_exp;
+      t.push_back({b + "ffn_gate_inp.weight", {ne, e}, Init::Normal, in_std});
+      t.push_back({b + "ffn_gate_exps.weight", {ne, ff, e}, Init::Normal, in_std});
+      t.push_back({b + "ffn_up_exps.weight", {ne, ff, e}, Init::Normal, in_std});
+      t.push_back({b + "ffn_down_exps.weight", {ne, e, ff}, Init::Normal, float(1 / std::sqrt(double(ff))) * residual});
+      continue;
+    }
     t.push_back({b + "ffn_gate.weight", {p.n_ff, e}, Init::Normal, in_std});
     t.push_back({b + "ffn_up.weight", {p.n_ff, e}, Init::Normal, in_std});
     t.push_back({b + "ffn_down.weight", {e, p.n_ff}, Init::Normal, float(1 / std::sqrt(double(p.n_ff))) * residual});
@@ -277,9 +295,14 @@ Result<SynthSummary> write_synth_model(const SynthOptions& o) {
   m.set(a + "attention.head_count_kv", gguf::Value::u32(uint32_t(p.n_head_kv)));
   m.set(a + "rope.freq_base", gguf::Value::f32(float(p.rope_theta)));
   m.set(a + "attention.layer_norm_rms_epsilon", gguf::Value::f32(float(p.norm_eps)));
-  if (p.ds.kv_lora_rank > 0) {
+  if (p.moe.kv_lora_rank > 0) {
     set_deepseek2_metadata(p, m);
-  } else if (p.head_dim * p.n_head != p.n_embd) {
+  } else if (p.moe.n_expert > 0) {
+    m.set(a + "expert_count", gguf::Value::u32(uint32_t(p.moe.n_expert)));
+    m.set(a + "expert_used_count", gguf::Value::u32(uint32_t(p.moe.n_expert_used)));
+    m.set(a + "expert_feed_forward_length", gguf::Value::u32(uint32_t(p.moe.n_ff_exp)));
+  }
+  if (p.moe.kv_lora_rank == 0 && p.head_dim * p.n_head != p.n_embd) {
     m.set(a + "attention.key_length", gguf::Value::u32(uint32_t(p.head_dim)));
     m.set(a + "attention.value_length", gguf::Value::u32(uint32_t(p.head_dim)));
   }

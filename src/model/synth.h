@@ -13,8 +13,9 @@
 
 namespace tandem::model {
 
-// deepseek2's own shapes: multi-head latent attention and the experts (llama.cpp's key names in comments).
-struct Deepseek2Shape {
+// Experts (deepseek2, qwen3moe) and deepseek2's multi-head latent attention (llama.cpp's key names in
+// comments); the MLA fields stay 0 for qwen3moe.
+struct MoeShape {
   int64_t q_lora_rank = 0;        // attention.q_lora_rank; 0: a direct attn_q (V2-Lite), the key not written
   int64_t kv_lora_rank = 0;       // attention.kv_lora_rank
   int64_t qk_nope = 0, qk_rope = 0, v_head_dim = 0;  // per head: key_length_mla = nope + rope, value_length_mla
@@ -37,7 +38,7 @@ struct SynthPreset {
   bool tied_embeddings;
   std::string vocab_file;  // file name in shared/models
   double llama3_rope_factor = 0;  // > 0: Llama 3.1-style rope scaling, stored as rope_freqs.weight
-  Deepseek2Shape ds = {};         // deepseek2 only (ds.kv_lora_rank > 0)
+  MoeShape moe = {};              // deepseek2 (moe.kv_lora_rank > 0) and qwen3moe (moe.n_expert > 0)
 };
 
 const std::vector<SynthPreset>& synth_presets();

@@ -297,6 +297,9 @@ TEST(Logits, MatchLlamaCppOnSynthQwen3_Q4_K_M) { check_model("synth-Qwen3-0.6B-Q
 // token 25 of the code prompt (V3). Without the group limit the V3 run is 0.65 off, 38 argmaxes differ.
 TEST(Logits, MatchLlamaCppOnSynthDeepseekV3) { check_model("synth-tiny-deepseek-v3-F32.json", {0.003, 1e-7}); }
 TEST(Logits, MatchLlamaCppOnSynthDeepseekV2Lite) { check_model("synth-tiny-deepseek-v2-lite-F32.json", {0.003, 1e-7}); }
+// qwen3moe, F32: qwen3's attention, then top-2 of 8 experts by softmax, normalized, in every layer.
+// Measured 3.2e-5 / KL 3e-11.
+TEST(Logits, MatchLlamaCppOnSynthQwen3Moe) { check_model("synth-tiny-qwen3moe-F32.json", {0.001, 1e-7}); }
 
 // Flash attention and quantized KV caches against llama.cpp's flash attention on the same cache types.
 // llama.cpp's flash path for batches under 64 tokens (these prompts) and for decoding accumulates
