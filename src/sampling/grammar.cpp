@@ -266,6 +266,7 @@ struct GrammarVocab::Walk {
     GrammarMatcher::State state;
     std::array<int32_t, 256> next;
   };
+  Walk(const GrammarMatcher& matcher, std::vector<uint8_t>* out) : m(matcher), allowed(out) {}
   const GrammarMatcher& m;
   std::vector<uint8_t>* allowed;
   size_t n_allowed = 0;
@@ -303,7 +304,7 @@ struct GrammarVocab::Walk {
 
 size_t GrammarVocab::allowed_tokens(const GrammarMatcher& m, std::vector<uint8_t>* allowed) const {
   allowed->assign(pieces_.size(), 0);
-  Walk w{m, allowed};
+  Walk w(m, allowed);
   if (!m.is_dead()) walk(w, 0, w.intern(m.state()));
   const bool complete = m.is_complete();
   for (const int32_t id : eog_ids_) {

@@ -3,7 +3,6 @@
 // Follows the notation of llama.cpp's grammars/README.md and src/llama-grammar.cpp (parse_sequence):
 // a repetition applies to the last symbol, and a whole "literal" is one symbol.
 #include <algorithm>
-#include <cstdio>
 #include <unordered_map>
 
 #include "sampling/grammar.h"
@@ -79,9 +78,9 @@ class Parser {
         ++col;  // columns count characters, not bytes
       }
     }
-    char msg[512];
-    std::snprintf(msg, sizeof msg, fmt, args...);
-    error_ = invalid_argument("grammar: line %zu, column %zu: %s", line, col, msg);
+    std::string msg = fmt;  // no arguments: used as it is (and never as a format)
+    if constexpr (sizeof...(Args) > 0) msg = format(fmt, args...);
+    error_ = invalid_argument("grammar: line %zu, column %zu: %s", line, col, msg.c_str());
   }
   void fail(const char* msg) { fail_at(pos_, "%s", msg); }
 

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sampling/grammar.h"
+#include "sampling/regex.h"
 
 namespace tandem::sampling {
 
@@ -54,7 +55,7 @@ const std::set<std::string> kAnnotations = {"title", "description", "default", "
 const std::set<std::string> kAssertions = {"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",
                                            "properties", "required", "additionalProperties", "items",
                                            "minItems", "maxItems", "minLength", "maxLength", "uniqueItems",
-                                           "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
+                                           "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern"};
 const char* const kBounds[] = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"};
 
 // Integers here have at most 16 digits, as `integral-part`: beyond that a bound is no bound.
@@ -182,7 +183,10 @@ class Converter {
   bool ok() const { return error_.is_ok(); }
   template <typename... Args>
   std::string fail(const std::string& path, const char* fmt, Args... args) {
-    if (ok()) error_ = invalid_argument("json schema: %s: %s", path.c_str(), format(fmt, args...).c_str());
+    if (!ok()) return "";
+    std::string what = fmt;  // no arguments: used as it is (and never as a format)
+    if constexpr (sizeof...(Args) > 0) what = format(fmt, args...);
+    error_ = invalid_argument("json schema: %s: %s", path.c_str(), what.c_str());
     return "";
   }
 
@@ -299,7 +303,7 @@ class Converter {
     if (types.empty()) {  // no type: what the keywords describe, else any value
       if (s.contains("properties") || s.contains("required") || s.contains("additionalProperties")) types = {"object"};
       else if (s.contains("items") || s.contains("minItems") || s.contains("maxItems")) types = {"array"};
-      else if (s.contains("minLength") || s.contains("maxLength")) types = {"string"};
+      else if (s.contains("minLength") || s.contains("maxLength") || s.contains("pattern")) types = {"string"};
       else if (std::any_of(std::begin(kBounds), std::end(kBounds), [&](const char* k) { return s.contains(k); }))
         return fail(path, "'minimum' and 'maximum' need \"type\": \"integer\"");
       else return primitive("value");
@@ -316,6 +320,15 @@ class Converter {
     if (type == "number" && bounded)
       return fail(path, "'minimum', 'maximum' and their exclusive forms are supported on integers only");
     if (type == "null" || type == "boolean" || type == "number" || type == "integer") return primitive(type);
+    if (type == "string" && s.contains("pattern")) {
+      if (s.contains("minLength") || s.contains("maxLength"))
+        return fail(path, "'pattern' beside 'minLength' or 'maxLength' is not supported (put the length in the pattern)");
+      if (!s["pattern"].is_string()) return fail(path, "'pattern' must be a string");
+      auto expr = regex_to_gbnf(s["pattern"].get<std::string>());
+      if (!expr) return fail(path, "%s", expr.error().message().c_str());
+      primitive("space");
+      return add_rule(name, "\"\\\"\" " + *expr + " \"\\\"\" space");
+    }
     if (type == "string") {
       uint64_t min = 0, max = UINT64_MAX;
       const bool has_min = count(s, "minLength", path, &min), has_max = count(s, "maxLength", path, &max);

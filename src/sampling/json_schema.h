@@ -5,12 +5,12 @@
 // Supported: type (one or a list) object/array/string/number/integer/boolean/null; properties,
 // required, additionalProperties (false, true or a schema; absent means false when properties are
 // given, as llama.cpp: faster and fewer invented keys); items, minItems, maxItems; minLength,
-// maxLength; minimum, maximum, exclusiveMinimum, exclusiveMaximum on integers (which have at most 16
+// maxLength; pattern (regex.h; not together with a length); minimum, maximum, exclusiveMinimum, exclusiveMaximum on integers (which have at most 16
 // digits here, as in llama.cpp's rules); enum, const; anyOf; oneOf (as anyOf: branches that overlap
 // are not excluded from each other); allOf with one schema; $ref to "#", "#/$defs/..", "#/definitions/.." or any local JSON pointer
 // (recursion allowed). Annotations are ignored: title, description, default, examples, $schema, $id,
 // $comment, deprecated, readOnly, writeOnly, format (an annotation in JSON Schema 2019-09 and later).
-// Anything else (pattern, bounds on non-integers, multipleOf, uniqueItems: true, prefixItems, not, if, ...)
+// Anything else (bounds on non-integers, multipleOf, uniqueItems: true, prefixItems, not, if, ...)
 // is an error naming the keyword and where it is, never a grammar that accepts less or more silently.
 #pragma once
 
