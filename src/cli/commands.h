@@ -16,6 +16,7 @@ int bench_main(int argc, char** argv);
 int quantize_main(int argc, char** argv);
 int tokenize_main(int argc, char** argv);
 int perplexity_main(int argc, char** argv);
+int plan_main(int argc, char** argv);
 
 // Prints "error: <message>" and returns 1.
 int fail(const Status& status);

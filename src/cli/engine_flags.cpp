@@ -39,22 +39,7 @@ std::vector<std::string> split(std::string_view v, char sep) {
 
 }  // namespace
 
-void add_engine_flags(ArgParser& args, EngineFlags& f) {
-  args.string("-m,--model", "FILE", "model file (for a split model, its first part)", &f.model);
-  args.custom("-t,--threads", "N", "CPU threads (default: the physical cores of the CPUs this process may use;\n"
-              "0 or less: every CPU it may use, as llama.cpp)", [&f](std::string_view v) {
-                TANDEM_ASSIGN(const int64_t n, parse_int(v, INT32_MIN, 4096));
-                f.threads = n > 0 ? n : -1;
-                return Status::ok();
-              });
-  args.integer("-c,--ctx-size", "N",
-               format("context size in tokens (default %lld; 0: the model's training context)", (long long)f.ctx), &f.ctx, 0,
-               1 << 24);
-  args.integer("-b,--batch-size", "N",
-               "logical batch: prompt tokens handed to one decode; longer prompts go in chunks (default 2048)",
-               &f.batch, 1, 1 << 20);
-  args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512; at most -b)",
-               &f.ubatch, 1, 1 << 20);
+void add_placement_flags(ArgParser& args, EngineFlags& f) {
   args.custom("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N|auto|all",
               "layers on the offload devices, as llama.cpp counts them: the last N of the model's layers\n"
               "plus its output layer (token embeddings stay on the CPU); auto: as many as fit; all.\n"
@@ -68,18 +53,6 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                 }
                 return Status::ok();
               });
-  args.custom("--sim-device", "SIZE",
-              "add a simulated GPU with SIZE of memory (e.g. 4G; repeatable: SIM0, SIM1, ...): a device on the\n"
-              "CPU with its own memory budget, queue and a PCIe 4.0 x16-like link, so -ngl/-ot/-ts plans run\n"
-              "and can be checked without a GPU (same kernels, same results, slower)", [&f](std::string_view v) {
-                TANDEM_ASSIGN(const uint64_t bytes, parse_size(v));
-                if (bytes < (uint64_t(1) << 20)) return invalid_argument("'%.*s': a device needs at least 1M", int(v.size()), v.data());
-                f.sim_devices.push_back(bytes);
-                return Status::ok();
-              });
-  args.string("--trace", "FILE", "write a timeline of every op and copy per device (Chrome trace-event JSON:\n"
-              "open it in Perfetto or chrome://tracing) when the command ends", &f.trace_path);
-  args.flag("--list-devices", "print the devices (the CPU and each --sim-device) and exit", &f.list_devices);
   args.custom("-dev,--device", "LIST", "offload devices to use, comma-separated names from --list-devices\n"
               "(default: all; none: offload nothing)", [&f](std::string_view v) {
                 f.placement.devices.clear();
@@ -127,6 +100,37 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   });
   args.flag("-nkvo,--no-kv-offload", "keep every layer's KV cache on the CPU (attention then runs there)",
             &f.placement.no_kv_offload);
+}
+
+void add_engine_flags(ArgParser& args, EngineFlags& f) {
+  args.string("-m,--model", "FILE", "model file (for a split model, its first part)", &f.model);
+  args.custom("-t,--threads", "N", "CPU threads (default: the physical cores of the CPUs this process may use;\n"
+              "0 or less: every CPU it may use, as llama.cpp)", [&f](std::string_view v) {
+                TANDEM_ASSIGN(const int64_t n, parse_int(v, INT32_MIN, 4096));
+                f.threads = n > 0 ? n : -1;
+                return Status::ok();
+              });
+  args.integer("-c,--ctx-size", "N",
+               format("context size in tokens (default %lld; 0: the model's training context)", (long long)f.ctx), &f.ctx, 0,
+               1 << 24);
+  args.integer("-b,--batch-size", "N",
+               "logical batch: prompt tokens handed to one decode; longer prompts go in chunks (default 2048)",
+               &f.batch, 1, 1 << 20);
+  args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512; at most -b)",
+               &f.ubatch, 1, 1 << 20);
+  add_placement_flags(args, f);
+  args.custom("--sim-device", "SIZE",
+              "add a simulated GPU with SIZE of memory (e.g. 4G; repeatable: SIM0, SIM1, ...): a device on the\n"
+              "CPU with its own memory budget, queue and a PCIe 4.0 x16-like link, so -ngl/-ot/-ts plans run\n"
+              "and can be checked without a GPU (same kernels, same results, slower)", [&f](std::string_view v) {
+                TANDEM_ASSIGN(const uint64_t bytes, parse_size(v));
+                if (bytes < (uint64_t(1) << 20)) return invalid_argument("'%.*s': a device needs at least 1M", int(v.size()), v.data());
+                f.sim_devices.push_back(bytes);
+                return Status::ok();
+              });
+  args.string("--trace", "FILE", "write a timeline of every op and copy per device (Chrome trace-event JSON:\n"
+              "open it in Perfetto or chrome://tracing) when the command ends", &f.trace_path);
+  args.flag("--list-devices", "print the devices (the CPU and each --sim-device) and exit", &f.list_devices);
   args.integer("--prio", "N",
                "process and thread priority, llama.cpp's levels: -1 low (nice 5, SCHED_BATCH), 0 normal\n"
                "(default: unchanged), 1 medium (nice -5, SCHED_FIFO 40), 2 high (nice -10, SCHED_FIFO 80),\n"

@@ -14,6 +14,8 @@ namespace tandem {
 
 struct FileLoadOptions {
   bool use_mmap = true;
+  // GGUF: read the header and tensor table only; the data may be absent (tandem plan on a description).
+  bool header_only = false;
   bool mlock = false;
   // Called with bytes read so far while a --no-mmap load reads the file (for progress bars).
   std::function<void(uint64_t done, uint64_t total)> on_progress;

@@ -44,7 +44,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path, const 
   auto out = std::make_unique<GgufFile>();
   out->path_ = path;
   TANDEM_ASSIGN(MappedFile first, MappedFile::open(path, options));
-  TANDEM_ASSIGN(Header h, parse(first.bytes(), path));
+  TANDEM_ASSIGN(Header h, parse(first.bytes(), path, options.header_only));
 
   const Value* count_v = h.metadata.find(kSplitCount);
   const uint64_t n_parts = count_v ? count_v->as_u64().value_or(0) : 1;
@@ -74,7 +74,7 @@ Result<std::unique_ptr<GgufFile>> GgufFile::open(const std::string& path, const 
                            (unsigned long long)n_parts, part_path.c_str());
         return file.error();
       }
-      TANDEM_ASSIGN(Header ph, parse(file->bytes(), part_path));
+      TANDEM_ASSIGN(Header ph, parse(file->bytes(), part_path, options.header_only));
       const auto no = ph.metadata.get_u64(kSplitNo);
       const auto count = ph.metadata.get_u64(kSplitCount);
       if (!no || *no != uint64_t(i) || !count || *count != n_parts)

@@ -210,7 +210,7 @@ Status read_tensor_info(Cursor& in, TensorInfo* t) {
 
 }  // namespace
 
-Result<Header> parse(std::span<const uint8_t> bytes, const std::string& source) {
+Result<Header> parse(std::span<const uint8_t> bytes, const std::string& source, bool header_only) {
   Cursor in(bytes, source);
   if (bytes.empty()) return corrupt("%s: empty file (0 bytes), not a GGUF model", source.c_str());
   uint32_t magic = 0;
@@ -279,7 +279,7 @@ Result<Header> parse(std::span<const uint8_t> bytes, const std::string& source) 
   // The data section starts at the next alignment boundary after the tensor table.
   const uint64_t header_end = in.pos();
   h.data_offset = (header_end + h.alignment - 1) / h.alignment * h.alignment;
-  const uint64_t file_size = bytes.size();
+  const uint64_t file_size = header_only ? UINT64_MAX : bytes.size();
   if (!h.tensors.empty() && h.data_offset > file_size)
     return corrupt("%s: truncated: data section would start at %llu, file has %llu bytes", source.c_str(),
                    (unsigned long long)h.data_offset, (unsigned long long)file_size);
@@ -303,7 +303,8 @@ Result<Header> parse(std::span<const uint8_t> bytes, const std::string& source) 
                      (unsigned long long)(prev.offset + prev.size_bytes), cur.name.c_str(),
                      (unsigned long long)cur.offset);
   }
-  for (TensorInfo& t : h.tensors) t.data = bytes.data() + h.data_offset + t.offset;
+  if (!header_only)
+    for (TensorInfo& t : h.tensors) t.data = bytes.data() + h.data_offset + t.offset;
   return h;
 }
 

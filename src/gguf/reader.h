@@ -46,6 +46,8 @@ struct Header {
 };
 
 // Parses and validates a whole GGUF image. `source` (a path) prefixes every error message.
-Result<Header> parse(std::span<const uint8_t> bytes, const std::string& source);
+// header_only: the image may end after the tensor table (a model's description without its data, for
+// planning); tensors then have no data pointer.
+Result<Header> parse(std::span<const uint8_t> bytes, const std::string& source, bool header_only = false);
 
 }  // namespace tandem::gguf

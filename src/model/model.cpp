@@ -16,8 +16,8 @@ const Weight* Model::find(const std::string& name) const {
 }
 
 Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelLoadOptions& options) {
-  TANDEM_ASSIGN(auto file, gguf::GgufFile::open(path, {.use_mmap = options.use_mmap, .mlock = options.mlock,
-                                                        .on_progress = options.on_progress}));
+  TANDEM_ASSIGN(auto file, gguf::GgufFile::open(path, {.use_mmap = options.use_mmap, .header_only = options.header_only,
+                                                        .mlock = options.mlock, .on_progress = options.on_progress}));
   const std::string arch_name = file->architecture();
   const Architecture* arch = find_architecture(arch_name);
   if (!arch)
@@ -72,6 +72,9 @@ std::vector<placement::TensorInfo> Model::tensor_infos() const {
 
 Status Model::place(const Placement& p) {
   const auto& tensors = file_->tensors();
+  if (!tensors.empty() && !tensors.front().data)
+    return invalid_argument("%s holds no tensor data (a header-only description): it can be planned "
+                            "(tandem plan), not run", file_->path().c_str());
   const bool tied = tied_;
   if (p.plan.tensor_device.size() != tensors.size() + (tied ? 1 : 0) || p.plan.kv_device.size() != kv_layers_.size())
     return invalid_argument("%s: the placement plan covers %zu tensors and %zu KV layers; the model has %zu and %zu",

@@ -29,6 +29,7 @@ struct KvLayerSpec {
 struct ModelLoadOptions {
   bool use_mmap = true;
   bool mlock = false;
+  bool header_only = false;  // the tensor table without data: open() for planning only, never place()
   std::function<void(uint64_t done, uint64_t total)> on_progress;  // bytes read, with use_mmap off
 };
 

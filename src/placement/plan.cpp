@@ -182,7 +182,9 @@ Result<Plan> make_plan(const std::vector<TensorInfo>& tensors, int n_layer, cons
     return assign(tensors, n_layer, kv_bytes_per_layer, devices, flags, splits, overrides, ngl);
   };
   int64_t ngl = flags.n_gpu_layers == -2 ? max_ngl : std::min(flags.n_gpu_layers, max_ngl);
-  if (flags.n_gpu_layers == -1) {  // auto: the most layers that fit
+  if (devices.size() == 1) {
+    ngl = 0;  // nothing to offload to
+  } else if (flags.n_gpu_layers == -1) {  // auto: the most layers that fit
     ngl = max_ngl;
     while (ngl > 0 && overflowing(plan_for(ngl), flags.reserve_bytes) >= 0) --ngl;
   }

@@ -1,0 +1,156 @@
+"""tandem plan: the placement and predicted decode speed before anything loads, on a real small model and
+on a header-only description of DeepSeek-V3 671B at Q6_K (about 550 GB: the seed's -ngl 57 case on
+24 GB of VRAM and 64 GB of RAM), written here with the gguf package: the planner needs the tensor table,
+not the weights."""
+import json
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as Q
+from gguf import GGUFWriter
+from gguf.quants import quant_shape_to_byte_shape
+
+from conftest import run_tandem
+
+# DeepSeek-V3's config.json: 61 layers (3 dense), 7168 wide, 128 heads, MLA ranks 1536 / 512, rope 64,
+# 256 routed experts (8 used, 8 groups, 4 used), 1 shared, expert FFN 2048, dense FFN 18432.
+V3 = dict(n_layer=61, e=7168, h=128, q_lora=1536, kv_lora=512, nope=128, rope=64, v=128, n_exp=256, used=8,
+          ff_exp=2048, ff=18432, dense=3, vocab=129280)
+
+
+def write_v3_description(path, big=Q.Q6_K):
+    c = V3
+    w = GGUFWriter(str(path), "deepseek2")
+    a = "deepseek2."
+    for key, val in [("context_length", 163840), ("embedding_length", c["e"]), ("block_count", c["n_layer"]),
+                     ("feed_forward_length", c["ff"]), ("attention.head_count", c["h"]),
+                     ("attention.head_count_kv", 1), ("attention.key_length", c["kv_lora"] + c["rope"]),
+                     ("attention.value_length", c["kv_lora"]), ("attention.key_length_mla", c["nope"] + c["rope"]),
+                     ("attention.value_length_mla", c["v"]), ("attention.q_lora_rank", c["q_lora"]),
+                     ("attention.kv_lora_rank", c["kv_lora"]), ("rope.dimension_count", c["rope"]),
+                     ("leading_dense_block_count", c["dense"]), ("expert_feed_forward_length", c["ff_exp"]),
+                     ("expert_count", c["n_exp"]), ("expert_used_count", c["used"]), ("expert_shared_count", 1),
+                     ("expert_gating_func", 2), ("expert_group_count", 8), ("expert_group_used_count", 4),
+                     ("rope.scaling.original_context_length", 4096), ("vocab_size", c["vocab"])]:
+        w.add_uint32(a + key, val)
+    for key, val in [("rope.freq_base", 10000.0), ("attention.layer_norm_rms_epsilon", 1e-6),
+                     ("expert_weights_scale", 2.5), ("rope.scaling.factor", 40.0),
+                     ("rope.scaling.yarn_log_multiplier", 0.1)]:
+        w.add_float32(a + key, val)
+    w.add_bool(a + "expert_weights_norm", True)
+    w.add_string(a + "rope.scaling.type", "yarn")
+
+    def t(name, shape, qtype=big):  # shape outermost first, as Tandem prints it
+        if qtype == Q.F32:
+            w.add_tensor_info(name, tuple(shape), np.dtype(np.float32), 4 * int(np.prod(shape)), raw_dtype=qtype)
+        else:  # the writer takes a quantized tensor's shape in bytes per row
+            byte_shape = quant_shape_to_byte_shape(tuple(shape), qtype)
+            w.add_tensor_info(name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qtype)
+
+    e, h = c["e"], c["h"]
+    t("token_embd.weight", (c["vocab"], e))
+    for i in range(c["n_layer"]):
+        b = f"blk.{i}."
+        t(b + "attn_norm.weight", (e,), Q.F32)
+        t(b + "attn_q_a.weight", (c["q_lora"], e))
+        t(b + "attn_q_a_norm.weight", (c["q_lora"],), Q.F32)
+        t(b + "attn_q_b.weight", (h * (c["nope"] + c["rope"]), c["q_lora"]))
+        t(b + "attn_kv_a_mqa.weight", (c["kv_lora"] + c["rope"], e))
+        t(b + "attn_kv_a_norm.weight", (c["kv_lora"],), Q.F32)
+        t(b + "attn_k_b.weight", (h, c["kv_lora"], c["nope"]), Q.Q8_0)  # rows of 128: no k-quant fits
+        t(b + "attn_v_b.weight", (h, c["v"], c["kv_lora"]))
+        t(b + "attn_output.weight", (e, h * c["v"]))
+        t(b + "ffn_norm.weight", (e,), Q.F32)
+        if i < c["dense"]:
+            t(b + "ffn_gate.weight", (c["ff"], e))
+            t(b + "ffn_up.weight", (c["ff"], e))
+            t(b + "ffn_down.weight", (e, c["ff"]))
+            continue
+        t(b + "ffn_gate_inp.weight", (c["n_exp"], e), Q.F32)
+        t(b + "exp_probs_b.bias", (c["n_exp"],), Q.F32)
+        for part, shape in [("gate", (c["n_exp"], c["ff_exp"], e)), ("up", (c["n_exp"], c["ff_exp"], e)),
+                            ("down", (c["n_exp"], e, c["ff_exp"]))]:
+            t(b + f"ffn_{part}_exps.weight", shape)
+        t(b + "ffn_gate_shexp.weight", (c["ff_exp"], e))
+        t(b + "ffn_up_shexp.weight", (c["ff_exp"], e))
+        t(b + "ffn_down_shexp.weight", (e, c["ff_exp"]))
+    t("output_norm.weight", (e,), Q.F32)
+    t("output.weight", (c["vocab"], e))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def v3(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plan") / "DeepSeek-V3-Q6_K-header-only.gguf"
+    write_v3_description(path)
+    return path
+
+
+def plan(*args):
+    return run_tandem("plan", *args, "--ram-bw", "40")
+
+
+def test_the_seeds_ngl_57_on_24g_vram_is_refused_with_what_fits(v3):
+    proc = plan("-m", v3, "--vram", "24G", "--ram", "64G", "-ngl", "57", "-ctk", "q4_0", "-ctv", "q4_0")
+    assert proc.returncode == 1
+    assert "-ngl 57: CUDA0 needs" in proc.stderr and "but has 24.00 GiB" in proc.stderr, proc.stderr
+
+
+def test_auto_fills_the_gpu_and_says_the_model_exceeds_the_ram(v3):
+    proc = plan("-m", v3, "--vram", "24G", "--ram", "64G", "--json")
+    assert proc.returncode == 0, proc.stderr
+    j = json.loads(proc.stdout)
+    cpu, gpu = j["devices"]
+    assert 500e9 < cpu["weight_bytes"] + gpu["weight_bytes"] < 600e9  # 671B at Q6_K
+    assert gpu["weight_bytes"] + gpu["kv_bytes"] <= 24 * 2**30
+    assert not j["fits_in_ram"] and j["n_gpu_layers"] >= 1
+    text = plan("-m", v3, "--vram", "24G", "--ram", "64G").stdout
+    assert "exceeds the RAM" in text and "llama-server -m MODEL -ngl" in text
+
+
+def test_experts_on_the_cpu_let_every_other_layer_onto_the_gpu(v3):
+    proc = plan("-m", v3, "--vram", "24G", "--ram", "768G", "--cpu-moe", "--json")
+    assert proc.returncode == 0, proc.stderr
+    j = json.loads(proc.stdout)
+    assert j["n_gpu_layers"] == 62 and j["fits_in_ram"] and "--cpu-moe" in j["flags"]
+    cpu = j["devices"][0]
+    # Decode reads 8 of 256 routed experts per layer: about 37B active parameters, most of them on the CPU.
+    assert 10e9 < cpu["read_bytes_per_token"] < 30e9
+    assert j["bottleneck"] == "CPU's memory bandwidth"
+    assert j["tg_tokens_per_s"] == pytest.approx(1 / (cpu["seconds_per_token"] + j["devices"][1]["seconds_per_token"]
+                                                      + j["link_seconds_per_token"]))
+
+
+def test_a_real_small_model_on_this_machine(gemma_path):
+    proc = plan("-m", gemma_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "decode:" in proc.stdout and "tokens/s predicted" in proc.stdout
+    assert "-ngl 0" in proc.stdout  # no GPU given: nothing to offload
+
+
+def test_a_header_only_file_is_refused_by_run(v3):
+    proc = run_tandem("run", "-m", v3, "-p", "hi", "-n", "1", "--no-warmup", "-c", "64")
+    assert proc.returncode == 1
+    assert "truncated" in proc.stderr or "header-only" in proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--vram", "lots"], "--vram"),
+    (["--ram", "0"], "--ram 0"),
+    (["--ram-bw", "-3"], "not a positive number"),
+    (["--gpus", "2"], "give their memory with --vram"),
+    (["-ctk", "q9"], "-ctk q9"),
+])
+def test_bad_budgets_are_clear_errors(gemma_path, args, message):
+    proc = plan("-m", gemma_path, *args)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+
+
+def test_not_a_gguf_file(tmp_path):
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"not a model at all")
+    proc = plan("-m", bad)
+    assert proc.returncode == 1 and "not a GGUF file" in proc.stderr
