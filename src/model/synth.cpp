@@ -24,6 +24,14 @@ SynthPreset tiny_deepseek2(const char* name, int64_t n_layer, const MoeShape& mo
   return p;
 }
 
+SynthPreset deepseek2(const char* name, int64_t n_embd, int64_t n_layer, int64_t n_head, int64_t n_ff, double theta,
+                      const char* vocab, const MoeShape& moe) {
+  SynthPreset p{name, "deepseek2", n_embd, n_layer, n_head, 1, moe.qk_nope + moe.qk_rope, n_ff, 163840, theta, 1e-6,
+                false, vocab};
+  p.moe = moe;
+  return p;
+}
+
 SynthPreset tiny_qwen3moe() {
   SynthPreset p{"tiny-qwen3moe", "qwen3moe", 128, 3, 4, 2, 32, 256, 40960, 1000000, 1e-6, true,
                 "ggml-vocab-qwen2.gguf"};
@@ -59,6 +67,28 @@ const std::vector<SynthPreset>& synth_presets() {
                      {.kv_lora_rank = 64, .qk_nope = 32, .qk_rope = 32, .v_head_dim = 32, .n_expert = 8,
                       .n_expert_used = 2, .n_expert_shared = 2, .n_ff_exp = 64, .n_dense_lead = 1,
                       .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 0.707}),
+      // MoE models at real shapes (config.json of each). The V3/R1 and Kimi-K2 vocabularies are not
+      // in the test data yet: they get DeepSeek-LLM's 102,400 tokens (V3 has 129,280, Kimi-K2 163,840).
+      deepseek2("DeepSeek-V3", 7168, 61, 128, 18432, 10000, "ggml-vocab-deepseek-llm.gguf",
+                {.q_lora_rank = 1536, .kv_lora_rank = 512, .qk_nope = 128, .qk_rope = 64, .v_head_dim = 128,
+                 .n_expert = 256, .n_expert_used = 8, .n_expert_shared = 1, .n_ff_exp = 2048, .n_dense_lead = 3,
+                 .n_group = 8, .n_group_used = 4, .sigmoid_gating = true, .norm_topk = true, .routed_scale = 2.5,
+                 .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 1.0}),
+      deepseek2("DeepSeek-V2-Lite", 2048, 27, 16, 10944, 10000, "ggml-vocab-deepseek-llm.gguf",
+                {.kv_lora_rank = 512, .qk_nope = 128, .qk_rope = 64, .v_head_dim = 128, .n_expert = 64,
+                 .n_expert_used = 6, .n_expert_shared = 2, .n_ff_exp = 1408, .n_dense_lead = 1, .yarn_factor = 40,
+                 .yarn_orig_ctx = 4096, .mscale_all_dim = 0.707}),
+      deepseek2("Kimi-K2", 7168, 61, 64, 18432, 50000, "ggml-vocab-deepseek-llm.gguf",
+                {.q_lora_rank = 1536, .kv_lora_rank = 512, .qk_nope = 128, .qk_rope = 64, .v_head_dim = 128,
+                 .n_expert = 384, .n_expert_used = 8, .n_expert_shared = 1, .n_ff_exp = 2048, .n_dense_lead = 1,
+                 .sigmoid_gating = true, .norm_topk = true, .routed_scale = 2.827, .yarn_factor = 32,
+                 .yarn_orig_ctx = 4096, .mscale_all_dim = 1.0}),
+      [] {
+        SynthPreset p{"Qwen3-30B-A3B", "qwen3moe", 2048, 48, 32, 4, 128, 6144, 40960, 1000000, 1e-6, false,
+                      "ggml-vocab-qwen2.gguf"};
+        p.moe = {.n_expert = 128, .n_expert_used = 8, .n_ff_exp = 768};
+        return p;
+      }(),
       // Not a real model: Qwen3-30B-A3B's structure (QK norms, NeoX RoPE, top-k softmax experts with
       // normalized weights in every layer) at test size.
       tiny_qwen3moe(),
@@ -148,7 +178,9 @@ void set_deepseek2_metadata(const SynthPreset& p, gguf::Metadata& m) {
   u32("attention.value_length", d.kv_lora_rank);
   u32("attention.key_length_mla", d.qk_nope + d.qk_rope);
   u32("attention.value_length_mla", d.v_head_dim);
-  if (d.q_lora_rank > 0) u32("attention.q_lora_rank", d.q_lora_rank);
+  // Without a query low-rank projection (V2-Lite) real files have no q_lora_rank key, and llama.cpp
+  // accepts that only at V2-Lite's 26 or 27 layers; other layer counts (--layers) get an explicit 0.
+  if (d.q_lora_rank > 0 || (p.n_layer != 26 && p.n_layer != 27)) u32("attention.q_lora_rank", d.q_lora_rank);
   u32("attention.kv_lora_rank", d.kv_lora_rank);
   u32("rope.dimension_count", d.qk_rope);
   u32("leading_dense_block_count", d.n_dense_lead);

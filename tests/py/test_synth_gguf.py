@@ -121,3 +121,29 @@ def test_info_reports_tensors_totals_and_hparams(tandem_bin):
     assert info["metadata"]["tokenizer.ggml.tokens"]["count"] == n_vocab  # long arrays summarized
     text = run_tandem("info", "-m", STORIES, check=True).stdout
     assert "totals by layer" in text and "blk.4" in text and f"string[{n_vocab}]" in text
+
+
+@pytest.mark.parametrize("preset,layers", [("tiny-deepseek-v3", 3), ("tiny-deepseek-v2-lite", 4),
+                                           ("tiny-qwen3moe", 2)])
+def test_moe_presets_load_in_both_engines(tmp_path, tandem_bin, preset, layers):
+    """deepseek2 and qwen3moe synth files, cut to any layer count and quantized, as the gguf package reads
+    them, run by Tandem and (where built) llama.cpp; their logits are compared in logits_test.cpp. A
+    V2-Lite file below 26 layers carries q_lora_rank 0: llama.cpp tells V2-Lite by its layer count when
+    the key is absent."""
+    out = tmp_path / f"{preset}.gguf"
+    run_tandem("synth", "--preset", preset, "--layers", str(layers), "--type", "Q8_0", "-o", out, "-t", "2", check=True)
+    r = GGUFReader(out)
+    arch = field(r, "general.architecture")
+    assert field(r, f"{arch}.block_count") == layers
+    names = {t.name: t for t in r.tensors}
+    assert list(names["blk.1.ffn_gate_exps.weight"].shape)[2] == field(r, f"{arch}.expert_count")
+    if preset == "tiny-deepseek-v2-lite":
+        assert field(r, "deepseek2.attention.q_lora_rank") == 0 and "blk.0.attn_q.weight" in names
+    prompt = ["-p", "The capital of France is", "-n", "8", "--temp", "0", "-t", "2"]
+    # bytes: random weights emit invalid UTF-8
+    ours = subprocess.run([str(tandem_bin), "run", "-m", str(out), *prompt], capture_output=True, timeout=300)
+    assert ours.returncode == 0, ours.stderr[-3000:].decode(errors="replace")
+    if (LLAMA_REF_BIN / "llama-completion").exists():
+        proc = subprocess.run([str(LLAMA_REF_BIN / "llama-completion"), "-m", str(out), "-no-cnv", *prompt],
+                              capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:].decode(errors="replace")
