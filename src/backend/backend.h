@@ -114,6 +114,11 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
 
+  // Batch invariance (issue 11): on, a token's results are the same bits whatever else shares its
+  // calls (other sequences, other tokens of its own, their number, the thread count). Attention is
+  // invariant either way; on also selects matmul kernels that may prefill more slowly (BENCHMARKS.md).
+  virtual void set_batch_invariant(bool on) = 0;
+
   // Device memory: valid until free() or the backend's destruction. free() waits for queued ops
   // first, so nothing queued can touch memory after it is released.
   virtual Result<void*> alloc(size_t bytes) = 0;

@@ -82,6 +82,8 @@ Status Context::decode(const Batch& batch, bool append_logits) {
       return invalid_argument("decode: token %lld has position %d, sequence %d (both must be >= 0)", (long long)i,
                               batch.pos[k], batch.seq[k]);
   }
+  // Set per call, not at create: contexts with different options may share the model's backends.
+  for (Backend* b : model_.devices()) b->set_batch_invariant(options_.batch_invariant);
   if (!append_logits) logits_.clear(), n_out_ = 0;
   for (int64_t start = 0; start < batch.size(); start += options_.n_ubatch) {
     const int64_t end = std::min(batch.size(), start + options_.n_ubatch);

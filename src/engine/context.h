@@ -17,6 +17,9 @@ struct ContextOptions {
   WeightType type_k = WeightType::F16;
   WeightType type_v = WeightType::F16;
   bool flash_attn = false;  // flash attention (-fa on); false: the plain path
+  // A sequence's logits are the same bits whatever shares its batches (issue 11: other sequences,
+  // prefill or decode, -ub, threads); costs prefill speed on CPUs with VNNI panels or AMX (BENCHMARKS.md).
+  bool batch_invariant = false;
 };
 
 // The types a KV cache may hold: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl (llama.cpp's set).

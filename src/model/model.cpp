@@ -80,6 +80,7 @@ Status Model::place(const Placement& p) {
     return invalid_argument("%s: the placement plan covers %zu tensors and %zu KV layers; the model has %zu and %zu",
                             file_->path().c_str(), p.plan.tensor_device.size(), p.plan.kv_device.size(),
                             tensors.size() + (tied ? 1 : 0), kv_layers_.size());
+  devices_ = p.devices;
   for (size_t i = 0; i < tensors.size(); ++i) {
     Weight& w = weights_.find(tensors[i].name)->second;
     Backend& b = *p.devices[size_t(p.plan.tensor_device[i])];

@@ -65,6 +65,7 @@ class Model {
   const Weight& output_norm() const { return *output_norm_; }
   const Weight& output() const { return *output_; }
   const std::vector<KvLayerSpec>& kv_layers() const { return kv_layers_; }
+  const std::vector<Backend*>& devices() const { return devices_; }  // place()'s devices
   uint64_t weight_bytes() const;
   // Bytes of weights per backend name, for the start-up summary.
   std::map<std::string, uint64_t> bytes_by_device() const;
@@ -107,6 +108,7 @@ class Model {
   const Weight *tok_embd_ = nullptr, *output_norm_ = nullptr, *output_ = nullptr;
   bool tied_ = false;   // no output.weight: the output layer reads token_embd
   Weight tied_output_;  // the tied output matrix's home when it is not token_embd's device
+  std::vector<Backend*> devices_;
   std::map<std::pair<const Weight*, const Backend*>, Weight> replicas_;
 };
 

@@ -41,7 +41,7 @@ std::shared_ptr<Event> CpuBackend::record() {
 
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {
   const TraceScope trace("matmul", name_);
-  cpu_matmul(pool_, w, x, n_tokens, y, act_buffer_);
+  cpu_matmul(pool_, w, x, n_tokens, y, act_buffer_, batch_invariant_);
   if (bias) {
     const float* b = static_cast<const float*>(bias->data);
     const int64_t n = w.n_rows();
@@ -53,7 +53,7 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
 void CpuBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
                            int n_used, float* y) {
   const TraceScope trace("matmul_id", name_);
-  cpu_matmul_id(pool_, w, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_);
+  cpu_matmul_id(pool_, w, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_, batch_invariant_);
 }
 
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
@@ -169,6 +169,11 @@ void CpuBackend::rope(float* x, int64_t n_tokens, int n_head, int head_dim, cons
   });
 }
 
+void CpuBackend::order_by_position(int32_t* cells, int64_t n, const int32_t* cell_pos) {
+  auto before = [&](int32_t x, int32_t y) { return cell_pos[x] < cell_pos[y] || (cell_pos[x] == cell_pos[y] && x < y); };
+  if (!std::is_sorted(cells, cells + n, before)) std::sort(cells, cells + n, before);
+}
+
 void CpuBackend::attention(const AttentionArgs& a) {
   const TraceScope trace("attention", name_);
   if (a.flash) flash_attention(a);
@@ -219,6 +224,7 @@ void CpuBackend::plain_attention(const AttentionArgs& a) {
           if (a.sliding_window > 0 && p - cp >= a.sliding_window) continue;
           cells[n_valid++] = int32_t(c);
         }
+        order_by_position(cells, n_valid, a.cell_pos);
         last_t = t;
       }
       const int h0 = sub * heads_per_task;

@@ -22,6 +22,7 @@ class CpuBackend final : public Backend {
   std::string name() const override { return name_; }
   ThreadPool& pool() { return pool_; }
 
+  void set_batch_invariant(bool on) override { batch_invariant_ = on; }
   Result<void*> alloc(size_t bytes) override;
   void free(void* p) override;
   bool host_accessible() const override { return true; }
@@ -72,15 +73,20 @@ class CpuBackend final : public Backend {
   int rope_cache_next_ = 0;
   std::vector<std::vector<float>> attn_scratch_;  // per thread
   std::vector<std::vector<int32_t>> attn_cells_;  // per thread
+  // Sorts cells by their position (then index): attention sums in that order, the same whichever cells
+  // the cache happened to give a sequence (batch invariance, issue 11).
+  static void order_by_position(int32_t* cells, int64_t n, const int32_t* cell_pos);
   struct FlashBlock {
-    int64_t t0 = 0, n = 0;       // batch tokens [t0, t0 + n), one sequence
-    std::vector<int32_t> cells;  // cells any of them sees, in cache order
+    int64_t t0 = 0, n = 0;        // batch tokens [t0, t0 + n), one sequence
+    std::vector<int32_t> cells;   // cells any of them sees, by position
+    std::vector<int64_t> chunks;  // where each chunk of positions starts in cells, then cells.size()
   };
   std::vector<FlashBlock> flash_blocks_;
   std::vector<float> flash_partials_;
   std::unordered_map<void*, std::unique_ptr<uint8_t[]>> allocations_;
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
   MatmulIdScratch matmul_id_scratch_;
+  bool batch_invariant_ = false;
 };
 
 }  // namespace tandem::cpu

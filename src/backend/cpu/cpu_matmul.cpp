@@ -42,10 +42,10 @@ void matmul_dequantized(ThreadPool& pool, const Weight& w, const void* data, int
 }  // namespace
 
 void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tokens, float* y,
-                std::vector<uint8_t>& scratch) {
+                std::vector<uint8_t>& scratch, bool batch_invariant) {
   if (!has_kernel(w.type)) return matmul_dequantized(pool, w, w.data, w.n_rows(), x, n_tokens, y);
   const int64_t n = w.row_length(), n_rows = w.n_rows();
-  const CpuKernels& k = kernels();
+  const CpuKernels& k = kernels(batch_invariant);
   const size_t act_row = activation_row_bytes(w.type, n);
   if (scratch.size() < act_row * size_t(n_tokens)) scratch.resize(act_row * size_t(n_tokens));
   uint8_t* act = scratch.data();
@@ -77,7 +77,7 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
 }
 
 void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
-                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& s) {
+                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& s, bool batch_invariant) {
   const int64_t n_expert = w.n_expert(), n = w.row_length(), n_rows = w.expert_rows();
   const int64_t n_slots = n_tokens * n_used;
   auto x_row = [&](int64_t slot) { return x + (x_per_slot ? slot : slot / n_used) * n; };
@@ -98,7 +98,7 @@ void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per
       matmul_dequantized(pool, w, w.expert_data(ids[i]), n_rows, x_row(i), 1, y + i * n_rows);
     return;
   }
-  const CpuKernels& k = kernels();
+  const CpuKernels& k = kernels(batch_invariant);
   const size_t act_row = activation_row_bytes(w.type, n);
   if (s.act.size() < act_row * size_t(n_slots)) s.act.resize(act_row * size_t(n_slots));
   s.out.resize(size_t(n_slots * n_rows));

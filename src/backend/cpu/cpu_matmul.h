@@ -9,9 +9,10 @@
 namespace tandem::cpu {
 
 // y[t, r] = sum_k W[r, k] x[t, k]; x: [n_tokens, row_length], y: [n_tokens, n_rows].
-// `scratch` holds the quantized activations between calls (grown as needed).
+// `scratch` holds the quantized activations between calls (grown as needed). batch_invariant: the
+// kernels whose result for a token does not depend on n_tokens (kernels.h), at some prefill speed.
 void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tokens, float* y,
-                std::vector<uint8_t>& scratch);
+                std::vector<uint8_t>& scratch, bool batch_invariant);
 
 // Buffers of cpu_matmul_id, kept between calls (grown as needed).
 struct MatmulIdScratch {
@@ -28,6 +29,6 @@ struct MatmulIdScratch {
 // by the gemm kernels on that expert's slice of w (in place, never copied); threads take (expert, row
 // chunk) items from a shared counter.
 void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
-                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& scratch);
+                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& scratch, bool batch_invariant);
 
 }  // namespace tandem::cpu

@@ -13,14 +13,16 @@
 namespace tandem::cpu {
 namespace {
 
-CpuKernels build(Isa isa, Uarch uarch) {
+CpuKernels build(Isa isa, Uarch uarch, bool batch_invariant) {
   CpuKernels k;
   k.uarch = uarch;
+  k.batch_invariant = batch_invariant;
   generic::fill_kernels(k);
 #if defined(__x86_64__)
   if (isa >= Isa::Avx2) avx2::fill_kernels(k);
   if (isa >= Isa::Avx512) avx512::fill_kernels(k);
-  if (isa >= Isa::Amx) amx::fill_kernels(k);
+  // AMX tiles sum per block where the AVX-512 kernels of few tokens sum per lane: not both in one table.
+  if (isa >= Isa::Amx && !batch_invariant) amx::fill_kernels(k);
 #endif
   k.isa = isa;
   return k;
@@ -97,22 +99,27 @@ Uarch host_uarch() {
 
 const char* uarch_name(Uarch uarch) { return uarch == Uarch::Zen ? "zen" : "intel"; }
 
-const CpuKernels& kernels_for(Isa isa, Uarch uarch) {
+const CpuKernels& kernels_for(Isa isa, Uarch uarch, bool batch_invariant) {
   TANDEM_CHECK(isa_supported(isa));
-  auto level = [](Isa i, Uarch u) { return isa_supported(i) ? build(i, u) : CpuKernels{}; };
+  auto level = [](Isa i, Uarch u, bool inv) { return isa_supported(i) ? build(i, u, inv) : CpuKernels{}; };
   // AMX exists only on Intel: its level has Intel's choices whatever uarch asks (and is built once,
   // since amx/kernels.cpp records the level below it in one table).
-  static const CpuKernels tables[kNumUarchs][kNumIsas] = {
-      {level(Isa::Generic, Uarch::Intel), level(Isa::Avx2, Uarch::Intel), level(Isa::Avx512, Uarch::Intel),
-       level(Isa::Amx, Uarch::Intel)},
-      {level(Isa::Generic, Uarch::Zen), level(Isa::Avx2, Uarch::Zen), level(Isa::Avx512, Uarch::Zen), {}},
+  static const CpuKernels tables[2][kNumUarchs][kNumIsas] = {
+      {{level(Isa::Generic, Uarch::Intel, false), level(Isa::Avx2, Uarch::Intel, false),
+        level(Isa::Avx512, Uarch::Intel, false), level(Isa::Amx, Uarch::Intel, false)},
+       {level(Isa::Generic, Uarch::Zen, false), level(Isa::Avx2, Uarch::Zen, false),
+        level(Isa::Avx512, Uarch::Zen, false), {}}},
+      {{level(Isa::Generic, Uarch::Intel, true), level(Isa::Avx2, Uarch::Intel, true),
+        level(Isa::Avx512, Uarch::Intel, true), level(Isa::Amx, Uarch::Intel, true)},
+       {level(Isa::Generic, Uarch::Zen, true), level(Isa::Avx2, Uarch::Zen, true),
+        level(Isa::Avx512, Uarch::Zen, true), {}}},
   };
-  return tables[isa == Isa::Amx ? int(Uarch::Intel) : int(uarch)][int(isa)];
+  return tables[batch_invariant][isa == Isa::Amx ? int(Uarch::Intel) : int(uarch)][int(isa)];
 }
 
 const CpuKernels& kernels_for(Isa isa) { return kernels_for(isa, host_uarch()); }
 
-const CpuKernels& kernels() { return kernels_for(best_isa()); }
+const CpuKernels& kernels(bool batch_invariant) { return kernels_for(best_isa(), host_uarch(), batch_invariant); }
 
 WeightType activation_type(WeightType t) {
   using WT = WeightType;
@@ -139,8 +146,8 @@ void matmul_f32(Isa isa, WeightType type, int64_t n_in, const void* w, size_t w_
 }
 
 void matmul_f32(Isa isa, Uarch uarch, WeightType type, int64_t n_in, const void* w, size_t w_stride,
-                int64_t n_rows, const float* x, int64_t n_tokens, float* y, size_t y_stride) {
-  const CpuKernels& k = kernels_for(isa, uarch);
+                int64_t n_rows, const float* x, int64_t n_tokens, float* y, size_t y_stride, bool batch_invariant) {
+  const CpuKernels& k = kernels_for(isa, uarch, batch_invariant);
   const uint32_t id = uint32_t(type);
   TANDEM_CHECK(id < kWeightTypeIdLimit && k.gemm[id] && n_in % block_size(type) == 0);
   const size_t act_bytes = activation_row_bytes(type, n_in);

@@ -1,10 +1,16 @@
 // Flash attention on the CPU. The batch's tokens are cut into blocks (consecutive tokens of one
 // sequence); a task is one block against one KV head: its query rows (block tokens x the heads of the
-// group) stream over the cells the block can see in tiles of kTileCells, each tile's K and V converted
-// once to f32 (quantized caches are read directly, a head at a time) and shared by all rows, through
-// the online softmax of CpuOps::flash_tile. No score row longer than a tile exists. When blocks x KV
-// heads leave threads idle (decoding), each task's cells are split into chunks whose partial results
-// (max, sum, output) are merged at the end, so one token's attention uses every thread.
+// group) stream over the cells the block can see in tiles, each tile's K and V converted once to f32
+// (quantized caches are read directly, a head at a time) and shared by all rows, through the online
+// softmax of CpuOps::flash_tile. No score row longer than a tile exists.
+//
+// Batch invariance (issue 11): a row's result must not depend on the block, the batch or the threads.
+// So the cells are taken in position order and cut by position, never by how many there are: tile k
+// holds positions [64k, 64k + 64), chunk c positions [256c, 256c + 256). Each chunk starts a fresh
+// online softmax and the chunks are merged left to right (merge_into). When blocks x KV heads leave
+// threads idle (decoding) the chunks of a task run on different threads and are merged afterwards;
+// otherwise one thread runs them in turn. Both give the same bits. Cells other tokens of the block see
+// but this row does not add exact zeros.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -17,11 +23,31 @@ namespace {
 
 constexpr int64_t kBlockTokens = 32;
 constexpr int kTileCells = 64;
+constexpr int32_t kChunkCells = 4 * kTileCells;
+// Chunks run on their own threads only while their partial results fit in this many floats.
+constexpr size_t kMaxPartialFloats = size_t(16) << 20;
 
 bool sees(const AttentionArgs& a, int64_t t, int32_t cell) {
   const int32_t cp = a.cell_pos[cell], p = a.token_pos[t];
   if (cp < 0 || cp > p || a.cell_seq[cell] != a.token_seq[t]) return false;
   return a.sliding_window <= 0 || p - cp < a.sliding_window;
+}
+
+// Folds the online-softmax state (m2, l2, o2) of the next chunk into (m, l, o) of the chunks before it.
+// Compiled with baseline flags (no FMA contraction): every caller gets the same roundings.
+void merge_into(float& m, float& l, float* o, float m2, float l2, const float* o2, int dv) {
+  if (m2 == -INFINITY) return;  // nothing visible in the chunk
+  if (m == -INFINITY) {
+    m = m2;
+    l = l2;
+    std::memcpy(o, o2, size_t(dv) * 4);
+    return;
+  }
+  const float mx = std::max(m, m2);
+  const float a = std::exp(m - mx), b = std::exp(m2 - mx);
+  l = l * a + l2 * b;
+  for (int i = 0; i < dv; ++i) o[i] = o[i] * a + o2[i] * b;
+  m = mx;
 }
 
 }  // namespace
@@ -60,24 +86,33 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
         }
         b.cells.push_back(c);
       }
+      order_by_position(b.cells.data(), int64_t(b.cells.size()), a.cell_pos);
+      b.chunks.clear();
+      for (size_t i = 0; i < b.cells.size(); ++i)
+        if (i == 0 || a.cell_pos[b.cells[i]] / kChunkCells != a.cell_pos[b.cells[i - 1]] / kChunkCells)
+          b.chunks.push_back(int64_t(i));
+      b.chunks.push_back(int64_t(b.cells.size()));
     }
   });
 
-  // Tasks: (block, KV head, chunk of the block's cells).
+  // Tasks: (block, KV head), or (block, KV head, chunk) when that many are needed to busy the threads.
   const int nt = pool_.size();
   const int64_t n_pairs = n_blocks * a.n_head_kv;
-  int64_t max_cells = 0;
-  for (int64_t bi = 0; bi < n_blocks; ++bi) max_cells = std::max<int64_t>(max_cells, int64_t(flash_blocks_[size_t(bi)].cells.size()));
-  int64_t n_split = 1;
-  if (n_pairs < 2 * nt) n_split = std::clamp<int64_t>((2 * nt + n_pairs - 1) / n_pairs, 1, std::max<int64_t>(1, max_cells / (2 * kTileCells)));
-  const int64_t chunk = n_split == 1 ? std::max<int64_t>(max_cells, 1) : (max_cells + n_split - 1) / n_split;
-  const int64_t n_tasks = n_pairs * n_split;
+  int64_t max_chunks = 0, max_block = 0;
+  for (int64_t bi = 0; bi < n_blocks; ++bi) {
+    max_chunks = std::max(max_chunks, int64_t(flash_blocks_[size_t(bi)].chunks.size()) - 1);
+    max_block = std::max(max_block, flash_blocks_[size_t(bi)].n);
+  }
   const int64_t max_rows = kBlockTokens * group;
-  const size_t partial_floats = size_t(max_rows) * size_t(dv + 2);
-  if (n_split > 1 && flash_partials_.size() < size_t(n_tasks) * partial_floats)
+  const size_t partial_floats = size_t(max_block * group) * size_t(dv + 2);
+  const bool split = n_pairs < 2 * nt && max_chunks > 1 &&
+                     size_t(n_pairs * max_chunks) * partial_floats <= kMaxPartialFloats;
+  const int64_t n_split = split ? max_chunks : 1;
+  const int64_t n_tasks = n_pairs * n_split;
+  if (split && flash_partials_.size() < size_t(n_tasks) * partial_floats)
     flash_partials_.resize(size_t(n_tasks) * partial_floats);
 
-  const size_t scratch_floats = size_t(max_rows) * (size_t(dk) + kTileCells + size_t(dv) + 2) +
+  const size_t scratch_floats = size_t(max_rows) * (size_t(dk) + kTileCells + 2 * size_t(dv) + 4) +
                                 size_t(kTileCells) * size_t(dk + dv) + size_t(kBlockTokens) * kTileCells + 64;
   if (attn_scratch_.size() < size_t(nt)) attn_scratch_.resize(size_t(nt));
   for (auto& s : attn_scratch_)
@@ -93,19 +128,24 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
   auto body = [&](int thread, int) {
     float* base = attn_scratch_[size_t(thread)].data();
     for (int64_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < n_tasks;) {
-      const int64_t pair = task / n_split, split = task % n_split;
+      const int64_t pair = task / n_split;
       const FlashBlock& b = flash_blocks_[size_t(pair / a.n_head_kv)];
       const int g = int(pair % a.n_head_kv);
       const int n_rows = int(b.n) * group;
-      const int64_t c_begin = std::min<int64_t>(int64_t(b.cells.size()), split * chunk);
-      const int64_t c_end = std::min<int64_t>(int64_t(b.cells.size()), c_begin + chunk);
+      const int64_t n_chunks = int64_t(b.chunks.size()) - 1;
+      // The chunks [k_begin, k_end) this task runs: all of them, or the one of its split.
+      const int64_t k_begin = split ? std::min(task % n_split, n_chunks) : 0;
+      const int64_t k_end = split ? std::min(k_begin + 1, n_chunks) : n_chunks;
 
       float* q = base;                                    // n_rows x dk
       float* s = q + size_t(max_rows) * dk;               // n_rows x kTileCells
-      float* m = s + size_t(max_rows) * kTileCells;       // n_rows
+      float* m = s + size_t(max_rows) * kTileCells;       // n_rows: the chunks so far
       float* l = m + max_rows;                            // n_rows
       float* o = l + max_rows;                            // n_rows x dv
-      float* kt = o + size_t(max_rows) * dv;              // kTileCells x dk
+      float* m2 = o + size_t(max_rows) * dv;              // n_rows: the chunk being run (after the first)
+      float* l2 = m2 + max_rows;                          // n_rows
+      float* o2 = l2 + max_rows;                          // n_rows x dv
+      float* kt = o2 + size_t(max_rows) * dv;             // kTileCells x dk
       float* vt = kt + size_t(kTileCells) * dk;           // kTileCells x dv
       float* bias = vt + size_t(kTileCells) * dv;         // block tokens x kTileCells
       for (int64_t tl = 0; tl < b.n; ++tl)
@@ -127,28 +167,42 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
       ft.dv = dv;
       ft.scale = a.scale;
       ft.softcap = a.softcap;
-      ft.m = m;
-      ft.l = l;
-      ft.o = o;
       ft.s = s;
-      for (int64_t j0 = c_begin; j0 < c_end; j0 += kTileCells) {
-        const int nc = int(std::min<int64_t>(kTileCells, c_end - j0));
-        const int32_t* cells = b.cells.data() + j0;
-        bool any = false;
-        for (int64_t tl = 0; tl < b.n; ++tl)
-          for (int c = 0; c < nc; ++c) {
-            const bool vis = sees(a, b.t0 + tl, cells[c]);
-            bias[tl * nc + c] = vis ? 0.0f : -INFINITY;
-            any |= vis;
-          }
-        if (!any) continue;
-        gather(a.k_type, static_cast<const uint8_t*>(a.k) + size_t(g) * k_head_bytes, k_row_bytes, cells, nc, dk, kt);
-        gather(a.v_type, static_cast<const uint8_t*>(a.v) + size_t(g) * v_head_bytes, v_row_bytes, cells, nc, dv, vt);
-        ft.n_cells = nc;
-        tile_fn(ft);
+      for (int64_t k = k_begin; k < k_end; ++k) {
+        // The first chunk runs in (m, l, o) itself, the later ones in (m2, l2, o2), merged after.
+        ft.m = k == k_begin ? m : m2;
+        ft.l = k == k_begin ? l : l2;
+        ft.o = k == k_begin ? o : o2;
+        if (k != k_begin) {
+          std::fill(m2, m2 + n_rows, -INFINITY);
+          std::fill(l2, l2 + n_rows, 0.0f);
+          std::fill(o2, o2 + size_t(n_rows) * dv, 0.0f);
+        }
+        const int64_t c_end = b.chunks[size_t(k) + 1];
+        for (int64_t j0 = b.chunks[size_t(k)], j1; j0 < c_end; j0 = j1) {
+          const int32_t tile = a.cell_pos[b.cells[size_t(j0)]] / kTileCells;
+          for (j1 = j0 + 1; j1 < c_end && j1 - j0 < kTileCells && a.cell_pos[b.cells[size_t(j1)]] / kTileCells == tile;)
+            ++j1;
+          const int nc = int(j1 - j0);
+          const int32_t* cells = b.cells.data() + j0;
+          bool any = false;
+          for (int64_t tl = 0; tl < b.n; ++tl)
+            for (int c = 0; c < nc; ++c) {
+              const bool vis = sees(a, b.t0 + tl, cells[c]);
+              bias[tl * nc + c] = vis ? 0.0f : -INFINITY;
+              any |= vis;
+            }
+          if (!any) continue;
+          gather(a.k_type, static_cast<const uint8_t*>(a.k) + size_t(g) * k_head_bytes, k_row_bytes, cells, nc, dk, kt);
+          gather(a.v_type, static_cast<const uint8_t*>(a.v) + size_t(g) * v_head_bytes, v_row_bytes, cells, nc, dv, vt);
+          ft.n_cells = nc;
+          tile_fn(ft);
+        }
+        if (k != k_begin)
+          for (int r = 0; r < n_rows; ++r) merge_into(m[r], l[r], o + size_t(r) * dv, m2[r], l2[r], o2 + size_t(r) * dv, dv);
       }
 
-      if (n_split == 1) {
+      if (!split) {
         for (int r = 0; r < n_rows; ++r) {
           const int64_t tl = r / group, h = r % group;
           float* out = a.out + ((b.t0 + tl) * a.n_head + int64_t(g) * group + h) * dv;
@@ -168,30 +222,24 @@ void CpuBackend::flash_attention(const AttentionArgs& a) {
   };
   if (n_tasks == 1 || nt == 1) body(0, 1);
   else pool_.run(body);
-  if (n_split == 1) return;
+  if (!split) return;
 
-  // Merge the chunks: rescale each partial to the common maximum.
+  // Merge each task's chunks left to right, as one thread running them in turn would have.
   pool_.parallel_for(n_pairs, 1, [&](int64_t begin, int64_t end) {
     for (int64_t pair = begin; pair < end; ++pair) {
       const FlashBlock& b = flash_blocks_[size_t(pair / a.n_head_kv)];
       const int g = int(pair % a.n_head_kv);
+      const int64_t n_chunks = int64_t(b.chunks.size()) - 1;
       for (int r = 0; r < int(b.n) * group; ++r) {
         const int64_t tl = r / group, h = r % group;
         float* out = a.out + ((b.t0 + tl) * a.n_head + int64_t(g) * group + h) * dv;
-        float mx = -INFINITY;
-        for (int64_t sp = 0; sp < n_split; ++sp)
-          mx = std::max(mx, flash_partials_[size_t(pair * n_split + sp) * partial_floats + size_t(r) * (dv + 2)]);
+        float m = -INFINITY, l = 0;
         std::fill(out, out + dv, 0.0f);
-        float sum = 0;
-        if (mx == -INFINITY) continue;
-        for (int64_t sp = 0; sp < n_split; ++sp) {
-          const float* pr = flash_partials_.data() + size_t(pair * n_split + sp) * partial_floats + size_t(r) * (dv + 2);
-          if (pr[0] == -INFINITY) continue;
-          const float w = std::exp(pr[0] - mx);
-          sum += pr[1] * w;
-          for (int i = 0; i < dv; ++i) out[i] += pr[2 + i] * w;
+        for (int64_t k = 0; k < n_chunks; ++k) {
+          const float* pr = flash_partials_.data() + size_t(pair * n_split + k) * partial_floats + size_t(r) * (dv + 2);
+          merge_into(m, l, out, pr[0], pr[1], pr + 2, dv);
         }
-        const float inv = sum > 0 ? 1.0f / sum : 0.0f;
+        const float inv = l > 0 ? 1.0f / l : 0.0f;
         for (int i = 0; i < dv; ++i) out[i] *= inv;
       }
     }

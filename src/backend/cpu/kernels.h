@@ -58,6 +58,11 @@ using GemmFn = void (*)(int64_t n_in, const void* w, size_t w_stride, int64_t n_
 struct CpuKernels {
   Isa isa = Isa::Generic;
   Uarch uarch = Uarch::Intel;
+  // Batch-invariant tables: gemm[t] gives token t's outputs the same bits whatever n_tokens is and
+  // wherever t sits in the call (issue 11). The generic, AVX2 and Intel AVX-512 kernels do so anyway;
+  // these tables leave out the kernels that sum in another order past a token count: the AVX-512 VNNI
+  // panels and AMX tiles (prefill from 16 tokens) and the Zen decode kernels' hand-off at 9 tokens.
+  bool batch_invariant = false;
   QuantizeActFn quantize_act[kWeightTypeIdLimit] = {};  // indexed by weight type id; null: no kernel
   GemmFn gemm[kWeightTypeIdLimit] = {};
   Isa gemm_isa[kWeightTypeIdLimit] = {};  // the level that actually filled gemm[t] (lower on fallback)
@@ -67,11 +72,12 @@ struct CpuKernels {
 };
 
 // Tables are built once, thread-safely, on first use; the reference stays valid for the process.
-const CpuKernels& kernels();             // the best level this CPU and OS support, for host_uarch()
+// The best level this CPU and OS supports, for host_uarch() (batch_invariant: its batch-invariant table).
+const CpuKernels& kernels(bool batch_invariant = false);
 const CpuKernels& kernels_for(Isa isa);  // a given level (at most best_isa()); entries fall back lower
 // Either micro-architecture's choices at a supported level: both are correct on any CPU that has the
 // level (tests check both; benchmarks compare them).
-const CpuKernels& kernels_for(Isa isa, Uarch uarch);
+const CpuKernels& kernels_for(Isa isa, Uarch uarch, bool batch_invariant = false);
 // Zen on AMD Zen CPUs, else Intel; TANDEM_CPU_UARCH=intel|zen overrides (read once).
 Uarch host_uarch();
 const char* uarch_name(Uarch uarch);  // "intel", "zen"
@@ -87,6 +93,7 @@ const char* isa_name(Isa isa);  // "generic", "avx2", "avx512", "amx"
 void matmul_f32(Isa isa, WeightType type, int64_t n_in, const void* w, size_t w_stride, int64_t n_rows,
                 const float* x, int64_t n_tokens, float* y, size_t y_stride);
 void matmul_f32(Isa isa, Uarch uarch, WeightType type, int64_t n_in, const void* w, size_t w_stride,
-                int64_t n_rows, const float* x, int64_t n_tokens, float* y, size_t y_stride);
+                int64_t n_rows, const float* x, int64_t n_tokens, float* y, size_t y_stride,
+                bool batch_invariant = false);
 
 }  // namespace tandem::cpu

@@ -224,6 +224,11 @@ Status SimBackend::synchronize() {
   return error_;
 }
 
+void SimBackend::set_batch_invariant(bool on) {
+  // In queue order: the ops queued before it keep the setting they were queued under.
+  submit("set_batch_invariant", {}, [this, on] { cpu_->set_batch_invariant(on); });
+}
+
 void SimBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {
   const int64_t n_rows = w.n_rows(), n = w.row_length();
   submit("matmul", {{"weight", w.data, w.size_bytes}, {"x", x, f32_bytes(n_tokens * n)},

@@ -58,6 +58,7 @@ class SimBackend final : public Backend {
   size_t budget_bytes() const { return options_.budget_bytes; }
   SimStats stats() const;
 
+  void set_batch_invariant(bool on) override;
   Result<void*> alloc(size_t bytes) override;
   void free(void* p) override;
   bool host_accessible() const override { return false; }

@@ -255,7 +255,14 @@ void swiglu(const float* gate, const float* up, int64_t n, float* out) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
     _mm256_storeu_ps(out + i, _mm256_mul_ps(v_silu(_mm256_loadu_ps(gate + i)), _mm256_loadu_ps(up + i)));
-  for (; i < n; ++i) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+  if (i == n) return;
+  // The tail through the same vector code (zero-padded): an element's bits must not depend on where the
+  // thread pool cut the array, i.e. on the batch (issue 11).
+  float g[8] = {}, u[8] = {}, o[8];
+  __builtin_memcpy(g, gate + i, size_t(n - i) * 4);
+  __builtin_memcpy(u, up + i, size_t(n - i) * 4);
+  _mm256_storeu_ps(o, _mm256_mul_ps(v_silu(_mm256_loadu_ps(g)), _mm256_loadu_ps(u)));
+  __builtin_memcpy(out + i, o, size_t(n - i) * 4);
 }
 
 void geglu(const float* gate, const float* up, int64_t n, float* out, const uint16_t* table) {

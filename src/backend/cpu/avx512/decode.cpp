@@ -3,7 +3,8 @@
 // that need about half the instructions per weight byte of the 256-bit kernels (gemm_x86.inc). Zen 4 runs
 // a 512-bit operation as two 256-bit halves, so the gain is in instructions issued, not in width; and it
 // loses half its read bandwidth when four rows stream side by side (BENCHMARKS.md, "Zen 4").
-// Calls with more tokens go to the kernel this level had before (prefill).
+// Calls with more tokens go to the kernel this level had before (prefill), except in the batch-invariant
+// tables, where these kernels take every call.
 //
 // Q4_K's gemm first lays its activation rows out in the order its nibbles come out of a 64-byte load
 // (per-thread scratch, 288 bytes per 256 activations). Integer sums are exact; only the order of float
@@ -214,37 +215,41 @@ void run_row(int nt, int64_t n, const uint8_t* w, const uint8_t* const* act, flo
   K::template row<NT>(n, w, act, y, y_stride);
 }
 
-template <class K, WeightType kType>
+// kAllTokens (batch-invariant tables): every call runs these kernels, 8 tokens at a time, so a token's
+// bits do not depend on how many others share the call; else calls of more tokens go to g_prefill.
+template <class K, WeightType kType, bool kAllTokens>
 void decode_gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
                  int64_t n_tokens, float* y, size_t y_stride) {
-  if (n_tokens > kMaxTokens || !K::fits(n_in))
+  if (!kAllTokens && (n_tokens > kMaxTokens || !K::fits(n_in)))
     return g_prefill[uint32_t(kType)](n_in, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
-  const uint8_t* act[kMaxTokens];
-  const auto* xb = static_cast<const uint8_t*>(x);
-  if (const size_t ab = K::act_bytes(n_in)) {
-    uint8_t* buf = t_act.get<uint8_t>(ab * size_t(n_tokens));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      K::layout(xb + t * x_stride, buf + t * ab, n_in);
-      act[t] = buf + t * ab;
-    }
-  } else {
-    for (int64_t t = 0; t < n_tokens; ++t) act[t] = xb + t * x_stride;
-  }
   const auto* wb = static_cast<const uint8_t*>(w);
-  for (int64_t r = 0; r < n_rows; ++r) run_row<K, kMaxTokens>(int(n_tokens), n_in, wb + r * w_stride, act, y + r, y_stride);
+  const auto* xb = static_cast<const uint8_t*>(x);
+  const size_t ab = K::act_bytes(n_in);
+  uint8_t* buf = ab ? t_act.get<uint8_t>(ab * size_t(kMaxTokens)) : nullptr;
+  for (int64_t t0 = 0; t0 < n_tokens; t0 += kMaxTokens) {
+    const int nt = int(n_tokens - t0 < kMaxTokens ? n_tokens - t0 : kMaxTokens);
+    const uint8_t* act[kMaxTokens];
+    for (int t = 0; t < nt; ++t) {
+      const uint8_t* row = xb + (t0 + t) * x_stride;
+      if (ab) K::layout(row, buf + t * ab, n_in);
+      act[t] = ab ? buf + t * ab : row;
+    }
+    for (int64_t r = 0; r < n_rows; ++r)
+      run_row<K, kMaxTokens>(nt, n_in, wb + r * w_stride, act, y + t0 * y_stride + r, y_stride);
+  }
 }
 
 }  // namespace
 
 void fill_zen_decode(CpuKernels& k) {
   using WT = WeightType;
-  auto set = [&](WT t, GemmFn g) {
+  auto set = [&](WT t, GemmFn decode, GemmFn all_tokens) {
     g_prefill[uint32_t(t)] = k.gemm[uint32_t(t)];
-    k.gemm[uint32_t(t)] = g;
+    k.gemm[uint32_t(t)] = k.batch_invariant ? all_tokens : decode;
     k.gemm_isa[uint32_t(t)] = Isa::Avx512;
   };
-  set(WT::Q4_K, decode_gemm<Q4K, WT::Q4_K>);
-  set(WT::Q6_K, decode_gemm<Q6K, WT::Q6_K>);
+  set(WT::Q4_K, decode_gemm<Q4K, WT::Q4_K, false>, decode_gemm<Q4K, WT::Q4_K, true>);
+  set(WT::Q6_K, decode_gemm<Q6K, WT::Q6_K, false>, decode_gemm<Q6K, WT::Q6_K, true>);
 }
 
 }  // namespace tandem::cpu::avx512

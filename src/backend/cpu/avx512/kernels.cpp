@@ -78,7 +78,7 @@ void fill_kernels(CpuKernels& k) {
   k.gemm[uint32_t(WeightType::BF16)] = gemm<Float512<ZmmBf16>>;
   if (k.uarch == Uarch::Zen) {
     fill_zen_decode(k);
-    fill_panel_gemm(k);
+    if (!k.batch_invariant) fill_panel_gemm(k);  // its sums are ordered unlike the decode kernels'
   }
 }
 

@@ -120,6 +120,15 @@ inline __m256 hsum8(const __m512* a) {
   return _mm256_add_ps(lo, hi);
 }
 
+// The sum of one vector by hsum8's tree: a score's bits must not depend on whether its cell was reduced
+// beside others (how many heads a task holds varies with the batch; issue 11).
+inline float hsum1(__m512 a) {
+  const __m256 b = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+  const __m256 h = _mm256_hadd_ps(b, b);
+  const __m256 q = _mm256_hadd_ps(h, h);
+  return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
+}
+
 // Scores of NQ query heads (rounded q, dk floats each) against the listed f16 K rows; 8/NQ cells per
 // step when NQ divides 8, so their reductions share one tree.
 template <int NQ>
@@ -159,7 +168,7 @@ void scores_f16(const float* qh, int dk, const uint16_t* k, int64_t k_stride, co
       for (int h = 0; h < NQ; ++h) acc[h] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(qh + h * dk + i), acc[h]);
     }
     for (int h = 0; h < NQ; ++h) {
-      float dot = _mm512_reduce_add_ps(acc[h]);
+      float dot = hsum1(acc[h]);
       for (int i = d16; i < dk; ++i) dot += qh[h * dk + i] * _cvtsh_ss(kr[i]);
       scores[h * n + j] = dot;
     }
@@ -279,7 +288,11 @@ void swiglu(const float* gate, const float* up, int64_t n, float* out) {
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
     _mm512_storeu_ps(out + i, _mm512_mul_ps(v_silu(_mm512_loadu_ps(gate + i)), _mm512_loadu_ps(up + i)));
-  for (; i < n; ++i) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+  if (i == n) return;
+  // The tail through the same vector code: an element's bits must not depend on where the thread pool
+  // cut the array, i.e. on the batch (issue 11).
+  const __mmask16 m = __mmask16((1u << (n - i)) - 1);
+  _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(v_silu(_mm512_maskz_loadu_ps(m, gate + i)), _mm512_maskz_loadu_ps(m, up + i)));
 }
 
 void geglu(const float* gate, const float* up, int64_t n, float* out, const uint16_t* table) {
@@ -500,7 +513,7 @@ inline void tile_dots(const float* q, const float* k, int dk, float* s, int s_st
     for (int j = 0; j < R * C; ++j) s[int64_t(j / C) * s_stride + j % C] = sums[j];
   } else {
 #pragma GCC unroll 16
-    for (int j = 0; j < R * C; ++j) s[int64_t(j / C) * s_stride + j % C] = _mm512_reduce_add_ps(acc[j]);
+    for (int j = 0; j < R * C; ++j) s[int64_t(j / C) * s_stride + j % C] = hsum1(acc[j]);  // hsum8v's tree
   }
 }
 
