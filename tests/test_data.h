@@ -24,19 +24,18 @@ inline std::string absent(const std::string& name) {
   return path(name) + " is absent (run scripts/fetch-test-data.sh and set TANDEM_TEST_DATA to the folder it prints)";
 }
 
-// stories260K.gguf (Karpathy's llama2.c TinyStories model) where the folder has it; no package registry
-// carries it, so elsewhere its stand-in: the synth preset stories260K-shape (the same shapes, random F32
-// weights, llama-spm's vocabulary), built once into build/synth-cache. "" and *why when neither can be had.
-inline std::string small_llama_model(std::string* why) {
-  if (std::filesystem::exists(path("stories260K.gguf"))) return path("stories260K.gguf");
-  const std::string out = std::string(TANDEM_BINARY_DIR) + "/synth-cache/synth-stories260K-shape-F32.gguf";
+// A synth model (src/model/synth.h) of `preset` in the `mix`, built once into build/synth-cache; "" and
+// *why when the preset's vocabulary is absent.
+inline std::string synth_model(const std::string& preset, quant::FileType mix, std::string* why) {
+  const std::string out = std::string(TANDEM_BINARY_DIR) + "/synth-cache/synth-" + preset + "-" +
+                          std::string(quant::file_type_name(mix)) + ".gguf";
   if (std::filesystem::exists(out)) return out;
   model::SynthOptions o;
-  o.preset = *model::find_synth_preset("stories260K-shape");
-  o.mix = quant::FileType::F32;
+  o.preset = *model::find_synth_preset(preset);
+  o.mix = mix;
   o.vocab_path = path(o.preset.vocab_file);
   if (!std::filesystem::exists(o.vocab_path)) {
-    *why = "neither stories260K.gguf nor its stand-in's vocabulary: " + absent(o.preset.vocab_file);
+    *why = "the vocabulary of synth preset " + preset + ": " + absent(o.preset.vocab_file);
     return "";
   }
   std::filesystem::create_directories(std::filesystem::path(out).parent_path());
@@ -48,6 +47,14 @@ inline std::string small_llama_model(std::string* why) {
   }
   std::filesystem::rename(o.output_path, out);
   return out;
+}
+
+// stories260K.gguf (Karpathy's llama2.c TinyStories model) where the folder has it; no package registry
+// carries it, so elsewhere its stand-in: the synth preset stories260K-shape (the same shapes, random F32
+// weights, llama-spm's vocabulary), built once into build/synth-cache. "" and *why when neither can be had.
+inline std::string small_llama_model(std::string* why) {
+  if (std::filesystem::exists(path("stories260K.gguf"))) return path("stories260K.gguf");
+  return synth_model("stories260K-shape", quant::FileType::F32, why);
 }
 
 // synth tiny-deepseek-v3 cut to 2 layers (one dense, one MoE: 16 experts, top-4 in 2 of 4 groups, one

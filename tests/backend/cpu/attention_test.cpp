@@ -385,6 +385,62 @@ TEST(Attention, FlashLongContextSplitsAndPrefillBlocks) {
   }
 }
 
+// Batch invariance (issue 11): each token's output has the same bits computed alone (its cells split
+// across threads and merged) as in a batch with a 40-token prefill block of one sequence and decode
+// tokens of another (no split), on 1, 2 or 3 threads, and after the cache's cells were permuted
+// (attention takes them by position, not by cell index). Sliding window on and off, both paths.
+TEST(Attention, TokenOutputDoesNotDependOnTheBatch) {
+  std::vector<int32_t> pos(43), seq(43, 0);
+  seq[40] = seq[41] = seq[42] = 1;
+  for (int window : {0, 100}) {
+    AttnProblem a = make_attn(8, 2, 64, 64, window, 0, 700, pos, seq, 41);
+    // Sequence 0's block sees its last 40 positions (a prefill), sequence 1's tokens its last three.
+    int32_t last[2] = {-1, -1};
+    for (int64_t c = 0; c < a.n_cells; ++c)
+      if (a.cell_seq[size_t(c)] >= 0) last[a.cell_seq[size_t(c)]] = std::max(last[a.cell_seq[size_t(c)]], a.cell_pos[size_t(c)]);
+    for (int t = 0; t < 40; ++t) a.token_pos[size_t(t)] = last[0] - 39 + t;
+    for (int t = 40; t < 43; ++t) a.token_pos[size_t(t)] = last[1] - 42 + t;
+    // The same cache with its cells in reverse order.
+    AttnProblem r = a;
+    std::reverse(r.cell_pos.begin(), r.cell_pos.end());
+    std::reverse(r.cell_seq.begin(), r.cell_seq.end());
+    const int64_t rk = int64_t(a.n_head_kv) * a.dk;
+    for (int64_t c = 0; c < a.n_cells; ++c)
+      for (int64_t i = 0; i < rk; ++i) {
+        r.kf[size_t((a.n_cells - 1 - c) * rk + i)] = a.kf[size_t(c * rk + i)];
+        r.vf[size_t((a.n_cells - 1 - c) * rk + i)] = a.vf[size_t(c * rk + i)];
+      }
+    const Case all{8, 2, 64, window, 0, a.token_pos, a.token_seq};
+    for (WeightType kt : {WeightType::F16, WeightType::Q8_0}) {
+      a.encode(kt, kt);
+      r.encode(kt, kt);
+      for (bool flash : {false, true}) {
+        CpuBackend be2(2);
+        std::vector<float> batch, permuted, alone;
+        run_backend(be2, a, all, flash, &batch);
+        run_backend(be2, r, all, flash, &permuted);
+        EXPECT_EQ(std::memcmp(batch.data(), permuted.data(), batch.size() * 4), 0)
+            << (flash ? "flash" : "plain") << " window " << window << " " << type_name(kt) << ": cell order";
+        const size_t row = size_t(a.n_head) * size_t(a.dv);
+        for (int threads : {1, 2, 3}) {
+          CpuBackend be(threads);
+          for (size_t t = 0; t < pos.size(); ++t) {
+            AttnProblem one = a;
+            one.token_pos = {a.token_pos[t]};
+            one.token_seq = {a.token_seq[t]};
+            one.q.assign(a.q.begin() + std::ptrdiff_t(t * size_t(a.n_head * a.dk)),
+                         a.q.begin() + std::ptrdiff_t((t + 1) * size_t(a.n_head * a.dk)));
+            run_backend(be, one, Case{8, 2, 64, window, 0, one.token_pos, one.token_seq}, flash, &alone);
+            EXPECT_EQ(std::memcmp(alone.data(), batch.data() + t * row, row * 4), 0)
+                << (flash ? "flash" : "plain") << " window " << window << " " << type_name(kt) << " token " << t
+                << " on " << threads << " threads";
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Attention, HadamardIsTheOrthonormalSylvesterMatrix) {
   // Against H[i][j] = (-1)^popcount(i & j) / sqrt(n) applied in double; twice = identity.
   CpuBackend be(2);
