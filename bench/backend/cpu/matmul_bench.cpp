@@ -1,6 +1,7 @@
 // Single-thread CPU matmul kernels per weight type and ISA level: decode (one token, GB/s of weight
-// bytes streamed) and prefill (64 tokens, GFLOP/s). Weights are random blocks with finite scales: the
-// kernels' speed does not depend on the values. Activation quantization is timed separately.
+// bytes streamed) and prefill (64 tokens, GFLOP/s; "-invariant": the batch-invariant tables). Weights
+// are random blocks with finite scales: the kernels' speed does not depend on the values. Activation
+// quantization is timed separately.
 //   tandem_cpu_bench --benchmark_min_time=0.2s [--benchmark_filter=Q4_K]
 #include <cstring>
 #include <random>
@@ -21,8 +22,9 @@ using WT = WeightType;
 const WT kTypes[] = {WT::Q4_K, WT::Q6_K, WT::Q8_0, WT::Q4_0, WT::Q5_0, WT::Q5_K, WT::Q3_K, WT::Q2_K,
                      WT::Q4_1, WT::Q5_1, WT::IQ4_NL, WT::IQ4_XS, WT::F16, WT::BF16, WT::F32};
 
-void bench_gemm(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
-  const CpuKernels& k = kernels_for(isa, uarch);
+void bench_gemm(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens,
+                bool batch_invariant) {
+  const CpuKernels& k = kernels_for(isa, uarch, batch_invariant);
   const uint32_t id = uint32_t(t);
   const std::vector<uint8_t> w = bench::random_weights(t, n_in, n_rows);
   std::vector<float> x(n_in * n_tokens);
@@ -78,16 +80,21 @@ int main(int argc, char** argv) {
         const std::string name = std::string(tandem::type_name(t)) + "/" + isa_name(isa) +
                                  (isa == Isa::Generic ? "" : std::string("-") + uarch_name(uarch));
         // Decode: 4096 x 8192 (19 MB of Q4_K): out of L2, streamed like a real layer.
-        benchmark::RegisterBenchmark(("decode/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 8192, 1)
+        benchmark::RegisterBenchmark(("decode/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 8192, 1, false)
             ->Unit(benchmark::kMillisecond);
         // Decode out of L2 (2048 x 1024, 1.2 MB of Q4_K): the kernel's own speed, as small models see it.
-        benchmark::RegisterBenchmark(("decode_l2/" + name).c_str(), bench_gemm, isa, uarch, t, 2048, 1024, 1)
+        benchmark::RegisterBenchmark(("decode_l2/" + name).c_str(), bench_gemm, isa, uarch, t, 2048, 1024, 1, false)
             ->Unit(benchmark::kMicrosecond);
         // Decode through a wide, short-row output layer (Gemma 3 270M's tied 262144 x 640 embedding).
-        benchmark::RegisterBenchmark(("decode_vocab/" + name).c_str(), bench_gemm, isa, uarch, t, 640, 262144, 1)
+        benchmark::RegisterBenchmark(("decode_vocab/" + name).c_str(), bench_gemm, isa, uarch, t, 640, 262144, 1, false)
             ->Unit(benchmark::kMillisecond);
-        benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64)
+        benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64, false)
             ->Unit(benchmark::kMillisecond);
+        // The batch-invariant tables, where their prefill kernel differs (kernels.h): its cost.
+        if (kernels_for(isa, uarch, true).gemm[uint32_t(t)] != kernels_for(isa, uarch).gemm[uint32_t(t)])
+          benchmark::RegisterBenchmark(("prefill64/" + name + "-invariant").c_str(), bench_gemm, isa, uarch, t, 4096,
+                                       512, 64, true)
+              ->Unit(benchmark::kMillisecond);
       }
     }
     for (tandem::WeightType t : {tandem::WeightType::Q8_0, tandem::WeightType::Q4_1, tandem::WeightType::Q4_K,
