@@ -16,6 +16,6 @@ constexpr int kMaxTokens = 4;
 #include "backend/cpu/x86/gemm_x86.inc"
 #undef TANDEM_X86_VNNI
 
-void fill_kernels(CpuKernels& k) { fill_x86_kernels(k, Isa::Avx2, k.uarch == Uarch::Intel); }
+void fill_kernels(CpuKernels& k) { fill_x86_kernels(k, Isa::Avx2); }
 
 }  // namespace tandem::cpu::avx2

@@ -72,7 +72,7 @@ struct Float512 {
 }  // namespace
 
 void fill_kernels(CpuKernels& k) {
-  fill_x86_kernels(k, Isa::Avx512, k.uarch == Uarch::Intel);
+  fill_x86_kernels(k, Isa::Avx512);
   k.gemm[uint32_t(WeightType::F32)] = gemm<Float512<Zmm32>>;
   k.gemm[uint32_t(WeightType::F16)] = gemm<Float512<Zmm16>>;
   k.gemm[uint32_t(WeightType::BF16)] = gemm<Float512<ZmmBf16>>;
