@@ -185,3 +185,20 @@ def test_quantize_short_form_writes_beside_the_input(tmp_path, f16_model):
     src.write_bytes(f16_model.read_bytes())
     proc = run_tandem("quantize", src, "q8_0", check=True)
     assert (tmp_path / "ggml-model-Q8_0.gguf").exists(), proc.stdout
+
+
+def batch_invariant(stderr):
+    line = next(l for l in stderr.splitlines() if l.startswith("threads:"))
+    return "batch-invariant" in line
+
+
+@pytest.mark.parametrize("value,expected", [("on", True), ("yes", True), ("off", False), ("0", False)])
+def test_batch_invariant_values(tandem_bin, value, expected):
+    assert batch_invariant(summary("--batch-invariant", value)) == expected
+    assert not batch_invariant(summary())  # off unless asked for
+
+
+@pytest.mark.parametrize("value", ["auto", "maybe", ""])
+def test_batch_invariant_rejects_other_values(tandem_bin, value):
+    proc = run_tandem("run", "-m", STORIES, "-p", "Once", "-n", "1", "--batch-invariant", value)
+    expect_error(proc, "--batch-invariant", f"'{value}'" if value != "auto" else "on or off")
