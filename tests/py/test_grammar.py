@@ -35,6 +35,12 @@ SCHEMAS = {
                   "value": {"type": "integer"}},
         "anyOf": [{"$ref": "#/$defs/node"}, {"type": "null"}],
     },
+    "codes": {  # Python's re checks the pattern in jsonschema.validate
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[A-Z]{2}-\\d{2,4}(?:\\.[a-z]+)?$"},
+        "minItems": 1,
+        "maxItems": 3,
+    },
     "answer": {
         "type": "object",
         "properties": {"ok": {"const": True}, "code": {"type": "string", "minLength": 2, "maxLength": 4}},
