@@ -57,13 +57,14 @@ inline std::string small_llama_model(std::string* why) {
   return synth_model("stories260K-shape", quant::FileType::F32, why);
 }
 
-// synth tiny-deepseek-v3 cut to 2 layers (one dense, one MoE: 16 experts, top-4 in 2 of 4 groups, one
-// shared), F32, built once into build/synth-cache; "" and *why without its vocabulary.
-inline std::string tiny_deepseek_model(std::string* why) {
-  const std::string out = std::string(TANDEM_BINARY_DIR) + "/synth-cache/tiny-deepseek-v3-2L-F32.gguf";
+// synth tiny-deepseek-v3 (or `preset`, a variant of it) cut to 2 layers (one dense, one MoE: 16 experts,
+// top-4 in 2 of 4 groups, one shared), F32, built once into build/synth-cache; "" and *why without its
+// vocabulary.
+inline std::string tiny_deepseek_model(std::string* why, const std::string& preset = "tiny-deepseek-v3") {
+  const std::string out = std::string(TANDEM_BINARY_DIR) + "/synth-cache/" + preset + "-2L-F32.gguf";
   if (std::filesystem::exists(out)) return out;
   model::SynthOptions o;
-  o.preset = *model::find_synth_preset("tiny-deepseek-v3");
+  o.preset = *model::find_synth_preset(preset);
   o.preset.n_layer = 2;
   o.mix = quant::FileType::F32;
   o.vocab_path = path(o.preset.vocab_file);

@@ -3,7 +3,8 @@
 //   x += attn_mla(norm(x));  x += (moe(norm(x)) + shared_experts(norm(x)))   (dense: ffn_swiglu)
 // as llama.cpp's src/models/deepseek2.cpp computes it. MLA runs absorbed, as there: queries are taken
 // into the latent space (W_k_b), attention is MQA over cached rows of [rope key, normed latent], and
-// W_v_b expands each head's result. Only the split attn_k_b/attn_v_b form is supported so far.
+// W_v_b expands each head's result. Files of older conversions, with one attn_kv_b per layer and no
+// *_mla keys, run expanded as llama.cpp runs them: attn_kv_b gives every head its K and V, cached per head.
 #include <cmath>
 
 #include "model/blocks.h"
@@ -16,6 +17,7 @@ namespace {
 struct Deepseek2Params {
   int64_t q_lora_rank = 0;  // 0: a direct attn_q (V2-Lite)
   int64_t kv_lora_rank = 0, qk_nope = 0, qk_rope = 0, v_head_dim = 0;
+  bool combined_kv_b = false;  // attn_kv_b (older conversions), run expanded; else attn_k_b/attn_v_b, absorbed
   int64_t n_dense_lead = 0, n_ff_exp = 0, n_expert_shared = 0;
   int64_t n_group = 0, n_group_used = 0;
   bool sigmoid_gating = false, norm_weights = false;
@@ -37,23 +39,35 @@ Result<Deepseek2Params> read_params(const HParams& hp, const gguf::Metadata& met
   d.q_lora_rank = int64_t(get("attention.q_lora_rank").value_or(0));
   TANDEM_TRY(need("attention.kv_lora_rank", &d.kv_lora_rank));
   int64_t k_mla = 0;
-  if (!get("attention.key_length_mla") || !get("attention.value_length_mla"))
-    return unsupported("%s: no %sattention.key_length_mla / value_length_mla: the combined attn_kv_b form of older "
-                       "conversions is not supported yet (convert again with a current llama.cpp)", src, a.c_str());
-  TANDEM_TRY(need("attention.key_length_mla", &k_mla));
-  TANDEM_TRY(need("attention.value_length_mla", &d.v_head_dim));
   d.qk_rope = hp.n_rot;
-  d.qk_nope = k_mla - d.qk_rope;
-  if (d.kv_lora_rank < 1 || d.qk_nope < 1 || d.v_head_dim < 1)
-    return corrupt("%s: %sattention.key_length_mla %lld must exceed rope.dimension_count %lld, and kv_lora_rank and "
-                   "value_length_mla be positive", src, a.c_str(), (long long)k_mla, (long long)d.qk_rope);
-  // The latent MQA the converter describes: one KV head of kv_lora + rope keys and kv_lora values.
-  if (hp.n_head_kv != 1 || hp.head_dim_k != d.kv_lora_rank + d.qk_rope || hp.head_dim_v != d.kv_lora_rank)
-    return corrupt("%s: %sattention.head_count_kv %lld, key_length %lld, value_length %lld disagree with "
-                   "kv_lora_rank %lld and rope.dimension_count %lld (expected 1, %lld, %lld)", src, a.c_str(),
-                   (long long)hp.n_head_kv, (long long)hp.head_dim_k, (long long)hp.head_dim_v,
-                   (long long)d.kv_lora_rank, (long long)d.qk_rope, (long long)(d.kv_lora_rank + d.qk_rope),
-                   (long long)d.kv_lora_rank);
+  d.combined_kv_b = !get("attention.key_length_mla") && !get("attention.value_length_mla");
+  if (d.combined_kv_b) {
+    // key_length / value_length are the expanded heads' (llama.cpp's is_mla() false).
+    if (hp.n_head_kv != hp.n_head)
+      return corrupt("%s: %sattention.head_count_kv %lld differs from head_count %lld in a file without "
+                     "key_length_mla (the attn_kv_b form expands every head)", src, a.c_str(),
+                     (long long)hp.n_head_kv, (long long)hp.n_head);
+    k_mla = hp.head_dim_k;
+    d.v_head_dim = hp.head_dim_v;
+    d.qk_nope = k_mla - d.qk_rope;
+    if (d.kv_lora_rank < 1 || d.qk_nope < 1 || d.v_head_dim < 1)
+      return corrupt("%s: %sattention.key_length %lld must exceed rope.dimension_count %lld, and kv_lora_rank and "
+                     "value_length be positive", src, a.c_str(), (long long)k_mla, (long long)d.qk_rope);
+  } else {
+    TANDEM_TRY(need("attention.key_length_mla", &k_mla));
+    TANDEM_TRY(need("attention.value_length_mla", &d.v_head_dim));
+    d.qk_nope = k_mla - d.qk_rope;
+    if (d.kv_lora_rank < 1 || d.qk_nope < 1 || d.v_head_dim < 1)
+      return corrupt("%s: %sattention.key_length_mla %lld must exceed rope.dimension_count %lld, and kv_lora_rank and "
+                     "value_length_mla be positive", src, a.c_str(), (long long)k_mla, (long long)d.qk_rope);
+    // The latent MQA the converter describes: one KV head of kv_lora + rope keys and kv_lora values.
+    if (hp.n_head_kv != 1 || hp.head_dim_k != d.kv_lora_rank + d.qk_rope || hp.head_dim_v != d.kv_lora_rank)
+      return corrupt("%s: %sattention.head_count_kv %lld, key_length %lld, value_length %lld disagree with "
+                     "kv_lora_rank %lld and rope.dimension_count %lld (expected 1, %lld, %lld)", src, a.c_str(),
+                     (long long)hp.n_head_kv, (long long)hp.head_dim_k, (long long)hp.head_dim_v,
+                     (long long)d.kv_lora_rank, (long long)d.qk_rope, (long long)(d.kv_lora_rank + d.qk_rope),
+                     (long long)d.kv_lora_rank);
+  }
   d.n_dense_lead = int64_t(get("leading_dense_block_count").value_or(0));
   if (d.n_dense_lead > hp.n_layer)
     return corrupt("%s: %sleading_dense_block_count %lld exceeds block_count %lld", src, a.c_str(),
@@ -114,8 +128,12 @@ Result<std::vector<TensorSpec>> deepseek2_tensors(const HParams& hp, const gguf:
     }
     out.push_back({b + "attn_kv_a_mqa.weight", {d.kv_lora_rank + d.qk_rope, e}});
     out.push_back({b + "attn_kv_a_norm.weight", {d.kv_lora_rank}});
-    out.push_back({b + "attn_k_b.weight", {h, d.kv_lora_rank, d.qk_nope}});
-    out.push_back({b + "attn_v_b.weight", {h, d.v_head_dim, d.kv_lora_rank}});
+    if (d.combined_kv_b) {
+      out.push_back({b + "attn_kv_b.weight", {h * (d.qk_nope + d.v_head_dim), d.kv_lora_rank}});
+    } else {
+      out.push_back({b + "attn_k_b.weight", {h, d.kv_lora_rank, d.qk_nope}});
+      out.push_back({b + "attn_v_b.weight", {h, d.v_head_dim, d.kv_lora_rank}});
+    }
     out.push_back({b + "attn_output.weight", {e, h * d.v_head_dim}});
     out.push_back({b + "ffn_norm.weight", {e}});
     if (i < d.n_dense_lead) {
@@ -161,7 +179,11 @@ class Deepseek2Model final : public Model {
       TANDEM_ASSIGN(x, s.move(*xb, x, ab, Slot::kX, n * e));
       TANDEM_ASSIGN(float* cur, s.get(ab, Slot::kCur, n * e));
       ab.rms_norm(x, &on(*l.attn_norm, ab), n, e, eps, cur);
-      TANDEM_TRY(attention_mla(l, in, il, cur, cur, s));  // [n, e]
+      if (d_.combined_kv_b) {
+        TANDEM_TRY(attention_expanded(l, in, il, cur, cur, s));  // [n, e]
+      } else {
+        TANDEM_TRY(attention_mla(l, in, il, cur, cur, s));  // [n, e]
+      }
       ab.add(x, cur, n * e, x);
       Backend& fb = l.moe.gate_inp ? *l.moe.gate_inp->backend : *l.gate->backend;
       TANDEM_ASSIGN(x, s.move(ab, x, fb, Slot::kX, n * e));
@@ -185,6 +207,7 @@ class Deepseek2Model final : public Model {
     const Weight* attn_norm = nullptr;
     const Weight *wq_a = nullptr, *q_a_norm = nullptr, *wq_b = nullptr, *wq = nullptr;
     const Weight *wkv_a = nullptr, *kv_a_norm = nullptr, *wk_b = nullptr, *wv_b = nullptr, *wo = nullptr;
+    const Weight* wkv_b = nullptr;  // the older combined form instead of wk_b, wv_b
     const Weight* ffn_norm = nullptr;
     const Weight *gate = nullptr, *up = nullptr, *down = nullptr;  // leading dense layers
     MoeWeights moe;                                                // MoE layers (moe.gate_inp set)
@@ -279,6 +302,84 @@ class Deepseek2Model final : public Model {
     return Status::ok();
   }
 
+  // out = W_o MHA(x) for the combined attn_kv_b form, expanded as llama.cpp runs it: the normed latent
+  // through attn_kv_b gives every head its K (after the shared rope key) and V, cached per head.
+  // x, out: [n, e] on the attention matrices' device, may alias.
+  Status attention_expanded(const Layer& l, const PassInputs& in, size_t il, const float* x, float* out,
+                            ForwardScratch& s) const {
+    Backend& b = *l.wkv_a->backend;
+    Backend& kb = *kv_layers()[il].backend;
+    const int64_t n = in.batch.size(), h = hp_.n_head, lat = d_.kv_lora_rank, rope = d_.qk_rope,
+                  nope = d_.qk_nope, vd = d_.v_head_dim, k_mla = nope + rope, hd_k = rope + nope;
+    const float eps = float(hp_.norm_eps);
+    TANDEM_ASSIGN(const DeviceInputs bi, s.inputs(b));
+    TANDEM_ASSIGN(float* q, s.get(b, Slot::kQ, n * h * k_mla));
+    if (l.wq_a) {
+      TANDEM_ASSIGN(float* qa, s.get(b, Slot::kQAbs, n * d_.q_lora_rank));
+      b.matmul(*l.wq_a, x, n, qa);                                        // [n, q_lora]
+      b.rms_norm(qa, &on(*l.q_a_norm, b), n, d_.q_lora_rank, eps, qa);
+      b.matmul(*l.wq_b, qa, n, q);                                        // [n, h, nope + rope]
+    } else {
+      b.matmul(*l.wq, x, n, q);                                           // [n, h, nope + rope]
+    }
+    TANDEM_ASSIGN(float* kv_pe, s.get(b, Slot::kKvPe, n * (lat + rope)));
+    b.matmul(*l.wkv_a, x, n, kv_pe);                                      // [n, lat + rope]
+    TANDEM_ASSIGN(float* latent, s.get(b, Slot::kQAbs, n * lat));
+    b.copy_2d(kv_pe, lat + rope, latent, lat, n, lat);
+    b.rms_norm(latent, &on(*l.kv_a_norm, b), n, lat, eps, latent);        // [n, lat]
+    TANDEM_ASSIGN(float* kvx, s.get(b, Slot::kQNope, n * h * (nope + vd)));
+    b.matmul(*l.wkv_b, latent, n, kvx);                                   // [n, h, nope + v]
+    // K: [n, h, rope + nope], the rope key repeated for every head; V: [n, h, v]; Q: [n, h, rope + nope].
+    TANDEM_ASSIGN(float* k, s.get(b, Slot::kK, n * h * hd_k));
+    for (int64_t j = 0; j < h; ++j) b.copy_2d(kv_pe + lat, lat + rope, k + j * hd_k, h * hd_k, n, rope);
+    b.copy_2d(kvx, nope + vd, k + rope, hd_k, n * h, nope);
+    TANDEM_ASSIGN(float* v, s.get(b, Slot::kV, n * h * vd));
+    b.copy_2d(kvx + nope, nope + vd, v, vd, n * h, vd);
+    TANDEM_ASSIGN(float* qq, s.get(b, Slot::kAttn, n * h * hd_k));
+    b.copy_2d(q + nope, k_mla, qq, hd_k, n * h, rope);
+    b.copy_2d(q, k_mla, qq + rope, hd_k, n * h, nope);
+    b.rope(qq, n, int(h), int(hd_k), bi.pos, rope_);
+    b.rope(k, n, int(h), int(hd_k), bi.pos, rope_);
+    const KvCache& kv = in.kv;
+    const int k_rot = kv_rotation_block(kv.type_k(), hd_k, false), v_rot = kv_rotation_block(kv.type_v(), vd, true);
+    if (k_rot) {
+      b.hadamard(qq, n * h, hd_k, k_rot);
+      b.hadamard(k, n * h, hd_k, k_rot);
+    }
+    if (v_rot) b.hadamard(v, n * h, vd, v_rot);
+
+    TANDEM_ASSIGN(qq, s.move(b, qq, kb, Slot::kAttn, n * h * hd_k));
+    TANDEM_ASSIGN(k, s.move(b, k, kb, Slot::kK, n * h * hd_k));
+    TANDEM_ASSIGN(v, s.move(b, v, kb, Slot::kV, n * h * vd));
+    TANDEM_ASSIGN(float* attn, s.get(kb, Slot::kAttnV, n * h * vd));
+    TANDEM_ASSIGN(const DeviceInputs ki, s.inputs(kb));
+    const KvCache::Layer& cache = kv.layer(il);
+    kb.kv_store(k, v, n, h * hd_k, h * vd, ki.cells, kv.type_k(), kv.type_v(), cache.k, cache.v);
+    AttentionArgs a;
+    a.q = qq;
+    a.out = attn;
+    a.n_tokens = n;
+    a.n_head = a.n_head_kv = int(h);
+    a.head_dim_k = int(hd_k);
+    a.head_dim_v = int(vd);
+    a.scale = kq_scale_;
+    a.token_pos = ki.pos;
+    a.token_seq = ki.seq;
+    a.k_type = kv.type_k();
+    a.v_type = kv.type_v();
+    a.flash = in.flash_attn;
+    a.k = cache.k;
+    a.v = cache.v;
+    a.n_cells = kv.active_cells();
+    a.cell_pos = ki.cell_pos;
+    a.cell_seq = ki.cell_seq;
+    kb.attention(a);  // [n, h, v]
+    if (v_rot) kb.hadamard(attn, n * h, vd, v_rot);
+    TANDEM_ASSIGN(attn, s.move(kb, attn, b, Slot::kAttnV, n * h * vd));
+    b.matmul(*l.wo, attn, n, out);  // [n, e]
+    return Status::ok();
+  }
+
   Status bind_layers() override {
     TANDEM_ASSIGN(d_, read_params(hp_, file().metadata(), file().path()));
     moe_ = {.n_expert = hp_.n_expert, .n_expert_used = hp_.n_expert_used, .n_group = d_.n_group,
@@ -311,6 +412,7 @@ class Deepseek2Model final : public Model {
       l.kv_a_norm = find(b + "attn_kv_a_norm.weight");
       l.wk_b = find(b + "attn_k_b.weight");
       l.wv_b = find(b + "attn_v_b.weight");
+      l.wkv_b = find(b + "attn_kv_b.weight");
       l.wo = find(b + "attn_output.weight");
       l.ffn_norm = find(b + "ffn_norm.weight");
       const Weight* probs_b = nullptr;
@@ -330,7 +432,10 @@ class Deepseek2Model final : public Model {
       }
       TANDEM_TRY(require_f32({l.attn_norm, l.q_a_norm, l.kv_a_norm, l.ffn_norm, probs_b}));
       if (probs_b) l.moe.exp_probs_b = reinterpret_cast<const float*>(file().find(probs_b->name)->data);
-      kv_layers_.push_back({nullptr, d_.qk_rope + d_.kv_lora_rank, 0});  // latent: V is a view of K
+      if (d_.combined_kv_b)  // expanded: every head's K (rope + nope) and V
+        kv_layers_.push_back({nullptr, hp_.n_head * (d_.qk_rope + d_.qk_nope), hp_.n_head * d_.v_head_dim});
+      else  // latent: V is a view of K
+        kv_layers_.push_back({nullptr, d_.qk_rope + d_.kv_lora_rank, 0});
     }
     return Status::ok();
   }
@@ -338,7 +443,9 @@ class Deepseek2Model final : public Model {
   std::vector<std::vector<const Weight*>> blocks() const override {
     std::vector<std::vector<const Weight*>> out;
     for (const Layer& l : layers_) {
-      out.push_back({l.wkv_a, l.wk_b, l.wv_b, l.wo});
+      out.push_back({l.wkv_a, l.wo});
+      out.back().insert(out.back().end(), l.wkv_b ? std::initializer_list<const Weight*>{l.wkv_b}
+                                                  : std::initializer_list<const Weight*>{l.wk_b, l.wv_b});
       out.back().insert(out.back().end(), l.wq ? std::initializer_list<const Weight*>{l.wq}
                                                : std::initializer_list<const Weight*>{l.wq_a, l.wq_b});
       if (l.moe.gate_inp) {  // the router, the experts and the shared experts may each go their own way

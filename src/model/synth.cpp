@@ -63,6 +63,13 @@ const std::vector<SynthPreset>& synth_presets() {
                       .n_expert = 16, .n_expert_used = 4, .n_expert_shared = 1, .n_ff_exp = 64, .n_dense_lead = 1,
                       .n_group = 4, .n_group_used = 2, .sigmoid_gating = true, .norm_topk = true,
                       .routed_scale = 2.5, .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 1.0}),
+      // The same V3 as an older conversion wrote it: one attn_kv_b per layer.
+      tiny_deepseek2("tiny-deepseek-v3-kvb", 4,
+                     {.q_lora_rank = 96, .kv_lora_rank = 64, .qk_nope = 32, .qk_rope = 32, .v_head_dim = 32,
+                      .n_expert = 16, .n_expert_used = 4, .n_expert_shared = 1, .n_ff_exp = 64, .n_dense_lead = 1,
+                      .n_group = 4, .n_group_used = 2, .sigmoid_gating = true, .norm_topk = true,
+                      .routed_scale = 2.5, .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 1.0,
+                      .combined_kv_b = true}),
       tiny_deepseek2("tiny-deepseek-v2-lite", 27,
                      {.kv_lora_rank = 64, .qk_nope = 32, .qk_rope = 32, .v_head_dim = 32, .n_expert = 8,
                       .n_expert_used = 2, .n_expert_shared = 2, .n_ff_exp = 64, .n_dense_lead = 1,
@@ -144,8 +151,13 @@ std::vector<SynthTensor> deepseek2_tensor_list(const SynthPreset& p, int64_t n_v
     }
     t.push_back({b + "attn_kv_a_mqa.weight", {d.kv_lora_rank + d.qk_rope, e}, Init::Normal, in_std});
     t.push_back({b + "attn_kv_a_norm.weight", {d.kv_lora_rank}, Init::Ones});
-    t.push_back({b + "attn_k_b.weight", {h, d.kv_lora_rank, d.qk_nope}, Init::Normal, std_of(d.kv_lora_rank)});
-    t.push_back({b + "attn_v_b.weight", {h, d.v_head_dim, d.kv_lora_rank}, Init::Normal, std_of(d.kv_lora_rank)});
+    if (d.combined_kv_b) {
+      t.push_back({b + "attn_kv_b.weight", {h * (d.qk_nope + d.v_head_dim), d.kv_lora_rank}, Init::Normal,
+                   std_of(d.kv_lora_rank)});
+    } else {
+      t.push_back({b + "attn_k_b.weight", {h, d.kv_lora_rank, d.qk_nope}, Init::Normal, std_of(d.kv_lora_rank)});
+      t.push_back({b + "attn_v_b.weight", {h, d.v_head_dim, d.kv_lora_rank}, Init::Normal, std_of(d.kv_lora_rank)});
+    }
     t.push_back({b + "attn_output.weight", {e, h * d.v_head_dim}, Init::Normal, std_of(h * d.v_head_dim) * residual});
     t.push_back({b + "ffn_norm.weight", {e}, Init::Ones});
     if (i < d.n_dense_lead) {
@@ -174,10 +186,16 @@ void set_deepseek2_metadata(const SynthPreset& p, gguf::Metadata& m) {
   const std::string a = p.arch + ".";
   auto u32 = [&](const char* key, int64_t v) { m.set(a + key, gguf::Value::u32(uint32_t(v))); };
   // MLA is stored as MQA over the latent: one KV head of kv_lora + rope keys and kv_lora values.
-  u32("attention.key_length", d.kv_lora_rank + d.qk_rope);
-  u32("attention.value_length", d.kv_lora_rank);
-  u32("attention.key_length_mla", d.qk_nope + d.qk_rope);
-  u32("attention.value_length_mla", d.v_head_dim);
+  if (d.combined_kv_b) {  // older conversions: multi-head K and V as attn_kv_b expands them
+    u32("attention.head_count_kv", p.n_head);
+    u32("attention.key_length", d.qk_nope + d.qk_rope);
+    u32("attention.value_length", d.v_head_dim);
+  } else {
+    u32("attention.key_length", d.kv_lora_rank + d.qk_rope);
+    u32("attention.value_length", d.kv_lora_rank);
+    u32("attention.key_length_mla", d.qk_nope + d.qk_rope);
+    u32("attention.value_length_mla", d.v_head_dim);
+  }
   // Without a query low-rank projection (V2-Lite) real files have no q_lora_rank key, and llama.cpp
   // accepts that only at V2-Lite's 26 or 27 layers; other layer counts (--layers) get an explicit 0.
   if (d.q_lora_rank > 0 || (p.n_layer != 26 && p.n_layer != 27)) u32("attention.q_lora_rank", d.q_lora_rank);

@@ -28,6 +28,7 @@ struct MoeShape {
   double yarn_factor = 0;         // > 0: rope.scaling.type yarn with this factor
   int64_t yarn_orig_ctx = 0;
   double mscale_all_dim = 0;      // rope.scaling.yarn_log_multiplier = 0.1 * this
+  bool combined_kv_b = false;     // one attn_kv_b per layer (older conversions) instead of attn_k_b/attn_v_b
 };
 
 struct SynthPreset {

@@ -150,6 +150,14 @@ TEST(SimPlacement, TinyDeepseekGivesTheCpusLogitsOnEveryPlacement) {
                             .flash_attn = false}, "exps=CPU");
 }
 
+// The older combined attn_kv_b form, run expanded: per-head K and V built by strided copies.
+TEST(SimPlacement, TinyDeepseekWithCombinedKvBGivesTheCpusLogits) {
+  std::string why;
+  const std::string path = test_data::tiny_deepseek_model(&why, "tiny-deepseek-v3-kvb");
+  if (path.empty()) GTEST_SKIP() << why;
+  expect_same_as_cpu(path, {.n_ctx = 64, .n_ubatch = 5, .flash_attn = true}, "exps=CPU");
+}
+
 // Every KV cache type, with the first two layers' experts kept on the CPU by --n-cpu-moe and the rest
 // of the model on the sim.
 TEST(SimPlacement, TinyDeepseekGivesTheCpusLogitsWithEveryCacheTypeAndNCpuMoe) {
