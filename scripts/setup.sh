@@ -4,7 +4,7 @@
 set -euo pipefail
 
 debs=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
-      nlohmann-json3-dev libpcre2-dev libnuma-dev numactl clang-14 libclang-rt-14-dev python3-pip libcap2-bin
+      nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libnuma-dev numactl clang-14 libclang-rt-14-dev python3-pip libcap2-bin
       bible-kjv bible-kjv-text)  # the public-domain text of tandem perplexity (scripts/fetch-text.sh)
 missing=()
 for p in "${debs[@]}"; do
@@ -17,8 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-py=(gguf numpy pytest jsonschema)  # jsonschema: tests/py/test_grammar.py validates constrained output
-if ! python3 -c "import gguf, numpy, pytest, jsonschema" 2>/dev/null; then
+# jsonschema: tests/py/test_grammar.py validates constrained output; openai, schemathesis: tandem serve's
+# tests (tests/py/test_serve*.py)
+py=(gguf numpy pytest jsonschema openai schemathesis)
+if ! python3 -c "import gguf, numpy, pytest, jsonschema, openai, schemathesis" 2>/dev/null; then
   echo "setup: pip install ${py[*]}" >&2
   python3 -m pip install -q "${py[@]}"
 fi

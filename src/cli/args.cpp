@@ -215,6 +215,32 @@ const ArgParser::Option* ArgParser::find(std::string_view name) const {
   return const_cast<ArgParser*>(this)->find(name);
 }
 
+// " (did you mean --port?)" for the known name with the fewest edits, when it is close enough to be
+// a typo; empty otherwise.
+std::string ArgParser::closest_flag(std::string_view name) const {
+  auto distance = [](std::string_view a, std::string_view b) {
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      size_t diagonal = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        const size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diagonal = up;
+      }
+    }
+    return row[b.size()];
+  };
+  std::string best;
+  size_t best_d = SIZE_MAX;
+  for (const Option& o : options_)
+    for (const std::string& n : o.names)
+      if (const size_t d = distance(name, n); d < best_d) best_d = d, best = n;
+  if (best.empty() || best_d > std::max<size_t>(2, name.size() / 3)) return "";
+  return " (did you mean " + best + "?)";
+}
+
 Status ArgParser::parse(int argc, char** argv) {
   for (int i = 0; i < argc; ++i) {
     const std::string_view a = argv[i];
@@ -247,8 +273,8 @@ Status ArgParser::parse(int argc, char** argv) {
     }
     const Option* o = find(name);
     if (!o)
-      return invalid_argument("%s: unknown flag '%.*s' (see 'tandem %s --help')", command_.c_str(),
-                              int(name.size()), name.data(), command_.c_str());
+      return invalid_argument("%s: unknown flag '%.*s'%s (see 'tandem %s --help')", command_.c_str(),
+                              int(name.size()), name.data(), closest_flag(name).c_str(), command_.c_str());
     std::string_view value;
     if (!o->value_name.empty()) {
       if (has_inline) {

@@ -64,6 +64,7 @@ class ArgParser {
     bool required;
   };
   Option* find(std::string_view name);
+  std::string closest_flag(std::string_view name) const;
   const Option* find(std::string_view name) const;
 
   std::string command_, usage_, summary_, epilog_;

@@ -233,7 +233,7 @@ void add_sampling_flags(ArgParser& args, SamplingFlags& f) {
     p.top_k = int32_t(n);
     return Status::ok();
   });
-  float_flag("--top-p", "nucleus sampling: smallest set with probability >= P (default 0.95; 1: off)", &p.top_p);
+  float_flag("--top-p,--top_p", "nucleus sampling: smallest set with probability >= P (default 0.95; 1: off)", &p.top_p);
   float_flag("--min-p", "drop tokens below P times the best token's probability (default 0.05; 0: off)", &p.min_p);
   float_flag("--typical,--typical-p", "locally typical sampling (default 1.0: off)", &p.typical_p);
   args.custom("--repeat-penalty", "X", "penalize repeated tokens (default 1.0: off; must be > 0)",

@@ -1,0 +1,156 @@
+// tandem serve: the HTTP server (src/server) with llama-server's flags, so a llama-server command
+// line runs unchanged. The HTTP side answers /health with 503 while the model loads.
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "cli/args.h"
+#include "cli/commands.h"
+#include "cli/engine_flags.h"
+#include "server/server.h"
+
+namespace tandem::cli {
+namespace {
+
+Status read_api_keys(const std::string& file, std::vector<std::string>* keys) {
+  std::ifstream in(file);
+  if (!in) return not_found("--api-key-file: cannot read %s", file.c_str());
+  for (std::string line; std::getline(in, line);) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+    if (!line.empty()) keys->push_back(line);
+  }
+  if (keys->empty()) return invalid_argument("--api-key-file %s: no keys in it", file.c_str());
+  return Status::ok();
+}
+
+}  // namespace
+
+int serve_main(int argc, char** argv) {
+  EngineFlags ef;
+  SamplingFlags sf;
+  server::ServerOptions so;
+  std::string api_key_file, log_level = "info", reasoning_format = "deepseek";
+  bool verbose = false, cont_batching = true, jinja = true, metrics = false, kv_unified = true;
+  int64_t parallel = 4, port = 8080, timeout = 600, max_queue = 64, cache_reuse = 0, keep = 0;
+  ArgParser args("serve", "tandem serve -m MODEL [--host H] [--port P] [-c CTX] [-np N] [flags]",
+                 "An OpenAI- and llama-server-compatible HTTP server with continuous batching: -np slots share\n"
+                 "every forward pass, and each slot reuses the cached prefix of its last prompt. Endpoints:\n"
+                 "POST /v1/chat/completions /v1/completions /completion /tokenize /detokenize /apply-template;\n"
+                 "GET /health /v1/models /props /slots /openapi.json. llama-server's command lines work as they are.");
+  add_engine_flags(args, ef);
+  args.custom("--max-seq-len", "N", "the same as -c (vLLM's name)", [&ef](std::string_view v) {
+    TANDEM_ASSIGN(ef.ctx, parse_int(v, 0, 1 << 24));
+    return Status::ok();
+  });
+  args.string("--host", "ADDR", "address to listen on (default 127.0.0.1; 0.0.0.0: every interface)", &so.host);
+  args.integer("--port", "N", "port to listen on (default 8080; 0: any free port, printed at start)", &port, 0, 65535);
+  args.integer("-np,--parallel", "N", "slots: requests generated at once, sharing each forward pass (default 4).\n"
+               "The context (-c) is split evenly: each slot holds -c / -np tokens", &parallel, 1, 256);
+  args.toggle("-cb,--cont-batching", "-nocb,--no-cont-batching",
+              "continuous batching: new requests join running ones at the next step (always on; -nocb is refused)",
+              &cont_batching);
+  args.custom("--api-key", "KEY", "require this key (Authorization: Bearer KEY); a comma-separated list allows\n"
+              "several. /health stays open", [&so](std::string_view v) {
+                for (size_t start = 0; start <= v.size();) {
+                  const size_t comma = std::min(v.find(',', start), v.size());
+                  if (comma > start) so.api_keys.emplace_back(v.substr(start, comma - start));
+                  start = comma + 1;
+                }
+                return Status::ok();
+              });
+  args.string("--api-key-file", "FILE", "read keys from a file, one per line", &api_key_file);
+  args.string("-a,--alias", "NAME", "the model's name in /v1/models and responses (default: the file name)", &so.alias);
+  args.integer("-n,--n-predict,--predict", "N",
+               "default tokens to generate per request when it gives no max_tokens (default -1: until\n"
+               "end of generation or a full slot)", &so.defaults.n_predict, -1, INT32_MAX);
+  args.flag("--jinja", "render chat templates with the Jinja engine (always on; accepted for llama-server's flags)",
+            &jinja);
+  args.string("--chat-template", "NAME|JINJA",
+              "chat template instead of the model's: a built-in name (chatml, llama3, gemma, deepseek3,\n"
+              "deepseek-r1) or Jinja source", &so.chat_template);
+  args.string("--chat-template-file", "FILE", "chat template (Jinja) from a file", &so.chat_template_file);
+  args.string("--reasoning-format", "none|deepseek",
+              "deepseek (default): text between <think> and </think> at the start of a reply goes to\n"
+              "message.reasoning_content (delta.reasoning_content when streaming); none: left in content",
+              &reasoning_format);
+  args.string("--log-level", "LEVEL", "debug (a line per request and per step, with timings), info (default),\n"
+              "warn or error", &log_level);
+  args.flag("-v,--verbose", "the same as --log-level debug", &verbose);
+  args.flag("--metrics", "llama-server's Prometheus endpoint: not available yet (refused rather than ignored)",
+            &metrics);
+  args.toggle("--slots", "--no-slots", "serve GET /slots (default on)", &so.slots_endpoint);
+  args.integer("-to,--timeout", "S", "HTTP read/write timeout in seconds: a client silent this long is dropped\n"
+               "(default 600)", &timeout, 1, 86400);
+  args.integer("--max-queue", "N", "requests that may wait for a free slot; more get 503 (default 64)", &max_queue, 0,
+               1 << 20);
+  args.integer("--cache-reuse", "N", "llama-server's KV-shift reuse of chunks: not implemented; Tandem reuses the\n"
+               "common prompt prefix of each slot always. Only 0 is accepted", &cache_reuse, 0, 0);
+  args.integer("--keep", "N", "tokens kept at a context shift: Tandem never shifts the context (a full slot\n"
+               "ends the reply with finish_reason length), so only 0 and -1 are accepted", &keep, -1, 0);
+  args.flag("-kvu,--kv-unified", "one KV cache shared by all slots (always so in Tandem)", &kv_unified);
+  args.custom("--swap-space", "GiB", "vLLM's swap of idle slots' KV cells to host RAM: not implemented yet\n"
+              "(refused rather than ignored)", [](std::string_view) {
+                return unsupported("--swap-space is not implemented yet: slots keep their cells in the KV cache");
+              });
+  add_sampling_flags(args, sf);
+  if (auto done = parse_command_line(args, argc, argv)) return *done;
+  if (!cont_batching) return fail(unsupported("serve: -nocb: continuous batching is always on in Tandem"));
+  if (metrics) return fail(unsupported("serve: --metrics (the Prometheus endpoint) is not available yet"));
+  if (log_level != "debug" && log_level != "info" && log_level != "warn" && log_level != "error")
+    return fail(invalid_argument("--log-level '%s': use debug, info, warn or error", log_level.c_str()));
+  if (reasoning_format != "none" && reasoning_format != "deepseek")
+    return fail(invalid_argument("--reasoning-format '%s': use none or deepseek", reasoning_format.c_str()));
+  if (!api_key_file.empty())
+    if (Status s = read_api_keys(api_key_file, &so.api_keys); !s.is_ok()) return fail(s);
+  if (ef.model.empty()) return fail(invalid_argument("serve: no model given (use -m FILE)"));
+  so.port = int(port);
+  so.n_slots = int32_t(parallel);
+  so.timeout_s = int(timeout);
+  so.max_queue = max_queue;
+  so.log_debug = verbose || log_level == "debug";
+  so.reasoning_deepseek = reasoning_format == "deepseek";
+  so.defaults.sampling = sf.params;
+  ef.quiet = log_level == "warn" || log_level == "error";
+  if (ef.ctx > 0 && ef.ctx < parallel * 2)
+    return fail(invalid_argument("serve: -c %lld is too small for -np %lld slots (at least 2 tokens each)",
+                                 (long long)ef.ctx, (long long)parallel));
+
+  // SIGINT and SIGTERM end the server from a thread of their own; every other thread blocks them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);  // a client that left makes a write fail, not the process die
+
+  server::Server srv(so);
+  auto bound = srv.start();
+  if (!bound) return fail(bound.error());
+  std::thread([&srv, signals] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::fprintf(stderr, "\nserve: signal %d, stopping\n", sig);
+    srv.stop();
+  }).detach();
+  std::fprintf(stderr, "serve: listening on http://%s:%d (loading the model; /health answers 503 until it is ready)\n",
+               so.host.c_str(), *bound);
+
+  auto engine = load_engine(ef);
+  if (!engine) return fail(engine.error());
+  const int64_t n_ctx = (*engine)->context->kv().n_cells();
+  if (n_ctx < parallel * 2)
+    return fail(invalid_argument("serve: a context of %lld tokens is too small for -np %lld slots", (long long)n_ctx,
+                                 (long long)parallel));
+  if (Status s = srv.attach(std::move(*engine)); !s.is_ok()) return fail(s);
+  std::fprintf(stderr, "serve:   %d slots of %lld tokens each (-c %lld / -np %d), continuous batching, queue %lld; "
+               "default sampling: %s\n", so.n_slots, (long long)srv.n_ctx_slot(), (long long)n_ctx, so.n_slots,
+               (long long)max_queue, describe_sampling(sf).c_str());
+  std::fprintf(stderr, "serve:   ready on http://%s:%d%s\n", so.host.c_str(), *bound,
+               so.api_keys.empty() ? "" : " (API key required)");
+  srv.wait();
+  return 0;
+}
+
+}  // namespace tandem::cli

@@ -1,0 +1,132 @@
+// Continuous batching over one Context: N slots (one KV sequence each) share every forward pass.
+// Each step builds one Batch with the next token of every generating slot plus a bounded chunk of
+// the prompts being prefilled, decodes it and samples each slot with its own Sampler. New tasks join
+// at the next step; a slot keeps its last prompt's KV cells, and a task goes to the idle slot whose
+// cells share the longest prefix with its prompt, so only the differing suffix is decoded again.
+// Knows nothing about HTTP: the server (src/server) and later `run` drive it through GenerationTask.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/context.h"
+#include "sampling/sampler.h"
+#include "tokenizer/vocab.h"
+
+namespace tandem {
+
+struct TokenLogprob {
+  int32_t id;
+  float logprob;  // natural log of the softmax of the raw logits (before any sampler stage)
+};
+
+struct GeneratedToken {
+  int32_t id;
+  float logprob = 0;              // set when the task wants logprobs
+  std::vector<TokenLogprob> top;  // the task's n_probs most likely tokens, best first
+};
+
+enum class FinishReason { Stop, Length, Cancelled, Error };
+const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled", "error"
+
+struct GenerationStats {
+  int64_t n_prompt = 0, n_cached = 0, n_generated = 0;  // n_cached: prompt tokens reused from the slot's cells
+  double t_prompt_ms = 0, t_generate_ms = 0;            // admission to first token; first token to the end
+  int32_t id_slot = -1;
+};
+
+// One generation. The callbacks run on the scheduler thread, between steps: they must be quick and
+// must not block (push to a queue, check stop strings). Owned by a shared_ptr held by the submitter
+// and by the scheduler until on_done has run.
+struct GenerationTask {
+  std::vector<int32_t> prompt;  // non-empty, shorter than the slot context (Scheduler::check_prompt)
+  sampling::SamplerParams sampling;
+  int64_t n_predict = -1;  // -1: until end of generation or the slot's context is full
+  bool ignore_eos = false;
+  bool want_logprobs = false;
+  int32_t n_probs = 0;      // top tokens reported per generated token
+  bool cache_prompt = true; // reuse the slot's cells for the common prefix
+  int32_t id_slot = -1;     // >= 0: wait for this slot
+  // Each generated token (end-of-generation tokens are not reported); false stops the task (Stop).
+  std::function<bool(const GeneratedToken&)> on_token;
+  // Exactly once, last. status is set when reason is Error.
+  std::function<void(FinishReason, const GenerationStats&, const Status&)> on_done;
+  // Set by any thread; the scheduler ends the task (Cancelled) and frees its slot at the next step.
+  std::atomic<bool> cancelled{false};
+};
+
+struct SchedulerOptions {
+  int32_t n_slots = 1;
+  int64_t n_ctx_slot = 4096;     // cells each slot may hold (prompt + generated); n_slots of them fit the cache
+  int64_t max_queue = 64;        // tasks waiting for a slot beyond which submit() refuses
+  int64_t n_prefill_chunk = 512; // prompt tokens per step while other slots are generating
+  bool log_steps = false;        // one stderr line per step (--log-level debug)
+};
+
+struct SlotInfo {
+  int32_t id = 0;
+  bool busy = false;
+  int64_t n_past = 0;    // cells the slot holds
+  int64_t n_prompt = 0;  // of the current or last task
+  int64_t n_generated = 0;
+};
+
+class Scheduler {
+ public:
+  // The context and vocabulary must outlive the scheduler; nothing else may use the context while it runs.
+  Scheduler(Context& ctx, const tokenizer::Vocab& vocab, const SchedulerOptions& options);
+  ~Scheduler();  // stops the thread; queued and running tasks end as Cancelled
+
+  // InvalidArgument when the prompt is empty or does not fit a slot (the message names both numbers).
+  Status check_prompt(size_t n_prompt_tokens) const;
+  // Queues the task; false (and nothing queued) when max_queue tasks are already waiting.
+  bool submit(std::shared_ptr<GenerationTask> task);
+
+  std::vector<SlotInfo> slots() const;
+  size_t n_queued() const;
+  const SchedulerOptions& options() const { return options_; }
+
+ private:
+  enum class State { Idle, Prefill, Generate };
+  struct Slot {
+    int32_t id = 0;
+    State state = State::Idle;
+    std::shared_ptr<GenerationTask> task;
+    std::vector<int32_t> cells;  // the tokens in this slot's KV cells, in position order
+    size_t n_prefilled = 0;      // prompt tokens in the cells so far
+    int32_t next_token = -1;     // sampled, to be decoded in the next step
+    std::unique_ptr<sampling::Sampler> sampler;
+    GenerationStats stats;
+    double t_start_ms = 0, t_first_ms = 0;
+  };
+
+  void loop();
+  void admit();  // under mu_
+  void start(Slot& slot, std::shared_ptr<GenerationTask> task);
+  Status step();
+  void sample(Slot& slot, std::span<const float> logits);
+  void finish(Slot& slot, FinishReason reason, const Status& status = Status::ok());
+  void publish();  // copies slot state into info_ for slots()
+
+  Context& ctx_;
+  const tokenizer::Vocab& vocab_;
+  SchedulerOptions options_;
+  std::vector<Slot> slots_;  // touched by the scheduler thread only
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<GenerationTask>> queue_;
+  std::vector<SlotInfo> info_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+}  // namespace tandem

@@ -1,0 +1,108 @@
+// HttpServer over cpp-httplib (Debian's libcpp-httplib-dev, the library's compiled form): routes,
+// chunked streaming, the body-size limit (413), 404 versus 405, and timeouts that free the
+// connection of a slow or half-closed client.
+#include <httplib.h>
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "server/http.h"
+
+namespace tandem::server {
+namespace {
+
+class HttplibServer : public HttpServer {
+ public:
+  explicit HttplibServer(const HttpServerOptions& o) : options_(o) {
+    const int n_threads = std::max(1, o.n_threads);
+    svr_.new_task_queue = [n_threads] { return new httplib::ThreadPool(size_t(n_threads)); };
+    svr_.set_read_timeout(o.read_timeout_s, 0);
+    svr_.set_write_timeout(o.write_timeout_s, 0);
+    svr_.set_payload_max_length(o.max_body_bytes);
+    svr_.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+      std::string message;
+      if (res.status == 404 && paths_.count(req.path)) {
+        res.status = 405;
+        message = "method " + req.method + " is not allowed on " + req.path;
+      } else if (res.status == 404) {
+        message = "no route " + req.method + " " + req.path;
+      } else if (res.status == 413) {
+        message = "the request body exceeds the limit of " + std::to_string(options_.max_body_bytes) + " bytes";
+      } else {
+        message = "malformed HTTP request (status " + std::to_string(res.status) + ")";
+      }
+      res.set_content(options_.error_body ? options_.error_body(res.status, message) : message, "application/json");
+    });
+    svr_.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+      res.status = 500;
+      res.set_content(options_.error_body ? options_.error_body(500, "internal error") : "internal error",
+                      "application/json");
+    });
+    if (o.before_route)
+      svr_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+        HttpResponse out;
+        if (!options_.before_route(convert(req), out)) return httplib::Server::HandlerResponse::Unhandled;
+        res.status = out.status;
+        res.set_content(out.body, out.content_type);
+        return httplib::Server::HandlerResponse::Handled;
+      });
+  }
+
+  void route(const std::string& method, const std::string& path, HttpHandler handler) override {
+    paths_.insert(path);
+    auto h = [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+      HttpResponse out;
+      handler(convert(req), out);
+      res.status = out.status;
+      if (!out.stream) {
+        res.set_content(out.body, out.content_type);
+        return;
+      }
+      res.set_header("Cache-Control", "no-cache");
+      res.set_chunked_content_provider(out.content_type, [stream = std::move(out.stream)](size_t, httplib::DataSink& sink) {
+        bool alive = true;
+        stream([&](std::string_view chunk) {
+          alive = alive && sink.write(chunk.data(), chunk.size());
+          return alive;
+        });
+        if (alive) sink.done();
+        return alive;
+      });
+    };
+    if (method == "GET") svr_.Get(path, h);
+    else svr_.Post(path, h);
+  }
+
+  Result<int> bind(const std::string& host, int port) override {
+    const int bound = port == 0 ? svr_.bind_to_any_port(host) : (svr_.bind_to_port(host, port) ? port : -1);
+    if (bound <= 0) return io_error("cannot listen on %s:%d (address in use, or not an address of this machine)",
+                                    host.c_str(), port);
+    return bound;
+  }
+  void run() override { svr_.listen_after_bind(); }
+  void stop() override { svr_.stop(); }
+
+ private:
+  static HttpRequest convert(const httplib::Request& req) {
+    HttpRequest r{req.method, req.path, req.body, {}};
+    for (const auto& [name, value] : req.headers) {
+      std::string lower = name;
+      std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+      r.headers[lower] = value;
+    }
+    return r;
+  }
+
+  HttpServerOptions options_;
+  httplib::Server svr_;
+  std::set<std::string> paths_;
+};
+
+}  // namespace
+
+std::unique_ptr<HttpServer> make_http_server(const HttpServerOptions& options) {
+  return std::make_unique<HttplibServer>(options);
+}
+
+}  // namespace tandem::server

@@ -1,0 +1,65 @@
+// The OpenAPI document of server/openapi.h: request bodies as the server parses them (request.cpp).
+#include "server/openapi.h"
+
+namespace tandem::server {
+
+const std::string& openapi_json() {
+  static const std::string doc = R"JSON({
+  "openapi": "3.0.3",
+  "info": {"title": "tandem serve", "version": "1", "description": "OpenAI- and llama-server-compatible API"},
+  "paths": {
+    "/health": {"get": {"summary": "200 once the model is loaded, 503 before", "responses": {"200": {"description": "ok"}, "503": {"description": "loading"}}}},
+    "/v1/models": {"get": {"summary": "the served model", "responses": {"200": {"description": "a list of one model"}}}},
+    "/props": {"get": {"summary": "server settings", "responses": {"200": {"description": "settings"}}}},
+    "/slots": {"get": {"summary": "slot states", "responses": {"200": {"description": "a list of slots"}}}},
+    "/v1/chat/completions": {"post": {"summary": "chat completion (OpenAI)",
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}}},
+      "responses": {"200": {"description": "a completion or an event stream"}, "400": {"description": "bad request"}, "503": {"description": "busy"}}}},
+    "/v1/completions": {"post": {"summary": "text completion (OpenAI)",
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CompletionRequest"}}}},
+      "responses": {"200": {"description": "a completion or an event stream"}, "400": {"description": "bad request"}, "503": {"description": "busy"}}}},
+    "/completion": {"post": {"summary": "text completion (llama-server)",
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NativeRequest"}}}},
+      "responses": {"200": {"description": "a completion or an event stream"}, "400": {"description": "bad request"}, "503": {"description": "busy"}}}},
+    "/tokenize": {"post": {"summary": "token ids of a text",
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["content"],
+        "properties": {"content": {"type": "string"}, "add_special": {"type": "boolean"}, "with_pieces": {"type": "boolean"}}}}}},
+      "responses": {"200": {"description": "tokens"}, "400": {"description": "bad request"}}}},
+    "/detokenize": {"post": {"summary": "text of token ids",
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "required": ["tokens"],
+        "properties": {"tokens": {"type": "array", "items": {"type": "integer"}}}}}}},
+      "responses": {"200": {"description": "content"}, "400": {"description": "bad request"}}}},
+    "/apply-template": {"post": {"summary": "the chat template applied to messages",
+      "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatRequest"}}}},
+      "responses": {"200": {"description": "prompt"}, "400": {"description": "bad request"}}}}
+  },
+  "components": {"schemas": {
+    "Message": {"type": "object", "required": ["role", "content"], "properties": {
+      "role": {"type": "string", "enum": ["system", "user", "assistant"]},
+      "content": {"type": "string", "maxLength": 200}}},
+    "Sampling": {"type": "object", "properties": {
+      "temperature": {"type": "number"}, "top_p": {"type": "number"}, "top_k": {"type": "integer"},
+      "min_p": {"type": "number"}, "seed": {"type": "integer"}, "presence_penalty": {"type": "number"},
+      "frequency_penalty": {"type": "number"},
+      "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+      "stream": {"type": "boolean"}}},
+    "ChatRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["messages"], "properties": {
+      "model": {"type": "string"},
+      "messages": {"type": "array", "minItems": 1, "maxItems": 4, "items": {"$ref": "#/components/schemas/Message"}},
+      "max_tokens": {"type": "integer", "maximum": 8}, "max_completion_tokens": {"type": "integer", "maximum": 8},
+      "n": {"type": "integer"}, "logprobs": {"type": "boolean"}, "top_logprobs": {"type": "integer"}}}]},
+    "CompletionRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["prompt"], "properties": {
+      "model": {"type": "string"},
+      "prompt": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "array", "maxItems": 16, "items": {"type": "integer"}}]},
+      "max_tokens": {"type": "integer", "maximum": 8}, "n": {"type": "integer"}, "echo": {"type": "boolean"},
+      "logprobs": {"type": "integer"}}}]},
+    "NativeRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["prompt"], "properties": {
+      "prompt": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "array", "maxItems": 16, "items": {"type": "integer"}}]},
+      "n_predict": {"type": "integer", "maximum": 8}, "n_probs": {"type": "integer"}, "cache_prompt": {"type": "boolean"},
+      "id_slot": {"type": "integer"}, "return_tokens": {"type": "boolean"}}}]}
+  }}
+})JSON";
+  return doc;
+}
+
+}  // namespace tandem::server

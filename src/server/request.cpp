@@ -1,0 +1,324 @@
+// Parsing and checking generation requests (server/request.h). nlohmann-json throws; every call
+// that can is inside parse_request's one try block or checks the type first.
+#include "server/request.h"
+
+#include <cmath>
+
+namespace tandem::server {
+namespace {
+
+using json = nlohmann::json;
+
+Status wrong_type(const char* field, const char* expected) {
+  return invalid_argument("'%s' must be %s", field, expected);
+}
+
+// Optional fields: absent (or null) leaves *out unchanged.
+Status get_bool(const json& j, const char* field, bool* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return Status::ok();
+  if (!it->is_boolean()) return wrong_type(field, "true or false");
+  *out = it->get<bool>();
+  return Status::ok();
+}
+
+Status get_int(const json& j, const char* field, int64_t min, int64_t max, int64_t* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return Status::ok();
+  if (it->is_number_float()) {
+    const double d = it->get<double>();
+    if (d != std::floor(d) || !std::isfinite(d)) return wrong_type(field, "an integer");
+    if (d < double(min) || d > double(max))
+      return invalid_argument("'%s' is %g, outside [%lld, %lld]", field, d, (long long)min, (long long)max);
+    *out = int64_t(d);
+    return Status::ok();
+  }
+  if (!it->is_number_integer()) return wrong_type(field, "an integer");
+  if (it->is_number_unsigned() && it->get<uint64_t>() > uint64_t(INT64_MAX))
+    return invalid_argument("'%s' is out of range [%lld, %lld]", field, (long long)min, (long long)max);
+  const int64_t v = it->get<int64_t>();
+  if (v < min || v > max)
+    return invalid_argument("'%s' is %lld, outside [%lld, %lld]", field, (long long)v, (long long)min, (long long)max);
+  *out = v;
+  return Status::ok();
+}
+
+template <typename T>
+Status get_int_as(const json& j, const char* field, int64_t min, int64_t max, T* out) {
+  int64_t v = int64_t(*out);
+  TANDEM_TRY(get_int(j, field, min, max, &v));
+  *out = T(v);
+  return Status::ok();
+}
+
+Status get_float(const json& j, const char* field, float min, float max, float* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return Status::ok();
+  if (!it->is_number()) return wrong_type(field, "a number");
+  const double v = it->get<double>();
+  if (!(v >= min && v <= max)) return invalid_argument("'%s' is %g, outside [%g, %g]", field, v, min, max);
+  *out = float(v);
+  return Status::ok();
+}
+
+Status get_string(const json& j, const char* field, std::string* out) {
+  auto it = j.find(field);
+  if (it == j.end() || it->is_null()) return Status::ok();
+  if (!it->is_string()) return wrong_type(field, "a string");
+  *out = it->get<std::string>();
+  return Status::ok();
+}
+
+Status parse_stop(const json& j, std::vector<std::string>* out) {
+  auto it = j.find("stop");
+  if (it == j.end() || it->is_null()) return Status::ok();
+  if (it->is_string()) {
+    if (!it->get_ref<const std::string&>().empty()) out->push_back(it->get<std::string>());
+    return Status::ok();
+  }
+  if (!it->is_array()) return wrong_type("stop", "a string or a list of strings");
+  if (it->size() > kMaxStops) return invalid_argument("'stop' has %zu entries (at most %zu)", it->size(), kMaxStops);
+  for (const auto& s : *it) {
+    if (!s.is_string()) return wrong_type("stop", "a string or a list of strings");
+    if (!s.get_ref<const std::string&>().empty()) out->push_back(s.get<std::string>());
+  }
+  return Status::ok();
+}
+
+// {"123": 1.5, ...} (OpenAI) or [[123, 1.5], ...] (llama-server); false as a bias bans the token.
+Status parse_logit_bias(const json& j, std::map<int32_t, float>* out) {
+  auto it = j.find("logit_bias");
+  if (it == j.end() || it->is_null()) return Status::ok();
+  auto add = [out](const std::string& key, const json& bias) -> Status {
+    char* end = nullptr;
+    const long long id = std::strtoll(key.c_str(), &end, 10);
+    if (key.empty() || *end != '\0' || id < 0 || id > INT32_MAX)
+      return invalid_argument("'logit_bias': '%s' is not a token id", key.c_str());
+    if (bias.is_boolean() && !bias.get<bool>()) {
+      (*out)[int32_t(id)] = -INFINITY;
+    } else if (bias.is_number() && std::isfinite(bias.get<double>())) {
+      (*out)[int32_t(id)] = bias.get<float>();
+    } else {
+      return invalid_argument("'logit_bias': the bias of token %lld must be a number or false", id);
+    }
+    return Status::ok();
+  };
+  if (it->is_object()) {
+    for (const auto& [key, bias] : it->items()) TANDEM_TRY(add(key, bias));
+  } else if (it->is_array()) {
+    for (const auto& pair : *it) {
+      if (!pair.is_array() || pair.size() != 2 || !pair[0].is_number_integer())
+        return wrong_type("logit_bias", "an object {\"token id\": bias} or a list of [token id, bias]");
+      TANDEM_TRY(add(std::to_string(pair[0].get<int64_t>()), pair[1]));
+    }
+  } else {
+    return wrong_type("logit_bias", "an object {\"token id\": bias} or a list of [token id, bias]");
+  }
+  return Status::ok();
+}
+
+Status parse_tokens(const json& arr, const char* field, std::vector<int32_t>* out) {
+  for (const auto& t : arr) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+      return invalid_argument("'%s': token ids must be non-negative integers", field);
+    out->push_back(int32_t(t.get<int64_t>()));
+  }
+  return Status::ok();
+}
+
+// A string, a list of token ids, or (Completions) a list of either.
+Status parse_prompts(const json& j, Endpoint endpoint, std::vector<Prompt>* out) {
+  auto it = j.find("prompt");
+  if (it == j.end() || it->is_null()) return invalid_argument("'prompt' is missing");
+  const char* expected = "a string, a list of token ids, or a list of strings or token lists";
+  if (it->is_string()) {
+    out->push_back({false, it->get<std::string>(), {}});
+    return Status::ok();
+  }
+  if (!it->is_array()) return wrong_type("prompt", expected);
+  if (it->empty()) return invalid_argument("'prompt' is an empty list");
+  if ((*it)[0].is_number()) {
+    Prompt p{true, "", {}};
+    TANDEM_TRY(parse_tokens(*it, "prompt", &p.tokens));
+    out->push_back(std::move(p));
+    return Status::ok();
+  }
+  if (it->size() > size_t(kMaxChoices))
+    return invalid_argument("'prompt' has %zu prompts (at most %d)", it->size(), kMaxChoices);
+  for (const auto& p : *it) {
+    if (p.is_string()) {
+      out->push_back({false, p.get<std::string>(), {}});
+    } else if (p.is_array() && !p.empty()) {
+      Prompt tp{true, "", {}};
+      TANDEM_TRY(parse_tokens(p, "prompt", &tp.tokens));
+      out->push_back(std::move(tp));
+    } else {
+      return wrong_type("prompt", expected);
+    }
+  }
+  if (endpoint == Endpoint::Native && out->size() > 1)
+    return invalid_argument("'prompt': /completion takes one prompt (use /v1/completions for several)");
+  return Status::ok();
+}
+
+// OpenAI's messages: role and content checked, content-part arrays joined into one string (text
+// parts only: this server reads no images or audio).
+Status parse_messages(const json& j, json* out) {
+  auto it = j.find("messages");
+  if (it == j.end() || it->is_null()) return invalid_argument("'messages' is missing");
+  if (!it->is_array()) return wrong_type("messages", "a list of messages");
+  if (it->empty()) return invalid_argument("'messages' is empty");
+  *out = json::array();
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& m = (*it)[i];
+    if (!m.is_object()) return invalid_argument("messages[%zu] must be an object", i);
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) return invalid_argument("messages[%zu].role must be a string", i);
+    const std::string r = role->get<std::string>();
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool" && r != "developer")
+      return invalid_argument("messages[%zu].role '%s' is not one of system, developer, user, assistant, tool", i,
+                              r.c_str());
+    json msg = m;
+    msg["role"] = r == "developer" ? "system" : r;
+    auto content = m.find("content");
+    if (content == m.end() || content->is_null()) {
+      if (r != "assistant") return invalid_argument("messages[%zu] (%s) has no content", i, r.c_str());
+      msg["content"] = "";
+    } else if (content->is_array()) {
+      std::string text;
+      for (const auto& part : *content) {
+        if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
+          return invalid_argument("messages[%zu].content: each part must be an object with a 'type'", i);
+        if (part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
+          return unsupported("messages[%zu].content: only text parts are supported (got '%s')", i,
+                             part["type"].get<std::string>().c_str());
+        if (!text.empty()) text += "\n";
+        text += part["text"].get<std::string>();
+      }
+      msg["content"] = text;
+    } else if (!content->is_string()) {
+      return invalid_argument("messages[%zu].content must be a string or a list of content parts", i);
+    }
+    out->push_back(std::move(msg));
+  }
+  return Status::ok();
+}
+
+Status parse_format(const json& j, ParsedRequest* r) {
+  auto it = j.find("response_format");
+  if (it == j.end() || it->is_null()) return Status::ok();
+  if (!it->is_object() || !it->contains("type") || !(*it)["type"].is_string())
+    return wrong_type("response_format", "an object with a 'type'");
+  const std::string type = (*it)["type"].get<std::string>();
+  if (type == "text") return Status::ok();
+  if (type == "json_object") {
+    r->format = ParsedRequest::Format::JsonObject;
+  } else if (type == "json_schema") {
+    r->format = ParsedRequest::Format::JsonSchema;
+    auto s = it->find("json_schema");
+    if (s == it->end() || !s->is_object()) return wrong_type("response_format.json_schema", "an object");
+    r->json_schema = s->contains("schema") ? (*s)["schema"] : json::object();
+  } else {
+    return invalid_argument("'response_format.type' '%s' is not text, json_object or json_schema", type.c_str());
+  }
+  return Status::ok();
+}
+
+Status parse_sampling(const json& j, Endpoint endpoint, sampling::SamplerParams* p) {
+  TANDEM_TRY(get_float(j, "temperature", -1e6f, 1e6f, &p->temp));
+  TANDEM_TRY(get_float(j, "top_p", 0, 1, &p->top_p));
+  TANDEM_TRY(get_int_as(j, "top_k", -1, INT32_MAX, &p->top_k));
+  TANDEM_TRY(get_float(j, "min_p", 0, 1, &p->min_p));
+  TANDEM_TRY(get_float(j, "typical_p", 0, 1, &p->typical_p));
+  TANDEM_TRY(get_float(j, "presence_penalty", -2e3f, 2e3f, &p->presence_penalty));
+  TANDEM_TRY(get_float(j, "frequency_penalty", -2e3f, 2e3f, &p->frequency_penalty));
+  TANDEM_TRY(get_float(j, "repeat_penalty", 1e-6f, 1e6f, &p->repeat_penalty));
+  TANDEM_TRY(get_int_as(j, "repeat_last_n", 0, INT32_MAX, &p->repeat_last_n));
+  int64_t seed = -1;
+  if (j.contains("seed") && !j["seed"].is_null()) {
+    TANDEM_TRY(get_int(j, "seed", INT64_MIN, INT64_MAX, &seed));
+    p->seed = seed < 0 ? sampling::kDefaultSeed : uint32_t(uint64_t(seed));
+  }
+  TANDEM_TRY(parse_logit_bias(j, &p->logit_bias));
+  (void)endpoint;
+  return Status::ok();
+}
+
+Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
+  if (!j.is_object()) return invalid_argument("the request body must be a JSON object");
+  TANDEM_TRY(get_string(j, "model", &r->model));
+  if (endpoint == Endpoint::Chat) {
+    TANDEM_TRY(parse_messages(j, &r->messages));
+    if (j.contains("tools") && !j["tools"].is_null()) {
+      if (!j["tools"].is_array()) return wrong_type("tools", "a list");
+      r->tools = j["tools"];
+    }
+  } else {
+    TANDEM_TRY(parse_prompts(j, endpoint, &r->prompts));
+  }
+  TANDEM_TRY(get_bool(j, "stream", &r->stream));
+  if (auto so = j.find("stream_options"); so != j.end() && !so->is_null()) {
+    if (!so->is_object()) return wrong_type("stream_options", "an object");
+    TANDEM_TRY(get_bool(*so, "include_usage", &r->include_usage));
+  }
+  TANDEM_TRY(parse_stop(j, &r->stop));
+  if (endpoint == Endpoint::Native) {
+    TANDEM_TRY(get_int(j, "n_predict", -1, kMaxTokensLimit, &r->n_predict));
+    TANDEM_TRY(get_int_as(j, "n_probs", 0, kMaxNProbs, &r->n_probs));
+    r->logprobs = r->n_probs > 0;
+    TANDEM_TRY(get_bool(j, "cache_prompt", &r->cache_prompt));
+    TANDEM_TRY(get_int_as(j, "id_slot", -1, INT32_MAX, &r->id_slot));
+    TANDEM_TRY(get_bool(j, "return_tokens", &r->return_tokens));
+    TANDEM_TRY(get_bool(j, "timings_per_token", &r->timings));
+    TANDEM_TRY(get_bool(j, "ignore_eos", &r->ignore_eos));
+  } else {
+    // max_completion_tokens is OpenAI's newer name; when both are given it wins.
+    TANDEM_TRY(get_int(j, "max_tokens", 0, kMaxTokensLimit, &r->n_predict));
+    TANDEM_TRY(get_int(j, "max_completion_tokens", 0, kMaxTokensLimit, &r->n_predict));
+    TANDEM_TRY(get_int_as(j, "n", 1, kMaxChoices, &r->n_choices));
+    if (endpoint == Endpoint::Chat) {
+      TANDEM_TRY(get_bool(j, "logprobs", &r->logprobs));
+      TANDEM_TRY(get_int_as(j, "top_logprobs", 0, kMaxTopLogprobs, &r->n_probs));
+      if (r->n_probs > 0 && !r->logprobs) return invalid_argument("'top_logprobs' needs 'logprobs': true");
+    } else {
+      // /v1/completions: logprobs is the number of alternatives (0..5 at OpenAI; here up to 20).
+      int64_t n = -1;
+      TANDEM_TRY(get_int(j, "logprobs", 0, kMaxTopLogprobs, &n));
+      r->logprobs = n >= 0;
+      r->n_probs = n > 0 ? int32_t(n) : 0;
+      TANDEM_TRY(get_bool(j, "echo", &r->echo));
+    }
+  }
+  TANDEM_TRY(get_bool(j, "cache_prompt", &r->cache_prompt));
+  TANDEM_TRY(parse_sampling(j, endpoint, &r->sampling));
+  TANDEM_TRY(parse_format(j, r));
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, const RequestDefaults& defaults) {
+  ParsedRequest r;
+  r.endpoint = endpoint;
+  r.sampling = defaults.sampling;
+  r.n_predict = defaults.n_predict;
+  try {
+    const json j = json::parse(body);
+    TANDEM_TRY(parse(j, endpoint, &r));
+  } catch (const json::exception& e) {
+    return invalid_argument("the request is not valid JSON: %s", e.what());
+  }
+  return r;
+}
+
+Result<nlohmann::json> parse_object(std::string_view body) {
+  try {
+    json j = json::parse(body);
+    if (!j.is_object()) return invalid_argument("the request body must be a JSON object");
+    return j;
+  } catch (const json::exception& e) {
+    return invalid_argument("the request is not valid JSON: %s", e.what());
+  }
+}
+
+}  // namespace tandem::server

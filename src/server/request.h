@@ -1,0 +1,65 @@
+// Request JSON -> ParsedRequest for the three generation endpoints (OpenAI's /v1/chat/completions and
+// /v1/completions, llama-server's /completion). A pure function of the body and the server's
+// defaults, so it is fuzzed (fuzz/server_request_fuzz.cpp) and tested without a model. Every problem is
+// an InvalidArgument naming the field; Unsupported marks a field Tandem refuses rather than ignores.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/status.h"
+#include "sampling/sampler.h"
+
+namespace tandem::server {
+
+enum class Endpoint { Chat, Completions, Native };
+
+struct Prompt {
+  bool is_tokens = false;
+  std::string text;
+  std::vector<int32_t> tokens;
+};
+
+struct RequestDefaults {
+  sampling::SamplerParams sampling;  // the server's sampling flags
+  int64_t n_predict = -1;            // -n; -1: until end of generation or a full slot
+};
+
+inline constexpr int64_t kMaxTokensLimit = int64_t(1) << 31;  // larger max_tokens are refused as absurd
+inline constexpr int32_t kMaxChoices = 16;
+inline constexpr int32_t kMaxTopLogprobs = 20;  // OpenAI's bound on top_logprobs
+inline constexpr int32_t kMaxNProbs = 100;      // /completion's n_probs
+inline constexpr size_t kMaxStops = 16;
+
+struct ParsedRequest {
+  Endpoint endpoint = Endpoint::Chat;
+  std::string model;
+  nlohmann::json messages;  // Chat: an array of {role, content (a string), ...}; content parts joined
+  nlohmann::json tools;     // Chat: the request's tools (null when none)
+  std::vector<Prompt> prompts;  // Completions/Native: one entry per prompt
+  bool stream = false, include_usage = false;
+  std::vector<std::string> stop;
+  int64_t n_predict = -1;
+  sampling::SamplerParams sampling;
+  int32_t n_choices = 1;
+  bool logprobs = false;  // report the chosen token's log-probability
+  int32_t n_probs = 0;    // and this many alternatives
+  bool echo = false;      // Completions: the prompt precedes the text
+  bool ignore_eos = false;
+  bool cache_prompt = true;
+  int32_t id_slot = -1;
+  bool return_tokens = false, timings = false;  // Native
+  enum class Format { Text, JsonObject, JsonSchema } format = Format::Text;
+  nlohmann::json json_schema;
+};
+
+Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, const RequestDefaults& defaults);
+
+// The body of a JSON request that must be an object (tokenize, detokenize, apply-template).
+Result<nlohmann::json> parse_object(std::string_view body);
+
+}  // namespace tandem::server
