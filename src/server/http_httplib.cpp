@@ -20,7 +20,9 @@ class HttplibServer : public HttpServer {
     svr_.set_read_timeout(o.read_timeout_s, 0);
     svr_.set_write_timeout(o.write_timeout_s, 0);
     svr_.set_payload_max_length(o.max_body_bytes);
-    svr_.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    svr_.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
+      // httplib calls this for every status >= 400, routes' own errors too: keep their bodies.
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       std::string message;
       if (res.status == 404 && paths_.count(req.path)) {
         res.status = 405;
@@ -33,7 +35,8 @@ class HttplibServer : public HttpServer {
         message = "malformed HTTP request (status " + std::to_string(res.status) + ")";
       }
       res.set_content(options_.error_body ? options_.error_body(res.status, message) : message, "application/json");
-    });
+      return httplib::Server::HandlerResponse::Handled;
+    }));
     svr_.set_exception_handler([this](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
       res.status = 500;
       res.set_content(options_.error_body ? options_.error_body(500, "internal error") : "internal error",

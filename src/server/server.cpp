@@ -315,6 +315,9 @@ Result<Job> Server::State::prepare(const HttpRequest& http, Endpoint endpoint, c
     return unsupported("response_format %s is not supported yet: this build has no grammar-constrained sampler",
                        r.format == ParsedRequest::Format::JsonObject ? "json_object" : "json_schema");
   const int64_t n_vocab = int64_t(tok().n_tokens());
+  if (r.id_slot >= scheduler->options().n_slots)
+    return invalid_argument("'id_slot' %d: this server has %d slots (0..%d)", r.id_slot, scheduler->options().n_slots,
+                            scheduler->options().n_slots - 1);
   if (endpoint == Endpoint::Chat) {
     TANDEM_ASSIGN(job.rendered, render(r.messages, r.tools, true));
     TANDEM_ASSIGN(auto tokens, tokenize_prompt(job.rendered));
@@ -422,8 +425,8 @@ json Server::State::final_body(const Job& job, const std::vector<ChoiceState>& c
         choice["logprobs"] = nullptr;
       }
     } else {
-      const std::vector<int32_t>& prompt = job.prompts[job.prompt_of[i]];
-      const std::string echo = r.echo ? tok().detokenize(prompt, false, true) : "";
+      const Prompt& prompt = r.prompts[job.prompt_of[i]];
+      const std::string echo = !r.echo ? "" : prompt.is_tokens ? tok().detokenize(prompt.tokens, true, false) : prompt.text;
       choice["text"] = echo + c.text;
       choice["finish_reason"] = finish_name(c, false);
       choice["logprobs"] = r.logprobs ? completion_logprobs(tok(), c.tokens, echo.size()) : json(nullptr);
