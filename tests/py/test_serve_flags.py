@@ -1,0 +1,82 @@
+"""tandem serve's command line and access rules: llama-server's pasted command line starts it, an unknown flag
+names the closest known one, API keys are enforced (/health stays open), a full queue answers 503."""
+import http.client
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import TANDEM, run_tandem
+from serve_util import Server
+
+
+def test_unknown_flag_names_the_closest(gemma_path):
+    r = run_tandem("serve", "-m", gemma_path, "--prot", "8080")
+    assert r.returncode == 1 and "unknown flag '--prot'" in r.stderr and "did you mean --port?" in r.stderr
+
+
+def test_help_explains_every_flag():
+    r = run_tandem("serve", "--help", check=True)
+    for flag in ["--host", "--port", "-np,", "--api-key", "--api-key-file", "--alias", "--reasoning-format",
+                 "--chat-template", "-to,", "--swap-space", "--max-seq-len", "-cb,", "--temp", "--top_p", "-fa,"]:
+        assert flag in r.stdout, flag
+
+
+def test_refused_features_are_errors_not_ignored(gemma_path):
+    for flags, word in [(["--swap-space", "4"], "--swap-space"), (["--metrics"], "--metrics"), (["-nocb"], "-nocb")]:
+        r = run_tandem("serve", "-m", gemma_path, *flags)
+        assert r.returncode == 1 and word in r.stderr, r.stderr
+
+
+def test_llama_server_command_line_runs_unchanged(gemma_path):
+    s = Server(gemma_path, "-ctk", "q4_0", "-ctv", "q4_0", "--prio", "3", "--temp", "0.6", "--no-warmup", "-ub", "1024",
+               "--no-mmap", "--mlock", "-n-gpu-layers", "57", "-fa", "-c", "512", "-np", "1")
+    try:
+        log = "".join(s.log)
+        assert "q4_0 K / Q4_0 V".lower() in log.lower() and "flash attention on" in log
+        status, r = s.request("POST", "/completion", {"prompt": "Hello", "n_predict": 2})
+        assert status == 200 and r["tokens_predicted"] == 2
+    finally:
+        assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def keyed(gemma_path, tmp_path_factory):
+    keys = tmp_path_factory.mktemp("keys") / "keys.txt"
+    keys.write_text("second-key\n")
+    s = Server(gemma_path, "-c", "256", "-np", "1", "--max-queue", "1", "--api-key", "first-key",
+               "--api-key-file", keys, "--temp", "0")
+    yield s
+    assert s.stop() == 0
+
+
+def test_api_key_is_enforced_and_health_stays_open(keyed):
+    assert keyed.request("GET", "/health")[0] == 200
+    status, body = keyed.request("GET", "/v1/models")
+    assert status == 401 and body["error"]["type"] == "authentication_error"
+    assert keyed.request("GET", "/v1/models", headers={"Authorization": "Bearer wrong"})[0] == 401
+    for key in ["first-key", "second-key"]:
+        assert keyed.request("GET", "/v1/models", headers={"Authorization": f"Bearer {key}"})[0] == 200
+
+
+def test_full_queue_answers_503(keyed):
+    auth = {"Authorization": "Bearer first-key", "Content-Type": "application/json"}
+    long = json.dumps({"prompt": "Once upon a time", "n_predict": 200, "ignore_eos": True, "stream": True})
+    running = http.client.HTTPConnection("127.0.0.1", keyed.port, timeout=60)
+    running.request("POST", "/completion", long, auth)
+    first = running.getresponse()
+    first.fp.readline()  # generating: the one slot is taken
+    waiting = http.client.HTTPConnection("127.0.0.1", keyed.port, timeout=60)
+    waiting.request("POST", "/completion", long, auth)  # queued (the queue holds one)
+    deadline = time.time() + 10
+    status = None
+    while time.time() < deadline:
+        status, body = keyed.request("POST", "/completion", {"prompt": "x", "n_predict": 1}, headers=auth)
+        if status == 503:
+            break
+        time.sleep(0.05)
+    assert status == 503 and "busy" in body["error"]["message"]
+    for c in (running, waiting):
+        c.sock.close()
+        c.close()
