@@ -511,8 +511,11 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
           json message;
           if (c.done && job.use_tools) {
             message = chat_message(job, c.text, false, tool_format, &calls);
-            if (calls) d["tool_calls"] = message["tool_calls"], parts.content.clear();
-            for (size_t k = 0; k < d["tool_calls"].size(); ++k) d["tool_calls"][k]["index"] = k;
+            if (calls) {
+              d["tool_calls"] = message["tool_calls"];
+              for (size_t k = 0; k < d["tool_calls"].size(); ++k) d["tool_calls"][k]["index"] = k;
+              parts.content.clear();
+            }
           }
           if (!parts.reasoning.empty()) d["reasoning_content"] = parts.reasoning;
           if (!parts.content.empty() || d.contains("role")) d["content"] = parts.content;
@@ -619,7 +622,13 @@ void Server::add_routes() {
     auto j = parse_object(req.body);
     if (!j) return reply_error(res, j.error());
     if (!j->contains("content") || !(*j)["content"].is_string()) return reply_error(res, 400, "'content' must be a string");
-    const bool add_special = j->value("add_special", false), with_pieces = j->value("with_pieces", false);
+    bool add_special = false, with_pieces = false;
+    for (auto [name, out] : {std::pair{"add_special", &add_special}, std::pair{"with_pieces", &with_pieces}}) {
+      const auto it = j->find(name);
+      if (it == j->end() || it->is_null()) continue;
+      if (!it->is_boolean()) return reply_error(res, 400, format("'%s' must be true or false", name));
+      *out = it->get<bool>();
+    }
     auto tokens = st.tok().tokenize((*j)["content"].get<std::string>(), add_special, true);
     if (!tokens) return reply_error(res, tokens.error());
     json out = json::array();
