@@ -224,7 +224,7 @@ Status parse_format(const json& j, ParsedRequest* r) {
   return Status::ok();
 }
 
-Status parse_sampling(const json& j, Endpoint endpoint, sampling::SamplerParams* p) {
+Status parse_sampling(const json& j, sampling::SamplerParams* p) {
   TANDEM_TRY(get_float(j, "temperature", -1e6f, 1e6f, &p->temp));
   TANDEM_TRY(get_float(j, "top_p", 0, 1, &p->top_p));
   TANDEM_TRY(get_int_as(j, "top_k", -1, INT32_MAX, &p->top_k));
@@ -240,7 +240,6 @@ Status parse_sampling(const json& j, Endpoint endpoint, sampling::SamplerParams*
     p->seed = seed < 0 ? sampling::kDefaultSeed : uint32_t(uint64_t(seed));
   }
   TANDEM_TRY(parse_logit_bias(j, &p->logit_bias));
-  (void)endpoint;
   return Status::ok();
 }
 
@@ -290,7 +289,7 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
     }
   }
   TANDEM_TRY(get_bool(j, "cache_prompt", &r->cache_prompt));
-  TANDEM_TRY(parse_sampling(j, endpoint, &r->sampling));
+  TANDEM_TRY(parse_sampling(j, &r->sampling));
   TANDEM_TRY(parse_format(j, r));
   return Status::ok();
 }
