@@ -43,8 +43,9 @@ const char* finish_reason_name(FinishReason r) {
   return "error";
 }
 
-Scheduler::Scheduler(Context& ctx, const tokenizer::Vocab& vocab, const SchedulerOptions& options)
-    : ctx_(ctx), vocab_(vocab), options_(options) {
+Scheduler::Scheduler(Context& ctx, const tokenizer::Vocab& vocab, const SchedulerOptions& options,
+                     std::shared_ptr<const sampling::GrammarVocab> grammar_vocab)
+    : ctx_(ctx), vocab_(vocab), options_(options), grammar_vocab_(std::move(grammar_vocab)) {
   slots_.resize(size_t(options_.n_slots));
   info_.resize(slots_.size());
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].id = info_[i].id = int32_t(i);
@@ -151,15 +152,16 @@ void Scheduler::start(Slot& slot, std::shared_ptr<GenerationTask> task) {
   slot.stats.id_slot = slot.id;
   slot.stats.n_prompt = int64_t(task->prompt.size());
   slot.t_start_ms = now_ms();
-  auto sampler = sampling::Sampler::create(task->sampling, int32_t(ctx_.n_vocab()));
+  auto sampler = sampling::Sampler::create(task->sampling, int32_t(ctx_.n_vocab()), grammar_vocab_);
   if (!sampler) {
     slot.task = std::move(task);
     finish(slot, FinishReason::Error, sampler.error());
     return;
   }
   slot.sampler = std::make_unique<sampling::Sampler>(std::move(*sampler));
-  // llama-server feeds the prompt to the sampler too, so penalties see it.
-  for (int32_t t : task->prompt) slot.sampler->accept(t);
+  // llama-server feeds the prompt to the sampler too, so penalties see it (not the grammar: it holds
+  // only the output).
+  for (int32_t t : task->prompt) slot.sampler->accept(t, /*accept_grammar=*/false);
   size_t keep = task->cache_prompt ? common_prefix(slot.cells, task->prompt) : 0;
   if (keep == task->prompt.size()) --keep;  // the last prompt token is decoded again for its logits
   ctx_.kv().remove(slot.id, int32_t(keep), -1);

@@ -82,7 +82,9 @@ struct SlotInfo {
 class Scheduler {
  public:
   // The context and vocabulary must outlive the scheduler; nothing else may use the context while it runs.
-  Scheduler(Context& ctx, const tokenizer::Vocab& vocab, const SchedulerOptions& options);
+  // grammar_vocab: what tasks with a grammar (SamplerParams::grammar) are sampled with; null: none may.
+  Scheduler(Context& ctx, const tokenizer::Vocab& vocab, const SchedulerOptions& options,
+            std::shared_ptr<const sampling::GrammarVocab> grammar_vocab = nullptr);
   ~Scheduler();  // stops the thread; queued and running tasks end as Cancelled
 
   // InvalidArgument when the prompt is empty or does not fit a slot (the message names both numbers).
@@ -119,6 +121,7 @@ class Scheduler {
   Context& ctx_;
   const tokenizer::Vocab& vocab_;
   SchedulerOptions options_;
+  std::shared_ptr<const sampling::GrammarVocab> grammar_vocab_;
   std::vector<Slot> slots_;  // touched by the scheduler thread only
 
   mutable std::mutex mu_;

@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "sampling/json_schema.h"
+
 namespace tandem::server {
 namespace {
 
@@ -204,26 +206,6 @@ Status parse_messages(const json& j, json* out) {
   return Status::ok();
 }
 
-Status parse_format(const json& j, ParsedRequest* r) {
-  auto it = j.find("response_format");
-  if (it == j.end() || it->is_null()) return Status::ok();
-  if (!it->is_object() || !it->contains("type") || !(*it)["type"].is_string())
-    return wrong_type("response_format", "an object with a 'type'");
-  const std::string type = (*it)["type"].get<std::string>();
-  if (type == "text") return Status::ok();
-  if (type == "json_object") {
-    r->format = ParsedRequest::Format::JsonObject;
-  } else if (type == "json_schema") {
-    r->format = ParsedRequest::Format::JsonSchema;
-    auto s = it->find("json_schema");
-    if (s == it->end() || !s->is_object()) return wrong_type("response_format.json_schema", "an object");
-    r->json_schema = s->contains("schema") ? (*s)["schema"] : json::object();
-  } else {
-    return invalid_argument("'response_format.type' '%s' is not text, json_object or json_schema", type.c_str());
-  }
-  return Status::ok();
-}
-
 Status parse_sampling(const json& j, sampling::SamplerParams* p) {
   TANDEM_TRY(get_float(j, "temperature", -1e6f, 1e6f, &p->temp));
   TANDEM_TRY(get_float(j, "top_p", 0, 1, &p->top_p));
@@ -290,7 +272,7 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
   }
   TANDEM_TRY(get_bool(j, "cache_prompt", &r->cache_prompt));
   TANDEM_TRY(parse_sampling(j, &r->sampling));
-  TANDEM_TRY(parse_format(j, r));
+  TANDEM_ASSIGN(r->sampling.grammar, sampling::grammar_for_request(j));
   return Status::ok();
 }
 

@@ -53,8 +53,8 @@ struct ParsedRequest {
   bool cache_prompt = true;
   int32_t id_slot = -1;
   bool return_tokens = false, timings = false;  // Native
-  enum class Format { Text, JsonObject, JsonSchema } format = Format::Text;
-  nlohmann::json json_schema;
+  // response_format json_object / json_schema, json_schema and grammar (llama-server's fields) become
+  // sampling.grammar (sampling/json_schema.h grammar_for_request): the output is held to it.
 };
 
 Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, const RequestDefaults& defaults);

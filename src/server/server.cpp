@@ -15,6 +15,7 @@
 #include "chat/reasoning.h"
 #include "chat/tool_calls.h"
 #include "chat/value.h"
+#include "sampling/grammar.h"
 #include "server/generation.h"
 #include "server/openapi.h"
 
@@ -172,6 +173,7 @@ struct Server::State {
   std::optional<chat::Template> tmpl;
   std::string template_source, template_origin, bos, eos, model_name, model_path;
   chat::ToolCallFormat tool_format = chat::ToolCallFormat::None;
+  std::shared_ptr<const sampling::GrammarVocab> grammar_vocab;  // for requests with a grammar or JSON schema
   std::thread http_thread;
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -302,7 +304,8 @@ Status Server::attach(std::unique_ptr<Engine> engine) {
   so.max_queue = options_.max_queue;
   so.n_prefill_chunk = st.engine->context->options().n_ubatch;
   so.log_steps = options_.log_debug;
-  st.scheduler = std::make_unique<Scheduler>(*st.engine->context, tok.vocab(), so);
+  st.grammar_vocab = sampling::GrammarVocab::from_tokenizer(tok);
+  st.scheduler = std::make_unique<Scheduler>(*st.engine->context, tok.vocab(), so, st.grammar_vocab);
   st.ready = true;
   return Status::ok();
 }
@@ -311,9 +314,6 @@ Result<Job> Server::State::prepare(const HttpRequest& http, Endpoint endpoint, c
   Job job;
   TANDEM_ASSIGN(job.req, parse_request(http.body, endpoint, o.defaults));
   const ParsedRequest& r = job.req;
-  if (r.format != ParsedRequest::Format::Text)
-    return unsupported("response_format %s is not supported yet: this build has no grammar-constrained sampler",
-                       r.format == ParsedRequest::Format::JsonObject ? "json_object" : "json_schema");
   const int64_t n_vocab = int64_t(tok().n_tokens());
   if (r.id_slot >= scheduler->options().n_slots)
     return invalid_argument("'id_slot' %d: this server has %d slots (0..%d)", r.id_slot, scheduler->options().n_slots,
@@ -339,7 +339,7 @@ Result<Job> Server::State::prepare(const HttpRequest& http, Endpoint endpoint, c
   }
   for (const auto& p : job.prompts) TANDEM_TRY(scheduler->check_prompt(p.size()));
   // The sampler's own checks (logit-bias ids within the vocabulary, ranges) before anything is queued.
-  if (auto s = sampling::Sampler::create(r.sampling, int32_t(n_vocab)); !s) return s.error();
+  if (auto s = sampling::Sampler::create(r.sampling, int32_t(n_vocab), grammar_vocab); !s) return s.error();
   for (size_t p = 0; p < job.prompts.size(); ++p)
     for (int32_t i = 0; i < r.n_choices; ++i) job.prompt_of.push_back(p);
   job.exchange = std::make_shared<Exchange>(tok(), r.stop, job.prompt_of.size());

@@ -100,6 +100,20 @@ def test_logprobs_are_log_softmax_and_greedy_is_the_top(client):
     assert "".join(t.token for t in content) == r.choices[0].message.content
 
 
+def test_json_schema_and_json_object_outputs_parse(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 12},
+                                               "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+              "required": ["name", "age"], "additionalProperties": False}
+    r = chat(client, "Describe a person as JSON.", max_tokens=60,
+             response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}})
+    assert r.choices[0].finish_reason == "stop", r.choices[0].message.content
+    jsonschema.validate(json.loads(r.choices[0].message.content), schema)
+    streamed = chat(client, "Describe a person as JSON.", max_tokens=60, stream=True,
+                    response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": schema}})
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices) == r.choices[0].message.content
+
+
 def test_repeated_prompt_reports_cached_tokens(client):
     text = "Describe a quiet morning in a small village by the water."
     first = chat(client, text, max_tokens=2)
@@ -109,18 +123,36 @@ def test_repeated_prompt_reports_cached_tokens(client):
     assert second.usage.prompt_tokens_details.cached_tokens == n - 1, second.usage
 
 
-def test_concurrent_greedy_answers_equal_solo_answers(server, client):
-    def ask(p):
-        return client.completions.create(model="gemma-test", prompt=p, max_tokens=10, temperature=0)
-    solo = {p: ask(p).choices[0].text for p in PROMPTS}
-    t0 = time.time()
-    with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
-        mixed = list(pool.map(ask, PROMPTS))
-    assert time.time() - t0 < 120
-    for p, r in zip(PROMPTS, mixed):
-        assert r.choices[0].text == solo[p], p
-    status, slots = server.request("GET", "/slots")
-    assert status == 200 and len(slots) == 4 and not any(s["is_processing"] for s in slots)
+def has_avx2():
+    try:
+        return " avx2 " in open("/proc/cpuinfo").read().replace("\n", " ")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not has_avx2(), reason="needs AVX2 (the kernel level pinned below)")
+def test_concurrent_greedy_answers_equal_solo_answers(gemma_path):
+    # 12 clients on 4 slots: prompts prefilled beside running decodes, several prefix states. Pinned to the
+    # AVX2 kernels, whose per-row arithmetic does not depend on the rows beside it; the AVX-512 level's does
+    # (its batched and single-row kernels round differently), which can flip a close greedy choice: making
+    # every level batch-invariant is issue 11 item 4, not something this test may paper over.
+    s = Server(gemma_path, "-c", "1024", "-np", "4", "--temp", "0", "--cpu-isa", "avx2")
+    try:
+        client = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+        def ask(p):
+            return client.completions.create(model="m", prompt=p, max_tokens=10, temperature=0)
+        solo = {p: ask(p).choices[0].text for p in PROMPTS}
+        t0 = time.time()
+        with concurrent.futures.ThreadPoolExecutor(len(PROMPTS)) as pool:
+            mixed = list(pool.map(ask, PROMPTS))
+        assert time.time() - t0 < 120
+        for p, r in zip(PROMPTS, mixed):
+            assert r.choices[0].text == solo[p], p
+        status, slots = s.request("GET", "/slots")
+        assert status == 200 and len(slots) == 4 and not any(x["is_processing"] for x in slots)
+    finally:
+        assert s.stop() == 0
 
 
 def test_disconnect_mid_stream_frees_the_slot(server):
@@ -184,8 +216,9 @@ BAD = [
     ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "top_k": -7}', 400),
     ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "n": 0}', 400),
     ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "logit_bias": {"999999999": 1}}', 400),
+    ("POST", "/v1/chat/completions", b'{"messages": [{"role": "user", "content": "hi"}], "grammar": "root ::= ("}', 400),
     ("POST", "/v1/chat/completions",
-     b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}', 400),
+     b'{"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_schema", "json_schema": 5}}', 400),
     ("POST", "/completion", b'{"prompt": "hi", "n_probs": 1000}', 400),
     ("POST", "/completion", b'{"prompt": "hi", "id_slot": 99}', 400),
     ("POST", "/v1/completions", b'{"prompt": [300000]}', 400),
