@@ -480,7 +480,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
         p.sent = std::max(p.sent, limit);
         const size_t n_tokens = c.tokens.size();
         if (r.endpoint == Endpoint::Native) {
-          if (!delta.empty() || (c.done && !p.finished)) {
+          if (!delta.empty()) {
             json j = {{"index", i}, {"content", delta}, {"stop", false}, {"id_slot", c.stats.id_slot}};
             if (r.return_tokens) {
               json ids = json::array();
@@ -493,7 +493,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
               j["completion_probabilities"] = probs;
             }
             p.tokens_sent = n_tokens;
-            if (!delta.empty()) out.push_back(event(j));
+            out.push_back(event(j));
           }
         } else if (r.endpoint == Endpoint::Chat) {
           json d = json::object();
@@ -553,7 +553,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
     last["content"] = "";
     last.erase("completion_probabilities");
     last.erase("tokens");
-    if (!write(event(last))) return;
+    write(event(last));
     return;
   }
   if (r.include_usage) {
