@@ -38,7 +38,11 @@ int serve_main(int argc, char** argv) {
                  "An OpenAI- and llama-server-compatible HTTP server with continuous batching: -np slots share\n"
                  "every forward pass, and each slot reuses the cached prefix of its last prompt. Endpoints:\n"
                  "POST /v1/chat/completions /v1/completions /completion /tokenize /detokenize /apply-template;\n"
-                 "GET /health /v1/models /props /slots /openapi.json. llama-server's command lines work as they are.");
+                 "GET /health /v1/models /props /slots /openapi.json. llama-server's command lines work as they are.\n"
+                 "--batch-invariant is on by default here: a greedy reply does not depend on its batch neighbours.");
+  // Issue 11 item 4: a request's greedy output must not depend on its batch neighbours, so the server
+  // runs the batch-invariant kernels unless told otherwise (--batch-invariant off).
+  ef.batch_invariant = true;
   add_engine_flags(args, ef);
   args.custom("--max-seq-len", "N", "the same as -c (vLLM's name)", [&ef](std::string_view v) {
     TANDEM_ASSIGN(ef.ctx, parse_int(v, 0, 1 << 24));
