@@ -58,7 +58,7 @@ void add_placement_flags(ArgParser& args, EngineFlags& f) {
                 f.placement.devices.clear();
                 for (const auto& d : split(v, ','))
                   if (!d.empty()) f.placement.devices.push_back(d);
-                if (f.placement.devices.empty()) return invalid_argument("-dev: no device named");
+                if (f.placement.devices.empty()) return invalid_argument("no device named");
                 return Status::ok();
               });
   args.custom("-ot,--override-tensor", "REGEX=DEV,...",
@@ -78,8 +78,8 @@ void add_placement_flags(ArgParser& args, EngineFlags& f) {
                 for (const auto& part : split(v, v.find('/') != std::string_view::npos ? '/' : ',')) {
                   char* end = nullptr;
                   const float x = std::strtof(part.c_str(), &end);
-                  if (part.empty() || *end != '\0' || !std::isfinite(x) || x < 0)
-                    return invalid_argument("-ts: '%s' is not a share (a number >= 0)", part.c_str());
+                  if (part.empty() || *end != '\0' || !std::isfinite(x) || x < 0 || x > 1e30f)
+                    return invalid_argument("'%s' is not a share (a number from 0 to 1e30)", part.c_str());
                   f.placement.tensor_split.push_back(x);
                 }
                 return Status::ok();

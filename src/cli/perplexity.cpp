@@ -173,10 +173,11 @@ Status perplexity_command(EngineFlags ef, const std::string& text_file, const st
       std::fprintf(stderr, "note: %s was computed with a context of %d tokens: chunks use that\n", base_file.c_str(),
                    base->n_ctx());
     ef.ctx = base->n_ctx();
-  } else if (text_file.empty()) {
+  } else if (text_file.empty() && !ef.list_devices) {
     return invalid_argument("perplexity: no text given (use -f FILE)");
   }
   ef.batch = std::min(ef.batch, ef.ctx);  // one chunk at a time: a larger batch buys nothing
+  ef.n_outputs_max = ef.batch;            // logits at every position
   TANDEM_ASSIGN(auto engine, load_engine(ef));
   Engine& e = *engine;
   const auto& vocab = e.tokenizer->vocab();

@@ -88,6 +88,8 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
   if (!f.trace_path.empty()) {
+    if (std::FILE* probe = std::fopen(f.trace_path.c_str(), "w")) std::fclose(probe);
+    else return io_error("--trace %s: cannot open the file for writing", f.trace_path.c_str());
     Trace::start();
     e->trace_path = f.trace_path;
   }
@@ -133,11 +135,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                  "that may give poor output (as llama.cpp warns, n_ctx > n_ctx_train)\n", (long long)n_ctx,
                  (long long)e->model->hparams().n_ctx_train);
   {
-    model::Placement where;
-    where.devices = {e->cpu.get()};
+    std::vector<Backend*> backends = {e->cpu.get()};
     std::vector<placement::DeviceInfo> infos = {{"CPU", available_memory().bytes}};
     for (const auto& sim : e->sims) {
-      where.devices.push_back(sim.get());
+      backends.push_back(sim.get());
       infos.push_back({sim->name(), sim->budget_bytes()});
     }
     std::vector<size_t> kv_bytes;
@@ -145,14 +146,19 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       kv_bytes.push_back((row_bytes(type_k, l.row_k) + row_bytes(type_v, l.row_v)) * size_t(n_ctx));
     placement::PlacementFlags pf = f.placement;
     pf.n_gpu_layers = f.n_gpu_layers;
-    // Room on each offload device for one micro-batch's activations (ForwardScratch's slots but the
-    // logits, whose rows are few except in perplexity runs).
+    // Room on each offload device for one micro-batch's activations (ForwardScratch's slots), and on
+    // the output layer's device for the logits rows a step asks for.
     const auto& hp = e->model->hparams();
+    const int64_t ub = std::min(f.ubatch, f.batch);
     const int64_t per_token = 3 * hp.n_embd + hp.n_head * (hp.head_dim_k + hp.head_dim_v) +
                               hp.n_head_kv * (hp.head_dim_k + hp.head_dim_v) + 2 * hp.n_ff;
-    pf.reserve_bytes = size_t(per_token) * sizeof(float) * size_t(std::min(f.ubatch, f.batch));
-    TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(e->model->hparams().n_layer),
-                                                    kv_bytes, infos, pf));
+    pf.reserve_bytes = size_t(per_token) * sizeof(float) * size_t(ub);
+    pf.output_reserve_bytes = size_t(hp.n_vocab) * sizeof(float) * size_t(std::min(f.n_outputs_max, ub));
+    model::Placement where;
+    TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
+    for (int id : where.plan.device_ids) where.devices.push_back(backends[size_t(id)]);
+    if (where.devices.size() == 1 && f.n_gpu_layers != 0 && !e->sims.empty() && !f.quiet)
+      std::fprintf(stderr, "warning: -ngl with -dev none: no offload device is used; every layer runs on the CPU\n");
     e->plan = where.plan;
     TANDEM_TRY(e->model->place(where));
   }
@@ -225,7 +231,8 @@ std::string list_devices(const EngineFlags& f) {
   std::string out = "Available devices:\n";
   out += format("  CPU: %s (%s available)\n", cpu::isa_name(cpu::kernels().isa), human_bytes(available_memory().bytes).c_str());
   for (size_t i = 0; i < f.sim_devices.size(); ++i)
-    out += format("  SIM%zu: simulated GPU on the CPU (%s; link 25 GB/s, 10 us)\n", i, human_bytes(f.sim_devices[i]).c_str());
+    out += format("  SIM%zu: simulated GPU on the CPU (%s; link 25 GB/s, 10 us)\n", i,
+                  placement::size_text(f.sim_devices[i]).c_str());
   return out;
 }
 

@@ -31,6 +31,9 @@ struct EngineFlags {
   std::vector<uint64_t> sim_devices;  // --sim-device SIZE: one sim device of that many bytes each
   bool list_devices = false;          // --list-devices: print them and exit
   std::string trace_path;             // --trace FILE: a Chrome trace of every op and copy, written at the end
+  // Logits rows the output layer's device keeps room for: a micro-batch of them for perplexity, else a
+  // few (a server's slots).
+  int64_t n_outputs_max = 16;
   bool mmap = true, mlock = false, quiet = false;
   std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
   OnOffAuto flash_attn = OnOffAuto::Auto;

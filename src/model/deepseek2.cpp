@@ -448,12 +448,7 @@ class Deepseek2Model final : public Model {
                                                   : std::initializer_list<const Weight*>{l.wk_b, l.wv_b});
       out.back().insert(out.back().end(), l.wq ? std::initializer_list<const Weight*>{l.wq}
                                                : std::initializer_list<const Weight*>{l.wq_a, l.wq_b});
-      if (l.moe.gate_inp) {  // the router, the experts and the shared experts may each go their own way
-        out.push_back({l.moe.gate_exps, l.moe.up_exps, l.moe.down_exps});
-        if (l.moe.gate_shexp) out.push_back({l.moe.gate_shexp, l.moe.up_shexp, l.moe.down_shexp});
-      } else {
-        out.push_back({l.gate, l.up, l.down});
-      }
+      // The router, each expert matrix and the FFNs' matrices may each go their own way (moe_ffn, ffn_glu).
     }
     return out;
   }

@@ -79,15 +79,27 @@ Status attention_block(const AttentionWeights& w, const AttentionConfig& c, cons
 
 Status ffn_glu(const Weight& gate, const Weight& up, const Weight& down, GluKind act, int64_t n, const float* x,
                float* out, ForwardScratch& s) {
-  Backend& b = *gate.backend;
-  const int64_t ff = gate.n_rows();
-  TANDEM_ASSIGN(float* g, s.get(b, Slot::kGate, n * ff));
-  TANDEM_ASSIGN(float* u, s.get(b, Slot::kUp, n * ff));
-  b.matmul(gate, x, n, g);  // [n, ff]
-  b.matmul(up, x, n, u);    // [n, ff]
-  if (act == GluKind::GeluTanh) b.geglu(g, u, n * ff, g);
-  else b.swiglu(g, u, n * ff, g);
-  b.matmul(down, g, n, out);  // [n, n_embd]
+  // Each matrix runs where it lives (-ot may part them, as llama.cpp recipes do); x and out are on
+  // gate's device and the intermediates move as needed.
+  Backend &gb = *gate.backend, &ub = *up.backend, &db = *down.backend;
+  const int64_t ff = gate.n_rows(), e = gate.row_length();
+  TANDEM_ASSIGN(float* g, s.get(gb, Slot::kGate, n * ff));
+  TANDEM_ASSIGN(float* xu, s.move(gb, const_cast<float*>(x), ub, Slot::kFfnIn, n * e));
+  TANDEM_ASSIGN(float* u, s.get(ub, Slot::kUp, n * ff));
+  gb.matmul(gate, x, n, g);  // [n, ff]
+  ub.matmul(up, xu, n, u);   // [n, ff]
+  TANDEM_ASSIGN(u, s.move(ub, u, gb, Slot::kUp, n * ff));
+  if (act == GluKind::GeluTanh) gb.geglu(g, u, n * ff, g);
+  else gb.swiglu(g, u, n * ff, g);
+  if (&db == &gb) {
+    db.matmul(down, g, n, out);  // [n, n_embd]
+    return Status::ok();
+  }
+  TANDEM_ASSIGN(g, s.move(gb, g, db, Slot::kGate, n * ff));
+  TANDEM_ASSIGN(float* d, s.get(db, Slot::kFfnOut, n * e));
+  db.matmul(down, g, n, d);  // [n, n_embd]
+  TANDEM_ASSIGN(d, s.move(db, d, gb, Slot::kFfnOut, n * e));
+  gb.copy_2d(d, e, out, e, n, e);
   return Status::ok();
 }
 
@@ -176,15 +188,30 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
   w_host.resize(size_t(n * k));
   moe_route(c, logits.data(), l.exp_probs_b, n, ids_host.data(), w_host.data());
 
-  Backend& eb = *l.gate_exps->backend;
-  TANDEM_ASSIGN(int32_t* ids, s.get_i32(eb, Slot::kExpertIds, n * k));
+  // The experts' three matrices may each have a device (llama.cpp recipes such as
+  // -ot "ffn_(up|down)_exps=CPU" part them); the result gathers on down's, eb.
+  Backend &gd = *l.gate_exps->backend, &ud = *l.up_exps->backend, &eb = *l.down_exps->backend;
+  auto ids_on = [&](Backend& b, Slot slot) -> Result<int32_t*> {
+    TANDEM_ASSIGN(int32_t* ids, s.get_i32(b, slot, n * k));
+    b.copy_from_host(ids, ids_host.data(), ids_host.size() * sizeof(int32_t));
+    return ids;
+  };
+  TANDEM_ASSIGN(int32_t* ids_g, ids_on(gd, Slot::kExpertIds));
+  int32_t* ids_u = ids_g;
+  if (&ud != &gd) {
+    TANDEM_ASSIGN(ids_u, ids_on(ud, Slot::kMoeIds2));
+  }
+  int32_t* ids_d = &eb == &ud ? ids_u : ids_g;
+  if (&eb != &ud && &eb != &gd) {
+    TANDEM_ASSIGN(ids_d, ids_on(eb, Slot::kMoeIds3));
+  }
   TANDEM_ASSIGN(float* w, s.get(eb, Slot::kExpertWeights, n * k));
-  eb.copy_from_host(ids, ids_host.data(), ids_host.size() * sizeof(int32_t));
   eb.copy_from_host(w, w_host.data(), w_host.size() * sizeof(float));
-  TANDEM_ASSIGN(float* xe, s.move(rb, x, eb, Slot::kMoeIn, n * e));
+  TANDEM_ASSIGN(float* xg, s.move(rb, x, gd, Slot::kMoeIn, n * e));
+  TANDEM_ASSIGN(float* xu, s.move(rb, x, ud, &ud == &gd ? Slot::kMoeIn : Slot::kFfnIn, n * e));
   // The shared experts next, queued on their device (a GPU, with the routed experts in RAM): they run
   // while the CPU computes the routed ones below (issue 13; the --trace timeline shows it). After the
-  // move above, which may wait for the router's device, so that wait does not cover them too.
+  // moves above, which may wait for the router's device, so that wait does not cover them too.
   Backend* sb = l.gate_shexp ? l.gate_shexp->backend : nullptr;
   float* shared = nullptr;
   if (sb) {
@@ -193,13 +220,15 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
     TANDEM_TRY(ffn_glu(*l.gate_shexp, *l.up_shexp, *l.down_shexp, GluKind::Silu, n, xs, shared, s));  // [n, e]
   }
 
-  TANDEM_ASSIGN(float* gate, s.get(eb, Slot::kMoeGate, n * k * ff));
-  TANDEM_ASSIGN(float* up, s.get(eb, Slot::kMoeUp, n * k * ff));
-  eb.matmul_id(*l.gate_exps, xe, false, ids, n, int(k), gate);  // [n, k, ff]
-  eb.matmul_id(*l.up_exps, xe, false, ids, n, int(k), up);      // [n, k, ff]
-  eb.swiglu(gate, up, n * k * ff, gate);
+  TANDEM_ASSIGN(float* gate, s.get(gd, Slot::kMoeGate, n * k * ff));
+  TANDEM_ASSIGN(float* up, s.get(ud, Slot::kMoeUp, n * k * ff));
+  gd.matmul_id(*l.gate_exps, xg, false, ids_g, n, int(k), gate);  // [n, k, ff]
+  ud.matmul_id(*l.up_exps, xu, false, ids_u, n, int(k), up);      // [n, k, ff]
+  TANDEM_ASSIGN(up, s.move(ud, up, gd, Slot::kMoeUp, n * k * ff));
+  gd.swiglu(gate, up, n * k * ff, gate);
+  TANDEM_ASSIGN(gate, s.move(gd, gate, eb, Slot::kMoeGate, n * k * ff));
   TANDEM_ASSIGN(float* down, s.get(eb, Slot::kMoeDown, n * k * e));
-  eb.matmul_id(*l.down_exps, gate, true, ids, n, int(k), down);  // [n, k, e]
+  eb.matmul_id(*l.down_exps, gate, true, ids_d, n, int(k), down);  // [n, k, e]
   TANDEM_ASSIGN(float* out, s.get(eb, Slot::kMoeOut, n * e));
   eb.weighted_sum(down, w, n, int(k), e, out);  // [n, e]
   if (shared) {

@@ -122,8 +122,7 @@ class Gemma3Model final : public Model {
   std::vector<std::vector<const Weight*>> blocks() const override {
     std::vector<std::vector<const Weight*>> out;
     for (const Layer& l : layers_) {
-      out.push_back({l.attn.wq, l.attn.wk, l.attn.wv, l.attn.wo});
-      out.push_back({l.gate, l.up, l.down});
+      out.push_back({l.attn.wq, l.attn.wk, l.attn.wv, l.attn.wo});  // the FFN's matrices may part (ffn_glu)
     }
     return out;
   }

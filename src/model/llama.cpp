@@ -153,9 +153,7 @@ class LlamaModel final : public Model {
   std::vector<std::vector<const Weight*>> blocks() const override {
     std::vector<std::vector<const Weight*>> out;
     for (const Layer& l : layers_) {
-      out.push_back({l.attn.wq, l.attn.wk, l.attn.wv, l.attn.wo});
-      if (variant_.moe) out.push_back({l.moe.gate_exps, l.moe.up_exps, l.moe.down_exps});  // the router goes its own way
-      else out.push_back({l.gate, l.up, l.down});
+      out.push_back({l.attn.wq, l.attn.wk, l.attn.wv, l.attn.wo});  // FFN and experts' matrices may part
     }
     return out;
   }

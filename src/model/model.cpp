@@ -66,7 +66,7 @@ std::vector<placement::TensorInfo> Model::tensor_infos() const {
   }
   // A tied output matrix is token_embd read a second time by the output layer: the plan places it
   // as a tensor of its own (a second copy where the output layer is not on token_embd's device).
-  if (tied_) out.push_back({"output.weight", tok_embd_->size_bytes, int(hp_.n_layer)});
+  if (tied_) out.push_back({"output.weight", tok_embd_->size_bytes, int(hp_.n_layer), "token_embd.weight"});
   return out;
 }
 

@@ -30,6 +30,8 @@ class ForwardScratch {
     // MLA and MoE (deepseek2.cpp)
     kKvPe, kQNope, kQAbs, kAttnV, kRouter, kMoeIn, kMoeGate, kMoeUp, kMoeDown, kMoeOut, kShared, kExpertWeights,
     kExpertIds, kHeadIds,
+    // A block whose matrices sit on different devices (-ot moving some of them): their input and output there
+    kFfnIn, kFfnOut, kMoeIds2, kMoeIds3,
     kNumSlots
   };
 

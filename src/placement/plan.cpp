@@ -18,15 +18,14 @@ struct Override {
   std::regex re;
   int device = 0;
   bool must_match = true;
-  bool matched = false;
+  bool hit = false;  // its pattern matched some tensor
+  bool won = false;  // and it was the first to match one
 };
 
 std::string upper(std::string s) {
   for (char& c : s) c = char(std::toupper(static_cast<unsigned char>(c)));
   return s;
 }
-
-double gib(size_t bytes) { return double(bytes) / double(size_t(1) << 30); }
 
 std::string device_names(const std::vector<DeviceInfo>& devices) {
   std::string s;
@@ -65,17 +64,19 @@ Result<std::vector<Override>> parse_overrides(const PlacementFlags& flags, const
       start = comma == std::string::npos ? value.size() + 1 : comma + 1;
       const size_t eq = item.rfind('=');
       if (eq == std::string::npos || eq == 0)
-        return invalid_argument("-ot %s: expected REGEX=DEVICE (e.g. exps=CPU)", item.c_str());
+        return invalid_argument("-ot '%s': expected REGEX=DEVICE (e.g. exps=CPU)%s", value.c_str(),
+                                item.empty() ? "; a rule is empty (a stray comma?)" : "");
       const std::string dev = item.substr(eq + 1);
       const int d = find_device(devices, dev);
       if (d < 0)
-        return invalid_argument("-ot %s: no device '%s' (devices: %s)", item.c_str(), dev.c_str(), device_names(devices).c_str());
+        return invalid_argument("-ot %s: no device '%s' (devices%s: %s)", item.c_str(), dev.c_str(),
+                                flags.devices.empty() ? "" : " selected by -dev", device_names(devices).c_str());
       TANDEM_TRY(add("-ot " + item, item.substr(0, eq), d, true));
     }
   }
   if (flags.n_cpu_moe < 0) return invalid_argument("--n-cpu-moe %lld: must be 0 or more", (long long)flags.n_cpu_moe);
   if (flags.cpu_moe) TANDEM_TRY(add("--cpu-moe", kExpertsRegex, 0, true));
-  for (int64_t il = 0; il < std::min<int64_t>(flags.n_cpu_moe, n_layer); ++il)
+  for (int64_t il = 0; il < std::min<int64_t>(flags.n_cpu_moe, n_layer); ++il)  // llama.cpp: silent on dense models
     TANDEM_TRY(add("--n-cpu-moe", "blk\\." + std::to_string(il) + kExpertsRegex, 0, false));
   return out;
 }
@@ -86,7 +87,7 @@ Result<std::vector<float>> split_points(const PlacementFlags& flags, const std::
   std::vector<float> s(n, 0.0f);
   if (flags.split_mode == SplitMode::None) {
     if (flags.main_gpu < 0 || size_t(flags.main_gpu) >= n)
-      return invalid_argument("-mg %d: there are %zu offload devices", flags.main_gpu, n);
+      return invalid_argument("-mg %d: the offload devices are numbered 0 to %zu", flags.main_gpu, n - 1);
     s[size_t(flags.main_gpu)] = 1;
   } else if (flags.tensor_split.size() > n) {
     return invalid_argument("-ts: %zu values for %zu offload devices (%s)", flags.tensor_split.size(), n,
@@ -126,14 +127,24 @@ Plan assign(const std::vector<TensorInfo>& tensors, int n_layer, const std::vect
   p.kv_bytes.assign(devices.size(), 0);
   for (const TensorInfo& t : tensors) {
     int d = t.layer < 0 ? 0 : t.layer >= n_layer ? p.output_device : p.layer_device[size_t(t.layer)];
-    for (Override& o : overrides)
-      if (std::regex_search(t.name, o.re)) {
-        o.matched = true;
-        d = o.device;
-        break;
-      }
+    bool placed = false;
+    for (Override& o : overrides) {
+      if (!std::regex_search(t.name, o.re)) continue;
+      o.hit = true;
+      if (placed) continue;
+      o.won = placed = true;
+      d = o.device;
+    }
     p.tensor_device.push_back(d);
-    p.weight_bytes[size_t(d)] += t.bytes;
+  }
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInfo& t = tensors[i];
+    const int d = p.tensor_device[i];
+    bool shared = false;
+    if (!t.alias_of.empty())
+      for (size_t j = 0; j < tensors.size(); ++j)
+        if (tensors[j].name == t.alias_of) shared = p.tensor_device[j] == d;
+    if (!shared) p.weight_bytes[size_t(d)] += t.bytes;
   }
   for (int il = 0; il < n_layer; ++il) {
     p.kv_device.push_back(flags.no_kv_offload ? 0 : p.layer_device[size_t(il)]);
@@ -142,10 +153,17 @@ Plan assign(const std::vector<TensorInfo>& tensors, int n_layer, const std::vect
   return p;
 }
 
+// What the plan asks of device d: its weights and KV cache, and room for activations where it holds
+// anything (and for the logits on the output layer's device).
+size_t reserve_of(const Plan& p, size_t d, const PlacementFlags& f) {
+  const bool used = p.weight_bytes[d] + p.kv_bytes[d] > 0;
+  return (used ? f.reserve_bytes : 0) + (int(d) == p.output_device ? f.output_reserve_bytes : 0);
+}
+
 // The first offload device the plan overflows, or -1.
-int overflowing(const Plan& p, size_t reserve) {
+int overflowing(const Plan& p, const PlacementFlags& f) {
   for (size_t d = 1; d < p.devices.size(); ++d)
-    if (p.weight_bytes[d] + p.kv_bytes[d] + reserve > p.devices[d].free_bytes) return int(d);
+    if (p.weight_bytes[d] + p.kv_bytes[d] + reserve_of(p, d, f) > p.devices[d].free_bytes) return int(d);
   return -1;
 }
 
@@ -157,15 +175,21 @@ Result<Plan> make_plan(const std::vector<TensorInfo>& tensors, int n_layer, cons
   if (int(kv_bytes_per_layer.size()) != n_layer) return invalid_argument("placement: KV sizes for %zu of %d layers", kv_bytes_per_layer.size(), n_layer);
   // -dev: the offload devices to use.
   std::vector<DeviceInfo> devices = {all_devices[0]};
+  std::vector<int> ids = {0};
   if (flags.devices.empty()) {
     devices = all_devices;
+    for (size_t i = 1; i < all_devices.size(); ++i) ids.push_back(int(i));
   } else if (!(flags.devices.size() == 1 && flags.devices[0] == "none")) {
     for (const std::string& name : flags.devices) {
       const int d = find_device(all_devices, name);
-      if (d <= 0)
+      if (d == 0) return invalid_argument("-dev %s: the CPU always takes part; -dev names offload devices", name.c_str());
+      if (d < 0)
         return invalid_argument("-dev %s: no offload device of that name (devices: %s)", name.c_str(),
                                 device_names(all_devices).c_str());
+      if (std::find(ids.begin(), ids.end(), d) != ids.end())
+        return invalid_argument("-dev: %s is named twice", name.c_str());
       devices.push_back(all_devices[size_t(d)]);
+      ids.push_back(d);
     }
   }
   if (flags.split_mode == SplitMode::Row) return unsupported("-sm row: not supported; use -sm layer (the default)");
@@ -178,34 +202,47 @@ Result<Plan> make_plan(const std::vector<TensorInfo>& tensors, int n_layer, cons
 
   const int64_t max_ngl = n_layer + 1;
   auto plan_for = [&](int64_t ngl) {
-    for (Override& o : overrides) o.matched = false;
-    return assign(tensors, n_layer, kv_bytes_per_layer, devices, flags, splits, overrides, ngl);
+    for (Override& o : overrides) o.hit = o.won = false;
+    Plan p = assign(tensors, n_layer, kv_bytes_per_layer, devices, flags, splits, overrides, ngl);
+    p.device_ids = ids;
+    return p;
   };
   int64_t ngl = flags.n_gpu_layers == -2 ? max_ngl : std::min(flags.n_gpu_layers, max_ngl);
   if (devices.size() == 1) {
     ngl = 0;  // nothing to offload to
   } else if (flags.n_gpu_layers == -1) {  // auto: the most layers that fit
     ngl = max_ngl;
-    while (ngl > 0 && overflowing(plan_for(ngl), flags.reserve_bytes) >= 0) --ngl;
+    while (ngl > 0 && overflowing(plan_for(ngl), flags) >= 0) --ngl;
   }
   Plan p = plan_for(ngl);
 
-  for (const Override& o : overrides)
-    if (o.must_match && !o.matched)
-      return invalid_argument("%s: the pattern '%s' matches no tensor of this model", o.flag.c_str(), o.pattern.c_str());
-  const int d = overflowing(p, flags.reserve_bytes);
+  for (const Override& o : overrides) {
+    if (!o.must_match || o.won) continue;
+    if (o.flag == "--cpu-moe") return invalid_argument("--cpu-moe: this model has no expert tensors");
+    if (!o.hit) return invalid_argument("%s: the pattern '%s' matches no tensor of this model", o.flag.c_str(), o.pattern.c_str());
+    return invalid_argument("%s: every tensor '%s' matches is taken by an earlier rule (the first match wins)",
+                            o.flag.c_str(), o.pattern.c_str());
+  }
+  const int d = overflowing(p, flags);
   if (d >= 0) {
     int64_t fits = ngl;
-    while (fits > 0 && overflowing(plan_for(fits), flags.reserve_bytes) >= 0) --fits;
-    const bool none_fit = overflowing(plan_for(0), flags.reserve_bytes) >= 0;
-    return out_of_memory(
-        "-ngl %lld: %s needs %.2f GiB (weights %.2f + KV cache %.2f + reserve %.2f) but has %.2f GiB; %s",
-        (long long)ngl, p.devices[size_t(d)].name.c_str(), gib(p.weight_bytes[size_t(d)] + p.kv_bytes[size_t(d)] + flags.reserve_bytes),
-        gib(p.weight_bytes[size_t(d)]), gib(p.kv_bytes[size_t(d)]), gib(flags.reserve_bytes), gib(p.devices[size_t(d)].free_bytes),
-        none_fit ? "the -ot overrides alone overflow it: send fewer tensors there"
-                 : format("-ngl %lld fits (or move tensors off it with -ot / --n-cpu-moe, or lower -c)", (long long)fits).c_str());
+    while (fits > 0 && overflowing(plan_for(fits), flags) >= 0) --fits;
+    const bool none_fit = overflowing(plan_for(0), flags) >= 0;
+    const size_t w = p.weight_bytes[size_t(d)], kv = p.kv_bytes[size_t(d)], r = reserve_of(p, size_t(d), flags);
+    return out_of_memory("-ngl %lld: %s needs %s (weights %s + KV cache %s + activations %s) but has %s; %s",
+                         (long long)ngl, p.devices[size_t(d)].name.c_str(), size_text(w + kv + r).c_str(),
+                         size_text(w).c_str(), size_text(kv).c_str(), size_text(r).c_str(),
+                         size_text(p.devices[size_t(d)].free_bytes).c_str(),
+                         none_fit ? "what -ot sends there does not fit even with -ngl 0"
+                                  : format("-ngl %lld fits (or move tensors off it with -ot / --n-cpu-moe, or lower -c)",
+                                           (long long)fits).c_str());
   }
   return p;
+}
+
+std::string size_text(uint64_t bytes) {
+  const double mib = double(bytes) / 1048576.0;
+  return mib < 1024 ? format("%.1f MiB", mib) : format("%.2f GiB", mib / 1024);
 }
 
 namespace {
@@ -269,11 +306,11 @@ std::string format_plan(const Plan& p, const std::vector<TensorInfo>& tensors) {
   out += format("  -ngl %lld of %d layers (output included) offloaded\n", (long long)p.n_gpu_layers, n_layer + 1);
   for (size_t d = 0; d < p.devices.size(); ++d) {
     const size_t used = p.weight_bytes[d] + p.kv_bytes[d];
-    out += format("  %-7s weights %.2f GiB + KV cache %.2f GiB = %.2f GiB", p.devices[d].name.c_str(),
-                  gib(p.weight_bytes[d]), gib(p.kv_bytes[d]), gib(used));
+    out += format("  %-7s weights %s + KV cache %s = %s", p.devices[d].name.c_str(), size_text(p.weight_bytes[d]).c_str(),
+                  size_text(p.kv_bytes[d]).c_str(), size_text(used).c_str());
     if (p.devices[d].free_bytes)
-      out += format(" of %.2f GiB free (%.2f GiB left)", gib(p.devices[d].free_bytes),
-                    used > p.devices[d].free_bytes ? 0.0 : gib(p.devices[d].free_bytes - used));
+      out += format(" of %s free (%s left)", size_text(p.devices[d].free_bytes).c_str(),
+                    size_text(used > p.devices[d].free_bytes ? 0 : p.devices[d].free_bytes - used).c_str());
     out += "\n";
   }
   return out;

@@ -26,6 +26,9 @@ struct TensorInfo {
   std::string name;
   size_t bytes = 0;
   int layer = -1;
+  // Another tensor's bytes read a second time (a tied output matrix reads token_embd): it costs memory
+  // only on a device that does not already hold that tensor.
+  std::string alias_of;
 };
 
 enum class SplitMode { None, Layer, Row };
@@ -40,11 +43,13 @@ struct PlacementFlags {
   int main_gpu = 0;                    // -mg: the offload device of -sm none (index among offload devices)
   bool no_kv_offload = false;          // -nkvo: every KV cache layer on the CPU
   std::vector<std::string> devices;    // -dev: offload devices to use by name; {"none"}: none; empty: all
-  size_t reserve_bytes = 0;            // per offload device, kept free for activations and a margin
+  size_t reserve_bytes = 0;            // per offload device holding anything: room for a micro-batch's activations
+  size_t output_reserve_bytes = 0;     // more on the output layer's device: room for the logits
 };
 
 struct Plan {
   std::vector<DeviceInfo> devices;  // devices[0] the CPU, then the offload devices the plan may use
+  std::vector<int> device_ids;      // each one's index in the devices given to make_plan (-dev picks some)
   std::vector<int> tensor_device;   // per tensor (the order given), index into devices
   std::vector<int> layer_device;    // [n_layer]: where the layer's non-overridden weights went
   std::vector<int> kv_device;       // [n_layer]: where the layer's KV cache lives
@@ -66,5 +71,8 @@ Result<Plan> make_plan(const std::vector<TensorInfo>& tensors, int n_layer,
 // norms, output) by layer range and device with their bytes, the KV cache, then per-device totals and
 // what stays free.
 std::string format_plan(const Plan& plan, const std::vector<TensorInfo>& tensors);
+
+// "512.0 MiB", "23.50 GiB": the sizes plans and their errors print.
+std::string size_text(uint64_t bytes);
 
 }  // namespace tandem::placement

@@ -98,7 +98,11 @@ std::vector<Case> cases(int n_layer, const char* ffn_override) {
   nkvo.no_kv_offload = true;
   split.n_gpu_layers = -2;
   split.tensor_split = {1, 2};
-  return {{"no layers on the sim", 1, none}, {"half the layers", 1, some},  {"every layer and the output", 1, all},
+  placement::PlacementFlags parted;  // llama.cpp recipes part a block's matrices: -ot "ffn_(up|down)_exps=CPU"
+  parted.n_gpu_layers = -2;
+  parted.overrides = {std::string(ffn_override).find("exps") != std::string::npos ? "ffn_(up|down)_exps=CPU"
+                                                                                  : "ffn_(up|down)=CPU"};
+  return {{"gate on the sim, up and down on the CPU", 1, parted}, {"no layers on the sim", 1, none}, {"half the layers", 1, some},  {"every layer and the output", 1, all},
           {"-ot <ffn>=CPU", 1, ffn_cpu},     {"-nkvo", 1, nkvo},             {"two sims, -ts 1,2", 2, split}};
 }
 
@@ -191,7 +195,7 @@ TEST(SimPlacement, ABlockSplitAcrossDevicesIsRefusedNamingTheTensors) {
   cpu::CpuBackend cpu(1);
   placement::PlacementFlags f;
   f.n_gpu_layers = -2;
-  f.overrides = {"blk\\.0\\.ffn_up=CPU"};
+  f.overrides = {"blk\\.0\\.attn_k=CPU"};
   auto m = model::Model::open(path, {});
   ASSERT_TRUE(m.has_value());
   sim::SimOptions o;
@@ -203,7 +207,7 @@ TEST(SimPlacement, ABlockSplitAcrossDevicesIsRefusedNamingTheTensors) {
   ASSERT_TRUE(plan.has_value());
   const Status s = (*m)->place({{&cpu, sim.get()}, std::move(plan).value()});
   ASSERT_FALSE(s.is_ok());
-  EXPECT_NE(s.message().find("blk.0.ffn_up.weight is on cpu but blk.0.ffn_gate.weight"), std::string::npos)
+  EXPECT_NE(s.message().find("blk.0.attn_k.weight is on cpu but blk.0.attn_q.weight"), std::string::npos)
       << s.message();
 }
 

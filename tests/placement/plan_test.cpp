@@ -150,7 +150,7 @@ TEST(PlacementPlan, BadFlagsAreErrorsNamingTheFlag) {
   std::erase_if(dense, [](const TensorInfo& x) { return x.name.find("_exps") != std::string::npos; });
   auto p = make_plan(dense, 2, kv, devices({1024}), f);
   ASSERT_FALSE(p.has_value());
-  EXPECT_NE(p.error().message().find("--cpu-moe: the pattern"), std::string::npos) << p.error().message();
+  EXPECT_NE(p.error().message().find("--cpu-moe: this model has no expert tensors"), std::string::npos) << p.error().message();
 }
 
 TEST(PlacementPlan, AnOverflowingPlanIsRefusedWithTheNumbersAndAnNglThatFits) {
@@ -163,7 +163,7 @@ TEST(PlacementPlan, AnOverflowingPlanIsRefusedWithTheNumbersAndAnNglThatFits) {
   ASSERT_FALSE(p.has_value());
   EXPECT_EQ(p.error().code(), StatusCode::OutOfMemory);
   EXPECT_NE(p.error().message().find("-ngl 5: SIM0 needs"), std::string::npos) << p.error().message();
-  EXPECT_NE(p.error().message().find("but has 0.03 GiB; -ngl 2 fits"), std::string::npos) << p.error().message();
+  EXPECT_NE(p.error().message().find("needs 60.3 MiB (weights 56.3 MiB + KV cache 4.0 MiB + activations 0.0 MiB) but has 30.0 MiB; -ngl 2 fits"), std::string::npos) << p.error().message();
 
   f.n_gpu_layers = -1;  // auto: the same count
   p = make_plan(t, 4, std::vector<size_t>(4, kMiB), devices({30}), f);
@@ -176,6 +176,56 @@ TEST(PlacementPlan, AnOverflowingPlanIsRefusedWithTheNumbersAndAnNglThatFits) {
   p = make_plan(t, 4, std::vector<size_t>(4, kMiB), devices({30}), f);
   ASSERT_TRUE(p.has_value()) << p.error().message();
   EXPECT_EQ(p->n_gpu_layers, 5);
+}
+
+TEST(PlacementPlan, DevPicksDevicesByNameAndTheirIds) {
+  const auto t = moe_model(2);
+  PlacementFlags f;
+  f.n_gpu_layers = -2;
+  f.devices = {"SIM1"};
+  auto p = make_plan(t, 2, std::vector<size_t>(2, kMiB), devices({8, 1024}), f);
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  ASSERT_EQ(p->devices.size(), 2u);
+  EXPECT_EQ(p->devices[1].name, "SIM1");
+  EXPECT_EQ(p->device_ids, (std::vector<int>{0, 2}));  // the caller maps plan device 1 to its backend 2
+  f.devices = {"SIM0", "sim0"};
+  p = make_plan(t, 2, std::vector<size_t>(2, kMiB), devices({8, 1024}), f);
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().message().find("-dev: sim0 is named twice"), std::string::npos) << p.error().message();
+}
+
+TEST(PlacementPlan, AnEmptyDeviceNeedsNoRoomForActivations) {
+  PlacementFlags f;
+  f.reserve_bytes = 64 * kMiB;  // more than the 16 MiB device has, but nothing goes there
+  auto p = make_plan(moe_model(2), 2, std::vector<size_t>(2, kMiB), devices({16}), f);
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  f.n_gpu_layers = 1;  // the output layer (8 MiB) and its activations do not fit
+  p = make_plan(moe_model(2), 2, std::vector<size_t>(2, kMiB), devices({16}), f);
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().message().find("activations 64.0 MiB"), std::string::npos) << p.error().message();
+}
+
+TEST(PlacementPlan, ARuleShadowedByAnEarlierOneIsReportedAsSuch) {
+  PlacementFlags f;
+  f.overrides = {"exps=CPU", "exps=SIM0"};
+  auto p = make_plan(moe_model(2), 2, std::vector<size_t>(2, kMiB), devices({1024}), f);
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().message().find("-ot exps=SIM0: every tensor 'exps' matches is taken by an earlier rule"),
+            std::string::npos) << p.error().message();
+}
+
+TEST(PlacementPlan, ATiedOutputOnItsEmbeddingsDeviceCostsNothingMore) {
+  std::vector<TensorInfo> t = moe_model(2);
+  std::erase_if(t, [](const TensorInfo& x) { return x.name == "output.weight"; });
+  t.push_back({"output.weight", 8 * kMiB, 2, "token_embd.weight"});
+  PlacementFlags f;
+  auto cpu_only = make_plan(t, 2, std::vector<size_t>(2, 0), devices({1024}), f);
+  ASSERT_TRUE(cpu_only.has_value());
+  f.n_gpu_layers = 1;  // the output layer on SIM0: a second copy there
+  auto split = make_plan(t, 2, std::vector<size_t>(2, 0), devices({1024}), f);
+  ASSERT_TRUE(split.has_value());
+  EXPECT_EQ(cpu_only->weight_bytes[0], split->weight_bytes[0] + split->weight_bytes[1] - 8 * kMiB);  // one copy more
+  EXPECT_EQ(split->weight_bytes[1], 8 * kMiB + kMiB / 64);
 }
 
 TEST(PlacementPlan, DevNoneOffloadsNothingAndTheTableShowsWhatWentWhere) {

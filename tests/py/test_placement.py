@@ -24,6 +24,9 @@ def cpu_text(tandem_bin, gemma_path):
     ["--sim-device", "1G", "-ngl", "all", "-nkvo", "-ctk", "q8_0", "-ctv", "q8_0"],
     ["--sim-device", "512M", "--sim-device", "512M", "-ngl", "all", "-ts", "1,3"],
     ["--sim-device", "1G", "-ngl", "auto", "-fa", "off"],
+    ["--sim-device", "1G", "-ngl", "all", "-ot", "ffn_(up|down)=CPU"],
+    ["--sim-device", "8M", "--sim-device", "1G", "-ngl", "all", "-dev", "SIM1"],
+    ["--sim-device", "16M", "-ngl", "0"],
 ])
 def test_offloaded_runs_give_the_cpus_greedy_text(gemma_path, cpu_text, flags):
     extra = ["-ctk", "q8_0", "-ctv", "q8_0"] if "-nkvo" in flags else []
@@ -31,7 +34,9 @@ def test_offloaded_runs_give_the_cpus_greedy_text(gemma_path, cpu_text, flags):
     want = want if "-fa" not in flags else text(run_tandem("run", "-m", gemma_path, *PROMPT, "-fa", "off"))
     proc = run_tandem("run", "-m", gemma_path, *PROMPT, *flags)
     assert text(proc) == want
-    assert "placement:" in proc.stderr and "SIM0" in proc.stderr
+    assert "placement:" in proc.stderr
+    if "-dev" in flags:  # the table names the device the layers really run on
+        assert "attention          0-17      SIM1" in proc.stderr, proc.stderr
 
 
 def test_the_plan_table_shows_what_went_where(gemma_path):
@@ -57,7 +62,10 @@ def test_list_devices(gemma_path):
     (["--sim-device", "1G", "-ts", "1,x"], "-ts: 'x' is not a share"),
     (["--sim-device", "1G", "-sm", "row", "-ngl", "all"], "-sm row: not supported"),
     (["--sim-device", "12Q"], "unknown size unit"),
-    (["--sim-device", "1G", "-ngl", "all", "-ot", "blk\\.0\\.ffn_up=CPU"], "place them together"),
+    (["--sim-device", "1G", "-ngl", "all", "-ot", "blk\\.0\\.attn_k=CPU"], "place them together"),
+    (["--sim-device", "1G", "-ngl", "all", "-dev", "SIM0,SIM0"], "-dev: SIM0 is named twice"),
+    (["--sim-device", "1G", "-ot", "ffn=CPU", "-ot", "ffn=SIM0"], "taken by an earlier rule"),
+    (["--sim-device", "1G", "--trace", "/nonexistent/dir/t.json"], "cannot open the file for writing"),
 ])
 def test_bad_plans_are_refused_naming_the_flag(gemma_path, flags, message):
     proc = run_tandem("run", "-m", gemma_path, *PROMPT, *flags)
