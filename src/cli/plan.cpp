@@ -83,14 +83,12 @@ int plan_main(int argc, char** argv) {
   const auto& hp = (*m)->hparams();
   std::vector<placement::DeviceInfo> devices = {{"CPU", ram_bytes}};
   for (int64_t g = 0; g < gpus; ++g) devices.push_back({"CUDA" + std::to_string(g), *vram_bytes});
-  std::vector<size_t> kv_bytes;
-  for (const auto& l : (*m)->kv_layers())
-    kv_bytes.push_back((row_bytes(*type_k, l.row_k) + row_bytes(*type_v, l.row_v)) * size_t(ctx));
+  const std::vector<size_t> kv_per_cell = (*m)->kv_bytes_per_cell(*type_k, *type_v);
+  std::vector<size_t> kv_bytes = kv_per_cell;
+  for (size_t& b : kv_bytes) b *= size_t(ctx);
   placement::PlacementFlags pf = ef.placement;
   pf.n_gpu_layers = ef.n_gpu_layers;
-  const int64_t per_token = 3 * hp.n_embd + hp.n_head * (hp.head_dim_k + hp.head_dim_v) +
-                            hp.n_head_kv * (hp.head_dim_k + hp.head_dim_v) + 2 * hp.n_ff;
-  pf.reserve_bytes = size_t(per_token) * sizeof(float) * size_t(ubatch);
+  pf.reserve_bytes = activation_bytes(hp, ubatch);
   const auto tensors = (*m)->tensor_infos();
   auto plan = placement::make_plan(tensors, int(hp.n_layer), kv_bytes, devices, pf);
   if (!plan) return fail(plan.error());
@@ -101,12 +99,7 @@ int plan_main(int argc, char** argv) {
   for (int64_t g = 0; g < gpus; ++g) speeds.bytes_per_s.push_back(vram_bw * 1e9);
   speeds.link_bytes_per_s = link_bw * 1e9;
   const placement::ModelShape shape{hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used};
-  const auto kv_per_token = [&] {
-    std::vector<size_t> out;
-    for (const auto& l : (*m)->kv_layers()) out.push_back(row_bytes(*type_k, l.row_k) + row_bytes(*type_v, l.row_v));
-    return out;
-  }();
-  const placement::Prediction p = placement::predict_decode(*plan, tensors, shape, kv_per_token, depth, speeds);
+  const placement::Prediction p = placement::predict_decode(*plan, tensors, shape, kv_per_cell, depth, speeds);
   // The CPU holds its weights through the page cache: more than RAM streams them from disk every token.
   const bool ram_overflow = plan->weight_bytes[0] + plan->kv_bytes[0] > ram_bytes;
   const std::string flags = placement::equivalent_flags(*plan, pf);

@@ -141,18 +141,15 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       backends.push_back(sim.get());
       infos.push_back({sim->name(), sim->budget_bytes()});
     }
-    std::vector<size_t> kv_bytes;
-    for (const auto& l : e->model->kv_layers())
-      kv_bytes.push_back((row_bytes(type_k, l.row_k) + row_bytes(type_v, l.row_v)) * size_t(n_ctx));
+    std::vector<size_t> kv_bytes = e->model->kv_bytes_per_cell(type_k, type_v);
+    for (size_t& b : kv_bytes) b *= size_t(n_ctx);
     placement::PlacementFlags pf = f.placement;
     pf.n_gpu_layers = f.n_gpu_layers;
-    // Room on each offload device for one micro-batch's activations (ForwardScratch's slots), and on
-    // the output layer's device for the logits rows a step asks for.
+    // Room on each offload device for one micro-batch's activations, and on the output layer's device
+    // for the logits rows a step asks for.
     const auto& hp = e->model->hparams();
     const int64_t ub = std::min(f.ubatch, f.batch);
-    const int64_t per_token = 3 * hp.n_embd + hp.n_head * (hp.head_dim_k + hp.head_dim_v) +
-                              hp.n_head_kv * (hp.head_dim_k + hp.head_dim_v) + 2 * hp.n_ff;
-    pf.reserve_bytes = size_t(per_token) * sizeof(float) * size_t(ub);
+    pf.reserve_bytes = activation_bytes(hp, ub);
     pf.output_reserve_bytes = size_t(hp.n_vocab) * sizeof(float) * size_t(std::min(f.n_outputs_max, ub));
     model::Placement where;
     TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
@@ -225,6 +222,12 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     else std::fprintf(stderr, "loaded in %.2f s (warm-up decode %.2f s)\n", e->t_load_s, t_warmup_s);
   }
   return e;
+}
+
+size_t activation_bytes(const model::HParams& hp, int64_t n_ubatch) {
+  const int64_t per_token = 3 * hp.n_embd + hp.n_head * (hp.head_dim_k + hp.head_dim_v) +
+                            hp.n_head_kv * (hp.head_dim_k + hp.head_dim_v) + 2 * hp.n_ff;
+  return size_t(per_token) * sizeof(float) * size_t(n_ubatch);
 }
 
 std::string list_devices(const EngineFlags& f) {

@@ -66,6 +66,10 @@ struct Engine {
 // them (placement/plan.h); a plan that does not fit is refused before any weight is read.
 Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f);
 
+// Bytes of one micro-batch's activations on a device running layers (ForwardScratch's slots but the
+// logits): what a placement plan keeps free there.
+size_t activation_bytes(const model::HParams& hp, int64_t n_ubatch);
+
 // The devices --list-devices prints: the CPU and each --sim-device, with their memory.
 std::string list_devices(const EngineFlags& f);
 

@@ -56,6 +56,12 @@ Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelL
   return m;
 }
 
+std::vector<size_t> Model::kv_bytes_per_cell(WeightType type_k, WeightType type_v) const {
+  std::vector<size_t> out;
+  for (const KvLayerSpec& l : kv_layers_) out.push_back(row_bytes(type_k, l.row_k) + row_bytes(type_v, l.row_v));
+  return out;
+}
+
 std::vector<placement::TensorInfo> Model::tensor_infos() const {
   std::vector<placement::TensorInfo> out;
   for (const gguf::TensorInfo& t : file_->tensors()) {

@@ -65,6 +65,8 @@ class Model {
   const Weight& output_norm() const { return *output_norm_; }
   const Weight& output() const { return *output_; }
   const std::vector<KvLayerSpec>& kv_layers() const { return kv_layers_; }
+  // Bytes one cell of each layer's KV cache takes in these types (the plan's KV share, per token).
+  std::vector<size_t> kv_bytes_per_cell(WeightType type_k, WeightType type_v) const;
   const std::vector<Backend*>& devices() const { return devices_; }  // place()'s devices
   uint64_t weight_bytes() const;
   // Bytes of weights per backend name, for the start-up summary.

@@ -41,9 +41,8 @@ Placed place(const std::string& path, cpu::CpuBackend& cpu, int n_sims, const pl
     where.devices.push_back(p.sims.back().get());
     infos.push_back({o.name, o.budget_bytes});
   }
-  std::vector<size_t> kv;
-  for (const auto& l : (*m)->kv_layers())
-    kv.push_back((row_bytes(ctx.type_k, l.row_k) + row_bytes(ctx.type_v, l.row_v)) * size_t(ctx.n_ctx));
+  std::vector<size_t> kv = (*m)->kv_bytes_per_cell(ctx.type_k, ctx.type_v);
+  for (size_t& b : kv) b *= size_t(ctx.n_ctx);
   auto plan = placement::make_plan((*m)->tensor_infos(), int((*m)->hparams().n_layer), kv, infos, flags);
   EXPECT_TRUE(plan.has_value()) << plan.error().message();
   if (!plan) return p;
