@@ -17,6 +17,7 @@ int quantize_main(int argc, char** argv);
 int tokenize_main(int argc, char** argv);
 int perplexity_main(int argc, char** argv);
 int plan_main(int argc, char** argv);
+int probe_main(int argc, char** argv);
 int serve_main(int argc, char** argv);
 
 // Prints "error: <message>" and returns 1.

@@ -44,6 +44,7 @@ void add_placement_flags(ArgParser& args, EngineFlags& f) {
               "layers on the offload devices, as llama.cpp counts them: the last N of the model's layers\n"
               "plus its output layer (token embeddings stay on the CPU); auto: as many as fit; all.\n"
               "Offload devices: --sim-device (this build has no GPU backend yet)", [&f](std::string_view v) {
+                f.ngl_given = true;
                 if (v == "auto") {
                   f.n_gpu_layers = -1;
                 } else if (v == "all") {
@@ -110,15 +111,40 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                 f.threads = n > 0 ? n : -1;
                 return Status::ok();
               });
-  args.integer("-c,--ctx-size", "N",
-               format("context size in tokens (default %lld; 0: the model's training context)", (long long)f.ctx), &f.ctx, 0,
-               1 << 24);
+  args.custom("-c,--ctx-size", "N",
+              format("context size in tokens (default %lld; 0: the model's training context)", (long long)f.ctx),
+              [&f](std::string_view v) {
+                TANDEM_ASSIGN(f.ctx, parse_int(v, 0, 1 << 24));
+                f.ctx_given = true;
+                return Status::ok();
+              });
   args.integer("-b,--batch-size", "N",
                "logical batch: prompt tokens handed to one decode; longer prompts go in chunks (default 2048)",
                &f.batch, 1, 1 << 20);
   args.integer("-ub,--ubatch-size", "N", "physical micro-batch: tokens per forward pass (default 512; at most -b)",
                &f.ubatch, 1, 1 << 20);
   add_placement_flags(args, f);
+  args.optional_value("-fit,--fit", "on|off", "on",
+                      "choose what the command line leaves open so the model fits and decodes fastest: -ngl, which\n"
+                      "layers' experts stay on the CPU (--n-cpu-moe), and -c (halved down to --fit-ctx) when its KV\n"
+                      "cache does not fit; flags given are kept and checked. As tandem plan predicts (its speeds\n"
+                      "from tandem probe's cache). Default off (llama.cpp's is on); '--fit' alone means on",
+                      [](std::string_view v) { return parse_bool(v).has_value(); }, [&f](std::string_view v) {
+                        TANDEM_ASSIGN(f.fit, parse_bool(v));
+                        return Status::ok();
+                      });
+  args.custom("-fitt,--fit-target", "MiB,...", "memory --fit leaves free on each offload device (one value: all;\n"
+              "default 1024, at most an eighth of the device)", [&f](std::string_view v) {
+                TANDEM_ASSIGN(const auto items, split_list(v, false));
+                f.fit_target_bytes.clear();
+                for (const auto& item : items) {
+                  TANDEM_ASSIGN(const int64_t mib, parse_int(item, 0, int64_t(1) << 30));
+                  f.fit_target_bytes.push_back(size_t(mib) << 20);
+                }
+                return Status::ok();
+              });
+  args.integer("-fitc,--fit-ctx", "N", "the least context --fit may lower -c to (default 4096, as llama.cpp)",
+               &f.fit_min_ctx, 1, 1 << 24);
   args.custom("--sim-device", "SIZE",
               "add a simulated GPU with SIZE of memory (e.g. 4G; repeatable: SIM0, SIM1, ...): a device on the\n"
               "CPU with its own memory budget, queue and a PCIe 4.0 x16-like link, so -ngl/-ot/-ts plans run\n"

@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"synth", tandem::cli::synth_main, "write a random-weight model at real shapes, for benchmarks"},
     {"perplexity", tandem::cli::perplexity_main, "perplexity of a text and KL-divergence against saved logits, like llama-perplexity"},
     {"plan", tandem::cli::plan_main, "what fits where on a machine, the flags for it, and the decode speed it allows"},
+    {"probe", tandem::cli::probe_main, "measure this machine once (memory, matmul kernels, disk, links) for plan and --fit"},
     {"tokenize", tandem::cli::tokenize_main, "token ids of a text with a model's tokenizer (like llama-tokenize)"},
 };
 

@@ -1,9 +1,12 @@
 // tandem plan: what fits where before anything loads, the flags that say so for Tandem and
-// llama-server, and the decode speed that placement allows. Reads only the model's tensor table, so
-// it plans for a header-only description of a model too big for this machine.
+// llama-server, the decode and prefill speed that placement allows with the bottleneck of each, and,
+// when the model does not fit, the alternatives with their numbers. Reads only the model's tensor
+// table, so it plans for a header-only description of a model too big for this machine.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <map>
+#include <cstring>
+#include <set>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -13,52 +16,102 @@
 #include "cli/engine_flags.h"
 #include "core/memory.h"
 #include "core/progress.h"
-#include "engine/context.h"
 #include "model/model.h"
-#include "placement/predict.h"
+#include "placement/fit.h"
+#include "placement/probe.h"
+#include "quant/mix.h"
 
 namespace tandem::cli {
 namespace {
 
-Status parse_positive(std::string_view v, double* out) {
-  const std::string s(v);
+// A positive number; "3G", "3GB/s" and "3" all mean 3 GB/s for the bandwidth flags.
+Status parse_rate(std::string_view v, double* out) {
+  std::string s(v);
+  for (const char* suffix : {"GB/s", "G"})
+    if (s.size() > std::strlen(suffix) && s.compare(s.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+      s.resize(s.size() - std::strlen(suffix));
   char* end = nullptr;
   const double x = std::strtod(s.c_str(), &end);
-  if (s.empty() || *end != '\0' || !std::isfinite(x) || x <= 0) return invalid_argument("'%s' is not a positive number", s.c_str());
+  if (s.empty() || *end != '\0' || !std::isfinite(x) || x <= 0)
+    return invalid_argument("'%.*s' is not a positive number", int(v.size()), v.data());
   *out = x;
   return Status::ok();
 }
 
+struct Alternative {
+  std::string kind;   // "quantization", "context", "mmap"
+  std::string name;   // Q4_K_M, -c 2048, mmap
+  uint64_t bytes = 0; // the model's size (quantization), the KV cache (context)
+  bool fits = false;
+  double tg = 0, pp = 0;
+  std::string note;
+};
+
+// Everything a placement's speed depends on besides the plan.
+struct Setting {
+  const model::HParams* hp;
+  placement::ModelShape shape;
+  placement::Speeds speeds;
+  std::vector<size_t> kv_per_cell;
+  int64_t n_prompt, n_ubatch, depth;
+};
+
 }  // namespace
 
 int plan_main(int argc, char** argv) {
-  std::string model_path, ctk = "f16", ctv = "f16", vram = "0", ram, json_out;
-  int64_t ctx = 4096, ubatch = 512, gpus = -1, depth = 0;
-  double ram_bw = 0, vram_bw = 900, link_bw = 25;
-  bool json = false;
+  std::string model_path, ctk = "f16", ctv = "f16", vram = "0", ram;
+  int64_t ctx = 4096, ubatch = 512, gpus = -1, depth = 0, n_prompt = 512, fit_ctx = 4096;
+  double ram_bw = 0, vram_bw = 900, link_bw = 25, cpu_gflops = 0, gpu_tflops = 50, disk_bw = 0;
+  bool json = false, ctx_given = false;
+  std::vector<size_t> fit_target;
   EngineFlags ef;  // the placement flags, with run's spellings
-  ef.n_gpu_layers = -1;  // unless -ngl says otherwise: as many layers as fit
   ArgParser args("plan", "tandem plan -m MODEL [-c N] [-ctk T -ctv T] [--vram SIZE] [--gpus N] [--ram SIZE] [placement flags]",
-                 "the placement of a model on a machine (this one, or one described by --ram/--vram),\n"
-                 "the flags for it, and the decode speed it allows. Reads only the tensor table: a header-only\n"
-                 "GGUF describing a model too big for this machine plans the same");
+                 "the placement of a model on a machine (this one, or one described by --ram/--vram) with the best\n"
+                 "predicted decode speed, the flags for it, and the prefill and decode speed it allows. Speeds come\n"
+                 "from tandem probe's cache (else a quick measurement now). Reads only the tensor table: a\n"
+                 "header-only GGUF describing a model too big for this machine plans the same");
   args.string("-m,--model", "FILE", "the model (its first part if split); the data may be absent", &model_path);
-  args.integer("-c,--ctx-size", "N", "context in tokens the KV cache holds (default 4096)", &ctx, 1, int64_t(1) << 24);
+  args.custom("-c,--ctx-size", "N", "context in tokens the KV cache holds (default 4096; when not given, lowered\n"
+              "down to --fit-ctx if the KV cache does not fit)", [&](std::string_view v) {
+                TANDEM_ASSIGN(ctx, parse_int(v, 1, int64_t(1) << 24));
+                ctx_given = true;
+                return Status::ok();
+              });
   args.string("-ctk,--cache-type-k", "TYPE", "KV cache type of K (default f16)", &ctk);
   args.string("-ctv,--cache-type-v", "TYPE", "KV cache type of V (default f16)", &ctv);
-  args.integer("-ub,--ubatch-size", "N", "micro-batch whose activations each device keeps room for (default 512)",
-               &ubatch, 1, 1 << 20);
+  args.integer("-ub,--ubatch-size", "N", "micro-batch: the activations each device keeps room for, and prefill's\n"
+               "tokens per pass (default 512)", &ubatch, 1, 1 << 20);
+  args.integer("-p,--n-prompt", "N", "prompt tokens of the prefill prediction (default 512: pp512)", &n_prompt, 1, 1 << 24);
   args.string("--vram", "SIZE", "memory of each GPU (e.g. 24G; default 0: no GPU)", &vram);
   args.integer("--gpus", "N", "number of such GPUs (default 1 when --vram is given)", &gpus, 0, 64);
   args.string("--ram", "SIZE", "RAM the model may use (default: what this machine has available)", &ram);
-  args.custom("--ram-bw", "GB/s", "the CPU's memory read bandwidth (default: measured here, all threads)",
-              [&](std::string_view v) { return parse_positive(v, &ram_bw); });
+  args.custom("--ram-bw", "GB/s", "the CPU's memory read bandwidth (default: tandem probe's, or measured now)",
+              [&](std::string_view v) { return parse_rate(v, &ram_bw); });
+  args.custom("--cpu-gflops", "N", "the CPU's matmul throughput in prefill, every weight type (default: tandem\n"
+              "probe's figures per type)", [&](std::string_view v) { return parse_rate(v, &cpu_gflops); });
   args.custom("--vram-bw", "GB/s", "each GPU's memory bandwidth (default 900: a 24 GB RTX 3090/4090 class card)",
-              [&](std::string_view v) { return parse_positive(v, &vram_bw); });
+              [&](std::string_view v) { return parse_rate(v, &vram_bw); });
+  args.custom("--gpu-tflops", "N", "each GPU's matmul throughput in prefill (default 50: an RTX 3090's dense f16\n"
+              "tensor rate with f32 sums is 71; quantized kernels reach less)",
+              [&](std::string_view v) { return parse_rate(v, &gpu_tflops); });
   args.custom("--link-bw", "GB/s", "host-GPU link bandwidth (default 25: PCIe 4.0 x16)",
-              [&](std::string_view v) { return parse_positive(v, &link_bw); });
-  args.integer("-d,--depth", "N", "tokens already in the context when decoding (default 0)", &depth, 0, int64_t(1) << 24);
-  args.flag("--json", "print the plan and the prediction as JSON", &json);
+              [&](std::string_view v) { return parse_rate(v, &link_bw); });
+  args.custom("--disk-bw", "GB/s", "the model's disk, 4 MiB random reads (default: tandem probe -m MODEL's, else 3:\n"
+              "an NVMe drive)", [&](std::string_view v) { return parse_rate(v, &disk_bw); });
+  args.integer("-d,--depth", "N", "tokens already in the context (default 0)", &depth, 0, int64_t(1) << 24);
+  args.custom("-fitt,--fit-target", "MiB,...", "memory left free on each GPU (one value: all; default 1024, at\n"
+              "most an eighth of the device), as llama.cpp's --fit-target", [&](std::string_view v) {
+                TANDEM_ASSIGN(const auto items, split_list(v, false));
+                fit_target.clear();
+                for (const auto& item : items) {
+                  TANDEM_ASSIGN(const int64_t mib, parse_int(item, 0, int64_t(1) << 30));
+                  fit_target.push_back(size_t(mib) << 20);
+                }
+                return Status::ok();
+              });
+  args.integer("-fitc,--fit-ctx", "N", "the least context the fit may lower -c to (default 4096, as llama.cpp)",
+               &fit_ctx, 1, int64_t(1) << 24);
+  args.flag("--json", "print the plan and the predictions as JSON", &json);
   add_placement_flags(args, ef);
   if (auto code = parse_command_line(args, argc, argv)) return *code;
   if (model_path.empty()) return fail(invalid_argument("no model given (use -m FILE)"));
@@ -81,63 +134,210 @@ int plan_main(int argc, char** argv) {
   auto m = model::Model::open(model_path, lo);
   if (!m) return fail(m.error());
   const auto& hp = (*m)->hparams();
+  const auto tensors = (*m)->tensor_infos();
+
+  // Speeds: the probe's (cached, or a quick one now of what this plan needs), overridden by the flags.
+  std::string speeds_from;
+  placement::Probe probe;
+  std::string why;
+  auto cached = placement::load_probe(placement::probe_cache_path(), &why);
+  if (!cached) return fail(cached.error());
+  if (*cached) {
+    probe = **cached;
+    speeds_from = "tandem probe of " + probe.date;
+  } else if (ram_bw == 0 || cpu_gflops == 0) {
+    placement::ProbeOptions po;
+    po.quick = true;
+    std::set<WeightType> types = {WeightType::F16};  // F16: attention's stand-in
+    for (const auto& t : tensors)
+      if (t.shape.size() >= 2) types.insert(t.type);
+    po.types.assign(types.begin(), types.end());
+    auto p = placement::run_probe(po);
+    if (!p) return fail(p.error());
+    probe = *p;
+    speeds_from = "a quick measurement now (" + why + ")";
+  }
+  Setting st{&hp, {hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v},
+                        {}, (*m)->kv_bytes_per_cell(*type_k, *type_v), n_prompt, ubatch, depth};
+  placement::DeviceSpeed cpu = placement::cpu_speed(probe);
+  if (ram_bw > 0) {  // another machine's memory: this one's kernel rates do not apply to decode
+    cpu.bytes_per_s = ram_bw * 1e9;
+    cpu.decode.clear();
+  }
+  if (cpu_gflops > 0) {
+    cpu.prefill.clear();
+    cpu.flops_per_s = cpu_gflops * 1e9;
+  }
+  if (ram_bw > 0 || cpu_gflops > 0) speeds_from += std::string(speeds_from.empty() ? "" : "; ") + "flags";
+  st.speeds.devices.push_back(cpu);
+  for (int64_t g = 0; g < gpus; ++g) st.speeds.devices.push_back({vram_bw * 1e9, {}, {}, gpu_tflops * 1e12});
+  st.speeds.link_bytes_per_s = link_bw * 1e9;
+  if (disk_bw == 0) disk_bw = probe.disk ? probe.disk->random_bytes_per_s / 1e9 : 3;
+
   std::vector<placement::DeviceInfo> devices = {{"CPU", ram_bytes}};
   for (int64_t g = 0; g < gpus; ++g) devices.push_back({"CUDA" + std::to_string(g), *vram_bytes});
-  const std::vector<size_t> kv_per_cell = (*m)->kv_bytes_per_cell(*type_k, *type_v);
-  std::vector<size_t> kv_bytes = kv_per_cell;
-  for (size_t& b : kv_bytes) b *= size_t(ctx);
-  placement::PlacementFlags pf = ef.placement;
-  pf.n_gpu_layers = ef.n_gpu_layers;
-  pf.reserve_bytes = activation_bytes(hp, ubatch);
-  const auto tensors = (*m)->tensor_infos();
-  auto plan = placement::make_plan(tensors, int(hp.n_layer), kv_bytes, devices, pf);
-  if (!plan) return fail(plan.error());
-
-  if (ram_bw <= 0) ram_bw = placement::measure_read_bandwidth() / 1e9;
-  placement::Speeds speeds;
-  speeds.bytes_per_s.push_back(ram_bw * 1e9);
-  for (int64_t g = 0; g < gpus; ++g) speeds.bytes_per_s.push_back(vram_bw * 1e9);
-  speeds.link_bytes_per_s = link_bw * 1e9;
-  const placement::ModelShape shape{hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used};
-  const placement::Prediction p = placement::predict_decode(*plan, tensors, shape, kv_per_cell, depth, speeds);
+  placement::FitRequest fr;
+  fr.tensors = tensors;
+  fr.n_layer = int(hp.n_layer);
+  fr.kv_bytes_per_cell = st.kv_per_cell;
+  fr.n_ctx = ctx;
+  fr.devices = devices;
+  fr.flags = ef.placement;
+  fr.flags.n_gpu_layers = ef.n_gpu_layers;
+  fr.flags.reserve_bytes = activation_bytes(hp, ubatch);
+  fr.flags.output_reserve_bytes = size_t(hp.n_vocab) * sizeof(float) * size_t(std::min<int64_t>(16, ubatch));
+  fr.ngl_given = ef.ngl_given;
+  fr.experts_given = !ef.placement.overrides.empty() || ef.placement.cpu_moe || ef.placement.n_cpu_moe > 0;
+  fr.ctx_given = ctx_given;
+  fr.min_ctx = std::min(fit_ctx, ctx);
+  for (size_t g = 0; g < size_t(gpus); ++g)
+    if (!fit_target.empty()) fr.margin_bytes.push_back(fit_target[std::min(g, fit_target.size() - 1)]);
+  fr.shape = st.shape;
+  fr.speeds = st.speeds;
+  auto fitted = placement::fit(fr);
+  if (!fitted) return fail(fitted.error());
+  const placement::Plan& plan = fitted->plan;
+  const placement::Prediction tg =
+      placement::predict_decode(plan, tensors, st.shape, st.kv_per_cell, depth, st.speeds);
+  const placement::Prediction pp =
+      placement::predict_prefill(plan, tensors, st.shape, st.kv_per_cell, n_prompt, ubatch, depth, st.speeds);
   // The CPU holds its weights through the page cache: more than RAM streams them from disk every token.
-  const bool ram_overflow = plan->weight_bytes[0] + plan->kv_bytes[0] > ram_bytes;
-  const std::string flags = placement::equivalent_flags(*plan, pf);
+  const uint64_t cpu_need = plan.weight_bytes[0] + plan.kv_bytes[0];
+  const bool ram_overflow = cpu_need > ram_bytes;
+  const std::string flags = placement::equivalent_flags(plan, fitted->flags) +
+                            (fitted->n_ctx != ctx ? " -c " + std::to_string(fitted->n_ctx) : "");
+
+  // When it does not fit: smaller quantizations, a shorter context, or mmap from disk, each with its speed.
+  std::vector<Alternative> alts;
+  if (ram_overflow) {
+    // Mixes by size: the model re-typed as llama-quantize would write each, then fitted again.
+    quant::MixModel mm{hp.arch, hp.n_layer, hp.n_head, hp.n_head_kv, hp.n_expert, hp.n_embd};
+    std::vector<quant::MixTensor> mt;
+    for (const auto& t : tensors) mt.push_back({t.name, t.shape});
+    uint64_t total = 0;
+    for (const auto& t : tensors)
+      if (t.alias_of.empty()) total += t.bytes;
+    for (quant::FileType ft : {quant::FileType::Q6_K, quant::FileType::Q5_K_M, quant::FileType::Q4_K_M,
+                               quant::FileType::IQ4_XS, quant::FileType::Q3_K_M, quant::FileType::Q2_K}) {
+      const auto types = quant::choose_types(ft, mm, mt);
+      auto retyped = tensors;
+      uint64_t bytes = 0;
+      for (size_t i = 0; i < retyped.size(); ++i) {
+        auto& t = retyped[i];
+        if (types[i] && t.shape.size() >= 1) {
+          t.type = *types[i];
+          t.bytes = row_bytes(t.type, t.shape.back()) * size_t(t.n_params() / t.shape.back());
+        }
+        if (t.alias_of.empty()) bytes += t.bytes;
+      }
+      if (bytes >= total) continue;  // not smaller than the model as it is
+      for (auto& t : retyped)  // a tied output follows token_embd's new size
+        if (!t.alias_of.empty())
+          for (const auto& u : retyped)
+            if (u.name == t.alias_of) t.bytes = u.bytes, t.type = u.type;
+      Alternative a{"quantization", std::string(quant::file_type_name(ft)), bytes, false, 0, 0, ""};
+      placement::FitRequest fq = fr;
+      fq.tensors = retyped;
+      auto f = placement::fit(fq);
+      if (f) {
+        a.fits = f->plan.weight_bytes[0] + f->plan.kv_bytes[0] <= ram_bytes;
+        a.tg = placement::predict_decode(f->plan, retyped, st.shape, st.kv_per_cell, depth, st.speeds).tokens_per_s;
+        a.pp = placement::predict_prefill(f->plan, retyped, st.shape, st.kv_per_cell, n_prompt, ubatch, depth, st.speeds)
+                   .tokens_per_s;
+        a.note = placement::equivalent_flags(f->plan, f->flags);
+      }
+      alts.push_back(a);
+    }
+    // A shorter context, when the weights alone fit.
+    uint64_t kv_per_token_cpu = 0;
+    for (size_t il = 0; il < plan.kv_device.size(); ++il)
+      if (plan.kv_device[il] == 0) kv_per_token_cpu += st.kv_per_cell[il];
+    if (plan.weight_bytes[0] < ram_bytes && kv_per_token_cpu > 0) {
+      const int64_t n = int64_t((ram_bytes - plan.weight_bytes[0]) / kv_per_token_cpu);
+      Alternative a{"context", "-c " + std::to_string(n), n * kv_per_token_cpu, n > 0, 0, 0, ""};
+      a.tg = tg.tokens_per_s;
+      a.pp = pp.tokens_per_s;
+      a.note = "the longest context whose KV cache fits beside the weights (several slots share it)";
+      alts.push_back(a);
+    }
+    // mmap from disk: the page cache keeps what RAM has room for; a token's reads miss in the same
+    // proportion (experts are picked about uniformly) and the misses come at the disk's random-read speed.
+    const double cached = plan.kv_bytes[0] < ram_bytes ? double(ram_bytes - plan.kv_bytes[0]) : 0;
+    const double miss = std::clamp(1 - cached / double(plan.weight_bytes[0]), 0.0, 1.0);
+    Alternative a{"mmap", "mmap from disk", plan.weight_bytes[0], true, 0, 0, ""};
+    const double tg_disk_s = double(tg.read_bytes[0]) * miss / (disk_bw * 1e9);
+    a.tg = 1 / (1 / tg.tokens_per_s + tg_disk_s);
+    // Prefill reads (almost) every CPU weight once per micro-batch.
+    const double n_ub = std::ceil(double(n_prompt) / double(ubatch));
+    a.pp = double(n_prompt) / (double(n_prompt) / pp.tokens_per_s + n_ub * double(plan.weight_bytes[0]) * miss / (disk_bw * 1e9));
+    a.note = format("%.0f%% of the CPU's weights stay on disk; %s read from disk per token at %.1f GB/s", miss * 100,
+                    placement::size_text(uint64_t(double(tg.read_bytes[0]) * miss)).c_str(), disk_bw);
+    alts.push_back(a);
+  }
 
   if (json) {
     nlohmann::json j;
     j["model"] = model_path;
-    j["n_gpu_layers"] = plan->n_gpu_layers;
+    j["n_gpu_layers"] = plan.n_gpu_layers;
+    j["n_cpu_moe"] = fitted->flags.n_cpu_moe;
+    j["ctx"] = fitted->n_ctx;
     j["flags"] = flags;
-    for (size_t d = 0; d < plan->devices.size(); ++d)
-      j["devices"].push_back({{"name", plan->devices[d].name}, {"free_bytes", plan->devices[d].free_bytes},
-                              {"weight_bytes", plan->weight_bytes[d]}, {"kv_bytes", plan->kv_bytes[d]},
-                              {"read_bytes_per_token", p.read_bytes[d]}, {"seconds_per_token", p.seconds[d]}});
-    j["link_seconds_per_token"] = p.link_seconds;
-    j["tg_tokens_per_s"] = p.tokens_per_s;
-    j["bottleneck"] = p.bottleneck;
+    j["speeds_from"] = speeds_from;
+    for (size_t d = 0; d < plan.devices.size(); ++d)
+      j["devices"].push_back({{"name", plan.devices[d].name}, {"free_bytes", plan.devices[d].free_bytes},
+                              {"weight_bytes", plan.weight_bytes[d]}, {"kv_bytes", plan.kv_bytes[d]},
+                              {"read_bytes_per_token", tg.read_bytes[d]}, {"seconds_per_token", tg.seconds[d]},
+                              {"tg_bound", tg.bound[d]}, {"pp_seconds", pp.seconds[d]}, {"pp_bound", pp.bound[d]}});
+    j["link_seconds_per_token"] = tg.link_seconds;
+    j["tg_tokens_per_s"] = tg.tokens_per_s;
+    j["bottleneck"] = tg.bottleneck;
+    j["pp_tokens_per_s"] = pp.tokens_per_s;
+    j["pp_bottleneck"] = pp.bottleneck;
+    j["n_prompt"] = n_prompt;
     j["fits_in_ram"] = !ram_overflow;
+    j["alternatives"] = nlohmann::json::array();
+    for (const Alternative& a : alts)
+      j["alternatives"].push_back({{"kind", a.kind}, {"name", a.name}, {"bytes", a.bytes}, {"fits", a.fits},
+                                   {"tg_tokens_per_s", a.tg}, {"pp_tokens_per_s", a.pp}, {"note", a.note}});
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   std::printf("model:     %s (%s, %lld layers%s)\n", model_path.c_str(), hp.arch.c_str(), (long long)hp.n_layer,
               hp.n_expert ? format(", %lld experts, %lld used", (long long)hp.n_expert, (long long)hp.n_expert_used).c_str() : "");
-  std::printf("machine:   RAM %s at %.0f GB/s%s\n", human_bytes(ram_bytes).c_str(), ram_bw,
-              gpus ? format("; %lld GPU x %s at %.0f GB/s, link %.0f GB/s", (long long)gpus,
-                            human_bytes(*vram_bytes).c_str(), vram_bw, link_bw).c_str() : "");
-  std::printf("context:   %lld tokens, %s K / %s V\n\nplacement:\n%s\n", (long long)ctx, ctk.c_str(), ctv.c_str(),
-              placement::format_plan(*plan, tensors).c_str());
+  std::printf("machine:   RAM %s at %.0f GB/s%s\n", human_bytes(ram_bytes).c_str(), cpu.bytes_per_s / 1e9,
+              gpus ? format("; %lld GPU x %s at %.0f GB/s, %.0f TFLOP/s, link %.0f GB/s", (long long)gpus,
+                            human_bytes(*vram_bytes).c_str(), vram_bw, gpu_tflops, link_bw).c_str() : "");
+  std::printf("speeds:    from %s\n", speeds_from.c_str());
+  std::printf("context:   %lld tokens, %s K / %s V\n\nplacement:\n%s\n", (long long)fitted->n_ctx, ctk.c_str(), ctv.c_str(),
+              placement::format_plan(plan, tensors).c_str());
   std::printf("flags:     tandem serve -m MODEL %s\n           llama-server -m MODEL %s\n\n", flags.c_str(), flags.c_str());
-  std::printf("decode:    %.1f tokens/s predicted (bound by %s)\n", p.tokens_per_s, p.bottleneck.c_str());
-  for (size_t d = 0; d < plan->devices.size(); ++d)
-    std::printf("           %-7s reads %s per token: %.1f ms\n", plan->devices[d].name.c_str(),
-                human_bytes(p.read_bytes[d]).c_str(), p.seconds[d] * 1e3);
-  if (gpus) std::printf("           link    %.2f ms per token\n", p.link_seconds * 1e3);
-  if (ram_overflow)
+  std::printf("prefill:   %.1f tokens/s predicted for %lld tokens (pp%lld; bound by %s)\n", pp.tokens_per_s,
+              (long long)n_prompt, (long long)n_prompt, pp.bottleneck.c_str());
+  for (size_t d = 0; d < plan.devices.size(); ++d)
+    std::printf("           %-7s %.2f TFLOP in %.1f ms (%s)\n", plan.devices[d].name.c_str(), pp.flops[d] / 1e12,
+                pp.seconds[d] * 1e3, pp.bound[d].c_str());
+  std::printf("decode:    %.1f tokens/s predicted (tg; bound by %s)\n", tg.tokens_per_s, tg.bottleneck.c_str());
+  for (size_t d = 0; d < plan.devices.size(); ++d)
+    std::printf("           %-7s reads %s per token: %.1f ms (%s)\n", plan.devices[d].name.c_str(),
+                human_bytes(tg.read_bytes[d]).c_str(), tg.seconds[d] * 1e3, tg.bound[d].c_str());
+  if (gpus) std::printf("           link    %.2f ms per token\n", tg.link_seconds * 1e3);
+  if (ram_overflow) {
     std::printf("\nwarning: the CPU's share (%s of weights + %s of KV cache) exceeds the RAM (%s): the mapped weights "
-                "are read from disk again every token, far below this prediction. A smaller quantization, a shorter "
-                "-c, or more VRAM would fit.\n", human_bytes(plan->weight_bytes[0]).c_str(),
-                human_bytes(plan->kv_bytes[0]).c_str(), human_bytes(ram_bytes).c_str());
+                "are read from disk again every token, far below this prediction. Alternatives:\n",
+                human_bytes(plan.weight_bytes[0]).c_str(), human_bytes(plan.kv_bytes[0]).c_str(),
+                human_bytes(ram_bytes).c_str());
+    for (const Alternative& a : alts) {
+      if (a.kind == "quantization")
+        std::printf("  %-9s %-14s %10s  %-11s pp %8.1f  tg %7.2f tokens/s  %s\n", a.kind.c_str(), a.name.c_str(),
+                    human_bytes(a.bytes).c_str(), a.fits ? "fits" : "still over", a.pp, a.tg, a.note.c_str());
+      else if (a.kind == "context")
+        std::printf("  %-9s %-14s %10s  %-11s %s\n", a.kind.c_str(), a.name.c_str(), human_bytes(a.bytes).c_str(),
+                    a.fits ? "fits" : "no room", a.note.c_str());
+      else
+        std::printf("  %-9s %-14s %10s  %-11s pp %8.1f  tg %7.2f tokens/s  %s\n", a.kind.c_str(), a.name.c_str(),
+                    human_bytes(a.bytes).c_str(), "runs", a.pp, a.tg, a.note.c_str());
+    }
+  }
   return 0;
 }
 

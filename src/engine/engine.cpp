@@ -15,6 +15,8 @@
 #include "core/trace.h"
 #include "gguf/gguf_file.h"
 #include "model/arch.h"
+#include "placement/fit.h"
+#include "placement/probe.h"
 
 namespace tandem {
 namespace {
@@ -84,7 +86,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                  "simulated one); every layer runs on the CPU\n",
                  f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str());
 
-  TANDEM_TRY(check_memory(f, type_k, type_v));
+  if (!f.fit || f.ctx_given) TANDEM_TRY(check_memory(f, type_k, type_v));  // else after --fit chose -c
   if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
   if (!f.trace_path.empty()) {
@@ -129,7 +131,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     e->sims.push_back(std::move(sim));
   }
   TANDEM_ASSIGN(e->model, model::Model::open(f.model, lo));
-  const int64_t n_ctx = f.ctx > 0 ? f.ctx : e->model->hparams().n_ctx_train;
+  int64_t n_ctx = f.ctx > 0 ? f.ctx : e->model->hparams().n_ctx_train;
   if (n_ctx > e->model->hparams().n_ctx_train && e->model->hparams().n_ctx_train > 0 && !f.quiet)
     std::fprintf(stderr, "warning: -c %lld is longer than the %lld tokens the model was trained on: positions past "
                  "that may give poor output (as llama.cpp warns, n_ctx > n_ctx_train)\n", (long long)n_ctx,
@@ -141,7 +143,8 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       backends.push_back(sim.get());
       infos.push_back({sim->name(), sim->budget_bytes()});
     }
-    std::vector<size_t> kv_bytes = e->model->kv_bytes_per_cell(type_k, type_v);
+    const std::vector<size_t> kv_per_cell = e->model->kv_bytes_per_cell(type_k, type_v);
+    std::vector<size_t> kv_bytes = kv_per_cell;
     for (size_t& b : kv_bytes) b *= size_t(n_ctx);
     placement::PlacementFlags pf = f.placement;
     pf.n_gpu_layers = f.n_gpu_layers;
@@ -152,7 +155,28 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     pf.reserve_bytes = activation_bytes(hp, ub);
     pf.output_reserve_bytes = size_t(hp.n_vocab) * sizeof(float) * size_t(std::min(f.n_outputs_max, ub));
     model::Placement where;
-    TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
+    if (f.fit) {
+      placement::FitRequest fr{e->model->tensor_infos(), int(hp.n_layer), kv_per_cell, n_ctx, infos, pf, f.ngl_given,
+                               !pf.overrides.empty() || pf.cpu_moe || pf.n_cpu_moe > 0, f.ctx_given, f.fit_min_ctx};
+      for (size_t d = 1; d < infos.size() && !f.fit_target_bytes.empty(); ++d)
+        fr.margin_bytes.push_back(f.fit_target_bytes[std::min(d - 1, f.fit_target_bytes.size() - 1)]);
+      fr.shape = {hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v};
+      // A sim device runs the CPU's kernels in host memory: the CPU's speeds, behind its link.
+      fr.speeds.devices.assign(infos.size(), placement::this_cpu_speed(threads));
+      TANDEM_ASSIGN(const placement::FitResult fitted, placement::fit(fr));
+      where.plan = fitted.plan;
+      if (fitted.n_ctx != n_ctx) {
+        n_ctx = fitted.n_ctx;
+        EngineFlags lowered = f;
+        lowered.ctx = n_ctx;
+        TANDEM_TRY(check_memory(lowered, type_k, type_v));
+      } else if (!f.ctx_given) {
+        TANDEM_TRY(check_memory(f, type_k, type_v));
+      }
+      if (!f.quiet) std::fprintf(stderr, "fit:     %s\n", fitted.summary.c_str());
+    } else {
+      TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
+    }
     for (int id : where.plan.device_ids) where.devices.push_back(backends[size_t(id)]);
     if (where.devices.size() == 1 && f.n_gpu_layers != 0 && !e->sims.empty() && !f.quiet)
       std::fprintf(stderr, "warning: -ngl with -dev none: no offload device is used; every layer runs on the CPU\n");

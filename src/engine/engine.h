@@ -25,6 +25,13 @@ struct EngineFlags {
   int64_t ctx = 4096;   // 0: the model's training context
   int64_t batch = 2048, ubatch = 512;
   int64_t n_gpu_layers = 0;  // llama.cpp's encoding: -1 auto (fit), -2 all
+  bool ngl_given = false, ctx_given = false;  // on the command line: --fit keeps them
+  // --fit (placement/fit.h): -ngl, the experts' home and -c chosen where the user left them open, for the
+  // best predicted decode speed within each device's memory less fit_target_bytes (per offload device;
+  // one value: all; empty: placement::default_fit_margin); -c not below fit_min_ctx.
+  bool fit = false;
+  std::vector<size_t> fit_target_bytes;
+  int64_t fit_min_ctx = 4096;
   // The rest of the placement flags (-ot, --cpu-moe, --n-cpu-moe, -ts, -sm, -mg, -nkvo, -dev);
   // placement.n_gpu_layers is taken from n_gpu_layers above.
   placement::PlacementFlags placement;

@@ -68,11 +68,13 @@ std::vector<placement::TensorInfo> Model::tensor_infos() const {
     int layer = -1;
     if (t.name.rfind("blk.", 0) == 0) layer = std::atoi(t.name.c_str() + 4);
     else if (t.name.rfind("output", 0) == 0) layer = int(hp_.n_layer);
-    out.push_back({t.name, t.size_bytes, layer});
+    out.push_back({t.name, t.size_bytes, layer, "", t.type, t.shape});
   }
   // A tied output matrix is token_embd read a second time by the output layer: the plan places it
   // as a tensor of its own (a second copy where the output layer is not on token_embd's device).
-  if (tied_) out.push_back({"output.weight", tok_embd_->size_bytes, int(hp_.n_layer), "token_embd.weight"});
+  if (tied_)
+    out.push_back({"output.weight", tok_embd_->size_bytes, int(hp_.n_layer), "token_embd.weight", tok_embd_->type,
+                   tok_embd_->shape});
   return out;
 }
 

@@ -18,6 +18,7 @@ struct Override {
   std::regex re;
   int device = 0;
   bool must_match = true;
+  int below_layer = -1;  // >= 0: only tensors of layers below it (--n-cpu-moe N: one rule, not N regexes)
   bool hit = false;  // its pattern matched some tensor
   bool won = false;  // and it was the first to match one
 };
@@ -42,8 +43,10 @@ int find_device(const std::vector<DeviceInfo>& devices, const std::string& name)
 Result<std::vector<Override>> parse_overrides(const PlacementFlags& flags, const std::vector<DeviceInfo>& devices,
                                               int n_layer) {
   std::vector<Override> out;
-  auto add = [&](const std::string& flag, const std::string& pattern, int device, bool must_match) -> Status {
+  auto add = [&](const std::string& flag, const std::string& pattern, int device, bool must_match,
+                 int below_layer = -1) -> Status {
     Override o;
+    o.below_layer = below_layer;
     o.flag = flag;
     o.pattern = pattern;
     o.device = device;
@@ -76,8 +79,9 @@ Result<std::vector<Override>> parse_overrides(const PlacementFlags& flags, const
   }
   if (flags.n_cpu_moe < 0) return invalid_argument("--n-cpu-moe %lld: must be 0 or more", (long long)flags.n_cpu_moe);
   if (flags.cpu_moe) TANDEM_TRY(add("--cpu-moe", kExpertsRegex, 0, true));
-  for (int64_t il = 0; il < std::min<int64_t>(flags.n_cpu_moe, n_layer); ++il)  // llama.cpp: silent on dense models
-    TANDEM_TRY(add("--n-cpu-moe", "blk\\." + std::to_string(il) + kExpertsRegex, 0, false));
+  // llama.cpp adds blk.<il>.<experts> for il < N; silent on dense models.
+  if (flags.n_cpu_moe > 0)
+    TANDEM_TRY(add("--n-cpu-moe", kExpertsRegex, 0, false, int(std::min<int64_t>(flags.n_cpu_moe, n_layer))));
   return out;
 }
 
@@ -129,6 +133,7 @@ Plan assign(const std::vector<TensorInfo>& tensors, int n_layer, const std::vect
     int d = t.layer < 0 ? 0 : t.layer >= n_layer ? p.output_device : p.layer_device[size_t(t.layer)];
     bool placed = false;
     for (Override& o : overrides) {
+      if (o.below_layer >= 0 && !(t.layer >= 0 && t.layer < o.below_layer)) continue;
       if (!std::regex_search(t.name, o.re)) continue;
       o.hit = true;
       if (placed) continue;
@@ -238,6 +243,12 @@ Result<Plan> make_plan(const std::vector<TensorInfo>& tensors, int n_layer, cons
                                            (long long)fits).c_str());
   }
   return p;
+}
+
+int64_t TensorInfo::n_params() const {
+  int64_t n = shape.empty() ? 0 : 1;
+  for (int64_t d : shape) n *= d;
+  return n;
 }
 
 std::string size_text(uint64_t bytes) {

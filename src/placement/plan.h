@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "gguf/types.h"
 
 namespace tandem::placement {
 
@@ -29,6 +30,11 @@ struct TensorInfo {
   // Another tensor's bytes read a second time (a tied output matrix reads token_embd): it costs memory
   // only on a device that does not already hold that tensor.
   std::string alias_of;
+  // What the speed prediction needs: the type and shape (outermost first) of the matrix; empty shape:
+  // unknown (no compute counted).
+  WeightType type = WeightType::F32;
+  std::vector<int64_t> shape;
+  int64_t n_params() const;
 };
 
 enum class SplitMode { None, Layer, Row };

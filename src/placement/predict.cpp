@@ -1,46 +1,35 @@
+// The decode and prefill predictions (predict.h states the model; docs/plan.md its derivation and sources).
 #include "placement/predict.h"
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <cstring>
-#include <memory>
-#include <thread>
+#include <cmath>
 
 #include "core/status.h"
 
 namespace tandem::placement {
 
-Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
-                          const std::vector<size_t>& kv_per_token, int64_t depth, const Speeds& s) {
-  const size_t n_dev = plan.devices.size();
-  Prediction p;
-  p.read_bytes.assign(n_dev, 0);
-  p.seconds.assign(n_dev, 0);
+namespace {
+
+bool is_experts(const std::string& name) { return name.find("_exps") != std::string::npos; }
+bool is_token_embd(const TensorInfo& t) { return t.name.rfind("token_embd", 0) == 0 && t.alias_of.empty(); }
+bool is_output(const TensorInfo& t) { return t.name.rfind("output.", 0) == 0 && t.shape.size() >= 2; }
+
+// Crossings of the hidden state per pass: wherever consecutive blocks (a layer's attention, its FFN)
+// sit on different devices, and to the output layer's device.
+int count_crossings(const Plan& plan, const std::vector<TensorInfo>& tensors) {
   const int n_layer = int(plan.layer_device.size());
-  // The device each layer's attention and FFN run on (their first matrix's home), for the crossings.
+  // The device each layer's attention and FFN run on (their first matrix's home; the experts' for a MoE FFN).
   std::vector<int> attn_dev(size_t(n_layer), -1), ffn_dev(size_t(n_layer), -1);
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorInfo& t = tensors[i];
     const int d = plan.tensor_device[i];
-    uint64_t bytes = t.bytes;
-    if (t.name.rfind("token_embd", 0) == 0 && shape.n_vocab > 0) bytes /= uint64_t(shape.n_vocab);  // one row
-    else if (t.name.find("_exps") != std::string::npos && shape.n_expert > 0)
-      bytes = bytes * uint64_t(shape.n_expert_used) / uint64_t(shape.n_expert);
-    p.read_bytes[size_t(d)] += bytes;
     if (t.layer < 0 || t.layer >= n_layer) continue;
     const bool attn = t.name.find(".attn_") != std::string::npos && t.name.find("norm") == std::string::npos;
     const bool ffn = t.name.find(".ffn_") != std::string::npos && t.name.find("norm") == std::string::npos &&
                      t.name.find("_shexp") == std::string::npos && t.name.find("gate_inp") == std::string::npos;
     if (attn && attn_dev[size_t(t.layer)] < 0) attn_dev[size_t(t.layer)] = d;
-    if (ffn && (ffn_dev[size_t(t.layer)] < 0 || t.name.find("_exps") != std::string::npos)) ffn_dev[size_t(t.layer)] = d;
+    if (ffn && (ffn_dev[size_t(t.layer)] < 0 || is_experts(t.name))) ffn_dev[size_t(t.layer)] = d;
   }
-  for (int il = 0; il < n_layer; ++il)
-    p.read_bytes[size_t(plan.kv_device[size_t(il)])] += kv_per_token[size_t(il)] * uint64_t(depth);
-  for (size_t d = 0; d < n_dev; ++d) p.seconds[d] = double(p.read_bytes[d]) / s.bytes_per_s[d];
-
-  // The hidden state crosses wherever consecutive blocks sit on different devices; the logits come
-  // back from the output layer's device.
   int crossings = 0, at = 0;
   for (int il = 0; il < n_layer; ++il)
     for (int d : {attn_dev[size_t(il)], ffn_dev[size_t(il)]})
@@ -49,19 +38,160 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
         at = d;
       }
   if (plan.output_device != at) ++crossings;
-  p.link_seconds = crossings * (s.link_latency_s + double(shape.n_embd) * 4 / s.link_bytes_per_s);
-  if (plan.output_device != 0) p.link_seconds += s.link_latency_s + double(shape.n_vocab) * 4 / s.link_bytes_per_s;
+  return crossings;
+}
 
+// Speeds are given per device of make_plan's input; -dev may have left some out of the plan.
+const DeviceSpeed& speed_of(const Plan& plan, const Speeds& s, size_t d) {
+  return s.devices[plan.device_ids.empty() ? d : size_t(plan.device_ids[d])];
+}
+
+std::string largest(const std::map<std::string, double>& m) {
+  std::string best;
+  double most = -1;
+  for (const auto& [k, v] : m)
+    if (v > most) most = v, best = k;
+  return best;
+}
+
+// Fills seconds, bound and bottleneck from the per-device times and the link's.
+void finish(const Plan& plan, Prediction& p, int64_t n_tokens) {
   double total = p.link_seconds, worst = p.link_seconds;
   p.bottleneck = "the host link";
-  for (size_t d = 0; d < n_dev; ++d) {
+  for (size_t d = 0; d < p.seconds.size(); ++d) {
     total += p.seconds[d];
     if (p.seconds[d] > worst) {
       worst = p.seconds[d];
-      p.bottleneck = plan.devices[d].name + "'s memory bandwidth";
+      p.bottleneck = plan.devices[d].name + "'s " + p.bound[d];
     }
   }
-  p.tokens_per_s = total > 0 ? 1 / total : 0;
+  p.tokens_per_s = total > 0 ? double(n_tokens) / total : 0;
+}
+
+}  // namespace
+
+double DeviceSpeed::flops(WeightType t) const {
+  const auto it = prefill.find(t);
+  return it != prefill.end() ? it->second : flops_per_s;
+}
+
+Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
+                          const std::vector<size_t>& kv_per_token, int64_t depth, const Speeds& s) {
+  const size_t n_dev = plan.devices.size();
+  Prediction p;
+  p.read_bytes.assign(n_dev, 0);
+  p.flops.assign(n_dev, 0);
+  p.seconds.assign(n_dev, 0);
+  p.bound.assign(n_dev, "memory bandwidth");
+  std::vector<double> memory_s(n_dev, 0);
+  std::vector<std::map<std::string, double>> by_type(n_dev);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInfo& t = tensors[i];
+    const size_t d = size_t(plan.tensor_device[i]);
+    const DeviceSpeed& ds = speed_of(plan, s, d);
+    uint64_t bytes = t.bytes;
+    double params = double(t.n_params());
+    double rate = ds.bytes_per_s;
+    if (is_token_embd(t) && shape.n_vocab > 0) {  // one row, copied out
+      bytes /= uint64_t(shape.n_vocab);
+      params = 0;
+    } else if (is_experts(t.name) && shape.n_expert > 0) {
+      bytes = bytes * uint64_t(shape.n_expert_used) / uint64_t(shape.n_expert);
+      params = params * double(shape.n_expert_used) / double(shape.n_expert);
+    }
+    if (t.shape.size() >= 2 && params > 0)
+      if (const auto it = ds.decode.find(t.type); it != ds.decode.end()) rate = it->second;
+    p.read_bytes[d] += bytes;
+    if (t.shape.size() >= 2) p.flops[d] += 2 * params;
+    p.seconds[d] += double(bytes) / rate;
+    memory_s[d] += double(bytes) / ds.bytes_per_s;
+    by_type[d][std::string(type_name(t.type)) + " matmul kernels"] += double(bytes) / rate;
+  }
+  for (size_t il = 0; il < plan.kv_device.size(); ++il) {
+    const size_t d = size_t(plan.kv_device[il]);
+    const double bytes = double(kv_per_token[il]) * double(depth);
+    p.read_bytes[d] += uint64_t(bytes);
+    p.seconds[d] += bytes / speed_of(plan, s, d).bytes_per_s;
+    memory_s[d] += bytes / speed_of(plan, s, d).bytes_per_s;
+  }
+  // A kernel that streams a type clearly slower than memory is what bounds the device.
+  for (size_t d = 0; d < n_dev; ++d)
+    if (p.seconds[d] > 1.2 * memory_s[d]) p.bound[d] = largest(by_type[d]);
+  p.link_seconds = count_crossings(plan, tensors) * (s.link_latency_s + double(shape.n_embd) * 4 / s.link_bytes_per_s);
+  if (plan.output_device != 0) p.link_seconds += s.link_latency_s + double(shape.n_vocab) * 4 / s.link_bytes_per_s;
+  finish(plan, p, 1);
+  return p;
+}
+
+Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
+                           const std::vector<size_t>& kv_per_token, int64_t n_prompt, int64_t n_ubatch, int64_t depth,
+                           const Speeds& s) {
+  const size_t n_dev = plan.devices.size();
+  Prediction p;
+  p.read_bytes.assign(n_dev, 0);
+  p.flops.assign(n_dev, 0);
+  p.seconds.assign(n_dev, 0);
+  p.bound.assign(n_dev, "memory bandwidth");
+  std::vector<double> memory_total(n_dev, 0), compute_total(n_dev, 0);
+  std::vector<std::map<std::string, double>> by_type(n_dev);
+  const int crossings = count_crossings(plan, tensors);
+  const double used = shape.n_expert > 0 ? double(shape.n_expert_used) / double(shape.n_expert) : 1;
+  for (int64_t done = 0; done < n_prompt; done += n_ubatch) {
+    const int64_t u = std::min(n_ubatch, n_prompt - done);
+    const bool last = done + u >= n_prompt;  // only the prompt's last token needs logits
+    std::vector<double> memory_s(n_dev, 0), compute_s(n_dev, 0);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const TensorInfo& t = tensors[i];
+      const size_t d = size_t(plan.tensor_device[i]);
+      const DeviceSpeed& ds = speed_of(plan, s, d);
+      double bytes = double(t.bytes), flops = 0;
+      if (is_token_embd(t)) {
+        bytes = shape.n_vocab > 0 ? bytes / double(shape.n_vocab) * double(u) : bytes;
+      } else if (is_output(t)) {
+        if (!last) continue;
+        flops = 2 * double(t.n_params());  // one row of logits
+      } else if (is_experts(t.name) && shape.n_expert > 0) {
+        // The expected share of experts that at least one of u tokens picks (n_used each, uniformly).
+        bytes *= 1 - std::pow(1 - used, double(u));
+        flops = 2 * double(t.n_params()) * used * double(u);
+      } else if (t.shape.size() >= 2) {
+        flops = 2 * double(t.n_params()) * double(u);
+      }
+      p.read_bytes[d] += uint64_t(bytes);
+      p.flops[d] += flops;
+      memory_s[d] += bytes / ds.bytes_per_s;
+      const double rate = ds.flops(t.type);
+      if (flops > 0 && rate > 0) {
+        compute_s[d] += flops / rate;
+        by_type[d][std::string(type_name(t.type)) + " matmul throughput"] += flops / rate;
+      }
+    }
+    // Attention: each token against the cache so far (causal within the micro-batch), read once.
+    for (size_t il = 0; il < plan.kv_device.size(); ++il) {
+      const size_t d = size_t(plan.kv_device[il]);
+      const double cells = double(depth + done) + double(u + 1) / 2;
+      const double flops = 2.0 * double(shape.n_head) * double(shape.head_dim_k + shape.head_dim_v) * double(u) * cells;
+      const double rate = speed_of(plan, s, d).flops(WeightType::F16);
+      const double kv_bytes = double(kv_per_token[il]) * double(depth + done + u);
+      p.read_bytes[d] += uint64_t(kv_bytes);
+      memory_s[d] += kv_bytes / speed_of(plan, s, d).bytes_per_s;
+      p.flops[d] += flops;
+      if (rate > 0) {
+        compute_s[d] += flops / rate;
+        by_type[d]["attention throughput"] += flops / rate;
+      }
+    }
+    for (size_t d = 0; d < n_dev; ++d) {
+      p.seconds[d] += std::max(memory_s[d], compute_s[d]);
+      memory_total[d] += memory_s[d];
+      compute_total[d] += compute_s[d];
+    }
+    p.link_seconds += crossings * (s.link_latency_s + double(u * shape.n_embd) * 4 / s.link_bytes_per_s);
+    if (last && plan.output_device != 0) p.link_seconds += s.link_latency_s + double(shape.n_vocab) * 4 / s.link_bytes_per_s;
+  }
+  for (size_t d = 0; d < n_dev; ++d)
+    if (compute_total[d] > memory_total[d]) p.bound[d] = largest(by_type[d]);
+  finish(plan, p, n_prompt);
   return p;
 }
 
@@ -76,34 +206,6 @@ std::string equivalent_flags(const Plan& plan, const PlacementFlags& flags) {
   }
   if (flags.no_kv_offload) out += " -nkvo";
   return out;
-}
-
-double measure_read_bandwidth() {
-  const int n_threads = std::max(1u, std::thread::hardware_concurrency());
-  const size_t per_thread = size_t(64) << 20;  // 64 MiB each: far past any last-level cache share
-  std::unique_ptr<uint64_t[]> buf(new uint64_t[per_thread / 8 * size_t(n_threads)]);
-  std::atomic<uint64_t> sink{0};
-  auto pass = [&] {
-    std::vector<std::thread> threads;
-    for (int t = 0; t < n_threads; ++t)
-      threads.emplace_back([&, t] {
-        const uint64_t* p = buf.get() + per_thread / 8 * size_t(t);
-        uint64_t acc[8] = {};
-        for (size_t i = 0; i < per_thread / 8; i += 8)
-          for (int j = 0; j < 8; ++j) acc[j] += p[i + size_t(j)];
-        sink += acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
-      });
-    for (auto& th : threads) th.join();
-  };
-  std::memset(buf.get(), 1, per_thread * size_t(n_threads));  // commit the pages first
-  double best = 0;
-  for (int r = 0; r < 3; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    pass();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, double(per_thread) * n_threads / s);
-  }
-  return best;
 }
 
 }  // namespace tandem::placement

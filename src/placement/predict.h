@@ -1,11 +1,15 @@
-// What a placement plan allows: the decode speed from the bytes each device reads per token and its
-// memory bandwidth, plus the activations crossing the host link; and the command-line flags that
-// reproduce the plan. Decode of these models is memory-bound (every active weight byte is read once
-// per token), so time per token = sum over devices of bytes read / bandwidth, the devices taking turns
-// layer by layer, plus per crossing: link latency + bytes / link bandwidth. Sources: the roofline
-// model (Williams et al., CACM 2009) as llama.cpp's and KTransformers' decode figures follow it.
+// What a placement plan allows: decode and prefill speed from what each device reads and computes, and
+// the command-line flags that reproduce the plan. docs/plan.md writes the model down with its sources.
+//
+// Decode (one token): every active weight byte is read once, so a device's time is the sum over its
+// tensors of bytes / the rate its matmul kernel streams that type (the probe's figure; the memory
+// bandwidth without one), plus its KV cache up to the depth / bandwidth. Prefill (a micro-batch of u
+// tokens): a device's time is max(flops / matmul throughput per type, bytes read once / bandwidth),
+// the roofline (Williams et al., CACM 2009). Devices take turns layer by layer, so their times add,
+// plus per crossing of the hidden state: link latency + bytes / link bandwidth.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -13,22 +17,33 @@
 
 namespace tandem::placement {
 
+struct DeviceSpeed {
+  double bytes_per_s = 0;                 // memory read bandwidth
+  std::map<WeightType, double> decode;    // the matmul kernel's streaming rate with one token (weight bytes/s)
+  std::map<WeightType, double> prefill;   // matmul throughput at a prefill micro-batch (flop/s)
+  double flops_per_s = 0;                 // for a type `prefill` lacks; 0: compute never bounds
+  double flops(WeightType t) const;       // prefill[t], else flops_per_s
+};
+
 struct Speeds {
-  std::vector<double> bytes_per_s;   // per plan device: memory read bandwidth
+  std::vector<DeviceSpeed> devices;  // per device given to make_plan (Plan::device_ids picks)
   double link_bytes_per_s = 25e9;    // host <-> device
   double link_latency_s = 10e-6;     // per transfer
 };
 
 struct ModelShape {
   int64_t n_embd = 0, n_vocab = 0, n_expert = 0, n_expert_used = 0;
+  int64_t n_head = 0, head_dim_k = 0, head_dim_v = 0;  // as the attention runs (MLA: the latent widths)
 };
 
 struct Prediction {
-  std::vector<uint64_t> read_bytes;  // per device, per token
-  std::vector<double> seconds;       // per device, per token
+  std::vector<uint64_t> read_bytes;  // per device: per token (decode) or summed over the prompt (prefill)
+  std::vector<double> flops;         // per device, likewise
+  std::vector<double> seconds;       // per device, likewise
+  std::vector<std::string> bound;    // per device: "memory bandwidth" or "Q4_K matmul throughput", ...
   double link_seconds = 0;
   double tokens_per_s = 0;
-  std::string bottleneck;            // the device (or "the host link") with the largest share
+  std::string bottleneck;            // "CPU's memory bandwidth", "CPU's Q4_K matmul throughput", "the host link"
 };
 
 // One decoded token at `depth` tokens of context: routed experts count n_expert_used / n_expert of
@@ -36,11 +51,14 @@ struct Prediction {
 Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
                           const std::vector<size_t>& kv_bytes_per_token_per_layer, int64_t depth, const Speeds& s);
 
+// A prompt of n_prompt tokens after `depth` tokens, in micro-batches of n_ubatch: each micro-batch reads
+// the weights once (of the routed experts, those its tokens are expected to pick), multiplies every
+// token by them and attends over the cache so far.
+Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
+                           const std::vector<size_t>& kv_bytes_per_token_per_layer, int64_t n_prompt, int64_t n_ubatch,
+                           int64_t depth, const Speeds& s);
+
 // The flags that give this plan in Tandem and llama-server: -ngl N and the overrides.
 std::string equivalent_flags(const Plan& plan, const PlacementFlags& flags);
-
-// This machine's memory read bandwidth in bytes/s: every hardware thread streaming a buffer well beyond
-// the caches (about a quarter of a second).
-double measure_read_bandwidth();
 
 }  // namespace tandem::placement

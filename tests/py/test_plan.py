@@ -3,6 +3,7 @@ on a header-only description of DeepSeek-V3 671B at Q6_K (about 550 GB: the seed
 24 GB of VRAM and 64 GB of RAM), written here with the gguf package: the planner needs the tensor table,
 not the weights."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -82,6 +83,20 @@ def write_v3_description(path, big=Q.Q6_K):
     w.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def probe(tmp_path_factory):
+    """One quick probe for the module, in a file of its own (never the user's cache)."""
+    path = tmp_path_factory.mktemp("probe") / "probe.json"
+    old = os.environ.get("TANDEM_PROBE_FILE")
+    os.environ["TANDEM_PROBE_FILE"] = str(path)
+    run_tandem("probe", "--quick", check=True)
+    yield json.loads(path.read_text())
+    if old is None:
+        del os.environ["TANDEM_PROBE_FILE"]
+    else:
+        os.environ["TANDEM_PROBE_FILE"] = old
+
+
 @pytest.fixture(scope="module")
 def v3(tmp_path_factory):
     path = tmp_path_factory.mktemp("plan") / "DeepSeek-V3-Q6_K-header-only.gguf"
@@ -111,6 +126,41 @@ def test_auto_fills_the_gpu_and_says_the_model_exceeds_the_ram(v3):
     assert "exceeds the RAM" in text and "llama-server -m MODEL -ngl" in text
 
 
+def test_the_seeds_case_gets_alternatives_with_numbers(v3):
+    proc = plan("-m", v3, "--vram", "24G", "--ram", "64G", "-ctk", "q4_0", "-ctv", "q4_0", "--disk-bw", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    j = json.loads(proc.stdout)
+    assert not j["fits_in_ram"]
+    quants = {a["name"]: a for a in j["alternatives"] if a["kind"] == "quantization"}
+    # Sizes from the tensor table re-typed as llama-quantize's mixes would: 671B parameters at Q2_K's
+    # ~2.9 bits per weight (its attention and output keep more) is about 244 GB, at Q4_K_M about 405 GB.
+    assert 225e9 < quants["Q2_K"]["bytes"] < 260e9 and 380e9 < quants["Q4_K_M"]["bytes"] < 430e9
+    assert "Q6_K" not in quants  # not smaller than the model as it is
+    assert not any(a["fits"] for a in quants.values())  # 64 + 24 GB hold none of them
+    assert quants["Q2_K"]["tg_tokens_per_s"] > quants["Q4_K_M"]["tg_tokens_per_s"] > j["tg_tokens_per_s"]
+    mmap = next(a for a in j["alternatives"] if a["kind"] == "mmap")
+    # Most of the CPU's 500 GB stays on disk: a token's expert reads mostly come at 3 GB/s.
+    assert 0 < mmap["tg_tokens_per_s"] < j["tg_tokens_per_s"] / 5
+    assert "read from disk per token at 3.0 GB/s" in mmap["note"]
+    text = plan("-m", v3, "--vram", "24G", "--ram", "64G", "-ctk", "q4_0", "-ctv", "q4_0").stdout
+    assert "Alternatives:" in text and "Q2_K" in text and "mmap from disk" in text
+
+
+def test_without_flags_the_fit_moves_experts_to_the_cpu_and_predicts_prefill(v3):
+    proc = plan("-m", v3, "--vram", "24G", "--ram", "768G", "--json")
+    assert proc.returncode == 0, proc.stderr
+    j = json.loads(proc.stdout)
+    # Every layer offloaded, the experts of most layers kept in RAM: what llama.cpp users write by hand.
+    assert j["n_gpu_layers"] == 62 and 50 <= j["n_cpu_moe"] < 61 and "--n-cpu-moe" in j["flags"]
+    assert j["pp_tokens_per_s"] > 0 and j["pp_bottleneck"].startswith(("CPU's", "CUDA0's"))
+    gpu = j["devices"][1]
+    assert gpu["weight_bytes"] + gpu["kv_bytes"] <= 23 * 2**30  # 1 GiB left free, as llama.cpp's --fit
+    # An explicit -ngl is kept as given.
+    proc = plan("-m", v3, "--vram", "24G", "--ram", "768G", "-ngl", "3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n_gpu_layers"] == 3 and json.loads(proc.stdout)["n_cpu_moe"] == 0
+
+
 def test_experts_on_the_cpu_let_every_other_layer_onto_the_gpu(v3):
     proc = plan("-m", v3, "--vram", "24G", "--ram", "768G", "--cpu-moe", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -127,7 +177,8 @@ def test_experts_on_the_cpu_let_every_other_layer_onto_the_gpu(v3):
 def test_a_real_small_model_on_this_machine(gemma_path):
     proc = plan("-m", gemma_path)
     assert proc.returncode == 0, proc.stderr
-    assert "decode:" in proc.stdout and "tokens/s predicted" in proc.stdout
+    assert "decode:" in proc.stdout and "prefill:" in proc.stdout and "tokens/s predicted" in proc.stdout
+    assert "speeds:    from tandem probe of" in proc.stdout
     assert "-ngl 0" in proc.stdout  # no GPU given: nothing to offload
 
 
@@ -141,6 +192,9 @@ def test_a_header_only_file_is_refused_by_run(v3):
     (["--vram", "lots"], "--vram"),
     (["--ram", "0"], "--ram 0"),
     (["--ram-bw", "-3"], "not a positive number"),
+    (["--disk-bw", "fast"], "not a positive number"),
+    (["--cpu-gflops", "0"], "not a positive number"),
+    (["-fitt", "x"], "-fitt"),
     (["--gpus", "2"], "give their memory with --vram"),
     (["-ctk", "q9"], "-ctk q9"),
 ])

@@ -1,0 +1,455 @@
+// Measuring this machine (memory, matmul kernels, disk, sim links) and caching the figures as JSON.
+#include "placement/probe.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kernels.h"
+#include "backend/sim/sim_backend.h"
+#include "core/affinity.h"
+#include "quant/quant.h"
+
+namespace tandem::placement {
+
+const WeightType kProbeTypes[] = {WeightType::F32,  WeightType::F16,  WeightType::BF16, WeightType::Q8_0,
+                                  WeightType::Q4_0, WeightType::Q4_1, WeightType::Q5_0, WeightType::Q5_1,
+                                  WeightType::Q2_K, WeightType::Q3_K, WeightType::Q4_K, WeightType::Q5_K,
+                                  WeightType::Q6_K, WeightType::IQ4_NL, WeightType::IQ4_XS};
+const size_t kNumProbeTypes = sizeof(kProbeTypes) / sizeof(kProbeTypes[0]);
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string cpu_model_name() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(" \t", colon + 1));
+    }
+  return "unknown CPU";
+}
+
+uint64_t total_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : 0;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::vector<int> thread_counts(int n) {
+  std::vector<int> out;
+  for (int t = 1; t < n; t *= 2) out.push_back(t);
+  out.push_back(n);
+  return out;
+}
+
+// The best time of `reps` runs of fn, after one untimed run (pages touched, tables built).
+template <typename Fn>
+double best_seconds(int reps, Fn&& fn) {
+  fn();
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = Clock::now();
+    fn();
+    best = std::min(best, seconds_since(t0));
+  }
+  return best;
+}
+
+MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, bool quick) {
+  constexpr int64_t kRow = 4096;  // a 4096-wide row: every block size divides it; a common n_embd
+  const size_t row = row_bytes(type, kRow);
+  // Decode streams the matrix from memory, as a model's weights are: 64 MiB is beyond any last-level
+  // cache these CPUs have (quick too: a smaller matrix would time the cache, not decode).
+  const int64_t decode_rows = int64_t(64 << 20) / int64_t(row);
+  const int64_t prefill_rows = quick ? 256 : 2048, n_tokens = quick ? 64 : 512;
+  std::vector<float> x(size_t(kRow * n_tokens)), y(size_t(std::max(decode_rows, prefill_rows) * n_tokens));
+  std::mt19937 rng(42);
+  std::normal_distribution<float> dist(0, 1);
+  for (float& v : x) v = dist(rng);
+  std::vector<uint8_t> first(row);
+  quant::quantize_row(type, x.data(), first.data(), kRow);  // real blocks (finite scales); rows repeat it
+  std::unique_ptr<uint8_t[]> data(new uint8_t[row * size_t(decode_rows)]);
+  for (int64_t r = 0; r < decode_rows; ++r) std::memcpy(data.get() + size_t(r) * row, first.data(), row);
+  auto weight = [&](int64_t rows) {
+    Weight w;
+    w.name = "probe";
+    w.type = type;
+    w.shape = {rows, kRow};
+    w.data = data.get();
+    w.row_stride = row;
+    w.backend = &cpu;
+    w.size_bytes = row * size_t(rows);
+    return w;
+  };
+  const Weight wd = weight(decode_rows), wp = weight(prefill_rows);
+  const int reps = quick ? 2 : 5;
+  MatmulRate m;
+  m.type = type;
+  m.decode_bytes_per_s = double(wd.size_bytes) / best_seconds(reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); });
+  m.prefill_tokens = n_tokens;
+  m.prefill_flops_per_s = 2.0 * double(prefill_rows) * double(kRow) * double(n_tokens) /
+                          best_seconds(quick ? 4 : 3, [&] { cpu.matmul(wp, x.data(), n_tokens, y.data(), nullptr); });
+  return m;
+}
+
+// Sequential and random 4 MiB reads of `path`, bypassing the page cache where the file system allows.
+Result<DiskRate> probe_disk(const std::string& path, bool quick) {
+  constexpr size_t kChunk = size_t(4) << 20;
+  DiskRate d;
+  d.path = path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_DIRECT);
+  d.direct = fd >= 0;
+  if (fd < 0) fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return io_error("--disk %s: cannot open (%s)", path.c_str(), std::strerror(errno));
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return invalid_argument("--disk %s: not a regular file (give the model file)", path.c_str());
+  }
+  const uint64_t n_chunks = uint64_t(st.st_size) / kChunk;
+  if (n_chunks == 0) {
+    ::close(fd);
+    return invalid_argument("--disk %s: %lld bytes; at least 4 MiB are needed to time reads", path.c_str(),
+                            (long long)st.st_size);
+  }
+  if (!d.direct) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);  // drop cached pages: read from the disk
+  void* raw = nullptr;
+  if (posix_memalign(&raw, 4096, kChunk) != 0) {
+    ::close(fd);
+    return out_of_memory("--disk: 4 MiB buffer");
+  }
+  std::unique_ptr<void, decltype(&std::free)> buf(raw, &std::free);
+  auto read_at = [&](uint64_t chunk) -> Status {
+    const ssize_t n = ::pread(fd, buf.get(), kChunk, off_t(chunk * kChunk));
+    if (n != ssize_t(kChunk)) return io_error("--disk %s: read at %llu failed (%s)", path.c_str(),
+                                              (unsigned long long)(chunk * kChunk), n < 0 ? std::strerror(errno) : "short");
+    d.bytes_read += kChunk;
+    return Status::ok();
+  };
+  Status s = Status::ok();
+  // Random reads first, over the whole file, then a sequential run from a different third of it, so
+  // neither finds what the other read in a drive's or the OS's cache.
+  const uint64_t n_random = std::min<uint64_t>(quick ? 4 : 64, n_chunks);
+  std::mt19937_64 rng(7);
+  auto t0 = Clock::now();
+  for (uint64_t i = 0; i < n_random && s.is_ok(); ++i) s = read_at(rng() % n_chunks);
+  d.random_bytes_per_s = double(n_random * kChunk) / seconds_since(t0);
+  const uint64_t n_seq = std::min<uint64_t>(quick ? 8 : 256, n_chunks);
+  const uint64_t start = n_chunks > 2 * n_seq ? n_chunks / 3 : 0;
+  if (!d.direct) posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  t0 = Clock::now();
+  for (uint64_t i = 0; i < n_seq && s.is_ok(); ++i) s = read_at(start + i);
+  d.sequential_bytes_per_s = double(n_seq * kChunk) / seconds_since(t0);
+  ::close(fd);
+  if (!s.is_ok()) return s;
+  return d;
+}
+
+Result<SimProbe> probe_sim(size_t index, uint64_t budget, bool quick) {
+  sim::SimOptions so{.name = "SIM" + std::to_string(index), .budget_bytes = size_t(budget), .n_threads = 1, .link = {}};
+  TANDEM_ASSIGN(auto dev, sim::SimBackend::create(so));
+  const size_t big = std::min<size_t>(size_t(quick ? 8 : 64) << 20, size_t(budget) / 2);
+  TANDEM_ASSIGN(void* dst, dev->alloc(big));
+  std::vector<uint8_t> src(big, 1);
+  SimProbe p;
+  p.name = so.name;
+  p.memory_bytes = budget;
+  Status s = Status::ok();
+  const double t_big = best_seconds(quick ? 1 : 3, [&] {
+    dev->copy_from_host(dst, src.data(), big);
+    if (s.is_ok()) s = dev->synchronize();
+  });
+  const double t_small = best_seconds(quick ? 5 : 20, [&] {
+    dev->copy_from_host(dst, src.data(), 4096);
+    if (s.is_ok()) s = dev->synchronize();
+  });
+  dev->free(dst);
+  TANDEM_TRY(s);
+  p.link_latency_s = t_small;
+  p.link_bytes_per_s = double(big) / std::max(t_big - t_small, 1e-9);
+  return p;
+}
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace
+
+double measure_read_bandwidth(int n_threads, const std::vector<int>& cpus, size_t bytes_per_thread, int passes) {
+  const size_t n_words = bytes_per_thread / 8;
+  std::vector<std::unique_ptr<uint64_t[]>> bufs(static_cast<size_t>(n_threads));
+  std::atomic<uint64_t> sink{0};
+  std::atomic<int> ready{0};
+  std::atomic<int> go{-1};  // the pass all threads should run; passes + 1: stop
+  std::vector<double> seconds(size_t(passes), 0);
+  std::atomic<int> done{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < n_threads; ++t)
+    threads.emplace_back([&, t] {
+      if (!cpus.empty()) (void)set_thread_affinity(pthread_self(), {cpus[size_t(t) % cpus.size()]});
+      // First touch by the pinned thread: the pages land on its node.
+      bufs[size_t(t)].reset(new uint64_t[n_words]);
+      std::memset(bufs[size_t(t)].get(), 1, n_words * 8);
+      ++ready;
+      for (int pass = 0; pass < passes; ++pass) {
+        while (go.load() < pass) std::this_thread::yield();
+        const uint64_t* p = bufs[size_t(t)].get();
+        uint64_t acc[8] = {};
+        for (size_t i = 0; i + 8 <= n_words; i += 8)
+          for (int j = 0; j < 8; ++j) acc[j] += p[i + size_t(j)];
+        sink += acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
+        ++done;
+      }
+    });
+  while (ready.load() < n_threads) std::this_thread::yield();
+  double best = 0;
+  for (int pass = 0; pass < passes; ++pass) {
+    const int target = (pass + 1) * n_threads;
+    const auto t0 = Clock::now();
+    go = pass;
+    while (done.load() < target) std::this_thread::yield();
+    best = std::max(best, double(bytes_per_thread) * n_threads / seconds_since(t0));
+  }
+  for (auto& th : threads) th.join();
+  return best;
+}
+
+double Probe::read_bytes_per_s() const {
+  double sum = 0;
+  for (const NodeBandwidth& n : bandwidth) sum += n.bytes_per_s.empty() ? 0 : *std::max_element(n.bytes_per_s.begin(), n.bytes_per_s.end());
+  return sum;
+}
+
+const MatmulRate* Probe::rate(WeightType t) const {
+  for (const MatmulRate& m : matmul)
+    if (m.type == t) return &m;
+  return nullptr;
+}
+
+DeviceSpeed cpu_speed(const Probe& p) {
+  DeviceSpeed d;
+  d.bytes_per_s = p.read_bytes_per_s();
+  for (const MatmulRate& m : p.matmul) {
+    d.decode[m.type] = m.decode_bytes_per_s;
+    d.prefill[m.type] = m.prefill_flops_per_s;
+    d.flops_per_s = d.flops_per_s == 0 ? m.prefill_flops_per_s : std::min(d.flops_per_s, m.prefill_flops_per_s);
+  }
+  return d;
+}
+
+DeviceSpeed this_cpu_speed(int n_threads) {
+  if (auto p = load_probe(probe_cache_path()); p && *p) return cpu_speed(**p);
+  DeviceSpeed d;
+  d.bytes_per_s = measure_read_bandwidth(n_threads, {}, size_t(32) << 20, 2);
+  return d;
+}
+
+std::string hardware_description() {
+  const CpuTopology topo = CpuTopology::detect();
+  return format("%s, %d CPUs, %d cores, %.1f GiB, %s", cpu_model_name().c_str(), topo.n_configured,
+                topo.physical_cores(topo.allowed), double(total_memory_bytes()) / double(1ull << 30),
+                cpu::isa_name(cpu::best_isa()));
+}
+
+std::string hardware_hash(const std::string& description) {
+  return format("%016llx", (unsigned long long)fnv1a(description));
+}
+
+Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const std::string&)>& progress) {
+  auto say = [&](const std::string& s) {
+    if (progress) progress(s);
+  };
+  Probe p;
+  p.date = utc_now();
+  p.hardware = hardware_description();
+  p.hardware_hash = hardware_hash(p.hardware);
+  p.quick = o.quick;
+  const CpuTopology topo = CpuTopology::detect();
+  // Each node's CPUs among those this process may use; one node (all of them) without NUMA.
+  for (size_t node = 0; node < topo.nodes.size(); ++node) {
+    std::vector<int> cpus;
+    for (int c : topo.nodes[node])
+      if (std::find(topo.allowed.begin(), topo.allowed.end(), c) != topo.allowed.end()) cpus.push_back(c);
+    if (cpus.empty()) continue;
+    NodeBandwidth nb;
+    nb.node = int(node);
+    const int n = int(cpus.size());
+    // About 1 GiB in all (quick: 128 MiB), past the last-level cache, at least 16 MiB (4 MiB) a thread.
+    for (int t : thread_counts(n)) {
+      const size_t per_thread = std::max(size_t(o.quick ? 4 : 16) << 20, (size_t(o.quick ? 128 : 1024) << 20) / size_t(t));
+      say(format("memory: node %d, %d thread%s", int(node), t, t > 1 ? "s" : ""));
+      nb.threads.push_back(t);
+      nb.bytes_per_s.push_back(measure_read_bandwidth(t, cpus, per_thread, o.quick ? 2 : 4));
+    }
+    p.bandwidth.push_back(std::move(nb));
+  }
+  p.n_threads = topo.physical_cores(topo.allowed);  // run's and bench's default -t
+  cpu::CpuBackend cpu(p.n_threads);
+  std::vector<WeightType> types = o.types;
+  if (types.empty()) types.assign(kProbeTypes, kProbeTypes + kNumProbeTypes);
+  for (WeightType t : types) {
+    if (!cpu::has_kernel(t) || !quant::can_quantize(t)) continue;
+    say(format("matmul: %s", type_name(t).data()));
+    p.matmul.push_back(probe_matmul(cpu, t, o.quick));
+  }
+  if (!o.disk_path.empty()) {
+    say("disk: " + o.disk_path);
+    TANDEM_ASSIGN(p.disk, probe_disk(o.disk_path, o.quick));
+  }
+  for (size_t i = 0; i < o.sim_devices.size(); ++i) {
+    say(format("link: SIM%zu", i));
+    TANDEM_ASSIGN(SimProbe s, probe_sim(i, o.sim_devices[i], o.quick));
+    p.sims.push_back(s);
+  }
+  return p;
+}
+
+std::string probe_cache_path() {
+  if (const char* f = std::getenv("TANDEM_PROBE_FILE"); f && *f) return f;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/tandem/probe.json";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.cache/tandem/probe.json";
+}
+
+std::string probe_to_json(const Probe& p) {
+  nlohmann::json j;
+  j["date"] = p.date;
+  j["hardware"] = p.hardware;
+  j["hardware_hash"] = p.hardware_hash;
+  j["quick"] = p.quick;
+  j["n_threads"] = p.n_threads;
+  j["bandwidth"] = nlohmann::json::array();
+  for (const NodeBandwidth& n : p.bandwidth)
+    j["bandwidth"].push_back({{"node", n.node}, {"threads", n.threads}, {"bytes_per_s", n.bytes_per_s}});
+  j["matmul"] = nlohmann::json::array();
+  for (const MatmulRate& m : p.matmul)
+    j["matmul"].push_back({{"type", std::string(type_name(m.type))}, {"decode_bytes_per_s", m.decode_bytes_per_s},
+                           {"prefill_flops_per_s", m.prefill_flops_per_s}, {"prefill_tokens", m.prefill_tokens}});
+  if (p.disk)
+    j["disk"] = {{"path", p.disk->path}, {"sequential_bytes_per_s", p.disk->sequential_bytes_per_s},
+                 {"random_bytes_per_s", p.disk->random_bytes_per_s}, {"direct", p.disk->direct},
+                 {"bytes_read", p.disk->bytes_read}};
+  j["sims"] = nlohmann::json::array();
+  for (const SimProbe& s : p.sims)
+    j["sims"].push_back({{"name", s.name}, {"memory_bytes", s.memory_bytes}, {"link_bytes_per_s", s.link_bytes_per_s},
+                         {"link_latency_s", s.link_latency_s}});
+  return j.dump(2);
+}
+
+Status save_probe(const Probe& p, const std::string& path) {
+  // mkdir -p of the parent folders.
+  for (size_t slash = path.find('/', 1); slash != std::string::npos; slash = path.find('/', slash + 1))
+    if (::mkdir(path.substr(0, slash).c_str(), 0755) != 0 && errno != EEXIST)
+      return io_error("%s: cannot create the folder (%s)", path.substr(0, slash).c_str(), std::strerror(errno));
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << probe_to_json(p) << "\n";
+    if (!out) return io_error("%s: cannot write", tmp.c_str());
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) return io_error("%s: cannot write (%s)", path.c_str(), std::strerror(errno));
+  return Status::ok();
+}
+
+Result<std::optional<Probe>> load_probe(const std::string& path, std::string* why) {
+  std::ifstream in(path);
+  if (!in) {
+    if (why) *why = "no probe at " + path + " (run tandem probe)";
+    return std::optional<Probe>();
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  Probe p;
+  try {
+    const auto j = nlohmann::json::parse(ss.str());
+    p.date = j.at("date").get<std::string>();
+    p.hardware = j.at("hardware").get<std::string>();
+    p.hardware_hash = j.at("hardware_hash").get<std::string>();
+    p.quick = j.value("quick", false);
+    p.n_threads = j.value("n_threads", 0);
+    for (const auto& n : j.at("bandwidth"))
+      p.bandwidth.push_back({n.at("node").get<int>(), n.at("threads").get<std::vector<int>>(),
+                             n.at("bytes_per_s").get<std::vector<double>>()});
+    for (const auto& m : j.at("matmul")) {
+      const auto t = parse_weight_type(m.at("type").get<std::string>());
+      if (!t) return corrupt("%s: unknown weight type '%s'", path.c_str(), m.at("type").get<std::string>().c_str());
+      p.matmul.push_back({*t, m.at("decode_bytes_per_s").get<double>(), m.at("prefill_flops_per_s").get<double>(),
+                          m.at("prefill_tokens").get<int64_t>()});
+    }
+    if (j.contains("disk"))
+      p.disk = DiskRate{j["disk"].at("path").get<std::string>(), j["disk"].at("sequential_bytes_per_s").get<double>(),
+                        j["disk"].at("random_bytes_per_s").get<double>(), j["disk"].at("direct").get<bool>(),
+                        j["disk"].at("bytes_read").get<uint64_t>()};
+    for (const auto& s : j.at("sims"))
+      p.sims.push_back({s.at("name").get<std::string>(), s.at("memory_bytes").get<uint64_t>(),
+                        s.at("link_bytes_per_s").get<double>(), s.at("link_latency_s").get<double>()});
+  } catch (const std::exception& e) {
+    return corrupt("%s: not a probe file (%s); delete it or run tandem probe again", path.c_str(), e.what());
+  }
+  const std::string here = hardware_description();
+  if (p.hardware_hash != hardware_hash(here)) {
+    if (why) *why = format("the probe at %s was made on other hardware (%s; this is %s): run tandem probe again",
+                           path.c_str(), p.hardware.c_str(), here.c_str());
+    return std::optional<Probe>();
+  }
+  return std::optional<Probe>(std::move(p));
+}
+
+std::string format_probe(const Probe& p) {
+  std::string out = format("probe of %s\n  hardware %s (hash %s)%s\n", p.date.c_str(), p.hardware.c_str(),
+                           p.hardware_hash.c_str(), p.quick ? ", quick (small buffers)" : "");
+  out += "memory read bandwidth (GB/s by threads):\n";
+  for (const NodeBandwidth& n : p.bandwidth) {
+    out += format("  node %d:", n.node);
+    for (size_t i = 0; i < n.threads.size(); ++i) out += format("  %d: %.1f", n.threads[i], n.bytes_per_s[i] / 1e9);
+    out += "\n";
+  }
+  out += format("matmul, %d threads:  %-8s %22s %24s\n", p.n_threads, "type", "decode (GB/s weights)",
+                "prefill (GFLOP/s)");
+  for (const MatmulRate& m : p.matmul)
+    out += format("                     %-8s %22.1f %17.1f @ %lld\n", type_name(m.type).data(),
+                  m.decode_bytes_per_s / 1e9, m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens);
+  if (p.disk)
+    out += format("disk: %s: sequential %.2f GB/s, 4 MiB random %.2f GB/s (%s, %.0f MiB read)\n", p.disk->path.c_str(),
+                  p.disk->sequential_bytes_per_s / 1e9, p.disk->random_bytes_per_s / 1e9,
+                  p.disk->direct ? "O_DIRECT" : "page cache dropped first", double(p.disk->bytes_read) / 1048576.0);
+  for (const SimProbe& s : p.sims)
+    out += format("%s: %.1f MiB, link %.1f GB/s, %.1f us per copy\n", s.name.c_str(), double(s.memory_bytes) / 1048576.0,
+                  s.link_bytes_per_s / 1e9, s.link_latency_s * 1e6);
+  return out;
+}
+
+}  // namespace tandem::placement

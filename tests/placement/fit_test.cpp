@@ -1,0 +1,104 @@
+// --fit's choices (placement/fit.h): what the user left open is chosen for the best predicted decode,
+// what the user gave is kept and checked, and the context is lowered only when it was not given.
+#include "placement/fit.h"
+
+#include <gtest/gtest.h>
+
+namespace tandem::placement {
+namespace {
+
+constexpr size_t kMiB = size_t(1) << 20;
+
+// Per layer 2 MiB of attention and 10 MiB of routed experts (64 of them, 4 used); embeddings and output.
+FitRequest moe_request(size_t sim_mib) {
+  FitRequest r;
+  r.n_layer = 8;
+  r.tensors.push_back({"token_embd.weight", 4 * kMiB, -1, "", WeightType::Q8_0, {1000, 4000}});
+  for (int il = 0; il < r.n_layer; ++il) {
+    const std::string b = "blk." + std::to_string(il) + ".";
+    r.tensors.push_back({b + "attn_q.weight", 2 * kMiB, il, "", WeightType::Q8_0, {500, 4000}});
+    r.tensors.push_back({b + "ffn_up_exps.weight", 10 * kMiB, il, "", WeightType::Q8_0, {64, 40, 4000}});
+  }
+  r.tensors.push_back({"output.weight", 4 * kMiB, r.n_layer, "", WeightType::Q8_0, {1000, 4000}});
+  r.kv_bytes_per_cell.assign(size_t(r.n_layer), 256);
+  r.n_ctx = 4096;
+  r.devices = {{"CPU", 64 * 1024 * kMiB}, {"SIM0", sim_mib * kMiB}};
+  r.margin_bytes = {0};
+  r.shape = {4000, 1000, 64, 4, 0, 0, 0};
+  r.speeds.devices = {{20e9, {}, {}, 0}, {500e9, {}, {}, 0}};
+  return r;
+}
+
+TEST(Fit, MovesExpertsRatherThanLayersWhenThatDecodesFaster) {
+  FitRequest r = moe_request(60);  // 4 + 8 x 2 + 4 = 24 MiB of dense weights + 1 MiB of KV; 80 of experts
+  auto f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->plan.n_gpu_layers, 9);  // every layer and the output
+  EXPECT_GT(f->flags.n_cpu_moe, 0);
+  EXPECT_LT(f->flags.n_cpu_moe, 8);  // some layers' experts fit beside them
+  // -ngl auto alone would take fewer whole layers: slower.
+  FitRequest a = r;
+  a.flags.n_gpu_layers = -1;
+  a.ngl_given = true;
+  auto whole_layers = fit(a);
+  ASSERT_TRUE(whole_layers.has_value()) << whole_layers.error().message();
+  EXPECT_GT(f->decode.tokens_per_s, whole_layers->decode.tokens_per_s);
+  EXPECT_NE(f->summary.find("--n-cpu-moe"), std::string::npos) << f->summary;
+}
+
+TEST(Fit, KeepsTheUsersNglAndReportsWhenItDoesNotFit) {
+  FitRequest r = moe_request(60);
+  r.flags.n_gpu_layers = 9;
+  r.ngl_given = true;
+  auto f = fit(r);
+  ASSERT_FALSE(f.has_value());
+  EXPECT_NE(f.error().message().find("-ngl 9: SIM0 needs"), std::string::npos) << f.error().message();
+  r.flags.n_gpu_layers = 3;
+  f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->plan.n_gpu_layers, 3);
+  EXPECT_EQ(f->flags.n_cpu_moe, 0);
+}
+
+TEST(Fit, KeepsTheUsersExpertPlacement) {
+  FitRequest r = moe_request(60);
+  r.flags.cpu_moe = true;
+  r.experts_given = true;
+  auto f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->flags.n_cpu_moe, 0);
+  EXPECT_EQ(f->plan.n_gpu_layers, 9);  // everything else fits
+}
+
+TEST(Fit, LowersAContextNotGivenDownToFitCtx) {
+  FitRequest r = moe_request(60);
+  r.devices[0].free_bytes = 8 * 256 * 5000;  // the CPU holds the KV of 5000 cells
+  r.flags.no_kv_offload = true;
+  r.n_ctx = 16384;
+  r.min_ctx = 2048;
+  auto f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->n_ctx, 4096);
+  r.ctx_given = true;
+  f = fit(r);
+  ASSERT_FALSE(f.has_value());
+  EXPECT_NE(f.error().message().find("lower -c"), std::string::npos) << f.error().message();
+  r.ctx_given = false;
+  r.min_ctx = 8192;
+  f = fit(r);
+  ASSERT_FALSE(f.has_value());
+  EXPECT_NE(f.error().message().find("--fit-ctx 8192"), std::string::npos) << f.error().message();
+}
+
+TEST(Fit, LeavesTheMarginFree) {
+  EXPECT_EQ(default_fit_margin(64 * 1024 * kMiB), 1024 * kMiB);  // llama.cpp's 1 GiB
+  EXPECT_EQ(default_fit_margin(64 * kMiB), 8 * kMiB);
+  FitRequest r = moe_request(60);
+  r.margin_bytes = {40 * kMiB};
+  auto f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_LE(f->plan.weight_bytes[1] + f->plan.kv_bytes[1], 20 * kMiB);
+}
+
+}  // namespace
+}  // namespace tandem::placement

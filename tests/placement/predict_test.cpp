@@ -1,0 +1,109 @@
+// The speed model of placement/predict.h on hand-made plans whose answer is worked out here: decode
+// sums bytes over rates, prefill takes the roofline's max of compute and memory per micro-batch.
+#include "placement/predict.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+namespace tandem::placement {
+namespace {
+
+// Two layers of one Q4_K matrix each (1000 x 1000, 1 MB), F32 norms, embeddings of 10 rows, an output
+// matrix of 10 rows; all on the CPU.
+struct Dense {
+  std::vector<TensorInfo> tensors = {
+      {"token_embd.weight", 10000, -1, "", WeightType::Q4_K, {10, 1000}},
+      {"blk.0.attn_norm.weight", 4000, 0, "", WeightType::F32, {1000}},
+      {"blk.0.attn_q.weight", 1000000, 0, "", WeightType::Q4_K, {1000, 1000}},
+      {"blk.1.attn_norm.weight", 4000, 1, "", WeightType::F32, {1000}},
+      {"blk.1.ffn_up.weight", 1000000, 1, "", WeightType::Q4_K, {1000, 1000}},
+      {"output.weight", 10000, 2, "", WeightType::Q6_K, {10, 1000}},
+  };
+  Plan plan;
+  ModelShape shape{1000, 10, 0, 0, 0, 0, 0};  // no heads: attention costs no compute here
+  std::vector<size_t> kv_per_token = {100, 100};
+  Dense() {
+    plan.devices = {{"CPU", 1 << 30}};
+    plan.device_ids = {0};
+    plan.tensor_device.assign(tensors.size(), 0);
+    plan.layer_device = {0, 0};
+    plan.kv_device = {0, 0};
+  }
+};
+
+Speeds cpu_at(double bytes_per_s, double flops_per_s) {
+  Speeds s;
+  s.devices.push_back({bytes_per_s, {}, {}, flops_per_s});
+  return s;
+}
+
+TEST(PredictDecode, SumsTheBytesOfATokenOverTheBandwidth) {
+  Dense m;
+  const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 50, cpu_at(1e9, 0));
+  // One embedding row (1000 B), both norms, both matrices, the output, and 50 cells of 2 x 100 B.
+  const double bytes = 1000 + 8000 + 2000000 + 10000 + 50 * 200;
+  EXPECT_EQ(p.read_bytes[0], uint64_t(bytes));
+  EXPECT_NEAR(p.tokens_per_s, 1e9 / bytes, 1e-9 * 1e9 / bytes);
+  EXPECT_EQ(p.bottleneck, "CPU's memory bandwidth");
+}
+
+TEST(PredictDecode, AKernelSlowerThanMemoryBoundsTheDevice) {
+  Dense m;
+  Speeds s = cpu_at(1e9, 0);
+  s.devices[0].decode[WeightType::Q4_K] = 0.25e9;  // the two big matrices stream at a quarter
+  const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  const double seconds = 2000000 / 0.25e9 + (1000 + 8000 + 10000) / 1e9;
+  EXPECT_NEAR(p.seconds[0], seconds, 1e-12);
+  EXPECT_EQ(p.bound[0], "Q4_K matmul kernels");
+}
+
+TEST(PredictPrefill, TakesTheSlowerOfComputeAndMemoryPerMicroBatch) {
+  Dense m;
+  // 1 GFLOP/s: each 100-token micro-batch computes 2 x 1e6 x 100 x 2 = 4e8 flop (0.4 s) and reads ~2 MB
+  // (2 ms at 1 GB/s): compute-bound. The output row (2 x 1e4 flop) only in the last micro-batch.
+  const Prediction p = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 300, 100, 0, cpu_at(1e9, 1e9));
+  const double flops = 3 * 4e8 + 2e4;
+  EXPECT_NEAR(p.flops[0], flops, 1);
+  EXPECT_NEAR(p.tokens_per_s, 300 / (flops / 1e9), 1e-6);
+  EXPECT_EQ(p.bound[0], "Q4_K matmul throughput");
+  // 1 TFLOP/s: now the weights' reads bound it (and the KV cache read once per micro-batch).
+  const Prediction q = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 300, 100, 0, cpu_at(1e9, 1e12));
+  EXPECT_EQ(q.bound[0], "memory bandwidth");
+  double memory_s = 0;
+  for (int ub = 0; ub < 3; ++ub)
+    memory_s += (100 * 1000.0 + 8000 + 2000000 + (ub == 2 ? 10000 : 0) + 200.0 * (ub + 1) * 100) / 1e9;
+  EXPECT_NEAR(q.seconds[0], memory_s, 1e-12);
+}
+
+TEST(PredictPrefill, AMicroBatchReadsTheExpertsItsTokensPick) {
+  Dense m;
+  m.tensors[4] = {"blk.1.ffn_up_exps.weight", 1000000, 1, "", WeightType::Q4_K, {100, 10, 1000}};
+  m.shape.n_expert = 100;
+  m.shape.n_expert_used = 4;
+  const Prediction p = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 10, 10, 0, cpu_at(1e9, 1e15));
+  // 10 tokens pick 4 of 100 experts each: 1 - 0.96^10 of the experts are read, and each token
+  // multiplies by 4 experts of 10 rows.
+  const double experts = 1e6 * (1 - std::pow(0.96, 10));
+  EXPECT_NEAR(double(p.read_bytes[0]), 10 * 1000.0 + 8000 + 1e6 + experts + 10000 + 10 * 200, 2);
+  EXPECT_NEAR(p.flops[0], 2 * 1e6 * 10 + 2 * 1e6 * 0.04 * 10 + 2e4, 1);
+}
+
+TEST(PredictDecode, CrossingsCostTheLinkAndTheOutputDeviceSendsTheLogitsBack) {
+  Dense m;
+  m.plan.devices.push_back({"SIM0", 1 << 30});
+  m.plan.device_ids = {0, 1};
+  m.plan.tensor_device = {0, 1, 1, 1, 1, 1};  // both layers and the output on SIM0
+  m.plan.layer_device = {1, 1};
+  m.plan.output_device = 1;
+  Speeds s = cpu_at(1e9, 0);
+  s.devices.push_back({1e10, {}, {}, 0});
+  s.link_bytes_per_s = 1e9;
+  s.link_latency_s = 1e-5;
+  const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  // One crossing (the hidden state to SIM0 before layer 0) and the logits back.
+  EXPECT_NEAR(p.link_seconds, (1e-5 + 4000 / 1e9) + (1e-5 + 40 / 1e9), 1e-15);
+}
+
+}  // namespace
+}  // namespace tandem::placement

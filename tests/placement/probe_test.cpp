@@ -1,0 +1,94 @@
+// tandem probe's cache: a round trip keeps every figure, a file from other hardware is ignored with the
+// reason, a damaged one is an error naming it; a quick probe measures what it is asked for.
+#include "placement/probe.h"
+
+#include <unistd.h>
+
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+namespace tandem::placement {
+namespace {
+
+std::string temp_path(const char* name) {
+  return testing::TempDir() + "/" + name + std::to_string(::getpid()) + ".json";
+}
+
+Probe sample() {
+  Probe p;
+  p.date = "2026-11-30T12:00:00Z";
+  p.hardware = hardware_description();
+  p.hardware_hash = hardware_hash(p.hardware);
+  p.n_threads = 2;
+  p.bandwidth = {{0, {1, 2}, {8e9, 12e9}}, {1, {1, 2}, {7e9, 11e9}}};
+  p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512}, {WeightType::Q6_K, 9e9, 80e9, 512}};
+  p.disk = DiskRate{"/models/x.gguf", 3e9, 1.5e9, true, 1 << 30};
+  p.sims = {{"SIM0", 1 << 30, 24e9, 12e-6}};
+  return p;
+}
+
+TEST(Probe, SurvivesTheCacheFile) {
+  const std::string path = temp_path("probe");
+  ASSERT_TRUE(save_probe(sample(), path).is_ok());
+  auto back = load_probe(path);
+  ASSERT_TRUE(back.has_value()) << back.error().message();
+  ASSERT_TRUE(back->has_value());
+  EXPECT_EQ(probe_to_json(**back), probe_to_json(sample()));
+  EXPECT_DOUBLE_EQ((*back)->read_bytes_per_s(), 23e9);  // each node's best, summed
+  const DeviceSpeed cpu = cpu_speed(**back);
+  EXPECT_DOUBLE_EQ(cpu.decode.at(WeightType::Q6_K), 9e9);
+  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K), 200e9);
+  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::IQ2_XXS), 80e9);  // not timed: the slowest figure
+  std::remove(path.c_str());
+}
+
+TEST(Probe, FromOtherHardwareIsIgnoredWithTheReason) {
+  const std::string path = temp_path("other");
+  Probe p = sample();
+  p.hardware = "Some Other CPU, 128 CPUs, 64 cores, 512.0 GiB, amx";
+  p.hardware_hash = hardware_hash(p.hardware);
+  ASSERT_TRUE(save_probe(p, path).is_ok());
+  std::string why;
+  auto back = load_probe(path, &why);
+  ASSERT_TRUE(back.has_value()) << back.error().message();
+  EXPECT_FALSE(back->has_value());
+  EXPECT_NE(why.find("other hardware (Some Other CPU"), std::string::npos) << why;
+  std::remove(path.c_str());
+  back = load_probe(path, &why);
+  ASSERT_TRUE(back.has_value());
+  EXPECT_FALSE(back->has_value());
+  EXPECT_NE(why.find("no probe at"), std::string::npos) << why;
+}
+
+TEST(Probe, ADamagedCacheIsAnErrorNamingIt) {
+  const std::string path = temp_path("bad");
+  std::ofstream(path) << "{\"date\": 3}";
+  auto back = load_probe(path);
+  ASSERT_FALSE(back.has_value());
+  EXPECT_NE(back.error().message().find(path + ": not a probe file"), std::string::npos) << back.error().message();
+  std::remove(path.c_str());
+}
+
+TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
+  ProbeOptions o;
+  o.quick = true;
+  o.types = {WeightType::Q4_K};
+  o.sim_devices = {64 << 20};
+  auto p = run_probe(o);
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  ASSERT_FALSE(p->bandwidth.empty());
+  EXPECT_EQ(p->bandwidth[0].threads.front(), 1);
+  EXPECT_GT(p->read_bytes_per_s(), 1e8);  // a tenth of a GB/s: far below any machine's
+  ASSERT_EQ(p->matmul.size(), 1u);
+  EXPECT_GT(p->matmul[0].decode_bytes_per_s, 1e8);
+  EXPECT_GT(p->matmul[0].prefill_flops_per_s, 1e8);
+  ASSERT_EQ(p->sims.size(), 1u);
+  // The sim's link model is 25 GB/s and 10 us per copy (sim_backend.h); the measurement finds about that.
+  EXPECT_GT(p->sims[0].link_latency_s, 9e-6);
+  EXPECT_LT(p->sims[0].link_bytes_per_s, 26e9);
+  EXPECT_FALSE(p->disk.has_value());
+}
+
+}  // namespace
+}  // namespace tandem::placement

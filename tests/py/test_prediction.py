@@ -1,0 +1,28 @@
+"""tandem plan's predicted prefill and decode speed against tandem bench on this CPU, with a wide bound:
+the suite runs on shared, noisy machines (the issue's 15% is checked by hand on a quiet one and recorded
+in BENCHMARKS.md). The probe is a quick one made here, as a fresh machine would have."""
+import json
+
+import pytest
+
+from conftest import run_tandem
+
+# Predicted over measured may be off by this factor either way before the test fails: wide enough for a
+# loaded machine, narrow enough that a model missing a term (compute, or a pass over the weights per
+# micro-batch) or a unit slip (bits for bytes, GiB for GB twice) fails it.
+BOUND = 3.0
+
+
+def test_plan_predicts_bench_on_this_cpu(gemma_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("TANDEM_PROBE_FILE", str(tmp_path / "probe.json"))
+    run_tandem("probe", "--quick", check=True)
+    plan = run_tandem("plan", "-m", gemma_path, "-p", "128", "-ub", "128", "--json")
+    assert plan.returncode == 0, plan.stderr
+    predicted = json.loads(plan.stdout)
+    bench = run_tandem("bench", "-m", gemma_path, "-p", "128", "-n", "32", "-ub", "128", "-r", "3", "-o", "json")
+    assert bench.returncode == 0, bench.stderr
+    rows = json.loads(bench.stdout)
+    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == 128)
+    tg = next(r["avg_ts"] for r in rows if r["n_gen"] == 32)
+    for name, want, got in [("pp128", predicted["pp_tokens_per_s"], pp), ("tg32", predicted["tg_tokens_per_s"], tg)]:
+        assert 1 / BOUND < want / got < BOUND, f"{name}: predicted {want:.1f} tokens/s, bench measured {got:.1f}"
