@@ -47,15 +47,6 @@ struct Alternative {
   std::string note;
 };
 
-// Everything a placement's speed depends on besides the plan.
-struct Setting {
-  const model::HParams* hp;
-  placement::ModelShape shape;
-  placement::Speeds speeds;
-  std::vector<size_t> kv_per_cell;
-  int64_t n_prompt, n_ubatch, depth;
-};
-
 }  // namespace
 
 int plan_main(int argc, char** argv) {
@@ -157,8 +148,13 @@ int plan_main(int argc, char** argv) {
     probe = *p;
     speeds_from = "a quick measurement now (" + why + ")";
   }
-  Setting st{&hp, {hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v},
-                        {}, (*m)->kv_bytes_per_cell(*type_k, *type_v), n_prompt, ubatch, depth};
+  // What a placement's speed depends on besides the plan.
+  struct {
+    placement::ModelShape shape;
+    placement::Speeds speeds;
+    std::vector<size_t> kv_per_cell;
+  } st{{hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v},
+       {}, (*m)->kv_bytes_per_cell(*type_k, *type_v)};
   placement::DeviceSpeed cpu = placement::cpu_speed(probe);
   if (ram_bw > 0) {  // another machine's memory: this one's kernel rates do not apply to decode
     cpu.bytes_per_s = ram_bw * 1e9;
