@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <optional>
+#include <set>
+
+#include "sampling/json_schema.h"
 
 namespace tandem::chat {
 namespace {
@@ -274,6 +277,112 @@ size_t tool_call_start(std::string_view text, ToolCallFormat format) {
   for (size_t n = std::min(text.size(), marker.size() - 1); n > 0; --n)
     if (text.substr(text.size() - n) == marker.substr(0, n)) return text.size() - n;
   return std::string_view::npos;
+}
+
+std::vector<ToolCall> complete_tool_calls(std::string_view text, ToolCallFormat format) {
+  std::string_view call_end, section_end;
+  switch (format) {
+    case ToolCallFormat::Hermes: call_end = kHermesClose; break;
+    case ToolCallFormat::DeepSeek: call_end = kDsCallEnd, section_end = kDsCallsEnd; break;
+    case ToolCallFormat::KimiK2: call_end = kKimiCallEnd, section_end = kKimiEnd; break;
+    default: return {};
+  }
+  const size_t last = text.rfind(call_end);
+  if (last == std::string_view::npos) return {};
+  // Up to the last closed call; a section still open is closed so the parser takes it.
+  std::string done(text.substr(0, last + call_end.size()));
+  if (!section_end.empty() && done.find(section_end) == std::string::npos) done += section_end;
+  return parse_tool_calls(done, format).tool_calls;
+}
+
+Result<std::string> tool_call_grammar(ToolCallFormat format, std::string_view template_source,
+                                      const nlohmann::json& tools, std::string_view name, bool parallel,
+                                      bool in_reasoning) {
+  using sampling::gbnf_literal;
+  if (format == ToolCallFormat::None) return invalid_argument("the chat template has no tool-call format");
+  if (!tools.is_array()) return invalid_argument("tools must be a list");
+  const bool r1_block = template_source.find("```json") != std::string_view::npos;
+  const bool mistral_args = template_source.find(kMistralArgs) != std::string_view::npos;
+  std::string rules;
+  std::set<std::string> seen;  // rule lines already in `rules` (the shared primitives repeat)
+  std::vector<std::string> calls;
+  for (size_t i = 0; i < tools.size(); ++i) {
+    const nlohmann::json& tool = tools[i];
+    const nlohmann::json fn = tool.is_object() ? tool.value("function", nlohmann::json()) : nlohmann::json();
+    if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string())
+      return invalid_argument("tools[%zu] must be {\"type\": \"function\", \"function\": {\"name\": ..., ...}}", i);
+    const std::string fn_name = fn["name"].get<std::string>();
+    if (!name.empty() && fn_name != name) continue;
+    Json params = {{"type", "object"}};
+    if (fn.contains("parameters") && !fn["parameters"].is_null()) params = Json::parse(fn["parameters"].dump());
+    const std::string args = "tool-" + std::to_string(i) + "-arguments";
+    auto tool_rules = sampling::json_schema_rules(params, args);
+    if (!tool_rules) return invalid_argument("tools[%zu] (%s) parameters: %s", i, fn_name.c_str(),
+                                             tool_rules.error().message().c_str());
+    for (size_t at = 0; at < tool_rules->size();) {
+      const size_t nl = tool_rules->find('\n', at);
+      std::string line = tool_rules->substr(at, nl - at);
+      at = nl == std::string::npos ? tool_rules->size() : nl + 1;
+      if (seen.insert(line).second) rules += line + "\n";
+    }
+    const std::string quoted = gbnf_literal(Json(fn_name).dump()), bare = gbnf_literal(fn_name);
+    std::string call;
+    switch (format) {
+      case ToolCallFormat::Hermes:
+        call = gbnf_literal("<tool_call>\n{\"name\": ") + " " + quoted + " " + gbnf_literal(", \"arguments\": ") + " " +
+               args + " " + gbnf_literal("}\n</tool_call>");
+        break;
+      case ToolCallFormat::Llama3:
+        call = gbnf_literal("{\"name\": ") + " " + quoted + " " + gbnf_literal(", \"parameters\": ") + " " + args + " \"}\"";
+        break;
+      case ToolCallFormat::DeepSeek:
+        call = r1_block ? gbnf_literal(std::string(kDsCallBegin) + "function" + std::string(kDsSep)) + " " + bare + " " +
+                              gbnf_literal("\n```json\n") + " " + args + " " + gbnf_literal("\n```" + std::string(kDsCallEnd))
+                        : gbnf_literal(std::string(kDsCallBegin)) + " " + bare + " " + gbnf_literal(std::string(kDsSep)) + " " +
+                              args + " " + gbnf_literal(std::string(kDsCallEnd));
+        break;
+      case ToolCallFormat::Mistral:
+        // Nemo's template wants ids of nine letters and digits.
+        call = mistral_args ? gbnf_literal(std::string(kMistralCalls)) + " " + bare + " " +
+                                  gbnf_literal(std::string(kMistralArgs)) + " " + args
+                            : gbnf_literal("{\"name\": ") + " " + quoted + " " + gbnf_literal(", \"arguments\": ") + " " +
+                                  args + " " + gbnf_literal(", \"id\": \"") + " [a-zA-Z0-9]{9} " +
+                                  gbnf_literal("\"}");
+        break;
+      case ToolCallFormat::KimiK2:
+        call = gbnf_literal(std::string(kKimiCall) + "functions.") + " " + bare + " \":\" [0-9]{1,3} " +
+               gbnf_literal(std::string(kKimiArgs)) + " " + args + " " + gbnf_literal(std::string(kKimiCallEnd));
+        break;
+      case ToolCallFormat::None: break;
+    }
+    calls.push_back(std::move(call));
+  }
+  if (calls.empty()) return invalid_argument("tool_choice names the function '%s', which is not among the tools",
+                                             std::string(name).c_str());
+  std::string call = "tool-call ::= ";
+  for (size_t i = 0; i < calls.size(); ++i) call += (i ? " | " : "") + calls[i];
+  const std::string more = parallel ? "tool-call*" : "";
+  std::string root;
+  switch (format) {
+    case ToolCallFormat::Hermes: root = parallel ? "tool-call (\"\\n\" tool-call)*" : "tool-call"; break;
+    case ToolCallFormat::Llama3:
+      root = parallel ? "tool-call | \"[\" tool-call (\", \" tool-call)* \"]\"" : "tool-call";
+      break;
+    case ToolCallFormat::DeepSeek:
+      root = gbnf_literal(std::string(kDsCallsBegin)) + " tool-call " + more + " " + gbnf_literal(std::string(kDsCallsEnd));
+      break;
+    case ToolCallFormat::Mistral:
+      root = mistral_args ? "tool-call " + more
+                          : gbnf_literal(std::string(kMistralCalls) + "[") + " tool-call" +
+                                (parallel ? " (\", \" tool-call)*" : "") + " \"]\"";
+      break;
+    case ToolCallFormat::KimiK2:
+      root = gbnf_literal(std::string(kKimiBegin)) + " tool-call " + more + " " + gbnf_literal(std::string(kKimiEnd));
+      break;
+    case ToolCallFormat::None: break;
+  }
+  if (in_reasoning) root = "([^<] | \"<\" [^/])* \"</think>\" [ \\n]{0,4} (" + root + ")";
+  return "root ::= " + root + "\n" + call + "\n" + rules;
 }
 
 }  // namespace tandem::chat

@@ -7,6 +7,10 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/status.h"
+
 namespace tandem::chat {
 
 enum class ToolCallFormat { None, Hermes, Llama3, DeepSeek, Mistral, KimiK2 };
@@ -35,5 +39,22 @@ ParsedToolCalls parse_tool_calls(std::string_view output, ToolCallFormat format)
 // partial marker as a start, so a streaming server holds that text back instead of sending it as
 // content.
 size_t tool_call_start(std::string_view text, ToolCallFormat format);
+
+// The calls already whole in streamed text so far, for a server that sends each call as it completes:
+// those closed by their family's per-call end marker (Hermes, DeepSeek, Kimi-K2). Llama 3 and Mistral
+// outputs end all their calls at once, so they give none until parse_tool_calls reads the whole output.
+std::vector<ToolCall> complete_tool_calls(std::string_view text, ToolCallFormat format);
+
+// GBNF that holds a model's whole output to tool calls in `format`, for tool_choice "required" or a
+// named function (llama-server forces these with a grammar too): one call, or one or more when
+// `parallel`, each to a function of `tools` (OpenAI's list; only `name` when it is not empty) with
+// arguments that match its `parameters` schema (sampling/json_schema.h; none given: any object).
+// `template_source` picks the written form where a family has two: DeepSeek R1/V3's ```json block or
+// V3.1's bare arguments, Mistral Nemo's JSON list or Small 3.2's [ARGS]. InvalidArgument names the
+// bad tool or schema, or a `name` that no tool has. `in_reasoning`: the prompt opened <think> (R1's
+// templates), so the output first ends that: reasoning text (without "</"), "</think>", then the calls.
+Result<std::string> tool_call_grammar(ToolCallFormat format, std::string_view template_source,
+                                      const nlohmann::json& tools, std::string_view name, bool parallel,
+                                      bool in_reasoning = false);
 
 }  // namespace tandem::chat

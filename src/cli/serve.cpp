@@ -6,6 +6,8 @@
 #include <sstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
@@ -32,6 +34,7 @@ int serve_main(int argc, char** argv) {
   SamplingFlags sf;
   server::ServerOptions so;
   std::string api_key_file, log_level = "info", reasoning_format = "deepseek";
+  int64_t reasoning_budget = -1;
   bool verbose = false, cont_batching = true, jinja = true, metrics = false, kv_unified = true;
   int64_t parallel = 4, port = 8080, timeout = 600, max_queue = 64, cache_reuse = 0, keep = 0;
   ArgParser args("serve", "tandem serve -m MODEL [--host H] [--port P] [-c CTX] [-np N] [flags]",
@@ -79,6 +82,17 @@ int serve_main(int argc, char** argv) {
               "deepseek (default): text between <think> and </think> at the start of a reply goes to\n"
               "message.reasoning_content (delta.reasoning_content when streaming); none: left in content",
               &reasoning_format);
+  args.custom("--chat-template-kwargs", "JSON",
+              "variables for every chat-template rendering, e.g. '{\"enable_thinking\": false}' (a request's\n"
+              "chat_template_kwargs override them)", [&so](std::string_view v) {
+                const auto j = nlohmann::json::parse(v, nullptr, false);
+                if (!j.is_object()) return invalid_argument("--chat-template-kwargs: give a JSON object, not '%.*s'",
+                                                            int(v.size()), v.data());
+                so.chat_template_kwargs.update(j);
+                return Status::ok();
+              });
+  args.integer("--reasoning-budget", "N", "-1 (default): think without limit; 0: no thinking (sets the template\n"
+               "variable enable_thinking false: Qwen3's, SmolLM3's and GLM's templates read it)", &reasoning_budget, -1, 0);
   args.string("--log-level", "LEVEL", "debug (a line per request and per step, with timings), info (default),\n"
               "warn or error", &log_level);
   args.flag("-v,--verbose", "the same as --log-level debug", &verbose);
@@ -115,6 +129,7 @@ int serve_main(int argc, char** argv) {
   so.max_queue = max_queue;
   so.log_debug = verbose || log_level == "debug";
   so.reasoning_deepseek = reasoning_format == "deepseek";
+  if (reasoning_budget == 0) so.chat_template_kwargs["enable_thinking"] = false;
   so.defaults.sampling = sf.params;
   ef.quiet = log_level == "warn" || log_level == "error";
   if (ef.ctx > 0 && ef.ctx < parallel * 2)

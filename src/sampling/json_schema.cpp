@@ -88,8 +88,9 @@ std::string naturals_between(int64_t lo, int64_t hi) {
   return "(" + out + ")";
 }
 
-// A GBNF "literal" for UTF-8 text.
-std::string literal(std::string_view s) {
+}  // namespace
+
+std::string gbnf_literal(std::string_view s) {
   std::string out = "\"";
   for (const char c : s) {
     const auto b = static_cast<uint8_t>(c);
@@ -107,6 +108,8 @@ std::string literal(std::string_view s) {
   }
   return out + "\"";
 }
+
+namespace {
 
 // One code point inside a [class].
 std::string class_char(uint32_t cp) {
@@ -164,18 +167,18 @@ std::string pointer_token(const std::string& key) {
 
 class Converter {
  public:
-  explicit Converter(const Json& root) : root_(root) {}
+  Converter(const Json& root, std::string root_rule) : root_(root), root_rule_(std::move(root_rule)) {}
 
   Result<std::string> run() {
-    refs_["#"] = "root";
-    names_.insert("root");
+    refs_["#"] = root_rule_;
+    names_.insert(root_rule_);
     for (const Primitive& p : kPrimitives) names_.insert(p.name);
-    const std::string body = visit(root_, "root", "#");
+    const std::string body = visit(root_, root_rule_, "#");
     if (!error_.is_ok()) return error_;
-    rules_["root"] = body;
-    std::string out = "root ::= " + body + "\n";
+    rules_[root_rule_] = body;
+    std::string out = root_rule_ + " ::= " + body + "\n";
     for (const auto& [name, b] : rules_)
-      if (name != "root") out += name + " ::= " + b + "\n";
+      if (name != root_rule_) out += name + " ::= " + b + "\n";
     return out;
   }
 
@@ -287,14 +290,14 @@ class Converter {
     if (s.contains("const")) {
       if (!allowed_by_type(s["const"])) return fail(path, "'const' does not have the schema's type");
       primitive("space");
-      return add_rule(name, literal(s["const"].dump()) + " space");
+      return add_rule(name, gbnf_literal(s["const"].dump()) + " space");
     }
     if (s.contains("enum")) {
       const Json& e = s["enum"];
       if (!e.is_array()) return fail(path, "'enum' must be an array");
       std::string body;
       for (const Json& v : e)
-        if (allowed_by_type(v)) body += (body.empty() ? "(" : " | ") + literal(v.dump());
+        if (allowed_by_type(v)) body += (body.empty() ? "(" : " | ") + gbnf_literal(v.dump());
       if (body.empty()) return fail(path, "no value of 'enum' has the schema's type");
       primitive("space");
       return add_rule(name, body + ") space");
@@ -423,7 +426,7 @@ class Converter {
     primitive("space");
 
     auto kv = [&](const std::string& key, const std::string& value) {
-      return add_rule(name + "-" + key + "-kv", literal(Json(key).dump()) + " space \":\" space " + value);
+      return add_rule(name + "-" + key + "-kv", gbnf_literal(Json(key).dump()) + " space \":\" space " + value);
     };
     std::vector<std::string> req_kvs, opt_kvs, keys;
     for (const auto& [key, sub] : props.items()) {
@@ -553,6 +556,7 @@ class Converter {
   }
 
   const Json& root_;
+  const std::string root_rule_;
   Status error_ = Status::ok();
   std::map<std::string, std::string> rules_;    // name -> body
   std::map<std::string, std::string> by_body_;  // body -> name: identical schemas share a rule
@@ -563,13 +567,22 @@ class Converter {
 }  // namespace
 
 Result<std::string> json_schema_to_grammar(const nlohmann::ordered_json& schema) {
-  auto gbnf = Converter(schema).run();
+  auto gbnf = Converter(schema, "root").run();
   if (!gbnf) return gbnf;
   // The converter's output must parse; what can fail here is a schema that refers to itself before
   // any character ({"$ref": "#"}), which the grammar calls left recursion.
   auto parsed = Grammar::parse(*gbnf);
   if (!parsed) return invalid_argument("json schema: %s", parsed.error().message().c_str());
   return gbnf;
+}
+
+Result<std::string> json_schema_rules(const nlohmann::ordered_json& schema, const std::string& rule) {
+  auto rules = Converter(schema, rule).run();
+  if (!rules) return rules;
+  // The same check as above, with a root that uses the rule.
+  if (auto parsed = Grammar::parse("root ::= " + rule + "\n" + *rules); !parsed)
+    return invalid_argument("json schema: %s", parsed.error().message().c_str());
+  return rules;
 }
 
 Result<std::string> json_schema_to_grammar(const nlohmann::json& schema) {

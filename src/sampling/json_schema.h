@@ -29,6 +29,15 @@ Result<std::string> json_schema_to_grammar(std::string_view schema_text);
 Result<std::string> json_schema_to_grammar(const nlohmann::json& schema);
 Result<std::string> json_schema_to_grammar(const nlohmann::ordered_json& schema);
 
+// The rules of `schema` with its top rule named `rule` and no `root`, for grammars that hold JSON inside
+// other text (tool calls, chat/tool_calls.h). Every other rule is a shared primitive (space, string,
+// value, ...: the same line in every conversion) or is named "<rule>-...", so the rules of several
+// schemas join into one grammar once repeated lines are dropped.
+Result<std::string> json_schema_rules(const nlohmann::ordered_json& schema, const std::string& rule);
+
+// A GBNF string literal that matches exactly the UTF-8 text `s`.
+std::string gbnf_literal(std::string_view s);
+
 // Any JSON object: OpenAI's response_format {"type": "json_object"}.
 std::string json_object_grammar();
 

@@ -47,7 +47,10 @@ const std::string& openapi_json() {
       "model": {"type": "string"},
       "messages": {"type": "array", "minItems": 1, "maxItems": 4, "items": {"$ref": "#/components/schemas/Message"}},
       "max_tokens": {"type": "integer", "maximum": 8}, "max_completion_tokens": {"type": "integer", "maximum": 8},
-      "n": {"type": "integer"}, "logprobs": {"type": "boolean"}, "top_logprobs": {"type": "integer"}}}]},
+      "n": {"type": "integer"}, "logprobs": {"type": "boolean"}, "top_logprobs": {"type": "integer"},
+      "tools": {"type": "array", "maxItems": 2, "items": {"type": "object"}},
+      "tool_choice": {"oneOf": [{"type": "string", "enum": ["auto", "none", "required"]}, {"type": "object"}]},
+      "parallel_tool_calls": {"type": "boolean"}, "chat_template_kwargs": {"type": "object"}}}]},
     "CompletionRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["prompt"], "properties": {
       "model": {"type": "string"},
       "prompt": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "array", "maxItems": 16, "items": {"type": "integer"}}]},

@@ -225,6 +225,28 @@ Status parse_sampling(const json& j, sampling::SamplerParams* p) {
   return Status::ok();
 }
 
+// "auto" | "none" | "required" | {"type": "function", "function": {"name": N}}, and parallel_tool_calls.
+Status parse_tool_choice(const json& j, ParsedRequest* r) {
+  const auto it = j.find("tool_choice");
+  if (it != j.end() && !it->is_null()) {
+    const auto fn = it->is_object() ? it->find("function") : it->end();
+    if (it->is_string() && (*it == "auto" || *it == "none" || *it == "required")) {
+      r->tool_choice = *it == "none" ? ToolChoice::None : *it == "required" ? ToolChoice::Required : ToolChoice::Auto;
+    } else if (it->is_object() && it->value("type", json()) == "function" && fn != it->end() && fn->is_object() &&
+               fn->contains("name") && (*fn)["name"].is_string()) {
+      r->tool_choice = ToolChoice::Required;
+      r->tool_choice_name = (*fn)["name"].get<std::string>();
+    } else {
+      return invalid_argument(
+          "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    }
+  }
+  TANDEM_TRY(get_bool(j, "parallel_tool_calls", &r->parallel_tool_calls));
+  if (r->tool_choice == ToolChoice::Required && (!r->tools.is_array() || r->tools.empty()))
+    return invalid_argument("tool_choice asks for a tool call, but the request has no tools");
+  return Status::ok();
+}
+
 Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
   if (!j.is_object()) return invalid_argument("the request body must be a JSON object");
   TANDEM_TRY(get_string(j, "model", &r->model));
@@ -233,6 +255,11 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
     if (j.contains("tools") && !j["tools"].is_null()) {
       if (!j["tools"].is_array()) return wrong_type("tools", "a list");
       r->tools = j["tools"];
+    }
+    TANDEM_TRY(parse_tool_choice(j, r));
+    if (auto kw = j.find("chat_template_kwargs"); kw != j.end() && !kw->is_null()) {
+      if (!kw->is_object()) return wrong_type("chat_template_kwargs", "an object");
+      r->template_kwargs = *kw;
     }
   } else {
     TANDEM_TRY(parse_prompts(j, endpoint, &r->prompts));

@@ -35,11 +35,19 @@ inline constexpr int32_t kMaxTopLogprobs = 20;  // OpenAI's bound on top_logprob
 inline constexpr int32_t kMaxNProbs = 100;      // /completion's n_probs
 inline constexpr size_t kMaxStops = 16;
 
+enum class ToolChoice { Auto, None, Required };
+
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::Chat;
   std::string model;
   nlohmann::json messages;  // Chat: an array of {role, content (a string), ...}; content parts joined
   nlohmann::json tools;     // Chat: the request's tools (null when none)
+  // OpenAI's tool_choice: Auto (the model may call), None (tools rendered, output never parsed as
+  // calls), Required (the output is held to calls by a grammar; to `tool_choice_name` alone when set).
+  ToolChoice tool_choice = ToolChoice::Auto;
+  std::string tool_choice_name;
+  bool parallel_tool_calls = false;  // several calls in one reply (llama-server's default: off)
+  nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs: template variables
   std::vector<Prompt> prompts;  // Completions/Native: one entry per prompt
   bool stream = false, include_usage = false;
   std::vector<std::string> stop;

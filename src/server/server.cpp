@@ -121,8 +121,8 @@ json completion_logprobs(const tokenizer::Tokenizer& tok, const std::vector<Toke
 }
 
 const char* finish_name(const ChoiceState& c, bool tool_calls) {
-  if (tool_calls) return "tool_calls";
-  return c.reason == FinishReason::Length ? "length" : "stop";
+  if (c.reason == FinishReason::Length) return "length";
+  return tool_calls ? "tool_calls" : "stop";
 }
 
 json usage(const Job& job, const std::vector<ChoiceState>& choices) {
@@ -139,8 +139,14 @@ json usage(const Job& job, const std::vector<ChoiceState>& choices) {
           {"prompt_tokens_details", {{"cached_tokens", n_cached}}}};
 }
 
-// The final message of a chat choice: reasoning split off, tool calls parsed.
-json chat_message(const Job& job, const std::string& text, bool reasoning, chat::ToolCallFormat fmt, bool* has_calls) {
+json tool_call_json(const chat::ToolCall& c) {
+  return {{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
+}
+
+// The final message of a chat choice: reasoning split off, tool calls parsed. A reply `cut` by max_tokens
+// or a full slot keeps the calls it completed (those a stream has sent already) and drops the partial one.
+json chat_message(const Job& job, const std::string& text, bool reasoning, chat::ToolCallFormat fmt, bool cut,
+                  bool* has_calls) {
   json msg = {{"role", "assistant"}};
   std::string content = text;
   if (reasoning) {
@@ -151,16 +157,20 @@ json chat_message(const Job& job, const std::string& text, bool reasoning, chat:
   *has_calls = false;
   if (job.use_tools) {
     auto parsed = chat::parse_tool_calls(content, fmt);
+    if (parsed.tool_calls.empty() && cut) {
+      parsed.tool_calls = chat::complete_tool_calls(content, fmt);
+      parsed.content = content.substr(0, std::min(content.size(), chat::tool_call_start(content, fmt)));
+    }
     if (!parsed.tool_calls.empty()) {
       *has_calls = true;
       content = parsed.content;
       json calls = json::array();
-      for (const auto& c : parsed.tool_calls)
-        calls.push_back({{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
+      for (const auto& c : parsed.tool_calls) calls.push_back(tool_call_json(c));
       msg["tool_calls"] = calls;
     }
   }
-  msg["content"] = content;
+  // OpenAI: a reply of tool calls alone has null content.
+  msg["content"] = *has_calls && content.empty() ? json(nullptr) : json(content);
   return msg;
 }
 
@@ -183,14 +193,15 @@ struct Server::State {
   std::string new_id(const char* prefix) { return prefix + std::to_string(std::time(nullptr)) + "-" + std::to_string(next_id++); }
   const tokenizer::Tokenizer& tok() const { return *engine->tokenizer; }
 
-  // The chat prompt of `messages` (already checked by parse_request), with the request's tools.
-  Result<std::string> render(const json& messages, const json& tools, bool add_generation_prompt) const {
+  // The chat prompt of a request's messages (already checked by parse_request), with its tools and the
+  // template variables of --chat-template-kwargs / --reasoning-budget 0 and its chat_template_kwargs.
+  Result<std::string> render(const ParsedRequest& r, const json& server_kwargs, bool add_generation_prompt) const {
     if (!tmpl) return unsupported("this model has no chat template (give --chat-template NAME or --chat-template-file)");
-    TANDEM_ASSIGN(chat::Value msgs, chat::parse_json(dump(messages)));
-    chat::Value extra;
-    if (!tools.is_null()) {
-      TANDEM_ASSIGN(extra, chat::parse_json(dump(json{{"tools", tools}})));
-    }
+    TANDEM_ASSIGN(chat::Value msgs, chat::parse_json(dump(r.messages)));
+    json vars = server_kwargs;
+    vars.update(r.template_kwargs);
+    if (!r.tools.is_null()) vars["tools"] = r.tools;
+    TANDEM_ASSIGN(chat::Value extra, chat::parse_json(dump(vars)));
     auto text = chat::apply_chat_template(*tmpl, msgs, add_generation_prompt, bos, eos, extra);
     if (!text) return Status(text.error().code() == StatusCode::InvalidArgument ? StatusCode::InvalidArgument
                                                                                 : StatusCode::Unsupported,
@@ -319,11 +330,22 @@ Result<Job> Server::State::prepare(const HttpRequest& http, Endpoint endpoint, c
     return invalid_argument("'id_slot' %d: this server has %d slots (0..%d)", r.id_slot, scheduler->options().n_slots,
                             scheduler->options().n_slots - 1);
   if (endpoint == Endpoint::Chat) {
-    TANDEM_ASSIGN(job.rendered, render(r.messages, r.tools, true));
+    TANDEM_ASSIGN(job.rendered, render(r, o.chat_template_kwargs, true));
     TANDEM_ASSIGN(auto tokens, tokenize_prompt(job.rendered));
     job.prompts.push_back(std::move(tokens));
     job.starts_in_reasoning = chat::prompt_opens_reasoning(job.rendered);
-    job.use_tools = !r.tools.is_null() && !r.tools.empty() && tool_format != chat::ToolCallFormat::None;
+    job.use_tools = !r.tools.is_null() && !r.tools.empty() && tool_format != chat::ToolCallFormat::None &&
+                    r.tool_choice != ToolChoice::None;
+    if (r.tool_choice == ToolChoice::Required) {
+      if (tool_format == chat::ToolCallFormat::None)
+        return invalid_argument("tool_choice asks for a tool call, but the chat template (%s) has no tool-call format",
+                                template_origin.c_str());
+      if (!r.sampling.grammar.empty())
+        return invalid_argument("tool_choice \"required\" or a named function cannot go with a grammar or response_format");
+      TANDEM_ASSIGN(job.req.sampling.grammar, chat::tool_call_grammar(tool_format, template_source, r.tools,
+                                                                       r.tool_choice_name, r.parallel_tool_calls,
+                                                                       job.starts_in_reasoning));
+    }
   } else {
     for (const Prompt& p : r.prompts) {
       if (!p.is_tokens) {
@@ -415,7 +437,7 @@ json Server::State::final_body(const Job& job, const std::vector<ChoiceState>& c
     json choice = {{"index", i}};
     if (r.endpoint == Endpoint::Chat) {
       bool calls = false;
-      choice["message"] = chat_message(job, c.text, o.reasoning_deepseek, tool_format, &calls);
+      choice["message"] = chat_message(job, c.text, o.reasoning_deepseek, tool_format, c.reason == FinishReason::Length, &calls);
       choice["finish_reason"] = finish_name(c, calls);
       if (r.logprobs) {
         json content = json::array();
@@ -445,7 +467,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
   const ParsedRequest& r = job.req;
   const size_t n = job.prompt_of.size();
   struct Progress {
-    size_t sent = 0, tokens_sent = 0;
+    size_t sent = 0, tokens_sent = 0, calls_sent = 0;
     bool role_sent = false, finished = false;
     std::unique_ptr<chat::ReasoningSplitter> reasoning;
   };
@@ -507,15 +529,24 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
               parts.content += rest.content;
             }
           }
+          // Each tool call goes out once it is whole (the rest, and Llama 3 / Mistral calls, at the end).
           bool calls = false;
-          json message;
-          if (c.done && job.use_tools) {
-            message = chat_message(job, c.text, false, tool_format, &calls);
-            if (calls) {
-              d["tool_calls"] = message["tool_calls"];
-              for (size_t k = 0; k < d["tool_calls"].size(); ++k) d["tool_calls"][k]["index"] = k;
-              parts.content.clear();
+          if (job.use_tools) {
+            json all = json::array();
+            if (c.done) {
+              const json message = chat_message(job, c.text, false, tool_format, c.reason == FinishReason::Length, &calls);
+              if (calls) all = message["tool_calls"];
+            } else {
+              for (const auto& call : chat::complete_tool_calls(c.text, tool_format)) all.push_back(tool_call_json(call));
             }
+            if (calls) parts.content.clear();
+            if (all.size() > p.calls_sent) {
+              json fresh = json::array();
+              for (size_t k = p.calls_sent; k < all.size(); ++k) fresh.push_back(all[k]), fresh.back()["index"] = k;
+              d["tool_calls"] = std::move(fresh);
+              p.calls_sent = all.size();
+            }
+            calls = calls || p.calls_sent > 0;
           }
           if (!parts.reasoning.empty()) d["reasoning_content"] = parts.reasoning;
           if (!parts.content.empty() || d.contains("role")) d["content"] = parts.content;
@@ -656,7 +687,7 @@ void Server::add_routes() {
     if (not_ready(res)) return;
     auto parsed = parse_request(req.body, Endpoint::Chat, o.defaults);
     if (!parsed) return reply_error(res, parsed.error());
-    auto text = st.render(parsed->messages, parsed->tools, true);
+    auto text = st.render(*parsed, o.chat_template_kwargs, true);
     if (!text) return reply_error(res, text.error());
     reply(res, {{"prompt", *text}});
   });

@@ -4,9 +4,12 @@
 #include "chat/tool_calls.h"
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include <fstream>
 #include <sstream>
+
+#include "sampling/grammar.h"
 
 namespace tandem::chat {
 namespace {
@@ -103,13 +106,15 @@ TEST(ToolCalls, MalformedOutputIsPlainContent) {
   }
 }
 
+std::string read_template(const std::string& name) {
+  std::ifstream f(std::string(TANDEM_SOURCE_DIR) + "/tests/fixtures/chat/templates/" + name + ".jinja");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 TEST(ToolCalls, FormatFromTheTemplate) {
-  auto read = [](const std::string& name) {
-    std::ifstream f(std::string(TANDEM_SOURCE_DIR) + "/tests/fixtures/chat/templates/" + name + ".jinja");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  };
+  auto read = read_template;
   EXPECT_EQ(detect_tool_call_format(read("Qwen-Qwen3-0.6B")), ToolCallFormat::Hermes);
   EXPECT_EQ(detect_tool_call_format(read("NousResearch-Hermes-3-Llama-3.1-8B-tool_use")), ToolCallFormat::Hermes);
   EXPECT_EQ(detect_tool_call_format(read("meta-llama-Llama-3.1-8B-Instruct")), ToolCallFormat::Llama3);
@@ -128,6 +133,152 @@ TEST(ToolCalls, StreamingHoldsBackAPartialMarker) {
   EXPECT_EQ(tool_call_start("  {\"name\"", ToolCallFormat::Llama3), 2u);
   EXPECT_EQ(tool_call_start("<|python", ToolCallFormat::Llama3), 0u);
   EXPECT_EQ(tool_call_start("Hello", ToolCallFormat::Llama3), std::string_view::npos);
+}
+
+// tool_choice "required" / a named function: the grammar takes a call as the family writes it (which
+// the parser reads back), and nothing else: another function, arguments outside the schema, a second
+// call unless parallel, text around the call.
+const nlohmann::json kTools = nlohmann::json::parse(R"([
+  {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+   "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+                  "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city", "days", "unit"]}}},
+  {"type": "function", "function": {"name": "search", "parameters": {"type": "object",
+   "properties": {"query": {"type": "string"}}, "required": ["query"]}}}])");
+
+bool grammar_takes(const std::string& gbnf, const std::string& text) {
+  auto g = sampling::Grammar::parse(gbnf);
+  EXPECT_TRUE(g.has_value()) << (g ? "" : g.error().message()) << "\n" << gbnf;
+  if (!g) return false;
+  sampling::GrammarMatcher m(*g);
+  return m.accept(text).is_ok() && m.is_complete();
+}
+
+TEST(ToolCalls, GrammarForcesACallInEachFamilysForm) {
+  const std::string args = R"({"city": "Paris", "days": 2, "unit": "celsius"})";
+  const std::string ds = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>";
+  struct Case {
+    const char* tmpl;
+    std::string call;   // one call to get_weather(kArgs)
+    std::string other;  // the same call to `search` with {"query": "x"}
+    std::string two;    // two calls, for parallel
+  };
+  const Case cases[] = {
+      {"Qwen-Qwen3-0.6B", "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " + args + "}\n</tool_call>",
+       "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"x\"}}\n</tool_call>",
+       "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " + args + "}\n</tool_call>\n<tool_call>\n{\"name\": "
+       "\"search\", \"arguments\": {\"query\": \"x\"}}\n</tool_call>"},
+      {"meta-llama-Llama-3.1-8B-Instruct", "{\"name\": \"get_weather\", \"parameters\": " + args + "}",
+       "{\"name\": \"search\", \"parameters\": {\"query\": \"x\"}}",
+       "[{\"name\": \"get_weather\", \"parameters\": " + args + "}, {\"name\": \"search\", \"parameters\": {\"query\": \"x\"}}]"},
+      {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B",
+       ds + "function<｜tool▁sep｜>get_weather\n```json\n" + args + "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+       ds + "function<｜tool▁sep｜>search\n```json\n{\"query\": \"x\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+       ds + "function<｜tool▁sep｜>get_weather\n```json\n" + args + "\n```<｜tool▁call▁end｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>"
+       "search\n```json\n{\"query\": \"x\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+      {"deepseek-ai-DeepSeek-V3.1", ds + "get_weather<｜tool▁sep｜>" + args + "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+       ds + "search<｜tool▁sep｜>{\"query\": \"x\"}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+       ds + "get_weather<｜tool▁sep｜>" + args + "<｜tool▁call▁end｜><｜tool▁call▁begin｜>search<｜tool▁sep｜>{\"query\": \"x\"}"
+       "<｜tool▁call▁end｜><｜tool▁calls▁end｜>"},
+      {"mistralai-Mistral-Nemo-Instruct-2407",
+       "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": " + args + ", \"id\": \"a1b2c3d4e\"}]",
+       "[TOOL_CALLS][{\"name\": \"search\", \"arguments\": {\"query\": \"x\"}, \"id\": \"a1b2c3d4e\"}]",
+       "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": " + args + ", \"id\": \"a1b2c3d4e\"}, {\"name\": \"search\", "
+       "\"arguments\": {\"query\": \"x\"}, \"id\": \"zzzzzzzzz\"}]"},
+      {"Mistral-Small-3.2-24B-Instruct-2506", "[TOOL_CALLS]get_weather[ARGS]" + args,
+       "[TOOL_CALLS]search[ARGS]{\"query\": \"x\"}",
+       "[TOOL_CALLS]get_weather[ARGS]" + args + "[TOOL_CALLS]search[ARGS]{\"query\": \"x\"}"},
+      {"Kimi-K2-Instruct",
+       "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>" + args +
+           "<|tool_call_end|><|tool_calls_section_end|>",
+       "<|tool_calls_section_begin|><|tool_call_begin|>functions.search:0<|tool_call_argument_begin|>{\"query\": \"x\"}"
+       "<|tool_call_end|><|tool_calls_section_end|>",
+       "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>" + args +
+           "<|tool_call_end|><|tool_call_begin|>functions.search:1<|tool_call_argument_begin|>{\"query\": \"x\"}"
+           "<|tool_call_end|><|tool_calls_section_end|>"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.tmpl);
+    const std::string src = read_template(c.tmpl);
+    const ToolCallFormat format = detect_tool_call_format(src);
+    auto any = tool_call_grammar(format, src, kTools, "", false);
+    ASSERT_TRUE(any.has_value()) << any.error().message();
+    EXPECT_TRUE(grammar_takes(*any, c.call));
+    EXPECT_TRUE(grammar_takes(*any, c.other));
+    EXPECT_FALSE(grammar_takes(*any, c.two));
+    EXPECT_FALSE(grammar_takes(*any, "Sure. " + c.call));
+    const auto parsed = parse_tool_calls(c.call, format);
+    ASSERT_EQ(parsed.tool_calls.size(), 1u);
+    EXPECT_EQ(parsed.tool_calls[0].name, "get_weather");
+    EXPECT_EQ(parsed.tool_calls[0].arguments, kArgs);
+    EXPECT_EQ(parse_tool_calls(c.two, format).tool_calls.size(), 2u);
+
+    auto named = tool_call_grammar(format, src, kTools, "search", false);
+    ASSERT_TRUE(named.has_value());
+    EXPECT_FALSE(grammar_takes(*named, c.call));
+    EXPECT_TRUE(grammar_takes(*named, c.other));
+
+    auto parallel = tool_call_grammar(format, src, kTools, "", true);
+    ASSERT_TRUE(parallel.has_value());
+    EXPECT_TRUE(grammar_takes(*parallel, c.call));
+    EXPECT_TRUE(grammar_takes(*parallel, c.two));
+  }
+}
+
+TEST(ToolCalls, GrammarHoldsArgumentsToTheSchema) {
+  const std::string src = read_template("Qwen-Qwen3-0.6B");
+  auto g = tool_call_grammar(ToolCallFormat::Hermes, src, kTools, "get_weather", false);
+  ASSERT_TRUE(g.has_value());
+  auto call = [](const std::string& args) {
+    return "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " + args + "}\n</tool_call>";
+  };
+  EXPECT_TRUE(grammar_takes(*g, call(R"({"city": "Oslo", "days": 10, "unit": "fahrenheit"})")));
+  EXPECT_FALSE(grammar_takes(*g, call(R"({"city": "Oslo", "days": 10})")));                       // unit required
+  EXPECT_FALSE(grammar_takes(*g, call(R"({"city": "Oslo", "days": 1.5, "unit": "celsius"})")));   // not an integer
+  EXPECT_FALSE(grammar_takes(*g, call(R"({"city": "Oslo", "days": 1, "unit": "kelvin"})")));      // not in the enum
+}
+
+TEST(ToolCalls, CompleteCallsWhileStreaming) {
+  const std::string one = "<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>";
+  EXPECT_TRUE(complete_tool_calls("<tool_call>\n{\"name\": \"a\", \"argu", ToolCallFormat::Hermes).empty());
+  EXPECT_EQ(complete_tool_calls(one + "\n<tool_call>\n{\"na", ToolCallFormat::Hermes).size(), 1u);
+  EXPECT_EQ(complete_tool_calls(one + "\n" + one, ToolCallFormat::Hermes).size(), 2u);
+  const std::string ds = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>a<｜tool▁sep｜>{}<｜tool▁call▁end｜>";
+  const auto open = complete_tool_calls(ds + "<｜tool▁call▁begin｜>b<｜tool▁sep｜>{\"x", ToolCallFormat::DeepSeek);
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_EQ(open[0].name, "a");
+  EXPECT_EQ(complete_tool_calls(ds + "<｜tool▁calls▁end｜>", ToolCallFormat::DeepSeek).size(), 1u);
+  EXPECT_TRUE(complete_tool_calls("{\"name\": \"a\", \"parameters\": {}}", ToolCallFormat::Llama3).empty());
+}
+
+TEST(ToolCalls, GrammarAfterAnOpenThinkBlock) {
+  const std::string src = read_template("llama-cpp-deepseek-r1");
+  auto g = tool_call_grammar(ToolCallFormat::DeepSeek, src, kTools, "search", false, true);
+  ASSERT_TRUE(g.has_value()) << g.error().message();
+  const std::string call = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>search\n```json\n{\"query\": "
+                           "\"x\"}\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+  EXPECT_TRUE(grammar_takes(*g, "I should search a < b.\n</think>\n\n" + call));
+  EXPECT_TRUE(grammar_takes(*g, "</think>" + call));
+  EXPECT_FALSE(grammar_takes(*g, call));  // the think block must end first
+}
+
+TEST(ToolCalls, GrammarErrorsNameTheProblem) {
+  const std::string src = read_template("Qwen-Qwen3-0.6B");
+  auto missing = tool_call_grammar(ToolCallFormat::Hermes, src, kTools, "get_time", false);
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(missing.error().message().find("get_time"), std::string::npos);
+  auto bad = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::json::parse(R"([{"type": "function"}])"), "", false);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("tools[0]"), std::string::npos);
+  auto schema = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::json::parse(
+      R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}])"), "", false);
+  ASSERT_FALSE(schema.has_value());
+  EXPECT_NE(schema.error().message().find("'not'"), std::string::npos) << schema.error().message();
+  EXPECT_FALSE(tool_call_grammar(ToolCallFormat::None, "", kTools, "", false).has_value());
+  // No parameters: any object.
+  auto none = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::json::parse(
+      R"([{"type": "function", "function": {"name": "now"}}])"), "", false);
+  ASSERT_TRUE(none.has_value());
+  EXPECT_TRUE(grammar_takes(*none, "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>"));
 }
 
 }  // namespace
