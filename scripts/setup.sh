@@ -18,9 +18,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # jsonschema: tests/py/test_grammar.py validates constrained output; openai, schemathesis: tandem serve's
-# tests (tests/py/test_serve*.py)
-py=(gguf numpy pytest jsonschema openai schemathesis)
-if ! python3 -c "import gguf, numpy, pytest, jsonschema, openai, schemathesis" 2>/dev/null; then
+# tests (tests/py/test_serve*.py); prometheus-client: its parser reads /metrics (tests/py/test_monitor.py)
+py=(gguf numpy pytest jsonschema openai schemathesis prometheus-client)
+if ! python3 -c "import gguf, numpy, pytest, jsonschema, openai, schemathesis, prometheus_client" 2>/dev/null; then
   echo "setup: pip install ${py[*]}" >&2
   python3 -m pip install -q "${py[@]}"
 fi

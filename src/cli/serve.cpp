@@ -35,13 +35,14 @@ int serve_main(int argc, char** argv) {
   server::ServerOptions so;
   std::string api_key_file, log_level = "info", reasoning_format = "deepseek";
   int64_t reasoning_budget = -1;
-  bool verbose = false, cont_batching = true, jinja = true, metrics = false, kv_unified = true;
+  bool verbose = false, cont_batching = true, jinja = true, kv_unified = true;
   int64_t parallel = 4, port = 8080, timeout = 600, max_queue = 64, cache_reuse = 0, keep = 0;
   ArgParser args("serve", "tandem serve -m MODEL [--host H] [--port P] [-c CTX] [-np N] [flags]",
                  "An OpenAI- and llama-server-compatible HTTP server with continuous batching: -np slots share\n"
                  "every forward pass, and each slot reuses the cached prefix of its last prompt. Endpoints:\n"
                  "POST /v1/chat/completions /v1/completions /completion /tokenize /detokenize /apply-template;\n"
-                 "GET /health /v1/models /props /slots /openapi.json. llama-server's command lines work as they are.\n"
+                 "GET /health /v1/models /props /slots /openapi.json /metrics /monitor/stats; pages: / (chat),\n"
+                 "/monitor (live figures). llama-server's command lines work as they are.\n"
                  "--batch-invariant is on by default here: a greedy reply does not depend on its batch neighbours.");
   // Issue 11 item 4: a request's greedy output must not depend on its batch neighbours, so the server
   // runs the batch-invariant kernels unless told otherwise (--batch-invariant off).
@@ -96,8 +97,9 @@ int serve_main(int argc, char** argv) {
   args.string("--log-level", "LEVEL", "debug (a line per request and per step, with timings), info (default),\n"
               "warn or error", &log_level);
   args.flag("-v,--verbose", "the same as --log-level debug", &verbose);
-  args.flag("--metrics", "llama-server's Prometheus endpoint: not available yet (refused rather than ignored)",
-            &metrics);
+  args.flag("--metrics", "serve GET /metrics (Prometheus text: tandem_* and llama-server's llamacpp:* names);\n"
+            "without it /metrics answers 501, as llama-server does. /monitor and /monitor/stats are always on",
+            &so.metrics_endpoint);
   args.toggle("--slots", "--no-slots", "serve GET /slots (default on)", &so.slots_endpoint);
   args.integer("-to,--timeout", "S", "HTTP read/write timeout in seconds: a client silent this long is dropped\n"
                "(default 600)", &timeout, 1, 86400);
@@ -115,7 +117,6 @@ int serve_main(int argc, char** argv) {
   add_sampling_flags(args, sf);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (!cont_batching) return fail(unsupported("serve: -nocb: continuous batching is always on in Tandem"));
-  if (metrics) return fail(unsupported("serve: --metrics (the Prometheus endpoint) is not available yet"));
   if (log_level != "debug" && log_level != "info" && log_level != "warn" && log_level != "error")
     return fail(invalid_argument("--log-level '%s': use debug, info, warn or error", log_level.c_str()));
   if (reasoning_format != "none" && reasoning_format != "deepseek")

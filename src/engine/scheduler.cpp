@@ -76,7 +76,11 @@ Status Scheduler::check_prompt(size_t n) const {
 bool Scheduler::submit(std::shared_ptr<GenerationTask> task) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (int64_t(queue_.size()) >= options_.max_queue) return false;
+    if (int64_t(queue_.size()) >= options_.max_queue) {
+      ++n_rejected_;
+      return false;
+    }
+    task->t_submit_ms = now_ms();
     queue_.push_back(std::move(task));
   }
   wake_.notify_one();
@@ -91,6 +95,18 @@ std::vector<SlotInfo> Scheduler::slots() const {
 size_t Scheduler::n_queued() const {
   std::lock_guard<std::mutex> lock(mu_);
   return queue_.size();
+}
+
+SchedulerStats Scheduler::stats() const {
+  uint64_t n_rejected = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    n_rejected = n_rejected_;
+  }
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  SchedulerStats s = published_stats_;
+  s.n_rejected = n_rejected;
+  return s;
 }
 
 void Scheduler::loop() {
@@ -127,6 +143,7 @@ void Scheduler::admit() {
   for (auto it = queue_.begin(); it != queue_.end();) {
     auto& task = *it;
     if (task->cancelled.load()) {
+      ++stats_.n_requests_finished[int(FinishReason::Cancelled)];
       task->on_done(FinishReason::Cancelled, {}, Status::ok());
       it = queue_.erase(it);
       continue;
@@ -168,6 +185,7 @@ void Scheduler::start(Slot& slot, std::shared_ptr<GenerationTask> task) {
   slot.cells.resize(keep);
   slot.n_prefilled = keep;
   slot.stats.n_cached = int64_t(keep);
+  stats_.n_prompt_cached += keep;
   slot.task = std::move(task);
   slot.state = State::Prefill;
 }
@@ -206,6 +224,17 @@ Status Scheduler::step() {
                     s->task->prompt.begin() + long(s->n_prefilled + n));
     s->n_prefilled += n;
   }
+  const double t_step_s = (now_ms() - t0) / 1e3;
+  const int64_t n_prompt = batch.size() - n_decode;
+  ++stats_.n_steps;
+  stats_.n_passes += uint64_t((batch.size() + ctx_.options().n_ubatch - 1) / ctx_.options().n_ubatch);
+  stats_.n_prompt_tokens += uint64_t(n_prompt);
+  (n_prompt > 0 ? stats_.t_prompt_s : stats_.t_generate_s) += t_step_s;
+  for (const Slot& s : slots_)
+    if (s.task) {
+      ++stats_.n_busy_slot_steps;
+      stats_.n_tokens_max = std::max<uint64_t>(stats_.n_tokens_max, s.cells.size());
+    }
   for (size_t r = 0; r < rows.size(); ++r) sample(*rows[r], ctx_.logits(int64_t(r)));
   if (options_.log_steps)
     std::fprintf(stderr, "step: %lld decode + %lld prompt tokens, %.2f ms, %zu slots busy\n", (long long)n_decode,
@@ -220,6 +249,7 @@ void Scheduler::sample(Slot& slot, std::span<const float> logits) {
     slot.state = State::Generate;
     slot.t_first_ms = now_ms();
     slot.stats.t_prompt_ms = slot.t_first_ms - slot.t_start_ms;
+    stats_.ttft_s.observe((slot.t_first_ms - task.t_submit_ms) / 1e3);
   }
   GeneratedToken out{slot.sampler->sample(logits)};
   slot.sampler->accept(out.id);
@@ -232,6 +262,7 @@ void Scheduler::sample(Slot& slot, std::span<const float> logits) {
     for (const auto& t : top) out.top.push_back({t.id, float(double(logits[size_t(t.id)]) - lse)});
   }
   ++slot.stats.n_generated;
+  ++stats_.n_generated;
   if (task.on_token && !task.on_token(out)) return finish(slot, FinishReason::Stop);
   if (task.n_predict >= 0 && slot.stats.n_generated >= task.n_predict) return finish(slot, FinishReason::Length);
   // The token is decoded next step at position cells.size(): the slot must have a cell for it.
@@ -246,6 +277,13 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const Status& status) {
   slot.state = State::Idle;
   slot.next_token = -1;
   slot.t_first_ms = 0;
+  if (task) {
+    ++stats_.n_requests_finished[int(reason)];
+    stats_.latency_s.observe((now_ms() - task->t_submit_ms) / 1e3);
+    // Published before on_done, so a client that has its reply finds it counted.
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    published_stats_ = stats_;
+  }
   // A prompt cut short (cancelled while prefilling) leaves only the tokens already in the cells.
   if (task && task->on_done) task->on_done(reason, slot.stats, status);
 }
@@ -256,6 +294,8 @@ void Scheduler::publish() {
     const Slot& s = slots_[i];
     info_[i] = {s.id, s.task != nullptr, int64_t(s.cells.size()), s.stats.n_prompt, s.stats.n_generated};
   }
+  std::lock_guard<std::mutex> stats_lock(stats_mu_);
+  published_stats_ = stats_;
 }
 
 }  // namespace tandem

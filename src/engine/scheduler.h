@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/context.h"
+#include "engine/stats.h"
 #include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
@@ -61,6 +62,7 @@ struct GenerationTask {
   std::function<void(FinishReason, const GenerationStats&, const Status&)> on_done;
   // Set by any thread; the scheduler ends the task (Cancelled) and frees its slot at the next step.
   std::atomic<bool> cancelled{false};
+  double t_submit_ms = 0;  // set by Scheduler::submit (time-to-first-token and latency start there)
 };
 
 struct SchedulerOptions {
@@ -94,6 +96,8 @@ class Scheduler {
 
   std::vector<SlotInfo> slots() const;
   size_t n_queued() const;
+  // Counters since start-up (a copy, as of the last step), for monitoring.
+  SchedulerStats stats() const;
   const SchedulerOptions& options() const { return options_; }
 
  private:
@@ -123,11 +127,16 @@ class Scheduler {
   SchedulerOptions options_;
   std::shared_ptr<const sampling::GrammarVocab> grammar_vocab_;
   std::vector<Slot> slots_;  // touched by the scheduler thread only
+  SchedulerStats stats_;     // likewise; publish() copies it into published_stats_
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<GenerationTask>> queue_;
   std::vector<SlotInfo> info_;
+  uint64_t n_rejected_ = 0;
+  // Its own lock: finish() publishes before on_done, and start() may call finish() under mu_.
+  mutable std::mutex stats_mu_;
+  SchedulerStats published_stats_;
   bool stopping_ = false;
   std::thread thread_;
 };

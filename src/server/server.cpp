@@ -17,7 +17,9 @@
 #include "chat/value.h"
 #include "sampling/grammar.h"
 #include "server/generation.h"
+#include "server/monitor.h"
 #include "server/openapi.h"
+#include "server/web_assets.h"
 
 namespace tandem::server {
 namespace {
@@ -180,6 +182,7 @@ struct Server::State {
   std::atomic<bool> ready{false};
   std::unique_ptr<Engine> engine;
   std::unique_ptr<Scheduler> scheduler;
+  std::unique_ptr<Monitor> monitor;  // reads the scheduler: destroyed before it
   std::optional<chat::Template> tmpl;
   std::string template_source, template_origin, bos, eos, model_name, model_path;
   chat::ToolCallFormat tool_format = chat::ToolCallFormat::None;
@@ -233,7 +236,10 @@ Server::Server(ServerOptions options) : options_(std::move(options)), state_(std
   ho.before_route = [this](const HttpRequest& req, HttpResponse& res) {
     if (options_.log_debug) std::fprintf(stderr, "request: %s %s (%zu bytes)\n", req.method.c_str(), req.path.c_str(),
                                          req.body.size());
-    if (options_.api_keys.empty() || req.path == "/health" || req.path == "/v1/health") return false;
+    // The pages are public (they ask for the key themselves); what they fetch is not.
+    if (options_.api_keys.empty() || req.path == "/health" || req.path == "/v1/health" ||
+        (req.method == "GET" && find_web_asset(req.path)))
+      return false;
     std::string key = req.header("x-api-key");
     const std::string auth = req.header("authorization");
     if (auth.rfind("Bearer ", 0) == 0) key = auth.substr(7);
@@ -249,6 +255,7 @@ Server::Server(ServerOptions options) : options_(std::move(options)), state_(std
 Server::~Server() {
   stop();
   if (state_->http_thread.joinable()) state_->http_thread.join();
+  state_->monitor.reset();
   state_->scheduler.reset();  // before the engine it drives
 }
 
@@ -317,6 +324,7 @@ Status Server::attach(std::unique_ptr<Engine> engine) {
   so.log_steps = options_.log_debug;
   st.grammar_vocab = sampling::GrammarVocab::from_tokenizer(tok);
   st.scheduler = std::make_unique<Scheduler>(*st.engine->context, tok.vocab(), so, st.grammar_vocab);
+  st.monitor = std::make_unique<Monitor>(*st.engine, *st.scheduler, st.model_name);
   st.ready = true;
   return Status::ok();
 }
@@ -696,6 +704,23 @@ void Server::add_routes() {
       reply_error(res, 501, "embeddings are not supported by this server (generation models only)");
     });
   http_->route("GET", "/openapi.json", [](const HttpRequest&, HttpResponse& res) { res.body = openapi_json(); });
+  http_->route("GET", "/metrics", [&st, &o, not_ready](const HttpRequest&, HttpResponse& res) {
+    // llama-server's answer without --metrics (tools/server/server-context.cpp, get_metrics).
+    if (!o.metrics_endpoint)
+      return reply_error(res, 501, "This server does not support metrics endpoint. Start it with `--metrics`");
+    if (not_ready(res)) return;
+    res.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    res.body = prometheus_text(st.monitor->snapshot());
+  });
+  http_->route("GET", "/monitor/stats", [&st, not_ready](const HttpRequest&, HttpResponse& res) {
+    if (not_ready(res)) return;
+    reply(res, monitor_json(st.monitor->snapshot()));
+  });
+  for (const WebAsset& a : web_assets())
+    http_->route("GET", a.url_path, [a](const HttpRequest&, HttpResponse& res) {
+      res.content_type = std::string(a.content_type);
+      res.body = std::string(a.body);
+    });
 }
 
 }  // namespace tandem::server

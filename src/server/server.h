@@ -32,6 +32,7 @@ struct ServerOptions {
   size_t max_body_bytes = 8u << 20;
   bool log_debug = false;
   bool slots_endpoint = true;
+  bool metrics_endpoint = false;      // --metrics: GET /metrics (without it 501, as llama-server answers)
 };
 
 class Server {

@@ -12,7 +12,7 @@ def test_generated_requests_get_no_server_error(gemma_path, tmp_path):
     exe = shutil.which("schemathesis") or shutil.which("st")
     if not exe:
         pytest.skip("schemathesis is not installed (scripts/setup.sh installs it)")
-    s = Server(gemma_path, "-c", "512", "-np", "2", "-n", "4", "--temp", "0")
+    s = Server(gemma_path, "-c", "512", "-np", "2", "-n", "4", "--temp", "0", "--metrics")
     try:
         r = subprocess.run([exe, "run", f"{s.url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "8",
                             "--request-timeout", "60", "--phases", "coverage,fuzzing", "--seed", "1"],
