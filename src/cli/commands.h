@@ -19,6 +19,7 @@ int perplexity_main(int argc, char** argv);
 int plan_main(int argc, char** argv);
 int probe_main(int argc, char** argv);
 int serve_main(int argc, char** argv);
+int top_main(int argc, char** argv);
 
 // Prints "error: <message>" and returns 1.
 int fail(const Status& status);

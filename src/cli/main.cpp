@@ -17,6 +17,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"run", tandem::cli::run_main, "generate text from a prompt, or chat interactively"},
     {"serve", tandem::cli::serve_main, "OpenAI- and llama-server-compatible HTTP server with continuous batching"},
+    {"top", tandem::cli::top_main, "a running server's live figures in the terminal (tokens/s, bandwidth, load)"},
     {"bench", tandem::cli::bench_main, "prompt-processing and generation speed, like llama-bench"},
     {"quantize", tandem::cli::quantize_main, "convert a model to another weight type or llama.cpp mix (Q4_K_M, ...)"},
     {"info", tandem::cli::info_main, "metadata, hyperparameters and tensor table of a GGUF model"},

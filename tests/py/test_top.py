@@ -1,0 +1,67 @@
+"""tandem top against a live tandem serve (Gemma 3 270M): --once prints the figures for scripts, and the
+refreshing screen, run in a detached tmux pane (its own tmux server), shows them changing as requests
+finish; bad addresses are errors."""
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import TANDEM, run_tandem
+from serve_util import Server
+
+
+@pytest.fixture(scope="module")
+def server(gemma_path):
+    s = Server(gemma_path, "-c", "512", "-np", "2", "-n", "8", "--temp", "0")
+    yield s
+    assert s.stop() == 0, "".join(s.log)
+
+
+def test_once_prints_the_figures_without_escape_codes(server):
+    r = run_tandem("top", "--url", server.url, "--once", check=True)
+    for label in ("tokens/s", "bandwidth", "GPU", "CPU", "requests", "KV cache", "experts", "dev CPU"):
+        assert label in r.stdout, r.stdout
+    assert "\x1b" not in r.stdout and "of 512 cells" in r.stdout and "gemma-3-270m" in r.stdout
+    # It waited for the server's first sample period: CPU shares and the measured limit are there.
+    assert "busy" in r.stdout and "GB/s of" in r.stdout, r.stdout
+
+
+def test_bad_addresses_are_errors():
+    for url, words in [("http://127.0.0.1:1", "cannot reach"), ("127.0.0.1:8080", "http://HOST:PORT"),
+                       ("http://127.0.0.1:8080/v1", "without a path")]:
+        r = run_tandem("top", "--url", url, "--once")
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and words in r.stderr, r.stderr
+
+
+def test_screen_under_tmux_follows_requests(server):
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed (scripts/setup.sh installs it)")
+    sock = f"tandem-top-{uuid.uuid4().hex[:8]}"  # a tmux server of its own: no other session is touched
+    tmux = ["tmux", "-L", sock]
+    subprocess.run(tmux + ["new-session", "-d", "-x", "120", "-y", "40",
+                           f"{TANDEM} top --url {server.url} --interval 200"], check=True, env={**os.environ, "TERM": "xterm"})
+    try:
+        def pane():
+            return subprocess.run(tmux + ["capture-pane", "-p"], capture_output=True, text=True, check=True).stdout
+
+        def wait_for(words, timeout=30):
+            deadline = time.time() + timeout
+            while time.time() < deadline:
+                text = pane()
+                if all(w in text for w in words):
+                    return text
+                time.sleep(0.2)
+            raise AssertionError(f"{words} not on the screen:\n{text}")
+
+        status, stats = server.request("GET", "/monitor/stats")
+        finished = stats["requests"]["finished_total"]
+        text = wait_for(["tandem top", "tokens/s", "KV cache", f"{finished} finished"])
+        assert "no GPU" in text or "GPU0" in text
+        for i in range(2):
+            assert server.request("POST", "/completion", {"prompt": f"Hello {i}", "n_predict": 4})[0] == 200
+        wait_for([f"{finished + 2} finished"])
+    finally:
+        subprocess.run(tmux + ["kill-server"], capture_output=True)
