@@ -120,10 +120,11 @@ std::string prometheus_text(const MonitorSnapshot& s) {
            "Weight bytes read per second while decoding (over the steps' own time in the last sample period)");
   for (const auto& d : s.devices) e.sample("tandem_weight_read_bytes_per_second", d.read_bytes_per_s, {{"device", d.name}});
   e.family("tandem_memory_read_limit_bytes_per_second", "gauge",
-           "Memory read bandwidth measured on this machine at start of monitoring (every thread streaming)");
+           "Memory read bandwidth of the device: tandem probe's cached figure, or measured when monitoring began");
   for (const auto& d : s.devices)
     if (d.read_limit_bytes_per_s > 0)
-      e.sample("tandem_memory_read_limit_bytes_per_second", d.read_limit_bytes_per_s, {{"device", d.name}});
+      e.sample("tandem_memory_read_limit_bytes_per_second", d.read_limit_bytes_per_s,
+               {{"device", d.name}, {"source", d.read_limit_source}});
   e.family("tandem_link_bytes_total", "counter", "Bytes copied over a device's host link, by direction");
   for (const auto& d : s.devices)
     if (d.has_link) {

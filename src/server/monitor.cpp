@@ -8,6 +8,7 @@
 
 #include "core/memory.h"
 #include "placement/predict.h"
+#include "placement/probe.h"
 
 namespace tandem::server {
 namespace {
@@ -44,10 +45,12 @@ Monitor::Monitor(Engine& engine, const Scheduler& scheduler, std::string model_n
   if (!plan.devices.empty()) {
     const auto& hp = engine_.model->hparams();
     placement::Speeds speeds;
-    speeds.bytes_per_s.assign(plan.devices.size(), 1.0);  // the seconds are not used
+    speeds.devices.assign(plan.devices.size(), placement::DeviceSpeed{.bytes_per_s = 1.0});  // seconds unused
     const std::vector<size_t> no_kv(plan.layer_device.size(), 0);
-    const auto p = placement::predict_decode(plan, engine_.model->tensor_infos(),
-                                             {hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used}, no_kv, 0, speeds);
+    placement::ModelShape shape;
+    shape.n_embd = hp.n_embd, shape.n_vocab = hp.n_vocab, shape.n_expert = hp.n_expert;
+    shape.n_expert_used = hp.n_expert_used;
+    const auto p = placement::predict_decode(plan, engine_.model->tensor_infos(), shape, no_kv, 0, speeds);
     for (size_t d = 0; d < plan.devices.size(); ++d)
       for (size_t i = 0; i < names.size(); ++i)
         if (plan.devices[d].name == names[i]) weight_bytes_per_pass_[i] = p.read_bytes[d];
@@ -108,6 +111,7 @@ MonitorSnapshot Monitor::snapshot() {
   s.prompt_per_s = prompt_per_s_;
   for (size_t i = 0; i < s.devices.size(); ++i) s.devices[i].read_bytes_per_s = read_bytes_per_s_[i];
   s.devices[0].read_limit_bytes_per_s = ram_limit_bytes_per_s_;
+  s.devices[0].read_limit_source = ram_limit_source_;
   s.cpu_known = cpu_known_;
   s.cpu = cpu_;
   s.nvml = nvml_ != nullptr;
@@ -116,10 +120,20 @@ MonitorSnapshot Monitor::snapshot() {
 }
 
 void Monitor::loop() {
-  const double ram = placement::measure_read_bandwidth();
+  // The limit: tandem probe's figure when its cache is of this machine, else measured now with the
+  // engine's threads (what decode can use), as --fit does (placement/probe.h).
+  std::string source = "probe";
+  double ram = 0;
+  if (auto probe = placement::load_probe(placement::probe_cache_path()); probe && *probe) {
+    ram = (*probe)->read_bytes_per_s();
+  } else {
+    source = "measured";
+    ram = placement::this_cpu_speed(engine_.threads).bytes_per_s;
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     ram_limit_bytes_per_s_ = ram;
+    ram_limit_source_ = source;
   }
   SchedulerStats prev = scheduler_.stats();
   double t_prev = now_s();
@@ -188,7 +202,8 @@ json monitor_json(const MonitorSnapshot& s) {
     json j = {{"name", d.name}, {"memory_used_bytes", d.memory_used_bytes}, {"memory_free_bytes", d.memory_free_bytes},
               {"weight_bytes_per_pass", d.weight_bytes_per_pass}, {"read_bytes_per_s", d.read_bytes_per_s},
               {"read_limit_bytes_per_s", d.read_limit_bytes_per_s > 0 ? json(d.read_limit_bytes_per_s) : json(nullptr)},
-              {"read_ratio", ratio(d.read_bytes_per_s, d.read_limit_bytes_per_s)}};
+              {"read_ratio", ratio(d.read_bytes_per_s, d.read_limit_bytes_per_s)},
+              {"read_limit_source", d.read_limit_bytes_per_s > 0 ? json(d.read_limit_source) : json(nullptr)}};
     if (d.has_link) j["link"] = {{"to_device_bytes", d.link_to_device_bytes}, {"to_host_bytes", d.link_to_host_bytes}};
     devices.push_back(std::move(j));
   }

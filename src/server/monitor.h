@@ -35,7 +35,8 @@ struct DeviceFigures {
   uint64_t weight_bytes_per_pass = 0;
   uint64_t weight_read_bytes = 0;       // since start-up: weight_bytes_per_pass x forward passes
   double read_bytes_per_s = 0;          // over the last sample period
-  double read_limit_bytes_per_s = 0;    // 0: unknown (measured for the CPU only)
+  double read_limit_bytes_per_s = 0;    // 0: unknown (the CPU's only, once sampling has begun)
+  std::string read_limit_source;        // "probe" (tandem probe's cached figure) or "measured" (at start)
   bool has_link = false;                // sim devices: copies over their modelled host link
   uint64_t link_to_device_bytes = 0, link_to_host_bytes = 0;
 };
@@ -60,8 +61,9 @@ struct MonitorSnapshot {
 
 class Monitor {
  public:
-  // engine and scheduler must outlive the monitor. The sampling thread measures the RAM read bandwidth
-  // first (placement::measure_read_bandwidth, about a quarter of a second), then samples every period_s.
+  // engine and scheduler must outlive the monitor. The sampling thread first takes the RAM read
+  // bandwidth (tandem probe's cached figure, else measured: a tenth of a second), then samples every
+  // period_s.
   Monitor(Engine& engine, const Scheduler& scheduler, std::string model_name, double period_s = 1.0);
   ~Monitor();
   // Counters as of now; rates, CPU and GPU figures from the last sample period. The first call starts
@@ -84,6 +86,7 @@ class Monitor {
   std::once_flag started_;
   bool stop_ = false;
   double sampled_period_s_ = 0, generated_per_s_ = 0, prompt_per_s_ = 0, ram_limit_bytes_per_s_ = 0;
+  std::string ram_limit_source_;
   std::vector<double> read_bytes_per_s_;
   bool cpu_known_ = false;
   monitor::CpuShares cpu_;
