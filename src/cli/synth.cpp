@@ -63,6 +63,9 @@ int synth_main(int argc, char** argv) {
               &split_size);
   args.integer("--split-max-tensors", "N", "split output into parts of at most N tensors", &split_tensors, 1,
                INT64_MAX);
+  bool header_only = false;
+  args.flag("--header-only", "write the metadata and tensor table only: a description of the model for tandem\n"
+            "plan (which needs no weights), at any size", &header_only);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (preset_name.empty()) return fail(invalid_argument("synth: --preset is required (%s)", model::synth_preset_names().c_str()));
   if (output.empty()) return fail(invalid_argument("synth: -o OUT is required"));
@@ -85,6 +88,7 @@ int synth_main(int argc, char** argv) {
   o.seed = uint64_t(seed);
   o.n_threads = int(n_threads);
   o.split_max_tensors = uint64_t(split_tensors);
+  o.header_only = header_only;
   if (!split_size.empty()) {
     auto bytes = parse_size(split_size);
     if (!bytes) return fail(invalid_argument("synth: --split-max-size: %s", bytes.error().message().c_str()));
@@ -102,7 +106,8 @@ int synth_main(int argc, char** argv) {
   if (!summary) return fail(summary.error());
   std::printf("wrote %s", summary->paths[0].c_str());
   if (summary->paths.size() > 1) std::printf(" (+%zu more parts)", summary->paths.size() - 1);
-  std::printf("\n  %.3f B parameters, vocab %lld, %s of tensor data, %.2f bits per weight\n",
+  std::printf("%s\n  %.3f B parameters, vocab %lld, %s of tensor data, %.2f bits per weight\n",
+              header_only ? " (header only: the tensor table, no data)" : "",
               double(summary->n_params) / 1e9, (long long)summary->n_vocab, human_bytes(summary->n_bytes).c_str(),
               summary->n_params ? 8.0 * double(summary->n_bytes) / double(summary->n_params) : 0.0);
   for (const auto& [t, bytes] : summary->bytes_by_type)

@@ -389,6 +389,7 @@ Result<SynthSummary> write_synth_model(const SynthOptions& o) {
   summary.bytes_by_type.assign(by_type.begin(), by_type.end());
   TANDEM_TRY(writer.open(o.output_path));
   summary.paths = writer.part_paths();
+  if (o.header_only) return summary;  // the writer closes the file at its header's end
 
   ProgressBar bar("synth ", summary.n_bytes, true, o.progress);
   const std::vector<float> rope_factors = p.llama3_rope_factor > 0 ? llama3_rope_factors(p) : std::vector<float>();

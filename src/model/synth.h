@@ -56,6 +56,9 @@ struct SynthOptions {
   uint64_t split_max_bytes = 0;
   uint64_t split_max_tensors = 0;
   bool progress = true;
+  // Stop after the tensor table: a description of the model (what tandem plan reads) without its
+  // data, at any size (a 671B model's is a few MB).
+  bool header_only = false;
 };
 
 struct SynthSummary {

@@ -208,3 +208,15 @@ def test_not_a_gguf_file(tmp_path):
     bad.write_bytes(b"not a model at all")
     proc = plan("-m", bad)
     assert proc.returncode == 1 and "not a GGUF file" in proc.stderr
+
+
+def test_synth_describes_deepseek_at_any_mix_for_the_planner(tmp_path):
+    out = tmp_path / "DeepSeek-V3-Q2_K.gguf"
+    proc = run_tandem("synth", "--preset", "DeepSeek-V3", "--type", "Q2_K", "--header-only", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "header only" in proc.stdout and out.stat().st_size < 16 << 20  # the table, not 244 GB of weights
+    j = json.loads(plan("-m", out, "--vram", "24G", "--ram", "256G", "--json").stdout)
+    assert 235e9 < sum(d["weight_bytes"] for d in j["devices"]) < 250e9  # 671B at Q2_K's ~2.9 bits per weight
+    assert j["fits_in_ram"] and j["n_gpu_layers"] == 62
+    run = run_tandem("run", "-m", out, "-p", "hi", "-n", "1", "--no-warmup", "-c", "64")
+    assert run.returncode == 1 and ("truncated" in run.stderr or "header-only" in run.stderr)
