@@ -75,6 +75,14 @@ int plan_main(int argc, char** argv) {
   args.integer("-p,--n-prompt", "N", "prompt tokens of the prefill prediction (default 512: pp512)", &n_prompt, 1, 1 << 24);
   args.string("--vram", "SIZE", "memory of each GPU (e.g. 24G; default 0: no GPU)", &vram);
   args.integer("--gpus", "N", "number of such GPUs (default 1 when --vram is given)", &gpus, 0, 64);
+  std::vector<uint64_t> sims;
+  args.custom("--sim-device", "SIZE", "plan for a sim device of this size too, as run's --sim-device (repeatable):\n"
+              "the CPU's kernels and memory behind a PCIe 4.0 x16-like link", [&](std::string_view v) {
+                TANDEM_ASSIGN(const uint64_t bytes, parse_size(v));
+                if (bytes < (uint64_t(1) << 20)) return invalid_argument("'%.*s': a device needs at least 1M", int(v.size()), v.data());
+                sims.push_back(bytes);
+                return Status::ok();
+              });
   args.string("--ram", "SIZE", "RAM the model may use (default: what this machine has available)", &ram);
   args.custom("--ram-bw", "GB/s", "the CPU's memory read bandwidth (default: tandem probe's, or measured now)",
               [&](std::string_view v) { return parse_rate(v, &ram_bw); });
@@ -167,11 +175,13 @@ int plan_main(int argc, char** argv) {
   if (ram_bw > 0 || cpu_gflops > 0) speeds_from += std::string(speeds_from.empty() ? "" : "; ") + "flags";
   st.speeds.devices.push_back(cpu);
   for (int64_t g = 0; g < gpus; ++g) st.speeds.devices.push_back({vram_bw * 1e9, {}, {}, gpu_tflops * 1e12});
+  for (size_t i = 0; i < sims.size(); ++i) st.speeds.devices.push_back(cpu);
   st.speeds.link_bytes_per_s = link_bw * 1e9;
   if (disk_bw == 0) disk_bw = probe.disk ? probe.disk->random_bytes_per_s / 1e9 : 3;
 
   std::vector<placement::DeviceInfo> devices = {{"CPU", ram_bytes}};
   for (int64_t g = 0; g < gpus; ++g) devices.push_back({"CUDA" + std::to_string(g), *vram_bytes});
+  for (size_t i = 0; i < sims.size(); ++i) devices.push_back({"SIM" + std::to_string(i), sims[i]});
   placement::FitRequest fr;
   fr.tensors = tensors;
   fr.n_layer = int(hp.n_layer);
@@ -186,8 +196,8 @@ int plan_main(int argc, char** argv) {
   fr.experts_given = !ef.placement.overrides.empty() || ef.placement.cpu_moe || ef.placement.n_cpu_moe > 0;
   fr.ctx_given = ctx_given;
   fr.min_ctx = std::min(fit_ctx, ctx);
-  for (size_t g = 0; g < size_t(gpus); ++g)
-    if (!fit_target.empty()) fr.margin_bytes.push_back(fit_target[std::min(g, fit_target.size() - 1)]);
+  for (size_t d = 1; d < devices.size(); ++d)
+    if (!fit_target.empty()) fr.margin_bytes.push_back(fit_target[std::min(d - 1, fit_target.size() - 1)]);
   fr.shape = st.shape;
   fr.speeds = st.speeds;
   auto fitted = placement::fit(fr);
@@ -316,7 +326,7 @@ int plan_main(int argc, char** argv) {
   for (size_t d = 0; d < plan.devices.size(); ++d)
     std::printf("           %-7s reads %s per token: %.1f ms (%s)\n", plan.devices[d].name.c_str(),
                 human_bytes(tg.read_bytes[d]).c_str(), tg.seconds[d] * 1e3, tg.bound[d].c_str());
-  if (gpus) std::printf("           link    %.2f ms per token\n", tg.link_seconds * 1e3);
+  if (devices.size() > 1) std::printf("           link    %.2f ms per token\n", tg.link_seconds * 1e3);
   if (ram_overflow) {
     std::printf("\nwarning: the CPU's share (%s of weights + %s of KV cache) exceeds the RAM (%s): the mapped weights "
                 "are read from disk again every token, far below this prediction. Alternatives:\n",

@@ -182,6 +182,17 @@ def test_a_real_small_model_on_this_machine(gemma_path):
     assert "-ngl 0" in proc.stdout  # no GPU given: nothing to offload
 
 
+def test_plan_and_run_reserve_the_same_room_on_a_device(gemma_path):
+    # Weights, KV cache, a micro-batch's activations and the logits rows on the output layer's device:
+    # plan refuses -ngl all on a device too small with the same figure run does.
+    args = ["-m", gemma_path, "--sim-device", "250M", "-ngl", "all", "-c", "256"]
+    planned = plan(*args)
+    ran = run_tandem("run", *args, "-p", "hi", "-n", "1", "--no-warmup")
+    assert planned.returncode == ran.returncode == 1, planned.stderr + ran.stderr
+    need = ran.stderr.split("SIM0 needs ")[1].split(" but")[0]
+    assert "logits" not in need and f"SIM0 needs {need} but has 250.0 MiB" in planned.stderr, planned.stderr
+
+
 def test_a_header_only_file_is_refused_by_run(v3):
     proc = run_tandem("run", "-m", v3, "-p", "hi", "-n", "1", "--no-warmup", "-c", "64")
     assert proc.returncode == 1

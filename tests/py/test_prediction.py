@@ -13,13 +13,15 @@ from conftest import run_tandem
 BOUND = 3.0
 
 
-def test_plan_predicts_bench_on_this_cpu(gemma_path, tmp_path, monkeypatch):
+@pytest.mark.parametrize("devices", [[], ["--sim-device", "1G", "-ngl", "all"]], ids=["cpu", "cpu+sim"])
+def test_plan_predicts_bench_on_this_cpu(gemma_path, tmp_path, monkeypatch, devices):
     monkeypatch.setenv("TANDEM_PROBE_FILE", str(tmp_path / "probe.json"))
     run_tandem("probe", "--quick", check=True)
-    plan = run_tandem("plan", "-m", gemma_path, "-p", "128", "-ub", "128", "--json")
+    plan = run_tandem("plan", "-m", gemma_path, "-p", "128", "-ub", "128", *devices, "--json")
     assert plan.returncode == 0, plan.stderr
     predicted = json.loads(plan.stdout)
-    bench = run_tandem("bench", "-m", gemma_path, "-p", "128", "-n", "32", "-ub", "128", "-r", "3", "-o", "json")
+    bench = run_tandem("bench", "-m", gemma_path, "-p", "128", "-n", "32", "-ub", "128", "-r", "3", *devices,
+                       "-o", "json")
     assert bench.returncode == 0, bench.stderr
     rows = json.loads(bench.stdout)
     pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == 128)
