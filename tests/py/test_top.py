@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -65,3 +66,23 @@ def test_screen_under_tmux_follows_requests(server):
         wait_for([f"{finished + 2} finished"])
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
+
+
+def test_pages_are_public_and_figures_need_the_key(gemma_path):
+    """With --api-key the pages load (they ask for the key themselves); /monitor/stats and /metrics do not
+    answer without it, and tandem top sends it."""
+    s = Server(gemma_path, "-c", "256", "-np", "1", "--no-warmup", "--api-key", "sesame", "--metrics")
+    try:
+        for path, kind in [("/", "text/html"), ("/monitor", "text/html"), ("/chat.js", "text/javascript"),
+                           ("/style.css", "text/css")]:
+            with urllib.request.urlopen(s.url + path, timeout=10) as r:
+                assert r.status == 200 and r.headers["Content-Type"].startswith(kind), path
+        for path in ("/monitor/stats", "/metrics"):
+            assert s.request("GET", path)[0] == 401
+            assert s.request("GET", path, headers={"Authorization": "Bearer sesame"})[0] == 200
+        r = run_tandem("top", "--url", s.url, "--once")
+        assert r.returncode == 1 and "401" in r.stderr, r.stderr
+        r = run_tandem("top", "--url", s.url, "--once", "--api-key", "sesame", check=True)
+        assert "KV cache" in r.stdout
+    finally:
+        assert s.stop() == 0, "".join(s.log)
