@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 #include <set>
 #include <string>
 
@@ -143,7 +144,7 @@ int plan_main(int argc, char** argv) {
   if (!cached) return fail(cached.error());
   if (*cached) {
     probe = **cached;
-    speeds_from = "tandem probe of " + probe.date;
+    speeds_from = "tandem probe of " + probe.date + (probe.quick ? " (--quick)" : "");
   } else if (ram_bw == 0 || cpu_gflops == 0) {
     placement::ProbeOptions po;
     po.quick = true;
@@ -236,7 +237,7 @@ int plan_main(int argc, char** argv) {
         }
         if (t.alias_of.empty()) bytes += t.bytes;
       }
-      if (bytes >= total) continue;  // not smaller than the model as it is
+      if (bytes > total / 20 * 19) continue;  // not clearly smaller than the model as it is (its own mix)
       for (auto& t : retyped)  // a tied output follows token_embd's new size
         if (!t.alias_of.empty())
           for (const auto& u : retyped)
@@ -332,6 +333,15 @@ int plan_main(int argc, char** argv) {
                 "are read from disk again every token, far below this prediction. Alternatives:\n",
                 human_bytes(plan.weight_bytes[0]).c_str(), human_bytes(plan.kv_bytes[0]).c_str(),
                 human_bytes(ram_bytes).c_str());
+    const Alternative* smallest = nullptr;
+    for (const Alternative& a : alts)
+      if (a.kind == "quantization" && (!smallest || a.bytes < smallest->bytes)) smallest = &a;
+    if (!smallest)
+      std::printf("  quantization: no mix Tandem writes is clearly smaller than this model (%s)\n",
+                  human_bytes(std::accumulate(plan.weight_bytes.begin(), plan.weight_bytes.end(), uint64_t(0))).c_str());
+    else if (!smallest->fits)
+      std::printf("  quantization: none fits; the smallest, %s, is %s\n", smallest->name.c_str(),
+                  human_bytes(smallest->bytes).c_str());
     for (const Alternative& a : alts) {
       if (a.kind == "quantization")
         std::printf("  %-9s %-14s %10s  %-11s pp %8.1f  tg %7.2f tokens/s  %s\n", a.kind.c_str(), a.name.c_str(),

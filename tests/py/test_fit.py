@@ -55,3 +55,16 @@ def test_bench_fits_each_row(gemma_path):
 def test_bad_fit_values(gemma_path, args, message):
     proc = run_tandem("run", "-m", gemma_path, *PROMPT, *args)
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+
+
+def test_serve_fits_too(gemma_path):
+    from serve_util import Server
+    server = Server(gemma_path, "--fit", "--sim-device", "300M", "-c", "512", "-np", "2", "--no-warmup")
+    try:
+        fit = next(line for line in server.log if line.startswith("fit:"))
+        assert "-ngl " in fit and "-c 512" in fit, fit
+        status, reply = server.request("POST", "/completion", {"prompt": "The capital of Japan is", "n_predict": 4,
+                                                                "temperature": 0})
+        assert status == 200 and reply["content"], reply
+    finally:
+        server.stop()
