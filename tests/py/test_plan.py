@@ -230,6 +230,6 @@ def test_synth_describes_deepseek_at_any_mix_for_the_planner(tmp_path):
     assert 235e9 < sum(d["weight_bytes"] for d in j["devices"]) < 250e9  # 671B at Q2_K's ~2.9 bits per weight
     assert j["fits_in_ram"] and j["n_gpu_layers"] == 62
     small = plan("-m", out, "--vram", "24G", "--ram", "64G").stdout
-    assert "no mix Tandem writes is clearly smaller than this model (243.92 GB)" in small, small
+    assert "no mix Tandem writes is clearly smaller than this model (24" in small, small  # 24x GB
     run = run_tandem("run", "-m", out, "-p", "hi", "-n", "1", "--no-warmup", "-c", "64")
     assert run.returncode == 1 and ("truncated" in run.stderr or "header-only" in run.stderr)
