@@ -52,6 +52,7 @@ struct Alternative {
 
 int plan_main(int argc, char** argv) {
   std::string model_path, ctk = "f16", ctv = "f16", vram = "0", ram;
+  int64_t n_parallel = 1;
   int64_t ctx = 4096, ubatch = 512, gpus = -1, depth = 0, n_prompt = 512, fit_ctx = 4096;
   double ram_bw = 0, vram_bw = 900, link_bw = 25, cpu_gflops = 0, gpu_tflops = 50, disk_bw = 0;
   bool json = false, ctx_given = false;
@@ -73,6 +74,8 @@ int plan_main(int argc, char** argv) {
   args.string("-ctv,--cache-type-v", "TYPE", "KV cache type of V (default f16)", &ctv);
   args.integer("-ub,--ubatch-size", "N", "micro-batch: the activations each device keeps room for, and prefill's\n"
                "tokens per pass (default 512)", &ubatch, 1, 1 << 20);
+  args.integer("-np,--parallel", "N", "server slots sharing the context, as serve (each holds -c / N tokens; the KV\n"
+               "cache is -c tokens whatever N is; default 1)", &n_parallel, 1, 4096);
   args.integer("-p,--n-prompt", "N", "prompt tokens of the prefill prediction (default 512: pp512)", &n_prompt, 1, 1 << 24);
   args.string("--vram", "SIZE", "memory of each GPU (e.g. 24G; default 0: no GPU)", &vram);
   args.integer("--gpus", "N", "number of such GPUs (default 1 when --vram is given)", &gpus, 0, 64);
@@ -264,7 +267,8 @@ int plan_main(int argc, char** argv) {
       Alternative a{"context", "-c " + std::to_string(n), n * kv_per_token_cpu, n > 0, 0, 0, ""};
       a.tg = tg.tokens_per_s;
       a.pp = pp.tokens_per_s;
-      a.note = "the longest context whose KV cache fits beside the weights (several slots share it)";
+      a.note = format("the longest context whose KV cache fits beside the weights (-np %lld: %lld per slot)",
+                      (long long)n_parallel, (long long)(n / n_parallel));
       alts.push_back(a);
     }
     // mmap from disk: the page cache keeps what RAM has room for; a token's reads miss in the same
@@ -288,6 +292,7 @@ int plan_main(int argc, char** argv) {
     j["n_gpu_layers"] = plan.n_gpu_layers;
     j["n_cpu_moe"] = fitted->flags.n_cpu_moe;
     j["ctx"] = fitted->n_ctx;
+    j["n_parallel"] = n_parallel;
     j["flags"] = flags;
     j["speeds_from"] = speeds_from;
     for (size_t d = 0; d < plan.devices.size(); ++d)
@@ -315,7 +320,10 @@ int plan_main(int argc, char** argv) {
               gpus ? format("; %lld GPU x %s at %.0f GB/s, %.0f TFLOP/s, link %.0f GB/s", (long long)gpus,
                             human_bytes(*vram_bytes).c_str(), vram_bw, gpu_tflops, link_bw).c_str() : "");
   std::printf("speeds:    from %s\n", speeds_from.c_str());
-  std::printf("context:   %lld tokens, %s K / %s V\n\nplacement:\n%s\n", (long long)fitted->n_ctx, ctk.c_str(), ctv.c_str(),
+  std::printf("context:   %lld tokens%s, %s K / %s V\n\nplacement:\n%s\n", (long long)fitted->n_ctx,
+              n_parallel > 1 ? format(" (-np %lld: %lld per slot)", (long long)n_parallel,
+                                      (long long)(fitted->n_ctx / n_parallel)).c_str() : "",
+              ctk.c_str(), ctv.c_str(),
               placement::format_plan(plan, tensors).c_str());
   std::printf("flags:     tandem serve -m MODEL %s\n           llama-server -m MODEL %s\n\n", flags.c_str(), flags.c_str());
   std::printf("prefill:   %.1f tokens/s predicted for %lld tokens (pp%lld; bound by %s)\n", pp.tokens_per_s,

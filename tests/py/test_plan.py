@@ -179,6 +179,8 @@ def test_a_real_small_model_on_this_machine(gemma_path):
     assert proc.returncode == 0, proc.stderr
     assert "decode:" in proc.stdout and "prefill:" in proc.stdout and "tokens/s predicted" in proc.stdout
     assert "speeds:    from tandem probe of" in proc.stdout
+    slots = plan("-m", gemma_path, "-np", "4", "-c", "8192")
+    assert "context:   8192 tokens (-np 4: 2048 per slot)" in slots.stdout, slots.stdout
     assert "-ngl 0" in proc.stdout  # no GPU given: nothing to offload
 
 
@@ -233,3 +235,16 @@ def test_synth_describes_deepseek_at_any_mix_for_the_planner(tmp_path):
     assert "no mix Tandem writes is clearly smaller than this model (24" in small, small  # 24x GB
     run = run_tandem("run", "-m", out, "-p", "hi", "-n", "1", "--no-warmup", "-c", "64")
     assert run.returncode == 1 and ("truncated" in run.stderr or "header-only" in run.stderr)
+
+
+def test_an_unknown_architecture(tmp_path):
+    path = tmp_path / "foo.gguf"
+    w = GGUFWriter(str(path), "foo-arch")
+    w.add_uint32("foo-arch.block_count", 2)
+    w.add_tensor_info("token_embd.weight", (8, 32), np.dtype(np.float32), 4 * 8 * 32, raw_dtype=Q.F32)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.close()
+    proc = plan("-m", path)
+    assert proc.returncode == 1 and "foo-arch" in proc.stderr, proc.stderr
