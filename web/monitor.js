@@ -155,7 +155,8 @@ function render() {
   draw($("chart-queue"), {
     series: [{ label: "processing", color: blue, values: col((s) => s.requests.processing) },
              { label: "queued", color: orange, values: col((s) => s.requests.queued) }],
-    max: Math.max(kv_slots(last), ...col((s) => s.requests.queued)) * 1.1, format: (v) => v.toFixed(0) });
+    max: Math.max(kv_slots(last), ...col((s) => s.requests.queued)),
+    format: (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)) });
 
   const kv = last.kv;
   $("now-kv").textContent = `${kv.used} of ${kv.capacity} cells (${pct(kv.ratio)}); per slot: ` +

@@ -30,9 +30,9 @@ struct Nvml::Api {
   nvmlReturn_t (*memory)(nvmlDevice_t, nvmlMemory_t*) = nullptr;
 };
 
-std::unique_ptr<Nvml> Nvml::load() {
+std::unique_ptr<Nvml> Nvml::load(const char* path) {
   auto api = std::make_unique<Api>();
-  api->lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+  api->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
   if (!api->lib) return nullptr;
   auto sym = [&](auto& fn, const char* name) {
     fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(api->lib, name));

@@ -19,8 +19,9 @@ struct GpuSample {
 
 class Nvml {
  public:
-  // Null when the library is absent, lacks a symbol, or nvmlInit fails (no driver, no device).
-  static std::unique_ptr<Nvml> load();
+  // Null when the library is absent, lacks a symbol, or nvmlInit fails (no driver, no device). path: the
+  // driver's library by its soname (the loader's search), or a file (tests).
+  static std::unique_ptr<Nvml> load(const char* path = "libnvidia-ml.so.1");
   ~Nvml();  // nvmlShutdown, dlclose
   // One sample per device; a device whose query fails is left out. Thread-safe (NVML is).
   std::vector<GpuSample> sample() const;

@@ -3,6 +3,7 @@
 // name (_bytes, _seconds, _ratio), _total on counters, a HELP and TYPE line per family. llama-server's
 // llamacpp:* families (tools/server/server-task.cpp, to_metrics) are served beside them with its types.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -59,9 +60,11 @@ class Exposition {
   static std::string number(double v) {
     if (std::isnan(v)) return "NaN";
     if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+    // The shortest text that reads back as the same double: byte counts stay exact (%.10g rounded
+    // 24 GiB) and ratios stay short (0.4, not %.17g's 0.40000000000000002).
     char buf[32];
-    std::snprintf(buf, sizeof buf, "%.10g", v);
-    return buf;
+    const auto end = std::to_chars(buf, buf + sizeof buf, v).ptr;
+    return std::string(buf, end);
   }
   std::string out_;
 };

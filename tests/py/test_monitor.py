@@ -1,7 +1,8 @@
 """Monitoring of tandem serve on Gemma 3 270M (issue 16): GET /metrics in the Prometheus text format, read
 by prometheus_client's parser and checked line by line against the format's rules, its figures moving
 with requests and agreeing with the replies' usage, /slots and the model file's header (the gguf package's type sizes);
-GET /monitor/stats; llama-server's 501 without --metrics; a sim device's memory and link bytes."""
+GET /monitor/stats; llama-server's 501 without --metrics; a sim device's memory and link bytes; GPU
+figures and hints through a fake NVML library."""
 import ctypes
 import math
 import re
@@ -14,6 +15,7 @@ import pytest
 gguf = pytest.importorskip("gguf")
 parser = pytest.importorskip("prometheus_client.parser")
 
+from conftest import TANDEM, run_tandem  # noqa: E402
 from serve_util import Server  # noqa: E402
 
 NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -74,8 +76,8 @@ def check_format(text):
     return families
 
 
-def value(samples, name, **labels):
-    return samples[(name, tuple(sorted(labels.items())))]
+def value(samples, metric, **labels):
+    return samples[(metric, tuple(sorted(labels.items())))]
 
 
 def test_metrics_follow_requests(server):
@@ -239,5 +241,45 @@ def test_without_metrics_flag_501_and_sim_device_figures(gemma_path):
         assert sim["memory_used_bytes"] + sim["memory_free_bytes"] == 512 << 20
         assert sim["weight_bytes_per_pass"] > 0
         assert sim["link"]["to_device_bytes"] > 0 and sim["link"]["to_host_bytes"] > 0
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+
+
+def test_gpu_figures_and_hint_through_a_fake_nvml(gemma_path, monkeypatch):
+    """With a libnvidia-ml.so.1 on the loader's path (the fake of tests/monitor/fake_nvml.c: GPU 0 40%
+    busy, GPU 1 failing), /metrics has GPU 0's figures, /monitor/stats names the GPU idle while tokens
+    are generated, and tandem top shows it."""
+    fake = TANDEM.parents[1] / "fake-nvml"
+    if not (fake / "libnvidia-ml.so.1").exists():
+        pytest.skip(f"{fake}/libnvidia-ml.so.1 is not built (the tests' CMake target fake_nvml)")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake))
+    s = Server(gemma_path, "-c", "512", "-np", "1", "--no-warmup", "--metrics")
+    try:
+        _, m = scrape(s)
+        labels = {"gpu": "0", "name": "Fake GPU 0"}
+        wait_until = time.time() + 10
+        while ("tandem_gpu_utilization_ratio", tuple(sorted(labels.items()))) not in m and time.time() < wait_until:
+            time.sleep(0.2)
+            _, m = scrape(s)
+        assert value(m, "tandem_gpu_utilization_ratio", **labels) == 0.4
+        assert value(m, "tandem_gpu_memory_used_bytes", **labels) == 6 << 30
+        assert value(m, "tandem_gpu_memory_total_bytes", **labels) == 24 << 30
+        assert not [k for k in m if k[0].startswith("tandem_gpu_") and ("gpu", "1") in k[1]]
+
+        done = threading.Event()
+        threading.Thread(target=lambda: (s.request("POST", "/completion", {"prompt": "Once upon a time",
+                                                                           "n_predict": 150, "ignore_eos": True},
+                                                   timeout=300), done.set()), daemon=True).start()
+        hint = None
+        while not done.is_set() and hint is None:
+            _, st = s.request("GET", "/monitor/stats")
+            hint = next((h for h in st["hints"] if h.startswith("GPU 0 idle 60%")), None)
+            time.sleep(0.3)
+        assert hint, "no GPU-idle hint while generating"
+        assert st["gpu"] == [{"index": 0, "name": "Fake GPU 0", "utilization": 0.4,
+                              "memory_used_bytes": 6 << 30, "memory_total_bytes": 24 << 30}]
+        r = run_tandem("top", "--url", s.url, "--once", check=True)
+        assert "GPU0" in r.stdout and "40% busy" in r.stdout and "Fake GPU 0" in r.stdout, r.stdout
+        done.wait(300)
     finally:
         assert s.stop() == 0, "".join(s.log)

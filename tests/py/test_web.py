@@ -15,7 +15,7 @@ from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
-from conftest import ROOT  # noqa: E402
+from conftest import ROOT, TANDEM  # noqa: E402
 from serve_util import Server  # noqa: E402
 
 ARTIFACTS = pathlib.Path(os.environ.get("TANDEM_TEST_ARTIFACTS", ROOT / "build" / "test-artifacts"))
@@ -182,3 +182,22 @@ def test_monitor_charts_update(browser, server):
     assert int(browser.find_element(By.ID, "chart-cpu").get_attribute("data-points")) > 0
     assert browser.find_elements(By.CSS_SELECTOR, "#hints li")
     browser.save_screenshot(str(ARTIFACTS / "monitor.png"))
+
+
+def test_monitor_draws_gpu_utilization_with_a_fake_nvml(browser, gemma_path, monkeypatch):
+    """The GPU chart with a GPU present: the fake libnvidia-ml.so.1 (tests/monitor/fake_nvml.c) on the
+    server's loader path reports GPU 0 40% busy."""
+    fake = TANDEM.parents[1] / "fake-nvml"
+    if not (fake / "libnvidia-ml.so.1").exists():
+        pytest.skip(f"{fake}/libnvidia-ml.so.1 is not built (the tests' CMake target fake_nvml)")
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake))
+    s = Server(gemma_path, "-c", "256", "-np", "1", "--no-warmup")
+    try:
+        browser.get(s.url + "/monitor")
+        wait(lambda: browser.find_element(By.ID, "now-gpu").text.startswith("GPU0 40%"), timeout=20,
+             what="GPU 0's figures")
+        wait(lambda: int(browser.find_element(By.ID, "chart-gpu").get_attribute("data-points") or 0) >= 2,
+             timeout=20, what="the GPU chart")
+        browser.save_screenshot(str(ARTIFACTS / "monitor-gpu.png"))
+    finally:
+        assert s.stop() == 0, "".join(s.log)
