@@ -156,8 +156,17 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     pf.output_reserve_bytes = size_t(hp.n_vocab) * sizeof(float) * size_t(std::min(f.n_outputs_max, ub));
     model::Placement where;
     if (f.fit) {
-      placement::FitRequest fr{e->model->tensor_infos(), int(hp.n_layer), kv_per_cell, n_ctx, infos, pf, f.ngl_given,
-                               !pf.overrides.empty() || pf.cpu_moe || pf.n_cpu_moe > 0, f.ctx_given, f.fit_min_ctx};
+      placement::FitRequest fr;
+      fr.tensors = e->model->tensor_infos();
+      fr.n_layer = int(hp.n_layer);
+      fr.kv_bytes_per_cell = kv_per_cell;
+      fr.n_ctx = n_ctx;
+      fr.devices = infos;
+      fr.flags = pf;
+      fr.ngl_given = f.ngl_given;
+      fr.experts_given = !pf.overrides.empty() || pf.cpu_moe || pf.n_cpu_moe > 0;
+      fr.ctx_given = f.ctx_given;
+      fr.min_ctx = f.fit_min_ctx;
       for (size_t d = 1; d < infos.size() && !f.fit_target_bytes.empty(); ++d)
         fr.margin_bytes.push_back(f.fit_target_bytes[std::min(d - 1, f.fit_target_bytes.size() - 1)]);
       fr.shape = {hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v};

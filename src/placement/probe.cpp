@@ -273,7 +273,8 @@ DeviceSpeed cpu_speed(const Probe& p) {
 DeviceSpeed this_cpu_speed(int n_threads) {
   if (auto p = load_probe(probe_cache_path()); p && *p) return cpu_speed(**p);
   DeviceSpeed d;
-  d.bytes_per_s = measure_read_bandwidth(n_threads, {}, size_t(32) << 20, 2);
+  // 256 MiB in all (past the last-level cache), at least 4 MiB a thread.
+  d.bytes_per_s = measure_read_bandwidth(n_threads, {}, std::max(size_t(4) << 20, (size_t(256) << 20) / size_t(n_threads)), 2);
   return d;
 }
 

@@ -99,7 +99,7 @@ std::string format_probe(const Probe& p);   // tandem probe --show
 DeviceSpeed cpu_speed(const Probe& p);
 
 // The CPU's speeds for --fit: the cached probe's when there is one for this hardware, else the memory
-// bandwidth of n_threads measured now (a tenth of a second).
+// bandwidth of n_threads measured now (256 MiB read twice: a tenth of a second).
 DeviceSpeed this_cpu_speed(int n_threads);
 
 // This machine's memory read bandwidth in bytes/s with n_threads threads on `cpus` (empty: unpinned),
