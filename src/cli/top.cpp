@@ -1,6 +1,9 @@
 // tandem top: the /monitor page's figures in a terminal, for servers without a browser. Polls
 // GET /monitor/stats and redraws the screen with ANSI escape codes (no curses: one screenful of lines);
 // --once prints a single snapshot without them, for scripts.
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -148,12 +151,15 @@ int top_main(int argc, char** argv) {
   auto first = fetch(url, api_key);
   if (!first) return fail(first.error());
   for (Result<std::string> screen = std::move(first);; screen = fetch(url, api_key)) {
-    // Home, the screen, then clear what is left of the last one (no flicker from a full clear).
+    // Home, the screen, then clear what is left of the last one (no flicker from a full clear). Lines
+    // are cut at the terminal's width: a wrapped line would push the screen down at every refresh.
     const std::string text = screen ? *screen : "error: " + screen.error().message() + "\n";
+    winsize ws{};
+    const size_t columns = ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : SIZE_MAX;
     std::string frame = "\x1b[H";
     for (size_t start = 0; start < text.size();) {
       const size_t end = text.find('\n', start);
-      frame += text.substr(start, end - start) + "\x1b[K\n";
+      frame += text.substr(start, std::min(end - start, columns)) + "\x1b[K\n";
       start = end + 1;
     }
     frame += "\x1b[J";

@@ -64,6 +64,13 @@ def test_screen_under_tmux_follows_requests(server):
         for i in range(2):
             assert server.request("POST", "/completion", {"prompt": f"Hello {i}", "n_predict": 4})[0] == 200
         wait_for([f"{finished + 2} finished"])
+        # A narrow terminal: lines are cut at its width, not wrapped (a wrapped line would scroll the screen).
+        subprocess.run(tmux + ["resize-window", "-x", "50", "-y", "40"], check=True)
+        time.sleep(1)
+        rows = pane().splitlines()
+        assert all(len(r) <= 50 for r in rows)
+        labels = [r.split()[0] for r in rows[2:9] if r.strip()]
+        assert labels == ["tokens/s", "bandwidth", "GPU", "CPU", "requests", "KV", "experts"], rows
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
 

@@ -1,0 +1,77 @@
+// The monitor's hints and Prometheus text (server/monitor.h) on snapshots built by hand: each hint
+// appears exactly when its figure crosses its line, and label values are escaped as the format says.
+#include "server/monitor.h"
+
+#include <gtest/gtest.h>
+
+namespace tandem::server {
+namespace {
+
+MonitorSnapshot quiet() {
+  MonitorSnapshot s;
+  s.model = "m";
+  s.slots = {SlotInfo{0, false, 10, 5, 5}, SlotInfo{1, false, 0, 0, 0}};
+  s.kv_cells_capacity = 100;
+  DeviceFigures cpu;
+  cpu.name = "CPU";
+  cpu.read_limit_bytes_per_s = 100e9;
+  cpu.read_bytes_per_s = 50e9;
+  s.devices.push_back(cpu);
+  s.cpu_known = true;
+  s.cpu = {0.5, 0.01, 0.0};
+  s.generated_per_s = 20;
+  return s;
+}
+
+bool has(const std::vector<std::string>& hints, const std::string& text) {
+  for (const auto& h : hints)
+    if (h.find(text) != std::string::npos) return true;
+  return false;
+}
+
+TEST(MonitorHints, NoneWhileEveryFigureIsWithinItsLine) { EXPECT_TRUE(monitor_hints(quiet()).empty()); }
+
+TEST(MonitorHints, EachFigurePastItsLineGetsItsHint) {
+  MonitorSnapshot s = quiet();
+  s.devices[0].read_bytes_per_s = 93e9;
+  EXPECT_TRUE(has(monitor_hints(s), "decode is memory-bound at 93% of RAM bandwidth"));
+  s.devices[0].read_bytes_per_s = 74e9;  // under the 75% line
+  EXPECT_TRUE(monitor_hints(s).empty());
+
+  s = quiet();
+  s.nvml = true;
+  s.gpus = {monitor::GpuSample{0, "g", 0.6, 0, 0}};
+  EXPECT_TRUE(has(monitor_hints(s), "GPU 0 idle 40%"));
+  s.generated_per_s = 0;  // an idle server's idle GPU is no news
+  EXPECT_TRUE(monitor_hints(s).empty());
+
+  s = quiet();
+  s.cpu.softirq = 0.14;
+  EXPECT_TRUE(has(monitor_hints(s), "softirq takes 14% of the CPU"));
+  s = quiet();
+  s.cpu.iowait = 0.2;
+  EXPECT_TRUE(has(monitor_hints(s), "wait for the disk 20%"));
+  s = quiet();
+  s.n_queued = 3;
+  EXPECT_TRUE(has(monitor_hints(s), "3 requests waiting for a slot: all 2 slots are busy"));
+  s = quiet();
+  s.slots[1].n_past = 85;  // 95 of 100 cells
+  EXPECT_TRUE(has(monitor_hints(s), "KV cache 95% full"));
+}
+
+TEST(PrometheusText, EscapesLabelValuesAndOmitsUnknownFigures) {
+  MonitorSnapshot s = quiet();
+  s.cpu_known = false;
+  DeviceFigures odd;
+  odd.name = "a\"b\\c\nd";
+  s.devices.push_back(odd);
+  const std::string text = prometheus_text(s);
+  EXPECT_NE(text.find("tandem_device_memory_used_bytes{device=\"a\\\"b\\\\c\\nd\"} 0\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("tandem_cpu_busy_ratio"), std::string::npos);  // no sample yet: no figure, not a 0
+  EXPECT_EQ(text.find("tandem_gpu_"), std::string::npos);
+  EXPECT_NE(text.find("tandem_kv_cache_usage_ratio 0.1\n"), std::string::npos);
+  EXPECT_NE(text.find("tandem_slot_kv_cells{slot=\"0\"} 10\n"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tandem::server
