@@ -122,6 +122,33 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, bool quick) {
   return m;
 }
 
+// The prefill shape on one thread through each level's own kernel (kernels.h matmul_f32, which also
+// quantizes the activations, as the backend does once per call).
+std::vector<IsaRate> probe_isa_levels(WeightType type, bool quick) {
+  constexpr int64_t kRow = 4096;
+  const int64_t kRows = quick ? 32 : 128, n_tokens = quick ? 16 : 64;  // the scalar kernels are slow
+  const size_t row = row_bytes(type, kRow);
+  std::vector<float> x(size_t(kRow * n_tokens)), y(size_t(kRows * n_tokens));
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0, 1);
+  for (float& v : x) v = dist(rng);
+  std::vector<uint8_t> w(row * size_t(kRows));
+  quant::quantize_row(type, x.data(), w.data(), kRow);
+  for (int64_t r = 1; r < kRows; ++r) std::memcpy(w.data() + size_t(r) * row, w.data(), row);
+  std::vector<IsaRate> out;
+  for (int i = 0; i <= int(cpu::best_isa()); ++i) {
+    const auto isa = cpu::Isa(i);
+    const cpu::CpuKernels& k = cpu::kernels_for(isa);
+    const uint32_t id = uint32_t(type);
+    if (!k.gemm[id] || k.gemm_isa[id] != isa) continue;
+    const double s = best_seconds(quick ? 2 : 3, [&] {
+      cpu::matmul_f32(isa, type, kRow, w.data(), row, kRows, x.data(), n_tokens, y.data(), size_t(kRows));
+    });
+    out.push_back({cpu::isa_name(isa), type, 2.0 * double(kRows) * double(kRow) * double(n_tokens) / s});
+  }
+  return out;
+}
+
 // Sequential and random 4 MiB reads of `path`, bypassing the page cache where the file system allows.
 Result<DiskRate> probe_disk(const std::string& path, bool quick) {
   constexpr size_t kChunk = size_t(4) << 20;
@@ -325,6 +352,7 @@ Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const st
     if (!cpu::has_kernel(t) || !quant::can_quantize(t)) continue;
     say(format("matmul: %s", type_name(t).data()));
     p.matmul.push_back(probe_matmul(cpu, t, o.quick));
+    for (const IsaRate& r : probe_isa_levels(t, o.quick)) p.per_isa.push_back(r);
   }
   if (!o.disk_path.empty()) {
     say("disk: " + o.disk_path);
@@ -359,6 +387,9 @@ std::string probe_to_json(const Probe& p) {
   for (const MatmulRate& m : p.matmul)
     j["matmul"].push_back({{"type", std::string(type_name(m.type))}, {"decode_bytes_per_s", m.decode_bytes_per_s},
                            {"prefill_flops_per_s", m.prefill_flops_per_s}, {"prefill_tokens", m.prefill_tokens}});
+  j["per_isa"] = nlohmann::json::array();
+  for (const IsaRate& r : p.per_isa)
+    j["per_isa"].push_back({{"isa", r.isa}, {"type", std::string(type_name(r.type))}, {"flops_per_s", r.flops_per_s}});
   if (p.disk)
     j["disk"] = {{"path", p.disk->path}, {"sequential_bytes_per_s", p.disk->sequential_bytes_per_s},
                  {"random_bytes_per_s", p.disk->random_bytes_per_s}, {"direct", p.disk->direct},
@@ -410,6 +441,11 @@ Result<std::optional<Probe>> load_probe(const std::string& path, std::string* wh
       p.matmul.push_back({*t, m.at("decode_bytes_per_s").get<double>(), m.at("prefill_flops_per_s").get<double>(),
                           m.at("prefill_tokens").get<int64_t>()});
     }
+    for (const auto& r : j.value("per_isa", nlohmann::json::array())) {
+      const auto t = parse_weight_type(r.at("type").get<std::string>());
+      if (!t) return corrupt("%s: unknown weight type '%s'", path.c_str(), r.at("type").get<std::string>().c_str());
+      p.per_isa.push_back({r.at("isa").get<std::string>(), *t, r.at("flops_per_s").get<double>()});
+    }
     if (j.contains("disk"))
       p.disk = DiskRate{j["disk"].at("path").get<std::string>(), j["disk"].at("sequential_bytes_per_s").get<double>(),
                         j["disk"].at("random_bytes_per_s").get<double>(), j["disk"].at("direct").get<bool>(),
@@ -443,6 +479,15 @@ std::string format_probe(const Probe& p) {
   for (const MatmulRate& m : p.matmul)
     out += format("                     %-8s %22.1f %17.1f @ %lld\n", type_name(m.type).data(),
                   m.decode_bytes_per_s / 1e9, m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens);
+  if (!p.per_isa.empty()) {
+    out += "prefill kernels by ISA level, one thread (GFLOP/s):\n";
+    for (const MatmulRate& m : p.matmul) {
+      std::string line;
+      for (const IsaRate& r : p.per_isa)
+        if (r.type == m.type) line += format("  %s %.1f", r.isa.c_str(), r.flops_per_s / 1e9);
+      if (!line.empty()) out += format("  %-8s%s\n", type_name(m.type).data(), line.c_str());
+    }
+  }
   if (p.disk)
     out += format("disk: %s: sequential %.2f GB/s, 4 MiB random %.2f GB/s (%s, %.0f MiB read)\n", p.disk->path.c_str(),
                   p.disk->sequential_bytes_per_s / 1e9, p.disk->random_bytes_per_s / 1e9,

@@ -41,6 +41,14 @@ struct MatmulRate {
   int64_t prefill_tokens = 0;
 };
 
+// One thread's prefill throughput of a weight type's kernel at one ISA level (the levels below the
+// best show what --cpu-isa would give; types a level has no kernel of its own for are left out).
+struct IsaRate {
+  std::string isa;  // generic, avx2, avx512, amx
+  WeightType type = WeightType::F32;
+  double flops_per_s = 0;
+};
+
 struct DiskRate {
   std::string path;
   double sequential_bytes_per_s = 0;
@@ -65,6 +73,7 @@ struct Probe {
   int n_threads = 0;              // threads of the matmul figures: the physical cores, as run's default -t
   std::vector<NodeBandwidth> bandwidth;
   std::vector<MatmulRate> matmul;
+  std::vector<IsaRate> per_isa;
   std::optional<DiskRate> disk;
   std::vector<SimProbe> sims;
 

@@ -23,6 +23,7 @@ Probe sample() {
   p.n_threads = 2;
   p.bandwidth = {{0, {1, 2}, {8e9, 12e9}}, {1, {1, 2}, {7e9, 11e9}}};
   p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512}, {WeightType::Q6_K, 9e9, 80e9, 512}};
+  p.per_isa = {{"avx2", WeightType::Q4_K, 60e9}, {"avx512", WeightType::Q4_K, 100e9}};
   p.disk = DiskRate{"/models/x.gguf", 3e9, 1.5e9, true, 1 << 30};
   p.sims = {{"SIM0", 1 << 30, 24e9, 12e-6}};
   return p;
@@ -83,6 +84,10 @@ TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
   ASSERT_EQ(p->matmul.size(), 1u);
   EXPECT_GT(p->matmul[0].decode_bytes_per_s, 1e8);
   EXPECT_GT(p->matmul[0].prefill_flops_per_s, 1e8);
+  // One thread per ISA level, at least the generic kernel's and the best level's.
+  ASSERT_FALSE(p->per_isa.empty());
+  EXPECT_EQ(p->per_isa.front().isa, "generic");
+  for (const IsaRate& r : p->per_isa) EXPECT_GT(r.flops_per_s, 1e6) << r.isa;
   ASSERT_EQ(p->sims.size(), 1u);
   // The sim's link model is 25 GB/s and 10 us per copy (sim_backend.h); the measurement finds about that.
   EXPECT_GT(p->sims[0].link_latency_s, 9e-6);

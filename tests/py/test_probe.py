@@ -25,6 +25,8 @@ def test_a_quick_probe_measures_and_caches_everything(probe_file, gemma_path):
     types = {m["type"] for m in j["matmul"]}
     assert {"Q4_K", "Q6_K", "Q8_0", "F16"} <= types
     assert all(m["decode_bytes_per_s"] > 1e8 and m["prefill_flops_per_s"] > 1e8 for m in j["matmul"])
+    levels = {r["isa"] for r in j["per_isa"] if r["type"] == "Q8_0"}
+    assert "generic" in levels  # the scalar kernel, beside the SIMD levels this CPU has
     assert j["disk"]["path"] == str(gemma_path) and j["disk"]["sequential_bytes_per_s"] > 0
     sim = j["sims"][0]
     # The sim device's link is modelled as PCIe 4.0 x16 (25 GB/s, 10 us): the probe measures at most that.
