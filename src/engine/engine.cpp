@@ -86,7 +86,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                  "simulated one); every layer runs on the CPU\n",
                  f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str());
 
-  if (!f.fit || f.ctx_given) TANDEM_TRY(check_memory(f, type_k, type_v));  // else after --fit chose -c
+  // -c 0 (the trained context) is llama.cpp's default, which its --fit may lower: not a fixed choice.
+  const bool ctx_fixed = f.ctx_given && f.ctx > 0;
+  if (!f.fit || ctx_fixed) TANDEM_TRY(check_memory(f, type_k, type_v));  // else --fit checks the -c it chooses
   if (!f.cpu_isa.empty()) TANDEM_TRY(cpu::limit_isa(f.cpu_isa));
   auto e = std::make_unique<Engine>();
   if (!f.trace_path.empty()) {
@@ -162,10 +164,14 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       fr.kv_bytes_per_cell = kv_per_cell;
       fr.n_ctx = n_ctx;
       fr.devices = infos;
+      // What check_memory checks without --fit: the KV cache on the CPU, and the weights too when
+      // --no-mmap reads them into RAM.
+      const uint64_t resident = f.mmap ? 0 : e->model->weight_bytes();
+      fr.devices[0].free_bytes = fr.devices[0].free_bytes > resident ? fr.devices[0].free_bytes - resident : 0;
       fr.flags = pf;
       fr.ngl_given = f.ngl_given;
       fr.experts_given = !pf.overrides.empty() || pf.cpu_moe || pf.n_cpu_moe > 0;
-      fr.ctx_given = f.ctx_given;
+      fr.ctx_given = ctx_fixed;
       fr.min_ctx = f.fit_min_ctx;
       for (size_t d = 1; d < infos.size() && !f.fit_target_bytes.empty(); ++d)
         fr.margin_bytes.push_back(f.fit_target_bytes[std::min(d - 1, f.fit_target_bytes.size() - 1)]);
@@ -174,14 +180,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       fr.speeds.devices.assign(infos.size(), placement::this_cpu_speed(threads));
       TANDEM_ASSIGN(const placement::FitResult fitted, placement::fit(fr));
       where.plan = fitted.plan;
-      if (fitted.n_ctx != n_ctx) {
-        n_ctx = fitted.n_ctx;
-        EngineFlags lowered = f;
-        lowered.ctx = n_ctx;
-        TANDEM_TRY(check_memory(lowered, type_k, type_v));
-      } else if (!f.ctx_given) {
-        TANDEM_TRY(check_memory(f, type_k, type_v));
-      }
+      n_ctx = fitted.n_ctx;
       if (!f.quiet) std::fprintf(stderr, "fit:     %s\n", fitted.summary.c_str());
     } else {
       TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));

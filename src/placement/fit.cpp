@@ -74,14 +74,17 @@ Result<FitResult> fit(const FitRequest& r) {
     const auto best = std::max_element(ok.begin(), ok.end(), [](const Candidate& x, const Candidate& y) {
       return x.decode.tokens_per_s < y.decode.tokens_per_s;
     });
+    // The CPU keeps its KV layers and a micro-batch's activations (its weights are mapped: page cache).
     const size_t cpu_kv = best->plan.kv_bytes[0];
-    if (cpu_kv > devices[0].free_bytes) {
+    const size_t cpu_act = r.flags.reserve_bytes + (best->plan.output_device == 0 ? r.flags.output_reserve_bytes : 0);
+    if (cpu_kv + cpu_act > devices[0].free_bytes) {
       if (!r.ctx_given && n_ctx / 2 >= r.min_ctx) {
         n_ctx /= 2;
         continue;
       }
-      return out_of_memory("a context of %lld tokens puts a KV cache of %s on the CPU, which has %s free; %s",
-                           (long long)n_ctx, size_text(cpu_kv).c_str(), size_text(devices[0].free_bytes).c_str(),
+      return out_of_memory("a context of %lld tokens puts a KV cache of %s on the CPU (and %s of activations), which "
+                           "has %s free; %s", (long long)n_ctx, size_text(cpu_kv).c_str(), size_text(cpu_act).c_str(),
+                           size_text(devices[0].free_bytes).c_str(),
                            r.ctx_given ? "lower -c (or leave it out: --fit lowers it down to --fit-ctx)"
                                        : format("--fit-ctx %lld is the least --fit may go to", (long long)r.min_ctx).c_str());
     }

@@ -184,6 +184,17 @@ def test_a_real_small_model_on_this_machine(gemma_path):
     assert "-ngl 0" in proc.stdout  # no GPU given: nothing to offload
 
 
+def test_a_context_not_given_is_lowered_to_fit_the_ram(gemma_path):
+    # 18 KiB of KV cache per token: 4096 tokens (72 MiB) and a micro-batch's activations exceed 80 MiB,
+    # 2048 tokens fit; down to -fitc only, and never when -c is given.
+    j = json.loads(plan("-m", gemma_path, "--ram", "80M", "-fitc", "1024", "--json").stdout)
+    assert j["ctx"] == 2048 and "-c 2048" in j["flags"]
+    proc = plan("-m", gemma_path, "--ram", "80M", "-fitc", "4096")
+    assert proc.returncode == 1 and "--fit-ctx 4096 is the least" in proc.stderr, proc.stderr
+    proc = plan("-m", gemma_path, "--ram", "80M", "-c", "4096", "-fitc", "1024")
+    assert proc.returncode == 1 and "lower -c" in proc.stderr, proc.stderr
+
+
 def test_plan_and_run_reserve_the_same_room_on_a_device(gemma_path):
     # Weights, KV cache, a micro-batch's activations and the logits rows on the output layer's device:
     # plan refuses -ngl all on a device too small with the same figure run does.
