@@ -18,7 +18,8 @@ Result<Body> Parser::parse_body(std::initializer_list<const char*> ends) {
   while (true) {
     const Token& tok = cur();
     if (tok.type == TokenType::Eof) {
-      if (ends.size()) return error(tok.offset, format("unexpected end of template: expected '%s'", *ends.begin()));
+      // The block's closing tag (the last of `ends`; the others only continue it).
+      if (ends.size()) return error(tok.offset, format("unexpected end of template: expected '%s'", *(ends.end() - 1)));
       break;
     }
     if (tok.type == TokenType::Text) {

@@ -296,7 +296,7 @@ std::vector<ToolCall> complete_tool_calls(std::string_view text, ToolCallFormat 
 }
 
 Result<std::string> tool_call_grammar(ToolCallFormat format, std::string_view template_source,
-                                      const nlohmann::json& tools, std::string_view name, bool parallel,
+                                      const nlohmann::ordered_json& tools, std::string_view name, bool parallel,
                                       bool in_reasoning) {
   using sampling::gbnf_literal;
   if (format == ToolCallFormat::None) return invalid_argument("the chat template has no tool-call format");
@@ -307,14 +307,14 @@ Result<std::string> tool_call_grammar(ToolCallFormat format, std::string_view te
   std::set<std::string> seen;  // rule lines already in `rules` (the shared primitives repeat)
   std::vector<std::string> calls;
   for (size_t i = 0; i < tools.size(); ++i) {
-    const nlohmann::json& tool = tools[i];
-    const nlohmann::json fn = tool.is_object() ? tool.value("function", nlohmann::json()) : nlohmann::json();
+    const Json& tool = tools[i];
+    const Json fn = tool.is_object() ? tool.value("function", Json()) : Json();
     if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string())
       return invalid_argument("tools[%zu] must be {\"type\": \"function\", \"function\": {\"name\": ..., ...}}", i);
     const std::string fn_name = fn["name"].get<std::string>();
     if (!name.empty() && fn_name != name) continue;
     Json params = {{"type", "object"}};
-    if (fn.contains("parameters") && !fn["parameters"].is_null()) params = Json::parse(fn["parameters"].dump());
+    if (fn.contains("parameters") && !fn["parameters"].is_null()) params = fn["parameters"];
     const std::string args = "tool-" + std::to_string(i) + "-arguments";
     auto tool_rules = sampling::json_schema_rules(params, args);
     if (!tool_rules) return invalid_argument("tools[%zu] (%s) parameters: %s", i, fn_name.c_str(),

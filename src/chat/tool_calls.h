@@ -54,7 +54,7 @@ std::vector<ToolCall> complete_tool_calls(std::string_view text, ToolCallFormat 
 // bad tool or schema, or a `name` that no tool has. `in_reasoning`: the prompt opened <think> (R1's
 // templates), so the output first ends that: reasoning text (without "</"), "</think>", then the calls.
 Result<std::string> tool_call_grammar(ToolCallFormat format, std::string_view template_source,
-                                      const nlohmann::json& tools, std::string_view name, bool parallel,
+                                      const nlohmann::ordered_json& tools, std::string_view name, bool parallel,
                                       bool in_reasoning = false);
 
 }  // namespace tandem::chat

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat/chat_template.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
@@ -144,6 +145,14 @@ int serve_main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);  // a client that left makes a write fail, not the process die
+
+  // A template the user gave is checked before the model loads (minutes for a large model), not after.
+  if (!so.chat_template.empty() || !so.chat_template_file.empty()) {
+    auto chosen = chat::choose_chat_template(std::nullopt, so.chat_template, so.chat_template_file);
+    if (!chosen) return fail(chosen.error());
+    if (auto parsed = chat::Template::parse(chosen->source); !parsed)
+      return fail(Status(parsed.error().code(), chosen->origin + ": " + parsed.error().message()));
+  }
 
   server::Server srv(so);
   auto bound = srv.start();

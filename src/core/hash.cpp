@@ -127,4 +127,13 @@ Result<std::vector<std::string>> hash_file(const std::string& path, const std::v
   return out;
 }
 
+std::string hash_text(HashAlgorithm a, std::string_view text) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(text.data(), text.size(), digest, &len, a == HashAlgorithm::Sha256 ? EVP_sha256() : EVP_md5(), nullptr);
+  std::string hex;
+  for (unsigned int i = 0; i < len; ++i) hex += format("%02x", digest[i]);
+  return hex;
+}
+
 }  // namespace tandem

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -21,5 +22,8 @@ size_t hash_hex_length(HashAlgorithm a);  // 64 or 32
 // on_bytes(n) is called after each chunk (for progress bars).
 Result<std::vector<std::string>> hash_file(const std::string& path, const std::vector<HashAlgorithm>& algorithms,
                                            const std::function<void(uint64_t)>& on_bytes = {});
+
+// Hex digest of a text (cache keys, fingerprints).
+std::string hash_text(HashAlgorithm a, std::string_view text);
 
 }  // namespace tandem

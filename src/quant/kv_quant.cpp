@@ -17,6 +17,7 @@ namespace {
 // Twice as many candidates (steps of 1.25%) lowered the squared error by under 1% more.
 constexpr int kTries = 4;
 constexpr float kStep = 0.025f;
+constexpr int kRefineRounds = 4;
 
 // Sums over a block run in kLanes interleaved partial sums: without reassociation (no -ffast-math) that
 // is what lets the compiler vectorize them.
@@ -94,17 +95,18 @@ void codes(const float* x, const Grid& g, const Fit& f, uint8_t* idx) {
 }
 
 // value = d * code: the reference quantizer's scale ref_d first, then kTries scales either side of the
-// one mapping the block's extreme (signed) onto the grid value `extreme`, each replaced by the
-// least-squares scale of the codes it gives. d = 0 for an all-zero block (GROUP_MAX_EPS in
-// ggml-quants.c) or one whose scales all round to 0 in fp16.
+// one mapping the block's extreme (signed) onto the grid's lower end, and of the one mapping it onto
+// the upper end (the reference only tries the lower: on IQ4_NL's uneven grid and on Q4_0's -8..7 the
+// other end often fits better), each replaced by the least-squares scale of the codes it gives; then the
+// best is refined, codes and least-squares scale in turn, while its error falls. d = 0 for an all-zero
+// block (GROUP_MAX_EPS in ggml-quants.c) or one whose scales all round to 0 in fp16.
 template <class Grid>
-Fit fit_symmetric(const float* x, const Grid& g, float extreme, float ref_d) {
+Fit fit_symmetric(const float* x, const Grid& g, float lo_end, float hi_end, float ref_d) {
   const float max = signed_absmax(x);
   Fit best;
   if (std::fabs(max) < 1e-15f) return {0, 0, 0};
-  try_scale(x, g, ref_d, 0, &best);
-  for (int k = -kTries; k <= kTries; ++k) {
-    const float id = extreme * (1 + kStep * float(k)) / max;
+  // The least-squares scale of the codes that x * id rounds to.
+  auto refit = [&](float id) {
     float xq[kLanes] = {}, qq[kLanes] = {};
     for (int j = 0; j < kQK32; j += kLanes)
       for (int l = 0; l < kLanes; ++l) {
@@ -112,8 +114,16 @@ Fit fit_symmetric(const float* x, const Grid& g, float extreme, float ref_d) {
         xq[l] += x[j + l] * q;
         qq[l] += q * q;
       }
-    const float sum_xq = lane_sum(xq), sum_qq = lane_sum(qq);
-    if (sum_qq > 0) try_scale(x, g, sum_xq / sum_qq, 0, &best);
+    const float sum_qq = lane_sum(qq);
+    return sum_qq > 0 ? lane_sum(xq) / sum_qq : 0.f;
+  };
+  try_scale(x, g, ref_d, 0, &best);
+  for (const float extreme : {lo_end, hi_end})
+    for (int k = -kTries; k <= kTries; ++k) try_scale(x, g, refit(extreme * (1 + kStep * float(k)) / max), 0, &best);
+  for (int round = 0; round < kRefineRounds && best.d != 0; ++round) {
+    const float before = best.err;
+    try_scale(x, g, refit(1 / best.d), 0, &best);
+    if (!(best.err < before)) break;
   }
   if (best.err == INFINITY) best = {0, 0, 0};
   return best;
@@ -179,7 +189,7 @@ void quantize_row_kv(WeightType t, const float* src, void* dst, int64_t n) {
       for (int64_t i = 0; i < nb; ++i) {
         const float* x = src + i * kQK32;
         const LinearGrid g{-8, 7};
-        const Fit f = fit_symmetric(x, g, -8, signed_absmax(x) / -8);
+        const Fit f = fit_symmetric(x, g, -8, 7, signed_absmax(x) / -8);
         codes(x, g, f, idx);
         auto& b = static_cast<BlockQ4_0*>(dst)[i];
         b.d = f32_to_fp16(f.d);
@@ -190,7 +200,7 @@ void quantize_row_kv(WeightType t, const float* src, void* dst, int64_t n) {
       for (int64_t i = 0; i < nb; ++i) {
         const float* x = src + i * kQK32;
         const LinearGrid g{-16, 15};
-        const Fit f = fit_symmetric(x, g, -16, signed_absmax(x) / -16);
+        const Fit f = fit_symmetric(x, g, -16, 15, signed_absmax(x) / -16);
         codes(x, g, f, idx);
         auto& b = static_cast<BlockQ5_0*>(dst)[i];
         b.d = f32_to_fp16(f.d);
@@ -203,7 +213,7 @@ void quantize_row_kv(WeightType t, const float* src, void* dst, int64_t n) {
         const float* x = src + i * kQK32;
         auto& b = static_cast<BlockIQ4_NL*>(dst)[i];
         quantize_row_iq4_nl(x, &b, kQK32);  // the reference block, whose scale its own search chose
-        const Fit f = fit_symmetric(x, Iq4Grid{}, float(kIq4Values[0]), fp16_to_f32(b.d));
+        const Fit f = fit_symmetric(x, Iq4Grid{}, float(kIq4Values[0]), float(kIq4Values[15]), fp16_to_f32(b.d));
         codes(x, Iq4Grid{}, f, idx);
         b.d = f32_to_fp16(f.d);
         pack_nibbles(idx, b.qs);

@@ -601,12 +601,12 @@ Result<std::string> json_schema_to_grammar(std::string_view schema_text) {
   return json_schema_to_grammar(schema);
 }
 
-Result<std::string> grammar_for_request(const nlohmann::json& request) {
+Result<std::string> grammar_for_request(const nlohmann::ordered_json& request) {
   if (!request.is_object()) return std::string();
   const auto field = [&](const char* name) { return request.contains(name) && !request[name].is_null(); };
   std::string format_type;
   if (field("response_format")) {
-    const nlohmann::json& rf = request["response_format"];
+    const nlohmann::ordered_json& rf = request["response_format"];
     if (!rf.is_object() || !rf.contains("type") || !rf["type"].is_string())
       return invalid_argument("response_format must be an object with a string 'type'");
     format_type = rf["type"].get<std::string>();
@@ -622,18 +622,18 @@ Result<std::string> grammar_for_request(const nlohmann::json& request) {
     if (!request["grammar"].is_string()) return invalid_argument("grammar must be a string (GBNF)");
     return request["grammar"].get<std::string>();
   }
-  nlohmann::json schema;
+  nlohmann::ordered_json schema;
   if (field("json_schema")) {
     schema = request["json_schema"];
   } else if (!format_type.empty()) {
-    const nlohmann::json& rf = request["response_format"];
+    const nlohmann::ordered_json& rf = request["response_format"];
     if (format_type == "json_object") {
-      schema = rf.contains("schema") ? rf["schema"] : nlohmann::json::object();
+      schema = rf.contains("schema") ? rf["schema"] : nlohmann::ordered_json::object();
     } else {
       if (rf.contains("json_schema") && !rf["json_schema"].is_object())
         return invalid_argument("response_format.json_schema must be an object");
-      const nlohmann::json wrapper = rf.value("json_schema", nlohmann::json::object());
-      schema = wrapper.value("schema", nlohmann::json::object());
+      const nlohmann::ordered_json wrapper = rf.value("json_schema", nlohmann::ordered_json::object());
+      schema = wrapper.value("schema", nlohmann::ordered_json::object());
     }
     if (schema.is_object() && schema.empty()) schema = {{"type", "object"}};  // as llama-server
   } else {

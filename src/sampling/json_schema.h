@@ -47,6 +47,6 @@ std::string json_object_grammar();
 // {"schema": S, ...}}; an empty or absent schema under response_format means any object. "" when the
 // request asks for none. More than one of them, a wrong type or a bad schema is an InvalidArgument
 // naming the field (llama-server lets "grammar" win over response_format; here that is an error).
-Result<std::string> grammar_for_request(const nlohmann::json& request);
+Result<std::string> grammar_for_request(const nlohmann::ordered_json& request);
 
 }  // namespace tandem::sampling

@@ -9,7 +9,9 @@
 namespace tandem::server {
 namespace {
 
-using json = nlohmann::json;
+// Ordered: messages, tools and schemas keep the client's key order, which templates (tojson) and
+// grammars (property order) show.
+using json = nlohmann::ordered_json;
 
 Status wrong_type(const char* field, const char* expected) {
   return invalid_argument("'%s' must be %s", field, expected);
@@ -163,6 +165,60 @@ Status parse_prompts(const json& j, Endpoint endpoint, std::vector<Prompt>* out)
   return Status::ok();
 }
 
+// An assistant message's tool_calls: [{"id"?, "type": "function", "function": {"name", "arguments"}}].
+// OpenAI sends arguments as JSON text; templates index and `tojson` them as objects (Hugging Face's
+// format), so they are parsed here, as llama-server does.
+Status parse_tool_calls_of(size_t i, json* msg) {
+  auto calls = msg->find("tool_calls");
+  if (calls == msg->end()) return Status::ok();
+  if (calls->is_null() || (calls->is_array() && calls->empty())) {
+    msg->erase("tool_calls");
+    return Status::ok();
+  }
+  if (!calls->is_array()) return invalid_argument("messages[%zu].tool_calls must be a list", i);
+  for (size_t k = 0; k < calls->size(); ++k) {
+    json& call = (*calls)[k];
+    auto fn = call.is_object() ? call.find("function") : call.end();
+    if (fn == call.end() || !fn->is_object() || !fn->contains("name") || !(*fn)["name"].is_string())
+      return invalid_argument("messages[%zu].tool_calls[%zu] must be {\"type\": \"function\", \"function\": "
+                              "{\"name\": ..., \"arguments\": ...}}", i, k);
+    if (call.contains("id") && !call["id"].is_null() && !call["id"].is_string())
+      return invalid_argument("messages[%zu].tool_calls[%zu].id must be a string", i, k);
+    json& args = (*fn)["arguments"];
+    if (args.is_null()) args = json::object();
+    if (args.is_string()) {
+      json parsed = json::parse(args.get<std::string>(), nullptr, false);
+      if (!parsed.is_object())
+        return invalid_argument("messages[%zu].tool_calls[%zu].function.arguments is not a JSON object", i, k);
+      args = std::move(parsed);
+    } else if (!args.is_object()) {
+      return invalid_argument("messages[%zu].tool_calls[%zu].function.arguments must be a JSON object or its text", i, k);
+    }
+  }
+  return Status::ok();
+}
+
+// OpenAI's tools: [{"type": "function", "function": {"name", "description"?, "parameters"?}}].
+Status parse_tools(const json& j, json* out) {
+  auto it = j.find("tools");
+  if (it == j.end() || it->is_null()) return Status::ok();
+  if (!it->is_array()) return wrong_type("tools", "a list");
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& t = (*it)[i];
+    auto fn = t.is_object() ? t.find("function") : t.end();
+    if (!t.is_object() || t.value("type", json()) != "function" || fn == t.end() || !fn->is_object() ||
+        !fn->contains("name") || !(*fn)["name"].is_string() || (*fn)["name"].get_ref<const std::string&>().empty())
+      return invalid_argument("tools[%zu] must be {\"type\": \"function\", \"function\": {\"name\": \"...\", "
+                              "\"parameters\": {...}}}", i);
+    if (fn->contains("description") && !(*fn)["description"].is_string() && !(*fn)["description"].is_null())
+      return invalid_argument("tools[%zu].function.description must be a string", i);
+    if (fn->contains("parameters") && !(*fn)["parameters"].is_object() && !(*fn)["parameters"].is_null())
+      return invalid_argument("tools[%zu].function.parameters must be a JSON Schema object", i);
+  }
+  *out = *it;
+  return Status::ok();
+}
+
 // OpenAI's messages: role and content checked, content-part arrays joined into one string (text
 // parts only: this server reads no images or audio).
 Status parse_messages(const json& j, json* out) {
@@ -182,10 +238,15 @@ Status parse_messages(const json& j, json* out) {
                               r.c_str());
     json msg = m;
     msg["role"] = r == "developer" ? "system" : r;
+    if (r == "assistant") TANDEM_TRY(parse_tool_calls_of(i, &msg));
+    if (r == "tool")
+      if (auto id = m.find("tool_call_id"); id != m.end() && !id->is_null() && !id->is_string())
+        return invalid_argument("messages[%zu].tool_call_id must be a string", i);
     auto content = m.find("content");
     if (content == m.end() || content->is_null()) {
       if (r != "assistant") return invalid_argument("messages[%zu] (%s) has no content", i, r.c_str());
-      msg["content"] = "";
+      // Templates test a tool-call turn's content with `is none`, as Hugging Face passes it.
+      msg["content"] = msg.contains("tool_calls") ? json(nullptr) : json("");
     } else if (content->is_array()) {
       std::string text;
       for (const auto& part : *content) {
@@ -225,6 +286,9 @@ Status parse_sampling(const json& j, sampling::SamplerParams* p) {
   return Status::ok();
 }
 
+// Variables the server gives every rendering; chat_template_kwargs may not replace them.
+constexpr const char* kRenderVariables[] = {"messages", "tools", "add_generation_prompt", "bos_token", "eos_token"};
+
 // "auto" | "none" | "required" | {"type": "function", "function": {"name": N}}, and parallel_tool_calls.
 Status parse_tool_choice(const json& j, ParsedRequest* r) {
   const auto it = j.find("tool_choice");
@@ -252,15 +316,17 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
   TANDEM_TRY(get_string(j, "model", &r->model));
   if (endpoint == Endpoint::Chat) {
     TANDEM_TRY(parse_messages(j, &r->messages));
-    if (j.contains("tools") && !j["tools"].is_null()) {
-      if (!j["tools"].is_array()) return wrong_type("tools", "a list");
-      r->tools = j["tools"];
-    }
+    TANDEM_TRY(parse_tools(j, &r->tools));
     TANDEM_TRY(parse_tool_choice(j, r));
     if (auto kw = j.find("chat_template_kwargs"); kw != j.end() && !kw->is_null()) {
       if (!kw->is_object()) return wrong_type("chat_template_kwargs", "an object");
+      for (const char* name : kRenderVariables)
+        if (kw->contains(name))
+          return invalid_argument("chat_template_kwargs: '%s' is set by the request itself, not as a template variable",
+                                  name);
       r->template_kwargs = *kw;
     }
+    TANDEM_TRY(get_bool(j, "add_generation_prompt", &r->add_generation_prompt));
   } else {
     TANDEM_TRY(parse_prompts(j, endpoint, &r->prompts));
   }
@@ -321,7 +387,7 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
 
 Result<nlohmann::json> parse_object(std::string_view body) {
   try {
-    json j = json::parse(body);
+    nlohmann::json j = nlohmann::json::parse(body);
     if (!j.is_object()) return invalid_argument("the request body must be a JSON object");
     return j;
   } catch (const json::exception& e) {

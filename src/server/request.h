@@ -40,14 +40,19 @@ enum class ToolChoice { Auto, None, Required };
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::Chat;
   std::string model;
-  nlohmann::json messages;  // Chat: an array of {role, content (a string), ...}; content parts joined
-  nlohmann::json tools;     // Chat: the request's tools (null when none)
+  // Chat: an array of {role, content (a string; null on a tool-call turn), ...}, content parts joined,
+  // tool-call arguments parsed into objects; the client's key order kept (templates show it).
+  nlohmann::ordered_json messages;
+  nlohmann::ordered_json tools;  // Chat: the request's tools, checked (null when none)
   // OpenAI's tool_choice: Auto (the model may call), None (tools rendered, output never parsed as
   // calls), Required (the output is held to calls by a grammar; to `tool_choice_name` alone when set).
   ToolChoice tool_choice = ToolChoice::Auto;
   std::string tool_choice_name;
   bool parallel_tool_calls = false;  // several calls in one reply (llama-server's default: off)
-  nlohmann::json template_kwargs = nlohmann::json::object();  // chat_template_kwargs: template variables
+  nlohmann::ordered_json template_kwargs = nlohmann::ordered_json::object();  // chat_template_kwargs
+  // false: the prompt ends where the messages end (no assistant turn opened). A last assistant message
+  // is continued either way (the reply extends it), as llama-server's prefill does.
+  bool add_generation_prompt = true;
   std::vector<Prompt> prompts;  // Completions/Native: one entry per prompt
   bool stream = false, include_usage = false;
   std::vector<std::string> stop;

@@ -25,6 +25,7 @@ namespace tandem::server {
 namespace {
 
 using json = nlohmann::json;
+using ordered_json = nlohmann::ordered_json;
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
@@ -141,14 +142,18 @@ json usage(const Job& job, const std::vector<ChoiceState>& choices) {
           {"prompt_tokens_details", {{"cached_tokens", n_cached}}}};
 }
 
-json tool_call_json(const chat::ToolCall& c) {
-  return {{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
+// A call's id: the model's own where it writes one (Mistral, Kimi-K2), else one unique to this server
+// run (the parser numbers calls from call_0 in every reply; clients match results by id across turns).
+json tool_call_json(const Job& job, size_t choice, size_t k, const chat::ToolCall& c) {
+  std::string id = c.id;
+  if (id == "call_" + std::to_string(k)) id = "call_" + job.id.substr(job.id.find('-') + 1) + "_" + std::to_string(choice) + "_" + id.substr(5);
+  return {{"id", id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}};
 }
 
 // The final message of a chat choice: reasoning split off, tool calls parsed. A reply `cut` by max_tokens
 // or a full slot keeps the calls it completed (those a stream has sent already) and drops the partial one.
-json chat_message(const Job& job, const std::string& text, bool reasoning, chat::ToolCallFormat fmt, bool cut,
-                  bool* has_calls) {
+json chat_message(const Job& job, size_t choice, const std::string& text, bool reasoning, chat::ToolCallFormat fmt,
+                  bool cut, bool* has_calls) {
   json msg = {{"role", "assistant"}};
   std::string content = text;
   if (reasoning) {
@@ -167,7 +172,7 @@ json chat_message(const Job& job, const std::string& text, bool reasoning, chat:
       *has_calls = true;
       content = parsed.content;
       json calls = json::array();
-      for (const auto& c : parsed.tool_calls) calls.push_back(tool_call_json(c));
+      for (size_t k = 0; k < parsed.tool_calls.size(); ++k) calls.push_back(tool_call_json(job, choice, k, parsed.tool_calls[k]));
       msg["tool_calls"] = calls;
     }
   }
@@ -198,18 +203,28 @@ struct Server::State {
 
   // The chat prompt of a request's messages (already checked by parse_request), with its tools and the
   // template variables of --chat-template-kwargs / --reasoning-budget 0 and its chat_template_kwargs.
-  Result<std::string> render(const ParsedRequest& r, const json& server_kwargs, bool add_generation_prompt) const {
+  // A last assistant message (no tool calls) is continued: the prompt is the rendering of the turns
+  // before it with the assistant's turn opened, then its text, so the reply extends it (llama-server's
+  // prefill; templates have no common way to leave a turn open).
+  Result<std::string> render(const ParsedRequest& r, const ordered_json& server_kwargs) const {
     if (!tmpl) return unsupported("this model has no chat template (give --chat-template NAME or --chat-template-file)");
-    TANDEM_ASSIGN(chat::Value msgs, chat::parse_json(dump(r.messages)));
-    json vars = server_kwargs;
+    ordered_json messages = r.messages;
+    std::string prefill;
+    const ordered_json& last = messages.back();
+    if (last["role"] == "assistant" && !last.contains("tool_calls") && last["content"].is_string()) {
+      prefill = last["content"].get<std::string>();
+      messages.erase(messages.size() - 1);
+    }
+    TANDEM_ASSIGN(chat::Value msgs, chat::parse_json(messages.dump()));
+    ordered_json vars = server_kwargs;
     vars.update(r.template_kwargs);
     if (!r.tools.is_null()) vars["tools"] = r.tools;
-    TANDEM_ASSIGN(chat::Value extra, chat::parse_json(dump(vars)));
-    auto text = chat::apply_chat_template(*tmpl, msgs, add_generation_prompt, bos, eos, extra);
+    TANDEM_ASSIGN(chat::Value extra, chat::parse_json(vars.dump()));
+    auto text = chat::apply_chat_template(*tmpl, msgs, r.add_generation_prompt || !prefill.empty(), bos, eos, extra);
     if (!text) return Status(text.error().code() == StatusCode::InvalidArgument ? StatusCode::InvalidArgument
                                                                                 : StatusCode::Unsupported,
-                             "chat template: " + text.error().message());
-    return text;
+                             text.error().message());
+    return *text + prefill;
   }
 
   Result<std::vector<int32_t>> tokenize_prompt(const std::string& text) const {
@@ -338,7 +353,7 @@ Result<Job> Server::State::prepare(const HttpRequest& http, Endpoint endpoint, c
     return invalid_argument("'id_slot' %d: this server has %d slots (0..%d)", r.id_slot, scheduler->options().n_slots,
                             scheduler->options().n_slots - 1);
   if (endpoint == Endpoint::Chat) {
-    TANDEM_ASSIGN(job.rendered, render(r, o.chat_template_kwargs, true));
+    TANDEM_ASSIGN(job.rendered, render(r, o.chat_template_kwargs));
     TANDEM_ASSIGN(auto tokens, tokenize_prompt(job.rendered));
     job.prompts.push_back(std::move(tokens));
     job.starts_in_reasoning = chat::prompt_opens_reasoning(job.rendered);
@@ -445,7 +460,7 @@ json Server::State::final_body(const Job& job, const std::vector<ChoiceState>& c
     json choice = {{"index", i}};
     if (r.endpoint == Endpoint::Chat) {
       bool calls = false;
-      choice["message"] = chat_message(job, c.text, o.reasoning_deepseek, tool_format, c.reason == FinishReason::Length, &calls);
+      choice["message"] = chat_message(job, i, c.text, o.reasoning_deepseek, tool_format, c.reason == FinishReason::Length, &calls);
       choice["finish_reason"] = finish_name(c, calls);
       if (r.logprobs) {
         json content = json::array();
@@ -476,6 +491,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
   const size_t n = job.prompt_of.size();
   struct Progress {
     size_t sent = 0, tokens_sent = 0, calls_sent = 0;
+    std::string content_sent;  // chat: the content deltas so far
     bool role_sent = false, finished = false;
     std::unique_ptr<chat::ReasoningSplitter> reasoning;
   };
@@ -542,12 +558,20 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
           if (job.use_tools) {
             json all = json::array();
             if (c.done) {
-              const json message = chat_message(job, c.text, false, tool_format, c.reason == FinishReason::Length, &calls);
-              if (calls) all = message["tool_calls"];
+              const json message =
+                  chat_message(job, i, c.text, o.reasoning_deepseek, tool_format, c.reason == FinishReason::Length, &calls);
+              if (calls) {
+                all = message["tool_calls"];
+                // The text after the calls: what the whole message's content adds to what was sent.
+                const std::string final = message["content"].is_string() ? message["content"].get<std::string>() : "";
+                parts.content = final.compare(0, p.content_sent.size(), p.content_sent) == 0
+                                    ? final.substr(std::min(final.size(), p.content_sent.size()))
+                                    : "";
+              }
             } else {
-              for (const auto& call : chat::complete_tool_calls(c.text, tool_format)) all.push_back(tool_call_json(call));
+              const auto done_calls = chat::complete_tool_calls(c.text, tool_format);
+              for (size_t k = 0; k < done_calls.size(); ++k) all.push_back(tool_call_json(job, i, k, done_calls[k]));
             }
-            if (calls) parts.content.clear();
             if (all.size() > p.calls_sent) {
               json fresh = json::array();
               for (size_t k = p.calls_sent; k < all.size(); ++k) fresh.push_back(all[k]), fresh.back()["index"] = k;
@@ -558,6 +582,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
           }
           if (!parts.reasoning.empty()) d["reasoning_content"] = parts.reasoning;
           if (!parts.content.empty() || d.contains("role")) d["content"] = parts.content;
+          p.content_sent += parts.content;
           json lp = nullptr;
           if (r.logprobs && n_tokens > p.tokens_sent) {
             json content = json::array();
@@ -645,6 +670,7 @@ void Server::add_routes() {
                               {"seed", p.seed}}}}},
                 {"total_slots", o.n_slots}, {"model_path", st.model_path}, {"model_alias", st.model_name},
                 {"chat_template", st.template_source}, {"chat_template_origin", st.template_origin},
+                {"bos_token", st.bos}, {"eos_token", st.eos},
                 {"modalities", {{"vision", false}, {"audio", false}}}, {"build_info", "tandem"}});
   });
   http_->route("GET", "/slots", [&st, &o, not_ready](const HttpRequest&, HttpResponse& res) {
@@ -695,7 +721,7 @@ void Server::add_routes() {
     if (not_ready(res)) return;
     auto parsed = parse_request(req.body, Endpoint::Chat, o.defaults);
     if (!parsed) return reply_error(res, parsed.error());
-    auto text = st.render(*parsed, o.chat_template_kwargs, true);
+    auto text = st.render(*parsed, o.chat_template_kwargs);
     if (!text) return reply_error(res, text.error());
     reply(res, {{"prompt", *text}});
   });

@@ -25,7 +25,7 @@ struct ServerOptions {
   bool reasoning_deepseek = true;     // --reasoning-format deepseek: <think>...</think> -> reasoning_content
   // Variables every chat-template rendering sees (--chat-template-kwargs; --reasoning-budget 0 sets
   // enable_thinking false); a request's chat_template_kwargs override them.
-  nlohmann::json chat_template_kwargs = nlohmann::json::object();
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
   int timeout_s = 600;                // -to: HTTP read/write timeout
   int64_t max_queue = 64;
   int n_http_threads = 0;             // 0: slots + queue room, so queued streams keep their connections

@@ -49,7 +49,7 @@ TEST(ChatTemplateErrors, Jinja2GlobalsTandemLacksFailAtParse) {
 }
 
 TEST(ChatTemplateErrors, SyntaxErrorsNameThePlace) {
-  EXPECT_EQ(parse_error("{% for x in y %}\nbody"), "chat template: line 2, column 5: unexpected end of template: expected 'else'");
+  EXPECT_EQ(parse_error("{% for x in y %}\nbody"), "chat template: line 2, column 5: unexpected end of template: expected 'endfor'");
   EXPECT_EQ(parse_error("{{ a $ b }}"), "chat template: line 1, column 6: unexpected character '$'");
   EXPECT_EQ(parse_error("{{ 'open }}"), "chat template: line 1, column 4: unterminated string");
   EXPECT_EQ(parse_error("{# never closed"), "chat template: line 1, column 1: unclosed comment: no '#}' follows");

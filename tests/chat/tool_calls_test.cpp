@@ -138,7 +138,7 @@ TEST(ToolCalls, StreamingHoldsBackAPartialMarker) {
 // tool_choice "required" / a named function: the grammar takes a call as the family writes it (which
 // the parser reads back), and nothing else: another function, arguments outside the schema, a second
 // call unless parallel, text around the call.
-const nlohmann::json kTools = nlohmann::json::parse(R"([
+const nlohmann::ordered_json kTools = nlohmann::ordered_json::parse(R"([
   {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
                   "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["city", "days", "unit"]}}},
@@ -266,16 +266,16 @@ TEST(ToolCalls, GrammarErrorsNameTheProblem) {
   auto missing = tool_call_grammar(ToolCallFormat::Hermes, src, kTools, "get_time", false);
   ASSERT_FALSE(missing.has_value());
   EXPECT_NE(missing.error().message().find("get_time"), std::string::npos);
-  auto bad = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::json::parse(R"([{"type": "function"}])"), "", false);
+  auto bad = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::ordered_json::parse(R"([{"type": "function"}])"), "", false);
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.error().message().find("tools[0]"), std::string::npos);
-  auto schema = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::json::parse(
+  auto schema = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::ordered_json::parse(
       R"([{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}])"), "", false);
   ASSERT_FALSE(schema.has_value());
   EXPECT_NE(schema.error().message().find("'not'"), std::string::npos) << schema.error().message();
   EXPECT_FALSE(tool_call_grammar(ToolCallFormat::None, "", kTools, "", false).has_value());
   // No parameters: any object.
-  auto none = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::json::parse(
+  auto none = tool_call_grammar(ToolCallFormat::Hermes, src, nlohmann::ordered_json::parse(
       R"([{"type": "function", "function": {"name": "now"}}])"), "", false);
   ASSERT_TRUE(none.has_value());
   EXPECT_TRUE(grammar_takes(*none, "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>"));

@@ -44,6 +44,8 @@ TEST(Hash, MatchesPublishedDigests) {
   ASSERT_TRUE(d.has_value()) << d.error().message();
   EXPECT_EQ((*d)[0], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");  // FIPS 180-2
   EXPECT_EQ((*d)[1], "900150983cd24fb0d6963f7d28e17f72");                                  // RFC 1321
+  EXPECT_EQ(hash_text(HashAlgorithm::Sha256, "abc"), (*d)[0]);
+  EXPECT_EQ(hash_text(HashAlgorithm::Md5, "abc"), (*d)[1]);
   // Larger than one 16 MiB read chunk, so both buffers and the hand-over are used.
   {
     std::ofstream big(path, std::ios::binary);

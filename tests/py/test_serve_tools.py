@@ -4,7 +4,9 @@ the way llama-server forces them: tool_choice "required" or a named function hol
 template's call format with a grammar, and the parsed message.tool_calls must be exactly what the
 grammar let through. Reasoning is forced with llama-server's `grammar` field under an R1 template that
 opens <think> in the prompt."""
+import copy
 import json
+import sys
 
 import pytest
 
@@ -13,6 +15,9 @@ jsonschema = pytest.importorskip("jsonschema")
 
 from conftest import ROOT  # noqa: E402
 from serve_util import Server  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts" / "fixtures"))
+gen_chat = pytest.importorskip("gen_chat")  # jinja2 with Hugging Face's settings, as the fixtures use
 
 TEMPLATES = ROOT / "tests" / "fixtures" / "chat" / "templates"
 WEATHER = {"type": "function", "function": {
@@ -36,6 +41,7 @@ def tools_server(request, gemma_path):
     s = start(gemma_path, request.param)
     # Tokens one call takes: Gemma's vocabulary spells DeepSeek's call markers out byte by byte.
     s.call_tokens = 110 if "DeepSeek" in request.param else 40
+    s.template = request.param
     yield s
     assert s.stop() == 0, "".join(s.log)
 
@@ -69,6 +75,8 @@ def test_named_tool_call_streams_the_same_call(tools_server):
     whole = client.chat.completions.create(**kw).choices[0].message.tool_calls
     assert len(whole) == 1
     check_call(whole[0], SEARCH)
+    again = client.chat.completions.create(**kw).choices[0].message.tool_calls
+    assert again[0].id != whole[0].id  # ids unique across replies: clients match results by them
     calls, finish = {}, None
     for chunk in client.chat.completions.create(stream=True, **kw):
         if not chunk.choices:
@@ -80,7 +88,8 @@ def test_named_tool_call_streams_the_same_call(tools_server):
             c["name"] += d.function.name or ""
             c["arguments"] += d.function.arguments or ""
     assert finish == "tool_calls"
-    assert list(calls.values()) == [{"id": whole[0].id, "name": "search", "arguments": whole[0].function.arguments}]
+    assert [(c["name"], c["arguments"]) for c in calls.values()] == [("search", whole[0].function.arguments)]
+    assert calls[0]["id"].startswith("call_") and calls[0]["id"] not in (whole[0].id, again[0].id)
 
 
 def test_tool_result_goes_back_to_the_template(tools_server):
@@ -108,7 +117,7 @@ def test_parallel_calls_each_sent_when_whole(tools_server):
     r = client.chat.completions.create(**kw)
     calls = r.choices[0].message.tool_calls
     assert len(calls) >= 2, r
-    assert [c.id for c in calls] == [f"call_{i}" for i in range(len(calls))]
+    assert len({c.id for c in calls}) == len(calls)
     for c in calls:
         check_call(c, WEATHER)
     streamed, indexes = [], []
@@ -129,12 +138,90 @@ def test_parallel_calls_each_sent_when_whole(tools_server):
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "not": {}}}}],
       "tool_choice": "required"}, "'not'"),
     ({"chat_template_kwargs": [1]}, "chat_template_kwargs"),
+    ({"chat_template_kwargs": {"messages": []}}, "'messages'"),
+    ({"tools": ["x"]}, "tools[0]"),
+    ({"tools": [{"type": "retrieval"}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "function": {"name": 5}}]}, "tools[0]"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": "x"}}]}, "parameters"),
+    ({"messages": ASK + [{"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{bad"}}]}]}, "arguments"),
+    ({"messages": ASK + [{"role": "assistant", "content": None, "tool_calls": [{"type": "function"}]}]}, "tool_calls[0]"),
 ])
 def test_bad_tool_requests_are_400(tools_server, body, needle):
     req = {"messages": ASK, "tools": [WEATHER], "max_tokens": 4, **body}
     status, reply = tools_server.request("POST", "/v1/chat/completions", req)
     assert status == 400, reply
     assert needle in reply["error"]["message"]
+
+
+# A tool-call conversation as the openai client sends it: arguments as JSON text, content null, tools with
+# keys in the client's order (not sorted), a tool result, and an assistant turn to continue.
+CALL = {"id": "abcdefghi", "type": "function",
+        "function": {"name": "get_weather", "arguments": json.dumps({"unit": "celsius", "city": "Paris"})}}
+HISTORY = ASK + [{"role": "assistant", "content": None, "tool_calls": [CALL]},
+                 {"role": "tool", "tool_call_id": "abcdefghi", "name": "get_weather", "content": "18 degrees"}]
+
+
+def jinja2_render(server, messages, tools, add_generation_prompt=True):
+    """What Hugging Face's apply_chat_template renders: arguments as objects (its documented format)."""
+    _, props = server.request("GET", "/props")
+    msgs = copy.deepcopy(messages)
+    for m in msgs:
+        for c in m.get("tool_calls") or []:
+            c["function"]["arguments"] = json.loads(c["function"]["arguments"])
+    ctx = {"messages": msgs, "tools": tools, "add_generation_prompt": add_generation_prompt,
+           "bos_token": props["bos_token"], "eos_token": props["eos_token"]}
+    return gen_chat.render(gen_chat.make_env(), props["chat_template"], ctx)
+
+
+def check_rendering(server, messages, tools, **kw):
+    want = jinja2_render(server, messages, tools, **kw)
+    status, got = server.request("POST", "/apply-template", {"messages": messages, "tools": tools, **kw})
+    if "error" in want:
+        assert status == 400, (want, got)
+    else:
+        assert status == 200, got
+        assert got["prompt"] == want["output"]
+
+
+def test_tool_history_renders_as_jinja2(tools_server):
+    check_rendering(tools_server, HISTORY, [WEATHER, SEARCH])
+    check_rendering(tools_server, ASK, [WEATHER], add_generation_prompt=False)
+
+
+@pytest.mark.parametrize("template", ["meta-llama-Llama-3.1-8B-Instruct.jinja", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+                                      "mistralai-Mistral-Nemo-Instruct-2407.jinja", "Qwen-Qwen3-0.6B.jinja"])
+def test_tool_history_renders_as_jinja2_on_more_templates(gemma_path, template):
+    s = start(gemma_path, template)
+    try:
+        check_rendering(s, HISTORY, [WEATHER, SEARCH])
+        check_rendering(s, ASK, [WEATHER], add_generation_prompt=False)
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+
+
+def test_last_assistant_message_is_continued(tools_server):
+    prefix = [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "My favourite color is"}]
+    status, whole = tools_server.request("POST", "/apply-template", {"messages": prefix[:1]})
+    status, cont = tools_server.request("POST", "/apply-template", {"messages": prefix})
+    assert status == 200 and cont["prompt"] == whole["prompt"] + "My favourite color is"
+    r = client_of(tools_server).chat.completions.create(model="gemma", messages=prefix, max_tokens=4)
+    assert r.choices[0].message.content  # the continuation alone, not a new turn's opening
+
+
+def test_text_after_a_call_is_streamed_too(tools_server):
+    # Forced text around a Hermes call (a grammar, as llama-server's field): stream and whole agree.
+    if "Qwen" not in tools_server.template:
+        pytest.skip("the forced text is in the Hermes format")
+    call = '<tool_call>\\n{\\"name\\": \\"search\\", \\"arguments\\": {\\"query\\": \\"x\\"}}\\n</tool_call>'
+    kw = dict(model="gemma", messages=ASK, tools=[SEARCH], max_tokens=60,
+              extra_body={"grammar": f'root ::= "Sure: " "{call}" " done"'})
+    client = client_of(tools_server)
+    whole = client.chat.completions.create(**kw).choices[0].message
+    assert whole.content == "Sure:  done" and whole.tool_calls[0].function.name == "search"
+    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **kw)
+                   if c.choices)
+    assert text == whole.content
 
 
 THINK_GRAMMAR = 'root ::= "The user asks about " [a-z ]{3,20} "</think>" "Paris is " [a-z ]{3,20}'

@@ -75,9 +75,9 @@ TEST(KvQuant, NoBlockWorseThanTheReference) {
   }
 }
 
-// Gaussian rows: the whole-row squared error against the reference's. Measured ratios: Q4_0 0.88,
-// Q5_0 0.88, Q4_1 0.80, Q5_1 0.80, IQ4_NL 0.96 (its reference already searches 15 scales, by x^2-weighted
-// error).
+// Gaussian rows: the whole-row squared error against the reference's. Measured ratios: Q4_0 0.885,
+// Q5_0 0.878, Q4_1 0.789, Q5_1 0.794, IQ4_NL 0.931 (its reference already searches 15 scales, by
+// x^2-weighted error, but only with the block's extreme on the grid's lower end: 0.96 without the upper).
 TEST(KvQuant, LowerErrorThanTheReferenceOnGaussianRows) {
   std::mt19937 rng(7);
   std::normal_distribution<float> gauss(0.f, 1.f);
@@ -85,7 +85,7 @@ TEST(KvQuant, LowerErrorThanTheReferenceOnGaussianRows) {
   for (float& v : x) v = gauss(rng);
   const struct { WeightType t; double max_ratio; } cases[] = {
       {WeightType::Q4_0, 0.90}, {WeightType::Q5_0, 0.90}, {WeightType::Q4_1, 0.83},
-      {WeightType::Q5_1, 0.83}, {WeightType::IQ4_NL, 0.98}};
+      {WeightType::Q5_1, 0.83}, {WeightType::IQ4_NL, 0.95}};
   for (const auto& c : cases) {
     double ref = 0, ours = 0;
     for (double e : block_errors(c.t, x, false)) ref += e;
