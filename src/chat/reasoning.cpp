@@ -19,8 +19,8 @@ size_t partial_tag_suffix(std::string_view s, std::string_view tag) {
 }  // namespace
 
 ReasoningSplitter::ReasoningSplitter(bool starts_in_reasoning, std::string open_tag, std::string close_tag)
-    : state_(starts_in_reasoning ? State::Reasoning : State::Start), open_(std::move(open_tag)),
-      close_(std::move(close_tag)), started_open_(starts_in_reasoning) {}
+    : state_(State::Start), open_(std::move(open_tag)), close_(std::move(close_tag)), started_open_(false),
+      opened_by_prompt_(starts_in_reasoning) {}
 
 ReasoningDelta ReasoningSplitter::push(std::string_view text) {
   pending_ += text;
@@ -49,7 +49,9 @@ void ReasoningSplitter::drain(bool final, ReasoningDelta& out) {
           continue;
         }
         if (!final && open_.compare(0, rest.size(), rest) == 0) return;  // maybe "<thi" so far
-        state_ = State::Content;
+        // A model that opens the tag again after the prompt did: the tag is not part of the reasoning.
+        state_ = opened_by_prompt_ ? State::Reasoning : State::Content;
+        started_open_ = opened_by_prompt_;
         continue;
       }
       case State::Reasoning: {

@@ -35,6 +35,7 @@ class ReasoningSplitter {
   State state_;
   std::string open_, close_;
   bool started_open_;    // just inside the opening tag: leading whitespace is dropped
+  bool opened_by_prompt_;  // the prompt opened the tag: text with no tag of its own is reasoning
   std::string pending_;  // text not yet attributed: a possible tag prefix or trailing whitespace
 };
 

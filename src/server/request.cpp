@@ -327,6 +327,11 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
       r->template_kwargs = *kw;
     }
     TANDEM_TRY(get_bool(j, "add_generation_prompt", &r->add_generation_prompt));
+    if (auto rf = j.find("reasoning_format"); rf != j.end() && !rf->is_null()) {
+      if (!rf->is_string() || (*rf != "none" && *rf != "deepseek" && *rf != "auto"))
+        return invalid_argument("reasoning_format must be \"none\", \"deepseek\" or \"auto\"");
+      r->reasoning_deepseek = *rf != "none";
+    }
   } else {
     TANDEM_TRY(parse_prompts(j, endpoint, &r->prompts));
   }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,6 +54,7 @@ struct ParsedRequest {
   // false: the prompt ends where the messages end (no assistant turn opened). A last assistant message
   // is continued either way (the reply extends it), as llama-server's prefill does.
   bool add_generation_prompt = true;
+  std::optional<bool> reasoning_deepseek;  // reasoning_format "deepseek" / "none" (llama-server's field)
   std::vector<Prompt> prompts;  // Completions/Native: one entry per prompt
   bool stream = false, include_usage = false;
   std::vector<std::string> stop;

@@ -460,7 +460,7 @@ json Server::State::final_body(const Job& job, const std::vector<ChoiceState>& c
     json choice = {{"index", i}};
     if (r.endpoint == Endpoint::Chat) {
       bool calls = false;
-      choice["message"] = chat_message(job, i, c.text, o.reasoning_deepseek, tool_format, c.reason == FinishReason::Length, &calls);
+      choice["message"] = chat_message(job, i, c.text, r.reasoning_deepseek.value_or(o.reasoning_deepseek), tool_format, c.reason == FinishReason::Length, &calls);
       choice["finish_reason"] = finish_name(c, calls);
       if (r.logprobs) {
         json content = json::array();
@@ -496,7 +496,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
     std::unique_ptr<chat::ReasoningSplitter> reasoning;
   };
   std::vector<Progress> progress(n);
-  const bool split = r.endpoint == Endpoint::Chat && o.reasoning_deepseek;
+  const bool split = r.endpoint == Endpoint::Chat && r.reasoning_deepseek.value_or(o.reasoning_deepseek);
   for (auto& p : progress)
     if (split) p.reasoning = std::make_unique<chat::ReasoningSplitter>(job.starts_in_reasoning);
   auto event = [](const json& j) { return "data: " + dump(j) + "\n\n"; };
@@ -559,7 +559,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
             json all = json::array();
             if (c.done) {
               const json message =
-                  chat_message(job, i, c.text, o.reasoning_deepseek, tool_format, c.reason == FinishReason::Length, &calls);
+                  chat_message(job, i, c.text, r.reasoning_deepseek.value_or(o.reasoning_deepseek), tool_format, c.reason == FinishReason::Length, &calls);
               if (calls) {
                 all = message["tool_calls"];
                 // The text after the calls: what the whole message's content adds to what was sent.

@@ -58,6 +58,9 @@ TEST(ReasoningSplit, ThinkOnlyCountsAtTheStart) {
 TEST(ReasoningSplit, PromptOpenedThinkStartsInReasoning) {
   // DeepSeek-R1's generation prompt ends with "<think>\n": the output has only the closing tag.
   expect_split("Let me add: 4.\n</think>\n\nThe answer is 4.", true, "Let me add: 4.", "The answer is 4.");
+  // A model that writes the opening tag once more: the tag is not reasoning.
+  expect_split("<think>\nLet me add: 4.\n</think>\n\nThe answer is 4.", true, "Let me add: 4.", "The answer is 4.");
+  expect_split("<b>bold</b> thought</think>c", true, "<b>bold</b> thought", "c");
   EXPECT_TRUE(prompt_opens_reasoning("<｜User｜>2+2?<｜Assistant｜><think>\n"));
   EXPECT_FALSE(prompt_opens_reasoning("<|im_start|>assistant\n"));
   EXPECT_FALSE(prompt_opens_reasoning("<think>\n\n</think>\n\n"));

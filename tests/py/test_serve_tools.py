@@ -253,6 +253,14 @@ def test_reasoning_is_split_from_content(r1_server):
     assert parts == {"reasoning_content": reasoning, "content": msg.content}
 
 
+def test_reasoning_format_per_request(r1_server):
+    msg = client_of(r1_server).chat.completions.create(
+        model="gemma", messages=ASK, max_tokens=40,
+        extra_body={"grammar": THINK_GRAMMAR, "reasoning_format": "none"}).choices[0].message
+    assert "reasoning_content" not in (msg.model_extra or {})
+    assert msg.content.startswith("The user asks about ") and "</think>Paris is " in msg.content
+
+
 def test_reasoning_format_none_keeps_everything_in_content(gemma_path):
     s = start(gemma_path, "llama-cpp-deepseek-r1.jinja", "--reasoning-format", "none")
     try:
