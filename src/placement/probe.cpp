@@ -72,6 +72,13 @@ std::vector<int> thread_counts(int n) {
   return out;
 }
 
+// Bytes that no cache holds: four times the L3 (AMD's victim L3 keeps part of a buffer twice its size),
+// at least 64 MiB, at most 1 GiB; quick: twice the L3, most of it still from memory.
+size_t beyond_cache_bytes(bool quick) {
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return std::clamp(size_t(l3 > 0 ? l3 : 0) * (quick ? 2 : 4), size_t(64) << 20, size_t(1) << 30);
+}
+
 // The best time of `reps` runs of fn, after one untimed run (pages touched, tables built).
 template <typename Fn>
 double best_seconds(int reps, Fn&& fn) {
@@ -85,27 +92,27 @@ double best_seconds(int reps, Fn&& fn) {
   return best;
 }
 
-MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, bool quick) {
+// `data`: a buffer of beyond_cache_bytes(quick) shared by every type (its pages are touched once).
+MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, bool quick, uint8_t* data) {
   constexpr int64_t kRow = 4096;  // a 4096-wide row: every block size divides it; a common n_embd
   const size_t row = row_bytes(type, kRow);
-  // Decode streams the matrix from memory, as a model's weights are: 64 MiB is beyond any last-level
-  // cache these CPUs have (quick too: a smaller matrix would time the cache, not decode).
-  const int64_t decode_rows = int64_t(64 << 20) / int64_t(row);
+  // Decode streams the matrix from memory, as a model's weights are: a matrix well past the last-level
+  // cache (a smaller one would time the cache, not decode).
+  const int64_t decode_rows = int64_t(beyond_cache_bytes(quick)) / int64_t(row);
   const int64_t prefill_rows = quick ? 256 : 2048, n_tokens = quick ? 64 : 512;
-  std::vector<float> x(size_t(kRow * n_tokens)), y(size_t(std::max(decode_rows, prefill_rows) * n_tokens));
+  std::vector<float> x(size_t(kRow * n_tokens)), y(size_t(std::max(decode_rows, prefill_rows * n_tokens)));
   std::mt19937 rng(42);
   std::normal_distribution<float> dist(0, 1);
   for (float& v : x) v = dist(rng);
   std::vector<uint8_t> first(row);
   quant::quantize_row(type, x.data(), first.data(), kRow);  // real blocks (finite scales); rows repeat it
-  std::unique_ptr<uint8_t[]> data(new uint8_t[row * size_t(decode_rows)]);
-  for (int64_t r = 0; r < decode_rows; ++r) std::memcpy(data.get() + size_t(r) * row, first.data(), row);
+  for (int64_t r = 0; r < decode_rows; ++r) std::memcpy(data + size_t(r) * row, first.data(), row);
   auto weight = [&](int64_t rows) {
     Weight w;
     w.name = "probe";
     w.type = type;
     w.shape = {rows, kRow};
-    w.data = data.get();
+    w.data = data;
     w.row_stride = row;
     w.backend = &cpu;
     w.size_bytes = row * size_t(rows);
@@ -335,9 +342,10 @@ Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const st
     NodeBandwidth nb;
     nb.node = int(node);
     const int n = int(cpus.size());
-    // About 1 GiB in all (quick: 128 MiB), past the last-level cache, at least 16 MiB (4 MiB) a thread.
+    // 1 GiB in all or more, past the last-level cache (quick: 128 MiB), at least 16 MiB (4 MiB) a thread.
     for (int t : thread_counts(n)) {
-      const size_t per_thread = std::max(size_t(o.quick ? 4 : 16) << 20, (size_t(o.quick ? 128 : 1024) << 20) / size_t(t));
+      const size_t total = o.quick ? size_t(128) << 20 : std::max(size_t(1) << 30, beyond_cache_bytes(false));
+      const size_t per_thread = std::max(size_t(o.quick ? 4 : 16) << 20, total / size_t(t));
       say(format("memory: node %d, %d thread%s", int(node), t, t > 1 ? "s" : ""));
       nb.threads.push_back(t);
       nb.bytes_per_s.push_back(measure_read_bandwidth(t, cpus, per_thread, o.quick ? 2 : 4));
@@ -348,10 +356,11 @@ Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const st
   cpu::CpuBackend cpu(p.n_threads);
   std::vector<WeightType> types = o.types;
   if (types.empty()) types.assign(kProbeTypes, kProbeTypes + kNumProbeTypes);
+  std::unique_ptr<uint8_t[]> weights(new uint8_t[beyond_cache_bytes(o.quick)]);
   for (WeightType t : types) {
     if (!cpu::has_kernel(t) || !quant::can_quantize(t)) continue;
     say(format("matmul: %s", type_name(t).data()));
-    p.matmul.push_back(probe_matmul(cpu, t, o.quick));
+    p.matmul.push_back(probe_matmul(cpu, t, o.quick, weights.get()));
     for (const IsaRate& r : probe_isa_levels(t, o.quick)) p.per_isa.push_back(r);
   }
   if (!o.disk_path.empty()) {
