@@ -219,8 +219,8 @@ Status parse_tools(const json& j, json* out) {
   return Status::ok();
 }
 
-// OpenAI's messages: role and content checked, content-part arrays joined into one string (text
-// parts only: this server reads no images or audio).
+// OpenAI's messages: role and content checked; content-part arrays of text parts only (this server
+// reads no images or audio).
 Status parse_messages(const json& j, json* out) {
   auto it = j.find("messages");
   if (it == j.end() || it->is_null()) return invalid_argument("'messages' is missing");
@@ -248,17 +248,13 @@ Status parse_messages(const json& j, json* out) {
       // Templates test a tool-call turn's content with `is none`, as Hugging Face passes it.
       msg["content"] = msg.contains("tool_calls") ? json(nullptr) : json("");
     } else if (content->is_array()) {
-      std::string text;
       for (const auto& part : *content) {
         if (!part.is_object() || !part.contains("type") || !part["type"].is_string())
           return invalid_argument("messages[%zu].content: each part must be an object with a 'type'", i);
         if (part["type"] != "text" || !part.contains("text") || !part["text"].is_string())
           return unsupported("messages[%zu].content: only text parts are supported (got '%s')", i,
                              part["type"].get<std::string>().c_str());
-        if (!text.empty()) text += "\n";
-        text += part["text"].get<std::string>();
       }
-      msg["content"] = text;
     } else if (!content->is_string()) {
       return invalid_argument("messages[%zu].content must be a string or a list of content parts", i);
     }
@@ -375,6 +371,15 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
 }
 
 }  // namespace
+
+void join_content_parts(nlohmann::ordered_json* messages) {
+  for (auto& m : *messages) {
+    if (!m["content"].is_array()) continue;
+    std::string text;
+    for (const auto& part : m["content"]) text += (text.empty() ? "" : "\n") + part["text"].get<std::string>();
+    m["content"] = text;
+  }
+}
 
 Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, const RequestDefaults& defaults) {
   ParsedRequest r;

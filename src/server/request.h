@@ -41,8 +41,8 @@ enum class ToolChoice { Auto, None, Required };
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::Chat;
   std::string model;
-  // Chat: an array of {role, content (a string; null on a tool-call turn), ...}, content parts joined,
-  // tool-call arguments parsed into objects; the client's key order kept (templates show it).
+  // Chat: an array of {role, content (a string, a list of text parts, or null on a tool-call turn),
+  // ...}, tool-call arguments parsed into objects; the client's key order kept (templates show it).
   nlohmann::ordered_json messages;
   nlohmann::ordered_json tools;  // Chat: the request's tools, checked (null when none)
   // OpenAI's tool_choice: Auto (the model may call), None (tools rendered, output never parsed as
@@ -71,6 +71,10 @@ struct ParsedRequest {
   // response_format json_object / json_schema, json_schema and grammar (llama-server's fields) become
   // sampling.grammar (sampling/json_schema.h grammar_for_request): the output is held to it.
 };
+
+// Content-part lists joined into one string (text parts, "\n" between), for templates that only read
+// string content.
+void join_content_parts(nlohmann::ordered_json* messages);
 
 Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, const RequestDefaults& defaults);
 

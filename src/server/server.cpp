@@ -144,6 +144,17 @@ json usage(const Job& job, const std::vector<ChoiceState>& choices) {
 
 // A call's id: the model's own where it writes one (Mistral, Kimi-K2), else one unique to this server
 // run (the parser numbers calls from call_0 in every reply; clients match results by id across turns).
+// Whether a template reads text given as a content-part list (llama.cpp probes its templates alike).
+bool renders_content_parts(const chat::Template& tmpl) {
+  static const char* kProbe = "tandem-content-part-probe";
+  auto msgs = chat::parse_json(std::string(R"([{"role": "user", "content": [{"type": "text", "text": ")") + kProbe +
+                               "\"}]}]");
+  auto text = chat::apply_chat_template(tmpl, *msgs, true, "", "", chat::Value());
+  // A template that prints the list itself (its repr) does not read parts.
+  return text && text->find(kProbe) != std::string::npos && text->find("'type'") == std::string::npos &&
+         text->find("\"type\"") == std::string::npos;
+}
+
 json tool_call_json(const Job& job, size_t choice, size_t k, const chat::ToolCall& c) {
   std::string id = c.id;
   if (id == "call_" + std::to_string(k)) id = "call_" + job.id.substr(job.id.find('-') + 1) + "_" + std::to_string(choice) + "_" + id.substr(5);
@@ -191,6 +202,9 @@ struct Server::State {
   std::optional<chat::Template> tmpl;
   std::string template_source, template_origin, bos, eos, model_name, model_path;
   chat::ToolCallFormat tool_format = chat::ToolCallFormat::None;
+  // The template renders content given as a list of parts (Kimi-K2's, GLM's, Mistral Small's do): lists
+  // are passed to it as they came, as Hugging Face does; other templates get the parts joined.
+  bool typed_content = false;
   std::shared_ptr<const sampling::GrammarVocab> grammar_vocab;  // for requests with a grammar or JSON schema
   std::thread http_thread;
   std::mutex stop_mu;
@@ -209,6 +223,7 @@ struct Server::State {
   Result<std::string> render(const ParsedRequest& r, const ordered_json& server_kwargs) const {
     if (!tmpl) return unsupported("this model has no chat template (give --chat-template NAME or --chat-template-file)");
     ordered_json messages = r.messages;
+    if (!typed_content) join_content_parts(&messages);
     std::string prefill;
     const ordered_json& last = messages.back();
     if (last["role"] == "assistant" && !last.contains("tool_calls") && last["content"].is_string()) {
@@ -323,6 +338,7 @@ Status Server::attach(std::unique_ptr<Engine> engine) {
     st.template_source = chosen->source;
     st.template_origin = chosen->origin;
     st.tool_format = chat::detect_tool_call_format(chosen->source);
+    st.typed_content = renders_content_parts(*st.tmpl);
   } else if (!options_.chat_template.empty() || !options_.chat_template_file.empty()) {
     return chosen.error();
   } else {

@@ -200,6 +200,26 @@ def test_tool_history_renders_as_jinja2_on_more_templates(gemma_path, template):
         assert s.stop() == 0, "".join(s.log)
 
 
+PARTS = [{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+         {"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]}]
+
+
+@pytest.mark.parametrize("template", ["Kimi-K2-Instruct.jinja", "Mistral-Small-3.2-24B-Instruct-2506.jinja"])
+def test_content_parts_reach_templates_that_read_them(gemma_path, template):
+    s = start(gemma_path, template)
+    try:
+        check_rendering(s, PARTS, None)
+    finally:
+        assert s.stop() == 0, "".join(s.log)
+
+
+def test_content_parts_joined_for_string_templates(tools_server):
+    _, joined = tools_server.request("POST", "/apply-template", {"messages": PARTS})
+    _, plain = tools_server.request("POST", "/apply-template", {"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello\nthere"}]})
+    assert joined["prompt"] == plain["prompt"]
+
+
 def test_last_assistant_message_is_continued(tools_server):
     prefix = [{"role": "user", "content": "Name a color."}, {"role": "assistant", "content": "My favourite color is"}]
     status, whole = tools_server.request("POST", "/apply-template", {"messages": prefix[:1]})

@@ -21,13 +21,17 @@ std::string error_of(std::string_view body, Endpoint e = Endpoint::Chat) {
   return r ? "" : r.error().message();
 }
 
-TEST(ServerRequest, ChatTakesDefaultsAndJoinsContentParts) {
+// Content parts stay a list (templates that read parts get them); join_content_parts makes one string
+// for the others.
+TEST(ServerRequest, ChatTakesDefaultsAndKeepsContentParts) {
   auto r = parse(R"({"messages": [{"role": "developer", "content": "be brief"},
                                   {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]})");
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(r->n_predict, 7);
   EXPECT_FLOAT_EQ(r->sampling.temp, 0.25f);
   EXPECT_EQ(r->messages[0]["role"], "system");
+  EXPECT_EQ(r->messages[1]["content"].size(), 2u);
+  join_content_parts(&r->messages);
   EXPECT_EQ(r->messages[1]["content"], "a\nb");
   EXPECT_FALSE(r->stream);
   EXPECT_EQ(r->n_choices, 1);
