@@ -88,7 +88,7 @@ bool Scheduler::submit(std::shared_ptr<GenerationTask> task) {
 }
 
 std::vector<SlotInfo> Scheduler::slots() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(stats_mu_);
   return info_;
 }
 
@@ -188,6 +188,8 @@ void Scheduler::start(Slot& slot, std::shared_ptr<GenerationTask> task) {
   stats_.n_prompt_cached += keep;
   slot.task = std::move(task);
   slot.state = State::Prefill;
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  publish_slot(slot);  // busy from now on: a client's first token must not find its slot idle
 }
 
 Status Scheduler::step() {
@@ -280,22 +282,23 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const Status& status) {
   if (task) {
     ++stats_.n_requests_finished[int(reason)];
     stats_.latency_s.observe((now_ms() - task->t_submit_ms) / 1e3);
-    // Published before on_done, so a client that has its reply finds it counted.
+    // Published before on_done, so a client that has its reply finds it counted and its slot idle.
     std::lock_guard<std::mutex> lock(stats_mu_);
     published_stats_ = stats_;
+    publish_slot(slot);
   }
   // A prompt cut short (cancelled while prefilling) leaves only the tokens already in the cells.
   if (task && task->on_done) task->on_done(reason, slot.stats, status);
 }
 
 void Scheduler::publish() {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    const Slot& s = slots_[i];
-    info_[i] = {s.id, s.task != nullptr, int64_t(s.cells.size()), s.stats.n_prompt, s.stats.n_generated};
-  }
-  std::lock_guard<std::mutex> stats_lock(stats_mu_);
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  for (const Slot& s : slots_) publish_slot(s);
   published_stats_ = stats_;
+}
+
+void Scheduler::publish_slot(const Slot& s) {
+  info_[size_t(s.id)] = {s.id, s.task != nullptr, int64_t(s.cells.size()), s.stats.n_prompt, s.stats.n_generated};
 }
 
 }  // namespace tandem

@@ -120,7 +120,8 @@ class Scheduler {
   Status step();
   void sample(Slot& slot, std::span<const float> logits);
   void finish(Slot& slot, FinishReason reason, const Status& status = Status::ok());
-  void publish();  // copies slot state into info_ for slots()
+  void publish();  // copies every slot's state into info_ for slots(), and stats_
+  void publish_slot(const Slot& s);  // caller holds stats_mu_
 
   Context& ctx_;
   const tokenizer::Vocab& vocab_;
@@ -132,10 +133,12 @@ class Scheduler {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<GenerationTask>> queue_;
-  std::vector<SlotInfo> info_;
   uint64_t n_rejected_ = 0;
-  // Its own lock: finish() publishes before on_done, and start() may call finish() under mu_.
+  // What slots() and stats() read, under a lock of its own: start() and finish() publish as they
+  // happen (finish() before on_done, so a client with its reply finds it counted and its slot idle),
+  // and start() runs under mu_ (lock order: mu_, then stats_mu_).
   mutable std::mutex stats_mu_;
+  std::vector<SlotInfo> info_;
   SchedulerStats published_stats_;
   bool stopping_ = false;
   std::thread thread_;

@@ -155,3 +155,46 @@ TEST_F(SchedulerTest, CancelledTaskFreesItsSlotForTheNext) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// The server answers from a task's callbacks, so what slots() and stats() say must already hold when
+// they run: the slot busy at the first token, idle and every token counted at the end.
+TEST_F(SchedulerTest, SlotsAndStatsArePublishedBeforeTheCallbacks) {
+  auto ctx = context(256);
+  Scheduler s(*ctx, tok_->vocab(), {.n_slots = 2, .n_ctx_slot = 128});
+  auto t = std::make_shared<GenerationTask>();
+  t->prompt = kPrompts[0];
+  t->sampling.temp = 0;
+  t->n_predict = 5;
+  t->ignore_eos = true;
+  t->id_slot = 1;
+  int n_tokens = 0;
+  bool busy_at_first_token = false, idle_at_done = false;
+  SchedulerStats at_done;
+  std::promise<void> done;
+  t->on_token = [&](const GeneratedToken&) {
+    if (n_tokens++ == 0) busy_at_first_token = s.slots()[1].busy;
+    return true;
+  };
+  t->on_done = [&](FinishReason, const GenerationStats&, const Status&) {
+    idle_at_done = !s.slots()[1].busy;
+    at_done = s.stats();
+    done.set_value();
+  };
+  ASSERT_TRUE(s.submit(t));
+  ASSERT_EQ(done.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_TRUE(busy_at_first_token);
+  EXPECT_TRUE(idle_at_done);
+  EXPECT_EQ(at_done.n_generated, 5u);
+  EXPECT_EQ(at_done.n_prompt_tokens, kPrompts[0].size());
+  EXPECT_EQ(at_done.n_requests_finished[int(FinishReason::Length)], 1u);
+  EXPECT_EQ(at_done.ttft_s.count, 1u);
+  EXPECT_EQ(at_done.latency_s.count, 1u);
+  EXPECT_GE(at_done.latency_s.sum, at_done.ttft_s.sum);
+  EXPECT_EQ(at_done.n_steps, 5u);  // the prompt and its first token, then one step per further token
+}
+
+}  // namespace
+}  // namespace tandem
