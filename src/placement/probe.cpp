@@ -24,6 +24,7 @@
 #include "backend/cpu/kernels.h"
 #include "backend/sim/sim_backend.h"
 #include "core/affinity.h"
+#include "core/hash.h"
 #include "quant/quant.h"
 
 namespace tandem::placement {
@@ -234,12 +235,6 @@ Result<SimProbe> probe_sim(size_t index, uint64_t budget, bool quick) {
   return p;
 }
 
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return h;
-}
-
 }  // namespace
 
 double measure_read_bandwidth(int n_threads, const std::vector<int>& cpus, size_t bytes_per_thread, int passes) {
@@ -320,7 +315,7 @@ std::string hardware_description() {
 }
 
 std::string hardware_hash(const std::string& description) {
-  return format("%016llx", (unsigned long long)fnv1a(description));
+  return hash_text(HashAlgorithm::Sha256, description).substr(0, 16);
 }
 
 Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const std::string&)>& progress) {

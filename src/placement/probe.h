@@ -68,7 +68,7 @@ struct SimProbe {
 struct Probe {
   std::string date;               // UTC, ISO 8601
   std::string hardware;           // "AMD EPYC, 2 CPUs, 2 cores, 23.4 GiB, avx512": what the hash covers
-  std::string hardware_hash;      // 16 hex digits (FNV-1a 64 of `hardware`)
+  std::string hardware_hash;      // 16 hex digits (of the SHA-256 of `hardware`)
   bool quick = false;
   int n_threads = 0;              // threads of the matmul figures: the physical cores, as run's default -t
   std::vector<NodeBandwidth> bandwidth;
