@@ -1,15 +1,18 @@
 // tandem run: generate text from a prompt, or chat interactively, streaming tokens as they come.
 // Flags follow llama.cpp's llama-cli / llama-completion where they mean the same thing.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "chat/chat_template.h"
 #include "cli/engine_flags.h"
+#include "engine/scheduler.h"
 #include "sampling/json_schema.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -32,59 +35,62 @@ std::string token_text(const tokenizer::Tokenizer& tok, tokenizer::TokenId id) {
 }
 
 struct Generation {
-  int64_t n_prompt = 0, n_generated = 0;
+  int64_t n_prompt = 0, n_generated = 0, n_decoded = 0;  // n_decoded: generated tokens fed back (all but each reply's last)
   double t_prompt_s = 0, t_generate_s = 0;
 };
 
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// Feeds `tokens` at positions from *n_past, then samples up to n_predict tokens, streaming them.
-Status generate(Context& ctx, const tokenizer::Tokenizer& tok, sampling::Sampler& sampler,
-                const std::vector<int32_t>& tokens, int64_t n_predict, bool ignore_eos, int32_t* n_past,
-                Generation* stats, std::string* reply, std::vector<int32_t>* generated = nullptr,
-                bool stop_at_eog = true) {
-  double t0 = now_s();
-  TANDEM_TRY(ctx.prefill(0, tokens, *n_past));
-  *n_past += int32_t(tokens.size());
-  stats->n_prompt += int64_t(tokens.size());
-  stats->t_prompt_s += now_s() - t0;
-  for (int32_t t : tokens) sampler.accept(t, /*accept_grammar=*/false);
-
+// One reply through the engine's scheduler (the server's loop, one slot, driven on this thread):
+// the slot reuses the cells it shares with `prompt`, and each piece is printed as it comes.
+Status generate(Scheduler& scheduler, const tokenizer::Tokenizer& tok, std::shared_ptr<sampling::Sampler> sampler,
+                std::vector<int32_t> prompt, int64_t n_predict, bool ignore_eos, Generation* stats,
+                std::string* reply) {
+  TANDEM_TRY(scheduler.check_prompt(prompt.size()));
   tokenizer::StreamDecoder decoder(tok, false, false);
-  t0 = now_s();
-  for (int64_t i = 0; n_predict < 0 || i < n_predict; ++i) {
-    if (*n_past >= ctx.kv().n_cells()) {
-      std::fprintf(stderr, "\n[stopped: the context of %lld tokens is full; raise -c]\n", (long long)ctx.kv().n_cells());
-      break;
-    }
-    const int32_t id = sampler.sample(ctx.logits(ctx.n_logits() - 1));
-    sampler.accept(id);
-    if (stop_at_eog && !ignore_eos && tok.vocab().is_eog(id)) break;
-    const std::string piece = decoder.push(id);
+  const auto emit = [&](const std::string& piece) {
     std::fputs(piece.c_str(), stdout);
     std::fflush(stdout);
     if (reply) *reply += piece;
-    if (generated) generated->push_back(id);
-    ++stats->n_generated;
-    Batch b;
-    b.add(id, (*n_past)++, 0, true);
-    TANDEM_TRY(ctx.decode(b));
-  }
-  const std::string rest = decoder.flush();
-  std::fputs(rest.c_str(), stdout);
-  if (reply) *reply += rest;
-  stats->t_generate_s += now_s() - t0;
+  };
+  FinishReason reason = FinishReason::Error;
+  GenerationStats done;
+  Status status;
+  auto task = std::make_shared<GenerationTask>();
+  task->prompt = std::move(prompt);
+  task->sampler = std::move(sampler);
+  task->n_predict = n_predict < 0 ? -1 : n_predict;  // -2 (llama.cpp: until the context is full) is -1 here
+  task->ignore_eos = ignore_eos;
+  task->on_token = [&](const GeneratedToken& t) {
+    emit(decoder.push(t.id));
+    return true;
+  };
+  task->on_done = [&](FinishReason r, const GenerationStats& s, const Status& st) {
+    reason = r;
+    done = s;
+    status = st;
+  };
+  TANDEM_CHECK(scheduler.submit(task));  // the queue is empty between replies
+  scheduler.run_until_idle();
+  emit(decoder.flush());
+  if (reason == FinishReason::Error) return status;
+  stats->n_prompt += done.n_prompt - done.n_cached;
+  stats->n_generated += done.n_generated;
+  stats->n_decoded += std::max<int64_t>(0, done.n_generated - 1);
+  stats->t_prompt_s += done.t_prompt_ms / 1e3;
+  stats->t_generate_s += done.t_generate_ms / 1e3;
+  if (reason == FinishReason::Length && (n_predict < 0 || done.n_generated < n_predict))
+    std::fprintf(stderr, "\n[stopped: the context of %lld tokens is full; raise -c]\n",
+                 (long long)scheduler.options().n_ctx_slot);
   return Status::ok();
 }
 
+// The prompt's time runs to its logits; the generation's from there: sampling every token and
+// decoding all but the last, so its speed is counted over the tokens decoded.
 void print_stats(const Generation& g, double t_load_s) {
   std::fprintf(stderr, "\n\nload: %.2f s | prompt: %lld tokens, %.2f s, %.2f tokens/s | generation: %lld tokens, "
-               "%.2f s, %.2f tokens/s\n",
+               "%lld decoded in %.2f s, %.2f tokens/s\n",
                t_load_s, (long long)g.n_prompt, g.t_prompt_s, g.t_prompt_s > 0 ? double(g.n_prompt) / g.t_prompt_s : 0.0,
-               (long long)g.n_generated, g.t_generate_s,
-               g.t_generate_s > 0 ? double(g.n_generated) / g.t_generate_s : 0.0);
+               (long long)g.n_generated, (long long)g.n_decoded, g.t_generate_s,
+               g.t_generate_s > 0 ? double(g.n_decoded) / g.t_generate_s : 0.0);
 }
 
 }  // namespace
@@ -157,26 +163,30 @@ int run_main(int argc, char** argv) {
   auto engine = load_engine(ef);
   if (!engine) return fail(engine.error());
   Engine& e = **engine;
-  auto sampler = make_sampler(sf, int32_t(e.tokenizer->n_tokens()));
-  if (!sampler) return fail(sampler.error());
+  auto made = make_sampler(sf, int32_t(e.tokenizer->n_tokens()));
+  if (!made) return fail(made.error());
   if (!grammar.empty()) {
-    sampling::SamplerParams p = sampler->params();
+    sampling::SamplerParams p = made->params();
     p.grammar = grammar;
-    sampler = sampling::Sampler::create(p, int32_t(e.tokenizer->n_tokens()),
-                                        sampling::GrammarVocab::from_tokenizer(*e.tokenizer));
-    if (!sampler) return fail(Status(sampler.error().code(), "run: " + sampler.error().message()));
+    made = sampling::Sampler::create(p, int32_t(e.tokenizer->n_tokens()),
+                                     sampling::GrammarVocab::from_tokenizer(*e.tokenizer));
+    if (!made) return fail(Status(made.error().code(), "run: " + made.error().message()));
   }
+  auto sampler = std::make_shared<sampling::Sampler>(std::move(*made));
   std::fprintf(stderr, "sampling: seed %u, %s\n\n", sampler->seed(), describe_sampling(sf).c_str());
 
+  SchedulerOptions so;
+  so.n_ctx_slot = e.context->kv().n_cells();
+  so.n_prefill_chunk = e.context->options().n_batch;
+  so.own_thread = false;
+  Scheduler scheduler(*e.context, e.tokenizer->vocab(), so);
   Generation stats;
-  int32_t n_past = 0;
   if (!chat) {
-    const auto tokenized = e.tokenizer->tokenize(prompt, true, true);
-    if (!tokenized) return fail(tokenized.error());
-    const std::vector<int32_t>& tokens = *tokenized;
-    if (tokens.empty()) return fail(invalid_argument("run: the prompt is empty"));
+    auto tokens = e.tokenizer->tokenize(prompt, true, true);
+    if (!tokens) return fail(tokens.error());
+    if (tokens->empty()) return fail(invalid_argument("run: the prompt is empty"));
     if (display_prompt) std::fputs(prompt.c_str(), stdout);
-    if (Status s = generate(*e.context, *e.tokenizer, *sampler, tokens, n_predict, ignore_eos, &n_past, &stats, nullptr);
+    if (Status s = generate(scheduler, *e.tokenizer, sampler, std::move(*tokens), n_predict, ignore_eos, &stats, nullptr);
         !s.is_ok())
       return fail(s);
     // -n (or a full context, or a grammar the vocabulary cannot finish) may end the text early.
@@ -205,7 +215,6 @@ int run_main(int argc, char** argv) {
 
   std::vector<chat::ChatMessage> messages;
   if (!system_prompt.empty()) messages.push_back({"system", system_prompt});
-  std::vector<int32_t> cached;  // the tokens in the KV cache, in order
   if (!prompt.empty()) std::fprintf(stderr, "> %s\n", prompt.c_str());
   for (;;) {
     std::string line = prompt;
@@ -215,8 +224,6 @@ int run_main(int argc, char** argv) {
       if (!std::getline(std::cin, line) || line.empty()) break;
     }
     messages.push_back({"user", line});
-    // The whole conversation is rendered each turn; only what differs from the cache is decoded
-    // (a template may rewrite earlier turns, e.g. drop an R1 answer's reasoning).
     auto text = chat::apply_chat_template(*tmpl, messages, true, bos, eos);
     if (!text) return fail(Status(text.error().code(), "run: chat template: " + text.error().message()));
     auto tokenized = e.tokenizer->tokenize(*text, true, true);
@@ -226,22 +233,14 @@ int run_main(int argc, char** argv) {
     const auto bos_id = e.tokenizer->vocab().special.bos;
     if (tokens.size() >= 2 && tokens[0] == bos_id && tokens[1] == bos_id) tokens.erase(tokens.begin());
     if (tokens.empty()) return fail(invalid_argument("run: the chat template rendered an empty prompt"));
-    size_t n_common = 0;
-    while (n_common < cached.size() && n_common < tokens.size() && cached[n_common] == tokens[n_common]) ++n_common;
-    if (n_common == tokens.size()) --n_common;  // the last token is decoded again for its logits
-    e.context->kv().remove(0, int32_t(n_common), -1);
-    n_past = int32_t(n_common);
-    std::vector<int32_t> tail(tokens.begin() + n_common, tokens.end());
+    // The whole conversation is rendered each turn; the slot decodes only what differs from its
+    // cells (a template may rewrite earlier turns, e.g. drop an R1 answer's reasoning).
     std::string reply;
-    std::vector<int32_t> generated;
     sampler->reset_grammar();  // each reply is held to the grammar on its own
-    if (Status s = generate(*e.context, *e.tokenizer, *sampler, tail, n_predict, false, &n_past, &stats, &reply,
-                            &generated);
+    if (Status s = generate(scheduler, *e.tokenizer, sampler, std::move(tokens), n_predict, false, &stats, &reply);
         !s.is_ok())
       return fail(s);
     std::fputs("\n", stdout);
-    cached = std::move(tokens);
-    cached.insert(cached.end(), generated.begin(), generated.end());
     messages.push_back({"assistant", reply});
   }
   print_stats(stats, e.t_load_s);

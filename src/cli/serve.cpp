@@ -1,6 +1,7 @@
 // tandem serve: the HTTP server (src/server) with llama-server's flags, so a llama-server command
 // line runs unchanged. The HTTP side answers /health with 503 while the model loads.
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -36,8 +37,8 @@ int serve_main(int argc, char** argv) {
   server::ServerOptions so;
   std::string api_key_file, log_level = "info", reasoning_format = "deepseek";
   int64_t reasoning_budget = -1;
-  bool verbose = false, cont_batching = true, jinja = true, kv_unified = true;
-  int64_t parallel = 4, port = 8080, timeout = 600, max_queue = 64, cache_reuse = 0, keep = 0;
+  bool verbose = false, jinja = true, kv_unified = true;
+  int64_t parallel = 4, port = 8080, timeout = 600, max_queue = 64;
   ArgParser args("serve", "tandem serve -m MODEL [--host H] [--port P] [-c CTX] [-np N] [flags]",
                  "An OpenAI- and llama-server-compatible HTTP server with continuous batching: -np slots share\n"
                  "every forward pass, and each slot reuses the cached prefix of its last prompt. Endpoints:\n"
@@ -58,8 +59,9 @@ int serve_main(int argc, char** argv) {
   args.integer("-np,--parallel", "N", "slots: requests generated at once, sharing each forward pass (default 4).\n"
                "The context (-c) is split evenly: each slot holds -c / -np tokens", &parallel, 1, 256);
   args.toggle("-cb,--cont-batching", "-nocb,--no-cont-batching",
-              "continuous batching: new requests join running ones at the next step (always on; -nocb is refused)",
-              &cont_batching);
+              "continuous batching (default on): new requests join running ones at the next step. -nocb:\n"
+              "they wait until every running one has finished, then start together (llama-server's meaning)",
+              &so.cont_batching);
   args.custom("--api-key", "KEY", "require this key (Authorization: Bearer KEY); a comma-separated list allows\n"
               "several. /health stays open", [&so](std::string_view v) {
                 for (size_t start = 0; start <= v.size();) {
@@ -106,18 +108,32 @@ int serve_main(int argc, char** argv) {
                "(default 600)", &timeout, 1, 86400);
   args.integer("--max-queue", "N", "requests that may wait for a free slot; more get 503 (default 64)", &max_queue, 0,
                1 << 20);
-  args.integer("--cache-reuse", "N", "llama-server's KV-shift reuse of chunks: not implemented; Tandem reuses the\n"
-               "common prompt prefix of each slot always. Only 0 is accepted", &cache_reuse, 0, 0);
-  args.integer("--keep", "N", "tokens kept at a context shift: Tandem never shifts the context (a full slot\n"
-               "ends the reply with finish_reason length), so only 0 and -1 are accepted", &keep, -1, 0);
+  args.integer("--cache-reuse", "N", "past the common prefix, also keep runs of at least N cached tokens that the new\n"
+               "prompt holds at the same positions (default 0: off). llama-server also moves chunks found\n"
+               "at other positions by rotating their keys; Tandem does not. As there, a reused run was\n"
+               "computed after other tokens, so a reply may differ from one decoded afresh",
+               &so.cache_reuse, 0, INT32_MAX);
+  args.toggle("--context-shift", "--no-context-shift",
+              "when a slot's context is full, keep its first --keep tokens, drop half of the rest and go on\n"
+              "generating (default off, as llama-server: a full slot ends the reply with finish_reason length).\n"
+              "The kept newer half is decoded again at its new positions, not rotated in place", &so.context_shift);
+  args.integer("--keep", "N", "prompt tokens (BOS not counted) kept when the context shifts (default 0; -1: the\n"
+               "whole prompt); a request's n_keep overrides it", &so.defaults.n_keep, -1, INT32_MAX);
   args.flag("-kvu,--kv-unified", "one KV cache shared by all slots (always so in Tandem)", &kv_unified);
-  args.custom("--swap-space", "GiB", "vLLM's swap of idle slots' KV cells to host RAM: not implemented yet\n"
-              "(refused rather than ignored)", [](std::string_view) {
-                return unsupported("--swap-space is not implemented yet: slots keep their cells in the KV cache");
+  args.custom("--swap-space", "GiB", "host RAM for KV cells, as vLLM's flag (default 0: none): a slot taken by a\n"
+              "different prompt first copies its cells there, and a later prompt that continues them gets\n"
+              "them back instead of decoding them again (usage's cached_tokens counts them). The least\n"
+              "recently used go first when it is full", [&so](std::string_view v) {
+                const std::string text(v);
+                char* end = nullptr;
+                const double gib = std::strtod(text.c_str(), &end);
+                if (text.empty() || *end != '\0' || !(gib >= 0 && gib <= 1 << 20))
+                  return invalid_argument("'%s' is not a size in GiB (0 to 1048576)", text.c_str());
+                so.swap_bytes = size_t(gib * double(1 << 30));
+                return Status::ok();
               });
   add_sampling_flags(args, sf);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
-  if (!cont_batching) return fail(unsupported("serve: -nocb: continuous batching is always on in Tandem"));
   if (log_level != "debug" && log_level != "info" && log_level != "warn" && log_level != "error")
     return fail(invalid_argument("--log-level '%s': use debug, info, warn or error", log_level.c_str()));
   if (reasoning_format != "none" && reasoning_format != "deepseek")
@@ -134,6 +150,9 @@ int serve_main(int argc, char** argv) {
   if (reasoning_budget == 0) so.chat_template_kwargs["enable_thinking"] = false;
   so.defaults.sampling = sf.params;
   ef.quiet = log_level == "warn" || log_level == "error";
+  if (so.defaults.n_keep != 0 && !so.context_shift)
+    std::fprintf(stderr, "note: --keep takes effect when the context shifts, and --context-shift is off (as in "
+                 "llama-server): a full slot ends the reply\n");
   if (ef.ctx > 0 && ef.ctx < parallel * 2)
     return fail(invalid_argument("serve: -c %lld is too small for -np %lld slots (at least 2 tokens each)",
                                  (long long)ef.ctx, (long long)parallel));
@@ -173,9 +192,10 @@ int serve_main(int argc, char** argv) {
     return fail(invalid_argument("serve: a context of %lld tokens is too small for -np %lld slots", (long long)n_ctx,
                                  (long long)parallel));
   if (Status s = srv.attach(std::move(*engine)); !s.is_ok()) return fail(s);
-  std::fprintf(stderr, "serve:   %d slots of %lld tokens each (-c %lld / -np %d), continuous batching, queue %lld; "
+  std::fprintf(stderr, "serve:   %d slots of %lld tokens each (-c %lld / -np %d), %s, context shift %s, queue %lld; "
                "default sampling: %s\n", so.n_slots, (long long)srv.n_ctx_slot(), (long long)n_ctx, so.n_slots,
-               (long long)max_queue, describe_sampling(sf).c_str());
+               so.cont_batching ? "continuous batching" : "no continuous batching (-nocb)",
+               so.context_shift ? "on" : "off", (long long)max_queue, describe_sampling(sf).c_str());
   std::fprintf(stderr, "serve:   ready on http://%s:%d%s\n", so.host.c_str(), *bound,
                so.api_keys.empty() ? "" : " (API key required)");
   srv.wait();

@@ -49,7 +49,8 @@ Scheduler::Scheduler(Context& ctx, const tokenizer::Vocab& vocab, const Schedule
   slots_.resize(size_t(options_.n_slots));
   info_.resize(slots_.size());
   for (size_t i = 0; i < slots_.size(); ++i) slots_[i].id = info_[i].id = int32_t(i);
-  thread_ = std::thread([this] { loop(); });
+  if (options_.swap_bytes > 0) swap_ = std::make_unique<KvSwap>(options_.swap_bytes);
+  if (options_.own_thread) thread_ = std::thread([this] { loop(); });
 }
 
 Scheduler::~Scheduler() {
@@ -58,7 +59,7 @@ Scheduler::~Scheduler() {
     stopping_ = true;
   }
   wake_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
   for (auto& task : queue_) task->on_done(FinishReason::Cancelled, {}, Status::ok());
   for (Slot& s : slots_)
     if (s.task) finish(s, FinishReason::Cancelled);
@@ -67,9 +68,10 @@ Scheduler::~Scheduler() {
 Status Scheduler::check_prompt(size_t n) const {
   if (n == 0) return invalid_argument("the prompt is empty (no tokens)");
   if (int64_t(n) >= options_.n_ctx_slot)
-    return invalid_argument("the prompt has %zu tokens but the context of a slot holds %lld (it needs room for at "
-                            "least one generated token; raise -c or lower -np)",
-                            n, (long long)options_.n_ctx_slot);
+    return invalid_argument("the prompt has %zu tokens but the context%s holds %lld (it needs room for at "
+                            "least one generated token; raise -c%s)",
+                            n, options_.n_slots > 1 ? " of a slot" : "", (long long)options_.n_ctx_slot,
+                            options_.n_slots > 1 ? " or lower -np" : "");
   return Status::ok();
 }
 
@@ -109,23 +111,38 @@ SchedulerStats Scheduler::stats() const {
   return s;
 }
 
+bool Scheduler::busy() const {
+  return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state != State::Idle; });
+}
+
 void Scheduler::loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      const auto busy = [&] {
-        return std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state != State::Idle; });
-      };
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || busy(); });
       if (stopping_) return;
       admit();
     }
-    for (Slot& s : slots_)
-      if (s.task && s.task->cancelled.load()) finish(s, FinishReason::Cancelled);
-    if (std::none_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.state != State::Idle; })) {
-      publish();
-      continue;
+    run_step();
+  }
+}
+
+void Scheduler::run_until_idle() {
+  TANDEM_CHECK(!options_.own_thread);
+  for (;;) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.empty() && !busy()) return;
+      admit();
     }
+    run_step();
+  }
+}
+
+void Scheduler::run_step() {
+  for (Slot& s : slots_)
+    if (s.task && s.task->cancelled.load()) finish(s, FinishReason::Cancelled);
+  if (busy())
     if (Status st = step(); !st.is_ok()) {
       std::fprintf(stderr, "error: step failed: %s\n", st.message().c_str());
       for (Slot& s : slots_)
@@ -135,11 +152,13 @@ void Scheduler::loop() {
           finish(s, FinishReason::Error, st);
         }
     }
-    publish();
-  }
+  publish();
 }
 
 void Scheduler::admit() {
+  // -nocb (llama-server's meaning): requests do not join running ones; they start together once all
+  // running ones have finished.
+  if (!options_.cont_batching && busy()) return;
   for (auto it = queue_.begin(); it != queue_.end();) {
     auto& task = *it;
     if (task->cancelled.load()) {
@@ -164,28 +183,94 @@ void Scheduler::admit() {
   }
 }
 
+// Sets the slot's cells to `prompt` and its pending list to the positions whose KV must be decoded:
+// all but the longest prefix it can have without decoding (its own cells' common prefix, or a longer
+// one from the swap store) and, with --cache-reuse N, runs of at least N of its old cells that hold the
+// prompt's tokens at the same positions. The last prompt token is always decoded, for its logits.
+// Returns the number of prompt tokens whose cells were reused.
+size_t Scheduler::reuse_cells(Slot& slot, const std::vector<int32_t>& prompt, bool cache_prompt) {
+  KvCache& kv = ctx_.kv();
+  const size_t common = cache_prompt ? common_prefix(slot.cells, prompt) : 0;
+  const KvSwap::Entry* entry = nullptr;
+  const size_t n_swap = swap_ && cache_prompt ? swap_->best(prompt, &entry) : 0;
+  const bool from_swap = n_swap > common;
+  // The cells this prompt would overwrite go to host RAM first, for a later prompt that continues them.
+  if (swap_ && slot.cells.size() > (from_swap ? 0 : common)) swap_->save(kv, slot.id, slot.cells);
+  size_t keep = std::min(from_swap ? n_swap : common, prompt.size() - 1);
+  // llama-server's --cache-reuse moves matching chunks of the old cells to their new positions by
+  // rotating their keys; Tandem cannot rotate cached keys, so it keeps only chunks already at their
+  // prompt positions. As in llama-server, their cells were computed after other tokens than the
+  // prompt's: the reply may differ from one decoded afresh.
+  std::vector<bool> reused(prompt.size(), false);
+  const size_t n_old = std::min(slot.cells.size(), prompt.size() - 1);
+  for (size_t i = keep; options_.cache_reuse > 0 && cache_prompt && !from_swap && i < n_old;) {
+    size_t end = i;
+    while (end < n_old && slot.cells[end] == prompt[end]) ++end;
+    if (end - i >= size_t(options_.cache_reuse)) std::fill(reused.begin() + long(i), reused.begin() + long(end), true);
+    i = std::max(end, i + 1);
+  }
+  if (from_swap) {
+    kv.remove(slot.id);
+    // The slot's own cells are gone and it never holds more than n_ctx_slot: the room is there.
+    if (Status st = swap_->restore(kv, entry, slot.id, keep); !st.is_ok()) {
+      std::fprintf(stderr, "warning: slot %d: swapped cells not restored (%s); the prompt is decoded\n", slot.id,
+                   st.message().c_str());
+      keep = 0;
+    } else if (options_.log_steps) {
+      std::fprintf(stderr, "slot %d: %zu cells back from host RAM (%zu entries, %.1f MiB held)\n", slot.id, keep,
+                   swap_->n_entries(), double(swap_->bytes_used()) / (1 << 20));
+    }
+  } else {
+    int32_t from = int32_t(keep);  // free every old cell past the prefix but the reused runs
+    for (size_t p = keep; p < reused.size(); ++p) {
+      if (!reused[p]) continue;
+      size_t end = p;
+      while (end < reused.size() && reused[end]) ++end;
+      kv.remove(slot.id, from, int32_t(p));
+      from = int32_t(end);
+      p = end;
+    }
+    kv.remove(slot.id, from, -1);
+  }
+  size_t n_reused = keep;
+  slot.pending.clear();
+  slot.n_fed = 0;
+  for (size_t p = keep; p < prompt.size(); ++p) {
+    if (reused[p]) ++n_reused;
+    else slot.pending.push_back({int32_t(p), prompt[p]});
+  }
+  slot.cells = prompt;
+  return n_reused;
+}
+
 void Scheduler::start(Slot& slot, std::shared_ptr<GenerationTask> task) {
   slot.stats = {};
   slot.stats.id_slot = slot.id;
   slot.stats.n_prompt = int64_t(task->prompt.size());
   slot.t_start_ms = now_ms();
-  auto sampler = sampling::Sampler::create(task->sampling, int32_t(ctx_.n_vocab()), grammar_vocab_);
+  std::shared_ptr<sampling::Sampler> sampler = task->sampler;
   if (!sampler) {
-    slot.task = std::move(task);
-    finish(slot, FinishReason::Error, sampler.error());
-    return;
+    auto made = sampling::Sampler::create(task->sampling, int32_t(ctx_.n_vocab()), grammar_vocab_);
+    if (!made) {
+      slot.task = std::move(task);
+      finish(slot, FinishReason::Error, made.error());
+      return;
+    }
+    sampler = std::make_shared<sampling::Sampler>(std::move(*made));
   }
-  slot.sampler = std::make_unique<sampling::Sampler>(std::move(*sampler));
+  // A sampler the task brings saw the slot's last task: its cells and the token it sampled last.
+  std::vector<int32_t> seen = slot.cells;
+  if (slot.last_token >= 0) seen.push_back(slot.last_token);
+  const size_t n_seen = task->sampler ? common_prefix(seen, task->prompt) : 0;
+  const size_t n_reused = reuse_cells(slot, task->prompt, task->cache_prompt);
   // llama-server feeds the prompt to the sampler too, so penalties see it (not the grammar: it holds
   // only the output).
-  for (int32_t t : task->prompt) slot.sampler->accept(t, /*accept_grammar=*/false);
-  size_t keep = task->cache_prompt ? common_prefix(slot.cells, task->prompt) : 0;
-  if (keep == task->prompt.size()) --keep;  // the last prompt token is decoded again for its logits
-  ctx_.kv().remove(slot.id, int32_t(keep), -1);
-  slot.cells.resize(keep);
-  slot.n_prefilled = keep;
-  slot.stats.n_cached = int64_t(keep);
-  stats_.n_prompt_cached += keep;
+  for (size_t i = n_seen; i < task->prompt.size(); ++i)
+    sampler->accept(task->prompt[i], /*accept_grammar=*/false);
+  slot.sampler = std::move(sampler);
+  slot.stats.n_cached = int64_t(n_reused);
+  slot.last_token = -1;
+  stats_.n_prompt_cached += n_reused;
   slot.task = std::move(task);
   slot.state = State::Prefill;
   std::lock_guard<std::mutex> lock(stats_mu_);
@@ -209,23 +294,18 @@ Status Scheduler::step() {
   std::vector<std::pair<Slot*, size_t>> chunks;
   for (Slot& s : slots_) {
     if (s.state != State::Prefill || budget <= 0) continue;
-    const auto& prompt = s.task->prompt;
-    const size_t n = std::min(prompt.size() - s.n_prefilled, size_t(budget));
-    for (size_t i = s.n_prefilled; i < s.n_prefilled + n; ++i)
-      batch.add(prompt[i], int32_t(i), s.id, i + 1 == prompt.size());
-    if (s.n_prefilled + n == prompt.size()) rows.push_back(&s);
+    const size_t n = std::min(s.pending.size() - s.n_fed, size_t(budget));
+    for (size_t i = s.n_fed; i < s.n_fed + n; ++i)
+      batch.add(s.pending[i].token, s.pending[i].pos, s.id, i + 1 == s.pending.size());
+    if (s.n_fed + n == s.pending.size()) rows.push_back(&s);
     chunks.push_back({&s, n});
     budget -= int64_t(n);
   }
   if (batch.size() == 0) return Status::ok();
   TANDEM_TRY(ctx_.decode(batch));
   for (Slot* s : rows)
-    if (s->state == State::Generate) s->cells.push_back(s->next_token);
-  for (auto& [s, n] : chunks) {
-    s->cells.insert(s->cells.end(), s->task->prompt.begin() + long(s->n_prefilled),
-                    s->task->prompt.begin() + long(s->n_prefilled + n));
-    s->n_prefilled += n;
-  }
+    if (s->state == State::Generate) s->cells.push_back(s->next_token), s->last_token = -1;
+  for (auto& [s, n] : chunks) s->n_fed += n;
   const double t_step_s = (now_ms() - t0) / 1e3;
   const int64_t n_prompt = batch.size() - n_decode;
   ++stats_.n_steps;
@@ -247,14 +327,16 @@ Status Scheduler::step() {
 
 void Scheduler::sample(Slot& slot, std::span<const float> logits) {
   GenerationTask& task = *slot.task;
-  if (slot.state == State::Prefill) {
-    slot.state = State::Generate;
+  slot.state = State::Generate;
+  if (slot.t_first_ms == 0) {  // not after a context shift
     slot.t_first_ms = now_ms();
     slot.stats.t_prompt_ms = slot.t_first_ms - slot.t_start_ms;
     stats_.ttft_s.observe((slot.t_first_ms - task.t_submit_ms) / 1e3);
   }
+  if (task.n_predict == 0) return finish(slot, FinishReason::Length);
   GeneratedToken out{slot.sampler->sample(logits)};
   slot.sampler->accept(out.id);
+  slot.last_token = out.id;
   if (!task.ignore_eos && vocab_.is_eog(out.id)) return finish(slot, FinishReason::Stop);
   if (task.want_logprobs || task.n_probs > 0) {
     const double lse = log_sum_exp(logits);
@@ -268,8 +350,36 @@ void Scheduler::sample(Slot& slot, std::span<const float> logits) {
   if (task.on_token && !task.on_token(out)) return finish(slot, FinishReason::Stop);
   if (task.n_predict >= 0 && slot.stats.n_generated >= task.n_predict) return finish(slot, FinishReason::Length);
   // The token is decoded next step at position cells.size(): the slot must have a cell for it.
-  if (int64_t(slot.cells.size()) + 1 > options_.n_ctx_slot) return finish(slot, FinishReason::Length);
+  if (int64_t(slot.cells.size()) + 1 > options_.n_ctx_slot) {
+    if (!options_.context_shift) return finish(slot, FinishReason::Length);
+    return shift(slot, out.id);
+  }
   slot.next_token = out.id;
+}
+
+// llama-server's context shift (tools/server/server.cpp): the first n_keep tokens stay, half of the
+// rest are dropped, and the newer half moves down to follow the kept ones. llama.cpp moves those
+// cells by rotating their keys in place; Tandem decodes them again at their new positions (a prefill
+// of at most half a slot), which gives exactly the cells a fresh prompt of those tokens would have,
+// whatever the KV type, and needs no per-architecture RoPE shift.
+void Scheduler::shift(Slot& slot, int32_t next_token) {
+  const int64_t n_past = int64_t(slot.cells.size());
+  const auto& prompt = slot.task->prompt;
+  int64_t n_keep = slot.task->n_keep < 0 ? int64_t(prompt.size()) : slot.task->n_keep;
+  if (slot.task->n_keep > 0 && prompt[0] == vocab_.special.bos) ++n_keep;  // as llama-server: BOS is not counted
+  n_keep = std::max<int64_t>(0, std::min(n_keep, options_.n_ctx_slot - 4));
+  const int64_t n_discard = (n_past - n_keep) / 2;
+  if (options_.log_steps)
+    std::fprintf(stderr, "slot %d: context shift: %lld cells kept, %lld dropped, %lld decoded again\n", slot.id,
+                 (long long)n_keep, (long long)n_discard, (long long)(n_past - n_keep - n_discard));
+  slot.cells.erase(slot.cells.begin() + long(n_keep), slot.cells.begin() + long(n_keep + n_discard));
+  slot.cells.push_back(next_token);
+  slot.pending.clear();
+  slot.n_fed = 0;
+  for (size_t p = size_t(n_keep); p < slot.cells.size(); ++p) slot.pending.push_back({int32_t(p), slot.cells[p]});
+  ctx_.kv().remove(slot.id, int32_t(n_keep), -1);
+  slot.state = State::Prefill;
+  ++slot.stats.n_shifts;
 }
 
 void Scheduler::finish(Slot& slot, FinishReason reason, const Status& status) {
@@ -279,6 +389,15 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const Status& status) {
   slot.state = State::Idle;
   slot.next_token = -1;
   slot.t_first_ms = 0;
+  slot.sampler.reset();
+  // A prompt cut short (cancelled while prefilling) keeps the cells up to the first it did not decode.
+  if (slot.n_fed < slot.pending.size()) {
+    const int32_t first_missing = slot.pending[slot.n_fed].pos;
+    ctx_.kv().remove(slot.id, first_missing, -1);
+    if (size_t(first_missing) < slot.cells.size()) slot.cells.resize(size_t(first_missing));
+  }
+  slot.pending.clear();
+  slot.n_fed = 0;
   if (task) {
     ++stats_.n_requests_finished[int(reason)];
     stats_.latency_s.observe((now_ms() - task->t_submit_ms) / 1e3);
@@ -287,7 +406,6 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const Status& status) {
     published_stats_ = stats_;
     publish_slot(slot);
   }
-  // A prompt cut short (cancelled while prefilling) leaves only the tokens already in the cells.
   if (task && task->on_done) task->on_done(reason, slot.stats, status);
 }
 

@@ -3,7 +3,8 @@
 // the prompts being prefilled, decodes it and samples each slot with its own Sampler. New tasks join
 // at the next step; a slot keeps its last prompt's KV cells, and a task goes to the idle slot whose
 // cells share the longest prefix with its prompt, so only the differing suffix is decoded again.
-// Knows nothing about HTTP: the server (src/server) and later `run` drive it through GenerationTask.
+// Knows nothing about HTTP: the server (src/server) and `run` (one slot, on its own thread) drive it
+// through GenerationTask, so both generate with this one loop.
 #pragma once
 
 #include <atomic>
@@ -19,6 +20,7 @@
 
 #include "engine/context.h"
 #include "engine/stats.h"
+#include "engine/kv_swap.h"
 #include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
@@ -40,6 +42,7 @@ const char* finish_reason_name(FinishReason r);  // "stop", "length", "cancelled
 
 struct GenerationStats {
   int64_t n_prompt = 0, n_cached = 0, n_generated = 0;  // n_cached: prompt tokens reused from the slot's cells
+  int64_t n_shifts = 0;                                 // context shifts (SchedulerOptions::context_shift)
   double t_prompt_ms = 0, t_generate_ms = 0;            // admission to first token; first token to the end
   int32_t id_slot = -1;
 };
@@ -56,6 +59,11 @@ struct GenerationTask {
   int32_t n_probs = 0;      // top tokens reported per generated token
   bool cache_prompt = true; // reuse the slot's cells for the common prefix
   int32_t id_slot = -1;     // >= 0: wait for this slot
+  int64_t n_keep = 0;       // prompt tokens kept at a context shift, BOS not counted (-1: the whole prompt)
+  // Null: the scheduler makes one from `sampling` and feeds it the whole prompt. Set: used as it is,
+  // fed only the prompt tokens after the cached prefix (run's chat keeps one sampler across turns, so
+  // its random stream and penalty history go on as llama-cli's do). Touched only while the task runs.
+  std::shared_ptr<sampling::Sampler> sampler;
   // Each generated token (end-of-generation tokens are not reported); false stops the task (Stop).
   std::function<bool(const GeneratedToken&)> on_token;
   // Exactly once, last. status is set when reason is Error.
@@ -71,6 +79,18 @@ struct SchedulerOptions {
   int64_t max_queue = 64;        // tasks waiting for a slot beyond which submit() refuses
   int64_t n_prefill_chunk = 512; // prompt tokens per step while other slots are generating
   bool log_steps = false;        // one stderr line per step (--log-level debug)
+  // A slot that fills up keeps its first n_keep tokens, drops half of the rest and goes on
+  // (llama-server's --context-shift); false: the task ends with Length.
+  bool context_shift = false;
+  bool cont_batching = true;     // false (-nocb): a task starts only when no slot is generating
+  // --cache-reuse N: a new prompt also keeps runs of at least N old cells that hold its tokens at the
+  // same positions past the common prefix (llama-server moves such chunks; see reuse_cells). 0: off.
+  int64_t cache_reuse = 0;
+  // Host RAM for the cells of slots handed to other prompts (engine/kv_swap.h, --swap-space); 0: none.
+  size_t swap_bytes = 0;
+  // true: the scheduler runs its own thread (the server). false: the caller drives the same loop on
+  // its thread with run_until_idle() (`tandem run`: no hand-over per token, --trace sees one thread).
+  bool own_thread = true;
 };
 
 struct SlotInfo {
@@ -94,6 +114,9 @@ class Scheduler {
   // Queues the task; false (and nothing queued) when max_queue tasks are already waiting.
   bool submit(std::shared_ptr<GenerationTask> task);
 
+  // own_thread false only: runs steps on the calling thread until no task is queued or running.
+  void run_until_idle();
+
   std::vector<SlotInfo> slots() const;
   size_t n_queued() const;
   // Counters since start-up (a copy, as of the last step), for monitoring.
@@ -106,19 +129,30 @@ class Scheduler {
     int32_t id = 0;
     State state = State::Idle;
     std::shared_ptr<GenerationTask> task;
-    std::vector<int32_t> cells;  // the tokens in this slot's KV cells, in position order
-    size_t n_prefilled = 0;      // prompt tokens in the cells so far
+    // The tokens of positions 0.. of this slot's sequence. The KV cells hold all of them but the
+    // positions in pending[n_fed..]; the token sampled last is not among them until decoded.
+    std::vector<int32_t> cells;
+    struct Pending {
+      int32_t pos, token;
+    };
+    std::vector<Pending> pending;  // to decode before the next sample, in position order; the last gives the logits
+    size_t n_fed = 0;              // of pending, decoded so far
     int32_t next_token = -1;     // sampled, to be decoded in the next step
-    std::unique_ptr<sampling::Sampler> sampler;
+    int32_t last_token = -1;     // the last token sampled (the final one of a task is in no cell)
+    std::shared_ptr<sampling::Sampler> sampler;
     GenerationStats stats;
     double t_start_ms = 0, t_first_ms = 0;
   };
 
   void loop();
+  bool busy() const;  // a slot holds a task
   void admit();  // under mu_
+  void run_step();  // cancellations, one step, publish
   void start(Slot& slot, std::shared_ptr<GenerationTask> task);
+  size_t reuse_cells(Slot& slot, const std::vector<int32_t>& prompt, bool cache_prompt);
   Status step();
   void sample(Slot& slot, std::span<const float> logits);
+  void shift(Slot& slot, int32_t next_token);
   void finish(Slot& slot, FinishReason reason, const Status& status = Status::ok());
   void publish();  // copies every slot's state into info_ for slots(), and stats_
   void publish_slot(const Slot& s);  // caller holds stats_mu_
@@ -129,6 +163,7 @@ class Scheduler {
   std::shared_ptr<const sampling::GrammarVocab> grammar_vocab_;
   std::vector<Slot> slots_;  // touched by the scheduler thread only
   SchedulerStats stats_;     // likewise; publish() copies it into published_stats_
+  std::unique_ptr<KvSwap> swap_;  // likewise
 
   mutable std::mutex mu_;
   std::condition_variable wake_;

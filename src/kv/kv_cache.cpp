@@ -26,6 +26,7 @@ Result<KvCache> KvCache::create(const std::vector<Backend*>& backends, int64_t n
     Layer l;
     l.row_k = row_k[i];
     l.row_v = row_v[i];
+    l.backend = backends[i];
     TANDEM_ASSIGN(l.k, backends[i]->alloc(row_bytes(type_k, row_k[i]) * size_t(n_cells)));
     if (row_v[i] > 0) {
       TANDEM_ASSIGN(l.v, backends[i]->alloc(row_bytes(type_v, row_v[i]) * size_t(n_cells)));

@@ -24,6 +24,7 @@ class KvCache {
     void* k = nullptr;
     void* v = nullptr;             // null in a latent layer (row_v 0): MLA reads V out of the K rows
     int64_t row_k = 0, row_v = 0;  // elements per cell (n_head_kv * head_dim)
+    Backend* backend = nullptr;    // holds k and v (copy_to_host / copy_from_host reach them)
   };
 
   // Allocates n_cells cells for each layer on `backends[layer]`; a layer with row_v 0 is latent (K only).
@@ -48,6 +49,7 @@ class KvCache {
   const int32_t* cell_pos() const { return cell_pos_.data(); }
   const int32_t* cell_seq() const { return cell_seq_.data(); }
   const Layer& layer(size_t i) const { return layers_[i]; }
+  size_t n_layers() const { return layers_.size(); }
   WeightType type_k() const { return type_k_; }
   WeightType type_v() const { return type_v_; }
   // Bytes one token occupies across all layers (K + V).

@@ -16,6 +16,9 @@ namespace tandem::server {
 struct HttpRequest {
   std::string method, path, body;
   std::map<std::string, std::string> headers;  // names lower-cased
+  // True once the client has closed its connection (a poll, no wait). Callable only while the
+  // handler runs; a handler that waits long for a non-streamed reply checks it to stop early.
+  std::function<bool()> client_gone = [] { return false; };
   std::string header(const std::string& lower_name) const {
     auto it = headers.find(lower_name);
     return it == headers.end() ? "" : it->second;

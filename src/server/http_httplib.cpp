@@ -1,16 +1,76 @@
 // HttpServer over cpp-httplib (Debian's libcpp-httplib-dev, the library's compiled form): routes,
 // chunked streaming, the body-size limit (413), 404 versus 405, and timeouts that free the
 // connection of a slow or half-closed client.
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 #include <set>
 
 #include "server/http.h"
 
 namespace tandem::server {
 namespace {
+
+// The port and address of a socket's end, or -1.
+int port_of(const sockaddr_storage& a, std::string* address) {
+  char text[INET6_ADDRSTRLEN] = "";
+  if (a.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(a);
+    inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
+    *address = text;
+    return ntohs(in.sin_port);
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto& in = reinterpret_cast<const sockaddr_in6&>(a);
+    inet_ntop(AF_INET6, &in.sin6_addr, text, sizeof text);
+    *address = text;
+    return ntohs(in.sin6_port);
+  }
+  return -1;
+}
+
+// Debian's cpp-httplib (0.11) shows a handler neither its socket nor whether the client is still
+// there (later versions have Request::is_connection_closed). The connection's socket is the
+// descriptor whose two ends are the request's: found among this process's descriptors. It stays
+// open, so the number cannot be reused, while the handler runs on the connection's thread.
+int connection_socket(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (const dirent* e = readdir(dir)) {
+    const int fd = std::atoi(e->d_name);
+    sockaddr_storage local{}, peer{};
+    socklen_t n_local = sizeof local, n_peer = sizeof peer;
+    if (e->d_name[0] < '0' || e->d_name[0] > '9' || getsockname(fd, reinterpret_cast<sockaddr*>(&local), &n_local) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &n_peer) != 0)
+      continue;
+    std::string local_addr, peer_addr;
+    if (port_of(local, &local_addr) == req.local_port && port_of(peer, &peer_addr) == req.remote_port &&
+        peer_addr == req.remote_addr) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// The client closed (or reset) the connection: readable with nothing to read. Bytes waiting (a
+// pipelined request) mean it is still there.
+bool peer_closed(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLERR | POLLHUP)) return true;
+  char c;
+  return recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
 
 class HttplibServer : public HttpServer {
  public:
@@ -56,7 +116,12 @@ class HttplibServer : public HttpServer {
     paths_.insert(path);
     auto h = [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
       HttpResponse out;
-      handler(convert(req), out);
+      HttpRequest in = convert(req);
+      in.client_gone = [&req, fd = -2]() mutable {
+        if (fd == -2) fd = connection_socket(req);  // looked up on first use: most handlers never ask
+        return fd >= 0 && peer_closed(fd);
+      };
+      handler(in, out);
       res.status = out.status;
       if (!out.stream) {
         res.set_content(out.body, out.content_type);

@@ -365,6 +365,7 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
     }
   }
   TANDEM_TRY(get_bool(j, "cache_prompt", &r->cache_prompt));
+  TANDEM_TRY(get_int(j, "n_keep", -1, kMaxTokensLimit, &r->n_keep));
   TANDEM_TRY(parse_sampling(j, &r->sampling));
   TANDEM_ASSIGN(r->sampling.grammar, sampling::grammar_for_request(j));
   return Status::ok();
@@ -386,6 +387,7 @@ Result<ParsedRequest> parse_request(std::string_view body, Endpoint endpoint, co
   r.endpoint = endpoint;
   r.sampling = defaults.sampling;
   r.n_predict = defaults.n_predict;
+  r.n_keep = defaults.n_keep;
   try {
     const json j = json::parse(body);
     TANDEM_TRY(parse(j, endpoint, &r));

@@ -28,6 +28,7 @@ struct Prompt {
 struct RequestDefaults {
   sampling::SamplerParams sampling;  // the server's sampling flags
   int64_t n_predict = -1;            // -n; -1: until end of generation or a full slot
+  int64_t n_keep = 0;                // --keep: prompt tokens kept at a context shift (-1: all)
 };
 
 inline constexpr int64_t kMaxTokensLimit = int64_t(1) << 31;  // larger max_tokens are refused as absurd
@@ -67,6 +68,7 @@ struct ParsedRequest {
   bool ignore_eos = false;
   bool cache_prompt = true;
   int32_t id_slot = -1;
+  int64_t n_keep = 0;  // llama-server's n_keep: prompt tokens (BOS not counted) kept at a context shift; -1: all
   bool return_tokens = false, timings = false;  // Native
   // response_format json_object / json_schema, json_schema and grammar (llama-server's fields) become
   // sampling.grammar (sampling/json_schema.h grammar_for_request): the output is held to it.

@@ -353,6 +353,10 @@ Status Server::attach(std::unique_ptr<Engine> engine) {
   so.max_queue = options_.max_queue;
   so.n_prefill_chunk = st.engine->context->options().n_ubatch;
   so.log_steps = options_.log_debug;
+  so.cont_batching = options_.cont_batching;
+  so.context_shift = options_.context_shift;
+  so.swap_bytes = options_.swap_bytes;
+  so.cache_reuse = options_.cache_reuse;
   st.grammar_vocab = sampling::GrammarVocab::from_tokenizer(tok);
   st.scheduler = std::make_unique<Scheduler>(*st.engine->context, tok.vocab(), so, st.grammar_vocab);
   st.monitor = std::make_unique<Monitor>(*st.engine, *st.scheduler, st.model_name);
@@ -428,6 +432,7 @@ void Server::State::generate(const HttpRequest& http, HttpResponse& res, Endpoin
     task->n_probs = r.n_probs;
     task->cache_prompt = r.cache_prompt;
     task->id_slot = r.id_slot;
+    task->n_keep = r.n_keep;
     if (!scheduler->submit(task)) {
       job->exchange->cancel_all();
       return reply_error(res, 503, format("the server is busy: %zu requests are waiting for a slot (the queue holds %lld)",
@@ -439,11 +444,19 @@ void Server::State::generate(const HttpRequest& http, HttpResponse& res, Endpoin
     res.stream = [this, job, &o](const ChunkWriter& write) { stream(*job, write, o); };
     return;
   }
+  // The wait wakes at every token: a client that left is noticed within a step, and its choices are
+  // cancelled (their slots free at the scheduler's next step), as a failed write does for a stream.
   std::vector<ChoiceState> choices;
-  for (bool done = false; !done;)
-    job->exchange->wait(1000, [&](const std::vector<ChoiceState>& c, bool all_done) {
+  for (bool done = false; !done;) {
+    job->exchange->wait(250, [&](const std::vector<ChoiceState>& c, bool all_done) {
       if (all_done) choices = c, done = true;
     });
+    if (!done && http.client_gone()) {
+      job->exchange->cancel_all();
+      if (o.log_debug) std::fprintf(stderr, "request: the client left; %s cancelled\n", job->id.c_str());
+      return;
+    }
+  }
   for (const auto& c : choices)
     if (c.reason == FinishReason::Error) return reply_error(res, 500, "generation failed: " + c.error.message());
   reply(res, final_body(*job, choices, o));

@@ -33,6 +33,10 @@ struct ServerOptions {
   bool log_debug = false;
   bool slots_endpoint = true;
   bool metrics_endpoint = false;      // --metrics: GET /metrics (without it 501, as llama-server answers)
+  bool cont_batching = true;   // -nocb: false
+  bool context_shift = false;  // --context-shift: a full slot drops half its tokens after n_keep and goes on
+  size_t swap_bytes = 0;       // --swap-space
+  int64_t cache_reuse = 0;     // --cache-reuse N
 };
 
 class Server {

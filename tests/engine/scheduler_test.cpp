@@ -1,6 +1,7 @@
 // The continuous-batching scheduler with stories260K (or its stand-in, test_data.h): greedy tokens of
 // prompts that share batches equal their solo tokens, a repeated prompt reuses its slot's cells, a
-// cancelled task frees its slot, and n_predict / the slot context end a task with Length.
+// cancelled task frees its slot, n_predict / the slot context end a task with Length, and the loop
+// driven on the caller's thread (`tandem run`) gives the same tokens.
 #include "engine/scheduler.h"
 
 #include <gtest/gtest.h>
@@ -34,8 +35,9 @@ class SchedulerTest : public ::testing::Test {
     ASSERT_TRUE(t.has_value()) << t.error().message();
     tok_ = std::move(t).value();
   }
-  std::unique_ptr<Context> context(int64_t n_ctx, int64_t n_batch = 64) {
-    auto c = Context::create(*model_, {.n_ctx = n_ctx, .n_batch = n_batch, .n_ubatch = n_batch});
+  std::unique_ptr<Context> context(int64_t n_ctx, int64_t n_batch = 64, bool batch_invariant = false) {
+    auto c = Context::create(*model_, {.n_ctx = n_ctx, .n_batch = n_batch, .n_ubatch = n_batch,
+                                       .batch_invariant = batch_invariant});
     EXPECT_TRUE(c.has_value());
     return std::move(c).value();
   }
@@ -151,6 +153,133 @@ TEST_F(SchedulerTest, CancelledTaskFreesItsSlotForTheNext) {
   EXPECT_EQ(cancelled.reason, FinishReason::Cancelled);
   EXPECT_EQ(cancelled.tokens.size(), 1u);  // ended at the next step
   EXPECT_EQ(wait(fb).reason, FinishReason::Length);
+}
+
+// `tandem run` drives the loop on its own thread: the same tokens as the scheduler's thread gives.
+TEST_F(SchedulerTest, CallerDrivenLoopGivesTheThreadedTokens) {
+  auto threaded_ctx = context(64);
+  Scheduler threaded(*threaded_ctx, tok_->vocab(), {.n_slots = 1, .n_ctx_slot = 64});
+  auto [a, fa] = task(kPrompts[0], 8);
+  ASSERT_TRUE(threaded.submit(a));
+  const Outcome expected = wait(fa);
+
+  auto ctx = context(64);
+  Scheduler s(*ctx, tok_->vocab(), {.n_slots = 1, .n_ctx_slot = 64, .own_thread = false});
+  auto [b, fb] = task(kPrompts[0], 8);
+  ASSERT_TRUE(s.submit(b));
+  s.run_until_idle();
+  ASSERT_EQ(fb.wait_for(std::chrono::seconds(0)), std::future_status::ready);  // done on this thread
+  EXPECT_EQ(fb.get().tokens, expected.tokens);
+  // n_predict 0 generates nothing (run -n 0), not the one token the prompt's logits give.
+  auto [c, fc] = task(kPrompts[1], 0);
+  ASSERT_TRUE(s.submit(c));
+  s.run_until_idle();
+  const Outcome none = fc.get();
+  EXPECT_EQ(none.reason, FinishReason::Length);
+  EXPECT_TRUE(none.tokens.empty());
+}
+
+// A full slot keeps its first n_keep tokens (BOS not counted, as llama-server), drops half of the
+// rest and goes on: what follows equals a fresh prompt of the cells it kept plus the last token.
+TEST_F(SchedulerTest, ContextShiftContinuesAsAFreshPromptOfTheKeptCells) {
+  const std::vector<int32_t>& prompt = kPrompts[0];  // 8 tokens, BOS first
+  ASSERT_EQ(prompt[0], tok_->vocab().special.bos);
+  auto ctx = context(16, 64, true);
+  Scheduler s(*ctx, tok_->vocab(), {.n_slots = 1, .n_ctx_slot = 16, .context_shift = true});
+  auto [t, f] = task(prompt, 20);
+  t->n_keep = 3;
+  ASSERT_TRUE(s.submit(t));
+  const Outcome o = wait(f);
+  ASSERT_EQ(o.reason, FinishReason::Length);
+  ASSERT_EQ(o.tokens.size(), 20u);  // without the shift the slot ends after 16 - 8 + 1 tokens
+  EXPECT_EQ(o.stats.n_shifts, 2);
+  // The first shift comes when g9 is sampled with the slot full (the prompt and g1..g8): 1 + 3 tokens
+  // stay, (16 - 4) / 2 = 6 go (prompt[4..8), g1, g2), and g3..g8 then g9 are decoded again.
+  std::vector<int32_t> kept(prompt.begin(), prompt.begin() + 4);
+  kept.insert(kept.end(), o.tokens.begin() + 2, o.tokens.begin() + 9);
+  auto fresh_ctx = context(64, 64, true);
+  Scheduler fresh(*fresh_ctx, tok_->vocab(), {.n_slots = 1, .n_ctx_slot = 64});
+  auto [r, fr] = task(kept, 6);
+  ASSERT_TRUE(fresh.submit(r));
+  // g10..g15: until the second shift.
+  EXPECT_EQ(wait(fr).tokens, std::vector<int32_t>(o.tokens.begin() + 9, o.tokens.begin() + 15));
+}
+
+// --swap-space: a slot handed to another prompt keeps its cells in host RAM, and the first prompt
+// coming back gets them (byte copies: the same tokens) instead of decoding them again.
+TEST_F(SchedulerTest, SwappedCellsComeBackForAReturningPrompt) {
+  const auto& a = kPrompts[3];
+  const auto& b = kPrompts[4];
+  for (const size_t swap_bytes : {size_t(0), size_t(1), size_t(1) << 20}) {
+    auto ctx = context(64);
+    Scheduler s(*ctx, tok_->vocab(), {.n_slots = 1, .n_ctx_slot = 64, .swap_bytes = swap_bytes});
+    std::vector<Outcome> outcomes;
+    for (const auto* p : {&a, &b, &a}) {
+      auto [t, f] = task(*p, 4);
+      ASSERT_TRUE(s.submit(t));
+      outcomes.push_back(wait(f));
+    }
+    const bool kept = swap_bytes > 1;  // one byte holds no entry
+    EXPECT_EQ(outcomes[2].stats.n_cached, kept ? int64_t(a.size()) - 1 : 1) << swap_bytes;  // else only BOS is shared
+    EXPECT_EQ(outcomes[2].tokens, outcomes[0].tokens);
+  }
+}
+
+// --cache-reuse N: past the common prefix, runs of at least N old cells holding the new prompt's tokens
+// at the same positions are kept; the others are freed and decoded again.
+TEST_F(SchedulerTest, CacheReuseKeepsRunsAtTheirPositions) {
+  const std::vector<int32_t> a = {1, 403, 407, 261, 378, 400, 300, 270, 290, 311, 312, 313};
+  const std::vector<int32_t> b = {1, 500, 501, 502, 378, 400, 300, 270, 290, 311, 312, 313};  // a's positions 4..11
+  for (const int64_t cache_reuse : {0, 4, 8}) {
+    auto ctx = context(64);
+    Scheduler s(*ctx, tok_->vocab(), {.n_slots = 1, .n_ctx_slot = 64, .cache_reuse = cache_reuse});
+    std::vector<Outcome> outcomes;
+    for (const auto* p : {&a, &b, &b}) {
+      auto [t, f] = task(*p, 2);
+      ASSERT_TRUE(s.submit(t));
+      outcomes.push_back(wait(f));
+    }
+    // a's run 4..10 (7 tokens: the last prompt token is always decoded) is kept when N <= 7.
+    EXPECT_EQ(outcomes[1].stats.n_cached, cache_reuse == 4 ? 1 + 7 : 1) << cache_reuse;
+    EXPECT_EQ(outcomes[2].stats.n_cached, int64_t(b.size()) - 1);
+    EXPECT_EQ(outcomes[2].tokens, outcomes[1].tokens);  // the same cells: none missing, none twice
+    EXPECT_EQ(ctx->kv().n_used(), int64_t(b.size()) + 1);  // b and its first generated token
+  }
+}
+
+// -nocb: a task queued while another generates starts only when that one has finished.
+TEST_F(SchedulerTest, WithoutContinuousBatchingTasksDoNotJoinRunningOnes) {
+  for (const bool cont_batching : {true, false}) {
+    auto ctx = context(2 * 64);
+    Scheduler s(*ctx, tok_->vocab(), {.n_slots = 2, .n_ctx_slot = 64, .cont_batching = cont_batching});
+    std::vector<std::string> events;  // appended on the scheduler thread only
+    auto [b, fb] = task(kPrompts[2], 2);
+    auto b_token = b->on_token;
+    b->on_token = [&events, b_token](const GeneratedToken& g) {
+      events.push_back("b token");
+      return b_token(g);
+    };
+    auto [a, fa] = task(kPrompts[0], 8);
+    auto a_token = a->on_token;
+    auto a_done = a->on_done;
+    bool submitted = false;
+    a->on_token = [&, a_token](const GeneratedToken& g) {
+      if (!submitted) {
+        submitted = true;
+        EXPECT_TRUE(s.submit(b));
+      }
+      return a_token(g);
+    };
+    a->on_done = [&events, a_done](FinishReason r, const GenerationStats& st, const Status& status) {
+      events.push_back("a done");
+      a_done(r, st, status);
+    };
+    ASSERT_TRUE(s.submit(a));
+    wait(fa);
+    wait(fb);
+    ASSERT_FALSE(events.empty());
+    EXPECT_EQ(events.front(), cont_batching ? "b token" : "a done");
+  }
 }
 
 }  // namespace
