@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "engine/context.h"
-#include "engine/stats.h"
 #include "engine/kv_swap.h"
+#include "engine/stats.h"
 #include "sampling/sampler.h"
 #include "tokenizer/vocab.h"
 
@@ -61,8 +61,9 @@ struct GenerationTask {
   int32_t id_slot = -1;     // >= 0: wait for this slot
   int64_t n_keep = 0;       // prompt tokens kept at a context shift, BOS not counted (-1: the whole prompt)
   // Null: the scheduler makes one from `sampling` and feeds it the whole prompt. Set: used as it is,
-  // fed only the prompt tokens after the cached prefix (run's chat keeps one sampler across turns, so
-  // its random stream and penalty history go on as llama-cli's do). Touched only while the task runs.
+  // fed only the prompt tokens past what the slot's last task left (its cells and last sampled token):
+  // run's chat keeps one sampler across turns, so its random stream and penalty history go on as
+  // llama-cli's do. Touched only while the task runs.
   std::shared_ptr<sampling::Sampler> sampler;
   // Each generated token (end-of-generation tokens are not reported); false stops the task (Stop).
   std::function<bool(const GeneratedToken&)> on_token;

@@ -468,7 +468,7 @@ json Server::State::final_body(const Job& job, const std::vector<ChoiceState>& c
     const ChoiceState& c = choices[0];
     json body = {{"index", 0}, {"content", c.text}, {"id_slot", c.stats.id_slot}, {"stop", true}, {"model", job.model},
                  {"tokens_predicted", c.stats.n_generated}, {"tokens_evaluated", c.stats.n_prompt},
-                 {"tokens_cached", c.stats.n_cached}, {"truncated", false},
+                 {"tokens_cached", c.stats.n_cached}, {"truncated", c.stats.n_shifts > 0},
                  {"stop_type", c.stopped_by_word ? "word" : c.reason == FinishReason::Length ? "limit" : "eos"},
                  {"stopping_word", c.stopping_word}, {"timings", timings(c.stats)}};
     if (r.return_tokens) {

@@ -54,7 +54,7 @@ def test_context_shift_goes_past_a_full_slot(server):
     status, r = server.request("POST", "/completion", {"prompt": "The history of the world", "n_predict": 100,
                                                         "ignore_eos": True}, timeout=120)
     assert status == 200, r
-    assert r["tokens_predicted"] == 100 and r["stop_type"] == "limit"
+    assert r["tokens_predicted"] == 100 and r["stop_type"] == "limit" and r["truncated"] is True
     _, slots = server.request("GET", "/slots")
     assert slots[0]["n_past"] < 64
 
