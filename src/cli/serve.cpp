@@ -196,6 +196,10 @@ int serve_main(int argc, char** argv) {
                "default sampling: %s\n", so.n_slots, (long long)srv.n_ctx_slot(), (long long)n_ctx, so.n_slots,
                so.cont_batching ? "continuous batching" : "no continuous batching (-nocb)",
                so.context_shift ? "on" : "off", (long long)max_queue, describe_sampling(sf).c_str());
+  if (so.swap_bytes > 0 || so.cache_reuse > 0)
+    std::fprintf(stderr, "serve:   swap space %.2f GiB of host RAM for reassigned slots' cells; cache reuse %s\n",
+                 double(so.swap_bytes) / double(1 << 30),
+                 so.cache_reuse > 0 ? format("of runs >= %lld tokens", (long long)so.cache_reuse).c_str() : "off");
   std::fprintf(stderr, "serve:   ready on http://%s:%d%s\n", so.host.c_str(), *bound,
                so.api_keys.empty() ? "" : " (API key required)");
   srv.wait();

@@ -26,6 +26,18 @@ void for_each_array(const KvCache& kv, Fn fn) {
   }
 }
 
+// Calls fn(first, count) for each run of consecutive cell numbers in `cells`, so a device cache copies
+// a run in one transfer rather than a row at a time (first-fit placement keeps runs long).
+template <typename Fn>
+void for_each_run(const std::vector<int32_t>& cells, size_t n, Fn fn) {
+  for (size_t i = 0; i < n;) {
+    size_t end = i + 1;
+    while (end < n && cells[end] == cells[end - 1] + 1) ++end;
+    fn(i, end - i);
+    i = end;
+  }
+}
+
 bool is_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
   return a.size() <= b.size() && std::equal(a.begin(), a.end(), b.begin());
 }
@@ -52,10 +64,10 @@ void KvSwap::save(const KvCache& kv, int32_t seq, const std::vector<int32_t>& to
   Entry e{tokens, std::vector<uint8_t>(bytes)};
   uint8_t* out = e.rows.data();
   for_each_array(kv, [&](const KvCache::Layer& layer, uint8_t* base, size_t row) {
-    for (int32_t c : cells) {
-      layer.backend->copy_to_host(out, base + size_t(c) * row, row);
-      out += row;
-    }
+    for_each_run(cells, cells.size(), [&](size_t i, size_t n) {
+      layer.backend->copy_to_host(out + i * row, base + size_t(cells[i]) * row, n * row);
+    });
+    out += cells.size() * row;
   });
   bytes_used_ += bytes;
   entries_.push_back(std::move(e));
@@ -81,7 +93,9 @@ Status KvSwap::restore(KvCache& kv, const Entry* entry, int32_t seq, size_t n_to
   const uint8_t* in = entry->rows.data();
   const size_t n_stored = entry->tokens.size();
   for_each_array(kv, [&](const KvCache::Layer& layer, uint8_t* base, size_t row) {
-    for (size_t i = 0; i < n_tokens; ++i) layer.backend->copy_from_host(base + size_t(cells[i]) * row, in + i * row, row);
+    for_each_run(cells, n_tokens, [&](size_t i, size_t n) {
+      layer.backend->copy_from_host(base + size_t(cells[i]) * row, in + i * row, n * row);
+    });
     in += n_stored * row;
   });
   for (auto it = entries_.begin(); it != entries_.end(); ++it)
