@@ -85,13 +85,16 @@ def test_cache_reuse_keeps_a_run_at_its_positions(server):
 def test_no_cont_batching_waits_for_running_requests(gemma_path):
     s = Server(gemma_path, "-c", "256", "-np", "2", "--temp", "0", "-nocb")
     try:
-        def ask(n, delay):
-            time.sleep(delay)
+        def ask(n):
             s.request("POST", "/completion", {"prompt": "Once upon a time", "n_predict": n, "ignore_eos": True})
             return time.time()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            long = pool.submit(ask, 60, 0)
-            short = pool.submit(ask, 2, 0.3)  # arrives while the long one generates
+            long = pool.submit(ask, 60)
+            deadline = time.time() + 30
+            while not any(x["is_processing"] for x in s.request("GET", "/slots")[1]):
+                assert time.time() < deadline, "the long request never started"
+                time.sleep(0.02)
+            short = pool.submit(ask, 2)  # arrives while the long one generates
             assert short.result(timeout=120) >= long.result(timeout=120)
         assert "no continuous batching (-nocb)" in "".join(s.log)
     finally:
