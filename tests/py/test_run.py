@@ -16,6 +16,21 @@ def test_greedy_run_is_deterministic_and_reports_speed(tandem_bin):
     assert "tokens/s" in a.stderr and "kv:" in a.stderr and "matmul kernels:" in a.stderr
 
 
+def test_run_and_serve_give_the_same_greedy_text(tandem_bin):
+    # One engine loop (src/engine/scheduler) behind both: the same prompt, the same tokens.
+    from serve_util import Server
+    prompt = "Once upon a time"
+    run = run_tandem("run", "-m", STORIES, "-p", prompt, "-n", "16", "--temp", "0", "--ignore-eos", "-t", "2",
+                     "--batch-invariant", "on", check=True)
+    s = Server(STORIES, "-np", "2", "--temp", "0", "--batch-invariant", "on")
+    try:
+        status, r = s.request("POST", "/completion", {"prompt": prompt, "n_predict": 16, "ignore_eos": True})
+    finally:
+        assert s.stop() == 0
+    assert status == 200 and r["tokens_predicted"] == 16 and r["content"]
+    assert run.stdout == prompt + r["content"]
+
+
 def test_same_seed_same_sample(tandem_bin):
     args = ("run", "-m", STORIES, "-p", "Once upon a time", "-n", "24", "--temp", "1.0", "--seed")
     a = run_tandem(*args, "7", check=True)
