@@ -148,6 +148,14 @@ class Backend {
   // and up), or [n_tokens, n_used, row_length] (true: its down); y: [n_tokens, n_used, n_rows].
   virtual void matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
                          int n_used, float* y) = 0;
+  // The experts' gated half in one pass over the routed tokens (llama.cpp's build_moe_ffn from ffn_moe_gate
+  // and ffn_moe_up to ffn_moe_swiglu): y[t, j, :] = silu(G x[t, :]) * (U x[t, :]) with G, U expert ids[t, j]'s
+  // matrices. Split form: gate and up [n_expert, n_ff, row_length], both on this device; fused form (up
+  // null): gate is ffn_gate_up_exps, [n_expert, 2 n_ff, row_length], each expert's gate rows then its up
+  // rows. x: [n_tokens, row_length]; ids: [n_tokens, n_used]; y: [n_tokens, n_used, n_ff]. The same bits
+  // as matmul_id on each matrix followed by swiglu.
+  virtual void matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
+                                int64_t n_tokens, int n_used, float* y) = 0;
   // out[t, :] = row ids[t] of the table, dequantized to f32.
   virtual void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) = 0;
   // y = x / rms(x) * weight (weight may be null), per row of n elements.

@@ -66,6 +66,9 @@ int synth_main(int argc, char** argv) {
   bool header_only = false;
   args.flag("--header-only", "write the metadata and tensor table only: a description of the model for tandem\n"
             "plan (which needs no weights), at any size", &header_only);
+  bool fuse_gate_up = false;
+  args.flag("--fuse-gate-up-exps", "deepseek2: write each layer's gate and up experts as one ffn_gate_up_exps tensor "
+            "(the same values), as llama.cpp's converter does with this flag", &fuse_gate_up);
   if (auto done = parse_command_line(args, argc, argv)) return *done;
   if (preset_name.empty()) return fail(invalid_argument("synth: --preset is required (%s)", model::synth_preset_names().c_str()));
   if (output.empty()) return fail(invalid_argument("synth: -o OUT is required"));
@@ -88,6 +91,7 @@ int synth_main(int argc, char** argv) {
   o.seed = uint64_t(seed);
   o.n_threads = int(n_threads);
   o.split_max_tensors = uint64_t(split_tensors);
+  o.fuse_gate_up_exps = fuse_gate_up;
   o.header_only = header_only;
   if (!split_size.empty()) {
     auto bytes = parse_size(split_size);

@@ -80,7 +80,9 @@ std::vector<std::string> check_tensors(const GgufFile& f, std::string* summary) 
   for (const model::TensorSpec& spec : *specs) {
     const gguf::TensorInfo* t = f.find(spec.name);
     if (!t) {
-      if (!spec.optional) problems.push_back(format("tensor '%s' is missing (%s needs it)", spec.name.c_str(), hp->arch.c_str()));
+      if (!spec.optional && (spec.instead.empty() || !f.find(spec.instead)))
+        problems.push_back(format("tensor '%s' is missing (%s needs it%s%s)", spec.name.c_str(), hp->arch.c_str(),
+                                  spec.instead.empty() ? "" : ", or ", spec.instead.c_str()));
       continue;
     }
     ++checked;

@@ -10,12 +10,12 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "core/affinity.h"
+#include "core/function_ref.h"
 
 namespace tandem {
 
@@ -54,12 +54,13 @@ class ThreadPool {
   // Calls fn(thread_index, n_threads) on the caller (index 0) and on every worker that joins before the
   // caller's own call returns; returns when all of those are done. Each index runs at most once, and
   // some may not run at all: fn must take its work from a shared counter, not from its index.
-  // Not reentrant: fn must not call run() again.
-  void run(const std::function<void(int, int)>& fn);
+  // Not reentrant: fn must not call run() again. Allocates nothing (FunctionRef), so an op costs no
+  // heap traffic per call.
+  void run(FunctionRef<void(int, int)> fn);
 
   // Splits [0, n) into contiguous chunks of at least `grain` items (a few per thread), handed out
   // dynamically; every index is covered exactly once.
-  void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t begin, int64_t end)>& fn);
+  void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t begin, int64_t end)> fn);
 
  private:
   void worker(int index);
@@ -69,7 +70,7 @@ class ThreadPool {
   int64_t spin_iterations_;
   Status priority_status_, affinity_status_;
   std::vector<std::thread> threads_;
-  const std::function<void(int, int)>* job_ = nullptr;
+  const FunctionRef<void(int, int)>* job_ = nullptr;
   std::atomic<uint32_t> generation_{0};  // id of the latest job
   std::atomic<uint64_t> gate_{0};        // job id << 32 | closed bit | workers joined
   std::atomic<uint32_t> done_{0};        // joined workers finished

@@ -37,6 +37,7 @@ struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;  // outermost first, like TensorInfo::shape
   bool optional = false;       // e.g. output.weight when tied to token_embd
+  std::string instead = {};    // not needed when the file has this tensor (ffn_gate_exps: ffn_gate_up_exps)
 };
 
 // Supported architecture names, for messages: "llama, qwen2, qwen3, gemma3".

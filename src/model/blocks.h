@@ -52,6 +52,9 @@ struct MoeWeights {
   const Weight* gate_inp = nullptr;     // the router: [n_expert, n_embd]
   const float* exp_probs_b = nullptr;   // selection bias (V3), the file's host copy: routing runs on the host
   const Weight *gate_exps = nullptr, *up_exps = nullptr, *down_exps = nullptr;  // [n_expert, ...]
+  // Files with the fused form have this instead of gate_exps and up_exps: [n_expert, 2 n_ff, n_embd],
+  // each expert's gate rows then its up rows (llama.cpp's ffn_gate_up_exps).
+  const Weight* gate_up_exps = nullptr;
   const Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr;
 };
 
@@ -65,10 +68,11 @@ struct MoeConfig {
 
 // Routes each token to its experts as llama.cpp's build_moe_ffn does: probabilities by softmax or
 // sigmoid; selection by those plus exp_probs_b, within the best groups (a group scores the sum of its
-// two best); weights from the unbiased probabilities, normalized and scaled. Host memory: logits
-// [n_tokens, n_expert]; ids, w [n_tokens, n_expert_used].
+// two best); weights from the unbiased probabilities, normalized and scaled. Among equal scores the lower
+// index wins. Host memory: logits [n_tokens, n_expert]; ids, w [n_tokens, n_expert_used]. Allocates
+// nothing once `scratch` has grown to the model's expert count.
 void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, int64_t n_tokens, int32_t* ids,
-               float* w);
+               float* w, MoeRouteScratch& scratch);
 
 // The routed experts' weighted sum plus the shared experts' output, for x ([n_tokens, n_embd], normed,
 // on the router's device); returns it there. Router, experts and shared experts may each have their

@@ -145,8 +145,10 @@ Result<std::vector<TensorSpec>> deepseek2_tensors(const HParams& hp, const gguf:
     const int64_t ff = d.n_ff_exp, sh = d.n_ff_exp * d.n_expert_shared;
     out.push_back({b + "ffn_gate_inp.weight", {hp.n_expert, e}});
     out.push_back({b + "exp_probs_b.bias", {hp.n_expert}, true});
-    out.push_back({b + "ffn_gate_exps.weight", {hp.n_expert, ff, e}});
-    out.push_back({b + "ffn_up_exps.weight", {hp.n_expert, ff, e}});
+    // Split gate and up experts, or (current conversions with --fuse-gate-up-exps) one fused tensor.
+    out.push_back({b + "ffn_gate_up_exps.weight", {hp.n_expert, 2 * ff, e}, true});
+    out.push_back({b + "ffn_gate_exps.weight", {hp.n_expert, ff, e}, false, b + "ffn_gate_up_exps.weight"});
+    out.push_back({b + "ffn_up_exps.weight", {hp.n_expert, ff, e}, false, b + "ffn_gate_up_exps.weight"});
     out.push_back({b + "ffn_down_exps.weight", {hp.n_expert, e, ff}});
     if (sh > 0) {
       out.push_back({b + "ffn_gate_shexp.weight", {sh, e}});
@@ -423,8 +425,12 @@ class Deepseek2Model final : public Model {
       } else {
         l.moe.gate_inp = find(b + "ffn_gate_inp.weight");
         probs_b = find(b + "exp_probs_b.bias");
-        l.moe.gate_exps = find(b + "ffn_gate_exps.weight");
-        l.moe.up_exps = find(b + "ffn_up_exps.weight");
+        // The fused form where the file has it, as llama.cpp's loader prefers it (create_tensor_gate_up_exps).
+        l.moe.gate_up_exps = find(b + "ffn_gate_up_exps.weight");
+        if (!l.moe.gate_up_exps) {
+          l.moe.gate_exps = find(b + "ffn_gate_exps.weight");
+          l.moe.up_exps = find(b + "ffn_up_exps.weight");
+        }
         l.moe.down_exps = find(b + "ffn_down_exps.weight");
         l.moe.gate_shexp = find(b + "ffn_gate_shexp.weight");
         l.moe.up_shexp = find(b + "ffn_up_shexp.weight");

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 namespace tandem::model {
 
@@ -129,41 +128,70 @@ Status output_logits(const PassInputs& in, const Weight& norm, const Weight& out
   return s.synchronize();
 }
 
-void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, int64_t n, int32_t* ids, float* w) {
+namespace {
+
+// Appends index i to best ([n_best] indices, by value descending, lower index first among equals) when
+// it ranks among the first `k` of the indices seen so far; called with i ascending, this keeps what a
+// stable sort by value would put first, without the sort's temporary buffer.
+void keep_best(const float* value, int32_t i, int64_t k, int32_t* best, int64_t* n_best) {
+  int64_t pos = *n_best;
+  while (pos > 0 && value[i] > value[best[pos - 1]]) --pos;
+  if (pos >= k) return;
+  const int64_t end = std::min(*n_best, k - 1);
+  for (int64_t j = end; j > pos; --j) best[j] = best[j - 1];
+  best[pos] = i;
+  *n_best = end + 1;
+}
+
+}  // namespace
+
+void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, int64_t n, int32_t* ids, float* w,
+               MoeRouteScratch& s) {
   const int64_t ne = c.n_expert, k = c.n_expert_used;
-  std::vector<float> probs(static_cast<size_t>(ne)), select(static_cast<size_t>(ne));
-  std::vector<int32_t> order(static_cast<size_t>(ne));
+  s.probs.resize(size_t(ne));
+  s.select.resize(size_t(ne));
+  s.group_score.resize(size_t(std::max<int64_t>(c.n_group, 1)));
+  s.best.resize(size_t(std::max(k, c.n_group_used)));
+  float *probs = s.probs.data(), *select = s.select.data();
+  int32_t* best = s.best.data();
   for (int64_t t = 0; t < n; ++t) {
     const float* lg = logits + t * ne;
     if (c.sigmoid_gating) {
-      for (int64_t i = 0; i < ne; ++i) probs[size_t(i)] = 1.0f / (1.0f + std::exp(-lg[i]));
+      for (int64_t i = 0; i < ne; ++i) probs[i] = 1.0f / (1.0f + std::exp(-lg[i]));
     } else {
       const float m = *std::max_element(lg, lg + ne);
       double sum = 0;
-      for (int64_t i = 0; i < ne; ++i) sum += probs[size_t(i)] = std::exp(lg[i] - m);
-      for (auto& p : probs) p = float(p / sum);
+      for (int64_t i = 0; i < ne; ++i) sum += probs[i] = std::exp(lg[i] - m);
+      for (int64_t i = 0; i < ne; ++i) probs[i] = float(probs[i] / sum);
     }
-    for (int64_t i = 0; i < ne; ++i) select[size_t(i)] = probs[size_t(i)] + (probs_b ? probs_b[i] : 0.0f);
+    for (int64_t i = 0; i < ne; ++i) select[i] = probs[i] + (probs_b ? probs_b[i] : 0.0f);
     if (c.n_group > 1) {
+      // A group scores the sum of its two best; experts outside the n_group_used best groups are out.
       const int64_t per = ne / c.n_group;
-      std::vector<std::pair<float, int64_t>> groups;
       for (int64_t g = 0; g < c.n_group; ++g) {
-        std::vector<float> v(select.begin() + g * per, select.begin() + (g + 1) * per);
-        std::partial_sort(v.begin(), v.begin() + std::min<int64_t>(2, per), v.end(), std::greater<>());
-        groups.push_back({v[0] + (per > 1 ? v[1] : 0.0f), g});
+        float first = -INFINITY, second = -INFINITY;
+        for (int64_t i = g * per; i < (g + 1) * per; ++i) {
+          if (select[i] > first) {
+            second = first;
+            first = select[i];
+          } else if (select[i] > second) {
+            second = select[i];
+          }
+        }
+        s.group_score[size_t(g)] = first + (per > 1 ? second : 0.0f);
       }
-      std::stable_sort(groups.begin(), groups.end(), [](auto& a, auto& b) { return a.first > b.first; });
-      for (int64_t gi = c.n_group_used; gi < c.n_group; ++gi)
-        std::fill(select.begin() + groups[size_t(gi)].second * per,
-                  select.begin() + (groups[size_t(gi)].second + 1) * per, -INFINITY);
+      int64_t n_kept = 0;
+      for (int32_t g = 0; g < c.n_group; ++g) keep_best(s.group_score.data(), g, c.n_group_used, best, &n_kept);
+      for (int64_t g = 0; g < c.n_group; ++g)
+        if (std::find(best, best + n_kept, int32_t(g)) == best + n_kept)
+          std::fill(select + g * per, select + (g + 1) * per, -INFINITY);
     }
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int32_t a, int32_t b) { return select[size_t(a)] > select[size_t(b)]; });
+    int64_t n_best = 0;
+    for (int32_t i = 0; i < ne; ++i) keep_best(select, i, k, best, &n_best);
     float sum = 0;
     for (int64_t j = 0; j < k; ++j) {
-      ids[t * k + j] = order[size_t(j)];
-      w[t * k + j] = probs[size_t(order[size_t(j)])];
+      ids[t * k + j] = best[j];
+      w[t * k + j] = probs[best[j]];
       sum += w[t * k + j];
     }
     if (c.norm_weights)
@@ -175,7 +203,8 @@ void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, in
 
 Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float* x, ForwardScratch& s) {
   Backend& rb = *l.gate_inp->backend;
-  const int64_t e = l.gate_inp->row_length(), ne = c.n_expert, k = c.n_expert_used, ff = l.gate_exps->expert_rows();
+  const Weight& gate = l.gate_up_exps ? *l.gate_up_exps : *l.gate_exps;
+  const int64_t e = l.gate_inp->row_length(), ne = c.n_expert, k = c.n_expert_used, ff = l.down_exps->row_length();
   TANDEM_ASSIGN(float* router, s.get(rb, Slot::kRouter, n * ne));
   rb.matmul(*l.gate_inp, x, n, router);  // [n, n_expert]
   std::vector<float>& logits = s.host_f32(Slot::kRouter);
@@ -186,11 +215,11 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
   std::vector<float>& w_host = s.host_f32(Slot::kExpertWeights);
   ids_host.resize(size_t(n * k));
   w_host.resize(size_t(n * k));
-  moe_route(c, logits.data(), l.exp_probs_b, n, ids_host.data(), w_host.data());
+  moe_route(c, logits.data(), l.exp_probs_b, n, ids_host.data(), w_host.data(), s.moe_route());
 
   // The experts' three matrices may each have a device (llama.cpp recipes such as
   // -ot "ffn_(up|down)_exps=CPU" part them); the result gathers on down's, eb.
-  Backend &gd = *l.gate_exps->backend, &ud = *l.up_exps->backend, &eb = *l.down_exps->backend;
+  Backend &gd = *gate.backend, &ud = l.up_exps ? *l.up_exps->backend : gd, &eb = *l.down_exps->backend;
   auto ids_on = [&](Backend& b, Slot slot) -> Result<int32_t*> {
     TANDEM_ASSIGN(int32_t* ids, s.get_i32(b, slot, n * k));
     b.copy_from_host(ids, ids_host.data(), ids_host.size() * sizeof(int32_t));
@@ -208,7 +237,10 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
   TANDEM_ASSIGN(float* w, s.get(eb, Slot::kExpertWeights, n * k));
   eb.copy_from_host(w, w_host.data(), w_host.size() * sizeof(float));
   TANDEM_ASSIGN(float* xg, s.move(rb, x, gd, Slot::kMoeIn, n * e));
-  TANDEM_ASSIGN(float* xu, s.move(rb, x, ud, &ud == &gd ? Slot::kMoeIn : Slot::kFfnIn, n * e));
+  float* xu = xg;
+  if (&ud != &gd) {
+    TANDEM_ASSIGN(xu, s.move(rb, x, ud, Slot::kFfnIn, n * e));
+  }
   // The shared experts next, queued on their device (a GPU, with the routed experts in RAM): they run
   // while the CPU computes the routed ones below (issue 13; the --trace timeline shows it). After the
   // moves above, which may wait for the router's device, so that wait does not cover them too.
@@ -220,15 +252,19 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
     TANDEM_TRY(ffn_glu(*l.gate_shexp, *l.up_shexp, *l.down_shexp, GluKind::Silu, n, xs, shared, s));  // [n, e]
   }
 
-  TANDEM_ASSIGN(float* gate, s.get(gd, Slot::kMoeGate, n * k * ff));
-  TANDEM_ASSIGN(float* up, s.get(ud, Slot::kMoeUp, n * k * ff));
-  gd.matmul_id(*l.gate_exps, xg, false, ids_g, n, int(k), gate);  // [n, k, ff]
-  ud.matmul_id(*l.up_exps, xu, false, ids_u, n, int(k), up);      // [n, k, ff]
-  TANDEM_ASSIGN(up, s.move(ud, up, gd, Slot::kMoeUp, n * k * ff));
-  gd.swiglu(gate, up, n * k * ff, gate);
-  TANDEM_ASSIGN(gate, s.move(gd, gate, eb, Slot::kMoeGate, n * k * ff));
+  TANDEM_ASSIGN(float* gate_out, s.get(gd, Slot::kMoeGate, n * k * ff));
+  if (&ud == &gd) {  // gate and up in one pass over the routed tokens, SwiGLU on the way out
+    gd.matmul_id_swiglu(gate, l.up_exps, xg, ids_g, n, int(k), gate_out);  // [n, k, ff]
+  } else {
+    TANDEM_ASSIGN(float* up, s.get(ud, Slot::kMoeUp, n * k * ff));
+    gd.matmul_id(gate, xg, false, ids_g, n, int(k), gate_out);  // [n, k, ff]
+    ud.matmul_id(*l.up_exps, xu, false, ids_u, n, int(k), up);  // [n, k, ff]
+    TANDEM_ASSIGN(up, s.move(ud, up, gd, Slot::kMoeUp, n * k * ff));
+    gd.swiglu(gate_out, up, n * k * ff, gate_out);
+  }
+  TANDEM_ASSIGN(gate_out, s.move(gd, gate_out, eb, Slot::kMoeGate, n * k * ff));
   TANDEM_ASSIGN(float* down, s.get(eb, Slot::kMoeDown, n * k * e));
-  eb.matmul_id(*l.down_exps, gate, true, ids_d, n, int(k), down);  // [n, k, e]
+  eb.matmul_id(*l.down_exps, gate_out, true, ids_d, n, int(k), down);  // [n, k, e]
   TANDEM_ASSIGN(float* out, s.get(eb, Slot::kMoeOut, n * e));
   eb.weighted_sum(down, w, n, int(k), e, out);  // [n, e]
   if (shared) {

@@ -28,8 +28,9 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
   TANDEM_ASSIGN(auto specs, arch->tensors(hp, file->metadata(), path));
   for (const TensorSpec& s : specs) {
     const gguf::TensorInfo* t = file->find(s.name);
-    if (!t && !s.optional) return corrupt("%s: tensor '%s' is missing (%s needs it)", path.c_str(), s.name.c_str(),
-                                          hp.arch.c_str());
+    if (!t && !s.optional && (s.instead.empty() || !file->find(s.instead)))
+      return corrupt("%s: tensor '%s' is missing (%s needs it%s%s)", path.c_str(), s.name.c_str(), hp.arch.c_str(),
+                     s.instead.empty() ? "" : ", or ", s.instead.c_str());
     if (t && t->shape != s.shape) {
       gguf::TensorInfo want;
       want.shape = s.shape;

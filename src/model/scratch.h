@@ -23,6 +23,12 @@ struct DeviceInputs {
   const int32_t* cell_seq = nullptr;  // [kv.active_cells()]
 };
 
+// moe_route's working arrays (blocks.h), kept so that routing allocates nothing per token.
+struct MoeRouteScratch {
+  std::vector<float> probs, select, group_score;  // [n_expert], [n_expert], [n_group]
+  std::vector<int32_t> best;                      // the best experts (or groups) so far, best first
+};
+
 class ForwardScratch {
  public:
   enum Slot {
@@ -52,6 +58,7 @@ class ForwardScratch {
   // upload reads its array later, so refill one only after a synchronize() that followed that upload.
   std::vector<float>& host_f32(Slot slot) { return host_f32_[slot]; }
   std::vector<int32_t>& host_i32(Slot slot) { return host_i32_[slot]; }
+  MoeRouteScratch& moe_route() { return moe_route_; }
 
  private:
   struct PerDevice {
@@ -71,6 +78,7 @@ class ForwardScratch {
   std::vector<uint8_t> staging_;  // host bytes between two devices the host cannot read
   std::vector<float> host_f32_[kNumSlots];
   std::vector<int32_t> host_i32_[kNumSlots];
+  MoeRouteScratch moe_route_;
 };
 
 }  // namespace tandem::model

@@ -128,7 +128,41 @@ struct SynthTensor {
   std::vector<int64_t> shape;  // outermost first
   Init init = Init::Normal;
   float stddev = 0;
+  // Where each row's random values come from: row r of part p of the tensor at index sources[p] of the
+  // unfused list. A tensor is its own one part; a fused ffn_gate_up_exps has two (gate, then up, per
+  // expert), so that it holds the very values the split file holds.
+  std::vector<size_t> sources;
+  int64_t part_rows = 0;  // rows of one part per expert (fused only)
+
+  // (source tensor index, source row) of row r.
+  std::pair<size_t, int64_t> source_of(int64_t r) const {
+    if (sources.size() == 1) return {sources[0], r};
+    const int64_t per_expert = part_rows * int64_t(sources.size()), within = r % per_expert;
+    return {sources[size_t(within / part_rows)], r / per_expert * part_rows + within % part_rows};
+  }
 };
+
+// The list with each layer's ffn_gate_exps and ffn_up_exps replaced by one ffn_gate_up_exps,
+// [n_expert, 2 n_ff, n_embd] (llama.cpp's convert_hf_to_gguf.py --fuse-gate-up-exps).
+std::vector<SynthTensor> fuse_gate_up_exps(const std::vector<SynthTensor>& t) {
+  std::vector<SynthTensor> out;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const std::string& name = t[i].name;
+    const size_t at = name.find("ffn_gate_exps.weight");
+    if (at == std::string::npos || i + 1 >= t.size() || t[i + 1].name != name.substr(0, at) + "ffn_up_exps.weight") {
+      out.push_back(t[i]);
+      continue;
+    }
+    SynthTensor f = t[i];
+    f.name = name.substr(0, at) + "ffn_gate_up_exps.weight";
+    f.shape[1] *= 2;
+    f.sources = {t[i].sources[0], t[i + 1].sources[0]};
+    f.part_rows = t[i].shape[1];
+    out.push_back(f);
+    ++i;
+  }
+  return out;
+}
 
 // deepseek2's tensors, in llama.cpp's names; attn_k_b/attn_v_b split as its converter writes them.
 std::vector<SynthTensor> deepseek2_tensor_list(const SynthPreset& p, int64_t n_vocab) {
@@ -363,7 +397,14 @@ Result<SynthSummary> write_synth_model(const SynthOptions& o) {
   TANDEM_TRY(copy_tokenizer(o.vocab_path, m, &n_vocab));
   if (p.arch == "llama") m.set(a + "vocab_size", gguf::Value::u32(uint32_t(n_vocab)));
 
-  const std::vector<SynthTensor> tensors = tensor_list(p, n_vocab);
+  std::vector<SynthTensor> tensors = tensor_list(p, n_vocab);
+  for (size_t i = 0; i < tensors.size(); ++i) tensors[i].sources = {i};
+  if (o.fuse_gate_up_exps) {
+    if (p.arch != "deepseek2")
+      return invalid_argument("synth: --fuse-gate-up-exps: %s files have no fused form (llama.cpp reads it for deepseek2)",
+                              p.arch.c_str());
+    tensors = fuse_gate_up_exps(tensors);
+  }
   std::vector<quant::MixTensor> mix_tensors;
   for (const auto& t : tensors) mix_tensors.push_back({t.name, t.shape});
   const auto chosen = quant::choose_types(
@@ -409,8 +450,9 @@ Result<SynthSummary> write_synth_model(const SynthOptions& o) {
       auto work = [&] {
         std::vector<float> row(static_cast<size_t>(n));
         for (int64_t r; (r = next.fetch_add(1)) < r1;) {
+          const auto [src, src_row] = t.source_of(r);
           switch (t.init) {
-            case Init::Normal: fill_normal(row.data(), n, o.seed ^ mix64(ti * 0x100000000ull + uint64_t(r)), t.stddev); break;
+            case Init::Normal: fill_normal(row.data(), n, o.seed ^ mix64(src * 0x100000000ull + uint64_t(src_row)), t.stddev); break;
             case Init::Ones: std::fill(row.begin(), row.end(), 1.0f); break;
             case Init::Zeros: std::fill(row.begin(), row.end(), 0.0f); break;
             case Init::RopeFactors: std::copy(rope_factors.begin(), rope_factors.end(), row.begin()); break;

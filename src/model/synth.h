@@ -59,6 +59,9 @@ struct SynthOptions {
   // Stop after the tensor table: a description of the model (what tandem plan reads) without its
   // data, at any size (a 671B model's is a few MB).
   bool header_only = false;
+  // deepseek2: each layer's gate and up experts as one ffn_gate_up_exps tensor, holding the values the
+  // split tensors would (so the two files compute the same).
+  bool fuse_gate_up_exps = false;
 };
 
 struct SynthSummary {

@@ -73,6 +73,7 @@ std::string model_path(const json& fx, std::string* why) {
     if (fx["synth"].contains("layers")) o.preset.n_layer = fx["synth"]["layers"];
     o.mix = *quant::parse_file_type(std::string(fx["synth"]["type"]));
     o.seed = fx["synth"]["seed"];
+    o.fuse_gate_up_exps = fx["synth"].value("fuse_gate_up_exps", false);
     o.vocab_path = (kData / o.preset.vocab_file).string();
     o.output_path = path.string();
     o.n_threads = 2;
@@ -296,6 +297,11 @@ TEST(Logits, MatchLlamaCppOnSynthDeepseekV3) { check_model("synth-tiny-deepseek-
 // the KL bound still holds the prompt positions to llama.cpp's.
 TEST(Logits, MatchLlamaCppOnSynthDeepseekV3CombinedKvB) {
   check_model("synth-tiny-deepseek-v3-kvb-F32.json", {0.1, 1e-7});
+}
+// The same weights with each layer's gate and up experts in one ffn_gate_up_exps tensor, which llama.cpp
+// loads as its current converter writes it (--fuse-gate-up-exps).
+TEST(Logits, MatchLlamaCppOnSynthDeepseekV3FusedGateUp) {
+  check_model("synth-tiny-deepseek-v3-F32-fused.json", {0.003, 1e-7});
 }
 TEST(Logits, MatchLlamaCppOnSynthDeepseekV2Lite) { check_model("synth-tiny-deepseek-v2-lite-F32.json", {0.003, 1e-7}); }
 // qwen3moe, F32: qwen3's attention, then top-2 of 8 experts by softmax, normalized, in every layer.

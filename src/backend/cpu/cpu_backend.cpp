@@ -56,6 +56,12 @@ void CpuBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, con
   cpu_matmul_id(pool_, w, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_, batch_invariant_);
 }
 
+void CpuBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
+                                  int64_t n_tokens, int n_used, float* y) {
+  const TraceScope trace("matmul_id_swiglu", name_);
+  cpu_matmul_id_swiglu(pool_, gate, up, x, ids, n_tokens, n_used, y, ops_.swiglu, matmul_id_scratch_, batch_invariant_);
+}
+
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
   const TraceScope trace("get_rows", name_);
   const int64_t n = table.row_length();

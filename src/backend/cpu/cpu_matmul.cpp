@@ -76,13 +76,11 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
   });
 }
 
-void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
-                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& s, bool batch_invariant) {
-  const int64_t n_expert = w.n_expert(), n = w.row_length(), n_rows = w.expert_rows();
-  const int64_t n_slots = n_tokens * n_used;
-  auto x_row = [&](int64_t slot) { return x + (x_per_slot ? slot : slot / n_used) * n; };
+namespace {
 
-  // Group the (token, slot) pairs by expert: a counting sort, in token order within an expert.
+// Groups the (token, slot) pairs by expert: a counting sort, in token order within an expert. Fills
+// s.offset and s.slot.
+void group_by_expert(const int32_t* ids, int64_t n_slots, int64_t n_expert, MatmulIdScratch& s) {
   s.offset.assign(size_t(n_expert + 1), 0);
   for (int64_t i = 0; i < n_slots; ++i) {
     TANDEM_CHECK(ids[i] >= 0 && ids[i] < n_expert);
@@ -92,59 +90,136 @@ void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per
   s.cursor.assign(s.offset.begin(), s.offset.end() - 1);
   s.slot.resize(size_t(n_slots));
   for (int64_t i = 0; i < n_slots; ++i) s.slot[size_t(s.cursor[size_t(ids[i])]++)] = i;
+}
 
+// Work items: (expert, row chunk) over the experts in use, enough of them for every thread to get
+// several. Chunks are whole 16-row panels so the panel kernels can serve any expert's group.
+// chunk_bytes_per_row: weight bytes one row of a chunk reads. Returns the chunk's rows.
+int64_t plan_items(int64_t n_expert, int64_t n_rows, size_t chunk_bytes_per_row, int n_threads, MatmulIdScratch& s) {
+  int64_t n_active = 0;
+  for (int64_t e = 0; e < n_expert; ++e) n_active += s.offset[size_t(e + 1)] > s.offset[size_t(e)];
+  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(kChunkWeightBytes / std::max<size_t>(chunk_bytes_per_row, 1)));
+  chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows * n_active / (int64_t(n_threads) * 4)));
+  chunk_rows = (chunk_rows + kPanelRows - 1) / kPanelRows * kPanelRows;
+  s.items.clear();
+  for (int64_t e = 0; e < n_expert; ++e)
+    if (s.offset[size_t(e + 1)] > s.offset[size_t(e)])
+      for (int64_t r0 = 0; r0 < n_rows; r0 += chunk_rows) s.items.push_back({e, r0});
+  return chunk_rows;
+}
+
+// Quantizes the input of every grouped row (x_row(slot)) for w's kernels into act; returns its row bytes.
+template <class XRow>
+size_t quantize_grouped(ThreadPool& pool, const CpuKernels& k, WeightType type, int64_t n, const XRow& x_row,
+                        const MatmulIdScratch& s, std::vector<uint8_t>& act) {
+  const size_t act_row = activation_row_bytes(type, n);
+  const int64_t n_slots = int64_t(s.slot.size());
+  if (act.size() < act_row * size_t(n_slots)) act.resize(act_row * size_t(n_slots));
+  uint8_t* out = act.data();
+  const QuantizeActFn quantize = k.quantize_act[uint32_t(type)];
+  // A token's input is quantized once per expert it chose: n_used small rows, next to the matmuls nothing.
+  pool.parallel_for(n_slots, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) quantize(x_row(s.slot[size_t(r)]), out + size_t(r) * act_row, n);
+  });
+  return act_row;
+}
+
+// Rows [r0, r1) of expert e's matrix (its rows start at base) times the expert's grouped rows of act,
+// into out ([grouped rows, ld], columns r0..r1).
+void gemm_group(const CpuKernels& k, WeightType type, int64_t n, const uint8_t* base, size_t row_stride, int64_t r0,
+                int64_t r1, const uint8_t* act, size_t act_row, int64_t g0, int64_t g1, float* out, int64_t ld) {
+  const int64_t token_block = k.panel[uint32_t(type)] && g1 - g0 > 1 ? kPanelTokenBlock : kTokenBlock;
+  for (int64_t t0 = g0; t0 < g1; t0 += token_block) {
+    const int64_t nt = std::min(token_block, g1 - t0);
+    k.gemm[uint32_t(type)](n, base + size_t(r0) * row_stride, row_stride, r1 - r0, act + size_t(t0) * act_row,
+                           act_row, nt, out + t0 * ld + r0, size_t(ld));
+  }
+}
+
+// Back from expert order to [n_tokens, n_used, n_rows].
+void scatter_grouped(ThreadPool& pool, const MatmulIdScratch& s, const float* grouped, int64_t n_rows, float* y) {
+  pool.parallel_for(int64_t(s.slot.size()), 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      std::memcpy(y + s.slot[size_t(r)] * n_rows, grouped + r * n_rows, size_t(n_rows) * sizeof(float));
+  });
+}
+
+}  // namespace
+
+void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
+                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& s, bool batch_invariant) {
+  const int64_t n_expert = w.n_expert(), n = w.row_length(), n_rows = w.expert_rows();
+  const int64_t n_slots = n_tokens * n_used;
+  auto x_row = [&](int64_t slot) { return x + (x_per_slot ? slot : slot / n_used) * n; };
+  group_by_expert(ids, n_slots, n_expert, s);
   if (!has_kernel(w.type)) {
     for (int64_t i = 0; i < n_slots; ++i)
       matmul_dequantized(pool, w, w.expert_data(ids[i]), n_rows, x_row(i), 1, y + i * n_rows);
     return;
   }
   const CpuKernels& k = kernels(batch_invariant);
-  const size_t act_row = activation_row_bytes(w.type, n);
-  if (s.act.size() < act_row * size_t(n_slots)) s.act.resize(act_row * size_t(n_slots));
+  const size_t act_row = quantize_grouped(pool, k, w.type, n, x_row, s, s.act);
   s.out.resize(size_t(n_slots * n_rows));
-  uint8_t* act = s.act.data();
-  // A token's input is quantized once per expert it chose: n_used small rows, next to the matmuls nothing.
-  const QuantizeActFn quantize = k.quantize_act[uint32_t(w.type)];
-  pool.parallel_for(n_slots, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) quantize(x_row(s.slot[size_t(r)]), act + size_t(r) * act_row, n);
-  });
-
-  // Work items: (expert, row chunk) over the experts in use, enough of them for every thread to get
-  // several. Chunks are whole 16-row panels so the panel kernels can serve any expert's group.
-  int64_t n_active = 0;
-  for (int64_t e = 0; e < n_expert; ++e) n_active += s.offset[size_t(e + 1)] > s.offset[size_t(e)];
-  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(kChunkWeightBytes / std::max<size_t>(w.row_stride, 1)));
-  chunk_rows = std::min(chunk_rows,
-                        std::max<int64_t>(kMinChunkRows, n_rows * n_active / (int64_t(pool.size()) * 4)));
-  chunk_rows = (chunk_rows + kPanelRows - 1) / kPanelRows * kPanelRows;
-  s.items.clear();
-  for (int64_t e = 0; e < n_expert; ++e)
-    if (s.offset[size_t(e + 1)] > s.offset[size_t(e)])
-      for (int64_t r0 = 0; r0 < n_rows; r0 += chunk_rows) s.items.push_back({e, r0});
-
-  const GemmFn gemm = k.gemm[uint32_t(w.type)];
-  const bool has_panel = k.panel[uint32_t(w.type)];
+  const int64_t chunk_rows = plan_items(n_expert, n_rows, w.row_stride, pool.size(), s);
   std::atomic<int64_t> next{0};
   const int64_t n_items = int64_t(s.items.size());
   pool.run([&](int, int) {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_items;) {
       const auto [e, r0] = s.items[size_t(c)];
-      const int64_t r1 = std::min(n_rows, r0 + chunk_rows);
-      const int64_t g0 = s.offset[size_t(e)], g1 = s.offset[size_t(e + 1)];
-      const int64_t token_block = has_panel && g1 - g0 > 1 ? kPanelTokenBlock : kTokenBlock;
-      const auto* base = static_cast<const uint8_t*>(w.expert_data(e)) + size_t(r0) * w.row_stride;
-      for (int64_t t0 = g0; t0 < g1; t0 += token_block) {
-        const int64_t nt = std::min(token_block, g1 - t0);
-        gemm(n, base, w.row_stride, r1 - r0, act + size_t(t0) * act_row, act_row, nt, s.out.data() + t0 * n_rows + r0,
-             size_t(n_rows));
-      }
+      gemm_group(k, w.type, n, static_cast<const uint8_t*>(w.expert_data(e)), w.row_stride, r0,
+                 std::min(n_rows, r0 + chunk_rows), s.act.data(), act_row, s.offset[size_t(e)], s.offset[size_t(e + 1)],
+                 s.out.data(), n_rows);
     }
   });
-  // Back from expert order to [n_tokens, n_used, n_rows].
-  pool.parallel_for(n_slots, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r)
-      std::memcpy(y + s.slot[size_t(r)] * n_rows, s.out.data() + r * n_rows, size_t(n_rows) * sizeof(float));
+  scatter_grouped(pool, s, s.out.data(), n_rows, y);
+}
+
+void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
+                          int64_t n_tokens, int n_used, float* y, SwigluFn swiglu, MatmulIdScratch& s,
+                          bool batch_invariant) {
+  // Fused ffn_gate_up_exps: each expert's n_ff gate rows, then its n_ff up rows.
+  const Weight& u = up ? *up : gate;
+  const int64_t n_expert = gate.n_expert(), n = gate.row_length();
+  const int64_t ff = up ? gate.expert_rows() : gate.expert_rows() / 2, up_row0 = up ? 0 : ff;
+  const int64_t n_slots = n_tokens * n_used;
+  auto x_row = [&](int64_t slot) { return x + (slot / n_used) * n; };
+  group_by_expert(ids, n_slots, n_expert, s);
+  s.out.resize(size_t(n_slots * ff));
+  s.out_up.resize(size_t(n_slots * ff));
+  float *g_out = s.out.data(), *u_out = s.out_up.data();  // grouped rows: [n_slots, ff]
+  if (!has_kernel(gate.type) || !has_kernel(u.type)) {
+    for (int64_t i = 0; i < n_slots; ++i) {
+      matmul_dequantized(pool, gate, gate.expert_data(ids[i]), ff, x_row(i), 1, g_out + i * ff);
+      matmul_dequantized(pool, u, static_cast<const uint8_t*>(u.expert_data(ids[i])) + size_t(up_row0) * u.row_stride,
+                         ff, x_row(i), 1, u_out + i * ff);
+      swiglu(g_out + i * ff, u_out + i * ff, ff, y + i * ff);
+    }
+    return;
+  }
+  const CpuKernels& k = kernels(batch_invariant);
+  const size_t act_row = quantize_grouped(pool, k, gate.type, n, x_row, s, s.act);
+  // up reads the same activations unless its type wants another format (a mix that types them apart).
+  const bool shared_act = k.quantize_act[uint32_t(u.type)] == k.quantize_act[uint32_t(gate.type)] &&
+                          activation_row_bytes(u.type, n) == act_row;
+  const size_t act_row_up = shared_act ? act_row : quantize_grouped(pool, k, u.type, n, x_row, s, s.act_up);
+  const uint8_t* act_up = shared_act ? s.act.data() : s.act_up.data();
+  const int64_t chunk_rows = plan_items(n_expert, ff, gate.row_stride + u.row_stride, pool.size(), s);
+  std::atomic<int64_t> next{0};
+  const int64_t n_items = int64_t(s.items.size());
+  pool.run([&](int, int) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_items;) {
+      const auto [e, r0] = s.items[size_t(c)];
+      const int64_t r1 = std::min(ff, r0 + chunk_rows), g0 = s.offset[size_t(e)], g1 = s.offset[size_t(e + 1)];
+      gemm_group(k, gate.type, n, static_cast<const uint8_t*>(gate.expert_data(e)), gate.row_stride, r0, r1,
+                 s.act.data(), act_row, g0, g1, g_out, ff);
+      gemm_group(k, u.type, n, static_cast<const uint8_t*>(u.expert_data(e)) + size_t(up_row0) * u.row_stride,
+                 u.row_stride, r0, r1, act_up, act_row_up, g0, g1, u_out, ff);
+      // While the chunk's outputs are in cache. The swiglu kernels give an element the same bits
+      // wherever a call starts (their tails go through the vector code), so this equals one call over all.
+      for (int64_t t = g0; t < g1; ++t) swiglu(g_out + t * ff + r0, u_out + t * ff + r0, r1 - r0, g_out + t * ff + r0);
+    }
   });
+  scatter_grouped(pool, s, g_out, ff, y);
 }
 
 }  // namespace tandem::cpu

@@ -20,7 +20,9 @@ struct MatmulIdScratch {
   std::vector<int64_t> cursor;  // [n_expert]
   std::vector<int64_t> slot;    // [n_tokens * n_used]: the (t * n_used + j) of each grouped row
   std::vector<uint8_t> act;     // quantized activations, grouped by expert
+  std::vector<uint8_t> act_up;  // the same for up, when its type quantizes activations otherwise
   std::vector<float> out;       // results, grouped by expert
+  std::vector<float> out_up;    // up's results, grouped by expert (matmul_id_swiglu)
   struct Item { int64_t expert, r0; };
   std::vector<Item> items;      // (expert, row chunk) work items
 };
@@ -30,5 +32,14 @@ struct MatmulIdScratch {
 // chunk) items from a shared counter.
 void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
                    int64_t n_tokens, int n_used, float* y, MatmulIdScratch& scratch, bool batch_invariant);
+
+using SwigluFn = void (*)(const float* gate, const float* up, int64_t n, float* out);
+
+// Backend::matmul_id_swiglu: one grouping and one quantization of x for gate and up, both matrices'
+// rows of a chunk computed by the same work item and SwiGLU applied to them there. Allocates nothing
+// once `scratch` has grown.
+void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
+                          int64_t n_tokens, int n_used, float* y, SwigluFn swiglu, MatmulIdScratch& scratch,
+                          bool batch_invariant);
 
 }  // namespace tandem::cpu

@@ -254,6 +254,24 @@ void SimBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, con
          });
 }
 
+void SimBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
+                                  int64_t n_tokens, int n_used, float* y) {
+  const int64_t n_slots = n_tokens * n_used, n_ff = up ? gate.expert_rows() : gate.expert_rows() / 2;
+  submit("matmul_id_swiglu",
+         {{"gate", gate.data, gate.size_bytes}, {"up", up ? up->data : nullptr, up ? up->size_bytes : 0},
+          {"x", x, f32_bytes(n_tokens * gate.row_length())}, {"ids", ids, i32_bytes(n_slots)},
+          {"y", y, f32_bytes(n_slots * n_ff)}},
+         [this, gate, up = up ? std::optional<Weight>(*up) : std::nullopt, x, ids, n_tokens, n_used, y, n_slots] {
+           for (int64_t i = 0; i < n_slots; ++i)  // device memory, so checked where it is read
+             if (ids[i] < 0 || ids[i] >= gate.n_expert()) {
+               fail(invalid_argument("%s: matmul_id_swiglu: expert id %d outside %s's %lld experts",
+                                     options_.name.c_str(), ids[i], gate.name.c_str(), (long long)gate.n_expert()));
+               return;
+             }
+           cpu_->matmul_id_swiglu(gate, up ? &*up : nullptr, x, ids, n_tokens, n_used, y);
+         });
+}
+
 void SimBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {
   submit("get_rows", {{"table", table.data, table.size_bytes}, {"ids", ids.data(), i32_bytes(int64_t(ids.size()))},
                       {"out", out, f32_bytes(int64_t(ids.size()) * table.row_length())}},
