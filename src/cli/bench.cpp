@@ -1,8 +1,10 @@
 // tandem bench: prompt-processing and generation speed, like llama-bench (mean ± stddev over -r
 // repetitions, after a warm-up run unless --no-warmup), optionally at a depth of -d tokens of context.
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <nlohmann/json.hpp>
 
@@ -76,6 +78,31 @@ struct Axis {
   std::vector<std::string> items;  // empty: not given (the engine flag's default)
 };
 
+// The --expert-stats file (schema in docs/expert-stats.md): the MoE layers' expert hit counts.
+Status write_expert_stats(const std::string& path, const std::string& model, const model::HParams& hp,
+                          const model::ExpertStats& stats) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (int64_t l = 0; l < stats.n_layer; ++l) {
+    if (!stats.tokens[size_t(l)]) continue;  // a dense layer (or none of its tokens ran)
+    const auto* row = stats.hits.data() + l * stats.n_expert;
+    layers.push_back({{"layer", l}, {"tokens", stats.tokens[size_t(l)]},
+                      {"hits", std::vector<uint64_t>(row, row + stats.n_expert)}});
+  }
+  const nlohmann::json head = {{"model", model}, {"arch", hp.arch}, {"n_layer", hp.n_layer},
+                               {"n_expert", hp.n_expert}, {"n_expert_used", hp.n_expert_used}};
+  // One line per layer: a 61-layer, 256-expert file stays readable.
+  std::string text = head.dump(1);
+  text.resize(text.size() - 2);  // "\n}"
+  text += ",\n \"layers\": [\n";
+  for (size_t i = 0; i < layers.size(); ++i) text += "  " + layers[i].dump() + (i + 1 < layers.size() ? ",\n" : "\n");
+  text += " ]\n}\n";
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) return io_error("bench: --expert-stats: cannot write '%s': %s", path.c_str(), std::strerror(errno));
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) return io_error("bench: --expert-stats: cannot write '%s'", path.c_str());
+  return Status::ok();
+}
+
 }  // namespace
 
 int bench_main(int argc, char** argv) {
@@ -107,6 +134,9 @@ int bench_main(int argc, char** argv) {
               [](std::string_view v) { return parse_int(v, 0, 1 << 24).status(); });
   args.integer("-r,--repetitions", "N", "repetitions of each test (default 5)", &reps, 1, 1000);
   args.string("-o,--output", "md|json|jsonl", "output format (default md)", &output);
+  std::string expert_stats_path;
+  args.string("--expert-stats", "FILE", "MoE models: write how often each layer's router chose each expert over the "
+              "timed runs, as JSON (docs/expert-stats.md)", &expert_stats_path);
   Axis axes[] = {{"-ngl", "ngl", true, {}},          {"-lm", "load_mode", false, {}}, {"-b", "n_batch", true, {}},
                  {"-ub", "n_ubatch", true, {}},      {"-ctk", "type_k", false, {}},   {"-ctv", "type_v", false, {}},
                  {"-fa", "fa", false, {}},           {"-t", "threads", true, {}},     {"-C", "cpu_mask", false, {}},
@@ -149,6 +179,8 @@ int bench_main(int argc, char** argv) {
   // The setters write into ef: each point of the sweep starts from the parsed flags and applies its
   // items. Every item is checked first, so a bad one fails before anything is measured.
   const EngineFlags base = ef;
+  model::ExpertStats expert_stats;  // over every combination of the sweep: they run one model
+  model::HParams expert_hp;
   for (const Axis& axis : axes)
     for (const std::string& item : axis.items) {
       ef = base;
@@ -170,6 +202,13 @@ int bench_main(int argc, char** argv) {
     n_params = 0;
     for (const auto& t : e.model->file().tensors()) n_params += uint64_t(t.n_elements());
     isa = cpu::isa_name(cpu::kernels().isa);
+    if (!expert_stats_path.empty() && expert_stats.n_layer == 0) {
+      if (e.model->hparams().n_expert == 0)
+        return fail(invalid_argument("bench: --expert-stats: %s has no experts (architecture %s)", ef.model.c_str(),
+                                     e.model->hparams().arch.c_str()));
+      expert_hp = e.model->hparams();
+      expert_stats.reset(expert_hp.n_layer, expert_hp.n_expert);
+    }
     std::mt19937 rng(1234);
     for (const auto& d : depths) {
       for (Test t : tests_at_depth) {
@@ -181,6 +220,8 @@ int bench_main(int argc, char** argv) {
           warm.n_gen = std::min<int64_t>(t.n_gen, 4);
           if (auto r = run_once(*e.context, warm, rng); !r) return fail(r.error());
         }
+        // The timed runs only: not the warm-up above.
+        if (!expert_stats_path.empty()) e.context->set_expert_stats(&expert_stats);
         std::vector<sim::SimStats> before;
         for (const auto& sim : e.sims) before.push_back(sim->stats());
         for (int64_t r = 0; r < reps; ++r) {
@@ -188,6 +229,7 @@ int bench_main(int argc, char** argv) {
           if (!tps) return fail(tps.error());
           t.tokens_per_s.push_back(*tps);
         }
+        e.context->set_expert_stats(nullptr);
         Row row{values, t, e.cpu->pool().size(), e.context->options().flash_attn ? "on" : "off", "CPU", {}};
         const double n_tokens = double(reps * (t.n_prompt + t.n_gen));
         for (size_t i = 0; i < e.sims.size(); ++i) {
@@ -211,6 +253,9 @@ int bench_main(int argc, char** argv) {
     }
   }
 
+  if (!expert_stats_path.empty())
+    if (Status st = write_expert_stats(expert_stats_path, base.model, expert_hp, expert_stats); !st.is_ok())
+      return fail(st);
   auto stats = [](const std::vector<double>& v) {
     double mean = 0;
     for (double x : v) mean += x;

@@ -41,6 +41,9 @@ class Context {
   int64_t n_logits() const { return n_out_; }
   int64_t n_vocab() const { return n_vocab_; }
 
+  // Counts the MoE routers' choices of every pass into `stats` (null: stop); not owned.
+  void set_expert_stats(model::ExpertStats* stats) { scratch_.set_expert_stats(stats); }
+
   KvCache& kv() { return kv_; }
   const ContextOptions& options() const { return options_; }
   const model::Model& model() const { return model_; }

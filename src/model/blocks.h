@@ -56,6 +56,7 @@ struct MoeWeights {
   // each expert's gate rows then its up rows (llama.cpp's ffn_gate_up_exps).
   const Weight* gate_up_exps = nullptr;
   const Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr;
+  int64_t layer = -1;  // the block's layer, for ForwardScratch::expert_stats()
 };
 
 struct MoeConfig {

@@ -423,6 +423,7 @@ class Deepseek2Model final : public Model {
         l.up = find(b + "ffn_up.weight");
         l.down = find(b + "ffn_down.weight");
       } else {
+        l.moe.layer = i;
         l.moe.gate_inp = find(b + "ffn_gate_inp.weight");
         probs_b = find(b + "exp_probs_b.bias");
         // The fused form where the file has it, as llama.cpp's loader prefers it (create_tensor_gate_up_exps).

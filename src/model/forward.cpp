@@ -216,6 +216,7 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
   ids_host.resize(size_t(n * k));
   w_host.resize(size_t(n * k));
   moe_route(c, logits.data(), l.exp_probs_b, n, ids_host.data(), w_host.data(), s.moe_route());
+  if (ExpertStats* stats = s.expert_stats()) stats->add(l.layer, ids_host.data(), n, k);
 
   // The experts' three matrices may each have a device (llama.cpp recipes such as
   // -ot "ffn_(up|down)_exps=CPU" part them); the result gathers on down's, eb.

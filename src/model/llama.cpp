@@ -143,7 +143,7 @@ class LlamaModel final : public Model {
       l.up = find(b + "ffn_up.weight");
       l.down = find(b + "ffn_down.weight");
       l.moe = {.gate_inp = find(b + "ffn_gate_inp.weight"), .gate_exps = find(b + "ffn_gate_exps.weight"),
-               .up_exps = find(b + "ffn_up_exps.weight"), .down_exps = find(b + "ffn_down_exps.weight")};
+               .up_exps = find(b + "ffn_up_exps.weight"), .down_exps = find(b + "ffn_down_exps.weight"), .layer = i};
       TANDEM_TRY(require_f32({l.attn_norm, l.ffn_norm, l.attn.bq, l.attn.bk, l.attn.bv, l.attn.q_norm, l.attn.k_norm}));
       kv_layers_.push_back({nullptr, hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v});
     }

@@ -8,6 +8,7 @@
 
 #include "backend/buffer.h"
 #include "kv/kv_cache.h"
+#include "model/expert_stats.h"
 #include "model/batch.h"
 
 namespace tandem::model {
@@ -59,6 +60,9 @@ class ForwardScratch {
   std::vector<float>& host_f32(Slot slot) { return host_f32_[slot]; }
   std::vector<int32_t>& host_i32(Slot slot) { return host_i32_[slot]; }
   MoeRouteScratch& moe_route() { return moe_route_; }
+  // Where the MoE blocks count their routers' choices (null: not counted). Not owned.
+  void set_expert_stats(ExpertStats* stats) { expert_stats_ = stats; }
+  ExpertStats* expert_stats() const { return expert_stats_; }
 
  private:
   struct PerDevice {
@@ -79,6 +83,7 @@ class ForwardScratch {
   std::vector<float> host_f32_[kNumSlots];
   std::vector<int32_t> host_i32_[kNumSlots];
   MoeRouteScratch moe_route_;
+  ExpertStats* expert_stats_ = nullptr;
 };
 
 }  // namespace tandem::model
