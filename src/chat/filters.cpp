@@ -470,6 +470,31 @@ Result<Value> f_center(const Value& in, const CallArgs& a) {
   return Value(std::string(left, ' ') + s + std::string(total - left, ' '));
 }
 
+// jinja2's truncate(length=255, killwords=False, end='...', leeway=5), counting code points: text
+// within length + leeway is kept; otherwise cut to length - len(end), at the last space unless
+// killwords, and `end` appended.
+Result<Value> f_truncate(const Value& in, const CallArgs& a) {
+  if (!in.is_string()) return invalid_argument("object of type '%s' has no len()", in.type_name().c_str());
+  const auto chars = utf8_chars(in.as_string());
+  const Value* length_v = a.get(0, "length");
+  const Value* end_v = a.get(2, "end");
+  const Value* leeway_v = a.get(3, "leeway");
+  if ((length_v && !length_v->is_integer()) || (leeway_v && !leeway_v->is_none() && !leeway_v->is_integer()))
+    return invalid_argument("truncate: length and leeway must be integers");
+  const int64_t length = length_v ? length_v->as_int() : 255;
+  const std::string end = end_v ? end_v->str() : "...";
+  const int64_t end_len = static_cast<int64_t>(utf8_chars(end).size());
+  const int64_t leeway = leeway_v && !leeway_v->is_none() ? leeway_v->as_int() : 5;
+  if (length < end_len) return invalid_argument("expected length >= %lld, got %lld", (long long)end_len, (long long)length);
+  if (leeway < 0) return invalid_argument("expected leeway >= 0, got %lld", (long long)leeway);
+  if (static_cast<int64_t>(chars.size()) <= length + leeway) return in;
+  std::string out;
+  for (int64_t i = 0; i < length - end_len; ++i) out += chars[static_cast<size_t>(i)];
+  if (!flag(a, 1, "killwords"))
+    if (const size_t space = out.rfind(' '); space != std::string::npos) out.resize(space);
+  return Value(out + end);
+}
+
 Result<Value> f_wordcount(const Value& in, const CallArgs&) { return Value(word_count(in.str())); }
 
 Result<Value> f_format(const Value& in, const CallArgs& a) {
@@ -490,6 +515,7 @@ constexpr FilterEntry kFilters[] = {
     {"reject", f_reject}, {"rejectattr", f_rejectattr}, {"replace", f_replace}, {"reverse", f_reverse},
     {"round", f_round}, {"safe", f_safe}, {"select", f_select}, {"selectattr", f_selectattr}, {"sort", f_sort},
     {"string", f_string}, {"sum", f_sum}, {"title", f_title}, {"tojson", f_tojson}, {"trim", f_trim},
+    {"truncate", f_truncate},
     {"unique", f_unique}, {"upper", f_upper}, {"wordcount", f_wordcount},
 };
 
@@ -533,7 +559,7 @@ bool is_known_filter(std::string_view name) { return find_filter(name) != nullpt
 
 bool is_jinja2_filter(std::string_view name) {
   static constexpr std::string_view kMissing[] = {"filesizeformat", "groupby", "pprint", "random", "slice",
-                                                  "striptags", "truncate", "urlencode", "urlize", "wordwrap",
+                                                  "striptags", "urlencode", "urlize", "wordwrap",
                                                   "xmlattr"};
   for (std::string_view m : kMissing)
     if (m == name) return true;

@@ -30,8 +30,8 @@ TEST(ChatTemplateErrors, UnknownFilterAndTestFailAtParse) {
   EXPECT_EQ(parse_error("{{ x | shout }}"), "chat template: line 1, column 8: no filter named 'shout'");
   EXPECT_EQ(parse_error("{{ x is prime }}"), "chat template: line 1, column 6: no test named 'prime'");
   // A jinja2 filter Tandem lacks is refused wherever it stands: never render something else.
-  EXPECT_EQ(parse_error("{% if false %}{{ x | truncate(3) }}{% endif %}"),
-            "chat template: line 1, column 22: unsupported filter 'truncate'");
+  EXPECT_EQ(parse_error("{% if false %}{{ x | wordwrap(3) }}{% endif %}"),
+            "chat template: line 1, column 22: unsupported filter 'wordwrap'");
 }
 
 TEST(ChatTemplateErrors, FilterUnknownToJinja2FailsOnlyWhenRunInsideIf) {
