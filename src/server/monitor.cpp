@@ -94,9 +94,10 @@ MonitorSnapshot Monitor::counters() const {
     d.link_to_host_bytes = st.bytes_to_host;
     s.devices.push_back(d);
   }
-  for (size_t i = 0; i < s.devices.size(); ++i)
-    s.devices[i].weight_bytes_per_pass = weight_bytes_per_pass_[i],
+  for (size_t i = 0; i < s.devices.size(); ++i) {
+    s.devices[i].weight_bytes_per_pass = weight_bytes_per_pass_[i];
     s.devices[i].weight_read_bytes = weight_bytes_per_pass_[i] * s.sched.n_passes;
+  }
   return s;
 }
 
