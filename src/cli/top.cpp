@@ -137,9 +137,11 @@ int top_main(int argc, char** argv) {
   if (once) {
     auto stats = fetch_stats(url, api_key);
     // The server samples rates, CPU shares and the bandwidth limit from its first reader on: a
-    // server nobody watched yet has none, so wait for its first period.
-    if (stats && num((*stats)["period_s"]) == 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // server nobody watched yet has none, so wait for its first period (a second, plus the bandwidth
+    // measurement; longer on a loaded machine, so up to 10 s).
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (stats && num((*stats)["period_s"]) == 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(250));
       stats = fetch_stats(url, api_key);
     }
     if (!stats) return fail(stats.error());
