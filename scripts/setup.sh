@@ -4,7 +4,7 @@
 set -euo pipefail
 
 debs=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
-      nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libnuma-dev numactl clang-14 libclang-rt-14-dev python3-pip libcap2-bin
+      nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev libnuma-dev numactl liburing-dev clang-14 libclang-rt-14-dev python3-pip libcap2-bin
       bible-kjv bible-kjv-text  # the public-domain text of tandem perplexity (scripts/fetch-text.sh)
       tmux)  # tandem top's screen test (tests/py/test_top.py)
 missing=()
