@@ -125,7 +125,7 @@ bool ExpertCache::is_resident(int layer, int32_t expert) const {
   return key && slot_of_key_[size_t(*key)] >= 0 && slots_[size_t(slot_of_key_[size_t(*key)])].pending == 0;
 }
 
-Result<int> ExpertCache::take_slot() {
+int ExpertCache::take_slot() {
   int victim = -1;
   for (int s = 0; s < int(slots_.size()); ++s) {
     const Slot& slot = slots_[size_t(s)];
@@ -223,6 +223,9 @@ Status ExpertCache::complete(int i, int64_t res) {
 }
 
 Status ExpertCache::reap(bool wait) {
+  // Entries prepared but not yet submitted (a batch being built, a continued short read) must reach the
+  // kernel first, or waiting for their completion would never end.
+  if (io_uring_sq_ready(&ring_) > 0 && io_uring_submit(&ring_) < 0) return io_error("expert cache: io_uring_submit failed");
   io_uring_cqe* cqe = nullptr;
   const int rc = wait ? io_uring_wait_cqe(&ring_, &cqe) : io_uring_peek_cqe(&ring_, &cqe);
   if (rc == -EAGAIN || (rc == 0 && !cqe)) return Status();
@@ -230,10 +233,7 @@ Status ExpertCache::reap(bool wait) {
   const int i = int(io_uring_cqe_get_data64(cqe));
   const int64_t res = cqe->res;
   io_uring_cqe_seen(&ring_, cqe);
-  TANDEM_TRY(complete(i, res));
-  if (ring_ready_ && io_uring_sq_ready(&ring_) > 0 && io_uring_submit(&ring_) < 0)  // a continued short read
-    return io_error("expert cache: io_uring_submit failed");
-  return Status();
+  return complete(i, res);
 }
 
 Result<int> ExpertCache::poll() {
@@ -250,7 +250,7 @@ Status ExpertCache::prefetch(int layer, std::span<const int32_t> experts) {
   for (int32_t e : experts) {
     TANDEM_ASSIGN(const int key, key_of(layer, e));
     if (slot_of_key_[size_t(key)] >= 0) continue;
-    TANDEM_ASSIGN(const int s, take_slot());
+    const int s = take_slot();
     if (s < 0) {
       ++stats_.prefetch_dropped;
       continue;
@@ -267,7 +267,7 @@ Result<ExpertView> ExpertCache::acquire(int layer, int32_t expert) {
   if (s >= 0 && slots_[size_t(s)].pending > 0) TANDEM_TRY(poll());  // finished reads not yet reaped
   if (s < 0) {
     ++stats_.misses;
-    TANDEM_ASSIGN(s, take_slot());
+    s = take_slot();
     if (s < 0)
       return out_of_memory("expert cache: all %zu slots are pinned or reading; layer %d expert %d has no room",
                            slots_.size(), layer, expert);

@@ -53,6 +53,7 @@ uint64_t expert_slot_bytes(const ExpertLayout& layout);
 // the io_uring ring and the slot memory.
 class ExpertCache {
  public:
+  // `layout` must outlive the cache.
   static Result<std::unique_ptr<ExpertCache>> open(const ExpertLayout& layout, const ExpertCacheOptions& options);
   ~ExpertCache();
   ExpertCache(const ExpertCache&) = delete;
@@ -94,7 +95,7 @@ class ExpertCache {
   };
   ExpertCache() = default;
   Result<int> key_of(int layer, int32_t expert) const;
-  Result<int> take_slot();  // a free slot, or the policy's victim among those not pinned or reading; -1: none
+  int take_slot();  // a free slot, or the policy's victim among those not pinned or reading; -1: none
   Status start_reads(int slot, int key);
   Status submit_read(int read_index);
   Status complete(int read_index, int64_t res);  // res: bytes read, or -errno
