@@ -102,8 +102,31 @@ class HttplibServer : public HttpServer {
       res.set_content(options_.error_body ? options_.error_body(500, "internal error") : "internal error",
                       "application/json");
     });
+    // One server per port: the library's default also sets SO_REUSEPORT, with which a second server
+    // binds the same port and the kernel splits the connections between the two.
+    svr_.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
+    // CORS as llama-server answers it: browsers on other origins (chat front ends) may call the API;
+    // a preflight OPTIONS is answered before any key check.
+    svr_.Options(R"(.*)", [](const httplib::Request& req, httplib::Response& res) {
+      res.status = 204;
+      res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+      const std::string asked = req.get_header_value("Access-Control-Request-Headers");
+      res.set_header("Access-Control-Allow-Headers", asked.empty() ? "*" : asked);
+      res.set_header("Access-Control-Max-Age", "86400");
+    });
+    svr_.set_post_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (req.has_header("Origin")) {
+        res.set_header("Access-Control-Allow-Origin", req.get_header_value("Origin"));
+        res.set_header("Access-Control-Allow-Credentials", "true");
+        res.set_header("Vary", "Origin");
+      }
+    });
     if (o.before_route)
       svr_.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+        if (req.method == "OPTIONS") return httplib::Server::HandlerResponse::Unhandled;
         HttpResponse out;
         if (!options_.before_route(convert(req), out)) return httplib::Server::HandlerResponse::Unhandled;
         res.status = out.status;

@@ -348,8 +348,9 @@ Status parse(const json& j, Endpoint endpoint, ParsedRequest* r) {
     TANDEM_TRY(get_bool(j, "ignore_eos", &r->ignore_eos));
   } else {
     // max_completion_tokens is OpenAI's newer name; when both are given it wins.
-    TANDEM_TRY(get_int(j, "max_tokens", 0, kMaxTokensLimit, &r->n_predict));
-    TANDEM_TRY(get_int(j, "max_completion_tokens", 0, kMaxTokensLimit, &r->n_predict));
+    // -1: until the end of generation or a full slot, as llama-server reads it.
+    TANDEM_TRY(get_int(j, "max_tokens", -1, kMaxTokensLimit, &r->n_predict));
+    TANDEM_TRY(get_int(j, "max_completion_tokens", -1, kMaxTokensLimit, &r->n_predict));
     TANDEM_TRY(get_int_as(j, "n", 1, kMaxChoices, &r->n_choices));
     if (endpoint == Endpoint::Chat) {
       TANDEM_TRY(get_bool(j, "logprobs", &r->logprobs));

@@ -31,7 +31,7 @@ struct RequestDefaults {
   int64_t n_keep = 0;                // --keep: prompt tokens kept at a context shift (-1: all)
 };
 
-inline constexpr int64_t kMaxTokensLimit = int64_t(1) << 31;  // larger max_tokens are refused as absurd
+inline constexpr int64_t kMaxTokensLimit = INT32_MAX;  // larger max_tokens are refused as absurd
 inline constexpr int32_t kMaxChoices = 16;
 inline constexpr int32_t kMaxTopLogprobs = 20;  // OpenAI's bound on top_logprobs
 inline constexpr int32_t kMaxNProbs = 100;      // /completion's n_probs

@@ -258,14 +258,18 @@ struct Server::State {
 
 Server::Server(ServerOptions options) : options_(std::move(options)), state_(std::make_unique<State>()) {
   HttpServerOptions ho;
+  // Idle and slow connections hold a thread each until -to drops them: room for many beside every
+  // slot and queued stream (threads waiting on a socket cost memory only).
   ho.n_threads = options_.n_http_threads > 0 ? options_.n_http_threads
-                                             : int(options_.n_slots + std::min<int64_t>(options_.max_queue, 64) + 4);
+                                             : int(options_.n_slots + std::min<int64_t>(options_.max_queue, 64) + 256);
   ho.read_timeout_s = ho.write_timeout_s = options_.timeout_s;
   ho.max_body_bytes = options_.max_body_bytes;
   ho.error_body = error_json;
   ho.before_route = [this](const HttpRequest& req, HttpResponse& res) {
-    if (options_.log_debug) std::fprintf(stderr, "request: %s %s (%zu bytes)\n", req.method.c_str(), req.path.c_str(),
-                                         req.body.size());
+    // Before routing the body is not read yet: its announced length.
+    if (options_.log_debug)
+      std::fprintf(stderr, "request: %s %s (content-length %s)\n", req.method.c_str(), req.path.c_str(),
+                   req.header("content-length").empty() ? "0" : req.header("content-length").c_str());
     // The pages are public (they ask for the key themselves); what they fetch is not.
     if (options_.api_keys.empty() || req.path == "/health" || req.path == "/v1/health" ||
         (req.method == "GET" && find_web_asset(req.path)))

@@ -69,6 +69,7 @@ def test_full_queue_answers_503(keyed):
     first.fp.readline()  # generating: the one slot is taken
     waiting = http.client.HTTPConnection("127.0.0.1", keyed.port, timeout=60)
     waiting.request("POST", "/completion", long, auth)  # queued (the queue holds one)
+    time.sleep(1)  # let it reach the queue first: a probe sent before it would take the queue's one place
     deadline = time.time() + 10
     status = None
     while time.time() < deadline:
@@ -80,3 +81,43 @@ def test_full_queue_answers_503(keyed):
     for c in (running, waiting):
         c.sock.close()
         c.close()
+
+
+def test_cors_preflight_and_origin_before_the_key_check(keyed):
+    conn = http.client.HTTPConnection("127.0.0.1", keyed.port, timeout=10)
+    conn.request("OPTIONS", "/v1/chat/completions", headers={
+        "Origin": "http://ui.example", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 204
+    assert r.getheader("Access-Control-Allow-Origin") == "http://ui.example"
+    assert "POST" in r.getheader("Access-Control-Allow-Methods")
+    assert r.getheader("Access-Control-Allow-Headers") == "authorization, content-type"
+    conn.request("GET", "/v1/models", headers={"Origin": "http://ui.example", "Authorization": "Bearer first-key"})
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200 and r.getheader("Access-Control-Allow-Origin") == "http://ui.example"
+
+
+def test_a_taken_port_is_an_error(keyed, gemma_path):
+    r = run_tandem("serve", "-m", gemma_path, "--port", str(keyed.port), timeout=60)
+    assert r.returncode == 1 and "cannot listen" in r.stderr, r.stderr
+
+
+def test_many_stalled_connections_do_not_block_others(gemma_path):
+    import socket
+    s = Server(gemma_path, "-c", "256", "-np", "1")
+    stalled = []
+    try:
+        for _ in range(100):  # more than slots + queue: each holds a connection thread until -to
+            c = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+            c.sendall(b"POST /completion HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"pro")
+            stalled.append(c)
+        t0 = time.time()
+        assert s.request("GET", "/health", timeout=10)[0] == 200
+        assert time.time() - t0 < 5
+    finally:
+        for c in stalled:
+            c.close()
+        assert s.stop() == 0

@@ -92,7 +92,8 @@ TEST(ServerRequest, BadFieldsAreNamed) {
   EXPECT_NE(error_of(R"({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]})").find("only text"),
             std::string::npos);
   const std::string m = R"({"messages": [{"role": "user", "content": "x"}], )";
-  EXPECT_NE(error_of(m + R"("max_tokens": -1})").find("'max_tokens' is -1"), std::string::npos);
+  EXPECT_NE(error_of(m + R"("max_tokens": -2})").find("'max_tokens' is -2, outside [-1, 2147483647]"), std::string::npos);
+  EXPECT_EQ(error_of(m + R"("max_tokens": -1})"), "");  // llama-server's "no limit"
   EXPECT_NE(error_of(m + R"("max_tokens": 1e300})").find("'max_tokens'"), std::string::npos);
   EXPECT_NE(error_of(m + R"("max_tokens": 2.5})").find("'max_tokens' must be an integer"), std::string::npos);
   EXPECT_NE(error_of(m + R"("temperature": "x"})").find("'temperature' must be a number"), std::string::npos);
