@@ -16,7 +16,7 @@ namespace {
 constexpr size_t kChunkWeightBytes = 256u << 10;
 constexpr int64_t kMinChunkRows = 16;
 constexpr int64_t kTokenBlock = 64;  // tokens per gemm call: bounds the activations a chunk streams
-// Panel kernels (AMX, AVX-512 VNNI panels) unpack each 16-row weight panel once per call: fewer, larger
+// Panel kernels (AMX, AVX-512 VNNI and AVX2 panels) unpack each 16-row weight panel once per call: fewer, larger
 // calls unpack less.
 constexpr int64_t kPanelTokenBlock = 512;
 constexpr int64_t kPanelRows = 16;

@@ -17,7 +17,10 @@ static_assert(sizeof(BlockQ8_1) == 36);
 
 // Each overwrites the entries its level implements and leaves the others (filled by the level below).
 namespace generic { void fill_kernels(CpuKernels& k); }  // generic/*.cpp: every type with a reference
-namespace avx2 { void fill_kernels(CpuKernels& k); }     // avx2/kernels.cpp (k.uarch, k.batch_invariant choose decode)
+namespace avx2 {
+void fill_kernels(CpuKernels& k);     // avx2/kernels.cpp (k.uarch, k.batch_invariant choose decode)
+void fill_panel_gemm(CpuKernels& k);  // avx2/panel_gemm.cpp: maddubs panel prefill over k's entries
+}  // namespace avx2
 namespace avx512 {
 void fill_kernels(CpuKernels& k);     // avx512/kernels.cpp (likewise)
 void fill_zen_decode(CpuKernels& k);  // avx512/decode.cpp: single-row 512-bit decode over k's entries

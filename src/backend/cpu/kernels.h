@@ -61,13 +61,13 @@ struct CpuKernels {
   // Batch-invariant tables: gemm[t] gives token t's outputs the same bits whatever n_tokens is and
   // wherever t sits in the call (issue 11). The generic kernels do so anyway; these tables leave out the
   // kernels that sum in another order for some token counts: the four-row decode (Intel's choice, and
-  // Zen's on short rows), the AVX-512 VNNI panels and AMX tiles (prefill from 16 tokens), and the Zen
+  // Zen's on short rows), the AVX2 and AVX-512 VNNI panels and AMX tiles (prefill from 16 tokens), and the Zen
   // decode kernels' hand-off to the 256-bit ones at 9 tokens.
   bool batch_invariant = false;
   QuantizeActFn quantize_act[kWeightTypeIdLimit] = {};  // indexed by weight type id; null: no kernel
   GemmFn gemm[kWeightTypeIdLimit] = {};
   Isa gemm_isa[kWeightTypeIdLimit] = {};  // the level that actually filled gemm[t] (lower on fallback)
-  // gemm[t] unpacks 16-row weight panels once per call (AMX, AVX-512 VNNI panels): callers should hand it
+  // gemm[t] unpacks 16-row weight panels once per call (AMX, AVX-512 VNNI and AVX2 panels): callers should hand it
   // many tokens and row ranges in multiples of 16.
   bool panel[kWeightTypeIdLimit] = {};
 };

@@ -185,7 +185,8 @@ TEST_P(Matmul, MatchesReferenceAtRealShapes) {
   uint32_t seed = 1;
   for (int64_t n_in : sizes)
     for (int64_t n_tokens : {1, 3, 8, 33}) check(n_in, 19, n_tokens, Weights::Quantized, seed++);
-  // the panel kernels' token tiles (8) and row panels (16) with remainders, above their 16-token cut
+  // the panel kernels' token tiles (8 at avx512, 4 at avx2), row panels (16) and avx2's 8-row halves with
+  // remainders, above their 16-token cut
   check(block_size(type_) == 256 ? 512 : 256, 35, 21, Weights::Quantized, seed++);
 }
 
@@ -193,38 +194,44 @@ TEST_P(Matmul, MatchesReferenceOnWideRows) { check(4096, 5, 9, Weights::Quantize
 
 TEST_P(Matmul, MatchesReferenceOnRandomBlockBytes) {
   if (is_float(type_)) GTEST_SKIP() << "random bits of a float format include NaN";
-  for (int64_t n_tokens : {1, 5, 12}) check(block_size(type_) == 256 ? 1024 : 512, 17, n_tokens, Weights::RandomBytes, 5);
+  // 20 tokens: the panel kernels see every code, e.g. Q8_0's -128 (avx2 multiplies |q| by sign(q) * a)
+  for (int64_t n_tokens : {1, 5, 12, 20})
+    check(block_size(type_) == 256 ? 1024 : 512, 17, n_tokens, Weights::RandomBytes, 5);
 }
 
 TEST_P(Matmul, MatchesReferenceAtLargestScales) {
   if (is_float(type_)) GTEST_SKIP() << "no scale fields";
-  check(512, 9, 4, Weights::MaxScale, 6);
+  for (int64_t n_tokens : {4, 20}) check(512, 9, n_tokens, Weights::MaxScale, 6);  // row kernels, panels
 }
 
 TEST_P(Matmul, ZeroInputsGiveExactZeros) {
-  for (bool zero_w : {true, false}) {
-    const Problem p = make_problem(type_, 512, 9, 5, zero_w ? Weights::Zero : Weights::Quantized, 8, !zero_w);
-    for (float v : run(isa_, p, uarch_)) {
-      EXPECT_EQ(v, 0.f) << (zero_w ? "zero weights" : "zero activations");
+  for (int64_t n_tokens : {5, 17})  // row kernels, panels
+    for (bool zero_w : {true, false}) {
+      const Problem p = make_problem(type_, 512, 9, n_tokens, zero_w ? Weights::Zero : Weights::Quantized, 8, !zero_w);
+      for (float v : run(isa_, p, uarch_)) {
+        EXPECT_EQ(v, 0.f) << (zero_w ? "zero weights" : "zero activations") << ", " << n_tokens << " tokens";
+      }
     }
-  }
 }
 
 TEST_P(Matmul, RowSubRangesMatchTheWholeMatrix) {
-  // The threading contract: a caller may pass w + r0 rows and y + r0 for any split.
-  const Problem p = make_problem(type_, 512, 37, 6, Weights::Quantized, 9);
-  const std::vector<float> whole = run(isa_, p, uarch_);
-  const CpuKernels& k = kernels_for(isa_, uarch_);
-  const uint32_t id = uint32_t(type_);
-  const size_t rb = row_bytes(type_, p.n_in), ab = activation_row_bytes(type_, p.n_in);
-  std::vector<uint8_t> act(ab * p.n_tokens);
-  for (int64_t t = 0; t < p.n_tokens; ++t) k.quantize_act[id](p.x.data() + t * p.n_in, act.data() + t * ab, p.n_in);
-  std::vector<float> y(whole.size(), NAN);
-  for (int64_t r0 : {0, 5, 6, 23}) {
-    const int64_t r1 = r0 == 0 ? 5 : r0 == 5 ? 6 : r0 == 6 ? 23 : 37;
-    k.gemm[id](p.n_in, p.w.data() + r0 * rb, rb, r1 - r0, act.data(), ab, p.n_tokens, y.data() + r0, p.n_rows);
+  // The threading contract: a caller may pass w + r0 rows and y + r0 for any split (6 tokens: the row
+  // kernels, 18: the panels).
+  for (int64_t n_tokens : {6, 18}) {
+    const Problem p = make_problem(type_, 512, 37, n_tokens, Weights::Quantized, 9);
+    const std::vector<float> whole = run(isa_, p, uarch_);
+    const CpuKernels& k = kernels_for(isa_, uarch_);
+    const uint32_t id = uint32_t(type_);
+    const size_t rb = row_bytes(type_, p.n_in), ab = activation_row_bytes(type_, p.n_in);
+    std::vector<uint8_t> act(ab * p.n_tokens);
+    for (int64_t t = 0; t < p.n_tokens; ++t) k.quantize_act[id](p.x.data() + t * p.n_in, act.data() + t * ab, p.n_in);
+    std::vector<float> y(whole.size(), NAN);
+    for (int64_t r0 : {0, 5, 6, 23}) {
+      const int64_t r1 = r0 == 0 ? 5 : r0 == 5 ? 6 : r0 == 6 ? 23 : 37;
+      k.gemm[id](p.n_in, p.w.data() + r0 * rb, rb, r1 - r0, act.data(), ab, p.n_tokens, y.data() + r0, p.n_rows);
+    }
+    for (size_t i = 0; i < y.size(); ++i) EXPECT_EQ(y[i], whole[i]) << "output " << i << ", " << n_tokens << " tokens";
   }
-  for (size_t i = 0; i < y.size(); ++i) EXPECT_EQ(y[i], whole[i]) << "output " << i;
 }
 
 std::string param_name(const ::testing::TestParamInfo<std::tuple<Isa, WT>>& info) {

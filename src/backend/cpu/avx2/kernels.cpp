@@ -1,6 +1,6 @@
 // AVX2 + FMA + F16C level: the shared 256-bit kernels with maddubs/madd dot products, 4-token tiles
-// (16 ymm registers). Compiled with -mavx2 -mfma -mf16c only; nothing here may run on a lesser CPU
-// before dispatch.cpp has checked cpu_features().
+// (16 ymm registers), and from 16 tokens the panel kernels of panel_gemm.cpp. Compiled with -mavx2 -mfma
+// -mf16c only; nothing here may run on a lesser CPU before dispatch.cpp has checked cpu_features().
 #include <immintrin.h>
 
 #include <cstdint>
@@ -16,6 +16,9 @@ constexpr int kMaxTokens = 4;
 #include "backend/cpu/x86/gemm_x86.inc"
 #undef TANDEM_X86_VNNI
 
-void fill_kernels(CpuKernels& k) { fill_x86_kernels(k, Isa::Avx2); }
+void fill_kernels(CpuKernels& k) {
+  fill_x86_kernels(k, Isa::Avx2);
+  if (!k.batch_invariant) fill_panel_gemm(k);  // its sums are ordered unlike the row kernels'
+}
 
 }  // namespace tandem::cpu::avx2
