@@ -165,8 +165,9 @@ std::string prometheus_text(const MonitorSnapshot& s) {
   e.one("llamacpp:n_decode_total", "counter", "Total number of llama_decode() calls", double(st.n_steps));
   e.one("llamacpp:n_tokens_max", "counter", "Largest observed sequence length (prompt + generation)",
         double(st.n_tokens_max));
-  e.one("llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s", s.prompt_per_s);
-  e.one("llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s", s.generated_per_s);
+  e.one("llamacpp:prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s", s.scrape_prompt_per_s);
+  e.one("llamacpp:predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s",
+        s.scrape_generated_per_s);
   e.one("llamacpp:requests_processing", "gauge", "Number of requests processing", s.n_processing());
   e.one("llamacpp:requests_deferred", "gauge", "Number of requests deferred", double(s.n_queued));
   e.one("llamacpp:n_busy_slots_per_decode", "gauge", "Average number of busy slots per llama_decode() call",

@@ -89,6 +89,7 @@ MonitorSnapshot Monitor::counters() const {
     d.name = sim->name();
     d.memory_used_bytes = st.bytes_in_use;
     d.memory_free_bytes = sim->budget_bytes() - std::min(sim->budget_bytes(), st.bytes_in_use);
+    d.host_memory = true;
     d.has_link = true;
     d.link_to_device_bytes = st.bytes_from_host;
     d.link_to_host_bytes = st.bytes_to_host;
@@ -117,6 +118,17 @@ MonitorSnapshot Monitor::snapshot() {
   s.cpu = cpu_;
   s.nvml = nvml_ != nullptr;
   s.gpus = gpus_;
+  return s;
+}
+
+MonitorSnapshot Monitor::scrape() {
+  MonitorSnapshot s = snapshot();
+  std::lock_guard<std::mutex> lock(mu_);
+  const SchedulerStats& prev = last_scrape_;
+  auto rate = [](uint64_t n, double t) { return t > 0 ? double(n) / t : 0.0; };
+  s.scrape_prompt_per_s = rate(s.sched.n_prompt_tokens - prev.n_prompt_tokens, s.sched.t_prompt_s - prev.t_prompt_s);
+  s.scrape_generated_per_s = rate(s.sched.n_generated - prev.n_generated, s.sched.t_generate_s - prev.t_generate_s);
+  last_scrape_ = s.sched;
   return s;
 }
 
@@ -167,12 +179,20 @@ void Monitor::loop() {
   }
 }
 
+double MonitorSnapshot::host_read_bytes_per_s() const {
+  double sum = 0;
+  for (size_t i = 0; i < devices.size(); ++i)
+    if (i == 0 || devices[i].host_memory) sum += devices[i].read_bytes_per_s;
+  return sum;
+}
+
 std::vector<std::string> monitor_hints(const MonitorSnapshot& s) {
   std::vector<std::string> out;
   const bool generating = s.generated_per_s > 0;
   const DeviceFigures& cpu = s.devices[0];
-  if (cpu.read_limit_bytes_per_s > 0 && cpu.read_bytes_per_s >= kBandwidthLine * cpu.read_limit_bytes_per_s)
-    out.push_back("decode is memory-bound at " + percent(cpu.read_bytes_per_s / cpu.read_limit_bytes_per_s) +
+  const double ram_read = s.host_read_bytes_per_s();
+  if (cpu.read_limit_bytes_per_s > 0 && ram_read >= kBandwidthLine * cpu.read_limit_bytes_per_s)
+    out.push_back("decode is memory-bound at " + percent(ram_read / cpu.read_limit_bytes_per_s) +
                   " of RAM bandwidth: fewer bytes per token (a smaller quantization, more layers on a GPU) is "
                   "what speeds it up");
   for (const auto& g : s.gpus)
@@ -188,9 +208,13 @@ std::vector<std::string> monitor_hints(const MonitorSnapshot& s) {
   if (s.n_queued > 0)
     out.push_back(std::to_string(s.n_queued) + " request" + (s.n_queued == 1 ? "" : "s") +
                   " waiting for a slot: all " + std::to_string(s.slots.size()) + " slots are busy (raise -np)");
-  if (s.kv_cells_capacity > 0 && double(s.kv_cells_used()) >= kKvLine * double(s.kv_cells_capacity))
-    out.push_back("KV cache " + percent(double(s.kv_cells_used()) / double(s.kv_cells_capacity)) +
-                  " full: idle slots keep their prompts for reuse; a busy slot that fills ends its reply (raise -c)");
+  // Idle slots keep their prompts' cells for reuse (a full cache is normal then): the busy ones count.
+  int64_t busy_cells = 0, busy_capacity = 0;
+  for (const auto& sl : s.slots)
+    if (sl.busy) busy_cells += sl.n_past, busy_capacity += s.n_ctx_slot;
+  if (busy_capacity > 0 && double(busy_cells) >= kKvLine * double(busy_capacity))
+    out.push_back("busy slots " + percent(double(busy_cells) / double(busy_capacity)) +
+                  " full: a reply that fills its slot ends with finish_reason length (raise -c, or --context-shift)");
   return out;
 }
 
@@ -230,10 +254,10 @@ json monitor_json(const MonitorSnapshot& s) {
           {"kv", {{"used", s.kv_cells_used()}, {"capacity", s.kv_cells_capacity},
                   {"ratio", ratio(double(s.kv_cells_used()), double(s.kv_cells_capacity))},
                   {"n_ctx_slot", s.n_ctx_slot}, {"slots", slots}}},
-          {"bandwidth", {{"device", cpu.name}, {"bytes_per_s", cpu.read_bytes_per_s},
+          {"bandwidth", {{"device", "host RAM"}, {"bytes_per_s", s.host_read_bytes_per_s()},
                          {"limit_bytes_per_s", cpu.read_limit_bytes_per_s > 0 ? json(cpu.read_limit_bytes_per_s)
                                                                                : json(nullptr)},
-                         {"ratio", ratio(cpu.read_bytes_per_s, cpu.read_limit_bytes_per_s)}}},
+                         {"ratio", ratio(s.host_read_bytes_per_s(), cpu.read_limit_bytes_per_s)}}},
           {"devices", devices},
           {"cpu", s.cpu_known ? json{{"busy", s.cpu.busy}, {"softirq", s.cpu.softirq}, {"iowait", s.cpu.iowait}}
                               : json(nullptr)},

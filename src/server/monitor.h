@@ -37,6 +37,7 @@ struct DeviceFigures {
   double read_bytes_per_s = 0;          // over the last sample period
   double read_limit_bytes_per_s = 0;    // 0: unknown (the CPU's only, once sampling has begun)
   std::string read_limit_source;        // "probe" (tandem probe's cached figure) or "measured" (at start)
+  bool host_memory = false;             // its memory is the host's RAM (sim devices): its reads count there
   bool has_link = false;                // sim devices: copies over their modelled host link
   uint64_t link_to_device_bytes = 0, link_to_host_bytes = 0;
 };
@@ -49,6 +50,9 @@ struct MonitorSnapshot {
   size_t n_queued = 0;
   int64_t n_ctx_slot = 0, kv_cells_capacity = 0;
   double generated_per_s = 0, prompt_per_s = 0;
+  // llama-server's llamacpp:*_tokens_seconds: tokens over the steps' time since the previous /metrics
+  // scrape (0 when none ran); filled by Monitor::scrape() only.
+  double scrape_prompt_per_s = 0, scrape_generated_per_s = 0;
   std::vector<DeviceFigures> devices;  // devices[0] the CPU
   bool cpu_known = false;
   monitor::CpuShares cpu;
@@ -56,6 +60,8 @@ struct MonitorSnapshot {
   std::vector<monitor::GpuSample> gpus;
 
   int64_t kv_cells_used() const;
+  // Weight bytes per second read from host RAM: the CPU's and those of devices living in it.
+  double host_read_bytes_per_s() const;
   int32_t n_processing() const;
 };
 
@@ -69,6 +75,8 @@ class Monitor {
   // Counters as of now; rates, CPU and GPU figures from the last sample period. The first call starts
   // the sampling thread.
   MonitorSnapshot snapshot();
+  // snapshot() plus the rates since the previous scrape (GET /metrics).
+  MonitorSnapshot scrape();
 
  private:
   void loop();
@@ -91,6 +99,7 @@ class Monitor {
   bool cpu_known_ = false;
   monitor::CpuShares cpu_;
   std::vector<monitor::GpuSample> gpus_;
+  SchedulerStats last_scrape_;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -769,7 +769,7 @@ void Server::add_routes() {
       return reply_error(res, 501, "This server does not support metrics endpoint. Start it with `--metrics`");
     if (not_ready(res)) return;
     res.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    res.body = prometheus_text(st.monitor->snapshot());
+    res.body = prometheus_text(st.monitor->scrape());
   });
   http_->route("GET", "/monitor/stats", [&st, not_ready](const HttpRequest&, HttpResponse& res) {
     if (not_ready(res)) return;

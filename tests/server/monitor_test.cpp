@@ -55,8 +55,22 @@ TEST(MonitorHints, EachFigurePastItsLineGetsItsHint) {
   s.n_queued = 3;
   EXPECT_TRUE(has(monitor_hints(s), "3 requests waiting for a slot: all 2 slots are busy"));
   s = quiet();
-  s.slots[1].n_past = 85;  // 95 of 100 cells
-  EXPECT_TRUE(has(monitor_hints(s), "KV cache 95% full"));
+  s.n_ctx_slot = 50;
+  s.slots[1].n_past = 48;  // an idle slot keeping its prompt: a full cache is normal
+  EXPECT_TRUE(monitor_hints(s).empty());
+  s.slots[1].busy = true;
+  EXPECT_TRUE(has(monitor_hints(s), "busy slots 96% full"));
+
+  // A device living in host RAM (a sim device) reads from the same bandwidth as the CPU.
+  s = quiet();
+  DeviceFigures sim;
+  sim.name = "SIM0";
+  sim.host_memory = true;
+  sim.read_bytes_per_s = 30e9;
+  s.devices.push_back(sim);
+  EXPECT_TRUE(has(monitor_hints(s), "decode is memory-bound at 80% of RAM bandwidth"));
+  s.devices[1].host_memory = false;  // a GPU's own memory does not
+  EXPECT_TRUE(monitor_hints(s).empty());
 }
 
 TEST(PrometheusText, EscapesLabelValuesAndOmitsUnknownFigures) {
