@@ -20,9 +20,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (r->n_predict < -1 || r->n_predict > tandem::server::kMaxTokensLimit) std::abort();
   if (endpoint == Endpoint::Chat) {
     if (!r->messages.is_array() || r->messages.empty()) std::abort();
+    // Content: a string, a list of text parts, or null on an assistant's tool-call turn.
     for (const auto& m : r->messages) {
       const auto role = m.find("role"), content = m.find("content");
-      if (role == m.end() || content == m.end() || !role->is_string() || !content->is_string()) std::abort();
+      if (role == m.end() || content == m.end() || !role->is_string()) std::abort();
+      if (content->is_null() && !(*role == "assistant" && m.contains("tool_calls"))) std::abort();
+      if (content->is_array())
+        for (const auto& part : *content)
+          if (!part.is_object() || part.value("type", "") != "text" || !part["text"].is_string()) std::abort();
+      if (!content->is_string() && !content->is_array() && !content->is_null()) std::abort();
     }
   } else if (r->prompts.empty()) {
     std::abort();
