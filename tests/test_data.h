@@ -5,11 +5,17 @@
 
 #include <unistd.h>
 
+#include <gtest/gtest.h>
+
 #include <cstdlib>
 #include <filesystem>
+#include <memory>
 #include <string>
 
+#include "backend/cpu/cpu_backend.h"
+#include "model/model.h"
 #include "model/synth.h"
+#include "tokenizer/tokenizer.h"
 
 namespace tandem::test_data {
 
@@ -56,6 +62,27 @@ inline std::string small_llama_model(std::string* why) {
   if (std::filesystem::exists(path("stories260K.gguf"))) return path("stories260K.gguf");
   return synth_model("stories260K-shape", quant::FileType::F32, why);
 }
+
+// A fixture with small_llama_model() loaded on a 2-thread CPU backend, with its tokenizer; skips with the
+// reason when neither the model nor its stand-in can be had.
+class SmallLlamaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    const std::string path = small_llama_model(&why);
+    if (path.empty()) GTEST_SKIP() << why;
+    auto m = model::Model::load(path, {}, backend_);
+    ASSERT_TRUE(m.has_value()) << m.error().message();
+    model_ = std::move(m).value();
+    auto t = tokenizer::Tokenizer::from_metadata(model_->file().metadata(), path);
+    ASSERT_TRUE(t.has_value()) << t.error().message();
+    tok_ = std::move(t).value();
+  }
+
+  cpu::CpuBackend backend_{2};
+  std::unique_ptr<model::Model> model_;
+  std::unique_ptr<tokenizer::Tokenizer> tok_;
+};
 
 // synth tiny-deepseek-v3 (or `preset`, a variant of it) cut to 2 layers (one dense, one MoE: 16 experts,
 // top-4 in 2 of 4 groups, one shared), F32, built once into build/synth-cache; "" and *why without its

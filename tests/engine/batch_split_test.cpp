@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/cpu/cpu_backend.h"
 #include "test_data.h"
 #include "engine/context.h"
 
@@ -15,17 +14,8 @@ namespace {
 
 const std::vector<int32_t> kPrompt = {1, 403, 407, 261, 378, 400, 300, 270, 312, 290, 330, 431, 263};
 
-class BatchSplitTest : public ::testing::Test {
+class BatchSplitTest : public test_data::SmallLlamaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    const std::string path = test_data::small_llama_model(&why);
-    if (path.empty()) GTEST_SKIP() << why;
-    auto m = model::Model::load(path, {}, backend_);
-    ASSERT_TRUE(m.has_value()) << m.error().message();
-    model_ = std::move(m).value();
-  }
-
   // Logits of every prompt position, the prompt fed as run.cpp and bench.cpp feed it: chunks of
   // n_batch tokens, one decode() each, split by the context into micro-batches of n_ubatch.
   std::vector<std::vector<float>> logits(int64_t n_batch, int64_t n_ubatch) {
@@ -45,9 +35,6 @@ class BatchSplitTest : public ::testing::Test {
     EXPECT_EQ(out.size(), kPrompt.size());
     return out;
   }
-
-  cpu::CpuBackend backend_{2};
-  std::unique_ptr<model::Model> model_;
 };
 
 // The AVX2/AVX-512 attention kernels read the f16 cache with roundings that depend on how many cached

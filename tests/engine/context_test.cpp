@@ -7,7 +7,6 @@
 
 #include <cmath>
 
-#include "backend/cpu/cpu_backend.h"
 #include "test_data.h"
 
 namespace tandem {
@@ -16,16 +15,8 @@ namespace {
 const std::vector<int32_t> kPromptA = {1, 403, 407, 261, 378, 400, 300, 270};
 const std::vector<int32_t> kPromptB = {1, 312, 290, 330, 431};
 
-class ContextTest : public ::testing::Test {
+class ContextTest : public test_data::SmallLlamaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    const std::string path = test_data::small_llama_model(&why);
-    if (path.empty()) GTEST_SKIP() << why;
-    auto m = model::Model::load(path, {}, backend_);
-    ASSERT_TRUE(m.has_value()) << m.error().message();
-    model_ = std::move(m).value();
-  }
   std::unique_ptr<Context> make(ContextOptions o = {.n_ctx = 64}) {
     auto c = Context::create(*model_, o);
     EXPECT_TRUE(c.has_value());
@@ -44,9 +35,6 @@ class ContextTest : public ::testing::Test {
     }
     return out;
   }
-
-  cpu::CpuBackend backend_{2};
-  std::unique_ptr<model::Model> model_;
 };
 
 double max_diff(std::span<const float> a, const std::vector<float>& b) {

@@ -9,9 +9,7 @@
 #include <chrono>
 #include <future>
 
-#include "backend/cpu/cpu_backend.h"
 #include "test_data.h"
-#include "tokenizer/tokenizer.h"
 
 namespace tandem {
 namespace {
@@ -22,19 +20,8 @@ struct Outcome {
   GenerationStats stats;
 };
 
-class SchedulerTest : public ::testing::Test {
+class SchedulerTest : public test_data::SmallLlamaTest {
  protected:
-  void SetUp() override {
-    std::string why;
-    const std::string path = test_data::small_llama_model(&why);
-    if (path.empty()) GTEST_SKIP() << why;
-    auto m = model::Model::load(path, {}, backend_);
-    ASSERT_TRUE(m.has_value()) << m.error().message();
-    model_ = std::move(m).value();
-    auto t = tokenizer::Tokenizer::from_metadata(model_->file().metadata(), path);
-    ASSERT_TRUE(t.has_value()) << t.error().message();
-    tok_ = std::move(t).value();
-  }
   std::unique_ptr<Context> context(int64_t n_ctx, int64_t n_batch = 64, bool batch_invariant = false) {
     auto c = Context::create(*model_, {.n_ctx = n_ctx, .n_batch = n_batch, .n_ubatch = n_batch,
                                        .batch_invariant = batch_invariant});
@@ -65,10 +52,6 @@ class SchedulerTest : public ::testing::Test {
     EXPECT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
     return f.get();
   }
-
-  cpu::CpuBackend backend_{2};
-  std::unique_ptr<model::Model> model_;
-  std::unique_ptr<tokenizer::Tokenizer> tok_;
 };
 
 const std::vector<std::vector<int32_t>> kPrompts = {
