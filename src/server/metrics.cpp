@@ -36,6 +36,13 @@ class Exposition {
     family(name, type, help);
     sample(name, value);
   }
+  // A family of one sample per item, its `field`, labelled by labels_of(item).
+  template <class T, class F, class LabelsOf>
+  void per_item(const std::string& name, const char* type, const std::string& help, const std::vector<T>& items,
+                F T::*field, LabelsOf labels_of) {
+    family(name, type, help);
+    for (const T& item : items) sample(name, double(item.*field), labels_of(item));
+  }
   void histogram(const std::string& name, const std::string& help, const Histogram& h) {
     family(name, "histogram", help);
     for (size_t i = 0; i < h.bounds.size(); ++i) sample(name + "_bucket", double(h.counts[i]), {{"le", number(h.bounds[i])}});
@@ -102,26 +109,27 @@ std::string prometheus_text(const MonitorSnapshot& s) {
   e.histogram("tandem_time_to_first_token_seconds", "Seconds from a generation's arrival to its first token", st.ttft_s);
   e.histogram("tandem_request_duration_seconds", "Seconds from a generation's arrival to its end", st.latency_s);
 
-  e.family("tandem_slot_kv_cells", "gauge", "KV cache cells a slot holds (its prompt and reply, kept for prefix reuse)");
-  for (const auto& sl : s.slots) e.sample("tandem_slot_kv_cells", double(sl.n_past), {{"slot", std::to_string(sl.id)}});
+  e.per_item("tandem_slot_kv_cells", "gauge", "KV cache cells a slot holds (its prompt and reply, kept for prefix reuse)",
+             s.slots, &SlotInfo::n_past, [](const SlotInfo& sl) { return Labels{{"slot", std::to_string(sl.id)}}; });
   e.one("tandem_kv_cells_used", "gauge", "KV cache cells held by all slots", double(s.kv_cells_used()));
   e.one("tandem_kv_cells_capacity", "gauge", "KV cache cells in all (-c)", double(s.kv_cells_capacity));
   e.one("tandem_kv_cache_usage_ratio", "gauge", "Share of the KV cache's cells in use", kv_ratio);
 
-  e.family("tandem_device_memory_used_bytes", "gauge",
-           "Memory used per device (CPU: this process's resident set; sim devices: their arena)");
-  for (const auto& d : s.devices) e.sample("tandem_device_memory_used_bytes", double(d.memory_used_bytes), {{"device", d.name}});
-  e.family("tandem_device_memory_free_bytes", "gauge",
-           "Memory still free per device (CPU: the least of MemAvailable, the cgroup limit and ulimit -v)");
-  for (const auto& d : s.devices) e.sample("tandem_device_memory_free_bytes", double(d.memory_free_bytes), {{"device", d.name}});
-  e.family("tandem_pass_weight_read_bytes", "gauge",
-           "Weight bytes one forward pass reads per device (routed experts at n_expert_used/n_expert of theirs)");
-  for (const auto& d : s.devices) e.sample("tandem_pass_weight_read_bytes", double(d.weight_bytes_per_pass), {{"device", d.name}});
-  e.family("tandem_weight_read_bytes_total", "counter", "Weight bytes read per device since start-up");
-  for (const auto& d : s.devices) e.sample("tandem_weight_read_bytes_total", double(d.weight_read_bytes), {{"device", d.name}});
-  e.family("tandem_weight_read_bytes_per_second", "gauge",
-           "Weight bytes read per second while decoding (over the steps' own time in the last sample period)");
-  for (const auto& d : s.devices) e.sample("tandem_weight_read_bytes_per_second", d.read_bytes_per_s, {{"device", d.name}});
+  const auto device = [](const DeviceFigures& d) { return Labels{{"device", d.name}}; };
+  e.per_item("tandem_device_memory_used_bytes", "gauge",
+             "Memory used per device (CPU: this process's resident set; sim devices: their arena)", s.devices,
+             &DeviceFigures::memory_used_bytes, device);
+  e.per_item("tandem_device_memory_free_bytes", "gauge",
+             "Memory still free per device (CPU: the least of MemAvailable, the cgroup limit and ulimit -v)", s.devices,
+             &DeviceFigures::memory_free_bytes, device);
+  e.per_item("tandem_pass_weight_read_bytes", "gauge",
+             "Weight bytes one forward pass reads per device (routed experts at n_expert_used/n_expert of theirs)",
+             s.devices, &DeviceFigures::weight_bytes_per_pass, device);
+  e.per_item("tandem_weight_read_bytes_total", "counter", "Weight bytes read per device since start-up", s.devices,
+             &DeviceFigures::weight_read_bytes, device);
+  e.per_item("tandem_weight_read_bytes_per_second", "gauge",
+             "Weight bytes read per second while decoding (over the steps' own time in the last sample period)",
+             s.devices, &DeviceFigures::read_bytes_per_s, device);
   e.family("tandem_memory_read_limit_bytes_per_second", "gauge",
            "Memory read bandwidth of the device: tandem probe's cached figure, or measured when monitoring began");
   for (const auto& d : s.devices)
@@ -142,15 +150,14 @@ std::string prometheus_text(const MonitorSnapshot& s) {
     e.one("tandem_cpu_iowait_ratio", "gauge", "Share of all CPUs' time idle waiting for I/O (/proc/stat)", s.cpu.iowait);
   }
   if (!s.gpus.empty()) {
-    e.family("tandem_gpu_utilization_ratio", "gauge", "Share of the last NVML sample period a kernel ran on the GPU");
-    for (const auto& g : s.gpus)
-      e.sample("tandem_gpu_utilization_ratio", g.utilization, {{"gpu", std::to_string(g.index)}, {"name", g.name}});
-    e.family("tandem_gpu_memory_used_bytes", "gauge", "GPU memory in use (NVML)");
-    for (const auto& g : s.gpus)
-      e.sample("tandem_gpu_memory_used_bytes", double(g.memory_used_bytes), {{"gpu", std::to_string(g.index)}, {"name", g.name}});
-    e.family("tandem_gpu_memory_total_bytes", "gauge", "GPU memory in all (NVML)");
-    for (const auto& g : s.gpus)
-      e.sample("tandem_gpu_memory_total_bytes", double(g.memory_total_bytes), {{"gpu", std::to_string(g.index)}, {"name", g.name}});
+    using monitor::GpuSample;
+    const auto gpu = [](const GpuSample& g) { return Labels{{"gpu", std::to_string(g.index)}, {"name", g.name}}; };
+    e.per_item("tandem_gpu_utilization_ratio", "gauge", "Share of the last NVML sample period a kernel ran on the GPU",
+               s.gpus, &GpuSample::utilization, gpu);
+    e.per_item("tandem_gpu_memory_used_bytes", "gauge", "GPU memory in use (NVML)", s.gpus,
+               &GpuSample::memory_used_bytes, gpu);
+    e.per_item("tandem_gpu_memory_total_bytes", "gauge", "GPU memory in all (NVML)", s.gpus,
+               &GpuSample::memory_total_bytes, gpu);
   }
 
   // llama-server's names, its types and meanings as far as Tandem has them; its *_seconds_total are
