@@ -109,8 +109,9 @@ std::string prometheus_text(const MonitorSnapshot& s) {
   e.histogram("tandem_time_to_first_token_seconds", "Seconds from a generation's arrival to its first token", st.ttft_s);
   e.histogram("tandem_request_duration_seconds", "Seconds from a generation's arrival to its end", st.latency_s);
 
-  e.per_item("tandem_slot_kv_cells", "gauge", "KV cache cells a slot holds (its prompt and reply, kept for prefix reuse)",
-             s.slots, &SlotInfo::n_past, [](const SlotInfo& sl) { return Labels{{"slot", std::to_string(sl.id)}}; });
+  e.per_item("tandem_slot_kv_cells", "gauge",
+             "KV cache cells a slot holds (its prompt and reply, kept for prefix reuse)", s.slots, &SlotInfo::n_past,
+             [](const SlotInfo& sl) { return Labels{{"slot", std::to_string(sl.id)}}; });
   e.one("tandem_kv_cells_used", "gauge", "KV cache cells held by all slots", double(s.kv_cells_used()));
   e.one("tandem_kv_cells_capacity", "gauge", "KV cache cells in all (-c)", double(s.kv_cells_capacity));
   e.one("tandem_kv_cache_usage_ratio", "gauge", "Share of the KV cache's cells in use", kv_ratio);
