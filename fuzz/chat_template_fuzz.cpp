@@ -50,6 +50,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                            ToolCallFormat::Mistral, ToolCallFormat::KimiK2}) {
     (void)tandem::chat::parse_tool_calls(*out, f);
     (void)tandem::chat::tool_call_start(*out, f);
+    // Streamed in two pieces, the calls are those of the whole-text parse (when it gives any).
+    tandem::chat::ToolCallStream stream(f);
+    size_t n_streamed = stream.push(std::string_view(*out).substr(0, out->size() / 2)).size();
+    n_streamed += stream.push(*out).size();
+    const size_t n_whole = tandem::chat::complete_tool_calls(*out, f).size();
+    if (n_whole > 0 && n_whole != n_streamed) std::abort();
   }
   return 0;
 }

@@ -66,6 +66,15 @@ std::optional<ToolCall> call_from_object(const Json& j, size_t index) {
 
 using Calls = std::optional<std::vector<ToolCall>>;
 
+// One call's text between its family's call markers, and the call's index in the output -> the call.
+using CallParser = std::optional<ToolCall> (*)(std::string_view body, size_t index);
+
+std::optional<ToolCall> hermes_call(std::string_view body, size_t index) {
+  auto j = parse(trim(body));
+  if (!j) return std::nullopt;
+  return call_from_object(*j, index);
+}
+
 Calls parse_hermes(std::string_view out, std::string* content) {
   std::vector<ToolCall> calls;
   size_t pos = 0;
@@ -75,10 +84,7 @@ Calls parse_hermes(std::string_view out, std::string* content) {
     const size_t close = out.find(kHermesClose, open);
     if (close == std::string_view::npos) return std::nullopt;
     *content += out.substr(pos, open - pos);
-    const std::string_view body = out.substr(open + kHermesOpen.size(), close - open - kHermesOpen.size());
-    auto j = parse(trim(body));
-    if (!j) return std::nullopt;
-    auto call = call_from_object(*j, calls.size());
+    auto call = hermes_call(out.substr(open + kHermesOpen.size(), close - open - kHermesOpen.size()), calls.size());
     if (!call) return std::nullopt;
     calls.push_back(std::move(*call));
     pos = close + kHermesClose.size();
@@ -104,42 +110,70 @@ Calls parse_llama3(std::string_view out, std::string* content) {
   return calls;
 }
 
-// V3/R1: <call_begin>function<sep>NAME\n```json\n{...}\n```<call_end>; V3.1: <call_begin>NAME<sep>{...}<call_end>.
-Calls parse_deepseek(std::string_view out, std::string* content) {
-  const size_t begin = out.find(kDsCallsBegin);
+// V3/R1: function<sep>NAME\n```json\n{...}\n```; V3.1: NAME<sep>{...} (between <call_begin> and <call_end>).
+std::optional<ToolCall> deepseek_call(std::string_view call, size_t index) {
+  const size_t sep = call.find(kDsSep);
+  if (sep == std::string_view::npos) return std::nullopt;
+  std::string_view name = call.substr(0, sep), json = call.substr(sep + kDsSep.size());
+  if (name == "function") {
+    const size_t nl = json.find('\n');
+    if (nl == std::string_view::npos) return std::nullopt;
+    name = json.substr(0, nl);
+    json = trim(json.substr(nl + 1));
+    if (json.substr(0, 7) == "```json") json.remove_prefix(7);
+    json = trim(json);
+    if (json.size() >= 3 && json.substr(json.size() - 3) == "```") json.remove_suffix(3);
+  }
+  auto j = parse(trim(json));
+  if (!j || trim(name).empty()) return std::nullopt;
+  auto args = arguments_text(*j);
+  if (!args) return std::nullopt;
+  return ToolCall{"call_" + std::to_string(index), std::string(trim(name)), *args};
+}
+
+// functions.NAME:IDX<argument_begin>{...} (between <call_begin> and <call_end>); the id is functions.NAME:IDX.
+std::optional<ToolCall> kimi_call(std::string_view call, size_t) {
+  const size_t args = call.find(kKimiArgs);
+  if (args == std::string_view::npos) return std::nullopt;
+  const std::string_view id = trim(call.substr(0, args));
+  auto j = parse(trim(call.substr(args + kKimiArgs.size())));
+  std::string_view name = id.substr(0, id.rfind(':'));
+  if (name.substr(0, 10) == "functions.") name.remove_prefix(10);
+  if (!j || name.empty()) return std::nullopt;
+  auto text = arguments_text(*j);
+  if (!text) return std::nullopt;
+  return ToolCall{std::string(id), std::string(name), *text};
+}
+
+// A family whose calls stand in one section: <begin> (<call_begin> ... <call_end>)+ <end>, with only
+// white space between the calls (DeepSeek, Kimi-K2).
+struct Section {
+  std::string_view begin, end, call_begin, call_end;
+  CallParser call;
+};
+constexpr Section kDeepSeekSection{kDsCallsBegin, kDsCallsEnd, kDsCallBegin, kDsCallEnd, deepseek_call};
+constexpr Section kKimiSection{kKimiBegin, kKimiEnd, kKimiCall, kKimiCallEnd, kimi_call};
+
+Calls parse_section(std::string_view out, const Section& f, std::string* content) {
+  const size_t begin = out.find(f.begin);
   if (begin == std::string_view::npos) {
     *content = out;
     return std::vector<ToolCall>{};
   }
-  const size_t end = out.find(kDsCallsEnd, begin);
+  const size_t end = out.find(f.end, begin);
   if (end == std::string_view::npos) return std::nullopt;
-  *content = std::string(out.substr(0, begin)) + std::string(out.substr(end + kDsCallsEnd.size()));
-  std::string_view section = out.substr(begin + kDsCallsBegin.size(), end - begin - kDsCallsBegin.size());
+  *content = std::string(out.substr(0, begin)) + std::string(out.substr(end + f.end.size()));
+  std::string_view section = out.substr(begin + f.begin.size(), end - begin - f.begin.size());
   std::vector<ToolCall> calls;
   while (!trim(section).empty()) {
     section = trim(section);
-    if (section.substr(0, kDsCallBegin.size()) != kDsCallBegin) return std::nullopt;
-    const size_t call_end = section.find(kDsCallEnd);
+    if (section.substr(0, f.call_begin.size()) != f.call_begin) return std::nullopt;
+    const size_t call_end = section.find(f.call_end);
     if (call_end == std::string_view::npos) return std::nullopt;
-    const std::string_view call = section.substr(kDsCallBegin.size(), call_end - kDsCallBegin.size());
-    section.remove_prefix(call_end + kDsCallEnd.size());
-    const size_t sep = call.find(kDsSep);
-    if (sep == std::string_view::npos) return std::nullopt;
-    std::string_view name = call.substr(0, sep), json = call.substr(sep + kDsSep.size());
-    if (name == "function") {
-      const size_t nl = json.find('\n');
-      if (nl == std::string_view::npos) return std::nullopt;
-      name = json.substr(0, nl);
-      json = trim(json.substr(nl + 1));
-      if (json.substr(0, 7) == "```json") json.remove_prefix(7);
-      json = trim(json);
-      if (json.size() >= 3 && json.substr(json.size() - 3) == "```") json.remove_suffix(3);
-    }
-    auto j = parse(trim(json));
-    if (!j || trim(name).empty()) return std::nullopt;
-    auto args = arguments_text(*j);
-    if (!args) return std::nullopt;
-    calls.push_back({"call_" + std::to_string(calls.size()), std::string(trim(name)), *args});
+    auto call = f.call(section.substr(f.call_begin.size(), call_end - f.call_begin.size()), calls.size());
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+    section.remove_prefix(call_end + f.call_end.size());
   }
   return calls;
 }
@@ -186,36 +220,6 @@ Calls parse_mistral(std::string_view out, std::string* content) {
   return calls;
 }
 
-// <section_begin><call_begin>functions.NAME:IDX<argument_begin>{...}<call_end>...<section_end>
-Calls parse_kimi(std::string_view out, std::string* content) {
-  const size_t begin = out.find(kKimiBegin);
-  if (begin == std::string_view::npos) {
-    *content = out;
-    return std::vector<ToolCall>{};
-  }
-  const size_t end = out.find(kKimiEnd, begin);
-  if (end == std::string_view::npos) return std::nullopt;
-  *content = std::string(out.substr(0, begin)) + std::string(out.substr(end + kKimiEnd.size()));
-  std::string_view section = out.substr(begin + kKimiBegin.size(), end - begin - kKimiBegin.size());
-  std::vector<ToolCall> calls;
-  while (!trim(section).empty()) {
-    section = trim(section);
-    if (section.substr(0, kKimiCall.size()) != kKimiCall) return std::nullopt;
-    const size_t args = section.find(kKimiArgs), call_end = section.find(kKimiCallEnd);
-    if (args == std::string_view::npos || call_end == std::string_view::npos || args > call_end) return std::nullopt;
-    const std::string_view id = trim(section.substr(kKimiCall.size(), args - kKimiCall.size()));
-    auto j = parse(trim(section.substr(args + kKimiArgs.size(), call_end - args - kKimiArgs.size())));
-    section.remove_prefix(call_end + kKimiCallEnd.size());
-    std::string_view name = id.substr(0, id.rfind(':'));
-    if (name.substr(0, 10) == "functions.") name.remove_prefix(10);
-    if (!j || name.empty()) return std::nullopt;
-    auto text = arguments_text(*j);
-    if (!text) return std::nullopt;
-    calls.push_back({std::string(id), std::string(name), *text});
-  }
-  return calls;
-}
-
 }  // namespace
 
 const char* tool_call_format_name(ToolCallFormat format) {
@@ -245,9 +249,9 @@ ParsedToolCalls parse_tool_calls(std::string_view output, ToolCallFormat format)
   switch (format) {
     case ToolCallFormat::Hermes: calls = parse_hermes(output, &content); break;
     case ToolCallFormat::Llama3: content = output; calls = parse_llama3(output, &content); break;
-    case ToolCallFormat::DeepSeek: calls = parse_deepseek(output, &content); break;
+    case ToolCallFormat::DeepSeek: calls = parse_section(output, kDeepSeekSection, &content); break;
     case ToolCallFormat::Mistral: calls = parse_mistral(output, &content); break;
-    case ToolCallFormat::KimiK2: calls = parse_kimi(output, &content); break;
+    case ToolCallFormat::KimiK2: calls = parse_section(output, kKimiSection, &content); break;
     case ToolCallFormat::None: break;
   }
   if (!calls || calls->empty()) return {std::string(output), {}};
@@ -280,19 +284,108 @@ size_t tool_call_start(std::string_view text, ToolCallFormat format) {
 }
 
 std::vector<ToolCall> complete_tool_calls(std::string_view text, ToolCallFormat format) {
-  std::string_view call_end, section_end;
+  std::string_view call_end, section_begin, section_end;
   switch (format) {
     case ToolCallFormat::Hermes: call_end = kHermesClose; break;
-    case ToolCallFormat::DeepSeek: call_end = kDsCallEnd, section_end = kDsCallsEnd; break;
-    case ToolCallFormat::KimiK2: call_end = kKimiCallEnd, section_end = kKimiEnd; break;
+    case ToolCallFormat::DeepSeek:
+      call_end = kDsCallEnd, section_begin = kDsCallsBegin, section_end = kDsCallsEnd;
+      break;
+    case ToolCallFormat::KimiK2: call_end = kKimiCallEnd, section_begin = kKimiBegin, section_end = kKimiEnd; break;
     default: return {};
   }
   const size_t last = text.rfind(call_end);
   if (last == std::string_view::npos) return {};
   // Up to the last closed call; a section still open is closed so the parser takes it.
   std::string done(text.substr(0, last + call_end.size()));
-  if (!section_end.empty() && done.find(section_end) == std::string::npos) done += section_end;
+  if (!section_end.empty() && done.find(section_end, done.find(section_begin)) == std::string::npos)
+    done += section_end;
   return parse_tool_calls(done, format).tool_calls;
+}
+
+ToolCallStream::ToolCallStream(ToolCallFormat format) : format_(format) {}
+
+namespace {
+
+// Where `marker` may still start once `text` grows: a match needs marker.size() bytes.
+size_t resume_at(std::string_view text, std::string_view marker, size_t from) {
+  return std::max(from, text.size() < marker.size() ? 0 : text.size() - marker.size() + 1);
+}
+
+}  // namespace
+
+std::vector<ToolCall> ToolCallStream::push(std::string_view text) {
+  std::vector<ToolCall> out;
+  if (format_ == ToolCallFormat::Hermes) {
+    while (!ended_) {
+      if (call_ == std::string_view::npos) {  // content: look for the next call
+        const size_t open = text.find(kHermesOpen, scan_);
+        if (open == std::string_view::npos) {
+          scan_ = resume_at(text, kHermesOpen, scan_);
+          break;
+        }
+        call_ = scan_ = open + kHermesOpen.size();
+      }
+      const size_t close = text.find(kHermesClose, scan_);
+      if (close == std::string_view::npos) {
+        scan_ = resume_at(text, kHermesClose, scan_);
+        break;
+      }
+      take(hermes_call(text.substr(call_, close - call_), n_calls_), &out);
+      call_ = std::string_view::npos;
+      scan_ = close + kHermesClose.size();
+    }
+    return out;
+  }
+  const Section* f = format_ == ToolCallFormat::DeepSeek ? &kDeepSeekSection
+                     : format_ == ToolCallFormat::KimiK2 ? &kKimiSection
+                                                         : nullptr;
+  if (!f) return out;  // Llama 3, Mistral: their calls end together, at the end of the output
+  while (!ended_) {
+    if (!in_section_) {
+      const size_t begin = text.find(f->begin, scan_);
+      if (begin == std::string_view::npos) {
+        scan_ = resume_at(text, f->begin, scan_);
+        break;
+      }
+      in_section_ = true;
+      scan_ = begin + f->begin.size();
+    }
+    if (call_ == std::string_view::npos) {  // between calls: white space, then a call or the section's end
+      while (scan_ < text.size() && is_space(text[scan_])) ++scan_;
+      const std::string_view rest = text.substr(scan_);
+      if (rest.substr(0, f->call_begin.size()) == f->call_begin) {
+        call_ = scan_ = scan_ + f->call_begin.size();
+      } else {
+        // The whole-output parse takes no call after the section's end or after text that is not a call.
+        const bool partial = f->call_begin.substr(0, rest.size()) == rest || f->end.substr(0, rest.size()) == rest;
+        ended_ = !partial;
+        break;
+      }
+    }
+    // The call ends at its end marker, unless the section's end comes first (then it never does).
+    const size_t call_end = text.find(f->call_end, scan_);
+    if (text.substr(0, call_end).find(f->end, scan_) != std::string_view::npos) {
+      ended_ = true;
+      break;
+    }
+    if (call_end == std::string_view::npos) {
+      scan_ = resume_at(text, f->call_end.size() > f->end.size() ? f->call_end : f->end, scan_);
+      break;
+    }
+    take(f->call(text.substr(call_, call_end - call_), n_calls_), &out);
+    call_ = std::string_view::npos;
+    scan_ = call_end + f->call_end.size();
+  }
+  return out;
+}
+
+void ToolCallStream::take(std::optional<ToolCall> call, std::vector<ToolCall>* out) {
+  if (!call) {
+    ended_ = true;  // a malformed call: the whole-output parse gives no calls from here on
+    return;
+  }
+  out->push_back(std::move(*call));
+  ++n_calls_;
 }
 
 Result<std::string> tool_call_grammar(ToolCallFormat format, std::string_view template_source,

@@ -3,6 +3,7 @@
 // tool-call tokens, Mistral [TOOL_CALLS], Kimi-K2 sections. Malformed output is plain content.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,6 +45,29 @@ size_t tool_call_start(std::string_view text, ToolCallFormat format);
 // those closed by their family's per-call end marker (Hermes, DeepSeek, Kimi-K2). Llama 3 and Mistral
 // outputs end all their calls at once, so they give none until parse_tool_calls reads the whole output.
 std::vector<ToolCall> complete_tool_calls(std::string_view text, ToolCallFormat format);
+
+// complete_tool_calls for a server streaming one reply: push() reads only what the output added since
+// the last closed call (complete_tool_calls rereads it all, which over a reply's steps is quadratic).
+// Together the pushes return the calls complete_tool_calls gives on the output so far; a malformed call
+// or the section's end ends them (complete_tool_calls then gives none at all, or no more). One per reply;
+// not thread-safe.
+class ToolCallStream {
+ public:
+  explicit ToolCallStream(ToolCallFormat format);
+  // The calls closed since the previous push. `text` is the whole output so far: the previous one
+  // with text added.
+  std::vector<ToolCall> push(std::string_view text);
+
+ private:
+  void take(std::optional<ToolCall> call, std::vector<ToolCall>* out);
+
+  ToolCallFormat format_;
+  size_t scan_ = 0;                         // where the next marker is looked for: none starts before
+  size_t call_ = std::string_view::npos;    // the open call's text starts here (npos: none open)
+  bool in_section_ = false;                 // DeepSeek, Kimi-K2: the section's begin marker was seen
+  bool ended_ = false;                      // no more calls
+  size_t n_calls_ = 0;
+};
 
 // GBNF that holds a model's whole output to tool calls in `format`, for tool_choice "required" or a
 // named function (llama-server forces these with a grammar too): one call, or one or more when

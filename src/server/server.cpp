@@ -527,11 +527,14 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
     std::string content_sent;  // chat: the content deltas so far
     bool role_sent = false, finished = false;
     std::unique_ptr<chat::ReasoningSplitter> reasoning;
+    std::unique_ptr<chat::ToolCallStream> calls;  // with tools: the calls closed so far
   };
   std::vector<Progress> progress(n);
   const bool split = r.endpoint == Endpoint::Chat && r.reasoning_deepseek.value_or(o.reasoning_deepseek);
-  for (auto& p : progress)
+  for (auto& p : progress) {
     if (split) p.reasoning = std::make_unique<chat::ReasoningSplitter>(job.starts_in_reasoning);
+    if (job.use_tools) p.calls = std::make_unique<chat::ToolCallStream>(tool_format);
+  }
   auto event = [](const json& j) { return "data: " + dump(j) + "\n\n"; };
   auto chunk = [&](json choices) {
     return json{{"id", job.id}, {"object", r.endpoint == Endpoint::Chat ? "chat.completion.chunk" : "text_completion"},
@@ -589,12 +592,13 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
           // Each tool call goes out once it is whole (the rest, and Llama 3 / Mistral calls, at the end).
           bool calls = false;
           if (job.use_tools) {
-            json all = json::array();
+            json fresh = json::array();
             if (c.done) {
               const json message =
                   chat_message(job, i, c.text, r.reasoning_deepseek.value_or(o.reasoning_deepseek), tool_format, c.reason == FinishReason::Length, &calls);
               if (calls) {
-                all = message["tool_calls"];
+                const json& all = message["tool_calls"];
+                for (size_t k = p.calls_sent; k < all.size(); ++k) fresh.push_back(all[k]), fresh.back()["index"] = k;
                 // The text after the calls: what the whole message's content adds to what was sent.
                 const std::string final = message["content"].is_string() ? message["content"].get<std::string>() : "";
                 parts.content = final.compare(0, p.content_sent.size(), p.content_sent) == 0
@@ -602,14 +606,15 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
                                     : "";
               }
             } else {
-              const auto done_calls = chat::complete_tool_calls(c.text, tool_format);
-              for (size_t k = 0; k < done_calls.size(); ++k) all.push_back(tool_call_json(job, i, k, done_calls[k]));
+              for (const chat::ToolCall& call : p.calls->push(c.text)) {
+                const size_t k = p.calls_sent + fresh.size();
+                fresh.push_back(tool_call_json(job, i, k, call));
+                fresh.back()["index"] = k;
+              }
             }
-            if (all.size() > p.calls_sent) {
-              json fresh = json::array();
-              for (size_t k = p.calls_sent; k < all.size(); ++k) fresh.push_back(all[k]), fresh.back()["index"] = k;
+            if (!fresh.empty()) {
+              p.calls_sent += fresh.size();
               d["tool_calls"] = std::move(fresh);
-              p.calls_sent = all.size();
             }
             calls = calls || p.calls_sent > 0;
           }

@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
+#include <functional>
+#include <random>
 #include <sstream>
 
 #include "sampling/grammar.h"
@@ -248,6 +251,110 @@ TEST(ToolCalls, CompleteCallsWhileStreaming) {
   EXPECT_EQ(open[0].name, "a");
   EXPECT_EQ(complete_tool_calls(ds + "<｜tool▁calls▁end｜>", ToolCallFormat::DeepSeek).size(), 1u);
   EXPECT_TRUE(complete_tool_calls("{\"name\": \"a\", \"parameters\": {}}", ToolCallFormat::Llama3).empty());
+}
+
+TEST(ToolCalls, CompleteCallsTakeASectionEndOnlyAfterItsBegin) {
+  // A stray end marker before the section: the open section is still closed for the parser.
+  const std::string ds = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>a<｜tool▁sep｜>{}<｜tool▁call▁end｜>";
+  EXPECT_EQ(complete_tool_calls("a <｜tool▁calls▁end｜> b" + ds, ToolCallFormat::DeepSeek).size(), 1u);
+}
+
+std::string calls_text(const std::vector<ToolCall>& calls) {
+  std::string out;
+  for (const ToolCall& c : calls) out += c.id + " " + c.name + " " + c.arguments + "\n";
+  return out;
+}
+
+// Feeds `text` to a ToolCallStream in pieces of 1..7 bytes (markers and UTF-8 characters split too) and
+// checks after every piece that the calls streamed so far are those complete_tool_calls gives on the
+// text so far, whenever it gives any. Returns the streamed calls.
+std::vector<ToolCall> stream_in_pieces(const std::string& text, ToolCallFormat format, uint32_t seed) {
+  ToolCallStream stream(format);
+  std::vector<ToolCall> streamed, most;
+  std::mt19937 rng(seed);
+  for (size_t end = 0; end < text.size();) {
+    end = std::min(text.size(), end + 1 + rng() % 7);
+    for (ToolCall& c : stream.push(std::string_view(text).substr(0, end))) streamed.push_back(std::move(c));
+    const auto whole = complete_tool_calls(std::string_view(text).substr(0, end), format);
+    if (!whole.empty()) {
+      EXPECT_EQ(calls_text(streamed), calls_text(whole)) << "after " << end << " bytes";
+    }
+    if (whole.size() > most.size()) most = whole;
+  }
+  EXPECT_EQ(calls_text(streamed), calls_text(most)) << "the most complete_tool_calls gave";
+  return streamed;
+}
+
+// A long reply: content, then `n` calls of `call(k)` separated by `between`, then more content.
+std::string reply(int n, const std::function<std::string(int)>& call, const std::string& between,
+                  const std::string& before = "Let me look that up < carefully >.\n",
+                  const std::string& after = "") {
+  std::string out = before;
+  for (int k = 0; k < n; ++k) out += (k ? between : "") + call(k);
+  return out + after;
+}
+
+std::string args(int k) {
+  return "{\"city\": \"Paris " + std::to_string(k) + "\", \"note\": \"" + std::string(size_t(40 + 13 * k), 'x') +
+         " <b> \\\"quoted\\\"\", \"days\": " + std::to_string(k) + "}";
+}
+
+TEST(ToolCallStream, LongRepliesStreamTheCallsOfTheWholeTextParse) {
+  const std::string hermes = reply(
+      12,
+      [](int k) {
+        return "<tool_call>\n{\"name\": \"f" + std::to_string(k) + "\", \"arguments\": " + args(k) + "}\n</tool_call>";
+      },
+      "\nNow the next one.\n", "Let me look that up < carefully >.\n", "\nThat is all " + std::string(300, '.'));
+  const std::string v31 = reply(
+      10,
+      [](int k) { return "<｜tool▁call▁begin｜>f" + std::to_string(k) + "<｜tool▁sep｜>" + args(k) + "<｜tool▁call▁end｜>"; },
+      "\n", "Checking.<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>Done.");
+  const std::string r1 = reply(
+      6, [](int k) {
+        return "<｜tool▁call▁begin｜>function<｜tool▁sep｜>f" + std::to_string(k) + "\n```json\n" + args(k) +
+               "\n```<｜tool▁call▁end｜>";
+      },
+      "", "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>");
+  const std::string kimi = reply(
+      9, [](int k) {
+        return "<|tool_call_begin|>functions.f" + std::to_string(k) + ":" + std::to_string(k) +
+               "<|tool_call_argument_begin|>" + args(k) + "<|tool_call_end|>";
+      },
+      " \n", "Sure.<|tool_calls_section_begin|>", "<|tool_calls_section_end|>");
+  const std::pair<const std::string*, ToolCallFormat> cases[] = {{&hermes, ToolCallFormat::Hermes},
+                                                                 {&v31, ToolCallFormat::DeepSeek},
+                                                                 {&r1, ToolCallFormat::DeepSeek},
+                                                                 {&kimi, ToolCallFormat::KimiK2}};
+  for (const auto& [text, format] : cases)
+    for (uint32_t seed : {1u, 2u, 3u}) {
+      SCOPED_TRACE(std::string(tool_call_format_name(format)) + ", seed " + std::to_string(seed));
+      const auto whole = parse_tool_calls(*text, format).tool_calls;
+      ASSERT_GE(whole.size(), 6u);
+      EXPECT_EQ(calls_text(stream_in_pieces(*text, format, seed)), calls_text(whole));
+    }
+  // Whole in one push, as a first step may hold several calls.
+  ToolCallStream once(ToolCallFormat::Hermes);
+  EXPECT_EQ(calls_text(once.push(hermes)), calls_text(parse_tool_calls(hermes, ToolCallFormat::Hermes).tool_calls));
+}
+
+TEST(ToolCallStream, StopsWhereTheWholeTextParseStops) {
+  auto hermes = [](int k) {
+    const std::string a = k == 2 ? "{bad" : args(k);
+    return "<tool_call>\n{\"name\": \"f\", \"arguments\": " + a + "}\n</tool_call>";
+  };
+  EXPECT_EQ(stream_in_pieces(reply(5, hermes, "\n"), ToolCallFormat::Hermes, 4).size(), 2u);  // a malformed call
+  auto ds = [](int k) { return "<｜tool▁call▁begin｜>f<｜tool▁sep｜>" + args(k) + "<｜tool▁call▁end｜>"; };
+  const std::string begin = "<｜tool▁calls▁begin｜>", end = "<｜tool▁calls▁end｜>";
+  EXPECT_EQ(stream_in_pieces(begin + ds(0) + "text" + ds(1), ToolCallFormat::DeepSeek, 5).size(), 1u);
+  EXPECT_EQ(stream_in_pieces(begin + ds(0) + end + begin + ds(1) + end, ToolCallFormat::DeepSeek, 6).size(), 1u);
+  const std::string end_inside = "<｜tool▁call▁begin｜>f<｜tool▁sep｜>{\"a\": \"" + end + "\"}<｜tool▁call▁end｜>";
+  EXPECT_EQ(stream_in_pieces(begin + ds(0) + end_inside + ds(2) + end, ToolCallFormat::DeepSeek, 7).size(), 1u);
+  EXPECT_EQ(stream_in_pieces("no calls at all " + ds(0), ToolCallFormat::DeepSeek, 8).size(), 0u);
+  const std::string kimi = "<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0<|tool_call_argument_begin|>{}"
+                           "<|tool_call_end|><|tool_call_begin|>functions.g:1 {}<|tool_call_end|>";
+  EXPECT_EQ(stream_in_pieces(kimi, ToolCallFormat::KimiK2, 9).size(), 1u);  // no argument marker
+  EXPECT_TRUE(ToolCallStream(ToolCallFormat::Llama3).push(R"({"name": "a", "parameters": {}})").empty());
 }
 
 TEST(ToolCalls, GrammarAfterAnOpenThinkBlock) {
