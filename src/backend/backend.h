@@ -156,6 +156,20 @@ class Backend {
   // as matmul_id on each matrix followed by swiglu.
   virtual void matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
                                 int64_t n_tokens, int n_used, float* y) = 0;
+  // The same two ops with expert e's matrix at expert_data[e] (host memory: the expert cache's slots)
+  // instead of its slice of w.data; w gives type and shape. The same kernels, so the same bits. A null
+  // entry leaves the rows of y of the (token, slot) pairs routed to that expert as they were, so a
+  // caller with room for only some experts at a time runs them in groups. Only a backend whose memory
+  // is the host's takes them (the loader keeps cached experts on the CPU); others must not be called.
+  virtual void matmul_id_ptrs(const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
+                              const int32_t* ids, int64_t n_tokens, int n_used, float* y) {
+    TANDEM_CHECK(!"matmul_id_ptrs: experts from the expert cache run on the CPU backend only");
+  }
+  virtual void matmul_id_swiglu_ptrs(const Weight& gate, const void* const* gate_data, const Weight* up,
+                                     const void* const* up_data, const float* x, const int32_t* ids,
+                                     int64_t n_tokens, int n_used, float* y) {
+    TANDEM_CHECK(!"matmul_id_swiglu_ptrs: experts from the expert cache run on the CPU backend only");
+  }
   // out[t, :] = row ids[t] of the table, dequantized to f32.
   virtual void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) = 0;
   // y = x / rms(x) * weight (weight may be null), per row of n elements.

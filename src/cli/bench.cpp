@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <nlohmann/json.hpp>
 
@@ -67,6 +68,7 @@ struct Row {
   std::string backend;     // CPU, or CPU+SIM0+... with offload devices
   // Bytes each offload device exchanged with the host per token processed (prompt and generated).
   std::vector<std::pair<std::string, double>> bytes_per_token;
+  std::optional<expert::ExpertCacheStats> expert_cache;  // --expert-cache: its counters over the timed runs
 };
 
 // A flag llama-bench takes as a comma list; the sweep runs the cross product of every list, in
@@ -224,14 +226,20 @@ int bench_main(int argc, char** argv) {
         if (!expert_stats_path.empty()) e.context->set_expert_stats(&expert_stats);
         std::vector<sim::SimStats> before;
         for (const auto& sim : e.sims) before.push_back(sim->stats());
+        const expert::ExpertCache* cache = e.model->expert_cache();
+        const expert::ExpertCacheStats cache0 = cache ? cache->stats() : expert::ExpertCacheStats{};
         for (int64_t r = 0; r < reps; ++r) {
           auto tps = run_once(*e.context, t, rng);
           if (!tps) return fail(tps.error());
           t.tokens_per_s.push_back(*tps);
         }
         e.context->set_expert_stats(nullptr);
-        Row row{values, t, e.cpu->pool().size(), e.context->options().flash_attn ? "on" : "off", "CPU", {}};
+        Row row{values, t, e.cpu->pool().size(), e.context->options().flash_attn ? "on" : "off", "CPU", {}, {}};
         const double n_tokens = double(reps * (t.n_prompt + t.n_gen));
+        if (cache) {
+          row.expert_cache = cache->stats().since(cache0);
+          std::fprintf(stderr, "%s: %s\n", t.name.c_str(), describe_expert_cache(*row.expert_cache, uint64_t(n_tokens)).c_str());
+        }
         for (size_t i = 0; i < e.sims.size(); ++i) {
           const sim::SimStats now = e.sims[i]->stats();
           row.backend += "+" + e.sims[i]->name();
@@ -278,6 +286,13 @@ int bench_main(int argc, char** argv) {
                           {"n_gen", t.n_gen}, {"n_depth", t.depth}, {"test", t.name}, {"avg_ts", mean},
                           {"stddev_ts", sd}, {"samples_ts", t.tokens_per_s}};
       for (const auto& [dev, bytes] : row.bytes_per_token) j["bytes_per_token"][dev] = bytes;
+      if (const auto& c = row.expert_cache) {
+        const double n_tokens = double(t.tokens_per_s.size()) * double(t.n_prompt + t.n_gen);
+        j["expert_cache"] = {{"hit_rate", c->hit_rate()}, {"hits", c->hits}, {"late", c->late}, {"misses", c->misses},
+                             {"disk_bytes_per_token", double(c->bytes_read) / n_tokens},
+                             {"disk_read_s", double(c->read_us) / 1e6}, {"disk_gbs", c->bandwidth_gbs()},
+                             {"wait_s", double(c->wait_us) / 1e6}, {"guess_hit_rate", c->guess_hit_rate()}};
+      }
       for (size_t a = 0; a < given.size(); ++a) {
         if (std::string_view(given[a]->flag) == "-t") continue;  // "threads" above: the count that ran
         const std::string& v = row.axis_values[a];

@@ -211,6 +211,16 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                                              v.data());
                 return Status::ok();
               });
+  args.custom("--expert-cache", "SIZE",
+              "MoE models larger than RAM: keep the routed experts in a RAM cache of SIZE (e.g. 8G, 512M) and\n"
+              "read them from the file(s) on demand (O_DIRECT, io_uring) instead of through the mapping;\n"
+              "the rest of the model is mapped as usual (docs/expert-tier.md). Default: off",
+              [&f](std::string_view v) {
+                TANDEM_ASSIGN(f.expert_cache_bytes, parse_size(v));
+                if (f.expert_cache_bytes == 0)
+                  return invalid_argument("'%.*s': the cache needs a size above 0", int(v.size()), v.data());
+                return Status::ok();
+              });
   auto kv_type = [](std::string* out) {
     return [out](std::string_view v) {
       const auto t = parse_weight_type(v);

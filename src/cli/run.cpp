@@ -85,12 +85,17 @@ Status generate(Scheduler& scheduler, const tokenizer::Tokenizer& tok, std::shar
 
 // The prompt's time runs to its logits; the generation's from there: sampling every token and
 // decoding all but the last, so its speed is counted over the tokens decoded.
-void print_stats(const Generation& g, double t_load_s) {
+// cache0: the expert cache's counters before the first prompt (the warm-up's reads are load time).
+void print_stats(const Generation& g, const Engine& e, const expert::ExpertCacheStats& cache0) {
+  const double t_load_s = e.t_load_s;
   std::fprintf(stderr, "\n\nload: %.2f s | prompt: %lld tokens, %.2f s, %.2f tokens/s | generation: %lld tokens, "
                "%lld decoded in %.2f s, %.2f tokens/s\n",
                t_load_s, (long long)g.n_prompt, g.t_prompt_s, g.t_prompt_s > 0 ? double(g.n_prompt) / g.t_prompt_s : 0.0,
                (long long)g.n_generated, (long long)g.n_decoded, g.t_generate_s,
                g.t_generate_s > 0 ? double(g.n_decoded) / g.t_generate_s : 0.0);
+  if (const expert::ExpertCache* c = e.model->expert_cache())
+    std::fprintf(stderr, "%s\n",
+                 describe_expert_cache(c->stats().since(cache0), uint64_t(g.n_prompt + g.n_decoded)).c_str());
 }
 
 }  // namespace
@@ -181,6 +186,7 @@ int run_main(int argc, char** argv) {
   so.own_thread = false;
   Scheduler scheduler(*e.context, e.tokenizer->vocab(), so);
   Generation stats;
+  const expert::ExpertCacheStats cache0 = e.model->expert_cache() ? e.model->expert_cache()->stats() : expert::ExpertCacheStats{};
   if (!chat) {
     auto tokens = e.tokenizer->tokenize(prompt, true, true);
     if (!tokens) return fail(tokens.error());
@@ -193,7 +199,7 @@ int run_main(int argc, char** argv) {
     if (sampler->grammar() && !sampler->grammar()->is_complete())
       std::fprintf(stderr, "\n[stopped before the grammar was complete: the output is a valid prefix%s]\n",
                    stats.n_generated == n_predict ? "; raise -n" : "");
-    print_stats(stats, e.t_load_s);
+    print_stats(stats, e, cache0);
     return 0;
   }
 
@@ -243,7 +249,7 @@ int run_main(int argc, char** argv) {
     std::fputs("\n", stdout);
     messages.push_back({"assistant", reply});
   }
-  print_stats(stats, e.t_load_s);
+  print_stats(stats, e, cache0);
   return 0;
 }
 

@@ -121,7 +121,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "warning: %s; the threads run unpinned\n", s.message().c_str());
   // A mapped model loads lazily (nothing to show); --no-mmap reads every byte first: show it.
   std::unique_ptr<ProgressBar> bar;
-  model::ModelLoadOptions lo{.use_mmap = f.mmap, .mlock = f.mlock};
+  model::ModelLoadOptions lo{.use_mmap = f.mmap, .mlock = f.mlock, .expert_cache_bytes = f.expert_cache_bytes};
   if (!f.mmap && !f.quiet)
     lo.on_progress = [&bar](uint64_t done, uint64_t total) {
       if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
@@ -192,7 +192,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     TANDEM_TRY(e->model->place(where));
   }
   if (bar) bar->finish();
-  for (const auto& w : e->model->file().warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (const auto& w : e->model->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
   TANDEM_ASSIGN(e->tokenizer, tokenizer::Tokenizer::from_metadata(e->model->file().metadata(), f.model));
   for (const auto& w : e->tokenizer->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
   const auto& hp = e->model->hparams();
@@ -236,6 +236,13 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     } else {
       std::fprintf(stderr, "placement:\n%s", placement::format_plan(e->plan, e->model->tensor_infos()).c_str());
     }
+    if (const expert::ExpertCache* c = e->model->expert_cache()) {
+      const expert::ExpertLayout& l = c->layout();
+      std::fprintf(stderr, "experts: a cache of %d slots of %s (%s) for %d routed experts in %zu layers (%.1f%%), "
+                   "read with %s\n", c->n_slots(), human_bytes(c->slot_bytes()).c_str(),
+                   human_bytes(uint64_t(c->n_slots()) * c->slot_bytes()).c_str(), l.n_experts_total(), l.layers().size(),
+                   100.0 * c->n_slots() / l.n_experts_total(), c->direct() ? "O_DIRECT" : "buffered reads");
+    }
     const auto& kv = e->context->kv();
     std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",
                  type_name(type_k).data(), type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
@@ -260,6 +267,20 @@ size_t activation_bytes(const model::HParams& hp, int64_t n_ubatch) {
   const int64_t per_token = 3 * hp.n_embd + hp.n_head * (hp.head_dim_k + hp.head_dim_v) +
                             hp.n_head_kv * (hp.head_dim_k + hp.head_dim_v) + 2 * hp.n_ff;
   return size_t(per_token) * sizeof(float) * size_t(n_ubatch);
+}
+
+std::string describe_expert_cache(const expert::ExpertCacheStats& st, uint64_t n_tokens) {
+  const uint64_t n = std::max<uint64_t>(n_tokens, 1);
+  std::string out = format("expert cache: hit rate %.1f%% (%llu hits, %llu late, %llu misses, %llu evictions), read %s "
+                           "from disk (%s per token) at %.2f GB/s, %.2f s waiting",
+                           100 * st.hit_rate(), (unsigned long long)st.hits, (unsigned long long)st.late,
+                           (unsigned long long)st.misses, (unsigned long long)st.evictions,
+                           human_bytes(st.bytes_read).c_str(), human_bytes(st.bytes_read / n).c_str(),
+                           st.bandwidth_gbs(), double(st.wait_us) / 1e6);
+  if (st.routed)
+    out += format("; next-layer guess right for %.1f%% of routed experts (%llu guessed)", 100 * st.guess_hit_rate(),
+                  (unsigned long long)st.guessed);
+  return out;
 }
 
 std::string list_devices(const EngineFlags& f) {

@@ -42,6 +42,7 @@ struct EngineFlags {
   // few (a server's slots).
   int64_t n_outputs_max = 16;
   bool mmap = true, mlock = false, quiet = false;
+  uint64_t expert_cache_bytes = 0;  // --expert-cache SIZE (ModelLoadOptions::expert_cache_bytes); 0: off
   std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
   OnOffAuto flash_attn = OnOffAuto::Auto;
   bool batch_invariant = false;  // ContextOptions::batch_invariant (--batch-invariant)
@@ -76,6 +77,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f);
 // Bytes of one micro-batch's activations on a device running layers (ForwardScratch's slots but the
 // logits): what a placement plan keeps free there.
 size_t activation_bytes(const model::HParams& hp, int64_t n_ubatch);
+
+// The expert cache's counters (--expert-cache) as run and bench print them at the end, over `n_tokens` tokens.
+std::string describe_expert_cache(const expert::ExpertCacheStats& st, uint64_t n_tokens);
 
 // The devices --list-devices prints: the CPU and each --sim-device, with their memory.
 std::string list_devices(const EngineFlags& f);

@@ -2,6 +2,7 @@
 #include "expert/expert_cache.h"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -56,6 +57,11 @@ Result<std::unique_ptr<ExpertCache>> ExpertCache::open(const ExpertLayout& layou
   c->memory_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, n_slots * slot_bytes));
   if (!c->memory_)
     return out_of_memory("expert cache: cannot allocate %llu bytes", (unsigned long long)(n_slots * slot_bytes));
+  if (o.mlock) {
+    if (mlock(c->memory_, n_slots * slot_bytes) == 0) c->locked_ = true;
+    else c->warning_ = "--mlock could not lock the expert cache's " + std::to_string(n_slots * slot_bytes) +
+                       " bytes (" + std::strerror(errno) + "; raise RLIMIT_MEMLOCK with 'ulimit -l'); continuing unlocked";
+  }
   c->slots_.resize(n_slots);
   c->slot_of_key_.assign(c->key_layer_.size(), -1);
   c->reads_.resize(n_slots * c->reads_per_slot_);
@@ -75,7 +81,8 @@ Result<std::unique_ptr<ExpertCache>> ExpertCache::open(const ExpertLayout& layou
     if (fd < 0 && errno != EINVAL) return io_error("%s: cannot open: %s", paths[0].c_str(), std::strerror(errno));
     if (fd < 0 || (pread(fd, c->memory_, kAlign, 0) < 0 && errno == EINVAL)) {
       c->direct_ = false;
-      c->warning_ = paths[0] + ": the file system refuses O_DIRECT; expert reads are buffered (posix_fadvise RANDOM)";
+      c->warning_ += std::string(c->warning_.empty() ? "" : "; ") + paths[0] +
+                     ": the file system refuses O_DIRECT; expert reads are buffered (posix_fadvise RANDOM)";
     }
     if (fd >= 0) ::close(fd);
   }
@@ -105,6 +112,7 @@ ExpertCache::~ExpertCache() {
     io_uring_queue_exit(&ring_);
   }
   for (int fd : fds_) ::close(fd);
+  if (locked_) munlock(memory_, slots_.size() * slot_bytes_);
   std::free(memory_);
 }
 
@@ -246,7 +254,10 @@ Result<int> ExpertCache::poll() {
   return in_flight_;
 }
 
-Status ExpertCache::prefetch(int layer, std::span<const int32_t> experts) {
+Status ExpertCache::prefetch(int layer, std::span<const int32_t> experts) { return start(layer, experts, false); }
+Status ExpertCache::request(int layer, std::span<const int32_t> experts) { return start(layer, experts, true); }
+
+Status ExpertCache::start(int layer, std::span<const int32_t> experts, bool requested) {
   for (int32_t e : experts) {
     TANDEM_ASSIGN(const int key, key_of(layer, e));
     if (slot_of_key_[size_t(key)] >= 0) continue;
@@ -256,6 +267,7 @@ Status ExpertCache::prefetch(int layer, std::span<const int32_t> experts) {
       continue;
     }
     TANDEM_TRY(start_reads(s, key));
+    slots_[size_t(s)].requested = requested;
   }
   return Status();
 }
@@ -267,16 +279,24 @@ Result<ExpertView> ExpertCache::acquire(int layer, int32_t expert) {
   if (s >= 0 && slots_[size_t(s)].pending > 0) TANDEM_TRY(poll());  // finished reads not yet reaped
   if (s < 0) {
     ++stats_.misses;
-    s = take_slot();
+    // Slots still reading (prefetches) free up as their reads end: wait for one rather than fail.
+    while ((s = take_slot()) < 0 && in_flight_ > 0) {
+      const uint64_t t0 = now_us();
+      TANDEM_TRY(reap(true));
+      stats_.wait_us += now_us() - t0;
+    }
     if (s < 0)
       return out_of_memory("expert cache: all %zu slots are pinned or reading; layer %d expert %d has no room",
                            slots_.size(), layer, expert);
     TANDEM_TRY(start_reads(s, key));
+  } else if (slots_[size_t(s)].requested) {
+    ++stats_.misses;
   } else if (slots_[size_t(s)].pending > 0) {
     ++stats_.late;
   } else {
     ++stats_.hits;
   }
+  slots_[size_t(s)].requested = false;
   Slot& slot = slots_[size_t(s)];
   if (slot.pending > 0) {
     const uint64_t t0 = now_us();

@@ -1,6 +1,7 @@
 // A RAM cache of routed experts over their GGUF file(s): one slot per expert, filled on demand by large
 // aligned reads (O_DIRECT through io_uring, several in flight), evicted by an EvictionPolicy without
-// moving any other expert. Not yet wired into moe_ffn (docs/expert-tier.md says how it will be).
+// moving any other expert. moe_ffn (model/forward.cpp) runs the experts of a model loaded with
+// --expert-cache from it; docs/expert-tier.md describes both.
 #pragma once
 
 #include <liburing.h>
@@ -24,6 +25,7 @@ struct ExpertCacheOptions {
   unsigned queue_depth = 64;  // reads in flight at most
   bool io_uring = true;       // false (or a kernel refusing io_uring): synchronous preads, one at a time
   bool direct = true;         // O_DIRECT; false, or a file system refusing it: buffered + posix_fadvise
+  bool mlock = false;         // lock the slots in RAM (--mlock); a refusal is a warning()
   // The files to read, one per part of layout.paths(); empty: those paths. (Tests point them at a damaged copy.)
   std::vector<std::string> paths;
 };
@@ -31,12 +33,26 @@ struct ExpertCacheOptions {
 struct ExpertCacheStats {
   uint64_t hits = 0;      // acquire found the expert ready (resident, or its prefetch had finished)
   uint64_t late = 0;      // acquire found its prefetch still reading and waited
-  uint64_t misses = 0;    // acquire had to start the read
+  uint64_t misses = 0;    // acquire had to start the read, or request() had for it
   uint64_t evictions = 0;
   uint64_t prefetch_dropped = 0;  // prefetches skipped: every slot pinned or reading
   uint64_t bytes_read = 0;        // from the files, alignment padding included
   uint64_t read_us = 0;  // wall time with at least one read in flight (until its completion was reaped)
   uint64_t wait_us = 0;  // time acquire spent blocked on reads
+  // The next layer's experts guessed from the current hidden state (moe_ffn's prefetch): over the layers
+  // that had a guess, experts guessed, guessed and then routed to, and routed to.
+  uint64_t guessed = 0, guessed_routed = 0, routed = 0;
+  double guess_hit_rate() const { return routed ? double(guessed_routed) / double(routed) : 0; }
+  double hit_rate() const { return hits + late + misses ? double(hits) / double(hits + late + misses) : 0; }
+  // The counts since `before` (an earlier copy): one run's share.
+  ExpertCacheStats since(const ExpertCacheStats& before) const {
+    ExpertCacheStats d = *this;
+    d.hits -= before.hits, d.late -= before.late, d.misses -= before.misses, d.evictions -= before.evictions;
+    d.prefetch_dropped -= before.prefetch_dropped, d.bytes_read -= before.bytes_read, d.read_us -= before.read_us;
+    d.wait_us -= before.wait_us, d.guessed -= before.guessed, d.guessed_routed -= before.guessed_routed;
+    d.routed -= before.routed;
+    return d;
+  }
   double bandwidth_gbs() const { return read_us ? double(bytes_read) / double(read_us) / 1e3 : 0; }
 };
 
@@ -62,14 +78,26 @@ class ExpertCache {
   // Starts reading those of `experts` that are not resident (a hint: dropped when no slot is free) and
   // returns without waiting.
   Status prefetch(int layer, std::span<const int32_t> experts);
-  // The expert, read if needed; waits only for its own reads. Pins it until release(); a read error or a
-  // truncated file is an IoError naming the file, layer and expert.
+  // The same for experts the layer's router has chosen and will acquire next: a read started here is
+  // that acquire's miss (late or not), where a prefetch's finished read is a hit.
+  Status request(int layer, std::span<const int32_t> experts);
+  // The expert, read if needed; waits only for its own reads (and, when every slot is pinned or reading,
+  // for one read to end). Pins it until release(); a read error or a truncated file is an IoError naming
+  // the file, layer and expert; every slot pinned is OutOfMemory.
   Result<ExpertView> acquire(int layer, int32_t expert);
   void release(int layer, int32_t expert);
   // Reaps finished reads without blocking; returns how many reads are still in flight.
   Result<int> poll();
 
   const ExpertCacheStats& stats() const { return stats_; }
+  // Counts one next-layer guess (ExpertCacheStats::guessed and the two after it).
+  void record_guess(uint64_t guessed, uint64_t guessed_routed, uint64_t routed) {
+    stats_.guessed += guessed;
+    stats_.guessed_routed += guessed_routed;
+    stats_.routed += routed;
+  }
+  const ExpertLayout& layout() const { return *layout_; }
+  uint64_t slot_bytes() const { return slot_bytes_; }
   int n_slots() const { return int(slots_.size()); }
   bool is_resident(int layer, int32_t expert) const;
   bool direct() const { return direct_; }
@@ -80,6 +108,7 @@ class ExpertCache {
     int key = -1;     // the expert it holds or is reading; -1: free
     int pending = 0;  // its reads in flight
     int pins = 0;
+    bool requested = false;  // filled by request(): its first acquire is a miss
     Status error;     // the first failed read of the current fill
   };
   // One aligned read of one slice of a slot's expert.
@@ -97,6 +126,7 @@ class ExpertCache {
   Result<int> key_of(int layer, int32_t expert) const;
   int take_slot();  // a free slot, or the policy's victim among those not pinned or reading; -1: none
   Status start_reads(int slot, int key);
+  Status start(int layer, std::span<const int32_t> experts, bool requested);
   Status submit_read(int read_index);
   Status complete(int read_index, int64_t res);  // res: bytes read, or -errno
   int fd_of(const Read& r) const;
@@ -121,6 +151,7 @@ class ExpertCache {
   size_t reads_per_slot_ = 0;
   std::vector<int> slot_of_key_;     // -1: not resident
   uint8_t* memory_ = nullptr;        // all slots, 4 KiB aligned
+  bool locked_ = false;
   uint64_t slot_bytes_ = 0;
   ExpertCacheStats stats_;
 };

@@ -51,6 +51,13 @@ const MoeLayer* ExpertLayout::find(int layer) const {
   return nullptr;
 }
 
+bool ExpertLayout::is_expert_tensor(const std::string& name) const {
+  for (const auto& l : layers_)
+    for (const auto& t : l.tensors)
+      if (t.name == name) return true;
+  return false;
+}
+
 int ExpertLayout::n_experts_total() const {
   int n = 0;
   for (const auto& l : layers_) n += l.n_expert;

@@ -37,6 +37,7 @@ class ExpertLayout {
   const std::vector<std::string>& paths() const { return paths_; }  // the parts, in order
   const MoeLayer* find(int layer) const;
   int n_experts_total() const;  // over all MoE layers
+  bool is_expert_tensor(const std::string& name) const;
 
  private:
   std::vector<MoeLayer> layers_;

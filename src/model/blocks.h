@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "expert/expert_cache.h"
 #include "model/model.h"
 
 namespace tandem::model {
@@ -56,7 +57,13 @@ struct MoeWeights {
   // each expert's gate rows then its up rows (llama.cpp's ffn_gate_up_exps).
   const Weight* gate_up_exps = nullptr;
   const Weight *gate_shexp = nullptr, *up_shexp = nullptr, *down_shexp = nullptr;
-  int64_t layer = -1;  // the block's layer, for ForwardScratch::expert_stats()
+  int64_t layer = -1;  // the block's layer, for ForwardScratch::expert_stats() and the expert cache
+  // --expert-cache: the routed experts come from here, not from the *_exps weights' data (which is then
+  // never read; the weights still give type and shape). Null: the experts are resident.
+  expert::ExpertCache* cache = nullptr;
+  // The next MoE layer (null: none or no cache): its router, applied to this layer's input, guesses its
+  // experts so their reads start while this layer computes.
+  const MoeWeights* next = nullptr;
 };
 
 struct MoeConfig {
@@ -77,7 +84,10 @@ void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, in
 
 // The routed experts' weighted sum plus the shared experts' output, for x ([n_tokens, n_embd], normed,
 // on the router's device); returns it there. Router, experts and shared experts may each have their
-// own device (-ot exps=CPU keeps the experts on the CPU): activations move to each.
+// own device (-ot exps=CPU keeps the experts on the CPU): activations move to each. With an expert
+// cache the chosen experts' reads start right after routing, before the shared experts run, and the
+// experts run from the cache's slots through the same kernels (the same bits), in groups when the batch
+// chose more experts than the cache has slots; a failed read is this call's error.
 Result<float*> moe_ffn(const MoeWeights& w, const MoeConfig& c, int64_t n_tokens, float* x, ForwardScratch& s);
 
 // The rows of x whose tokens want logits, normed and through the output matrix on its device, then

@@ -438,12 +438,13 @@ class Deepseek2Model final : public Model {
         l.moe.down_shexp = find(b + "ffn_down_shexp.weight");
       }
       TANDEM_TRY(require_f32({l.attn_norm, l.q_a_norm, l.kv_a_norm, l.ffn_norm, probs_b}));
-      if (probs_b) l.moe.exp_probs_b = reinterpret_cast<const float*>(file().find(probs_b->name)->data);
+      if (probs_b) l.moe.exp_probs_b = static_cast<const float*>(host_data(probs_b->name));
       if (d_.combined_kv_b)  // expanded: every head's K (rope + nope) and V
         kv_layers_.push_back({nullptr, hp_.n_head * (d_.qk_rope + d_.qk_nope), hp_.n_head * d_.v_head_dim});
       else  // latent: V is a view of K
         kv_layers_.push_back({nullptr, d_.qk_rope + d_.kv_lora_rank, 0});
     }
+    link_expert_cache(layers_);
     return Status::ok();
   }
 

@@ -143,6 +143,91 @@ void keep_best(const float* value, int32_t i, int64_t k, int32_t* best, int64_t*
   *n_best = end + 1;
 }
 
+// The distinct experts of ids ([n] values), ascending, into `out`.
+void distinct_experts(const int32_t* ids, int64_t n, std::vector<int32_t>& out) {
+  out.assign(ids, ids + n);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+}
+
+// The next MoE layer's experts for these tokens by its router on this layer's input x (a guess: its real
+// input has been through one more attention block), prefetched into the cache; ExpertCacheStats counts
+// how often the guess was right when that layer routes.
+Status prefetch_next_layer(const MoeWeights& l, const MoeConfig& c, int64_t n, const float* x, ForwardScratch& s) {
+  const MoeWeights& next = *l.next;
+  Backend& rb = *next.gate_inp->backend;
+  if (&rb != l.down_exps->backend) return Status::ok();  // x lives on the experts' device
+  MoeRouteScratch& m = s.moe_route();
+  const int64_t ne = c.n_expert, k = c.n_expert_used;
+  TANDEM_ASSIGN(float* router, s.get(rb, Slot::kRouter, n * ne));
+  rb.matmul(*next.gate_inp, x, n, router);  // [n, n_expert]
+  m.next_logits.resize(size_t(n * ne));
+  rb.copy_to_host(m.next_logits.data(), router, m.next_logits.size() * sizeof(float));
+  TANDEM_TRY(rb.synchronize());
+  m.next_ids.resize(size_t(n * k));
+  m.next_w.resize(size_t(n * k));
+  moe_route(c, m.next_logits.data(), next.exp_probs_b, n, m.next_ids.data(), m.next_w.data(), m);
+  distinct_experts(m.next_ids.data(), n * k, m.guess);
+  m.guess_layer = next.layer;
+  return l.cache->prefetch(int(next.layer), m.guess);
+}
+
+// Runs the routed experts from the cache: gate_out ([n, k, ff]) and down ([n, k, e]) as the resident
+// path computes them. The distinct experts go in groups of at most the cache's slots, each acquired
+// (pinned) for its matmuls and released after its down projection.
+Status cached_experts(const MoeWeights& l, const MoeConfig& c, int64_t n, const float* x, const int32_t* ids,
+                      float* gate_out, float* down, ForwardScratch& s) {
+  expert::ExpertCache& cache = *l.cache;
+  Backend& b = *l.down_exps->backend;
+  MoeRouteScratch& m = s.moe_route();
+  const int64_t k = c.n_expert_used;
+  const int layer = int(l.layer);
+  // Which slice of an acquired expert is which tensor (the layout lists them by name).
+  const expert::MoeLayer& ml = *cache.layout().find(layer);
+  int gate_i = -1, up_i = -1, down_i = -1;
+  const Weight& gate = l.gate_up_exps ? *l.gate_up_exps : *l.gate_exps;
+  for (size_t t = 0; t < ml.tensors.size(); ++t) {
+    if (ml.tensors[t].name == gate.name) gate_i = int(t);
+    if (l.up_exps && ml.tensors[t].name == l.up_exps->name) up_i = int(t);
+    if (ml.tensors[t].name == l.down_exps->name) down_i = int(t);
+  }
+  TANDEM_CHECK(gate_i >= 0 && down_i >= 0 && (up_i >= 0 || !l.up_exps));
+  m.gate_data.assign(size_t(c.n_expert), nullptr);
+  m.up_data.assign(size_t(c.n_expert), nullptr);
+  m.down_data.assign(size_t(c.n_expert), nullptr);
+  const std::vector<int32_t>& unique = m.unique;
+  const size_t per_group = size_t(cache.n_slots());
+  for (size_t g0 = 0; g0 < unique.size(); g0 += per_group) {
+    const size_t g1 = std::min(unique.size(), g0 + per_group);
+    Status st;
+    size_t acquired = g0;
+    for (; acquired < g1 && st.is_ok(); ++acquired) {
+      auto v = cache.acquire(layer, unique[acquired]);
+      if (!v) {
+        st = v.status();
+        break;
+      }
+      const size_t e = size_t(unique[acquired]);
+      m.gate_data[e] = v->slices[size_t(gate_i)].data();
+      m.up_data[e] = up_i >= 0 ? v->slices[size_t(up_i)].data() : nullptr;
+      m.down_data[e] = v->slices[size_t(down_i)].data();
+    }
+    // This layer's experts pinned, the next layer's guessed ones can take the other slots.
+    if (st.is_ok() && g0 == 0 && g1 == unique.size() && l.next) st = prefetch_next_layer(l, c, n, x, s);
+    if (st.is_ok()) {
+      b.matmul_id_swiglu_ptrs(gate, m.gate_data.data(), l.up_exps, m.up_data.data(), x, ids, n, int(k), gate_out);
+      b.matmul_id_ptrs(*l.down_exps, m.down_data.data(), gate_out, true, ids, n, int(k), down);  // [n, k, e]
+      st = b.synchronize();
+    }
+    for (size_t i = g0; i < acquired; ++i) {
+      cache.release(layer, unique[i]);
+      m.gate_data[size_t(unique[i])] = m.up_data[size_t(unique[i])] = m.down_data[size_t(unique[i])] = nullptr;
+    }
+    TANDEM_TRY(st);
+  }
+  return Status::ok();
+}
+
 }  // namespace
 
 void moe_route(const MoeConfig& c, const float* logits, const float* probs_b, int64_t n, int32_t* ids, float* w,
@@ -217,6 +302,17 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
   w_host.resize(size_t(n * k));
   moe_route(c, logits.data(), l.exp_probs_b, n, ids_host.data(), w_host.data(), s.moe_route());
   if (ExpertStats* stats = s.expert_stats()) stats->add(l.layer, ids_host.data(), n, k);
+  if (l.cache) {  // the reads start now and overlap the shared experts below
+    MoeRouteScratch& m = s.moe_route();
+    distinct_experts(ids_host.data(), n * k, m.unique);
+    if (m.guess_layer == l.layer) {
+      uint64_t right = 0;
+      for (int32_t id : m.unique) right += std::binary_search(m.guess.begin(), m.guess.end(), id);
+      l.cache->record_guess(m.guess.size(), right, m.unique.size());
+      m.guess_layer = -1;
+    }
+    TANDEM_TRY(l.cache->request(int(l.layer), m.unique));
+  }
 
   // The experts' three matrices may each have a device (llama.cpp recipes such as
   // -ot "ffn_(up|down)_exps=CPU" part them); the result gathers on down's, eb.
@@ -254,18 +350,24 @@ Result<float*> moe_ffn(const MoeWeights& l, const MoeConfig& c, int64_t n, float
   }
 
   TANDEM_ASSIGN(float* gate_out, s.get(gd, Slot::kMoeGate, n * k * ff));
-  if (&ud == &gd) {  // gate and up in one pass over the routed tokens, SwiGLU on the way out
-    gd.matmul_id_swiglu(gate, l.up_exps, xg, ids_g, n, int(k), gate_out);  // [n, k, ff]
+  float* down = nullptr;
+  if (l.cache) {  // on the CPU (Model::place checks it), so gd, ud and eb are one device
+    TANDEM_ASSIGN(down, s.get(eb, Slot::kMoeDown, n * k * e));
+    TANDEM_TRY(cached_experts(l, c, n, xg, ids_g, gate_out, down, s));  // [n, k, e]
   } else {
-    TANDEM_ASSIGN(float* up, s.get(ud, Slot::kMoeUp, n * k * ff));
-    gd.matmul_id(gate, xg, false, ids_g, n, int(k), gate_out);  // [n, k, ff]
-    ud.matmul_id(*l.up_exps, xu, false, ids_u, n, int(k), up);  // [n, k, ff]
-    TANDEM_ASSIGN(up, s.move(ud, up, gd, Slot::kMoeUp, n * k * ff));
-    gd.swiglu(gate_out, up, n * k * ff, gate_out);
+    if (&ud == &gd) {  // gate and up in one pass over the routed tokens, SwiGLU on the way out
+      gd.matmul_id_swiglu(gate, l.up_exps, xg, ids_g, n, int(k), gate_out);  // [n, k, ff]
+    } else {
+      TANDEM_ASSIGN(float* up, s.get(ud, Slot::kMoeUp, n * k * ff));
+      gd.matmul_id(gate, xg, false, ids_g, n, int(k), gate_out);  // [n, k, ff]
+      ud.matmul_id(*l.up_exps, xu, false, ids_u, n, int(k), up);  // [n, k, ff]
+      TANDEM_ASSIGN(up, s.move(ud, up, gd, Slot::kMoeUp, n * k * ff));
+      gd.swiglu(gate_out, up, n * k * ff, gate_out);
+    }
+    TANDEM_ASSIGN(gate_out, s.move(gd, gate_out, eb, Slot::kMoeGate, n * k * ff));
+    TANDEM_ASSIGN(down, s.get(eb, Slot::kMoeDown, n * k * e));
+    eb.matmul_id(*l.down_exps, gate_out, true, ids_d, n, int(k), down);  // [n, k, e]
   }
-  TANDEM_ASSIGN(gate_out, s.move(gd, gate_out, eb, Slot::kMoeGate, n * k * ff));
-  TANDEM_ASSIGN(float* down, s.get(eb, Slot::kMoeDown, n * k * e));
-  eb.matmul_id(*l.down_exps, gate_out, true, ids_d, n, int(k), down);  // [n, k, e]
   TANDEM_ASSIGN(float* out, s.get(eb, Slot::kMoeOut, n * e));
   eb.weighted_sum(down, w, n, int(k), e, out);  // [n, e]
   if (shared) {

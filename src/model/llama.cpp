@@ -147,6 +147,7 @@ class LlamaModel final : public Model {
       TANDEM_TRY(require_f32({l.attn_norm, l.ffn_norm, l.attn.bq, l.attn.bk, l.attn.bv, l.attn.q_norm, l.attn.k_norm}));
       kv_layers_.push_back({nullptr, hp_.n_head_kv * hp_.head_dim_k, hp_.n_head_kv * hp_.head_dim_v});
     }
+    link_expert_cache(layers_);
     return Status::ok();
   }
 

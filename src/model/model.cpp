@@ -3,8 +3,14 @@
 // architecture binds its layers. Also the settings several architectures read alike (RoPE, scale).
 #include "model/model.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "model/registry.h"
 
@@ -16,8 +22,14 @@ const Weight* Model::find(const std::string& name) const {
 }
 
 Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelLoadOptions& options) {
+  const bool cached = options.expert_cache_bytes > 0 && !options.header_only;
+  if (cached && !options.use_mmap)
+    return invalid_argument("%s: --expert-cache reads the experts itself and maps the rest of the file; it cannot "
+                            "be combined with --no-mmap", path.c_str());
+  // With an expert cache, --mlock locks the resident tensors below, never the experts' bytes.
   TANDEM_ASSIGN(auto file, gguf::GgufFile::open(path, {.use_mmap = options.use_mmap, .header_only = options.header_only,
-                                                        .mlock = options.mlock, .on_progress = options.on_progress}));
+                                                        .mlock = options.mlock && !cached,
+                                                        .on_progress = options.on_progress}));
   const std::string arch_name = file->architecture();
   const Architecture* arch = find_architecture(arch_name);
   if (!arch)
@@ -42,8 +54,87 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
   m->file_ = std::move(file);
   m->hp_ = std::move(hp);
   TANDEM_TRY(m->bind());
+  if (cached) TANDEM_TRY(m->open_expert_cache(options));
   TANDEM_TRY(m->bind_layers());
   return m;
+}
+
+Status Model::open_expert_cache(const ModelLoadOptions& options) {
+  TANDEM_ASSIGN(expert::ExpertLayout layout, expert::ExpertLayout::from_gguf(*file_));
+  if (layout.layers().empty())
+    return invalid_argument("%s: --expert-cache: the model has no routed experts (%s)", file_->path().c_str(),
+                            hp_.arch.c_str());
+  expert_layout_ = std::make_unique<expert::ExpertLayout>(std::move(layout));
+  expert::ExpertCacheOptions co;
+  co.budget_bytes = options.expert_cache_bytes;
+  co.mlock = options.mlock;
+  auto cache = expert::ExpertCache::open(*expert_layout_, co);
+  if (!cache) return Status(cache.status().code(), "--expert-cache: " + cache.status().message());
+  expert_cache_ = std::move(*cache);
+  if (!expert_cache_->warning().empty()) warnings_.push_back(expert_cache_->warning());
+  return read_resident(options.mlock);
+}
+
+Status Model::read_resident(bool lock) {
+  std::vector<const gguf::TensorInfo*> resident;
+  uint64_t total = 0;
+  for (const gguf::TensorInfo& t : file_->tensors())
+    if (!expert_layout_->is_expert_tensor(t.name)) {
+      resident.push_back(&t);
+      total += (t.size_bytes + 63) / 64 * 64;  // each tensor 64-byte aligned, as in the file
+    }
+  resident_.reset(static_cast<uint8_t*>(std::aligned_alloc(64, std::max<uint64_t>(total, 64))));
+  if (!resident_)
+    return out_of_memory("%s: --expert-cache: cannot allocate %llu bytes for the resident tensors",
+                         file_->path().c_str(), (unsigned long long)total);
+  std::vector<int> fds;
+  for (const auto& part : file_->parts()) {
+    fds.push_back(::open(part.file.path().c_str(), O_RDONLY | O_CLOEXEC));
+    if (fds.back() < 0) {
+      const int err = errno;
+      for (int fd : fds) if (fd >= 0) ::close(fd);
+      return io_error("%s: cannot open: %s", part.file.path().c_str(), std::strerror(err));
+    }
+  }
+  Status st;
+  uint8_t* dst = resident_.get();
+  for (const gguf::TensorInfo* t : resident) {
+    const auto& part = file_->parts()[t->part];
+    const uint64_t offset = part.header.data_offset + t->offset;
+    for (uint64_t done = 0; done < t->size_bytes && st.is_ok();) {
+      const ssize_t n = pread(fds[t->part], dst + done, t->size_bytes - done, off_t(offset + done));
+      if (n <= 0)
+        st = io_error("%s: reading tensor '%s' (%llu bytes at offset %llu): %s", part.file.path().c_str(),
+                      t->name.c_str(), (unsigned long long)t->size_bytes, (unsigned long long)offset,
+                      n < 0 ? std::strerror(errno) : "the file ends first (truncated?)");
+      else done += uint64_t(n);
+    }
+    if (!st.is_ok()) break;
+    resident_data_.emplace(t->name, dst);
+    weights_.find(t->name)->second.data = dst;
+    dst += (t->size_bytes + 63) / 64 * 64;
+  }
+  for (int fd : fds) {
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);  // the copy above is what runs: no second one in page cache
+    ::close(fd);
+  }
+  TANDEM_TRY(st);
+  if (lock && mlock(resident_.get(), total) != 0)
+    warnings_.push_back(format("%s: --mlock could not lock the %llu bytes of resident tensors (%s; raise "
+                               "RLIMIT_MEMLOCK with 'ulimit -l'); continuing unlocked", file_->path().c_str(),
+                               (unsigned long long)total, std::strerror(errno)));
+  return Status::ok();
+}
+
+const void* Model::host_data(const std::string& name) const {
+  auto it = resident_data_.find(name);
+  return it != resident_data_.end() ? it->second : file_->find(name)->data;
+}
+
+std::vector<std::string> Model::warnings() const {
+  std::vector<std::string> out = file_->warnings();
+  out.insert(out.end(), warnings_.begin(), warnings_.end());
+  return out;
 }
 
 Result<std::unique_ptr<Model>> Model::load(const std::string& path, const ModelLoadOptions& options, Backend& backend) {
@@ -89,12 +180,20 @@ Status Model::place(const Placement& p) {
     return invalid_argument("%s: the placement plan covers %zu tensors and %zu KV layers; the model has %zu and %zu",
                             file_->path().c_str(), p.plan.tensor_device.size(), p.plan.kv_device.size(),
                             tensors.size() + (tied ? 1 : 0), kv_layers_.size());
+  // Before any upload: an expert placed elsewhere would be read whole, which the cache is there to avoid.
+  for (size_t i = 0; i < tensors.size() && expert_layout_; ++i) {
+    const Backend& b = *p.devices[size_t(p.plan.tensor_device[i])];
+    if (expert_layout_->is_expert_tensor(tensors[i].name) && !b.host_accessible())
+      return invalid_argument("%s: --expert-cache runs the routed experts on the CPU, but the plan puts %s on %s "
+                              "(keep them on the CPU: -ot exps=CPU)", file_->path().c_str(), tensors[i].name.c_str(),
+                              b.name().c_str());
+  }
   devices_ = p.devices;
   for (size_t i = 0; i < tensors.size(); ++i) {
     Weight& w = weights_.find(tensors[i].name)->second;
     Backend& b = *p.devices[size_t(p.plan.tensor_device[i])];
     w.backend = &b;
-    TANDEM_ASSIGN(w.data, b.place_weight(tensors[i].data, w.size_bytes));
+    TANDEM_ASSIGN(w.data, b.place_weight(host_data(tensors[i].name), w.size_bytes));
   }
   for (size_t il = 0; il < kv_layers_.size(); ++il) kv_layers_[il].backend = p.devices[size_t(p.plan.kv_device[il])];
   // The tied output matrix: a second home when the plan put it elsewhere than token_embd.
@@ -102,7 +201,7 @@ Status Model::place(const Placement& p) {
   if (tied && tok_embd_->backend != &out_dev) {
     tied_output_ = *tok_embd_;
     tied_output_.backend = &out_dev;
-    TANDEM_ASSIGN(tied_output_.data, out_dev.place_weight(file_->find(tok_embd_->name)->data, tied_output_.size_bytes));
+    TANDEM_ASSIGN(tied_output_.data, out_dev.place_weight(host_data(tok_embd_->name), tied_output_.size_bytes));
     output_ = &tied_output_;
   }
   for (const auto& group : blocks()) {
@@ -119,7 +218,7 @@ Status Model::place(const Placement& p) {
       if (b == w.backend) continue;
       Weight r = w;
       r.backend = b;
-      TANDEM_ASSIGN(r.data, b->place_weight(file_->find(name)->data, w.size_bytes));
+      TANDEM_ASSIGN(r.data, b->place_weight(host_data(name), w.size_bytes));
       replicas_.emplace(std::pair<const Weight*, const Backend*>{&w, b}, std::move(r));
     }
   }

@@ -3,6 +3,7 @@
 // in registry.cpp; the blocks they share (attention, gated FFN, output head) are in blocks.h.
 #pragma once
 
+#include <cstdlib>
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -11,6 +12,8 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "expert/expert_cache.h"
+#include "expert/layout.h"
 #include "gguf/gguf_file.h"
 #include "kv/kv_cache.h"
 #include "model/arch.h"
@@ -31,6 +34,10 @@ struct ModelLoadOptions {
   bool mlock = false;
   bool header_only = false;  // the tensor table without data: open() for planning only, never place()
   std::function<void(uint64_t done, uint64_t total)> on_progress;  // bytes read, with use_mmap off
+  // > 0 (--expert-cache): the routed experts (*_exps) are never read through the mapping; moe_ffn takes
+  // them from an ExpertCache of this many bytes, reading the file(s) itself. Every other tensor is read
+  // into RAM at load; --mlock locks those and the cache's slots, never the experts' bytes.
+  uint64_t expert_cache_bytes = 0;
 };
 
 // Where a model's weights and KV layers go: devices[i] is the backend of the plan's device i
@@ -61,6 +68,10 @@ class Model {
 
   const HParams& hparams() const { return hp_; }
   const gguf::GgufFile& file() const { return *file_; }
+  // The expert cache (--expert-cache), or null. Single-threaded, as the forward pass that uses it.
+  expert::ExpertCache* expert_cache() const { return expert_cache_.get(); }
+  // What the start-up summary should warn about: the file's (a refused --mlock), the expert cache's.
+  std::vector<std::string> warnings() const;
   const Weight& tok_embd() const { return *tok_embd_; }
   const Weight& output_norm() const { return *output_norm_; }
   const Weight& output() const { return *output_; }
@@ -89,6 +100,8 @@ class Model {
   virtual std::vector<std::vector<const Weight*>> blocks() const = 0;
 
   const Weight* find(const std::string& name) const;  // null when the file has no such tensor
+  // A tensor's bytes in host memory: the file's mapping, or the resident copy (--expert-cache).
+  const void* host_data(const std::string& name) const;
   // RoPE from the <arch>.rope.* keys (linear or YaRN scaling), of the given kind; the frequency factors
   // are rope_freqs() as each device holds it.
   Result<RopeParams> rope_params(RopeKind kind) const;
@@ -96,6 +109,19 @@ class Model {
   Result<const Weight*> rope_freqs() const;
   // <arch>.attention.scale, else 1/sqrt(head_dim_k).
   float attention_scale() const;
+  // --expert-cache: each MoE layer's MoeWeights (layers[i].moe, gate_inp set) given the cache and the
+  // next MoE layer, whose experts it prefetches. No-op without a cache.
+  template <class Layer>
+  void link_expert_cache(std::vector<Layer>& layers) const {
+    if (!expert_cache_) return;
+    decltype(Layer::moe)* prev = nullptr;
+    for (Layer& l : layers) {
+      if (!l.moe.gate_inp) continue;
+      l.moe.cache = expert_cache_.get();
+      if (prev) prev->next = &l.moe;
+      prev = &l.moe;
+    }
+  }
   // Norms and biases are read as f32 arrays by the ops; the message names the first that is not.
   Status require_f32(std::initializer_list<const Weight*> weights) const;
 
@@ -104,6 +130,12 @@ class Model {
 
  private:
   Status bind();
+  Status open_expert_cache(const ModelLoadOptions& options);
+  // --expert-cache: every tensor but the experts read into resident_ (and locked with --mlock). Not the
+  // mapping: those bytes then stay in RAM under memory pressure (page cache would be evicted), and a
+  // file truncated or replaced while running cannot fault them (a mapped page past the new end is
+  // SIGBUS); the cache reads the experts and reports such a file as an error.
+  Status read_resident(bool lock);
 
   std::unique_ptr<gguf::GgufFile> file_;
   std::map<std::string, Weight, std::less<>> weights_;
@@ -112,6 +144,14 @@ class Model {
   Weight tied_output_;  // the tied output matrix's home when it is not token_embd's device
   std::vector<Backend*> devices_;
   std::map<std::pair<const Weight*, const Backend*>, Weight> replicas_;
+  std::unique_ptr<expert::ExpertLayout> expert_layout_;  // before the cache, which points to it
+  std::unique_ptr<expert::ExpertCache> expert_cache_;
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<uint8_t, FreeDeleter> resident_;
+  std::map<std::string, const void*, std::less<>> resident_data_;
+  std::vector<std::string> warnings_;
 };
 
 }  // namespace tandem::model

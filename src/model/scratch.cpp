@@ -6,6 +6,7 @@ namespace tandem::model {
 
 void ForwardScratch::begin_pass(const Batch& batch, const std::vector<int32_t>& cells, const KvCache& kv) {
   const size_t n = size_t(batch.size());
+  moe_route_.guess_layer = -1;  // a guess from a pass that stopped early is not this pass's
   out_rows_.clear();
   for (size_t t = 0; t < n; ++t)
     if (batch.want_logits[t]) out_rows_.push_back(int32_t(t));

@@ -28,6 +28,14 @@ struct DeviceInputs {
 struct MoeRouteScratch {
   std::vector<float> probs, select, group_score;  // [n_expert], [n_expert], [n_group]
   std::vector<int32_t> best;                      // the best experts (or groups) so far, best first
+  // With an expert cache (moe_ffn): the layer's distinct chosen experts, ascending; per expert, its
+  // slice of each expert tensor in the cache (null: not in the group being run), as
+  // Backend::matmul_id_ptrs takes them; the next layer's router output, choices and guessed experts.
+  std::vector<int32_t> unique;
+  std::vector<const void*> gate_data, up_data, down_data;
+  std::vector<float> next_logits, next_w;
+  std::vector<int32_t> next_ids, guess;
+  int64_t guess_layer = -1;  // the layer `guess` is for; -1: none
 };
 
 class ForwardScratch {

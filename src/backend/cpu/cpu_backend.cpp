@@ -53,13 +53,28 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
 void CpuBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
                            int n_used, float* y) {
   const TraceScope trace("matmul_id", name_);
-  cpu_matmul_id(pool_, w, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_, batch_invariant_);
+  cpu_matmul_id(pool_, w, nullptr, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_, batch_invariant_);
+}
+
+void CpuBackend::matmul_id_ptrs(const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
+                                const int32_t* ids, int64_t n_tokens, int n_used, float* y) {
+  const TraceScope trace("matmul_id", name_);
+  cpu_matmul_id(pool_, w, expert_data, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_, batch_invariant_);
 }
 
 void CpuBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
                                   int64_t n_tokens, int n_used, float* y) {
   const TraceScope trace("matmul_id_swiglu", name_);
-  cpu_matmul_id_swiglu(pool_, gate, up, x, ids, n_tokens, n_used, y, ops_.swiglu, matmul_id_scratch_, batch_invariant_);
+  cpu_matmul_id_swiglu(pool_, gate, nullptr, up, nullptr, x, ids, n_tokens, n_used, y, ops_.swiglu, matmul_id_scratch_,
+                       batch_invariant_);
+}
+
+void CpuBackend::matmul_id_swiglu_ptrs(const Weight& gate, const void* const* gate_data, const Weight* up,
+                                       const void* const* up_data, const float* x, const int32_t* ids,
+                                       int64_t n_tokens, int n_used, float* y) {
+  const TraceScope trace("matmul_id_swiglu", name_);
+  cpu_matmul_id_swiglu(pool_, gate, gate_data, up, up_data, x, ids, n_tokens, n_used, y, ops_.swiglu,
+                       matmul_id_scratch_, batch_invariant_);
 }
 
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {

@@ -37,6 +37,11 @@ class CpuBackend final : public Backend {
                  float* y) override;
   void matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids, int64_t n_tokens,
                         int n_used, float* y) override;
+  void matmul_id_ptrs(const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
+                      const int32_t* ids, int64_t n_tokens, int n_used, float* y) override;
+  void matmul_id_swiglu_ptrs(const Weight& gate, const void* const* gate_data, const Weight* up,
+                             const void* const* up_data, const float* x, const int32_t* ids, int64_t n_tokens,
+                             int n_used, float* y) override;
   void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) override;
   void rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) override;
   void rope(float* x, int64_t n_tokens, int n_head, int head_dim, const int32_t* pos, const RopeParams& p) override;

@@ -79,17 +79,27 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
 namespace {
 
 // Groups the (token, slot) pairs by expert: a counting sort, in token order within an expert. Fills
-// s.offset and s.slot.
-void group_by_expert(const int32_t* ids, int64_t n_slots, int64_t n_expert, MatmulIdScratch& s) {
+// s.offset and s.slot. With expert_data, pairs whose expert has a null pointer are left out: a caller
+// running the experts in groups computes them in another call. An expert's rows are grouped alike
+// either way, so its results have the same bits.
+void group_by_expert(const int32_t* ids, int64_t n_slots, int64_t n_expert, const void* const* expert_data,
+                     MatmulIdScratch& s) {
+  auto included = [&](int32_t e) { return !expert_data || expert_data[e]; };
   s.offset.assign(size_t(n_expert + 1), 0);
   for (int64_t i = 0; i < n_slots; ++i) {
     TANDEM_CHECK(ids[i] >= 0 && ids[i] < n_expert);
-    ++s.offset[size_t(ids[i]) + 1];
+    if (included(ids[i])) ++s.offset[size_t(ids[i]) + 1];
   }
   for (int64_t e = 0; e < n_expert; ++e) s.offset[size_t(e + 1)] += s.offset[size_t(e)];
   s.cursor.assign(s.offset.begin(), s.offset.end() - 1);
-  s.slot.resize(size_t(n_slots));
-  for (int64_t i = 0; i < n_slots; ++i) s.slot[size_t(s.cursor[size_t(ids[i])]++)] = i;
+  s.slot.resize(size_t(s.offset.back()));
+  for (int64_t i = 0; i < n_slots; ++i)
+    if (included(ids[i])) s.slot[size_t(s.cursor[size_t(ids[i])]++)] = i;
+}
+
+// Expert e's matrix: its pointer in expert_data (the expert cache's slot) when given, else its slice of w.
+const uint8_t* expert_base(const Weight& w, const void* const* expert_data, int64_t e) {
+  return static_cast<const uint8_t*>(expert_data ? expert_data[e] : w.expert_data(e));
 }
 
 // Work items: (expert, row chunk) over the experts in use, enough of them for every thread to get
@@ -146,27 +156,28 @@ void scatter_grouped(ThreadPool& pool, const MatmulIdScratch& s, const float* gr
 
 }  // namespace
 
-void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
-                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& s, bool batch_invariant) {
+void cpu_matmul_id(ThreadPool& pool, const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
+                   const int32_t* ids, int64_t n_tokens, int n_used, float* y, MatmulIdScratch& s,
+                   bool batch_invariant) {
   const int64_t n_expert = w.n_expert(), n = w.row_length(), n_rows = w.expert_rows();
   const int64_t n_slots = n_tokens * n_used;
   auto x_row = [&](int64_t slot) { return x + (x_per_slot ? slot : slot / n_used) * n; };
-  group_by_expert(ids, n_slots, n_expert, s);
+  group_by_expert(ids, n_slots, n_expert, expert_data, s);
   if (!has_kernel(w.type)) {
-    for (int64_t i = 0; i < n_slots; ++i)
-      matmul_dequantized(pool, w, w.expert_data(ids[i]), n_rows, x_row(i), 1, y + i * n_rows);
+    for (int64_t i : s.slot)
+      matmul_dequantized(pool, w, expert_base(w, expert_data, ids[i]), n_rows, x_row(i), 1, y + i * n_rows);
     return;
   }
   const CpuKernels& k = kernels(batch_invariant);
   const size_t act_row = quantize_grouped(pool, k, w.type, n, x_row, s, s.act);
-  s.out.resize(size_t(n_slots * n_rows));
+  s.out.resize(s.slot.size() * size_t(n_rows));
   const int64_t chunk_rows = plan_items(n_expert, n_rows, w.row_stride, pool.size(), s);
   std::atomic<int64_t> next{0};
   const int64_t n_items = int64_t(s.items.size());
   pool.run([&](int, int) {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_items;) {
       const auto [e, r0] = s.items[size_t(c)];
-      gemm_group(k, w.type, n, static_cast<const uint8_t*>(w.expert_data(e)), w.row_stride, r0,
+      gemm_group(k, w.type, n, expert_base(w, expert_data, e), w.row_stride, r0,
                  std::min(n_rows, r0 + chunk_rows), s.act.data(), act_row, s.offset[size_t(e)], s.offset[size_t(e + 1)],
                  s.out.data(), n_rows);
     }
@@ -174,24 +185,25 @@ void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per
   scatter_grouped(pool, s, s.out.data(), n_rows, y);
 }
 
-void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
-                          int64_t n_tokens, int n_used, float* y, SwigluFn swiglu, MatmulIdScratch& s,
-                          bool batch_invariant) {
+void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const void* const* gate_data, const Weight* up,
+                          const void* const* up_data, const float* x, const int32_t* ids, int64_t n_tokens, int n_used,
+                          float* y, SwigluFn swiglu, MatmulIdScratch& s, bool batch_invariant) {
   // Fused ffn_gate_up_exps: each expert's n_ff gate rows, then its n_ff up rows.
   const Weight& u = up ? *up : gate;
+  const void* const* u_data = up ? up_data : gate_data;
   const int64_t n_expert = gate.n_expert(), n = gate.row_length();
   const int64_t ff = up ? gate.expert_rows() : gate.expert_rows() / 2, up_row0 = up ? 0 : ff;
   const int64_t n_slots = n_tokens * n_used;
   auto x_row = [&](int64_t slot) { return x + (slot / n_used) * n; };
-  group_by_expert(ids, n_slots, n_expert, s);
+  group_by_expert(ids, n_slots, n_expert, gate_data, s);
   s.out.resize(size_t(n_slots * ff));
   s.out_up.resize(size_t(n_slots * ff));
   float *g_out = s.out.data(), *u_out = s.out_up.data();  // grouped rows: [n_slots, ff]
   if (!has_kernel(gate.type) || !has_kernel(u.type)) {
-    for (int64_t i = 0; i < n_slots; ++i) {
-      matmul_dequantized(pool, gate, gate.expert_data(ids[i]), ff, x_row(i), 1, g_out + i * ff);
-      matmul_dequantized(pool, u, static_cast<const uint8_t*>(u.expert_data(ids[i])) + size_t(up_row0) * u.row_stride,
-                         ff, x_row(i), 1, u_out + i * ff);
+    for (int64_t i : s.slot) {
+      matmul_dequantized(pool, gate, expert_base(gate, gate_data, ids[i]), ff, x_row(i), 1, g_out + i * ff);
+      matmul_dequantized(pool, u, expert_base(u, u_data, ids[i]) + size_t(up_row0) * u.row_stride, ff, x_row(i), 1,
+                         u_out + i * ff);
       swiglu(g_out + i * ff, u_out + i * ff, ff, y + i * ff);
     }
     return;
@@ -210,9 +222,9 @@ void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const Weight* up
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_items;) {
       const auto [e, r0] = s.items[size_t(c)];
       const int64_t r1 = std::min(ff, r0 + chunk_rows), g0 = s.offset[size_t(e)], g1 = s.offset[size_t(e + 1)];
-      gemm_group(k, gate.type, n, static_cast<const uint8_t*>(gate.expert_data(e)), gate.row_stride, r0, r1,
+      gemm_group(k, gate.type, n, expert_base(gate, gate_data, e), gate.row_stride, r0, r1,
                  s.act.data(), act_row, g0, g1, g_out, ff);
-      gemm_group(k, u.type, n, static_cast<const uint8_t*>(u.expert_data(e)) + size_t(up_row0) * u.row_stride,
+      gemm_group(k, u.type, n, expert_base(u, u_data, e) + size_t(up_row0) * u.row_stride,
                  u.row_stride, r0, r1, act_up, act_row_up, g0, g1, u_out, ff);
       // While the chunk's outputs are in cache. The swiglu kernels give an element the same bits
       // wherever a call starts (their tails go through the vector code), so this equals one call over all.

@@ -29,17 +29,20 @@ struct MatmulIdScratch {
 
 // Backend::matmul_id: the (token, slot) pairs routed to one expert are grouped and multiplied together
 // by the gemm kernels on that expert's slice of w (in place, never copied); threads take (expert, row
-// chunk) items from a shared counter.
-void cpu_matmul_id(ThreadPool& pool, const Weight& w, const float* x, bool x_per_slot, const int32_t* ids,
-                   int64_t n_tokens, int n_used, float* y, MatmulIdScratch& scratch, bool batch_invariant);
+// chunk) items from a shared counter. expert_data: null (each expert's slice of w.data), or one pointer per
+// expert (Backend::matmul_id_ptrs), a null one leaving that expert's rows of y as they were.
+void cpu_matmul_id(ThreadPool& pool, const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
+                   const int32_t* ids, int64_t n_tokens, int n_used, float* y, MatmulIdScratch& scratch,
+                   bool batch_invariant);
 
 using SwigluFn = void (*)(const float* gate, const float* up, int64_t n, float* out);
 
 // Backend::matmul_id_swiglu: one grouping and one quantization of x for gate and up, both matrices'
 // rows of a chunk computed by the same work item and SwiGLU applied to them there. Allocates nothing
-// once `scratch` has grown.
-void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
-                          int64_t n_tokens, int n_used, float* y, SwigluFn swiglu, MatmulIdScratch& scratch,
-                          bool batch_invariant);
+// once `scratch` has grown. gate_data, up_data: as cpu_matmul_id's expert_data (both null or both given;
+// up_data unused in the fused form).
+void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const void* const* gate_data, const Weight* up,
+                          const void* const* up_data, const float* x, const int32_t* ids, int64_t n_tokens, int n_used,
+                          float* y, SwigluFn swiglu, MatmulIdScratch& scratch, bool batch_invariant);
 
 }  // namespace tandem::cpu
