@@ -11,43 +11,15 @@
 
 #include "expert/expert_cache.h"
 #include "gguf/gguf_file.h"
-#include "test_data.h"
+#include "expert_models.h"
 
 namespace tandem::expert {
 namespace {
 
-// tiny-deepseek-v3 in Q4_K_M: 4 layers, 3 of them MoE (16 experts, Q4_K/Q6_K slices whose file offsets are
-// not 4 KiB aligned); with `split`, in parts of at most 16 tensors.
+// tiny-deepseek-v3 in Q4_K_M (expert_models.h): 3 MoE layers of 16 experts, Q4_K/Q6_K slices whose file
+// offsets are not 4 KiB aligned; with `split`, in 5 parts.
 std::string model_path(bool split, std::string* why) {
-  if (!split) return test_data::synth_model("tiny-deepseek-v3", quant::FileType::Q4_K_M, why);
-  const std::string dir = std::string(TANDEM_BINARY_DIR) + "/synth-cache";
-  const std::string first = dir + "/expert-split-tiny-deepseek-v3-00001-of-00005.gguf";
-  if (std::filesystem::exists(first)) return first;
-  model::SynthOptions o;
-  o.preset = *model::find_synth_preset("tiny-deepseek-v3");
-  o.mix = quant::FileType::Q4_K_M;
-  o.vocab_path = test_data::path(o.preset.vocab_file);
-  if (!std::filesystem::exists(o.vocab_path)) {
-    *why = test_data::absent(o.preset.vocab_file);
-    return "";
-  }
-  std::filesystem::create_directories(dir);
-  // Written in a folder of its own, then moved: CTest runs tests at once.
-  const std::string tmp = dir + "/expert-split." + std::to_string(getpid());
-  std::filesystem::create_directories(tmp);
-  o.output_path = tmp + "/expert-split-tiny-deepseek-v3.gguf";
-  o.progress = false;
-  o.split_max_tensors = 16;
-  if (auto r = model::write_synth_model(o); !r) {
-    *why = r.error().message();
-    return "";
-  }
-  std::string result;
-  for (const auto& entry : std::filesystem::directory_iterator(tmp))
-    std::filesystem::rename(entry.path(), dir + "/" + entry.path().filename().string());
-  std::filesystem::remove(tmp);
-  if (!std::filesystem::exists(first)) *why = first + " was not written (the split gave another part count)";
-  return std::filesystem::exists(first) ? first : "";
+  return split ? test::tiny_deepseek_split(why) : test::tiny_deepseek_q4(why);
 }
 
 struct Model {
