@@ -88,6 +88,13 @@ int main(int argc, char** argv) {
         // Decode through a wide, short-row output layer (Gemma 3 270M's tied 262144 x 640 embedding).
         benchmark::RegisterBenchmark(("decode_vocab/" + name).c_str(), bench_gemm, isa, uarch, t, 640, 262144, 1, false)
             ->Unit(benchmark::kMillisecond);
+        // A few tokens at once (2-8 sequences decoding together in the server), batch-invariant tables as the
+        // server runs them: the weights are read once per call, so time per token should fall with n.
+        if (isa != Isa::Generic)
+          for (int64_t n : {1, 2, 4, 8})
+            benchmark::RegisterBenchmark(("few_vocab/" + name + "/n" + std::to_string(n)).c_str(), bench_gemm, isa,
+                                         uarch, t, 640, 262144, n, true)
+                ->Unit(benchmark::kMillisecond);
         benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64, false)
             ->Unit(benchmark::kMillisecond);
         // The batch-invariant tables, where their prefill kernel differs (kernels.h): its cost.

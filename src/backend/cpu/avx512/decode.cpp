@@ -8,8 +8,9 @@
 //
 // Q4_K's gemm first lays its activation rows out in the order its nibbles come out of a 64-byte load
 // (per-thread scratch, 288 bytes per 256 activations). Integer sums are exact; only the order of float
-// additions differs from the generic level. Other types keep the 256-bit kernels, one row at a time: a
-// 512-bit version of the 32-element formats (scales gathered four blocks at a time) measured slower.
+// additions differs from the generic level. The 32-element formats Q8_0, Q4_0, Q5_0 and IQ4_NL take two
+// blocks per vector against activations laid out per call (Legacy512); Q4_1, Q5_1 and the other K-quants
+// keep the 256-bit kernels.
 #include <immintrin.h>
 
 #include <cstdint>
@@ -30,6 +31,7 @@ namespace {
 
 using tandem::quant::BlockQ4_K;
 using tandem::quant::BlockQ6_K;
+using tandem::quant::BlockQ8_0;
 using tandem::quant::BlockQ8_K;
 
 constexpr int kMaxTokens = 8;  // registers: 8 code/scale vectors + 2 accumulators per token
@@ -205,6 +207,108 @@ struct Q6K {
   }
 };
 
+// ---- 32-element formats against Q8_0, two blocks per 512-bit vector -----------------------------------
+// The activation is laid out once per call as pairs of blocks: codes + 128 (unsigned, so dpbusd takes
+// them with the weights' signed codes directly) and the two scales already broadcast; the weight side
+// subtracts 128 * its own code sums, once per block pair for every token. Integer sums stay exact; per
+// weight pair and token that is one dpbusd, one conversion, one multiply and one FMA, where the 256-bit
+// kernels spend a sign step, a scalar f16 conversion and a broadcast per block and token. It exists for
+// calls of several tokens (the server's decode steps): at one token the 256-bit kernels stream as fast.
+struct ActPair {
+  uint8_t qs[64];  // block 2p's codes + 128 | block 2p+1's
+  float d[16];     // block 2p's scale x 8 | block 2p+1's x 8 (0 past an odd row's end)
+};
+static_assert(sizeof(ActPair) == 128);
+
+void layout_pairs(const BlockQ8_0* a, ActPair* out, int64_t nb) {
+  for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
+    for (int h = 0; h < 2; ++h) {
+      const int64_t i = 2 * p + h;
+      const float d = i < nb ? h2f(a[i].d) : 0.0f;
+      for (int j = 0; j < 32; ++j) out[p].qs[32 * h + j] = uint8_t(i < nb ? a[i].qs[j] + 128 : 128);
+      for (int j = 0; j < 8; ++j) out[p].d[8 * h + j] = d;
+    }
+  }
+}
+
+// 32 nibbles of 16 bytes in the legacy order: low nibbles to bytes 0..15, high nibbles to 16..31.
+inline __m256i nibbles_32(const uint8_t* qs) {
+  const __m128i v = load128(qs), m = _mm_set1_epi8(0x0f);
+  return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m), _mm_and_si128(v, m));
+}
+inline __m512i pair512(__m256i lo, __m256i hi) { return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1); }
+
+// codes(w, two): the signed codes of blocks w[0] and (if two, else zeros) w[1], one per byte.
+struct PairQ8_0 {
+  using W = tandem::quant::BlockQ8_0;
+  static __m512i codes(const W* w, bool two) {
+    return pair512(load256(w[0].qs), two ? load256(w[1].qs) : _mm256_setzero_si256());
+  }
+};
+struct PairQ4_0 {
+  using W = tandem::quant::BlockQ4_0;
+  static __m512i codes(const W* w, bool two) {
+    const __m512i n = pair512(nibbles_32(w[0].qs), two ? nibbles_32(w[1].qs) : _mm256_set1_epi8(8));
+    return _mm512_sub_epi8(n, _mm512_set1_epi8(8));
+  }
+};
+struct PairQ5_0 {
+  using W = tandem::quant::BlockQ5_0;
+  static __m512i codes(const W* w, bool two) {
+    uint32_t h0, h1 = 0xffffffffu;  // a set fifth bit with zero nibbles: code 0 in the missing block
+    std::memcpy(&h0, w[0].qh, 4);
+    if (two) std::memcpy(&h1, w[1].qh, 4);
+    const __m512i n = pair512(nibbles_32(w[0].qs), two ? nibbles_32(w[1].qs) : _mm256_setzero_si256());
+    // fifth bit clear: nibble - 16, i.e. 0xf0 | nibble as int8
+    return _mm512_mask_blend_epi8(__mmask64(h0) | __mmask64(h1) << 32, _mm512_or_si512(n, _mm512_set1_epi8(char(0xf0))), n);
+  }
+};
+struct PairIQ4_NL {
+  using W = tandem::quant::BlockIQ4_NL;
+  static __m512i codes(const W* w, bool two) {
+    const __m512i table = _mm512_broadcast_i32x4(load128(tandem::quant::kIq4Values));
+    const __m512i c = _mm512_shuffle_epi8(table, pair512(nibbles_32(w[0].qs), two ? nibbles_32(w[1].qs) : _mm256_setzero_si256()));
+    return two ? c : _mm512_zextsi256_si512(_mm512_castsi512_si256(c));
+  }
+};
+
+template <class P>
+struct Legacy512 {
+  using W = typename P::W;
+  static size_t act_bytes(int64_t n) { return size_t((n / 32 + 1) / 2) * sizeof(ActPair); }
+  static bool fits(int64_t) { return true; }
+  static void layout(const uint8_t* x, uint8_t* out, int64_t n) {
+    layout_pairs(reinterpret_cast<const BlockQ8_0*>(x), reinterpret_cast<ActPair*>(out), n / 32);
+  }
+
+  template <int NT>
+  static void row(int64_t n, const uint8_t* wv, const uint8_t* const* act, float* y, size_t y_stride) {
+    const auto* w = reinterpret_cast<const W*>(wv);
+    const int64_t nb = n / 32;
+    const ActPair* a[NT];
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) {
+      a[t] = reinterpret_cast<const ActPair*>(act[t]);
+      acc[t] = _mm512_setzero_ps();
+    }
+    const __m512i k128 = _mm512_set1_epi8(char(0x80));
+    for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
+      const bool two = 2 * p + 1 < nb;
+      const __m512i q = P::codes(w + 2 * p, two);
+      // (a + 128) . q - 128 * sum(q) = a . q, per int32 lane
+      const __m512i neg_corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, q));
+      const __m512 dw = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(h2f(w[2 * p].d))),
+                                           _mm256_set1_ps(two ? h2f(w[2 * p + 1].d) : 0.0f), 1);
+      for (int t = 0; t < NT; ++t) {
+        const ActPair& at = a[t][p];
+        const __m512i s = _mm512_dpbusd_epi32(neg_corr, _mm512_load_si512(at.qs), q);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_load_ps(at.d)), acc[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) y[t * y_stride] = _mm512_reduce_add_ps(acc[t]);
+  }
+};
+
 // ---- driver -------------------------------------------------------------------------------------------
 
 template <class K, int NT>
@@ -215,12 +319,19 @@ void run_row(int nt, int64_t n, const uint8_t* w, const uint8_t* const* act, flo
   K::template row<NT>(n, w, act, y, y_stride);
 }
 
+// Calls of fewer tokens than this go to g_prefill in the default tables: one Q8_0 token streams faster
+// through the 256-bit kernel (decode_vocab, Zen 4: 9.4 vs 12.5 ms, under load).
+template <class K>
+constexpr int kMinTokens = 1;
+template <>
+constexpr int kMinTokens<Legacy512<PairQ8_0>> = 2;
+
 // kAllTokens (batch-invariant tables): every call runs these kernels, 8 tokens at a time, so a token's
 // bits do not depend on how many others share the call; else calls of more tokens go to g_prefill.
 template <class K, WeightType kType, bool kAllTokens>
 void decode_gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
                  int64_t n_tokens, float* y, size_t y_stride) {
-  if (!kAllTokens && (n_tokens > kMaxTokens || !K::fits(n_in)))
+  if (!kAllTokens && (n_tokens > kMaxTokens || n_tokens < kMinTokens<K> || !K::fits(n_in)))
     return g_prefill[uint32_t(kType)](n_in, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
   const auto* wb = static_cast<const uint8_t*>(w);
   const auto* xb = static_cast<const uint8_t*>(x);
@@ -250,6 +361,11 @@ void fill_zen_decode(CpuKernels& k) {
   };
   set(WT::Q4_K, decode_gemm<Q4K, WT::Q4_K, false>, decode_gemm<Q4K, WT::Q4_K, true>);
   set(WT::Q6_K, decode_gemm<Q6K, WT::Q6_K, false>, decode_gemm<Q6K, WT::Q6_K, true>);
+  set(WT::Q8_0, decode_gemm<Legacy512<PairQ8_0>, WT::Q8_0, false>, decode_gemm<Legacy512<PairQ8_0>, WT::Q8_0, true>);
+  set(WT::Q4_0, decode_gemm<Legacy512<PairQ4_0>, WT::Q4_0, false>, decode_gemm<Legacy512<PairQ4_0>, WT::Q4_0, true>);
+  set(WT::Q5_0, decode_gemm<Legacy512<PairQ5_0>, WT::Q5_0, false>, decode_gemm<Legacy512<PairQ5_0>, WT::Q5_0, true>);
+  set(WT::IQ4_NL, decode_gemm<Legacy512<PairIQ4_NL>, WT::IQ4_NL, false>,
+      decode_gemm<Legacy512<PairIQ4_NL>, WT::IQ4_NL, true>);
 }
 
 }  // namespace tandem::cpu::avx512
