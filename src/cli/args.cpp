@@ -322,7 +322,6 @@ std::string ArgParser::help() const {
     out += help + "\n";
   }
   out += format("  %-28s %s\n", "-h, --help", "show this help and exit");
-  if (!epilog_.empty()) out += "\n" + epilog_ + "\n";
   return out;
 }
 

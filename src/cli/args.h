@@ -41,7 +41,6 @@ class ArgParser {
   // Runs a registered option's setter on one value, as if "name value" had been given.
   Status set(const std::string& name, std::string_view value) const;
   void positional(const std::string& name, const std::string& help, std::string* out, bool required);
-  void epilog(std::string text) { epilog_ = std::move(text); }
 
   // Fills the outputs; `help_requested()` is set by -h/--help (then nothing else is checked).
   Status parse(int argc, char** argv);
@@ -67,7 +66,7 @@ class ArgParser {
   std::string closest_flag(std::string_view name) const;
   const Option* find(std::string_view name) const;
 
-  std::string command_, usage_, summary_, epilog_;
+  std::string command_, usage_, summary_;
   std::vector<Option> options_;
   std::vector<Positional> positionals_;
   bool help_ = false;

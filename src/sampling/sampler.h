@@ -95,7 +95,6 @@ class Sampler {
   // The candidates that survived the last sample(), with normalized probabilities after temperature,
   // in chain order (not sorted); valid until the next sample(). A greedy step leaves one with p = 1.
   std::span<const Candidate> candidates() const { return cur_.view(); }
-  size_t selected() const { return selected_; }
 
   // The n most probable survivors of the last sample(), best first (ties: lower id first).
   void top_probs(size_t n, std::vector<TokenProb>* out) const;

@@ -78,6 +78,6 @@ const CpuOps& ops_for(Isa isa);  // a given supported level; entries fall back t
 
 namespace generic { void fill_ops(CpuOps& o); void fill_flash_ops(CpuOps& o); }  // generic/ops.cpp, flash.cpp
 namespace avx2 { void fill_ops(CpuOps& o); }                                    // avx2/ops.cpp
-namespace avx512 { void fill_ops(CpuOps& o); void fill_flash_ops(CpuOps& o); }  // avx512/ops.cpp, flash.cpp
+namespace avx512 { void fill_ops(CpuOps& o); void fill_flash_ops(CpuOps& o); }  // avx512/ops.cpp
 
 }  // namespace tandem::cpu
