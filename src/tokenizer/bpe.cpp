@@ -4,20 +4,16 @@
 #include <string>
 
 #include "tokenizer/merges.h"
-#include "tokenizer/unicode.h"
+#include "tokenizer/symbols.h"
 
 namespace tandem::tokenizer {
 namespace {
-
-struct Symbol {
-  int prev, next;
-  uint32_t begin, size;  // size 0 once merged into the left neighbour
-};
 
 struct Bigram {
   int left, right;
   int32_t rank;
   uint32_t left_size, right_size;  // at queueing time: a later mismatch means the pair is stale
+  bool stale(const Symbol& l, const Symbol& r) const { return l.size != left_size || r.size != right_size; }
 };
 
 // Lowest rank first; on equal ranks the leftmost pair.
@@ -43,15 +39,7 @@ void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<To
       return;
     }
   }
-  std::vector<Symbol> symbols;
-  symbols.reserve(word.size());
-  for (size_t offset = 0; offset < word.size();) {
-    const uint32_t len = uint32_t(std::min(utf8_len(uint8_t(word[offset])), word.size() - offset));
-    const int index = int(symbols.size());
-    symbols.push_back({index - 1, offset + len == word.size() ? -1 : index + 1, uint32_t(offset), len});
-    offset += len;
-  }
-
+  std::vector<Symbol> symbols = utf8_symbols(word);
   std::priority_queue<Bigram, std::vector<Bigram>, BigramOrder> queue;
   std::string key;  // "left right", the form of a merge line
   auto try_add = [&](int left, int right) {
@@ -65,21 +53,7 @@ void bpe_tokenize_word(const Vocab& vocab, std::string_view word, std::vector<To
     if (it == vocab.merge_ranks.end()) return;
     queue.push({left, right, it->second, l.size, r.size});
   };
-  for (int i = 1; i < int(symbols.size()); ++i) try_add(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[size_t(b.left)];
-    Symbol& r = symbols[size_t(b.right)];
-    if (l.size != b.left_size || r.size != b.right_size || l.size == 0 || r.size == 0) continue;
-    l.size += r.size;
-    r.size = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[size_t(r.next)].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  merge_symbols(symbols, queue, try_add);
 
   for (int i = 0; i != -1; i = symbols[size_t(i)].next) {
     const Symbol& s = symbols[size_t(i)];

@@ -3,20 +3,16 @@
 #include <queue>
 
 #include "tokenizer/merges.h"
-#include "tokenizer/unicode.h"
+#include "tokenizer/symbols.h"
 
 namespace tandem::tokenizer {
 namespace {
-
-struct Symbol {
-  int prev, next;
-  uint32_t begin, size;  // bytes of the fragment; size 0 once merged into its left neighbour
-};
 
 struct Bigram {
   int left, right;
   float score;
   uint32_t size;  // bytes of left + right when queued: a later mismatch means the pair is stale
+  bool stale(const Symbol& l, const Symbol& r) const { return l.size + r.size != size; }
 };
 
 // Highest score first; on equal scores the leftmost pair.
@@ -29,14 +25,7 @@ struct BigramOrder {
 }  // namespace
 
 void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<TokenId>* out) {
-  std::vector<Symbol> symbols;
-  symbols.reserve(text.size());
-  for (size_t offset = 0; offset < text.size();) {
-    const uint32_t len = uint32_t(std::min(utf8_len(uint8_t(text[offset])), text.size() - offset));
-    const int index = int(symbols.size());
-    symbols.push_back({index - 1, offset + len == text.size() ? -1 : index + 1, uint32_t(offset), len});
-    offset += len;
-  }
+  std::vector<Symbol> symbols = utf8_symbols(text);
   if (symbols.empty()) return;
 
   std::vector<Bigram> storage;
@@ -50,21 +39,7 @@ void spm_tokenize(const Vocab& vocab, std::string_view text, std::vector<TokenId
     if (id == kNoToken) return;
     queue.push({left, right, vocab.scores[size_t(id)], l.size + r.size});
   };
-  for (int i = 1; i < int(symbols.size()); ++i) try_add(i - 1, i);
-
-  while (!queue.empty()) {
-    const Bigram b = queue.top();
-    queue.pop();
-    Symbol& l = symbols[size_t(b.left)];
-    Symbol& r = symbols[size_t(b.right)];
-    if (l.size == 0 || r.size == 0 || l.size + r.size != b.size) continue;
-    l.size += r.size;
-    r.size = 0;
-    l.next = r.next;
-    if (r.next >= 0) symbols[size_t(r.next)].prev = b.left;
-    try_add(l.prev, b.left);
-    try_add(b.left, l.next);
-  }
+  merge_symbols(symbols, queue, try_add);
 
   for (int i = 0; i != -1; i = symbols[size_t(i)].next) {
     const Symbol& s = symbols[size_t(i)];
