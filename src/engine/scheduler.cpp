@@ -334,7 +334,9 @@ void Scheduler::sample(Slot& slot, std::span<const float> logits) {
     stats_.ttft_s.observe((slot.t_first_ms - task.t_submit_ms) / 1e3);
   }
   if (task.n_predict == 0) return finish(slot, FinishReason::Length);
-  GeneratedToken out{slot.sampler->sample(logits)};
+  GeneratedToken out;
+  out.id = slot.sampler->sample(logits);
+  out.id_slot = slot.id;
   slot.sampler->accept(out.id);
   slot.last_token = out.id;
   if (!task.ignore_eos && vocab_.is_eog(out.id)) return finish(slot, FinishReason::Stop);

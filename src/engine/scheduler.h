@@ -35,6 +35,7 @@ struct GeneratedToken {
   int32_t id;
   float logprob = 0;              // set when the task wants logprobs
   std::vector<TokenLogprob> top;  // the task's n_probs most likely tokens, best first
+  int32_t id_slot = -1;           // the slot that generated it (streamed replies name it from the start)
 };
 
 enum class FinishReason { Stop, Length, Cancelled, Error };

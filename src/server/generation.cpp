@@ -44,6 +44,7 @@ void Exchange::cancel_all() {
 void Exchange::on_token(size_t i, const GeneratedToken& t) {
   ChoiceState& c = choices_[i];
   if (c.stopped_by_word) return;
+  c.stats.id_slot = t.id_slot;
   const std::string piece = decoders_[i].push(t.id);
   c.tokens.push_back({t, tok_.token_to_piece(t.id, false)});
   const size_t old = c.text.size();

@@ -213,10 +213,11 @@ def test_native_completion_fields(server):
 
 def test_native_stream_ends_with_stop(server):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    conn.request("POST", "/completion", json.dumps({"prompt": "The sky is", "n_predict": 4, "stream": True}),
-                 {"Content-Type": "application/json"})
+    conn.request("POST", "/completion", json.dumps({"prompt": "The sky is", "n_predict": 4, "stream": True,
+                                                    "id_slot": 2}), {"Content-Type": "application/json"})
     events = [json.loads(l[6:]) for l in conn.getresponse().read().decode().splitlines() if l.startswith("data: ")]
     assert events[-1]["stop"] is True and events[-1]["tokens_predicted"] == 4
+    assert all(e["id_slot"] == 2 for e in events), "every event names the slot, as llama-server's do"
     assert all(e["stop"] is False for e in events[:-1]) and "".join(e["content"] for e in events[:-1])
 
 
