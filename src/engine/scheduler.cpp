@@ -309,6 +309,14 @@ Status Scheduler::step() {
   const double t_step_s = (now_ms() - t0) / 1e3;
   const int64_t n_prompt = batch.size() - n_decode;
   ++stats_.n_steps;
+  if (const expert::ExpertCache* c = ctx_.model().expert_cache()) {
+    const expert::ExpertCacheStats& e = c->stats();
+    stats_.expert_cache = true;
+    stats_.expert_hits = e.hits;
+    stats_.expert_misses = e.misses + e.late;
+    stats_.expert_disk_read_bytes = e.bytes_read;
+    stats_.expert_disk_read_s = double(e.read_us) / 1e6;
+  }
   stats_.n_passes += uint64_t((batch.size() + ctx_.options().n_ubatch - 1) / ctx_.options().n_ubatch);
   stats_.n_prompt_tokens += uint64_t(n_prompt);
   (n_prompt > 0 ? stats_.t_prompt_s : stats_.t_generate_s) += t_step_s;

@@ -36,6 +36,11 @@ struct SchedulerStats {
   double t_generate_s = 0;        // wall time of steps that held generated tokens only
   uint64_t n_requests_finished[4] = {};  // by FinishReason: stop, length, cancelled, error
   uint64_t n_rejected = 0;        // submit() refused: the queue was full
+  // --expert-cache (expert/expert_cache.h), as of the last step: uses that found the expert in RAM, uses
+  // that waited for its read (misses and late prefetches), bytes read and the time reads were in flight.
+  bool expert_cache = false;
+  uint64_t expert_hits = 0, expert_misses = 0, expert_disk_read_bytes = 0;
+  double expert_disk_read_s = 0;
   // Seconds from submit() to the first generated token, and to the end of the task.
   Histogram ttft_s{{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}};
   Histogram latency_s{{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}};

@@ -52,7 +52,7 @@ Result<std::unique_ptr<ExpertCache>> ExpertCache::open(const ExpertLayout& layou
   }
   const uint64_t n_slots = std::min<uint64_t>(o.budget_bytes / slot_bytes, c->key_layer_.size());
   if (n_slots == 0)
-    return invalid_argument("expert cache: a budget of %llu bytes holds no expert (one slot takes %llu)",
+    return invalid_argument("a budget of %llu bytes holds no expert (one slot takes %llu)",
                             (unsigned long long)o.budget_bytes, (unsigned long long)slot_bytes);
   c->memory_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, n_slots * slot_bytes));
   if (!c->memory_)

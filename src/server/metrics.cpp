@@ -104,6 +104,16 @@ std::string prometheus_text(const MonitorSnapshot& s) {
   for (int r = 0; r < 4; ++r) e.sample("tandem_requests_total", double(st.n_requests_finished[r]), {{"reason", kReasons[r]}});
   e.one("tandem_requests_rejected_total", "counter", "Requests refused with 503 because the queue was full",
         double(st.n_rejected));
+  if (st.expert_cache) {
+    e.one("tandem_expert_cache_hits_total", "counter", "Routed experts found in RAM when their layer ran (--expert-cache)",
+          double(st.expert_hits));
+    e.one("tandem_expert_cache_misses_total", "counter", "Routed experts their layer waited to read from disk",
+          double(st.expert_misses));
+    e.one("tandem_expert_disk_read_bytes_total", "counter", "Bytes the expert cache read from the model file(s)",
+          double(st.expert_disk_read_bytes));
+    e.one("tandem_expert_disk_read_seconds_total", "counter", "Wall time with at least one expert read in flight",
+          st.expert_disk_read_s);
+  }
   e.one("tandem_requests_processing", "gauge", "Slots generating or decoding a prompt", s.n_processing());
   e.one("tandem_requests_queued", "gauge", "Generations waiting for a free slot", double(s.n_queued));
   e.histogram("tandem_time_to_first_token_seconds", "Seconds from a generation's arrival to its first token", st.ttft_s);
