@@ -1,12 +1,16 @@
 // tandem run: generate text from a prompt, or chat interactively, streaming tokens as they come.
 // Flags follow llama.cpp's llama-cli / llama-completion where they mean the same thing.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/args.h"
 #include "cli/commands.h"
@@ -85,6 +89,21 @@ Status generate(Scheduler& scheduler, const tokenizer::Tokenizer& tok, std::shar
 
 // The prompt's time runs to its logits; the generation's from there: sampling every token and
 // decoding all but the last, so its speed is counted over the tokens decoded.
+// The --expert-trace file: {"model", "n_layer", "n_expert", "n_expert_used", "keys": [...]}.
+Status write_expert_trace(const std::string& path, const std::string& model, const model::HParams& hp,
+                          model::ExpertStats& routing) {
+  routing.flush_trace();
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) return io_error("run: --expert-trace: cannot write '%s': %s", path.c_str(), std::strerror(errno));
+  std::string keys;
+  for (int32_t k : routing.trace) keys += (keys.empty() ? "" : ",") + std::to_string(k);
+  const bool ok = std::fprintf(f, "{\"model\": %s, \"n_layer\": %lld, \"n_expert\": %lld, \"n_expert_used\": %lld, "
+                               "\"keys\": [%s]}\n", nlohmann::json(model).dump().c_str(), (long long)hp.n_layer,
+                               (long long)hp.n_expert, (long long)hp.n_expert_used, keys.c_str()) > 0;
+  if (std::fclose(f) != 0 || !ok) return io_error("run: --expert-trace: cannot write '%s'", path.c_str());
+  return Status::ok();
+}
+
 // cache0: the expert cache's counters before the first prompt (the warm-up's reads are load time).
 void print_stats(const Generation& g, const Engine& e, const expert::ExpertCacheStats& cache0) {
   const double t_load_s = e.t_load_s;
@@ -112,6 +131,10 @@ int run_main(int argc, char** argv) {
   add_engine_flags(args, ef);
   args.string("-p,--prompt", "TEXT", "prompt to continue", &prompt);
   args.string("-f,--file", "FILE", "read the prompt from a file", &prompt_file);
+  std::string expert_trace_path;
+  args.string("--expert-trace", "FILE", "MoE models: write the routers' choices for the prompt and the reply, token by\n"
+              "token, as JSON keys layer * n_expert + expert (the access stream an expert cache sees;\n"
+              "docs/expert-tier.md replays such traces through the eviction policies)", &expert_trace_path);
   args.integer("-n,--n-predict,--predict", "N",
                "tokens to generate (default -1: until end of text or a full context; -2, llama.cpp's\n"
                "'until the context is full', is the same here: there is no context shift)",
@@ -186,6 +209,16 @@ int run_main(int argc, char** argv) {
   so.own_thread = false;
   Scheduler scheduler(*e.context, e.tokenizer->vocab(), so);
   Generation stats;
+  model::ExpertStats routing;
+  if (!expert_trace_path.empty()) {
+    const auto& hp = e.model->hparams();
+    if (hp.n_expert == 0)
+      return fail(invalid_argument("run: --expert-trace: %s has no experts (architecture %s)", ef.model.c_str(),
+                                   hp.arch.c_str()));
+    routing.reset(hp.n_layer, hp.n_expert);
+    routing.record_trace = true;
+    e.context->set_expert_stats(&routing);
+  }
   const expert::ExpertCacheStats cache0 = e.model->expert_cache() ? e.model->expert_cache()->stats() : expert::ExpertCacheStats{};
   if (!chat) {
     auto tokens = e.tokenizer->tokenize(prompt, true, true);
@@ -200,6 +233,9 @@ int run_main(int argc, char** argv) {
       std::fprintf(stderr, "\n[stopped before the grammar was complete: the output is a valid prefix%s]\n",
                    stats.n_generated == n_predict ? "; raise -n" : "");
     print_stats(stats, e, cache0);
+    if (!expert_trace_path.empty())
+      if (Status st = write_expert_trace(expert_trace_path, ef.model, e.model->hparams(), routing); !st.is_ok())
+        return fail(st);
     return 0;
   }
 

@@ -92,3 +92,20 @@ def test_a_file_truncated_under_the_server_is_a_500_and_the_server_goes_on(model
         assert s.proc.poll() is None
     finally:
         s.stop()
+
+
+def test_run_writes_the_routing_trace_token_by_token(model, tmp_path, tandem_bin):
+    trace = tmp_path / "trace.json"
+    proc = run_tandem("run", "-m", model, "-p", "The quick brown fox jumps", "-n", "4", "--temp", "0", "-t", "2",
+                      "--no-warmup", "--expert-trace", trace)
+    assert proc.returncode == 0, proc.stderr
+    n_prompt = int(re.search(r"prompt: (\d+) tokens", proc.stderr).group(1))
+    n_decoded = int(re.search(r"(\d+) decoded", proc.stderr).group(1))
+    t = json.loads(trace.read_text())
+    assert (t["n_layer"], t["n_expert"], t["n_expert_used"]) == (3, 16, 4)
+    keys = t["keys"]
+    assert len(keys) == (n_prompt + n_decoded) * 2 * 4  # 2 MoE layers (1, 2), top-4, every token once
+    for i in range(0, len(keys), 4):  # a token's choices in one layer: distinct, ascending, of layers 1 then 2
+        group = keys[i:i + 4]
+        assert group == sorted(set(group)) and len({k // 16 for k in group}) == 1
+        assert group[0] // 16 == 1 + (i // 4) % 2
