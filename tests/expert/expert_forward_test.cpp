@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include "backend/cpu/cpu_backend.h"
 #include "engine/context.h"
@@ -136,6 +137,30 @@ TEST(ExpertForward, RefusesACacheBelowOneExpertNamingTheSlotSize) {
   ASSERT_FALSE(r);
   EXPECT_NE(r.error().message().find("--expert-cache"), std::string::npos) << r.error().message();
   EXPECT_NE(r.error().message().find(std::to_string(slot_bytes(path))), std::string::npos) << r.error().message();
+}
+
+// Locked bytes of this process (VmLck of /proc/self/status); -1 when unreadable.
+int64_t locked_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmLck:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return -1;
+}
+
+// --mlock with --expert-cache locks the cache's slots and the resident tensors (not the experts' bytes in
+// the file): VmLck grows by at least the slots.
+TEST(ExpertForward, MlockLocksTheCacheSlotsAndResidentTensors) {
+  MODEL_OR_SKIP(path, test::tiny_deepseek_q4);
+  const int64_t before = locked_bytes();
+  if (before < 0) GTEST_SKIP() << "no VmLck in /proc/self/status";
+  cpu::CpuBackend cpu(2);
+  model::ModelLoadOptions o;
+  o.expert_cache_bytes = 8 * slot_bytes(path);
+  o.mlock = true;
+  auto m = model::Model::load(path, o, cpu);
+  ASSERT_TRUE(m) << m.error().message();
+  if (!(*m)->warnings().empty()) GTEST_SKIP() << "mlock refused here: " << (*m)->warnings().front();
+  EXPECT_GE(locked_bytes() - before, int64_t(8 * slot_bytes(path)));
 }
 
 // The file cut inside the last layer's experts while the model runs: steps whose experts are cached
