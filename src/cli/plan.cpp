@@ -170,15 +170,19 @@ int plan_main(int argc, char** argv) {
   placement::DeviceSpeed cpu = placement::cpu_speed(probe);
   if (ram_bw > 0) {  // another machine's memory: this one's kernel rates do not apply to decode
     cpu.bytes_per_s = ram_bw * 1e9;
-    cpu.decode.clear();
+    for (auto& [type, rates] : cpu.kernels)
+      for (placement::KernelRate& k : rates) k.decode_bytes_per_s = cpu.bytes_per_s, k.decode_call_s = 0;
+    cpu.op_call_s = cpu.attention_call_s = 0;  // this machine's fixed costs say nothing of the other's
   }
   if (cpu_gflops > 0) {
-    cpu.prefill.clear();
+    for (auto& [type, rates] : cpu.kernels)
+      for (placement::KernelRate& k : rates) k.prefill_flops_per_s = cpu_gflops * 1e9;
     cpu.flops_per_s = cpu_gflops * 1e9;
+    cpu.attention_flops_per_s = cpu.elementwise_per_s = 0;  // attention at the given rate, elementwise ops not counted
   }
   if (ram_bw > 0 || cpu_gflops > 0) speeds_from += std::string(speeds_from.empty() ? "" : "; ") + "flags";
   st.speeds.devices.push_back(cpu);
-  for (int64_t g = 0; g < gpus; ++g) st.speeds.devices.push_back({vram_bw * 1e9, {}, {}, gpu_tflops * 1e12});
+  for (int64_t g = 0; g < gpus; ++g) st.speeds.devices.push_back({vram_bw * 1e9, {}, gpu_tflops * 1e12});
   for (size_t i = 0; i < sims.size(); ++i) st.speeds.devices.push_back(cpu);
   st.speeds.link_bytes_per_s = link_bw * 1e9;
   if (disk_bw == 0) disk_bw = probe.disk ? probe.disk->random_bytes_per_s / 1e9 : 3;

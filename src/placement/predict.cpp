@@ -41,6 +41,30 @@ int count_crossings(const Plan& plan, const std::vector<TensorInfo>& tensors) {
   return crossings;
 }
 
+// A layer's ops besides its matmuls and attention: one per norm it has (its 1-D *norm* tensors) and
+// five more (the FFN's activation, RoPE of Q and of K, the KV store, the residual adds), each a call
+// of the thread pool; and the values a token puts through them (each norm and the other four ops over
+// n_embd values, the activation over the FFN's width: ffn_up's rows, n_used experts' for a MoE layer).
+struct LayerOps {
+  double n_calls = 0;
+  double values_per_token = 0;
+};
+
+LayerOps layer_ops(const std::vector<TensorInfo>& tensors, int il, const ModelShape& shape) {
+  int n_norms = 0;
+  double ffn_width = 0;
+  for (const TensorInfo& t : tensors) {
+    if (t.layer != il) continue;
+    if (t.shape.size() == 1 && t.name.find("norm") != std::string::npos) ++n_norms;
+    const bool fused = t.name.find("ffn_gate_up") != std::string::npos;  // gate and up rows in one matrix
+    if ((t.name.find("ffn_up") == std::string::npos && !fused) || t.shape.size() < 2) continue;
+    const bool experts = is_experts(t.name) && t.shape.size() == 3 && shape.n_expert > 0;
+    const double rows = double(t.shape[t.shape.size() - 2]) / (fused ? 2 : 1);
+    ffn_width += experts ? rows * double(shape.n_expert_used) : rows;
+  }
+  return {double(n_norms + 5), double(n_norms + 4) * double(shape.n_embd) + ffn_width};
+}
+
 // Speeds are given per device of make_plan's input; -dev may have left some out of the plan.
 const DeviceSpeed& speed_of(const Plan& plan, const Speeds& s, size_t d) {
   return s.devices[plan.device_ids.empty() ? d : size_t(plan.device_ids[d])];
@@ -70,19 +94,32 @@ void finish(const Plan& plan, Prediction& p, int64_t n_tokens) {
 
 }  // namespace
 
-double DeviceSpeed::flops(WeightType t) const {
-  const auto it = prefill.find(t);
-  return it != prefill.end() ? it->second : flops_per_s;
+std::optional<KernelRate> DeviceSpeed::kernel(WeightType t, int64_t row_length) const {
+  const auto it = kernels.find(t);
+  if (it == kernels.end() || it->second.empty()) return std::nullopt;
+  const std::vector<KernelRate>& k = it->second;
+  if (row_length <= k.front().row_length) return k.front();
+  for (size_t i = 1; i < k.size(); ++i)
+    if (row_length <= k[i].row_length) {
+      const double f = std::log(double(row_length) / double(k[i - 1].row_length)) /
+                       std::log(double(k[i].row_length) / double(k[i - 1].row_length));
+      auto mix = [f](double a, double b) { return a + (b - a) * f; };
+      return KernelRate{row_length, mix(k[i - 1].decode_bytes_per_s, k[i].decode_bytes_per_s),
+                        mix(k[i - 1].decode_call_s, k[i].decode_call_s),
+                        mix(k[i - 1].prefill_flops_per_s, k[i].prefill_flops_per_s)};
+    }
+  return k.back();
+}
+
+double DeviceSpeed::flops(WeightType t, int64_t row_length) const {
+  const auto k = kernel(t, row_length);
+  return k ? k->prefill_flops_per_s : flops_per_s;
 }
 
 Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
                           const std::vector<size_t>& kv_per_token, int64_t depth, const Speeds& s) {
   const size_t n_dev = plan.devices.size();
-  Prediction p;
-  p.read_bytes.assign(n_dev, 0);
-  p.flops.assign(n_dev, 0);
-  p.seconds.assign(n_dev, 0);
-  p.bound.assign(n_dev, "memory bandwidth");
+  Prediction p(n_dev);
   std::vector<double> memory_s(n_dev, 0);
   std::vector<std::map<std::string, double>> by_type(n_dev);
   for (size_t i = 0; i < tensors.size(); ++i) {
@@ -90,31 +127,40 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
     const size_t d = size_t(plan.tensor_device[i]);
     const DeviceSpeed& ds = speed_of(plan, s, d);
     uint64_t bytes = t.bytes;
-    double params = double(t.n_params());
-    double rate = ds.bytes_per_s;
+    double params = double(t.n_params()), calls = 1;
+    double rate = ds.bytes_per_s, call_s = 0;
     if (is_token_embd(t) && shape.n_vocab > 0) {  // one row, copied out
       bytes /= uint64_t(shape.n_vocab);
       params = 0;
     } else if (is_experts(t.name) && shape.n_expert > 0) {
       bytes = bytes * uint64_t(shape.n_expert_used) / uint64_t(shape.n_expert);
       params = params * double(shape.n_expert_used) / double(shape.n_expert);
+      calls = double(shape.n_expert_used);  // each picked expert's matrix is a stream of its own
     }
     if (t.shape.size() >= 2 && params > 0)
-      if (const auto it = ds.decode.find(t.type); it != ds.decode.end()) rate = it->second;
+      if (const auto k = ds.kernel(t.type, t.shape.back())) rate = k->decode_bytes_per_s, call_s = k->decode_call_s;
     p.read_bytes[d] += bytes;
     if (t.shape.size() >= 2) p.flops[d] += 2 * params;
-    p.seconds[d] += double(bytes) / rate;
+    const double matmul_s = double(bytes) / rate + (params > 0 ? calls * call_s : 0);
+    p.seconds[d] += matmul_s;
     memory_s[d] += double(bytes) / ds.bytes_per_s;
-    by_type[d][std::string(type_name(t.type)) + " matmul kernels"] += double(bytes) / rate;
+    by_type[d][std::string(type_name(t.type)) + " matmul kernels"] += matmul_s;
   }
   for (size_t il = 0; il < plan.kv_device.size(); ++il) {
     const size_t d = size_t(plan.kv_device[il]);
+    const DeviceSpeed& ds = speed_of(plan, s, d);
     const double bytes = double(kv_per_token[il]) * double(depth);
     p.read_bytes[d] += uint64_t(bytes);
-    p.seconds[d] += bytes / speed_of(plan, s, d).bytes_per_s;
-    memory_s[d] += bytes / speed_of(plan, s, d).bytes_per_s;
+    p.seconds[d] += bytes / ds.bytes_per_s;
+    memory_s[d] += bytes / ds.bytes_per_s;
+    // A token's other ops are all fixed cost: attention's call, and each elementwise op's.
+    const LayerOps ops = layer_ops(tensors, int(il), shape);
+    const double fixed_s = ds.attention_call_s + ops.n_calls * ds.op_call_s;
+    p.seconds[d] += fixed_s;
+    by_type[d]["per-op fixed costs"] += fixed_s;
   }
-  // A kernel that streams a type clearly slower than memory is what bounds the device.
+  // A kernel that streams a type clearly slower than memory (or the ops' fixed costs) is what bounds
+  // the device.
   for (size_t d = 0; d < n_dev; ++d)
     if (p.seconds[d] > 1.2 * memory_s[d]) p.bound[d] = largest(by_type[d]);
   p.link_seconds = count_crossings(plan, tensors) * (s.link_latency_s + double(shape.n_embd) * 4 / s.link_bytes_per_s);
@@ -127,15 +173,13 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
                            const std::vector<size_t>& kv_per_token, int64_t n_prompt, int64_t n_ubatch, int64_t depth,
                            const Speeds& s) {
   const size_t n_dev = plan.devices.size();
-  Prediction p;
-  p.read_bytes.assign(n_dev, 0);
-  p.flops.assign(n_dev, 0);
-  p.seconds.assign(n_dev, 0);
-  p.bound.assign(n_dev, "memory bandwidth");
+  Prediction p(n_dev);
   std::vector<double> memory_total(n_dev, 0), compute_total(n_dev, 0);
   std::vector<std::map<std::string, double>> by_type(n_dev);
   const int crossings = count_crossings(plan, tensors);
   const double used = shape.n_expert > 0 ? double(shape.n_expert_used) / double(shape.n_expert) : 1;
+  std::vector<LayerOps> ops;
+  for (size_t il = 0; il < plan.kv_device.size(); ++il) ops.push_back(layer_ops(tensors, int(il), shape));
   for (int64_t done = 0; done < n_prompt; done += n_ubatch) {
     const int64_t u = std::min(n_ubatch, n_prompt - done);
     const bool last = done + u >= n_prompt;  // only the prompt's last token needs logits
@@ -160,25 +204,32 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
       p.read_bytes[d] += uint64_t(bytes);
       p.flops[d] += flops;
       memory_s[d] += bytes / ds.bytes_per_s;
-      const double rate = ds.flops(t.type);
+      const double rate = t.shape.empty() ? 0 : ds.flops(t.type, t.shape.back());
       if (flops > 0 && rate > 0) {
         compute_s[d] += flops / rate;
         by_type[d][std::string(type_name(t.type)) + " matmul throughput"] += flops / rate;
       }
     }
-    // Attention: each token against the cache so far (causal within the micro-batch), read once.
     for (size_t il = 0; il < plan.kv_device.size(); ++il) {
       const size_t d = size_t(plan.kv_device[il]);
+      const DeviceSpeed& ds = speed_of(plan, s, d);
+      // Attention: each token against the cache so far (causal within the micro-batch), read once.
       const double cells = double(depth + done) + double(u + 1) / 2;
       const double flops = 2.0 * double(shape.n_head) * double(shape.head_dim_k + shape.head_dim_v) * double(u) * cells;
-      const double rate = speed_of(plan, s, d).flops(WeightType::F16);
+      const double rate = ds.attention_flops_per_s > 0 ? ds.attention_flops_per_s : ds.flops(WeightType::F16, 4096);
       const double kv_bytes = double(kv_per_token[il]) * double(depth + done + u);
       p.read_bytes[d] += uint64_t(kv_bytes);
-      memory_s[d] += kv_bytes / speed_of(plan, s, d).bytes_per_s;
+      memory_s[d] += kv_bytes / ds.bytes_per_s;
       p.flops[d] += flops;
       if (rate > 0) {
         compute_s[d] += flops / rate;
         by_type[d]["attention throughput"] += flops / rate;
+      }
+      // Norms, activation, RoPE, residual adds: each token's values through the elementwise rate.
+      if (ds.elementwise_per_s > 0) {
+        const double op_s = double(u) * ops[il].values_per_token / ds.elementwise_per_s;
+        compute_s[d] += op_s;
+        by_type[d]["elementwise ops"] += op_s;
       }
     }
     for (size_t d = 0; d < n_dev; ++d) {

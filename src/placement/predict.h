@@ -10,6 +10,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,12 +18,30 @@
 
 namespace tandem::placement {
 
+// A weight type's matmul kernel as tandem probe timed it at one row length (the kernels' per-row and
+// per-call costs make short rows slower: Gemma 3 270M's 640-wide Q8_0 output streamed at 32 GB/s where
+// 4096-wide rows read 39).
+struct KernelRate {
+  int64_t row_length = 0;
+  double decode_bytes_per_s = 0;   // one token, weights streamed from DRAM
+  double decode_call_s = 0;        // per call of a small matrix, beyond bytes / decode_bytes_per_s
+  double prefill_flops_per_s = 0;  // a micro-batch of 512 tokens
+};
+
 struct DeviceSpeed {
-  double bytes_per_s = 0;                 // memory read bandwidth
-  std::map<WeightType, double> decode;    // the matmul kernel's streaming rate with one token (weight bytes/s)
-  std::map<WeightType, double> prefill;   // matmul throughput at a prefill micro-batch (flop/s)
-  double flops_per_s = 0;                 // for a type `prefill` lacks; 0: compute never bounds
-  double flops(WeightType t) const;       // prefill[t], else flops_per_s
+  double bytes_per_s = 0;                                 // memory read bandwidth
+  std::map<WeightType, std::vector<KernelRate>> kernels;  // per type, by row length ascending; none: the
+                                                          // type streams at bytes_per_s, computes at flops_per_s
+  double flops_per_s = 0;        // prefill throughput of a type `kernels` lacks; 0: compute never bounds
+  // Per layer of a forward pass, besides the matmuls (0: not counted): an elementwise op's fixed cost per
+  // call and its rate on a micro-batch (values/s); attention's fixed cost per decode call and its rate
+  // in prefill (0: flops(F16) stands in).
+  double op_call_s = 0, elementwise_per_s = 0, attention_call_s = 0, attention_flops_per_s = 0;
+
+  // The kernel of type t for rows of row_length: interpolated in log(row length) between the timed
+  // lengths, the nearest one outside them; nullopt when t was not timed.
+  std::optional<KernelRate> kernel(WeightType t, int64_t row_length) const;
+  double flops(WeightType t, int64_t row_length) const;  // the kernel's prefill rate, else flops_per_s
 };
 
 struct Speeds {
@@ -37,6 +56,9 @@ struct ModelShape {
 };
 
 struct Prediction {
+  Prediction() = default;
+  explicit Prediction(size_t n_dev)  // zeros for n_dev devices, each bound by its memory until shown otherwise
+      : read_bytes(n_dev, 0), flops(n_dev, 0), seconds(n_dev, 0), bound(n_dev, "memory bandwidth") {}
   std::vector<uint64_t> read_bytes;  // per device: per token (decode) or summed over the prompt (prefill)
   std::vector<double> flops;         // per device, likewise
   std::vector<double> seconds;       // per device, likewise

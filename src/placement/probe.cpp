@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -73,11 +74,12 @@ std::vector<int> thread_counts(int n) {
   return out;
 }
 
-// Bytes that no cache holds: four times the L3 (AMD's victim L3 keeps part of a buffer twice its size),
-// at least 64 MiB, at most 1 GiB; quick: twice the L3, most of it still from memory.
-size_t beyond_cache_bytes(bool quick) {
+// Bytes that no cache holds: four times the L3 (AMD's victim L3 keeps part of a buffer twice its size:
+// twice the L3 read 18% faster on the Zen 4 of BENCHMARKS.md than Gemma's output matrix streams), at
+// least 64 MiB, at most 1 GiB.
+size_t beyond_cache_bytes() {
   const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  return std::clamp(size_t(l3 > 0 ? l3 : 0) * (quick ? 2 : 4), size_t(64) << 20, size_t(1) << 30);
+  return std::clamp(size_t(l3 > 0 ? l3 : 0) * 4, size_t(64) << 20, size_t(1) << 30);
 }
 
 // The best time of `reps` runs of fn, after one untimed run (pages touched, tables built).
@@ -93,14 +95,15 @@ double best_seconds(int reps, Fn&& fn) {
   return best;
 }
 
-// `data`: a buffer of beyond_cache_bytes(quick) shared by every type (its pages are touched once).
-MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, bool quick, uint8_t* data) {
-  constexpr int64_t kRow = 4096;  // a 4096-wide row: every block size divides it; a common n_embd
+// `data`: a buffer of beyond_cache_bytes() shared by every type (its pages are touched once).
+MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t kRow, bool quick, uint8_t* data) {
   const size_t row = row_bytes(type, kRow);
   // Decode streams the matrix from memory, as a model's weights are: a matrix well past the last-level
   // cache (a smaller one would time the cache, not decode).
-  const int64_t decode_rows = int64_t(beyond_cache_bytes(quick)) / int64_t(row);
-  const int64_t prefill_rows = quick ? 256 : 2048, n_tokens = quick ? 64 : 512;
+  const int64_t decode_rows = int64_t(beyond_cache_bytes()) / int64_t(row);
+  // Prefill at the default micro-batch: fewer tokens or rows time a less efficient kernel than a model's
+  // (64 tokens x 256 rows read 169 GFLOP/s of Q5_0 where Gemma 3 270M's matrices ran at 300).
+  const int64_t prefill_rows = quick ? 1024 : 2048, n_tokens = 512;
   std::vector<float> x(size_t(kRow * n_tokens)), y(size_t(std::max(decode_rows, prefill_rows * n_tokens)));
   std::mt19937 rng(42);
   std::normal_distribution<float> dist(0, 1);
@@ -123,11 +126,93 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, bool quick, uint8
   const int reps = quick ? 2 : 5;
   MatmulRate m;
   m.type = type;
+  m.row_length = kRow;
   m.decode_bytes_per_s = double(wd.size_bytes) / best_seconds(reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); });
+  // A model's matrices are small (0.1 to a few MiB): each call also pays waking the threads and the
+  // streams' start from DRAM (Gemma 3 270M's 0.1-1 MiB matrices took 7-12 us more than bytes / rate).
+  // Matrices of 128 rows, each read once in turn across the buffer: the time per call beyond bytes / rate.
+  constexpr int64_t kSmallRows = 128;
+  const int64_t n_small = decode_rows / kSmallRows;
+  std::vector<Weight> small;
+  for (int64_t i = 0; i < n_small; ++i) {
+    small.push_back(weight(kSmallRows));
+    small.back().data = data + size_t(i * kSmallRows) * row;
+    small.back().size_bytes = row * size_t(kSmallRows);
+  }
+  const double t_small = best_seconds(reps, [&] {
+                           for (const Weight& w : small) cpu.matmul(w, x.data(), 1, y.data(), nullptr);
+                         }) / double(n_small);
+  m.decode_call_s = std::max(0.0, t_small - double(row * size_t(kSmallRows)) / m.decode_bytes_per_s);
   m.prefill_tokens = n_tokens;
   m.prefill_flops_per_s = 2.0 * double(prefill_rows) * double(kRow) * double(n_tokens) /
-                          best_seconds(quick ? 4 : 3, [&] { cpu.matmul(wp, x.data(), n_tokens, y.data(), nullptr); });
+                          best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), n_tokens, y.data(), nullptr); });
   return m;
+}
+
+// The mean time of one call of fn over `calls` calls, best of `reps` such runs (after one untimed run).
+template <typename Fn>
+double per_call_seconds(int calls, int reps, Fn&& fn) {
+  return best_seconds(reps, [&] {
+           for (int i = 0; i < calls; ++i) fn();
+         }) / calls;
+}
+
+OpCosts probe_ops(cpu::CpuBackend& cpu, bool quick) {
+  OpCosts c;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0, 1);
+  // An elementwise op (SwiGLU, as a FFN's activation): its fixed cost on one token's 4096 values, and
+  // its rate on a micro-batch's (512 tokens x 4096).
+  {
+    constexpr int64_t kWidth = 4096, kTokens = 512;
+    std::vector<float> g(static_cast<size_t>(kWidth * kTokens)), u(g.size()), o(g.size());
+    for (float& e : g) e = dist(rng);
+    for (float& e : u) e = dist(rng);
+    c.op_call_s = per_call_seconds(quick ? 200 : 1000, quick ? 3 : 5, [&] { cpu.swiglu(g.data(), u.data(), kWidth, o.data()); });
+    c.elementwise_per_s = double(kWidth * kTokens) /
+                          best_seconds(quick ? 2 : 5, [&] { cpu.swiglu(g.data(), u.data(), kWidth * kTokens, o.data()); });
+  }
+  // Attention as the engine runs it by default (flash where AVX-512 is, engine.cpp), an f16 cache of
+  // 8 query heads over 2 KV heads of 128: the per-token work of most models (n_head x head_dim 1024..2048).
+  constexpr int kHead = 8, kHeadKv = 2, kDim = 128;
+  constexpr int64_t kTokens = 512;
+  const bool flash = cpu::best_isa() >= cpu::Isa::Avx512;
+  std::vector<float> row(static_cast<size_t>(kHeadKv * kDim)), q(static_cast<size_t>(kTokens * kHead * kDim)), out(q.size());
+  for (float& v : q) v = dist(rng);
+  std::vector<uint16_t> k(static_cast<size_t>(kTokens * kHeadKv * kDim)), v(k.size());
+  for (int64_t i = 0; i < kTokens; ++i) {
+    for (float& e : row) e = dist(rng);
+    quant::quantize_row(WeightType::F16, row.data(), k.data() + i * kHeadKv * kDim, kHeadKv * kDim);
+    for (float& e : row) e = dist(rng);
+    quant::quantize_row(WeightType::F16, row.data(), v.data() + i * kHeadKv * kDim, kHeadKv * kDim);
+  }
+  std::vector<int32_t> pos(static_cast<size_t>(kTokens)), seq(static_cast<size_t>(kTokens), 0);
+  for (int64_t i = 0; i < kTokens; ++i) pos[size_t(i)] = int32_t(i);
+  AttentionArgs a;
+  a.out = out.data();
+  a.n_head = kHead;
+  a.n_head_kv = kHeadKv;
+  a.head_dim_k = a.head_dim_v = kDim;
+  a.scale = 1 / std::sqrt(float(kDim));
+  a.k = k.data();
+  a.v = v.data();
+  a.cell_pos = pos.data();
+  a.cell_seq = seq.data();
+  a.token_seq = seq.data();
+  a.flash = flash;
+  // Decode: the last of 64 cells, the depth of a short generation (bench's tg128 averages 64).
+  a.q = q.data();
+  a.n_tokens = 1;
+  a.token_pos = pos.data() + 63;
+  a.n_cells = 64;
+  c.attention_call_s = per_call_seconds(quick ? 50 : 200, quick ? 3 : 5, [&] { cpu.attention(a); });
+  // Prefill: 512 tokens against themselves, causal: token i sees i + 1 cells.
+  a.n_tokens = kTokens;
+  a.token_pos = pos.data();
+  a.n_cells = kTokens;
+  const double flops = 2.0 * kHead * (2 * kDim) * double(kTokens) * double(kTokens + 1) / 2;
+  c.attention_flops_per_s = flops / best_seconds(quick ? 2 : 3, [&] { cpu.attention(a); });
+  return c;
 }
 
 // The prefill shape on one thread through each level's own kernel (kernels.h matmul_f32, which also
@@ -283,19 +368,25 @@ double Probe::read_bytes_per_s() const {
 }
 
 const MatmulRate* Probe::rate(WeightType t) const {
+  const MatmulRate* best = nullptr;
   for (const MatmulRate& m : matmul)
-    if (m.type == t) return &m;
-  return nullptr;
+    if (m.type == t && (!best || m.row_length > best->row_length)) best = &m;
+  return best;
 }
 
 DeviceSpeed cpu_speed(const Probe& p) {
   DeviceSpeed d;
   d.bytes_per_s = p.read_bytes_per_s();
   for (const MatmulRate& m : p.matmul) {
-    d.decode[m.type] = m.decode_bytes_per_s;
-    d.prefill[m.type] = m.prefill_flops_per_s;
+    d.kernels[m.type].push_back({m.row_length, m.decode_bytes_per_s, m.decode_call_s, m.prefill_flops_per_s});
     d.flops_per_s = d.flops_per_s == 0 ? m.prefill_flops_per_s : std::min(d.flops_per_s, m.prefill_flops_per_s);
   }
+  for (auto& [type, rates] : d.kernels)
+    std::sort(rates.begin(), rates.end(), [](const KernelRate& a, const KernelRate& b) { return a.row_length < b.row_length; });
+  d.op_call_s = p.ops.op_call_s;
+  d.elementwise_per_s = p.ops.elementwise_per_s;
+  d.attention_call_s = p.ops.attention_call_s;
+  d.attention_flops_per_s = p.ops.attention_flops_per_s;
   return d;
 }
 
@@ -339,7 +430,7 @@ Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const st
     const int n = int(cpus.size());
     // 1 GiB in all or more, past the last-level cache (quick: 128 MiB), at least 16 MiB (4 MiB) a thread.
     for (int t : thread_counts(n)) {
-      const size_t total = o.quick ? size_t(128) << 20 : std::max(size_t(1) << 30, beyond_cache_bytes(false));
+      const size_t total = o.quick ? size_t(128) << 20 : std::max(size_t(1) << 30, beyond_cache_bytes());
       const size_t per_thread = std::max(size_t(o.quick ? 4 : 16) << 20, total / size_t(t));
       say(format("memory: node %d, %d thread%s", int(node), t, t > 1 ? "s" : ""));
       nb.threads.push_back(t);
@@ -351,13 +442,15 @@ Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const st
   cpu::CpuBackend cpu(p.n_threads);
   std::vector<WeightType> types = o.types;
   if (types.empty()) types.assign(kProbeTypes, kProbeTypes + kNumProbeTypes);
-  std::unique_ptr<uint8_t[]> weights(new uint8_t[beyond_cache_bytes(o.quick)]);
+  std::unique_ptr<uint8_t[]> weights(new uint8_t[beyond_cache_bytes()]);
   for (WeightType t : types) {
     if (!cpu::has_kernel(t) || !quant::can_quantize(t)) continue;
     say(format("matmul: %s", type_name(t).data()));
-    p.matmul.push_back(probe_matmul(cpu, t, o.quick, weights.get()));
+    for (int64_t row_length : kProbeRowLengths) p.matmul.push_back(probe_matmul(cpu, t, row_length, o.quick, weights.get()));
     for (const IsaRate& r : probe_isa_levels(t, o.quick)) p.per_isa.push_back(r);
   }
+  say("other ops: SwiGLU, attention");
+  p.ops = probe_ops(cpu, o.quick);
   if (!o.disk_path.empty()) {
     say("disk: " + o.disk_path);
     TANDEM_ASSIGN(p.disk, probe_disk(o.disk_path, o.quick));
@@ -390,7 +483,10 @@ std::string probe_to_json(const Probe& p) {
   j["matmul"] = nlohmann::json::array();
   for (const MatmulRate& m : p.matmul)
     j["matmul"].push_back({{"type", std::string(type_name(m.type))}, {"decode_bytes_per_s", m.decode_bytes_per_s},
-                           {"prefill_flops_per_s", m.prefill_flops_per_s}, {"prefill_tokens", m.prefill_tokens}});
+                           {"prefill_flops_per_s", m.prefill_flops_per_s}, {"prefill_tokens", m.prefill_tokens},
+                           {"decode_call_s", m.decode_call_s}, {"row_length", m.row_length}});
+  j["ops"] = {{"op_call_s", p.ops.op_call_s}, {"elementwise_per_s", p.ops.elementwise_per_s},
+              {"attention_call_s", p.ops.attention_call_s}, {"attention_flops_per_s", p.ops.attention_flops_per_s}};
   j["per_isa"] = nlohmann::json::array();
   for (const IsaRate& r : p.per_isa)
     j["per_isa"].push_back({{"isa", r.isa}, {"type", std::string(type_name(r.type))}, {"flops_per_s", r.flops_per_s}});
@@ -443,8 +539,12 @@ Result<std::optional<Probe>> load_probe(const std::string& path, std::string* wh
       const auto t = parse_weight_type(m.at("type").get<std::string>());
       if (!t) return corrupt("%s: unknown weight type '%s'", path.c_str(), m.at("type").get<std::string>().c_str());
       p.matmul.push_back({*t, m.at("decode_bytes_per_s").get<double>(), m.at("prefill_flops_per_s").get<double>(),
-                          m.at("prefill_tokens").get<int64_t>()});
+                          m.at("prefill_tokens").get<int64_t>(), m.value("decode_call_s", 0.0),
+                          m.value("row_length", int64_t(4096))});
     }
+    if (j.contains("ops"))
+      p.ops = {j["ops"].at("op_call_s").get<double>(), j["ops"].at("elementwise_per_s").get<double>(),
+               j["ops"].at("attention_call_s").get<double>(), j["ops"].at("attention_flops_per_s").get<double>()};
     for (const auto& r : j.value("per_isa", nlohmann::json::array())) {
       const auto t = parse_weight_type(r.at("type").get<std::string>());
       if (!t) return corrupt("%s: unknown weight type '%s'", path.c_str(), r.at("type").get<std::string>().c_str());
@@ -478,14 +578,19 @@ std::string format_probe(const Probe& p) {
     for (size_t i = 0; i < n.threads.size(); ++i) out += format("  %d: %.1f", n.threads[i], n.bytes_per_s[i] / 1e9);
     out += "\n";
   }
-  out += format("matmul, %d threads:  %-8s %22s %24s\n", p.n_threads, "type", "decode (GB/s weights)",
-                "prefill (GFLOP/s)");
+  out += format("matmul, %d threads:  %-8s %5s %22s %12s %24s\n", p.n_threads, "type", "row", "decode (GB/s weights)",
+                "+ us a call", "prefill (GFLOP/s)");
   for (const MatmulRate& m : p.matmul)
-    out += format("                     %-8s %22.1f %17.1f @ %lld\n", type_name(m.type).data(),
-                  m.decode_bytes_per_s / 1e9, m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens);
+    out += format("                     %-8s %5lld %22.1f %12.1f %17.1f @ %lld\n", type_name(m.type).data(),
+                  (long long)m.row_length, m.decode_bytes_per_s / 1e9, m.decode_call_s * 1e6,
+                  m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens);
+  out += format("other ops: SwiGLU %.1f us a call, %.2f G values/s; attention %.1f us a call, %.1f GFLOP/s at 512 "
+                "tokens\n", p.ops.op_call_s * 1e6, p.ops.elementwise_per_s / 1e9, p.ops.attention_call_s * 1e6,
+                p.ops.attention_flops_per_s / 1e9);
   if (!p.per_isa.empty()) {
     out += "prefill kernels by ISA level, one thread (GFLOP/s):\n";
     for (const MatmulRate& m : p.matmul) {
+      if (&m != p.rate(m.type)) continue;  // a line per type
       std::string line;
       for (const IsaRate& r : p.per_isa)
         if (r.type == m.type) line += format("  %s %.1f", r.isa.c_str(), r.flops_per_s / 1e9);

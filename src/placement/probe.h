@@ -39,6 +39,23 @@ struct MatmulRate {
   double decode_bytes_per_s = 0;
   double prefill_flops_per_s = 0;
   int64_t prefill_tokens = 0;
+  double decode_call_s = 0;  // what one call of a small matrix (128 rows) from DRAM takes beyond bytes / rate
+  int64_t row_length = 4096;  // of the matrices timed: each type is timed at kProbeRowLengths
+};
+
+// The row lengths each type is timed at: a kernel's per-row costs make short rows slower, and models
+// range from 640 (Gemma 3 270M) to 7168 (DeepSeek-V3); predict.h interpolates between them.
+inline constexpr int64_t kProbeRowLengths[] = {512, 4096};
+
+// What a forward pass pays besides the matmuls, every thread: an elementwise op's fixed cost per call
+// (SwiGLU of one token: waking and joining the threads) and its rate on a micro-batch (values/s), and
+// attention's (decode: one token against 64 cells, nearly all fixed cost; prefill: 512 tokens against
+// themselves, causal, as flop/s).
+struct OpCosts {
+  double op_call_s = 0;
+  double elementwise_per_s = 0;
+  double attention_call_s = 0;
+  double attention_flops_per_s = 0;
 };
 
 // One thread's prefill throughput of a weight type's kernel at one ISA level (the levels below the
@@ -73,13 +90,14 @@ struct Probe {
   int n_threads = 0;              // threads of the matmul figures: the physical cores, as run's default -t
   std::vector<NodeBandwidth> bandwidth;
   std::vector<MatmulRate> matmul;
+  OpCosts ops;                    // zeros in a probe cached before they were measured: not counted
   std::vector<IsaRate> per_isa;
   std::optional<DiskRate> disk;
   std::vector<SimProbe> sims;
 
   // The machine's read bandwidth: each node's best figure, summed.
   double read_bytes_per_s() const;
-  const MatmulRate* rate(WeightType t) const;  // null: not measured
+  const MatmulRate* rate(WeightType t) const;  // at the longest row length timed; null: not measured
 };
 
 // The weight types a full probe times: the plain types and every quantized type a mix uses (mix.h).
@@ -103,8 +121,9 @@ Result<std::optional<Probe>> load_probe(const std::string& path, std::string* wh
 std::string probe_to_json(const Probe& p);  // pretty-printed
 std::string format_probe(const Probe& p);   // tandem probe --show
 
-// The CPU's speeds from a probe: its read bandwidth, and per weight type its decode streaming rate and
-// prefill throughput; a type it did not time gets the slowest prefill figure it has.
+// The CPU's speeds from a probe: its read bandwidth, per weight type and row length its kernels' decode
+// streaming rate and per-call cost and prefill throughput (a type it did not time gets the slowest
+// prefill figure it has), and the other ops' costs.
 DeviceSpeed cpu_speed(const Probe& p);
 
 // The CPU's speeds for --fit: the cached probe's when there is one for this hardware, else the memory

@@ -34,7 +34,7 @@ struct Dense {
 
 Speeds cpu_at(double bytes_per_s, double flops_per_s) {
   Speeds s;
-  s.devices.push_back({bytes_per_s, {}, {}, flops_per_s});
+  s.devices.push_back({bytes_per_s, {}, flops_per_s});
   return s;
 }
 
@@ -51,7 +51,7 @@ TEST(PredictDecode, SumsTheBytesOfATokenOverTheBandwidth) {
 TEST(PredictDecode, AKernelSlowerThanMemoryBoundsTheDevice) {
   Dense m;
   Speeds s = cpu_at(1e9, 0);
-  s.devices[0].decode[WeightType::Q4_K] = 0.25e9;  // the two big matrices stream at a quarter
+  s.devices[0].kernels[WeightType::Q4_K] = {{1000, 0.25e9, 0, 0}};  // the two big matrices stream at a quarter
   const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
   const double seconds = 2000000 / 0.25e9 + (1000 + 8000 + 10000) / 1e9;
   EXPECT_NEAR(p.seconds[0], seconds, 1e-12);
@@ -89,6 +89,50 @@ TEST(PredictPrefill, AMicroBatchReadsTheExpertsItsTokensPick) {
   EXPECT_NEAR(p.flops[0], 2 * 1e6 * 10 + 2 * 1e6 * 0.04 * 10 + 2e4, 1);
 }
 
+TEST(PredictDecode, EachCallAndEachLayersOtherOpsAddTheirFixedCosts) {
+  Dense m;
+  Speeds s = cpu_at(1e9, 0);
+  s.devices[0].kernels[WeightType::Q4_K] = {{1000, 1e9, 20e-6, 0}};
+  s.devices[0].op_call_s = 1e-6;
+  s.devices[0].attention_call_s = 5e-6;
+  const Prediction base = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, cpu_at(1e9, 0));
+  const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  // Two Q4_K calls (the embedding row is a lookup, the Q6_K output has no kernel figure: no call cost);
+  // per layer, attention and 1 norm + 5 other ops.
+  EXPECT_NEAR(p.seconds[0] - base.seconds[0], 2 * 20e-6 + 2 * (5e-6 + 6 * 1e-6), 1e-12);
+  EXPECT_EQ(p.read_bytes[0], base.read_bytes[0]);
+}
+
+TEST(PredictDecode, ARoutedExpertCallCostsOncePerExpertUsed) {
+  Dense m;
+  m.tensors[4] = {"blk.1.ffn_up_exps.weight", 1000000, 1, "", WeightType::Q4_K, {100, 10, 1000}};
+  m.shape.n_expert = 100;
+  m.shape.n_expert_used = 4;
+  Speeds s = cpu_at(1e9, 0);
+  s.devices[0].kernels[WeightType::Q4_K] = {{1000, 1e9, 20e-6, 0}};
+  const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  const double bytes = 1000 + 8000 + 1e6 + 1e6 * 4 / 100 + 10000;
+  EXPECT_NEAR(p.seconds[0], bytes / 1e9 + 20e-6 + 4 * 20e-6, 1e-12);
+}
+
+TEST(PredictPrefill, AttentionAndElementwiseOpsRunAtTheirOwnRates) {
+  Dense m;
+  m.shape.n_head = 2;
+  m.shape.head_dim_k = m.shape.head_dim_v = 50;
+  Speeds s = cpu_at(1e15, 1e9);
+  s.devices[0].attention_flops_per_s = 1e8;
+  s.devices[0].elementwise_per_s = 1e6;  // the slowest part here, so it names the bound
+  const Prediction p = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s);
+  // Matrices: 2 x 1e6 x 100 x 2 + the output row; attention: 2 heads x 100 dims x 100 tokens x 50.5
+  // cells x 2 per layer; elementwise: 100 tokens x (1 norm + 4) x 1000 values per layer (no ffn_up width:
+  // layer 1's matrix is named ffn_up, 1000 rows more there).
+  const double matmul_s = (4e8 + 2e4) / 1e9;
+  const double attention_s = 2 * (2.0 * 2 * 100 * 100 * 50.5) / 1e8;
+  const double elementwise_s = (100 * 5000.0 + 100 * 6000.0) / 1e6;
+  EXPECT_NEAR(p.seconds[0], matmul_s + attention_s + elementwise_s, 1e-9);
+  EXPECT_EQ(p.bound[0], "elementwise ops");
+}
+
 TEST(PredictDecode, CrossingsCostTheLinkAndTheOutputDeviceSendsTheLogitsBack) {
   Dense m;
   m.plan.devices.push_back({"SIM0", 1 << 30});
@@ -97,7 +141,7 @@ TEST(PredictDecode, CrossingsCostTheLinkAndTheOutputDeviceSendsTheLogitsBack) {
   m.plan.layer_device = {1, 1};
   m.plan.output_device = 1;
   Speeds s = cpu_at(1e9, 0);
-  s.devices.push_back({1e10, {}, {}, 0});
+  s.devices.push_back({1e10, {}, 0});
   s.link_bytes_per_s = 1e9;
   s.link_latency_s = 1e-5;
   const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);

@@ -22,7 +22,9 @@ Probe sample() {
   p.hardware_hash = hardware_hash(p.hardware);
   p.n_threads = 2;
   p.bandwidth = {{0, {1, 2}, {8e9, 12e9}}, {1, {1, 2}, {7e9, 11e9}}};
-  p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512}, {WeightType::Q6_K, 9e9, 80e9, 512}};
+  p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512, 5e-6, 4096}, {WeightType::Q4_K, 6e9, 100e9, 512, 3e-6, 512},
+              {WeightType::Q6_K, 9e9, 80e9, 512, 4e-6, 4096}};
+  p.ops = {1e-6, 3e9, 6e-6, 120e9};
   p.per_isa = {{"avx2", WeightType::Q4_K, 60e9}, {"avx512", WeightType::Q4_K, 100e9}};
   p.disk = DiskRate{"/models/x.gguf", 3e9, 1.5e9, true, 1 << 30};
   p.sims = {{"SIM0", 1 << 30, 24e9, 12e-6}};
@@ -38,9 +40,17 @@ TEST(Probe, SurvivesTheCacheFile) {
   EXPECT_EQ(probe_to_json(**back), probe_to_json(sample()));
   EXPECT_DOUBLE_EQ((*back)->read_bytes_per_s(), 23e9);  // each node's best, summed
   const DeviceSpeed cpu = cpu_speed(**back);
-  EXPECT_DOUBLE_EQ(cpu.decode.at(WeightType::Q6_K), 9e9);
-  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K), 200e9);
-  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::IQ2_XXS), 80e9);  // not timed: the slowest figure
+  EXPECT_DOUBLE_EQ(cpu.kernel(WeightType::Q6_K, 4096)->decode_bytes_per_s, 9e9);
+  EXPECT_DOUBLE_EQ(cpu.kernel(WeightType::Q6_K, 4096)->decode_call_s, 4e-6);
+  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K, 4096), 200e9);
+  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::IQ2_XXS, 4096), 80e9);  // not timed: the slowest figure
+  // Between the timed row lengths, in log(row length): 1448 is half way from 512 to 4096.
+  EXPECT_NEAR(cpu.kernel(WeightType::Q4_K, 1448)->decode_bytes_per_s, 8e9, 0.01e9);
+  EXPECT_NEAR(cpu.kernel(WeightType::Q4_K, 1448)->decode_call_s, 4e-6, 0.01e-6);
+  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K, 256), 100e9);     // outside: the nearest
+  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K, 7168), 200e9);
+  EXPECT_DOUBLE_EQ(cpu.attention_call_s, 6e-6);
+  EXPECT_DOUBLE_EQ(cpu.elementwise_per_s, 3e9);
   std::remove(path.c_str());
 }
 
@@ -81,9 +91,20 @@ TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
   ASSERT_FALSE(p->bandwidth.empty());
   EXPECT_EQ(p->bandwidth[0].threads.front(), 1);
   EXPECT_GT(p->read_bytes_per_s(), 1e8);  // a tenth of a GB/s: far below any machine's
-  ASSERT_EQ(p->matmul.size(), 1u);
-  EXPECT_GT(p->matmul[0].decode_bytes_per_s, 1e8);
-  EXPECT_GT(p->matmul[0].prefill_flops_per_s, 1e8);
+  ASSERT_EQ(p->matmul.size(), std::size(kProbeRowLengths));  // the type at each row length
+  for (size_t i = 0; i < p->matmul.size(); ++i) {
+    EXPECT_EQ(p->matmul[i].row_length, kProbeRowLengths[i]);
+    EXPECT_GT(p->matmul[i].decode_bytes_per_s, 1e8);
+    EXPECT_GT(p->matmul[i].prefill_flops_per_s, 1e8);
+    // A call of a small matrix costs more than its bytes at the streaming rate, by less than a millisecond.
+    EXPECT_GT(p->matmul[i].decode_call_s, 0);
+    EXPECT_LT(p->matmul[i].decode_call_s, 1e-3);
+  }
+  EXPECT_GT(p->ops.op_call_s, 0);
+  EXPECT_LT(p->ops.op_call_s, 1e-3);
+  EXPECT_GT(p->ops.attention_call_s, 0);
+  EXPECT_GT(p->ops.attention_flops_per_s, 1e8);
+  EXPECT_GT(p->ops.elementwise_per_s, 1e7);
   // One thread per ISA level, at least the generic kernel's and the best level's.
   ASSERT_FALSE(p->per_isa.empty());
   EXPECT_EQ(p->per_isa.front().isa, "generic");
