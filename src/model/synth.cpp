@@ -408,7 +408,9 @@ Result<SynthSummary> write_synth_model(const SynthOptions& o) {
   std::vector<quant::MixTensor> mix_tensors;
   for (const auto& t : tensors) mix_tensors.push_back({t.name, t.shape});
   const auto chosen = quant::choose_types(
-      o.mix, {.arch = p.arch, .n_layer = p.n_layer, .n_head = p.n_head, .n_head_kv = p.n_head_kv, .n_embd = p.n_embd},
+      o.mix,
+      {.arch = p.arch, .n_layer = p.n_layer, .n_head = p.n_head, .n_head_kv = p.n_head_kv, .n_expert = p.moe.n_expert,
+       .n_embd = p.n_embd},
       mix_tensors);
   std::vector<WeightType> types;
   SynthSummary summary;

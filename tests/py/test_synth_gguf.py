@@ -147,3 +147,26 @@ def test_moe_presets_load_in_both_engines(tmp_path, tandem_bin, preset, layers):
         proc = subprocess.run([str(LLAMA_REF_BIN / "llama-completion"), "-m", str(out), "-no-cnv", *prompt],
                               capture_output=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:].decode(errors="replace")
+
+
+@pytest.mark.parametrize("preset", ["tiny-deepseek-v3", "tiny-deepseek-v2-lite", "tiny-qwen3moe"])
+def test_moe_mix_types_are_those_of_quantizing_the_f16_file(tmp_path, tandem_bin, preset):
+    # llama.cpp's mix rules read the expert count (8 experts have rules of their own; with experts, a
+    # ffn_down's layer comes from its name, not from a count that shared experts advance too). synth
+    # must type each tensor as quantizing the same model would: tandem quantize (itself checked against
+    # llama-quantize in test_quantize.py), and llama-quantize when the reference build is here.
+    f16, direct, quantized = tmp_path / "f16.gguf", tmp_path / "direct.gguf", tmp_path / "quantized.gguf"
+    run_tandem("synth", "--preset", preset, "--type", "F16", "-o", f16, check=True)
+    run_tandem("synth", "--preset", preset, "--type", "Q4_K_M", "-o", direct, check=True)
+    run_tandem("quantize", f16, quantized, "Q4_K_M", check=True)
+    references = [quantized]
+    if (LLAMA_REF_BIN / "llama-quantize").exists():
+        references.append(tmp_path / "llama.gguf")
+        subprocess.run([str(LLAMA_REF_BIN / "llama-quantize"), str(f16), str(references[-1]), "Q4_K_M"], check=True,
+                       capture_output=True)
+    ours = {t.name: t.tensor_type for t in GGUFReader(direct).tensors}
+    for ref in references:
+        theirs = {t.name: t.tensor_type for t in GGUFReader(ref).tensors}
+        assert ours.keys() == theirs.keys()
+        differ = [f"{n}: {ours[n].name} vs {theirs[n].name}" for n in theirs if ours[n] != theirs[n]]
+        assert not differ, f"{ref.name}: {differ[:5]}"
