@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -215,6 +216,16 @@ int plan_main(int argc, char** argv) {
       placement::predict_decode(plan, tensors, st.shape, st.kv_per_cell, depth, st.speeds);
   const placement::Prediction pp =
       placement::predict_prefill(plan, tensors, st.shape, st.kv_per_cell, n_prompt, ubatch, depth, st.speeds);
+  // llama-server with the same flags copies the CPU's matrices to the GPU for micro-batches of 32 tokens
+  // or more (its op offload, on by default); Tandem computes them where they live. Both are printed.
+  constexpr int64_t kLlamaOpOffloadMinBatch = 32;  // ggml-cuda.cu, GGML_OP_OFFLOAD_MIN_BATCH's default
+  const bool has_offload_device = plan.devices.size() > 1 && plan.weight_bytes[0] > 0 &&
+                                  std::any_of(plan.weight_bytes.begin() + 1, plan.weight_bytes.end(),
+                                              [](size_t b) { return b > 0; });
+  const std::optional<placement::Prediction> pp_offload =
+      has_offload_device ? std::optional(placement::predict_prefill(plan, tensors, st.shape, st.kv_per_cell, n_prompt,
+                                                                    ubatch, depth, st.speeds, kLlamaOpOffloadMinBatch))
+                         : std::nullopt;
   // The CPU holds its weights through the page cache: more than RAM streams them from disk every token.
   const uint64_t cpu_need = plan.weight_bytes[0] + plan.kv_bytes[0];
   const bool ram_overflow = cpu_need > ram_bytes;
@@ -309,6 +320,10 @@ int plan_main(int argc, char** argv) {
     j["bottleneck"] = tg.bottleneck;
     j["pp_tokens_per_s"] = pp.tokens_per_s;
     j["pp_bottleneck"] = pp.bottleneck;
+    if (pp_offload) {
+      j["pp_tokens_per_s_op_offload"] = pp_offload->tokens_per_s;
+      j["pp_bottleneck_op_offload"] = pp_offload->bottleneck;
+    }
     j["n_prompt"] = n_prompt;
     j["fits_in_ram"] = !ram_overflow;
     j["alternatives"] = nlohmann::json::array();
@@ -335,6 +350,11 @@ int plan_main(int argc, char** argv) {
   for (size_t d = 0; d < plan.devices.size(); ++d)
     std::printf("           %-7s %.2f TFLOP in %.1f ms (%s)\n", plan.devices[d].name.c_str(), pp.flops[d] / 1e12,
                 pp.seconds[d] * 1e3, pp.bound[d].c_str());
+  if (pp_offload)
+    std::printf("           %.1f tokens/s with llama.cpp's op offload (llama-server copies the CPU's matrices to %s\n"
+                "           for micro-batches of %lld tokens or more; Tandem multiplies them where they live; bound by %s)\n",
+                pp_offload->tokens_per_s, plan.devices[1].name.c_str(), (long long)kLlamaOpOffloadMinBatch,
+                pp_offload->bottleneck.c_str());
   std::printf("decode:    %.1f tokens/s predicted (tg; bound by %s)\n", tg.tokens_per_s, tg.bottleneck.c_str());
   for (size_t d = 0; d < plan.devices.size(); ++d)
     std::printf("           %-7s reads %s per token: %.1f ms (%s)\n", plan.devices[d].name.c_str(),

@@ -171,7 +171,7 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
 
 Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
                            const std::vector<size_t>& kv_per_token, int64_t n_prompt, int64_t n_ubatch, int64_t depth,
-                           const Speeds& s) {
+                           const Speeds& s, int64_t op_offload_min_batch) {
   const size_t n_dev = plan.devices.size();
   Prediction p(n_dev);
   std::vector<double> memory_total(n_dev, 0), compute_total(n_dev, 0);
@@ -183,10 +183,16 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
   for (int64_t done = 0; done < n_prompt; done += n_ubatch) {
     const int64_t u = std::min(n_ubatch, n_prompt - done);
     const bool last = done + u >= n_prompt;  // only the prompt's last token needs logits
+    const bool offload = op_offload_min_batch > 0 && u >= op_offload_min_batch && n_dev > 1;
     std::vector<double> memory_s(n_dev, 0), compute_s(n_dev, 0);
     for (size_t i = 0; i < tensors.size(); ++i) {
       const TensorInfo& t = tensors[i];
-      const size_t d = size_t(plan.tensor_device[i]);
+      size_t d = size_t(plan.tensor_device[i]);
+      // llama.cpp's op offload: a CPU matrix (not the embeddings' row lookup) goes over the link whole.
+      if (offload && d == 0 && t.shape.size() >= 2 && !is_token_embd(t) && (!is_output(t) || last)) {
+        d = 1;
+        p.link_seconds += s.link_latency_s + double(t.bytes) / s.link_bytes_per_s;
+      }
       const DeviceSpeed& ds = speed_of(plan, s, d);
       double bytes = double(t.bytes), flops = 0;
       if (is_token_embd(t)) {

@@ -76,9 +76,16 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
 // A prompt of n_prompt tokens after `depth` tokens, in micro-batches of n_ubatch: each micro-batch reads
 // the weights once (of the routed experts, those its tokens are expected to pick), multiplies every
 // token by them and attends over the cache so far.
+//
+// op_offload_min_batch > 0 predicts llama.cpp's op offload instead of Tandem's behaviour: for a
+// micro-batch of at least that many tokens, a matrix held on the CPU is copied whole (every expert of
+// an expert tensor) to the first offload device and multiplied there (ggml-backend.cpp
+// ggml_backend_sched_backend_id_from_cur with op_offload, ggml-cuda.cu ..._offload_op: 32 tokens by
+// default, GGML_OP_OFFLOAD_MIN_BATCH; --no-op-offload turns it off). The copy and the multiply share a
+// stream, so their times add. Tandem multiplies every weight where it lives (0, the default).
 Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
                            const std::vector<size_t>& kv_bytes_per_token_per_layer, int64_t n_prompt, int64_t n_ubatch,
-                           int64_t depth, const Speeds& s);
+                           int64_t depth, const Speeds& s, int64_t op_offload_min_batch = 0);
 
 // The flags that give this plan in Tandem and llama-server: -ngl N and the overrides.
 std::string equivalent_flags(const Plan& plan, const PlacementFlags& flags);

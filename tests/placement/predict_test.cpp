@@ -133,6 +133,35 @@ TEST(PredictPrefill, AttentionAndElementwiseOpsRunAtTheirOwnRates) {
   EXPECT_EQ(p.bound[0], "elementwise ops");
 }
 
+TEST(PredictPrefill, LlamaCppsOpOffloadCopiesTheCpusMatricesWholeForBigMicroBatches) {
+  Dense m;
+  m.tensors[4] = {"blk.1.ffn_up_exps.weight", 1000000, 1, "", WeightType::Q4_K, {100, 10, 1000}};
+  m.shape.n_expert = 100;
+  m.shape.n_expert_used = 4;
+  m.plan.devices.push_back({"CUDA0", 1 << 30});
+  m.plan.device_ids = {0, 1};
+  m.plan.tensor_device = {0, 1, 1, 1, 0, 1};  // layer 1's experts stay on the CPU (--n-cpu-moe 2)
+  m.plan.layer_device = {1, 1};
+  m.plan.kv_device = {1, 1};
+  m.plan.output_device = 1;
+  Speeds s = cpu_at(1e10, 1e9);
+  s.devices.push_back({1e12, {}, 1e13});
+  s.link_bytes_per_s = 1e9;
+  s.link_latency_s = 0;
+  const Prediction here = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s);
+  const Prediction llama = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s, 32);
+  // Tandem: the CPU multiplies its experts (2 x 1e6 x 4/100 x 100 flop at 1 GFLOP/s). llama.cpp: all
+  // 1 MB of them cross the link (1 ms) and the GPU multiplies; the CPU only looks up embedding rows.
+  EXPECT_NEAR(here.seconds[0], 2 * 1e6 * 0.04 * 100 / 1e9, 1e-9);
+  EXPECT_NEAR(llama.seconds[0], 100 * 1000 / 1e10, 1e-15);
+  EXPECT_NEAR(llama.link_seconds - here.link_seconds, 1e6 / 1e9, 1e-12);
+  EXPECT_GT(llama.tokens_per_s, here.tokens_per_s);
+  // Below the threshold both are the same.
+  const Prediction small = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 20, 0, s, 32);
+  const Prediction small_here = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 20, 0, s);
+  EXPECT_DOUBLE_EQ(small.tokens_per_s, small_here.tokens_per_s);
+}
+
 TEST(PredictDecode, CrossingsCostTheLinkAndTheOutputDeviceSendsTheLogitsBack) {
   Dense m;
   m.plan.devices.push_back({"SIM0", 1 << 30});
