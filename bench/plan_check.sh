@@ -3,24 +3,26 @@
 # line each, predicted / measured and their ratio, CPU only and, with --sim SIZE, on the CPU plus a sim
 # device of SIZE with the placement --fit chooses (plan and bench choose the same one).
 #
-#   bench/plan_check.sh [--probe] [--sim SIZE] [-r N] [-t N] MODEL.gguf...
+#   bench/plan_check.sh [--probe | --fresh] [--sim SIZE] [-r N] [-t N] MODEL.gguf...
 #
-# --probe runs a full `tandem probe` first (about a minute; cached where plan finds it); without a
-# cached probe, plan measures a quick one of the model's weight types each time. Run it on a quiet
-# machine: the probe keeps its best figures, bench averages its runs.
+# --probe runs a full `tandem probe` first (about a minute; cached where plan finds it); --fresh ignores
+# any cached probe: plan measures a quick one of the model's weight types right before each bench (the
+# pair then sees the same machine; on a shared one its speed drifts by a quarter over minutes). Run it
+# on a quiet machine: the probe keeps its best figures, bench averages its runs.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 tandem=${TANDEM:-$root/build/bin/tandem}
-reps=3 threads="" sim="" probe=0
+reps=3 threads="" sim="" probe=0 fresh=0
 models=()
 while [ $# -gt 0 ]; do
   case $1 in
     --probe) probe=1 ;;
+    --fresh) fresh=1 ;;
     --sim) sim=$2; shift ;;
     -r) reps=$2; shift ;;
     -t) threads=$2; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1 (see --help)" >&2; exit 1 ;;
     *) models+=("$1") ;;
   esac
@@ -28,6 +30,8 @@ while [ $# -gt 0 ]; do
 done
 [ ${#models[@]} -gt 0 ] || { echo "error: give at least one model file (see --help)" >&2; exit 1; }
 [ -x "$tandem" ] || { echo "error: $tandem not built (cmake --build build)" >&2; exit 1; }
+[ $probe = 1 ] && [ $fresh = 1 ] && { echo "error: give --probe or --fresh, not both" >&2; exit 1; }
+[ $fresh = 1 ] && export TANDEM_PROBE_FILE=/nonexistent/tandem-plan-check/probe.json
 common=(-p 512 -ub 512)
 [ -n "$threads" ] && common+=(-t "$threads")
 

@@ -173,13 +173,15 @@ int plan_main(int argc, char** argv) {
     cpu.bytes_per_s = ram_bw * 1e9;
     for (auto& [type, rates] : cpu.kernels)
       for (placement::KernelRate& k : rates) k.decode_bytes_per_s = cpu.bytes_per_s, k.decode_call_s = 0;
-    cpu.op_call_s = cpu.attention_call_s = 0;  // this machine's fixed costs say nothing of the other's
+    cpu.op_call_s = 0;  // this machine's fixed costs say nothing of the other's
+    for (placement::AttentionRate& a : cpu.attention) a.call_s = 0;
   }
   if (cpu_gflops > 0) {
     for (auto& [type, rates] : cpu.kernels)
-      for (placement::KernelRate& k : rates) k.prefill_flops_per_s = cpu_gflops * 1e9;
+      for (placement::KernelRate& k : rates) k.prefill_flops_per_s = cpu_gflops * 1e9, k.prefill_few_flops_per_s = 0;
     cpu.flops_per_s = cpu_gflops * 1e9;
-    cpu.attention_flops_per_s = cpu.elementwise_per_s = 0;  // attention at the given rate, elementwise ops not counted
+    cpu.elementwise_per_s = 0;  // elementwise ops not counted, attention at the given rate
+    for (placement::AttentionRate& a : cpu.attention) a.flops_per_s = 0;
   }
   if (ram_bw > 0 || cpu_gflops > 0) speeds_from += std::string(speeds_from.empty() ? "" : "; ") + "flags";
   st.speeds.devices.push_back(cpu);

@@ -106,14 +106,32 @@ std::optional<KernelRate> DeviceSpeed::kernel(WeightType t, int64_t row_length) 
       auto mix = [f](double a, double b) { return a + (b - a) * f; };
       return KernelRate{row_length, mix(k[i - 1].decode_bytes_per_s, k[i].decode_bytes_per_s),
                         mix(k[i - 1].decode_call_s, k[i].decode_call_s),
-                        mix(k[i - 1].prefill_flops_per_s, k[i].prefill_flops_per_s)};
+                        mix(k[i - 1].prefill_flops_per_s, k[i].prefill_flops_per_s),
+                        mix(k[i - 1].prefill_few_flops_per_s, k[i].prefill_few_flops_per_s)};
     }
   return k.back();
 }
 
-double DeviceSpeed::flops(WeightType t, int64_t row_length) const {
+AttentionRate DeviceSpeed::attention_at(int64_t head_dim_k) const {
+  if (attention.empty()) return {head_dim_k, 0, 0};
+  if (head_dim_k <= attention.front().head_dim_k) return attention.front();
+  for (size_t i = 1; i < attention.size(); ++i)
+    if (head_dim_k <= attention[i].head_dim_k) {
+      const AttentionRate &a = attention[i - 1], &b = attention[i];
+      const double f = std::log(double(head_dim_k) / double(a.head_dim_k)) / std::log(double(b.head_dim_k) / double(a.head_dim_k));
+      return {head_dim_k, a.call_s + (b.call_s - a.call_s) * f, a.flops_per_s + (b.flops_per_s - a.flops_per_s) * f};
+    }
+  return attention.back();
+}
+
+double DeviceSpeed::flops(WeightType t, int64_t row_length, double tokens) const {
   const auto k = kernel(t, row_length);
-  return k ? k->prefill_flops_per_s : flops_per_s;
+  if (!k) return flops_per_s;
+  constexpr double kFew = 64, kMany = 512;  // the token counts tandem probe times
+  if (k->prefill_few_flops_per_s <= 0 || tokens >= kMany) return k->prefill_flops_per_s;
+  if (tokens <= kFew) return k->prefill_few_flops_per_s;
+  const double f = std::log(tokens / kFew) / std::log(kMany / kFew);
+  return k->prefill_few_flops_per_s + (k->prefill_flops_per_s - k->prefill_few_flops_per_s) * f;
 }
 
 Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
@@ -155,7 +173,7 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
     memory_s[d] += bytes / ds.bytes_per_s;
     // A token's other ops are all fixed cost: attention's call, and each elementwise op's.
     const LayerOps ops = layer_ops(tensors, int(il), shape);
-    const double fixed_s = ds.attention_call_s + ops.n_calls * ds.op_call_s;
+    const double fixed_s = ds.attention_at(shape.head_dim_k).call_s + ops.n_calls * ds.op_call_s;
     p.seconds[d] += fixed_s;
     by_type[d]["per-op fixed costs"] += fixed_s;
   }
@@ -194,23 +212,32 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
         p.link_seconds += s.link_latency_s + double(t.bytes) / s.link_bytes_per_s;
       }
       const DeviceSpeed& ds = speed_of(plan, s, d);
-      double bytes = double(t.bytes), flops = 0;
+      double bytes = double(t.bytes), flops = 0, tokens = double(u);
       if (is_token_embd(t)) {
         bytes = shape.n_vocab > 0 ? bytes / double(shape.n_vocab) * double(u) : bytes;
       } else if (is_output(t)) {
         if (!last) continue;
-        flops = 2 * double(t.n_params());  // one row of logits
+        // One row of logits: a decode-shaped matmul, streaming the matrix (Gemma's 178 MB took 5.4 ms of
+        // its pp512), in turn with the other ops rather than hidden under them.
+        const auto k = t.shape.size() >= 2 ? ds.kernel(t.type, t.shape.back()) : std::nullopt;
+        const double row_s = k ? bytes / k->decode_bytes_per_s + k->decode_call_s : bytes / ds.bytes_per_s;
+        p.read_bytes[d] += uint64_t(bytes);
+        p.flops[d] += 2 * double(t.n_params());
+        compute_s[d] += row_s;
+        by_type[d][std::string(type_name(t.type)) + " matmul kernels"] += row_s;
+        continue;
       } else if (is_experts(t.name) && shape.n_expert > 0) {
         // The expected share of experts that at least one of u tokens picks (n_used each, uniformly).
         bytes *= 1 - std::pow(1 - used, double(u));
         flops = 2 * double(t.n_params()) * used * double(u);
+        tokens = used * double(u);  // each expert's share of the micro-batch
       } else if (t.shape.size() >= 2) {
         flops = 2 * double(t.n_params()) * double(u);
       }
       p.read_bytes[d] += uint64_t(bytes);
       p.flops[d] += flops;
       memory_s[d] += bytes / ds.bytes_per_s;
-      const double rate = t.shape.empty() ? 0 : ds.flops(t.type, t.shape.back());
+      const double rate = t.shape.empty() ? 0 : ds.flops(t.type, t.shape.back(), tokens);
       if (flops > 0 && rate > 0) {
         compute_s[d] += flops / rate;
         by_type[d][std::string(type_name(t.type)) + " matmul throughput"] += flops / rate;
@@ -222,7 +249,8 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
       // Attention: each token against the cache so far (causal within the micro-batch), read once.
       const double cells = double(depth + done) + double(u + 1) / 2;
       const double flops = 2.0 * double(shape.n_head) * double(shape.head_dim_k + shape.head_dim_v) * double(u) * cells;
-      const double rate = ds.attention_flops_per_s > 0 ? ds.attention_flops_per_s : ds.flops(WeightType::F16, 4096);
+      const double measured = ds.attention_at(shape.head_dim_k).flops_per_s;
+      const double rate = measured > 0 ? measured : ds.flops(WeightType::F16, 4096);
       const double kv_bytes = double(kv_per_token[il]) * double(depth + done + u);
       p.read_bytes[d] += uint64_t(kv_bytes);
       memory_s[d] += kv_bytes / ds.bytes_per_s;

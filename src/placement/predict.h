@@ -26,6 +26,16 @@ struct KernelRate {
   double decode_bytes_per_s = 0;   // one token, weights streamed from DRAM
   double decode_call_s = 0;        // per call of a small matrix, beyond bytes / decode_bytes_per_s
   double prefill_flops_per_s = 0;  // a micro-batch of 512 tokens
+  double prefill_few_flops_per_s = 0;  // 64 tokens, as a routed expert sees (0: not timed, the above)
+};
+
+// Attention as tandem probe timed it at one head shape: one token against 64 cells (nearly all fixed
+// cost) and 512 tokens against themselves (flop/s). MLA's 576/512-wide latent heads ran at half the rate
+// of 128-wide ones in DeepSeek-V2-Lite's prefill.
+struct AttentionRate {
+  int64_t head_dim_k = 0;
+  double call_s = 0;
+  double flops_per_s = 0;
 };
 
 struct DeviceSpeed {
@@ -34,14 +44,20 @@ struct DeviceSpeed {
                                                           // type streams at bytes_per_s, computes at flops_per_s
   double flops_per_s = 0;        // prefill throughput of a type `kernels` lacks; 0: compute never bounds
   // Per layer of a forward pass, besides the matmuls (0: not counted): an elementwise op's fixed cost per
-  // call and its rate on a micro-batch (values/s); attention's fixed cost per decode call and its rate
-  // in prefill (0: flops(F16) stands in).
-  double op_call_s = 0, elementwise_per_s = 0, attention_call_s = 0, attention_flops_per_s = 0;
+  // call and its rate on a micro-batch (values/s); attention by head width (none: no fixed cost, and
+  // flops(F16) stands in for its rate).
+  double op_call_s = 0, elementwise_per_s = 0;
+  std::vector<AttentionRate> attention;  // by head_dim_k ascending
 
   // The kernel of type t for rows of row_length: interpolated in log(row length) between the timed
   // lengths, the nearest one outside them; nullopt when t was not timed.
   std::optional<KernelRate> kernel(WeightType t, int64_t row_length) const;
-  double flops(WeightType t, int64_t row_length) const;  // the kernel's prefill rate, else flops_per_s
+  // The kernel's prefill rate for `tokens` tokens (interpolated in log(tokens) between 64 and 512: a
+  // routed expert of DeepSeek-V2-Lite gets 48 of a 512-token micro-batch, and its kernel ran a fifth
+  // below the 512-token rate), else flops_per_s.
+  double flops(WeightType t, int64_t row_length, double tokens = 512) const;
+  // Attention at heads of head_dim_k, interpolated in log(head_dim_k) like kernel(); zeros without figures.
+  AttentionRate attention_at(int64_t head_dim_k) const;
 };
 
 struct Speeds {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -146,6 +147,9 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t kRow, boo
   m.prefill_tokens = n_tokens;
   m.prefill_flops_per_s = 2.0 * double(prefill_rows) * double(kRow) * double(n_tokens) /
                           best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), n_tokens, y.data(), nullptr); });
+  constexpr int64_t kFewTokens = 64;
+  m.prefill_few_flops_per_s = 2.0 * double(prefill_rows) * double(kRow) * double(kFewTokens) /
+                              best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), kFewTokens, y.data(), nullptr); });
   return m;
 }
 
@@ -155,6 +159,57 @@ double per_call_seconds(int calls, int reps, Fn&& fn) {
   return best_seconds(reps, [&] {
            for (int i = 0; i < calls; ++i) fn();
          }) / calls;
+}
+
+// Attention of n_head query heads over n_head_kv KV heads; dim_v < dim_k: MLA, whose values are the
+// first dim_v of each K row (no V of its own).
+AttentionRate probe_attention(cpu::CpuBackend& cpu, int n_head, int n_head_kv, int dim_k, int dim_v, bool quick,
+                              std::mt19937& rng) {
+  constexpr int64_t kTokens = 512;
+  const bool mla = dim_v != dim_k;
+  std::normal_distribution<float> dist(0, 1);
+  std::vector<float> row(static_cast<size_t>(n_head_kv * dim_k)), q(static_cast<size_t>(kTokens * n_head * dim_k));
+  std::vector<float> out(static_cast<size_t>(kTokens * n_head * dim_v));
+  for (float& e : q) e = dist(rng);
+  std::vector<uint16_t> k(static_cast<size_t>(kTokens * n_head_kv * dim_k)), v(mla ? 0 : k.size());
+  for (int64_t i = 0; i < kTokens; ++i) {
+    for (float& e : row) e = dist(rng);
+    quant::quantize_row(WeightType::F16, row.data(), k.data() + i * n_head_kv * dim_k, n_head_kv * dim_k);
+    if (mla) continue;
+    for (float& e : row) e = dist(rng);
+    quant::quantize_row(WeightType::F16, row.data(), v.data() + i * n_head_kv * dim_k, n_head_kv * dim_k);
+  }
+  std::vector<int32_t> pos(static_cast<size_t>(kTokens)), seq(static_cast<size_t>(kTokens), 0);
+  for (int64_t i = 0; i < kTokens; ++i) pos[size_t(i)] = int32_t(i);
+  AttentionArgs a;
+  a.out = out.data();
+  a.n_head = n_head;
+  a.n_head_kv = n_head_kv;
+  a.head_dim_k = dim_k;
+  a.head_dim_v = dim_v;
+  a.scale = 1 / std::sqrt(float(dim_k));
+  a.k = k.data();
+  a.v = mla ? k.data() : v.data();
+  if (mla) a.k_stride = a.v_stride = dim_k;
+  a.cell_pos = pos.data();
+  a.cell_seq = seq.data();
+  a.token_seq = seq.data();
+  a.flash = cpu::best_isa() >= cpu::Isa::Avx512;
+  AttentionRate r;
+  r.head_dim_k = dim_k;
+  // Decode: the last of 64 cells, the depth of a short generation (bench's tg128 averages 64).
+  a.q = q.data();
+  a.n_tokens = 1;
+  a.token_pos = pos.data() + 63;
+  a.n_cells = 64;
+  r.call_s = per_call_seconds(quick ? 50 : 200, quick ? 3 : 5, [&] { cpu.attention(a); });
+  // Prefill: 512 tokens against themselves, causal: token i sees i + 1 cells.
+  a.n_tokens = kTokens;
+  a.token_pos = pos.data();
+  a.n_cells = kTokens;
+  const double flops = 2.0 * n_head * (dim_k + dim_v) * double(kTokens) * double(kTokens + 1) / 2;
+  r.flops_per_s = flops / best_seconds(quick ? 2 : 3, [&] { cpu.attention(a); });
+  return r;
 }
 
 OpCosts probe_ops(cpu::CpuBackend& cpu, bool quick) {
@@ -172,51 +227,11 @@ OpCosts probe_ops(cpu::CpuBackend& cpu, bool quick) {
     c.elementwise_per_s = double(kWidth * kTokens) /
                           best_seconds(quick ? 2 : 5, [&] { cpu.swiglu(g.data(), u.data(), kWidth * kTokens, o.data()); });
   }
-  // Attention as the engine runs it by default (flash where AVX-512 is, engine.cpp), an f16 cache of
-  // 8 query heads over 2 KV heads of 128: the per-token work of most models (n_head x head_dim 1024..2048).
-  constexpr int kHead = 8, kHeadKv = 2, kDim = 128;
-  constexpr int64_t kTokens = 512;
-  const bool flash = cpu::best_isa() >= cpu::Isa::Avx512;
-  std::vector<float> row(static_cast<size_t>(kHeadKv * kDim)), q(static_cast<size_t>(kTokens * kHead * kDim)), out(q.size());
-  for (float& v : q) v = dist(rng);
-  std::vector<uint16_t> k(static_cast<size_t>(kTokens * kHeadKv * kDim)), v(k.size());
-  for (int64_t i = 0; i < kTokens; ++i) {
-    for (float& e : row) e = dist(rng);
-    quant::quantize_row(WeightType::F16, row.data(), k.data() + i * kHeadKv * kDim, kHeadKv * kDim);
-    for (float& e : row) e = dist(rng);
-    quant::quantize_row(WeightType::F16, row.data(), v.data() + i * kHeadKv * kDim, kHeadKv * kDim);
-  }
-  std::vector<int32_t> pos(static_cast<size_t>(kTokens)), seq(static_cast<size_t>(kTokens), 0);
-  for (int64_t i = 0; i < kTokens; ++i) pos[size_t(i)] = int32_t(i);
-  AttentionArgs a;
-  a.out = out.data();
-  a.n_head = kHead;
-  a.n_head_kv = kHeadKv;
-  a.head_dim_k = a.head_dim_v = kDim;
-  a.scale = 1 / std::sqrt(float(kDim));
-  a.k = k.data();
-  a.v = v.data();
-  a.cell_pos = pos.data();
-  a.cell_seq = seq.data();
-  a.token_seq = seq.data();
-  a.flash = flash;
-  // Decode: the last of 64 cells, the depth of a short generation (bench's tg128 averages 64).
-  a.q = q.data();
-  a.n_tokens = 1;
-  a.token_pos = pos.data() + 63;
-  a.n_cells = 64;
-  c.attention_call_s = per_call_seconds(quick ? 50 : 200, quick ? 3 : 5, [&] { cpu.attention(a); });
-  // Prefill: 512 tokens against themselves, causal: token i sees i + 1 cells.
-  a.n_tokens = kTokens;
-  a.token_pos = pos.data();
-  a.n_cells = kTokens;
-  const double flops = 2.0 * kHead * (2 * kDim) * double(kTokens) * double(kTokens + 1) / 2;
-  c.attention_flops_per_s = flops / best_seconds(quick ? 2 : 3, [&] { cpu.attention(a); });
+  for (const auto& [n_head, n_head_kv, dim_k, dim_v] : {std::array<int, 4>{8, 2, 128, 128}, std::array<int, 4>{16, 1, 576, 512}})
+    c.attention.push_back(probe_attention(cpu, n_head, n_head_kv, dim_k, dim_v, quick, rng));
   return c;
 }
 
-// The prefill shape on one thread through each level's own kernel (kernels.h matmul_f32, which also
-// quantizes the activations, as the backend does once per call).
 std::vector<IsaRate> probe_isa_levels(WeightType type, bool quick) {
   constexpr int64_t kRow = 4096;
   const int64_t kRows = quick ? 32 : 128, n_tokens = quick ? 16 : 64;  // the scalar kernels are slow
@@ -378,15 +393,15 @@ DeviceSpeed cpu_speed(const Probe& p) {
   DeviceSpeed d;
   d.bytes_per_s = p.read_bytes_per_s();
   for (const MatmulRate& m : p.matmul) {
-    d.kernels[m.type].push_back({m.row_length, m.decode_bytes_per_s, m.decode_call_s, m.prefill_flops_per_s});
+    d.kernels[m.type].push_back({m.row_length, m.decode_bytes_per_s, m.decode_call_s, m.prefill_flops_per_s,
+                                 m.prefill_few_flops_per_s});
     d.flops_per_s = d.flops_per_s == 0 ? m.prefill_flops_per_s : std::min(d.flops_per_s, m.prefill_flops_per_s);
   }
   for (auto& [type, rates] : d.kernels)
     std::sort(rates.begin(), rates.end(), [](const KernelRate& a, const KernelRate& b) { return a.row_length < b.row_length; });
   d.op_call_s = p.ops.op_call_s;
   d.elementwise_per_s = p.ops.elementwise_per_s;
-  d.attention_call_s = p.ops.attention_call_s;
-  d.attention_flops_per_s = p.ops.attention_flops_per_s;
+  d.attention = p.ops.attention;
   return d;
 }
 
@@ -484,9 +499,12 @@ std::string probe_to_json(const Probe& p) {
   for (const MatmulRate& m : p.matmul)
     j["matmul"].push_back({{"type", std::string(type_name(m.type))}, {"decode_bytes_per_s", m.decode_bytes_per_s},
                            {"prefill_flops_per_s", m.prefill_flops_per_s}, {"prefill_tokens", m.prefill_tokens},
+                           {"prefill_few_flops_per_s", m.prefill_few_flops_per_s},
                            {"decode_call_s", m.decode_call_s}, {"row_length", m.row_length}});
   j["ops"] = {{"op_call_s", p.ops.op_call_s}, {"elementwise_per_s", p.ops.elementwise_per_s},
-              {"attention_call_s", p.ops.attention_call_s}, {"attention_flops_per_s", p.ops.attention_flops_per_s}};
+              {"attention", nlohmann::json::array()}};
+  for (const AttentionRate& a : p.ops.attention)
+    j["ops"]["attention"].push_back({{"head_dim_k", a.head_dim_k}, {"call_s", a.call_s}, {"flops_per_s", a.flops_per_s}});
   j["per_isa"] = nlohmann::json::array();
   for (const IsaRate& r : p.per_isa)
     j["per_isa"].push_back({{"isa", r.isa}, {"type", std::string(type_name(r.type))}, {"flops_per_s", r.flops_per_s}});
@@ -539,12 +557,16 @@ Result<std::optional<Probe>> load_probe(const std::string& path, std::string* wh
       const auto t = parse_weight_type(m.at("type").get<std::string>());
       if (!t) return corrupt("%s: unknown weight type '%s'", path.c_str(), m.at("type").get<std::string>().c_str());
       p.matmul.push_back({*t, m.at("decode_bytes_per_s").get<double>(), m.at("prefill_flops_per_s").get<double>(),
-                          m.at("prefill_tokens").get<int64_t>(), m.value("decode_call_s", 0.0),
-                          m.value("row_length", int64_t(4096))});
+                          m.at("prefill_tokens").get<int64_t>(), m.value("prefill_few_flops_per_s", 0.0),
+                          m.value("decode_call_s", 0.0), m.value("row_length", int64_t(4096))});
     }
-    if (j.contains("ops"))
-      p.ops = {j["ops"].at("op_call_s").get<double>(), j["ops"].at("elementwise_per_s").get<double>(),
-               j["ops"].at("attention_call_s").get<double>(), j["ops"].at("attention_flops_per_s").get<double>()};
+    if (j.contains("ops")) {
+      p.ops.op_call_s = j["ops"].at("op_call_s").get<double>();
+      p.ops.elementwise_per_s = j["ops"].at("elementwise_per_s").get<double>();
+      for (const auto& a : j["ops"].at("attention"))
+        p.ops.attention.push_back({a.at("head_dim_k").get<int64_t>(), a.at("call_s").get<double>(),
+                                   a.at("flops_per_s").get<double>()});
+    }
     for (const auto& r : j.value("per_isa", nlohmann::json::array())) {
       const auto t = parse_weight_type(r.at("type").get<std::string>());
       if (!t) return corrupt("%s: unknown weight type '%s'", path.c_str(), r.at("type").get<std::string>().c_str());
@@ -581,12 +603,13 @@ std::string format_probe(const Probe& p) {
   out += format("matmul, %d threads:  %-8s %5s %22s %12s %24s\n", p.n_threads, "type", "row", "decode (GB/s weights)",
                 "+ us a call", "prefill (GFLOP/s)");
   for (const MatmulRate& m : p.matmul)
-    out += format("                     %-8s %5lld %22.1f %12.1f %17.1f @ %lld\n", type_name(m.type).data(),
+    out += format("                     %-8s %5lld %22.1f %12.1f %11.1f @ 64 %6.1f @ %lld\n", type_name(m.type).data(),
                   (long long)m.row_length, m.decode_bytes_per_s / 1e9, m.decode_call_s * 1e6,
-                  m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens);
-  out += format("other ops: SwiGLU %.1f us a call, %.2f G values/s; attention %.1f us a call, %.1f GFLOP/s at 512 "
-                "tokens\n", p.ops.op_call_s * 1e6, p.ops.elementwise_per_s / 1e9, p.ops.attention_call_s * 1e6,
-                p.ops.attention_flops_per_s / 1e9);
+                  m.prefill_few_flops_per_s / 1e9, m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens);
+  out += format("other ops: SwiGLU %.1f us a call, %.2f G values/s\n", p.ops.op_call_s * 1e6, p.ops.elementwise_per_s / 1e9);
+  for (const AttentionRate& a : p.ops.attention)
+    out += format("           attention, heads of %lld: %.1f us a call, %.1f GFLOP/s at 512 tokens\n",
+                  (long long)a.head_dim_k, a.call_s * 1e6, a.flops_per_s / 1e9);
   if (!p.per_isa.empty()) {
     out += "prefill kernels by ISA level, one thread (GFLOP/s):\n";
     for (const MatmulRate& m : p.matmul) {

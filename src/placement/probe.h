@@ -39,6 +39,7 @@ struct MatmulRate {
   double decode_bytes_per_s = 0;
   double prefill_flops_per_s = 0;
   int64_t prefill_tokens = 0;
+  double prefill_few_flops_per_s = 0;  // 64 tokens against the same matrix: a routed expert's share
   double decode_call_s = 0;  // what one call of a small matrix (128 rows) from DRAM takes beyond bytes / rate
   int64_t row_length = 4096;  // of the matrices timed: each type is timed at kProbeRowLengths
 };
@@ -49,13 +50,12 @@ inline constexpr int64_t kProbeRowLengths[] = {512, 4096};
 
 // What a forward pass pays besides the matmuls, every thread: an elementwise op's fixed cost per call
 // (SwiGLU of one token: waking and joining the threads) and its rate on a micro-batch (values/s), and
-// attention's (decode: one token against 64 cells, nearly all fixed cost; prefill: 512 tokens against
-// themselves, causal, as flop/s).
+// attention's at two head shapes (8 heads of 128 over 2 KV heads; MLA's 16 heads over one latent of
+// 576, values its first 512), as the engine runs it by default (flash where AVX-512 is), f16 cache.
 struct OpCosts {
   double op_call_s = 0;
   double elementwise_per_s = 0;
-  double attention_call_s = 0;
-  double attention_flops_per_s = 0;
+  std::vector<AttentionRate> attention;  // by head_dim_k ascending
 };
 
 // One thread's prefill throughput of a weight type's kernel at one ISA level (the levels below the

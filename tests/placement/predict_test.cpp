@@ -61,18 +61,18 @@ TEST(PredictDecode, AKernelSlowerThanMemoryBoundsTheDevice) {
 TEST(PredictPrefill, TakesTheSlowerOfComputeAndMemoryPerMicroBatch) {
   Dense m;
   // 1 GFLOP/s: each 100-token micro-batch computes 2 x 1e6 x 100 x 2 = 4e8 flop (0.4 s) and reads ~2 MB
-  // (2 ms at 1 GB/s): compute-bound. The output row (2 x 1e4 flop) only in the last micro-batch.
+  // (2 ms at 1 GB/s): compute-bound. The output row (2 x 1e4 flop) only in the last micro-batch, a
+  // decode-shaped matmul: its 10 kB at the memory's 1 GB/s, in turn with the rest.
   const Prediction p = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 300, 100, 0, cpu_at(1e9, 1e9));
-  const double flops = 3 * 4e8 + 2e4;
-  EXPECT_NEAR(p.flops[0], flops, 1);
-  EXPECT_NEAR(p.tokens_per_s, 300 / (flops / 1e9), 1e-6);
+  EXPECT_NEAR(p.flops[0], 3 * 4e8 + 2e4, 1);
+  EXPECT_NEAR(p.tokens_per_s, 300 / (3 * 4e8 / 1e9 + 10000 / 1e9), 1e-6);
   EXPECT_EQ(p.bound[0], "Q4_K matmul throughput");
   // 1 TFLOP/s: now the weights' reads bound it (and the KV cache read once per micro-batch).
   const Prediction q = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 300, 100, 0, cpu_at(1e9, 1e12));
   EXPECT_EQ(q.bound[0], "memory bandwidth");
   double memory_s = 0;
   for (int ub = 0; ub < 3; ++ub)
-    memory_s += (100 * 1000.0 + 8000 + 2000000 + (ub == 2 ? 10000 : 0) + 200.0 * (ub + 1) * 100) / 1e9;
+    memory_s += (100 * 1000.0 + 8000 + 2000000 + 200.0 * (ub + 1) * 100) / 1e9;
   EXPECT_NEAR(q.seconds[0], memory_s, 1e-12);
 }
 
@@ -89,12 +89,26 @@ TEST(PredictPrefill, AMicroBatchReadsTheExpertsItsTokensPick) {
   EXPECT_NEAR(p.flops[0], 2 * 1e6 * 10 + 2 * 1e6 * 0.04 * 10 + 2e4, 1);
 }
 
+TEST(PredictPrefill, AnExpertRunsAtTheRateOfItsShareOfTheTokens) {
+  Dense m;
+  m.tensors[4] = {"blk.1.ffn_up_exps.weight", 1000000, 1, "", WeightType::Q4_K, {100, 10, 1000}};
+  m.shape.n_expert = 100;
+  m.shape.n_expert_used = 4;
+  Speeds s = cpu_at(1e15, 1e9);
+  s.devices[0].kernels[WeightType::Q4_K] = {{1000, 1e9, 0, 2e9, 1e9}};  // 64 tokens: half the 512-token rate
+  const Prediction p = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 512, 512, 0, s);
+  // The dense matrix sees 512 tokens (2 GFLOP/s), each expert 4% of them, 20 (below 64: 1 GFLOP/s); the
+  // Q6_K output row (no kernel figure) streams at the memory's rate.
+  const double seconds = 2 * 1e6 * 512 / 2e9 + 2 * 1e6 * 0.04 * 512 / 1e9 + 10000 / 1e15;
+  EXPECT_NEAR(p.seconds[0], seconds, 1e-9);
+}
+
 TEST(PredictDecode, EachCallAndEachLayersOtherOpsAddTheirFixedCosts) {
   Dense m;
   Speeds s = cpu_at(1e9, 0);
   s.devices[0].kernels[WeightType::Q4_K] = {{1000, 1e9, 20e-6, 0}};
   s.devices[0].op_call_s = 1e-6;
-  s.devices[0].attention_call_s = 5e-6;
+  s.devices[0].attention = {{0, 5e-6, 0}};  // any head width: the one figure
   const Prediction base = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, cpu_at(1e9, 0));
   const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
   // Two Q4_K calls (the embedding row is a lookup, the Q6_K output has no kernel figure: no call cost);
@@ -120,13 +134,13 @@ TEST(PredictPrefill, AttentionAndElementwiseOpsRunAtTheirOwnRates) {
   m.shape.n_head = 2;
   m.shape.head_dim_k = m.shape.head_dim_v = 50;
   Speeds s = cpu_at(1e15, 1e9);
-  s.devices[0].attention_flops_per_s = 1e8;
+  s.devices[0].attention = {{50, 0, 1e8}};
   s.devices[0].elementwise_per_s = 1e6;  // the slowest part here, so it names the bound
   const Prediction p = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s);
   // Matrices: 2 x 1e6 x 100 x 2 + the output row; attention: 2 heads x 100 dims x 100 tokens x 50.5
   // cells x 2 per layer; elementwise: 100 tokens x (1 norm + 4) x 1000 values per layer (no ffn_up width:
   // layer 1's matrix is named ffn_up, 1000 rows more there).
-  const double matmul_s = (4e8 + 2e4) / 1e9;
+  const double matmul_s = 4e8 / 1e9 + 10000 / 1e15;  // the output row streams at the memory's rate
   const double attention_s = 2 * (2.0 * 2 * 100 * 100 * 50.5) / 1e8;
   const double elementwise_s = (100 * 5000.0 + 100 * 6000.0) / 1e6;
   EXPECT_NEAR(p.seconds[0], matmul_s + attention_s + elementwise_s, 1e-9);

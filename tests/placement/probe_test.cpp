@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -22,9 +23,9 @@ Probe sample() {
   p.hardware_hash = hardware_hash(p.hardware);
   p.n_threads = 2;
   p.bandwidth = {{0, {1, 2}, {8e9, 12e9}}, {1, {1, 2}, {7e9, 11e9}}};
-  p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512, 5e-6, 4096}, {WeightType::Q4_K, 6e9, 100e9, 512, 3e-6, 512},
-              {WeightType::Q6_K, 9e9, 80e9, 512, 4e-6, 4096}};
-  p.ops = {1e-6, 3e9, 6e-6, 120e9};
+  p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512, 100e9, 5e-6, 4096}, {WeightType::Q4_K, 6e9, 100e9, 512, 50e9, 3e-6, 512},
+              {WeightType::Q6_K, 9e9, 80e9, 512, 40e9, 4e-6, 4096}};
+  p.ops = {1e-6, 3e9, {{128, 6e-6, 120e9}, {576, 9e-6, 60e9}}};
   p.per_isa = {{"avx2", WeightType::Q4_K, 60e9}, {"avx512", WeightType::Q4_K, 100e9}};
   p.disk = DiskRate{"/models/x.gguf", 3e9, 1.5e9, true, 1 << 30};
   p.sims = {{"SIM0", 1 << 30, 24e9, 12e-6}};
@@ -49,7 +50,12 @@ TEST(Probe, SurvivesTheCacheFile) {
   EXPECT_NEAR(cpu.kernel(WeightType::Q4_K, 1448)->decode_call_s, 4e-6, 0.01e-6);
   EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K, 256), 100e9);     // outside: the nearest
   EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K, 7168), 200e9);
-  EXPECT_DOUBLE_EQ(cpu.attention_call_s, 6e-6);
+  // By tokens, in log(tokens) between 64 and 512: 181 is half way; fewer than 64 take the 64 figure.
+  EXPECT_NEAR(cpu.flops(WeightType::Q4_K, 4096, 181), 150e9, 0.1e9);
+  EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K, 4096, 16), 100e9);
+  EXPECT_DOUBLE_EQ(cpu.attention_at(128).call_s, 6e-6);
+  EXPECT_DOUBLE_EQ(cpu.attention_at(576).flops_per_s, 60e9);
+  EXPECT_NEAR(cpu.attention_at(192).flops_per_s, 120e9 - 60e9 * std::log(1.5) / std::log(4.5), 1e3);  // DeepSeek's 192
   EXPECT_DOUBLE_EQ(cpu.elementwise_per_s, 3e9);
   std::remove(path.c_str());
 }
@@ -96,14 +102,18 @@ TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
     EXPECT_EQ(p->matmul[i].row_length, kProbeRowLengths[i]);
     EXPECT_GT(p->matmul[i].decode_bytes_per_s, 1e8);
     EXPECT_GT(p->matmul[i].prefill_flops_per_s, 1e8);
+    EXPECT_GT(p->matmul[i].prefill_few_flops_per_s, 1e8);
     // A call of a small matrix costs more than its bytes at the streaming rate, by less than a millisecond.
     EXPECT_GT(p->matmul[i].decode_call_s, 0);
     EXPECT_LT(p->matmul[i].decode_call_s, 1e-3);
   }
   EXPECT_GT(p->ops.op_call_s, 0);
   EXPECT_LT(p->ops.op_call_s, 1e-3);
-  EXPECT_GT(p->ops.attention_call_s, 0);
-  EXPECT_GT(p->ops.attention_flops_per_s, 1e8);
+  ASSERT_EQ(p->ops.attention.size(), 2u);  // 128-wide heads and MLA's 576
+  for (const AttentionRate& a : p->ops.attention) {
+    EXPECT_GT(a.call_s, 0);
+    EXPECT_GT(a.flops_per_s, 1e8);
+  }
   EXPECT_GT(p->ops.elementwise_per_s, 1e7);
   // One thread per ISA level, at least the generic kernel's and the best level's.
   ASSERT_FALSE(p->per_isa.empty());
