@@ -75,9 +75,8 @@ std::vector<int> thread_counts(int n) {
   return out;
 }
 
-// Bytes that no cache holds: four times the L3 (AMD's victim L3 keeps part of a buffer twice its size:
-// twice the L3 read 18% faster on the Zen 4 of BENCHMARKS.md than Gemma's output matrix streams), at
-// least 64 MiB, at most 1 GiB.
+// Bytes that no cache holds: four times the L3 (AMD's victim L3 keeps part of a buffer twice its size),
+// at least 64 MiB, at most 1 GiB; the quick probe's too, since plan predicts decode from its figures.
 size_t beyond_cache_bytes() {
   const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
   return std::clamp(size_t(l3 > 0 ? l3 : 0) * 4, size_t(64) << 20, size_t(1) << 30);
@@ -97,26 +96,26 @@ double best_seconds(int reps, Fn&& fn) {
 }
 
 // `data`: a buffer of beyond_cache_bytes() shared by every type (its pages are touched once).
-MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t kRow, bool quick, uint8_t* data) {
-  const size_t row = row_bytes(type, kRow);
+MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_length, bool quick, uint8_t* data) {
+  const size_t row = row_bytes(type, row_length);
   // Decode streams the matrix from memory, as a model's weights are: a matrix well past the last-level
   // cache (a smaller one would time the cache, not decode).
   const int64_t decode_rows = int64_t(beyond_cache_bytes()) / int64_t(row);
   // Prefill at the default micro-batch: fewer tokens or rows time a less efficient kernel than a model's
   // (64 tokens x 256 rows read 169 GFLOP/s of Q5_0 where Gemma 3 270M's matrices ran at 300).
   const int64_t prefill_rows = quick ? 1024 : 2048, n_tokens = 512;
-  std::vector<float> x(size_t(kRow * n_tokens)), y(size_t(std::max(decode_rows, prefill_rows * n_tokens)));
+  std::vector<float> x(size_t(row_length * n_tokens)), y(size_t(std::max(decode_rows, prefill_rows * n_tokens)));
   std::mt19937 rng(42);
   std::normal_distribution<float> dist(0, 1);
   for (float& v : x) v = dist(rng);
   std::vector<uint8_t> first(row);
-  quant::quantize_row(type, x.data(), first.data(), kRow);  // real blocks (finite scales); rows repeat it
+  quant::quantize_row(type, x.data(), first.data(), row_length);  // real blocks (finite scales); rows repeat it
   for (int64_t r = 0; r < decode_rows; ++r) std::memcpy(data + size_t(r) * row, first.data(), row);
   auto weight = [&](int64_t rows) {
     Weight w;
     w.name = "probe";
     w.type = type;
-    w.shape = {rows, kRow};
+    w.shape = {rows, row_length};
     w.data = data;
     w.row_stride = row;
     w.backend = &cpu;
@@ -127,7 +126,7 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t kRow, boo
   const int reps = quick ? 2 : 5;
   MatmulRate m;
   m.type = type;
-  m.row_length = kRow;
+  m.row_length = row_length;
   m.decode_bytes_per_s = double(wd.size_bytes) / best_seconds(reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); });
   // A model's matrices are small (0.1 to a few MiB): each call also pays waking the threads and the
   // streams' start from DRAM (Gemma 3 270M's 0.1-1 MiB matrices took 7-12 us more than bytes / rate).
@@ -145,10 +144,10 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t kRow, boo
                          }) / double(n_small);
   m.decode_call_s = std::max(0.0, t_small - double(row * size_t(kSmallRows)) / m.decode_bytes_per_s);
   m.prefill_tokens = n_tokens;
-  m.prefill_flops_per_s = 2.0 * double(prefill_rows) * double(kRow) * double(n_tokens) /
+  m.prefill_flops_per_s = 2.0 * double(prefill_rows) * double(row_length) * double(n_tokens) /
                           best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), n_tokens, y.data(), nullptr); });
   constexpr int64_t kFewTokens = 64;
-  m.prefill_few_flops_per_s = 2.0 * double(prefill_rows) * double(kRow) * double(kFewTokens) /
+  m.prefill_few_flops_per_s = 2.0 * double(prefill_rows) * double(row_length) * double(kFewTokens) /
                               best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), kFewTokens, y.data(), nullptr); });
   return m;
 }
@@ -232,6 +231,8 @@ OpCosts probe_ops(cpu::CpuBackend& cpu, bool quick) {
   return c;
 }
 
+// The prefill shape on one thread through each level's own kernel (kernels.h matmul_f32, which also
+// quantizes the activations, as the backend does once per call).
 std::vector<IsaRate> probe_isa_levels(WeightType type, bool quick) {
   constexpr int64_t kRow = 4096;
   const int64_t kRows = quick ? 32 : 128, n_tokens = quick ? 16 : 64;  // the scalar kernels are slow

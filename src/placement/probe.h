@@ -18,7 +18,7 @@
 namespace tandem::placement {
 
 struct ProbeOptions {
-  bool quick = false;                 // small buffers and shapes, one repetition: a second or two, for tests
+  bool quick = false;                 // smaller buffers and shapes, fewer repetitions: about a second per type
   std::string disk_path;              // a file on the file system to measure (the model); empty: no disk figures
   std::vector<uint64_t> sim_devices;  // --sim-device sizes: their links are measured
   std::vector<WeightType> types;      // weight types to time; empty: every type with a CPU kernel in kProbeTypes
