@@ -43,7 +43,7 @@ void add_placement_flags(ArgParser& args, EngineFlags& f) {
   args.custom("-ngl,--n-gpu-layers,--gpu-layers,-n-gpu-layers", "N|auto|all",
               "layers on the offload devices, as llama.cpp counts them: the last N of the model's layers\n"
               "plus its output layer (token embeddings stay on the CPU); auto: as many as fit; all.\n"
-              "Offload devices: --sim-device (this build has no GPU backend yet)", [&f](std::string_view v) {
+              "Offload devices: CUDA GPUs (--list-devices) and --sim-device", [&f](std::string_view v) {
                 f.ngl_given = true;
                 if (v == "auto") {
                   f.n_gpu_layers = -1;
@@ -156,7 +156,7 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
               });
   args.string("--trace", "FILE", "write a timeline of every op and copy per device (Chrome trace-event JSON:\n"
               "open it in Perfetto or chrome://tracing) when the command ends", &f.trace_path);
-  args.flag("--list-devices", "print the devices (the CPU and each --sim-device) and exit", &f.list_devices);
+  args.flag("--list-devices", "print the devices (the CPU, CUDA GPUs, each --sim-device) and exit", &f.list_devices);
   args.integer("--prio", "N",
                "process and thread priority, llama.cpp's levels: -1 low (nice 5, SCHED_BATCH), 0 normal\n"
                "(default: unchanged), 1 medium (nice -5, SCHED_FIFO 40), 2 high (nice -10, SCHED_FIFO 80),\n"

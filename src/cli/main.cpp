@@ -5,6 +5,7 @@
 
 #include "cli/args.h"
 #include "cli/commands.h"
+#include "engine/engine.h"
 
 namespace {
 
@@ -34,7 +35,8 @@ void print_usage(std::FILE* out) {
                "usage: tandem <command> [options]\n\n"
                "Tandem runs large quantized GGUF language models on CPU+GPU machines.\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
-  std::fprintf(out, "\n'tandem <command> --help' explains each command's flags.\n");
+  std::fprintf(out, "\n'tandem <command> --help' explains each command's flags; 'tandem --list-devices' shows the\n"
+                    "devices (the CPU, CUDA GPUs).\n");
 }
 
 }  // namespace
@@ -66,6 +68,10 @@ int main(int argc, char** argv) {
   const std::string_view cmd = argv[1];
   if (cmd == "-h" || cmd == "--help" || cmd == "help") {
     print_usage(stdout);
+    return 0;
+  }
+  if (cmd == "--list-devices") {  // llama.cpp's flag, before any command: the devices and exit
+    std::fputs(tandem::list_devices({}).c_str(), stdout);
     return 0;
   }
   for (const Command& c : kCommands)

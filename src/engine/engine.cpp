@@ -81,10 +81,11 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   }
   if (f.model.empty()) return invalid_argument("no model given (use -m FILE)");
   const WeightType type_k = *parse_weight_type(f.cache_type_k), type_v = *parse_weight_type(f.cache_type_v);
-  if (f.n_gpu_layers != 0 && f.sim_devices.empty() && !f.quiet)
-    std::fprintf(stderr, "warning: -ngl %s: no offload device (this build has no GPU backend; --sim-device adds a "
-                 "simulated one); every layer runs on the CPU\n",
-                 f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str());
+  if (f.n_gpu_layers != 0 && f.sim_devices.empty() && cuda::probe().devices.empty() && !f.quiet)
+    std::fprintf(stderr, "warning: -ngl %s: no offload device (CUDA: %s; --sim-device adds a simulated one); every "
+                 "layer runs on the CPU\n",
+                 f.n_gpu_layers == -1 ? "auto" : f.n_gpu_layers == -2 ? "all" : std::to_string(f.n_gpu_layers).c_str(),
+                 cuda::probe().reason.c_str());
 
   // -c 0 (the trained context) is llama.cpp's default, which its --fit may lower: not a fixed choice.
   const bool ctx_fixed = f.ctx_given && f.ctx > 0;
@@ -127,6 +128,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
       bar->update(done);
     };
+  for (const cuda::DeviceInfo& d : cuda::probe().devices) {
+    TANDEM_ASSIGN(auto gpu, cuda::create_backend(d.index));
+    e->gpus.push_back(std::move(gpu));
+  }
   for (size_t i = 0; i < f.sim_devices.size(); ++i) {
     sim::SimOptions so{.name = "SIM" + std::to_string(i), .budget_bytes = f.sim_devices[i], .n_threads = threads};
     TANDEM_ASSIGN(auto sim, sim::SimBackend::create(so));
@@ -141,6 +146,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   {
     std::vector<Backend*> backends = {e->cpu.get()};
     std::vector<placement::DeviceInfo> infos = {{"CPU", available_memory().bytes}};
+    for (size_t i = 0; i < e->gpus.size(); ++i) {
+      backends.push_back(e->gpus[i].get());
+      infos.push_back({e->gpus[i]->name(), cuda::probe().devices[i].free_bytes});
+    }
     for (const auto& sim : e->sims) {
       backends.push_back(sim.get());
       infos.push_back({sim->name(), sim->budget_bytes()});
@@ -176,7 +185,8 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       for (size_t d = 1; d < infos.size() && !f.fit_target_bytes.empty(); ++d)
         fr.margin_bytes.push_back(f.fit_target_bytes[std::min(d - 1, f.fit_target_bytes.size() - 1)]);
       fr.shape = {hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v};
-      // A sim device runs the CPU's kernels in host memory: the CPU's speeds, behind its link.
+      // A sim device runs the CPU's kernels in host memory: the CPU's speeds, behind its link. A CUDA
+      // device's speeds are not measured yet (issue 17): it is planned as the CPU too.
       fr.speeds.devices.assign(infos.size(), placement::this_cpu_speed(threads));
       TANDEM_ASSIGN(const placement::FitResult fitted, placement::fit(fr));
       where.plan = fitted.plan;
@@ -186,7 +196,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
     }
     for (int id : where.plan.device_ids) where.devices.push_back(backends[size_t(id)]);
-    if (where.devices.size() == 1 && f.n_gpu_layers != 0 && !e->sims.empty() && !f.quiet)
+    if (where.devices.size() == 1 && f.n_gpu_layers != 0 && (!e->sims.empty() || !e->gpus.empty()) && !f.quiet)
       std::fprintf(stderr, "warning: -ngl with -dev none: no offload device is used; every layer runs on the CPU\n");
     e->plan = where.plan;
     TANDEM_TRY(e->model->place(where));
@@ -229,7 +239,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                  f.model.c_str(), hp.arch.c_str(), double(n_params) / 1e9, (long long)hp.n_layer, (long long)hp.n_vocab,
                  (long long)hp.n_ctx_train);
     std::fprintf(stderr, "weights: %s (%s)\n", human_bytes(e->model->weight_bytes()).c_str(), types.c_str());
-    if (e->sims.empty()) {
+    if (e->sims.empty() && e->gpus.empty()) {
       for (const auto& [dev, bytes] : e->model->bytes_by_device())
         std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
                      f.mmap ? "memory-mapped" : "read into RAM");
@@ -286,6 +296,7 @@ std::string describe_expert_cache(const expert::ExpertCacheStats& st, uint64_t n
 std::string list_devices(const EngineFlags& f) {
   std::string out = "Available devices:\n";
   out += format("  CPU: %s (%s available)\n", cpu::isa_name(cpu::kernels().isa), human_bytes(available_memory().bytes).c_str());
+  out += cuda::describe_devices();
   for (size_t i = 0; i < f.sim_devices.size(); ++i)
     out += format("  SIM%zu: simulated GPU on the CPU (%s; link 25 GB/s, 10 us)\n", i,
                   placement::size_text(f.sim_devices[i]).c_str());

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/sim/sim_backend.h"
 #include "core/affinity.h"
 #include "core/on_off_auto.h"
@@ -60,6 +61,7 @@ struct Engine {
   ~Engine();  // writes the --trace file
   std::string trace_path;
   std::unique_ptr<cpu::CpuBackend> cpu;
+  std::vector<std::unique_ptr<Backend>> gpus;  // CUDA0, CUDA1, ... (cuda::probe()); before model, as sims
   std::vector<std::unique_ptr<sim::SimBackend>> sims;  // before model: they hold its offloaded weights
   placement::Plan plan;
   std::unique_ptr<model::Model> model;
@@ -81,7 +83,8 @@ size_t activation_bytes(const model::HParams& hp, int64_t n_ubatch);
 // The expert cache's counters (--expert-cache) as run and bench print them at the end, over `n_tokens` tokens.
 std::string describe_expert_cache(const expert::ExpertCacheStats& st, uint64_t n_tokens);
 
-// The devices --list-devices prints: the CPU and each --sim-device, with their memory.
+// The devices --list-devices prints: the CPU, the CUDA GPUs (or why there are none) and each
+// --sim-device, with their memory.
 std::string list_devices(const EngineFlags& f);
 
 // llama.cpp's warm-up (common/common.cpp common_init_from_params): one decode of BOS and EOS, so

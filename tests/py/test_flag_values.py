@@ -74,7 +74,7 @@ def test_refusals_name_flag_and_value(tandem_bin, cmd, flags, needles):
 @pytest.mark.parametrize("form", ["-ngl {}", "--gpu-layers={}", "--n-gpu-layers {}"])
 def test_gpu_layers_values_parse_and_warn(tandem_bin, value, label, form):
     err = summary(*form.format(value).split(" "))
-    assert f"warning: -ngl {label}: no offload device (this build has no GPU backend" in err
+    assert f"warning: -ngl {label}: no offload device (CUDA: " in err
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "--threads=0"])

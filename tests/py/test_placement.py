@@ -1,5 +1,6 @@
 """Placement flags end to end: llama-server's -ngl / -ot / -ts / -nkvo / -dev on simulated GPUs
 (--sim-device) give exactly the CPU's greedy text, print the plan, and refuse bad plans with the flag."""
+import re
 import pytest
 
 from conftest import run_tandem
@@ -51,6 +52,8 @@ def test_list_devices(gemma_path):
     proc = run_tandem("run", "-m", gemma_path, "--sim-device", "2G", "--sim-device", "512M", "--list-devices")
     assert proc.returncode == 0, proc.stderr
     assert "CPU:" in proc.stdout and "SIM0:" in proc.stdout and "SIM1:" in proc.stdout
+    # The GPUs, or why there are none (no CUDA in the build, no driver, no device).
+    assert re.search(r"^  CUDA(: no device \(.+\)|\d+: .+ free\))$", proc.stdout, re.M), proc.stdout
 
 
 @pytest.mark.parametrize("flags,message", [

@@ -40,7 +40,7 @@ def test_same_seed_same_sample(tandem_bin):
 
 def test_ngl_without_gpu_warns_and_runs(tandem_bin):
     proc = run_tandem("run", "-m", STORIES, "-p", "Once", "-n", "4", "-ngl", "99", check=True)
-    assert "no GPU backend" in proc.stderr
+    assert "no offload device (CUDA: " in proc.stderr
 
 
 def test_a_context_past_the_trained_one_warns(tandem_bin):

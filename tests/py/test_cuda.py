@@ -1,0 +1,53 @@
+"""The CUDA backend end to end: whole models with every layer on the GPU, and with the experts on the
+CPU, against the CPU alone. Skips, saying why, where `tandem --list-devices` shows no CUDA device.
+Tolerances: perplexity within 1% of the CPU's (a wrong kernel moves it by far more); greedy text equal
+over 16 tokens (a near-tie could flip a token legitimately: then compare the two runs' logits by hand)."""
+import re
+
+import pytest
+
+from conftest import STORIES, run_tandem
+
+PROMPT = ["-p", "The capital of Japan is", "-n", "16", "--temp", "0", "-t", "2", "-c", "256", "--no-warmup"]
+
+
+@pytest.fixture(scope="module")
+def cuda_device(tandem_bin):
+    out = run_tandem("--list-devices", check=True).stdout
+    m = re.search(r"^  (CUDA\d+): ", out, re.M)
+    if not m:
+        reason = re.search(r"^  CUDA: no device \((.*)\)$", out, re.M)
+        pytest.skip(f"no CUDA device: {reason.group(1) if reason else out}")
+    return m.group(1)
+
+
+def test_list_devices_names_the_gpu_with_its_memory(cuda_device):
+    out = run_tandem("--list-devices", check=True).stdout
+    assert re.search(rf"^  {cuda_device}: .+ \(sm_\d+, .+, .+ free\)$", out, re.M), out
+
+
+@pytest.mark.parametrize("placement", [["-ngl", "all"], ["-ngl", "all", "-ot", "ffn=CPU"]])
+def test_gemma_greedy_text_on_the_gpu_is_the_cpus(gemma_path, cuda_device, placement):
+    cpu = run_tandem("run", "-m", gemma_path, *PROMPT, check=True)
+    gpu = run_tandem("run", "-m", gemma_path, *PROMPT, *placement, check=True)
+    assert cuda_device in gpu.stderr  # the placement summary names the device
+    assert gpu.stdout == cpu.stdout
+
+
+@pytest.mark.parametrize("model", ["gemma", "stories"])
+def test_perplexity_on_the_gpu_is_within_one_percent_of_the_cpus(gemma_path, cuda_device, tmp_path, model):
+    path = gemma_path if model == "gemma" else STORIES
+    if not path.exists():
+        pytest.skip(f"{path} is missing")
+    text = tmp_path / "text.txt"
+    text.write_text("Once upon a time there was a little girl who lived in a village near the forest. " * 40)
+    args = ["perplexity", "-m", path, "-f", text, "-c", "128", "-b", "128", "-t", "2"]
+
+    def ppl(proc):
+        m = re.search(r"PPL = ([0-9.]+)", proc.stdout + proc.stderr)
+        assert m, proc.stderr[-2000:]
+        return float(m.group(1))
+
+    cpu = ppl(run_tandem(*args, check=True))
+    gpu = ppl(run_tandem(*args, "-ngl", "all", check=True))
+    assert abs(gpu - cpu) / cpu < 0.01, (cpu, gpu)
