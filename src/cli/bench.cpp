@@ -65,7 +65,7 @@ struct Row {
   Test test;
   int threads = 0;
   std::string flash_attn;  // resolved: on or off
-  std::string backend;     // CPU, or CPU+SIM0+... with offload devices
+  std::string backend;     // CPU, or CPU+CUDA0+SIM0+... with offload devices
   // Bytes each offload device exchanged with the host per token processed (prompt and generated).
   std::vector<std::pair<std::string, double>> bytes_per_token;
   std::optional<expert::ExpertCacheStats> expert_cache;  // --expert-cache: its counters over the timed runs
@@ -240,6 +240,7 @@ int bench_main(int argc, char** argv) {
           row.expert_cache = cache->stats().since(cache0);
           std::fprintf(stderr, "%s: %s\n", t.name.c_str(), describe_expert_cache(*row.expert_cache, uint64_t(n_tokens)).c_str());
         }
+        for (const auto& gpu : e.gpus) row.backend += "+" + gpu->name();  // bytes crossed: not counted yet (issue 17)
         for (size_t i = 0; i < e.sims.size(); ++i) {
           const sim::SimStats now = e.sims[i]->stats();
           row.backend += "+" + e.sims[i]->name();

@@ -21,6 +21,13 @@ def cuda_device(tandem_bin):
     return m.group(1)
 
 
+def test_list_devices_alone_shows_the_cpu_and_the_gpus_or_why_none(tandem_bin):
+    """llama.cpp's `--list-devices` works without a command, in every build, GPU or not."""
+    out = run_tandem("--list-devices", check=True).stdout
+    assert re.search(r"^  CPU: ", out, re.M), out
+    assert re.search(r"^  CUDA(: no device \(.+\)|\d+: .+ free\))$", out, re.M), out
+
+
 def test_list_devices_names_the_gpu_with_its_memory(cuda_device):
     out = run_tandem("--list-devices", check=True).stdout
     assert re.search(rf"^  {cuda_device}: .+ \(sm_\d+, .+, .+ free\)$", out, re.M), out

@@ -5,14 +5,29 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <bit>
 #include <cstdint>
+
+// Host and device: the decoders and dot products also run on the CPU, where tests check their
+// arithmetic against src/quant without a GPU (tests/backend/cuda/cuda_host_test.cu).
+#define TANDEM_HD __host__ __device__ __forceinline__
 
 namespace tandem::cuda {
 
 constexpr int kWarp = 32;
 
-__device__ __forceinline__ float half_bits_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
-__device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as_float(uint32_t(b) << 16); }
+TANDEM_HD float half_bits_to_f32(uint16_t h) {
+  __half_raw raw;
+  raw.x = h;
+  return __half2float(__half(raw));
+}
+TANDEM_HD float bf16_bits_to_f32(uint16_t b) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(uint32_t(b) << 16);
+#else
+  return std::bit_cast<float>(uint32_t(b) << 16);
+#endif
+}
 // Round to nearest even, as quant::f32_to_bf16 (NaN kept quiet).
 __device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
   const uint32_t u = __float_as_uint(f);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <utility>
 
 #include "backend/cuda/cublas.h"
 #include "backend/cuda/kernels.h"
@@ -91,7 +92,7 @@ class Scratch {
   ~Scratch() {
     if (p_) cudaFree(p_);
   }
-  void* get(size_t bytes, cudaStream_t stream, Status* error) {
+  Result<void*> get(size_t bytes, cudaStream_t stream) {
     if (bytes <= bytes_) return p_;
     cudaStreamSynchronize(stream);
     if (p_) cudaFree(p_);
@@ -100,9 +101,8 @@ class Scratch {
     const cudaError_t e = cudaMalloc(&p_, bytes);
     if (e != cudaSuccess) {
       cudaGetLastError();  // an allocation failure is not sticky: clear it
-      *error = cuda_status(e, format("scratch of %s", human_bytes(bytes).c_str()));
       p_ = nullptr;
-      return nullptr;
+      return cuda_status(e, format("scratch of %s", human_bytes(bytes).c_str()));
     }
     bytes_ = bytes;
     return p_;
@@ -379,9 +379,9 @@ void CudaBackend::matvec(const char* op, MatVec m) {
     part.x = m.x + c0 / m.x_group * m.n;
     part.y = m.y + c0 * m.n_rows;
     if (m.ids) part.ids = m.ids + c0;
-    void* q8 = q8_.get(matvec_q8_bytes(part.n_cols, m.n), stream_, &error_);
-    if (!q8) return fail(error_);
-    launch_matvec(stream_, part, q8, fault_device_);
+    auto q8 = q8_.get(matvec_q8_bytes(part.n_cols, m.n), stream_);
+    if (!q8) return fail(q8.status());
+    launch_matvec(stream_, part, *q8, fault_device_);
   }
   check(op);
 }
@@ -397,9 +397,9 @@ void CudaBackend::gemm(const Weight& w, const float* x, int64_t n_tokens, float*
                        int(w.row_stride / 4), x, CUDA_R_32F, int(n), &zero, y, CUDA_R_32F, int(n_rows),
                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   } else {
-    void* x16 = f16_x_.get(size_t(n_tokens * n) * 2, stream_, &error_);
-    if (!x16) return fail(error_);
-    launch_f32_to_f16(stream_, x, n_tokens * n, x16);
+    auto x16 = f16_x_.get(size_t(n_tokens * n) * 2, stream_);
+    if (!x16) return fail(x16.status());
+    launch_f32_to_f16(stream_, x, n_tokens * n, *x16);
     // F16 rows are read in place; other types are dequantized to f16 a tile of rows at a time.
     const bool in_place = w.type == WeightType::F16;
     const int64_t tile = in_place ? n_rows : std::max<int64_t>(1, int64_t(kGemmTileBytes / size_t(2 * n)));
@@ -408,15 +408,15 @@ void CudaBackend::gemm(const Weight& w, const float* x, int64_t n_tokens, float*
       const void* a = w.data;
       int lda = int(w.row_stride / 2);
       if (!in_place) {
-        void* w16 = f16_weights_.get(size_t(std::min(tile, n_rows)) * size_t(n) * 2, stream_, &error_);
-        if (!w16) return fail(error_);
+        auto w16 = f16_weights_.get(size_t(std::min(tile, n_rows)) * size_t(n) * 2, stream_);
+        if (!w16) return fail(w16.status());
         launch_dequantize_f16(stream_, w.type, static_cast<const uint8_t*>(w.data) + size_t(r0) * w.row_stride,
-                              w.row_stride, rows, n, w16);
-        a = w16;
+                              w.row_stride, rows, n, *w16);
+        a = *w16;
         lda = int(n);
       }
       st = blas_.gemm_ex(handle_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(n_tokens), int(n), &one, a, CUDA_R_16F, lda,
-                         x16, CUDA_R_16F, int(n), &zero, y + r0, CUDA_R_32F, int(n_rows), CUBLAS_COMPUTE_32F,
+                         *x16, CUDA_R_16F, int(n), &zero, y + r0, CUDA_R_32F, int(n_rows), CUBLAS_COMPUTE_32F,
                          CUBLAS_GEMM_DEFAULT);
     }
   }
@@ -475,9 +475,12 @@ void CudaBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const f
   if (!has_matvec(gate.type)) return fail_type("matmul_id_swiglu", gate);
   if (up && !has_matvec(up->type)) return fail_type("matmul_id_swiglu", *up);
   const int64_t n_ff = up ? gate.expert_rows() : gate.expert_rows() / 2, n_slots = n_tokens * n_used;
-  float* g = static_cast<float*>(gate_.get(size_t(n_slots * n_ff) * 4, stream_, &error_));
-  float* u = static_cast<float*>(up_.get(size_t(n_slots * n_ff) * 4, stream_, &error_));
-  if (!g || !u) return fail(error_);
+  auto g_mem = gate_.get(size_t(n_slots * n_ff) * 4, stream_);
+  if (!g_mem) return fail(g_mem.status());
+  auto u_mem = up_.get(size_t(n_slots * n_ff) * 4, stream_);
+  if (!u_mem) return fail(u_mem.status());
+  float* g = static_cast<float*>(*g_mem);
+  float* u = static_cast<float*>(*u_mem);
   MatVec m;
   m.type = gate.type;
   m.w = gate.data;
@@ -542,8 +545,8 @@ void CudaBackend::attention(const AttentionArgs& a) {
 void CudaBackend::kv_store(const float* k, const float* v, int64_t n_tokens, int64_t row_k, int64_t row_v,
                            const int32_t* cells, WeightType k_type, WeightType v_type, void* cache_k, void* cache_v) {
   if (!ready()) return;
-  for (WeightType t : {k_type, v_type})
-    if (!kv_store_supported(t) && (t == k_type || row_v > 0))
+  for (const auto& [t, used] : {std::pair{k_type, true}, std::pair{v_type, row_v > 0}})
+    if (used && !kv_store_supported(t))
       return fail(unsupported("%s: kv_store: a %s cache has no CUDA kernel yet (issue 17)", name_.c_str(),
                               type_name(t).data()));
   // The cells' bound is the cache allocation's size: cells are device data, checked by the kernel.
@@ -637,8 +640,14 @@ Probe run_probe() {
     d.name = prop.name;
     d.cc_major = prop.major;
     d.cc_minor = prop.minor;
-    if (d.cc_major * 10 + d.cc_minor < 61) {  // __dp4a arrived with sm_61
-      skipped.push_back(format("%s is sm_%d%d, below the sm_61 the kernels need", prop.name, d.cc_major, d.cc_minor));
+    const int cc = d.cc_major * 10 + d.cc_minor;
+    if (cc < 61) {  // __dp4a arrived with sm_61
+      skipped.push_back(format("%s is sm_%d, below the sm_61 the kernels need", prop.name, cc));
+      continue;
+    }
+    if (cc < TANDEM_CUDA_MIN_ARCH) {  // no code for it in this binary: its first kernel would fail
+      skipped.push_back(format("%s is sm_%d, below this build's lowest architecture sm_%d (CMAKE_CUDA_ARCHITECTURES; "
+                               "CUDA 13 cannot build sm_61, a CUDA 12 toolkit can)", prop.name, cc, TANDEM_CUDA_MIN_ARCH));
       continue;
     }
     if (cudaSetDevice(i) == cudaSuccess) cudaMemGetInfo(&d.free_bytes, &d.total_bytes);

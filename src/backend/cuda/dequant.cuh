@@ -1,5 +1,5 @@
 // One element of a quantized row, by type: the device twin of src/quant's dequantize_row, element by
-// element (a thread per element, or per lane of a dot product). Layouts as quant/blocks.h; formulas as
+// element (a thread per element, or per lane of a dot product); host-callable for the tests. Layouts as quant/blocks.h; formulas as
 // llama.cpp's ggml-quants.c dequantize_row_*. Heavy per element for k-quants (scales unpacked each
 // time), so the decode kernels that matter have their own block-wise paths (matmul.cu); these serve
 // get_rows, the f16 tiles of the prefill GEMM, attention's K/V and the generic matrix-vector kernel.
@@ -26,14 +26,21 @@ using quant::BlockQ8_0;
 
 static __constant__ int8_t kIq4ValuesDevice[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                                     1,    13,   25,  38,  53,  69,  89,  113};
+TANDEM_HD int iq4_value(int code) {
+#ifdef __CUDA_ARCH__
+  return kIq4ValuesDevice[code];
+#else
+  return quant::kIq4Values[code];
+#endif
+}
 
 // Legacy blocks of 32: element j's 4-bit code, low nibbles first.
-__device__ __forceinline__ int nibble32(const uint8_t* qs, int j) { return j < 16 ? qs[j] & 15 : qs[j - 16] >> 4; }
-__device__ __forceinline__ uint32_t load_u32(const uint8_t* p) {  // qh is not 4-byte aligned in the block
+TANDEM_HD int nibble32(const uint8_t* qs, int j) { return j < 16 ? qs[j] & 15 : qs[j - 16] >> 4; }
+TANDEM_HD uint32_t load_u32(const uint8_t* p) {  // qh is not 4-byte aligned in the block
   return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
 }
 // The 6-bit scale and min of sub-block j of a Q4_K/Q5_K super-block (ggml's get_scale_min_k4).
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
+TANDEM_HD void scale_min_k4(int j, const uint8_t* q, int& sc, int& m) {
   if (j < 4) {
     sc = q[j] & 63;
     m = q[j + 4] & 63;
@@ -48,37 +55,37 @@ struct Elem;  // float operator()(row, i): element i of a row of type T
 
 template <>
 struct Elem<WeightType::F32> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const { return reinterpret_cast<const float*>(row)[i]; }
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const { return reinterpret_cast<const float*>(row)[i]; }
 };
 template <>
 struct Elem<WeightType::F16> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     return half_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
   }
 };
 template <>
 struct Elem<WeightType::BF16> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     return bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
   }
 };
 template <>
 struct Elem<WeightType::Q4_0> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ4_0*>(row)[i / 32];
     return half_bits_to_f32(b.d) * float(nibble32(b.qs, int(i % 32)) - 8);
   }
 };
 template <>
 struct Elem<WeightType::Q4_1> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ4_1*>(row)[i / 32];
     return half_bits_to_f32(b.d) * float(nibble32(b.qs, int(i % 32))) + half_bits_to_f32(b.m);
   }
 };
 template <>
 struct Elem<WeightType::Q5_0> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ5_0*>(row)[i / 32];
     const int j = int(i % 32);
     const int q = nibble32(b.qs, j) | int((load_u32(b.qh) >> j) & 1) << 4;
@@ -87,7 +94,7 @@ struct Elem<WeightType::Q5_0> {
 };
 template <>
 struct Elem<WeightType::Q5_1> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ5_1*>(row)[i / 32];
     const int j = int(i % 32);
     const int q = nibble32(b.qs, j) | int((load_u32(b.qh) >> j) & 1) << 4;
@@ -96,30 +103,30 @@ struct Elem<WeightType::Q5_1> {
 };
 template <>
 struct Elem<WeightType::Q8_0> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ8_0*>(row)[i / 32];
     return half_bits_to_f32(b.d) * float(b.qs[i % 32]);
   }
 };
 template <>
 struct Elem<WeightType::IQ4_NL> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockIQ4_NL*>(row)[i / 32];
-    return half_bits_to_f32(b.d) * float(kIq4ValuesDevice[nibble32(b.qs, int(i % 32))]);
+    return half_bits_to_f32(b.d) * float(iq4_value(nibble32(b.qs, int(i % 32))));
   }
 };
 template <>
 struct Elem<WeightType::IQ4_XS> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockIQ4_XS*>(row)[i / 256];
     const int r = int(i % 256), ib = r / 32, j = r % 32;
     const int ls = ((b.scales_l[ib / 2] >> (4 * (ib % 2))) & 15) | (((b.scales_h >> (2 * ib)) & 3) << 4);
-    return half_bits_to_f32(b.d) * float(ls - 32) * float(kIq4ValuesDevice[nibble32(b.qs + 16 * ib, j)]);
+    return half_bits_to_f32(b.d) * float(ls - 32) * float(iq4_value(nibble32(b.qs + 16 * ib, j)));
   }
 };
 template <>
 struct Elem<WeightType::Q2_K> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ2_K*>(row)[i / 256];
     const int r = int(i % 256), n = r / 128, j = (r % 128) / 32, l = r % 32;
     const int sc = b.scales[n * 8 + j * 2 + (l >= 16)];
@@ -129,7 +136,7 @@ struct Elem<WeightType::Q2_K> {
 };
 template <>
 struct Elem<WeightType::Q3_K> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ3_K*>(row)[i / 256];
     const int r = int(i % 256), n = r / 128, j = (r % 128) / 32, l = r % 32;
     // The 16 6-bit scales: low 4 bits from bytes 0-7, high 2 bits from bytes 8-11 (ggml's kmask unpacking).
@@ -143,7 +150,7 @@ struct Elem<WeightType::Q3_K> {
 };
 template <>
 struct Elem<WeightType::Q4_K> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ4_K*>(row)[i / 256];
     const int r = int(i % 256), g = r / 64, w = r % 64;
     int sc, m;
@@ -154,7 +161,7 @@ struct Elem<WeightType::Q4_K> {
 };
 template <>
 struct Elem<WeightType::Q5_K> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ5_K*>(row)[i / 256];
     const int r = int(i % 256), g = r / 64, w = r % 64, l = w % 32, hi = w >= 32;
     int sc, m;
@@ -165,7 +172,7 @@ struct Elem<WeightType::Q5_K> {
 };
 template <>
 struct Elem<WeightType::Q6_K> {
-  __device__ float operator()(const uint8_t* row, int64_t i) const {
+  TANDEM_HD float operator()(const uint8_t* row, int64_t i) const {
     const auto& b = reinterpret_cast<const BlockQ6_K*>(row)[i / 256];
     const int r = int(i % 256), n = r / 128, quarter = (r % 128) / 32, l = r % 32;
     const uint8_t ql = b.ql[n * 64 + l + (quarter & 1) * 32];
