@@ -164,10 +164,12 @@ function render() {
   draw($("chart-kv"), { series: [{ label: "used", color: blue, values: col((s) => (s.kv.ratio ?? 0) * 100) }],
                         max: 100, format: (v) => v.toFixed(0) + "%", line: { value: last.lines.kv * 100, label: pct(last.lines.kv) } });
 
-  $("now-experts").textContent = last.experts == null ? "n/a" : pct(last.experts.hit_rate);
-  draw($("chart-experts"), last.experts == null ? { empty: "n/a: no expert cache tier in this build" }
-    : { series: [{ label: "hits", color: green, values: col((s) => (s.experts ? s.experts.hit_rate * 100 : null)) }],
-        max: 100, format: (v) => v.toFixed(0) + "%" });
+  $("now-experts").textContent = last.experts == null ? "n/a" :
+    `${last.experts.hit_rate == null ? "–" : pct(last.experts.hit_rate)} hits, disk ${gbs(last.experts.disk_read_bytes_per_s)}`;
+  draw($("chart-experts"), last.experts == null ? { empty: "n/a: every expert is in RAM (no --expert-cache)" }
+    : { series: [{ label: "hits", color: green,
+                   values: col((s) => (s.experts && s.experts.hit_rate != null ? s.experts.hit_rate * 100 : null)) }],
+        max: 100, format: (v) => v.toFixed(0) + "%", line: { value: last.lines.experts * 100, label: pct(last.lines.experts) } });
 
   const rows = [["device", "memory used", "free", "weights/pass", "read", "limit"]];
   for (const d of last.devices)

@@ -90,7 +90,12 @@ std::string render(const json& s, const std::string& url) {
   line("KV cache", format("%s %d of %d cells (%s); per slot:%s", bar(kv["ratio"], num(lines["kv"])).c_str(),
                           int(num(kv["used"])), int(num(kv["capacity"])), percent(kv["ratio"]).c_str(),
                           per_slot.c_str()));
-  line("experts", s["experts"].is_object() ? "hit rate " + percent(s["experts"]["hit_rate"]) : "n/a (no expert tier)");
+  const json& ex = s["experts"];
+  line("experts", ex.is_object() ? format("hit rate %s (line %s; %s since start), disk %s",
+                                          percent(ex["hit_rate"]).c_str(), percent(lines["experts"]).c_str(),
+                                          percent(ex["hit_rate_total"]).c_str(),
+                                          gb_per_s(num(ex["disk_read_bytes_per_s"])).c_str())
+                                 : "all in RAM (no --expert-cache)");
   for (const auto& d : s["devices"]) {
     std::string text = format("memory %s used, %s free; weights %s per pass, read %s", size(num(d["memory_used_bytes"])).c_str(),
                               size(num(d["memory_free_bytes"])).c_str(), size(num(d["weight_bytes_per_pass"])).c_str(),

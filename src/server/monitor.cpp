@@ -45,7 +45,9 @@ Monitor::Monitor(Engine& engine, const Scheduler& scheduler, std::string model_n
   if (!plan.devices.empty()) {
     const auto& hp = engine_.model->hparams();
     placement::Speeds speeds;
-    speeds.devices.assign(plan.devices.size(), placement::DeviceSpeed{.bytes_per_s = 1.0});  // seconds unused
+    placement::DeviceSpeed unit;
+    unit.bytes_per_s = 1.0;  // the seconds are not used, only the bytes
+    speeds.devices.assign(plan.devices.size(), unit);
     const std::vector<size_t> no_kv(plan.layer_device.size(), 0);
     placement::ModelShape shape;
     shape.n_embd = hp.n_embd, shape.n_vocab = hp.n_vocab, shape.n_expert = hp.n_expert;
@@ -111,6 +113,8 @@ MonitorSnapshot Monitor::snapshot() {
   s.period_s = sampled_period_s_;
   s.generated_per_s = generated_per_s_;
   s.prompt_per_s = prompt_per_s_;
+  s.expert_hit_rate = expert_hit_rate_;
+  s.expert_disk_read_bytes_per_s = expert_disk_read_bytes_per_s_;
   for (size_t i = 0; i < s.devices.size(); ++i) s.devices[i].read_bytes_per_s = read_bytes_per_s_[i];
   s.devices[0].read_limit_bytes_per_s = ram_limit_bytes_per_s_;
   s.devices[0].read_limit_source = ram_limit_source_;
@@ -168,6 +172,10 @@ void Monitor::loop() {
     sampled_period_s_ = dt;
     generated_per_s_ = double(cur.n_generated - prev.n_generated) / dt;
     prompt_per_s_ = double(cur.n_prompt_tokens - prev.n_prompt_tokens) / dt;
+    const double expert_hits = double(cur.expert_hits - prev.expert_hits);
+    const double expert_uses = expert_hits + double(cur.expert_misses - prev.expert_misses);
+    expert_hit_rate_ = expert_uses > 0 ? expert_hits / expert_uses : -1;
+    expert_disk_read_bytes_per_s_ = double(cur.expert_disk_read_bytes - prev.expert_disk_read_bytes) / dt;
     for (size_t i = 0; i < read_bytes_per_s_.size(); ++i)
       read_bytes_per_s_[i] = t_busy > 0 ? double(weight_bytes_per_pass_[i]) * passes / t_busy : 0;
     cpu_known_ = cpu_prev && cpu_cur;
@@ -191,7 +199,11 @@ std::vector<std::string> monitor_hints(const MonitorSnapshot& s) {
   const bool generating = s.generated_per_s > 0;
   const DeviceFigures& cpu = s.devices[0];
   const double ram_read = s.host_read_bytes_per_s();
-  if (cpu.read_limit_bytes_per_s > 0 && ram_read >= kBandwidthLine * cpu.read_limit_bytes_per_s)
+  if (cpu.read_limit_bytes_per_s > 0 && ram_read > 1.2 * cpu.read_limit_bytes_per_s)
+    out.push_back("weights are read at " + percent(ram_read / cpu.read_limit_bytes_per_s) +
+                  " of the RAM bandwidth measured: they fit in the CPU's caches (a small model), or the limit was "
+                  "measured while the machine was busy (`tandem probe` measures it again)");
+  else if (cpu.read_limit_bytes_per_s > 0 && ram_read >= kBandwidthLine * cpu.read_limit_bytes_per_s)
     out.push_back("decode is memory-bound at " + percent(ram_read / cpu.read_limit_bytes_per_s) +
                   " of RAM bandwidth: fewer bytes per token (a smaller quantization, more layers on a GPU) is "
                   "what speeds it up");
@@ -208,6 +220,10 @@ std::vector<std::string> monitor_hints(const MonitorSnapshot& s) {
   if (s.n_queued > 0)
     out.push_back(std::to_string(s.n_queued) + " request" + (s.n_queued == 1 ? "" : "s") +
                   " waiting for a slot: all " + std::to_string(s.slots.size()) + " slots are busy (raise -np)");
+  if (s.sched.expert_cache && s.expert_hit_rate >= 0 && s.expert_hit_rate < kExpertLine)
+    out.push_back("routed experts: " + percent(s.expert_hit_rate) + " found in RAM, the rest read from disk at " +
+                  format("%.2f GB/s", s.expert_disk_read_bytes_per_s / 1e9) +
+                  ": decode waits on the disk; a larger --expert-cache keeps more of them");
   // Idle slots keep their prompts' cells for reuse (a full cache is normal then): the busy ones count.
   int64_t busy_cells = 0, busy_capacity = 0;
   for (const auto& sl : s.slots)
@@ -239,6 +255,15 @@ json monitor_json(const MonitorSnapshot& s) {
       gpus.push_back({{"index", g.index}, {"name", g.name}, {"utilization", g.utilization},
                       {"memory_used_bytes", g.memory_used_bytes}, {"memory_total_bytes", g.memory_total_bytes}});
   }
+  json experts = nullptr;  // null: no --expert-cache (every expert is resident)
+  if (s.sched.expert_cache) {
+    const double uses = double(s.sched.expert_hits + s.sched.expert_misses);
+    experts = {{"hit_rate", s.expert_hit_rate >= 0 ? json(s.expert_hit_rate) : json(nullptr)},
+               {"hit_rate_total", uses > 0 ? json(double(s.sched.expert_hits) / uses) : json(nullptr)},
+               {"hits_total", s.sched.expert_hits}, {"misses_total", s.sched.expert_misses},
+               {"disk_read_bytes_total", s.sched.expert_disk_read_bytes},
+               {"disk_read_bytes_per_s", s.expert_disk_read_bytes_per_s}};
+  }
   const DeviceFigures& cpu = s.devices[0];
   uint64_t n_finished = 0;
   for (uint64_t n : s.sched.n_requests_finished) n_finished += n;
@@ -262,9 +287,9 @@ json monitor_json(const MonitorSnapshot& s) {
           {"cpu", s.cpu_known ? json{{"busy", s.cpu.busy}, {"softirq", s.cpu.softirq}, {"iowait", s.cpu.iowait}}
                               : json(nullptr)},
           {"gpu", gpus},
-          {"experts", nullptr},  // the expert tier (issue 16 lists its hit rate) does not exist yet
+          {"experts", experts},
           {"lines", {{"bandwidth", kBandwidthLine}, {"gpu", kGpuLine}, {"softirq", kSoftirqLine},
-                     {"iowait", kIowaitLine}, {"kv", kKvLine}}},
+                     {"iowait", kIowaitLine}, {"kv", kKvLine}, {"experts", kExpertLine}}},
           {"hints", monitor_hints(s)}};
 }
 

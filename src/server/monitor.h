@@ -26,6 +26,8 @@ inline constexpr double kGpuLine = 0.80;        // GPU utilization below this wh
 inline constexpr double kSoftirqLine = 0.10;    // of all CPU time
 inline constexpr double kIowaitLine = 0.10;
 inline constexpr double kKvLine = 0.90;         // of the KV cache's cells
+// Of the routed experts' uses (--expert-cache): below it decode mostly waits on disk reads.
+inline constexpr double kExpertLine = 0.50;
 
 struct DeviceFigures {
   std::string name;  // "CPU", "SIM0", ... as the placement plan names them
@@ -50,6 +52,8 @@ struct MonitorSnapshot {
   size_t n_queued = 0;
   int64_t n_ctx_slot = 0, kv_cells_capacity = 0;
   double generated_per_s = 0, prompt_per_s = 0;
+  // --expert-cache over the last sample period: hits / uses (-1: no expert was used), disk bytes read / s.
+  double expert_hit_rate = -1, expert_disk_read_bytes_per_s = 0;
   // llama-server's llamacpp:*_tokens_seconds: tokens over the steps' time since the previous /metrics
   // scrape (0 when none ran); filled by Monitor::scrape() only.
   double scrape_prompt_per_s = 0, scrape_generated_per_s = 0;
@@ -94,6 +98,7 @@ class Monitor {
   std::once_flag started_;
   bool stop_ = false;
   double sampled_period_s_ = 0, generated_per_s_ = 0, prompt_per_s_ = 0, ram_limit_bytes_per_s_ = 0;
+  double expert_hit_rate_ = -1, expert_disk_read_bytes_per_s_ = 0;
   std::string ram_limit_source_;
   std::vector<double> read_bytes_per_s_;
   bool cpu_known_ = false;

@@ -81,6 +81,11 @@ def test_a_file_truncated_under_the_server_is_a_500_and_the_server_goes_on(model
         assert re.search(r"^tandem_expert_cache_misses_total [1-9]", text, re.M), text
         assert re.search(r"^tandem_expert_disk_read_bytes_total [1-9]", text, re.M), text
         assert "tandem_expert_cache_hits_total" in text and "tandem_expert_disk_read_seconds_total" in text
+        # The monitor's JSON (/monitor, tandem top) counts the same uses.
+        status, mon = s.request("GET", "/monitor/stats")
+        assert status == 200
+        ex = mon["experts"]
+        assert ex["misses_total"] > 0 and ex["disk_read_bytes_total"] > 0 and 0 <= ex["hit_rate_total"] <= 1, ex
         # Cut the file inside the first MoE layer's experts: a new prompt needs experts that are gone.
         os.truncate(copy, os.path.getsize(copy) // 2)
         status, reply = s.request("POST", "/v1/completions",

@@ -217,7 +217,7 @@ def test_monitor_stats_json(server):
     assert status == 200
     assert s["kv"]["capacity"] == 1024 and len(s["kv"]["slots"]) == 2
     assert s["devices"][0]["name"] == "CPU" and s["devices"][0]["weight_bytes_per_pass"] > 0
-    assert s["lines"] == {"bandwidth": 0.75, "gpu": 0.8, "softirq": 0.1, "iowait": 0.1, "kv": 0.9}
+    assert s["lines"] == {"bandwidth": 0.75, "gpu": 0.8, "softirq": 0.1, "iowait": 0.1, "kv": 0.9, "experts": 0.5}
     assert s["experts"] is None and isinstance(s["hints"], list)
     assert (s["gpu"] is None) == (not nvml_present())
     _, m = scrape(server)

@@ -201,3 +201,26 @@ def test_monitor_draws_gpu_utilization_with_a_fake_nvml(browser, gemma_path, mon
         browser.save_screenshot(str(ARTIFACTS / "monitor-gpu.png"))
     finally:
         assert s.stop() == 0, "".join(s.log)
+
+
+def test_monitor_draws_the_expert_hit_rate(browser, tmp_path):
+    """--expert-cache on a tiny DeepSeek-V3 synth (2 MoE layers of 16 experts, 8 cache slots): the experts'
+    chart fills, with the hit rate and the disk figure beside it."""
+    from conftest import run_tandem
+    model = tmp_path / "tiny-v3.gguf"
+    run_tandem("synth", "--preset", "tiny-deepseek-v3", "--layers", "3", "--type", "Q8_0", "-t", "2", "-o", model,
+               check=True)
+    s = Server(model, "-c", "256", "-np", "1", "--no-warmup", "--expert-cache", "64M")
+    try:
+        browser.get(s.url + "/monitor")
+        wait(lambda: int(browser.find_element(By.ID, "status").get_attribute("data-samples") or 0) >= 2, timeout=20,
+             what="two samples")  # the sampling has started: the period after them sees the request
+        status, _ = s.request("POST", "/completion", {"prompt": "Once upon a time", "n_predict": 32})
+        assert status == 200
+        wait(lambda: "hits, disk" in browser.find_element(By.ID, "now-experts").text, timeout=20,
+             what="the experts' figures")
+        wait(lambda: int(browser.find_element(By.ID, "chart-experts").get_attribute("data-points") or 0) >= 1,
+             timeout=20, what="the experts' chart")
+        browser.save_screenshot(str(ARTIFACTS / "monitor-experts.png"))
+    finally:
+        assert s.stop() == 0, "".join(s.log)

@@ -37,6 +37,17 @@ TEST(MonitorHints, EachFigurePastItsLineGetsItsHint) {
   EXPECT_TRUE(has(monitor_hints(s), "decode is memory-bound at 93% of RAM bandwidth"));
   s.devices[0].read_bytes_per_s = 74e9;  // under the 75% line
   EXPECT_TRUE(monitor_hints(s).empty());
+  s.devices[0].read_bytes_per_s = 300e9;  // past what RAM can give: caches, or a limit measured under load
+  EXPECT_TRUE(has(monitor_hints(s), "weights are read at 300% of the RAM bandwidth measured"));
+  EXPECT_FALSE(has(monitor_hints(s), "memory-bound"));
+
+  s = quiet();
+  s.sched.expert_cache = true;
+  s.expert_hit_rate = 0.3;
+  s.expert_disk_read_bytes_per_s = 1.5e9;
+  EXPECT_TRUE(has(monitor_hints(s), "routed experts: 30% found in RAM, the rest read from disk at 1.50 GB/s"));
+  s.expert_hit_rate = 0.6;  // above the 50% line
+  EXPECT_TRUE(monitor_hints(s).empty());
 
   s = quiet();
   s.nvml = true;
