@@ -214,7 +214,8 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.custom("--expert-cache", "SIZE",
               "MoE models larger than RAM: keep the routed experts in a RAM cache of SIZE (e.g. 8G, 512M) and\n"
               "read them from the file(s) on demand (O_DIRECT, io_uring) instead of through the mapping;\n"
-              "the rest of the model is mapped as usual (docs/expert-tier.md). Default: off",
+              "every other tensor is read into RAM. At least one expert's slot (the error names its size);\n"
+              "a batch choosing more experts than fit runs them in groups (docs/expert-tier.md). Default: off",
               [&f](std::string_view v) {
                 TANDEM_ASSIGN(f.expert_cache_bytes, parse_size(v));
                 if (f.expert_cache_bytes == 0)

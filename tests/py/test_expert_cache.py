@@ -68,6 +68,13 @@ def test_bad_sizes_and_no_mmap_are_refused(model, tandem_bin):
         assert proc.returncode == 1 and "error:" in proc.stderr and msg in proc.stderr, (flags, proc.stderr)
 
 
+def test_a_model_without_experts_is_refused(tmp_path, tandem_bin):
+    model = tmp_path / "tiny-llama.gguf"
+    run_tandem("synth", "--preset", "tiny-llama", "--layers", "1", "--type", "Q8_0", "-o", model, check=True)
+    proc = run_tandem("run", "-m", model, "-p", "hi", "-n", "1", "--expert-cache", "1M")
+    assert proc.returncode == 1 and "--expert-cache: the model has no routed experts" in proc.stderr, proc.stderr
+
+
 def test_a_file_truncated_under_the_server_is_a_500_and_the_server_goes_on(model, slot, tmp_path, tandem_bin):
     copy = tmp_path / "cut.gguf"
     shutil.copy(model, copy)
