@@ -175,109 +175,22 @@ void scores_f16(const float* qh, int dk, const uint16_t* k, int64_t k_stride, co
   }
 }
 
-// out[h] = sum_j p[h][j] * V[cells[j]] for NQ heads, C vectors of 16 at column i0 held in registers.
-template <int NQ, int C>
-void accum_f16(const float* p, int64_t n, const uint16_t* v, int64_t v_stride, const int32_t* cells, int i0,
-               float* out, int dv) {
-  __m512 acc[NQ][C];
-  for (int h = 0; h < NQ; ++h)
-    for (int c = 0; c < C; ++c) acc[h][c] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < n; ++j) {
-    const uint16_t* vr = v + int64_t(cells[j]) * v_stride + i0;
-    __m512 vv[C];
-    for (int c = 0; c < C; ++c) vv[c] = load_h(vr + 16 * c);
-    for (int h = 0; h < NQ; ++h) {
-      const __m512 w = _mm512_set1_ps(p[h * n + j]);
-      for (int c = 0; c < C; ++c) acc[h][c] = _mm512_fmadd_ps(w, vv[c], acc[h][c]);
-    }
-  }
-  for (int h = 0; h < NQ; ++h)
-    for (int c = 0; c < C; ++c) _mm512_storeu_ps(out + h * dv + i0 + 16 * c, acc[h][c]);
-}
+struct V {
+  using T = __m512;
+  static constexpr int kLanes = 16, kRegisters = 32;
+  static T zero() { return _mm512_setzero_ps(); }
+  static T set1(float x) { return _mm512_set1_ps(x); }
+  static T load(const float* p) { return _mm512_loadu_ps(p); }
+  static void store(float* p, T x) { _mm512_storeu_ps(p, x); }
+  static T fmadd(T a, T b, T c) { return _mm512_fmadd_ps(a, b, c); }
+  static T mul(T a, T b) { return _mm512_mul_ps(a, b); }
+  static T sub(T a, T b) { return _mm512_sub_ps(a, b); }
+  static T max(T a, T b) { return _mm512_max_ps(a, b); }
+  static float reduce_add(T x) { return _mm512_reduce_add_ps(x); }
+  static float reduce_max(T x) { return _mm512_reduce_max_ps(x); }
+};
 
-template <int NQ>
-void accum_all(const float* p, int64_t n, const uint16_t* v, int64_t v_stride, const int32_t* cells, float* out,
-               int dv) {
-  int i0 = 0;
-  // NQ * C accumulators plus C loaded rows stay within the 32 registers.
-  constexpr int kC = NQ <= 2 ? 8 : 4;
-  for (; i0 + 16 * kC <= dv; i0 += 16 * kC) accum_f16<NQ, kC>(p, n, v, v_stride, cells, i0, out, dv);
-  for (; i0 + 16 <= dv; i0 += 16) accum_f16<NQ, 1>(p, n, v, v_stride, cells, i0, out, dv);
-  for (; i0 < dv; ++i0) {
-    for (int h = 0; h < NQ; ++h) {
-      float s = 0;
-      for (int64_t j = 0; j < n; ++j) s += p[h * n + j] * _cvtsh_ss(v[int64_t(cells[j]) * v_stride + i0]);
-      out[h * dv + i0] = s;
-    }
-  }
-}
-
-void attention(const AttnTask& t) {
-  const int64_t n = t.n_cells;
-  const int dk = t.dk, dv = t.dv;
-  float* qh = t.scratch;                      // n_q * dk
-  float* scores = qh + int64_t(t.n_q) * dk;   // n_q * n
-  const int64_t nqd = int64_t(t.n_q) * dk;
-  int64_t i = 0;
-  for (; i + 16 <= nqd; i += 16) _mm512_storeu_ps(qh + i, f16_round(_mm512_loadu_ps(t.q + i)));
-  for (; i < nqd; ++i) qh[i] = f16_round(t.q[i]);
-  const uint16_t* k = static_cast<const uint16_t*>(t.k) + t.k_offset;
-  const uint16_t* v = static_cast<const uint16_t*>(t.v) + t.v_offset;
-
-  for (int h0 = 0; h0 < t.n_q; h0 += 4) {
-    const float* q = qh + int64_t(h0) * dk;
-    float* s = scores + int64_t(h0) * n;
-    switch (t.n_q - h0 >= 4 ? 4 : t.n_q - h0) {
-      case 4: scores_f16<4>(q, dk, k, t.k_stride, t.cells, n, s); break;
-      case 3: scores_f16<3>(q, dk, k, t.k_stride, t.cells, n, s); break;
-      case 2: scores_f16<2>(q, dk, k, t.k_stride, t.cells, n, s); break;
-      default: scores_f16<1>(q, dk, k, t.k_stride, t.cells, n, s); break;
-    }
-  }
-
-  // Softmax per head as ggml_vec_soft_max_f32: exp in 16-lane blocks summed in double, expf for the tail.
-  const __m512 vscale = _mm512_set1_ps(t.scale);
-  for (int h = 0; h < t.n_q; ++h) {
-    float* sh = scores + int64_t(h) * n;
-    int64_t j = 0;
-    if (t.softcap > 0) {
-      for (j = 0; j < n; ++j) sh[j] = t.softcap * tanhf(sh[j] * t.scale / t.softcap);
-    } else {
-      for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(sh + j, _mm512_mul_ps(_mm512_loadu_ps(sh + j), vscale));
-      for (; j < n; ++j) sh[j] *= t.scale;
-    }
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    for (j = 0; j + 16 <= n; j += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(sh + j));
-    float mx = _mm512_reduce_max_ps(vmax);
-    for (; j < n; ++j) mx = sh[j] > mx ? sh[j] : mx;
-    const __m512 vmx = _mm512_set1_ps(mx);
-    double sum = 0;
-    for (j = 0; j + 16 <= n; j += 16) {
-      const __m512 e = v_expf(_mm512_sub_ps(_mm512_loadu_ps(sh + j), vmx));
-      _mm512_storeu_ps(sh + j, e);
-      sum += double(_mm512_reduce_add_ps(e));
-    }
-    for (; j < n; ++j) {
-      sh[j] = expf(sh[j] - mx);
-      sum += double(sh[j]);
-    }
-    const float inv = sum > 0 ? float(1.0 / sum) : 0.0f;
-    const __m512 vinv = _mm512_set1_ps(inv);
-    for (j = 0; j + 16 <= n; j += 16) _mm512_storeu_ps(sh + j, f16_round(_mm512_mul_ps(_mm512_loadu_ps(sh + j), vinv)));
-    for (; j < n; ++j) sh[j] = f16_round(sh[j] * inv);
-  }
-
-  for (int h0 = 0; h0 < t.n_q; h0 += 4) {
-    const float* p = scores + int64_t(h0) * n;
-    float* o = t.out + int64_t(h0) * dv;
-    switch (t.n_q - h0 >= 4 ? 4 : t.n_q - h0) {
-      case 4: accum_all<4>(p, n, v, t.v_stride, t.cells, o, dv); break;
-      case 3: accum_all<3>(p, n, v, t.v_stride, t.cells, o, dv); break;
-      case 2: accum_all<2>(p, n, v, t.v_stride, t.cells, o, dv); break;
-      default: accum_all<1>(p, n, v, t.v_stride, t.cells, o, dv); break;
-    }
-  }
-}
+#include "backend/cpu/x86/attention_x86.inc"
 
 inline __m512 v_silu(__m512 x) {
   const __m512 e = v_expf(_mm512_sub_ps(_mm512_setzero_ps(), x));
