@@ -1,22 +1,9 @@
-// Status helpers: code names and printf-style message formatting.
+// Status helpers: printf-style message formatting.
 #include "core/status.h"
 
 #include <cstdarg>
 
 namespace tandem {
-
-const char* status_code_name(StatusCode code) {
-  switch (code) {
-    case StatusCode::Ok: return "ok";
-    case StatusCode::InvalidArgument: return "invalid argument";
-    case StatusCode::Corrupt: return "corrupt";
-    case StatusCode::Unsupported: return "unsupported";
-    case StatusCode::NotFound: return "not found";
-    case StatusCode::IoError: return "I/O error";
-    case StatusCode::OutOfMemory: return "out of memory";
-  }
-  return "unknown";
-}
 
 std::string format(const char* fmt, ...) {
   va_list args;

@@ -12,8 +12,6 @@ namespace tandem {
 
 enum class StatusCode { Ok, InvalidArgument, Corrupt, Unsupported, NotFound, IoError, OutOfMemory };
 
-const char* status_code_name(StatusCode code);
-
 class [[nodiscard]] Status {
  public:
   Status() = default;
