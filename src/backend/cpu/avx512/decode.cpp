@@ -71,29 +71,37 @@ void layout_q4k(const BlockQ8_K* a, ActQ4K* out, int64_t nb) {
   }
 }
 
-// 8 scales (bytes 0..7) and 8 mins (8..15) of 6 bits from 12 bytes (llama.cpp's utmp shuffle).
-inline __m128i q4k_scales_mins(const uint8_t* s12) {
-  constexpr uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
-  uint32_t utmp[4];
-  std::memcpy(utmp, s12, 12);
-  utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
-  const uint32_t uaux = utmp[1] & kmask1;
-  utmp[1] = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
-  utmp[2] = uaux;
-  utmp[0] &= kmask1;
-  return load128(utmp);
+// 8 scales (bytes 0..7) and 8 mins (8..15) of 6 bits from the 12 bytes at s, in vector registers (the
+// bit layout of ggml's get_scale_min_k4). Reads 16 bytes: the last 4 are the block's first codes.
+inline __m128i q4k_scales_mins(const uint8_t* s) {
+  const __m128i v = load128(s);
+  // scales 0..3 | 4..7 | mins 0..3 | 4..7: low parts from bytes 0..3 | 8..11 | 4..7 | 8..11 (high nibbles
+  // for mins 4..7), top two bits of scales / mins 4..7 from bits 6..7 of bytes 0..3 / 4..7
+  const __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
+  const __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
+  const __m128i low = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 0, 4)),
+                                    _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  return _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)));
 }
 
-// vpshufb control: 128-bit lanes 0,1 take int16 element `lo` of their lane, lanes 2,3 element `hi`.
-inline __m512i pick16(int lo, int hi) {
-  alignas(64) int8_t c[64];
-  for (int l = 0; l < 4; ++l) {
-    const int e = l < 2 ? lo : hi;
-    for (int j = 0; j < 8; ++j) c[16 * l + 2 * j] = int8_t(2 * e), c[16 * l + 2 * j + 1] = int8_t(2 * e + 1);
-  }
-  return _mm512_load_si512(c);
+// vpshufb control from 8 scale bytes to int16 scales for a vector of packed sub-block sums (see Q4K):
+// 128-bit lanes 0,1 take scale a (int16 0..3) and b (4..7), lanes 2,3 scale c and d.
+inline __m512i pick_pairs(int a, int b, int c, int d) {
+  alignas(64) int8_t t[64];
+  for (int l = 0; l < 4; ++l)
+    for (int j = 0; j < 8; ++j) {
+      t[16 * l + 2 * j] = int8_t(l < 2 ? (j < 4 ? a : b) : (j < 4 ? c : d));
+      t[16 * l + 2 * j + 1] = int8_t(0x80);  // zero high byte
+    }
+  return _mm512_load_si512(t);
 }
 
+// One code vector per 64 bytes of qs: vpdpbusd sums 4 code x activation products per int32 lane, each
+// lane within one 32-element sub-block; vpackssdw packs two such vectors to int16 (|sum| <= 4 * 15 * 128,
+// so it never saturates) so that one vpmaddwd / vpdpwssd applies the 6-bit scales to both: 6 multiplies
+// per super-block and token where vpmaddubsw + vpdpwssd per 64 codes took 8 (Zen 4 issues one 512-bit
+// multiply per cycle). The min term is one 128-bit vpmaddwd of the mins with the activation's sub-block
+// sums.
 struct Q4K {
   using A = ActQ4K;
   static size_t act_bytes(int64_t n) { return size_t(n / 256) * sizeof(ActQ4K); }
@@ -114,29 +122,32 @@ struct Q4K {
       accm[t] = _mm_setzero_ps();
     }
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-    const __m512i c0 = pick16(0, 2), c1 = pick16(1, 3), c2 = pick16(4, 6), c3 = pick16(5, 7);
+    // packs(d0, d1) holds sub-blocks 0 | 1 in lanes 0,1 and 2 | 3 in lanes 2,3 (activation order 0 2 1 3)
+    const __m512i c01 = pick_pairs(0, 1, 2, 3), c23 = pick_pairs(4, 5, 6, 7);
     for (int64_t i = 0; i < n / 256; ++i) {
       const BlockQ4_K& b = w[i];
-      const __m256i s16 = _mm256_cvtepu8_epi16(q4k_scales_mins(b.scales));  // 8 scales | 8 mins
-      const __m512i bc = _mm512_broadcast_i32x4(_mm256_castsi256_si128(s16));
-      const __m128i mins = _mm256_extracti128_si256(s16, 1);
+      const __m128i sm = q4k_scales_mins(b.scales);
+      const __m512i bc = _mm512_broadcast_i32x4(sm);
+      const __m512i s01 = _mm512_shuffle_epi8(bc, c01), s23 = _mm512_shuffle_epi8(bc, c23);
+      const __m128i mins = _mm_unpackhi_epi8(sm, _mm_setzero_si128());
       const __m512i z0 = load_weights512(b.qs), z1 = load_weights512(b.qs + 64);
       const __m512i q0 = _mm512_and_si512(z0, m4), q1 = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
       const __m512i q2 = _mm512_and_si512(z1, m4), q3 = _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4);
-      const __m512i s0 = _mm512_shuffle_epi8(bc, c0), s1 = _mm512_shuffle_epi8(bc, c1);
-      const __m512i s2 = _mm512_shuffle_epi8(bc, c2), s3 = _mm512_shuffle_epi8(bc, c3);
-      const float d = h2f(b.d), dmin = h2f(b.dmin);
+      uint32_t dd;  // d, dmin
+      std::memcpy(&dd, &b.d, 4);
+      const __m128 dw = _mm_cvtph_ps(_mm_cvtsi32_si128(int(dd)));
       for (int t = 0; t < NT; ++t) {
         const ActQ4K& at = a[t][i];
-        // codes <= 15 and |a| <= 128: the int16 pair sums of maddubs cannot saturate
-        // two dependency chains of two dpwssd each (the OoO window overlaps super-blocks, not 4-deep chains)
-        __m512i i0 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(q0, load512(at.qs)), s0);
-        __m512i i1 = _mm512_dpwssd_epi32(_mm512_setzero_si512(), _mm512_maddubs_epi16(q2, load512(at.qs + 128)), s2);
-        i0 = _mm512_dpwssd_epi32(i0, _mm512_maddubs_epi16(q1, load512(at.qs + 64)), s1);
-        i1 = _mm512_dpwssd_epi32(i1, _mm512_maddubs_epi16(q3, load512(at.qs + 192)), s3);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), _mm512_set1_ps(d * at.d), acc[t]);
+        const __m512i d0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q0, load512(at.qs));
+        const __m512i d1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q1, load512(at.qs + 64));
+        const __m512i d2 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q2, load512(at.qs + 128));
+        const __m512i d3 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q3, load512(at.qs + 192));
+        const __m512i is = _mm512_dpwssd_epi32(_mm512_madd_epi16(_mm512_packs_epi32(d0, d1), s01),
+                                               _mm512_packs_epi32(d2, d3), s23);
+        const __m128 f = _mm_mul_ps(dw, _mm_set1_ps(at.d));  // d * a.d, dmin * a.d
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_broadcastss_ps(f), acc[t]);
         const __m128i m = _mm_madd_epi16(mins, load128(at.bsum));
-        accm[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(-dmin * at.d), accm[t]);
+        accm[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(m), _mm_permute_ps(f, 0x55), accm[t]);
       }
     }
     for (int t = 0; t < NT; ++t) {
