@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/kernels.h"
+#include "backend/cuda/cuda_backend.h"
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "cli/engine_flags.h"
@@ -226,6 +227,8 @@ int bench_main(int argc, char** argv) {
         if (!expert_stats_path.empty()) e.context->set_expert_stats(&expert_stats);
         std::vector<sim::SimStats> before;
         for (const auto& sim : e.sims) before.push_back(sim->stats());
+        std::vector<cuda::LinkStats> gpu_before;
+        for (const auto& gpu : e.gpus) gpu_before.push_back(cuda::link_stats(*gpu));
         const expert::ExpertCache* cache = e.model->expert_cache();
         const expert::ExpertCacheStats cache0 = cache ? cache->stats() : expert::ExpertCacheStats{};
         for (int64_t r = 0; r < reps; ++r) {
@@ -240,7 +243,13 @@ int bench_main(int argc, char** argv) {
           row.expert_cache = cache->stats().since(cache0);
           std::fprintf(stderr, "%s: %s\n", t.name.c_str(), describe_expert_cache(*row.expert_cache, uint64_t(n_tokens)).c_str());
         }
-        for (const auto& gpu : e.gpus) row.backend += "+" + gpu->name();  // bytes crossed: not counted yet (issue 17)
+        for (size_t i = 0; i < e.gpus.size(); ++i) {
+          const cuda::LinkStats now = cuda::link_stats(*e.gpus[i]);
+          row.backend += "+" + e.gpus[i]->name();
+          row.bytes_per_token.emplace_back(e.gpus[i]->name(), double(now.bytes_from_host + now.bytes_to_host -
+                                                                     gpu_before[i].bytes_from_host -
+                                                                     gpu_before[i].bytes_to_host) / n_tokens);
+        }
         for (size_t i = 0; i < e.sims.size(); ++i) {
           const sim::SimStats now = e.sims[i]->stats();
           row.backend += "+" + e.sims[i]->name();

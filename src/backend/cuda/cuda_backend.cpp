@@ -136,6 +136,7 @@ class CudaBackend final : public Backend {
   std::shared_ptr<Event> record() override;
   void wait(const std::shared_ptr<Event>& e) override;
   Status synchronize() override;
+  LinkStats link_stats() const { return {bytes_from_host_, bytes_to_host_}; }
 
   void matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) override;
   void matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens, int n_used,
@@ -170,6 +171,19 @@ class CudaBackend final : public Backend {
   void check(const char* op);  // records a launch error
   void fail_type(const char* op, const Weight& w);
   void matvec(const char* op, MatVec m);
+  // The experts' matmul for a prefill batch (grouped expert GEMM): the columns (token, slot) sorted by
+  // expert, each expert's inputs gathered and multiplied by its rows in one cuBLAS GEMM (f16 tiles, as
+  // gemm), the results scattered back. Each expert's weights are read once, not once per column.
+  // group_by_expert reads the ids back to the host (a wait for the stream, once per op in prefill) and
+  // fills order_ (device) and group_offsets_; false after a failure (recorded).
+  bool group_by_expert(const int32_t* ids, int64_t n_cols, int64_t n_expert);
+  void grouped_gemm(const char* op, const MatVec& m);
+  // The experts' matmul by either path: the grouped GEMM for more than kMaxMatvecTokens tokens (not
+  // batch-invariant, as gemm), else the matrix-vector kernels. grouped: group_by_expert has run for m.ids.
+  void expert_matmul(const char* op, const MatVec& m, bool grouped);
+  bool use_grouped(const Weight& w, int64_t n_tokens) const {
+    return n_tokens > kMaxMatvecTokens && !batch_invariant_ && w.type != WeightType::F32;
+  }
   void gemm(const Weight& w, const float* x, int64_t n_tokens, float* y);
   // Bytes from p to the end of the allocation holding it; 0 if none does.
   size_t bytes_after(const void* p) const;
@@ -182,10 +196,13 @@ class CudaBackend final : public Backend {
   FaultWord* fault_host_ = nullptr;  // mapped pinned memory: kernels write it, the host reads it after a sync
   FaultWord* fault_device_ = nullptr;
   PinnedRing staging_;
-  Scratch q8_, f16_weights_, f16_x_, gate_, up_;
+  Scratch q8_, f16_weights_, f16_x_, gate_, up_, mla_partials_, order_, grouped_y_;
+  std::vector<int32_t> ids_host_, order_host_;
+  std::vector<int64_t> group_offsets_;  // [n_expert + 1]: expert e's columns are order_[off[e], off[e + 1])
   std::map<const uint8_t*, size_t> allocations_;  // base -> bytes (the KV stores' bounds)
   Status error_;
   bool batch_invariant_ = false;
+  uint64_t bytes_from_host_ = 0, bytes_to_host_ = 0;  // the calling thread's copies: a backend is not shared
 };
 
 Status CudaBackend::init() {
@@ -276,6 +293,7 @@ void CudaBackend::free(void* p) {
 
 void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
   if (!ready()) return;
+  bytes_from_host_ += bytes;
   // Staged at once (the host bytes are final when the copy is queued), so the DMA runs from pinned memory.
   for (size_t off = 0; off < bytes; off += PinnedRing::kMaxChunk) {
     const size_t n = std::min(PinnedRing::kMaxChunk, bytes - off);
@@ -289,6 +307,7 @@ void CudaBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
 
 void CudaBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   if (!ready()) return;
+  bytes_to_host_ += bytes;
   for (size_t off = 0; off < bytes; off += PinnedRing::kMaxChunk) {
     const size_t n = std::min(PinnedRing::kMaxChunk, bytes - off);
     uint8_t* stage = staging_.take(n);
@@ -425,6 +444,81 @@ void CudaBackend::gemm(const Weight& w, const float* x, int64_t n_tokens, float*
   check("matmul");
 }
 
+bool CudaBackend::group_by_expert(const int32_t* ids, int64_t n_cols, int64_t n_expert) {
+  ids_host_.resize(size_t(n_cols));
+  cudaMemcpyAsync(ids_host_.data(), ids, size_t(n_cols) * 4, cudaMemcpyDeviceToHost, stream_);
+  const cudaError_t e = cudaStreamSynchronize(stream_);
+  if (e != cudaSuccess) {
+    fail(cuda_status(e, name_ + ": matmul_id: reading the expert ids"));
+    return false;
+  }
+  group_offsets_.assign(size_t(n_expert) + 1, 0);
+  for (int32_t id : ids_host_) {
+    if (id < 0 || id >= n_expert) {
+      fail(invalid_argument("%s: matmul_id: expert id %d is outside the weight's experts", name_.c_str(), id));
+      return false;
+    }
+    ++group_offsets_[size_t(id) + 1];
+  }
+  for (size_t i = 1; i < group_offsets_.size(); ++i) group_offsets_[i] += group_offsets_[i - 1];
+  order_host_.resize(size_t(n_cols));
+  std::vector<int64_t> next(group_offsets_.begin(), group_offsets_.end() - 1);
+  for (int64_t c = 0; c < n_cols; ++c) order_host_[size_t(next[size_t(ids_host_[size_t(c)])]++)] = int32_t(c);
+  auto order = order_.get(size_t(n_cols) * 4, stream_);
+  if (!order) {
+    fail(order.status());
+    return false;
+  }
+  copy_from_host(*order, order_host_.data(), size_t(n_cols) * 4);
+  return error_.is_ok();
+}
+
+void CudaBackend::grouped_gemm(const char* op, const MatVec& m) {
+  auto x16 = f16_x_.get(size_t(m.n_cols * m.n) * 2, stream_);
+  if (!x16) return fail(x16.status());
+  auto y_sorted = grouped_y_.get(size_t(m.n_cols * m.n_rows) * 4, stream_);
+  if (!y_sorted) return fail(y_sorted.status());
+  auto order = order_.get(size_t(m.n_cols) * 4, stream_);  // filled by group_by_expert
+  if (!order) return fail(order.status());
+  const auto* ord = static_cast<const int32_t*>(*order);
+  launch_gather_f16(stream_, m.x, m.x_group, m.n, ord, m.n_cols, *x16);
+  const bool in_place = m.type == WeightType::F16;
+  const int64_t tile = in_place ? m.n_rows : std::max<int64_t>(1, int64_t(kGemmTileBytes / size_t(2 * m.n)));
+  const float one = 1, zero = 0;
+  for (size_t e = 0; e + 1 < group_offsets_.size(); ++e) {
+    const int64_t c0 = group_offsets_[e], count = group_offsets_[e + 1] - c0;
+    if (count == 0) continue;
+    const auto* we = static_cast<const uint8_t*>(m.w) + e * m.expert_stride;
+    for (int64_t r0 = 0; r0 < m.n_rows; r0 += tile) {
+      const int64_t rows = std::min(tile, m.n_rows - r0);
+      const void* a = we + size_t(r0) * m.row_stride;
+      int lda = int(m.row_stride / 2);
+      if (!in_place) {
+        auto w16 = f16_weights_.get(size_t(std::min(tile, m.n_rows)) * size_t(m.n) * 2, stream_);
+        if (!w16) return fail(w16.status());
+        launch_dequantize_f16(stream_, m.type, a, m.row_stride, rows, m.n, *w16);
+        a = *w16;
+        lda = int(m.n);
+      }
+      // As gemm: column-major y_sorted[c0 .. c0 + count) of n_rows, rows r0 .. r0 + rows.
+      const cublasStatus_t st = blas_.gemm_ex(
+          handle_, CUBLAS_OP_T, CUBLAS_OP_N, int(rows), int(count), int(m.n), &one, a, CUDA_R_16F, lda,
+          static_cast<const uint8_t*>(*x16) + size_t(c0 * m.n) * 2, CUDA_R_16F, int(m.n), &zero,
+          static_cast<float*>(*y_sorted) + c0 * m.n_rows + r0, CUDA_R_32F, int(m.n_rows), CUBLAS_COMPUTE_32F,
+          CUBLAS_GEMM_DEFAULT);
+      if (st != CUBLAS_STATUS_SUCCESS)
+        return fail(io_error("%s: %s: cublasGemmEx failed for expert %zu (status %d)", name_.c_str(), op, e, int(st)));
+    }
+  }
+  launch_scatter_rows(stream_, static_cast<const float*>(*y_sorted), ord, m.n_cols, m.n_rows, m.y);
+  check(op);
+}
+
+void CudaBackend::expert_matmul(const char* op, const MatVec& m, bool grouped) {
+  if (grouped) grouped_gemm(op, m);
+  else matvec(op, m);
+}
+
 void CudaBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {
   if (!ready()) return;
   if (!has_matvec(w.type)) return fail_type("matmul", w);
@@ -466,7 +560,9 @@ void CudaBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, co
   m.x_group = x_per_slot ? 1 : n_used;
   m.n_cols = n_tokens * n_used;
   m.y = y;
-  matvec("matmul_id", m);
+  const bool grouped = use_grouped(w, n_tokens);
+  if (grouped && !group_by_expert(ids, m.n_cols, m.n_expert)) return;
+  expert_matmul("matmul_id", m, grouped);
 }
 
 void CudaBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
@@ -481,6 +577,8 @@ void CudaBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const f
   if (!u_mem) return fail(u_mem.status());
   float* g = static_cast<float*>(*g_mem);
   float* u = static_cast<float*>(*u_mem);
+  const bool grouped = use_grouped(gate, n_tokens) && (!up || use_grouped(*up, n_tokens));
+  if (grouped && !group_by_expert(ids, n_slots, gate.n_expert())) return;
   MatVec m;
   m.type = gate.type;
   m.w = gate.data;
@@ -494,7 +592,7 @@ void CudaBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const f
   m.x_group = n_used;
   m.n_cols = n_slots;
   m.y = g;
-  matvec("matmul_id_swiglu gate", m);
+  expert_matmul("matmul_id_swiglu gate", m, grouped);
   if (up) {
     m.type = up->type;
     m.w = up->data;
@@ -504,7 +602,7 @@ void CudaBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const f
     m.w = static_cast<const uint8_t*>(gate.data) + size_t(n_ff) * gate.row_stride;
   }
   m.y = u;
-  matvec("matmul_id_swiglu up", m);
+  expert_matmul("matmul_id_swiglu up", m, grouped);
   launch_swiglu(stream_, g, u, n_slots * n_ff, y);
   check("matmul_id_swiglu");
 }
@@ -538,7 +636,18 @@ void CudaBackend::attention(const AttentionArgs& a) {
   if (a.head_dim_k > 576 || a.head_dim_v > 576)
     return fail(unsupported("%s: attention: head sizes %d/%d exceed the kernel's 576", name_.c_str(), a.head_dim_k,
                             a.head_dim_v));
-  launch_attention(stream_, a);
+  int v_off = 0;
+  if (mla_attention_supported(a, &v_off)) {  // DeepSeek's latent cache: each tile read once for 16 heads
+    void* partials = nullptr;
+    if (const size_t bytes = mla_attention_scratch_bytes(a)) {
+      auto p = mla_partials_.get(bytes, stream_);
+      if (!p) return fail(p.status());
+      partials = *p;
+    }
+    launch_mla_attention(stream_, a, v_off, partials);
+  } else {
+    launch_attention(stream_, a);
+  }
   check("attention");
 }
 
@@ -678,6 +787,11 @@ Result<std::unique_ptr<Backend>> create_backend(int index) {
   auto b = std::make_unique<CudaBackend>(index, *blas);
   TANDEM_TRY(b->init());
   return std::unique_ptr<Backend>(std::move(b));
+}
+
+LinkStats link_stats(const Backend& b) {
+  const auto* c = dynamic_cast<const CudaBackend*>(&b);
+  return c ? c->link_stats() : LinkStats{};
 }
 
 std::string describe_devices() {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,13 @@ const Probe& probe();
 // for host copies. Errors: no such device, the cuBLAS library missing (it is loaded at run time, so a
 // machine without the toolkit still runs everything else).
 Result<std::unique_ptr<Backend>> create_backend(int index);
+
+// Bytes a CUDA backend has copied between the host and the device since its creation (bench's bytes
+// per token); zeros for any other backend.
+struct LinkStats {
+  uint64_t bytes_from_host = 0, bytes_to_host = 0;
+};
+LinkStats link_stats(const Backend& b);
 
 // --list-devices lines: "  CUDA0: NVIDIA H200 (sm_90, 139.8 GiB, 139.2 GiB free)" per device, or
 // "  CUDA: no device (<reason>)".

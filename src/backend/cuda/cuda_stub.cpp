@@ -10,6 +10,8 @@ const Probe& probe() {
 
 Result<std::unique_ptr<Backend>> create_backend(int index) { return unsupported("CUDA%d: %s", index, probe().reason.c_str()); }
 
+LinkStats link_stats(const Backend&) { return {}; }
+
 std::string describe_devices() { return "  CUDA: no device (" + probe().reason + ")\n"; }
 
 }  // namespace tandem::cuda

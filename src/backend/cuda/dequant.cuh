@@ -200,4 +200,23 @@ bool with_elem(WeightType t, F&& f) {
   }
 }
 
+// Element i of a KV cache row of a type known only at run time (mixed K/V types, quantized caches).
+struct AnyElem {
+  WeightType type;
+  __device__ float operator()(const uint8_t* row, int64_t i) const {
+    switch (type) {
+      case WeightType::F32: return Elem<WeightType::F32>{}(row, i);
+      case WeightType::F16: return Elem<WeightType::F16>{}(row, i);
+      case WeightType::BF16: return Elem<WeightType::BF16>{}(row, i);
+      case WeightType::Q8_0: return Elem<WeightType::Q8_0>{}(row, i);
+      case WeightType::Q4_0: return Elem<WeightType::Q4_0>{}(row, i);
+      case WeightType::Q4_1: return Elem<WeightType::Q4_1>{}(row, i);
+      case WeightType::Q5_0: return Elem<WeightType::Q5_0>{}(row, i);
+      case WeightType::Q5_1: return Elem<WeightType::Q5_1>{}(row, i);
+      case WeightType::IQ4_NL: return Elem<WeightType::IQ4_NL>{}(row, i);
+      default: return 0.0f;  // attention_supported() refused it on the host
+    }
+  }
+};
+
 }  // namespace tandem::cuda

@@ -1,6 +1,7 @@
 // Elementwise kernels: add, bias, the gated activations, scale, softcap, the experts' weighted sum,
-// the Walsh-Hadamard rotation and f32 -> f16. Numerics follow the CPU backend's generic ops
-// (src/backend/cpu/generic/ops.cpp, cpu_backend.cpp), so results agree within float rounding.
+// the Walsh-Hadamard rotation, f32 -> f16 and the grouped expert GEMM's row gather and scatter.
+// Numerics follow the CPU backend's generic ops (src/backend/cpu/generic/ops.cpp, cpu_backend.cpp), so
+// results agree within float rounding.
 #include <cmath>
 
 #include "backend/cuda/common.cuh"
@@ -84,6 +85,15 @@ __global__ void hadamard_kernel(float* x, int block) {
 
 __global__ void f32_to_f16_kernel(const float* x, int64_t n, __half* out) { TANDEM_FOR_EACH(i, n) out[i] = __float2half_rn(x[i]); }
 
+__global__ void gather_f16_kernel(const float* x, int64_t x_group, int64_t n, const int32_t* order, int64_t n_rows,
+                                  __half* out) {
+  TANDEM_FOR_EACH(i, n_rows * n) out[i] = __float2half_rn(x[(order[i / n] / x_group) * n + i % n]);
+}
+
+__global__ void scatter_rows_kernel(const float* src, const int32_t* order, int64_t n_rows, int64_t n, float* y) {
+  TANDEM_FOR_EACH(i, n_rows * n) y[order[i / n] * n + i % n] = src[i];
+}
+
 }  // namespace
 
 void launch_add(cudaStream_t s, const float* a, const float* b, int64_t n, float* out) {
@@ -116,6 +126,14 @@ void launch_hadamard(cudaStream_t s, float* x, int64_t n_rows, int64_t n, int bl
 }
 void launch_f32_to_f16(cudaStream_t s, const float* x, int64_t n, void* out_f16) {
   f32_to_f16_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(x, n, static_cast<__half*>(out_f16));
+}
+void launch_gather_f16(cudaStream_t s, const float* x, int64_t x_group, int64_t n, const int32_t* order, int64_t n_rows,
+                       void* out_f16) {
+  gather_f16_kernel<<<grid_for(n_rows * n, kThreads), kThreads, 0, s>>>(x, x_group, n, order, n_rows,
+                                                                        static_cast<__half*>(out_f16));
+}
+void launch_scatter_rows(cudaStream_t s, const float* src, const int32_t* order, int64_t n_rows, int64_t n, float* y) {
+  scatter_rows_kernel<<<grid_for(n_rows * n, kThreads), kThreads, 0, s>>>(src, order, n_rows, n, y);
 }
 
 }  // namespace tandem::cuda

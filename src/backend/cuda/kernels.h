@@ -33,6 +33,11 @@ void launch_weighted_sum(cudaStream_t s, const float* x, const float* w, int64_t
 // block: a power of two, at most 2048.
 void launch_hadamard(cudaStream_t s, float* x, int64_t n_rows, int64_t n, int block);
 void launch_f32_to_f16(cudaStream_t s, const float* x, int64_t n, void* out_f16);
+// The grouped expert GEMM's permutations (columns sorted by expert): out[j, :] = f16(x[order[j] / x_group, :])
+// for j < n_rows, rows of n; and back, y[order[j], :] = src[j, :].
+void launch_gather_f16(cudaStream_t s, const float* x, int64_t x_group, int64_t n, const int32_t* order, int64_t n_rows,
+                       void* out_f16);
+void launch_scatter_rows(cudaStream_t s, const float* src, const int32_t* order, int64_t n_rows, int64_t n, float* y);
 
 // ---- norm_rope.cu
 void launch_rms_norm(cudaStream_t s, const float* x, const float* w, int64_t n_rows, int64_t n, float eps, float* y);
@@ -75,5 +80,13 @@ void launch_attention(cudaStream_t s, const AttentionArgs& a);
 bool kv_store_supported(WeightType t);
 void launch_kv_store(cudaStream_t s, const float* src, int64_t n_tokens, int64_t row, const int32_t* cells,
                      WeightType type, void* cache, int64_t n_cells, FaultWord* fault);
+
+// ---- mla_attention.cu: absorbed MLA (one KV head whose V is part of its K rows), the heads of a block
+// sharing each tile of the latent cache. Supported: that shape, dk <= 576, dv <= 512, an attention
+// cache type; *v_off gets V's first element within the K row.
+bool mla_attention_supported(const AttentionArgs& a, int* v_off);
+// Device scratch the launch needs for its partial results (0: none).
+size_t mla_attention_scratch_bytes(const AttentionArgs& a);
+void launch_mla_attention(cudaStream_t s, const AttentionArgs& a, int v_off, void* scratch);
 
 }  // namespace tandem::cuda

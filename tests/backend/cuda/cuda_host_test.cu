@@ -1,5 +1,6 @@
 // The CUDA kernels' element decoders (dequant.cuh) and integer dot products (dot_q8.cuh) run on the
-// CPU: their block indexing, nibble and scale arithmetic against src/quant's reference, with no GPU.
+// CPU: their block indexing, nibble and scale arithmetic against src/quant's reference, with no GPU;
+// and the host-side choices of the launchers (which attention kernel, which launch shape).
 // nvcc compiles this file, so it exists in CUDA builds only (CI builds one). What it cannot check:
 // anything warp- or launch-shaped (cuda_ops_test.cpp does that on a GPU).
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "backend/cuda/dot_q8.cuh"
+#include "backend/cuda/kernels.h"
 #include "quant/quant.h"
 
 namespace tandem::cuda {
@@ -101,6 +103,64 @@ TEST(CudaDotProducts, TheHostFallbacksOfTheByteIntrinsicsAreExact) {
   const int a = int(0x80'7f'fe'01u), b = int(0x02'ff'04'03u);
   EXPECT_EQ(dp4a(a, b, 10), 3 - 8 - 127 - 256 + 10);
   EXPECT_EQ(uint32_t(sub32_bytes(0x3f'20'1f'00u)), 0x1f'00'ff'e0u);  // 63, 32, 31, 0 -> 31, 0, -1, -32
+}
+
+// Which attention calls take the absorbed-MLA kernel (host logic of mla_attention.cu): deepseek2.cpp's
+// latent cache (V = the latent part of each K row), and nothing else.
+TEST(CudaMla, TheLatentCacheTakesTheMlaKernelAndOtherShapesThePlainOne) {
+  static uint8_t cache[4096];
+  for (WT t : {WT::F16, WT::Q8_0, WT::F32}) {
+    AttentionArgs a;
+    a.n_head = 16;
+    a.n_head_kv = 1;
+    a.head_dim_k = 576;
+    a.head_dim_v = 512;
+    a.k_type = a.v_type = t;
+    a.k_stride = a.v_stride = 576;
+    a.k = cache;
+    a.v = cache + row_bytes(t, 64);
+    int v_off = -1;
+    EXPECT_TRUE(mla_attention_supported(a, &v_off)) << type_name(t);
+    EXPECT_EQ(v_off, 64) << type_name(t);
+    AttentionArgs b = a;
+    b.n_head_kv = 2;  // GQA
+    EXPECT_FALSE(mla_attention_supported(b, &v_off)) << type_name(t);
+    b = a;
+    b.v = cache + 4096 / 2;  // a V of its own
+    b.v_stride = 512;
+    EXPECT_FALSE(mla_attention_supported(b, &v_off)) << type_name(t);
+    b = a;
+    b.v = cache + row_bytes(t, 128);  // 128 + 512 past the row's 576
+    EXPECT_FALSE(mla_attention_supported(b, &v_off)) << type_name(t);
+  }
+  AttentionArgs q;
+  q.n_head_kv = 1;
+  q.head_dim_k = 576;
+  q.head_dim_v = 512;
+  q.k_type = q.v_type = WT::Q8_0;
+  q.k_stride = q.v_stride = 576;
+  q.k = cache;
+  q.v = cache + 17;  // half a Q8_0 block in
+  int v_off = -1;
+  EXPECT_FALSE(mla_attention_supported(q, &v_off));
+}
+
+// A decode step's chunks of 128 cells run in blocks of their own (partials: tokens x heads x chunks x
+// (2 + dv) floats); a batch that fills the GPU runs them in turn in one block (none).
+TEST(CudaMla, OnlyAFewBlocksSplitTheirChunks) {
+  AttentionArgs a;
+  a.n_head = 20;
+  a.n_head_kv = 1;
+  a.head_dim_k = 576;
+  a.head_dim_v = 512;
+  a.n_cells = 300;
+  a.n_tokens = 1;
+  EXPECT_EQ(mla_attention_scratch_bytes(a), size_t(1 * 20 * 3 * 514 * 4));
+  a.n_tokens = 64;  // 128 blocks of 16 heads
+  EXPECT_EQ(mla_attention_scratch_bytes(a), 0u);
+  a.n_tokens = 1;
+  a.n_cells = 100;  // one chunk: nothing to split
+  EXPECT_EQ(mla_attention_scratch_bytes(a), 0u);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 //   f32), Q8_0 cache 2e-2 (the CPU quantizes q to Q8_0 blocks against a Q8_0 K; the GPU does not).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -153,47 +154,69 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, CudaMatmul, ::testing::ValuesIn(matmul_cases(
                                   "tokens";
                          });
 
+// 5 tokens take the matrix-vector kernels, 40 the grouped expert GEMM (columns sorted by expert, one
+// cuBLAS GEMM per expert); expert 5 is routed no token.
 TEST_F(CudaOps, MatmulIdMatchesTheCpuForSharedAndPerSlotInputs) {
-  constexpr int64_t kExperts = 6, kRows = 40, kIn = 256, kTokens = 5;
+  constexpr int64_t kExperts = 6, kRows = 40, kIn = 256;
   constexpr int kUsed = 3;
-  for (WT type : {WT::Q4_K, WT::Q8_0, WT::F16, WT::Q5_K}) {
-    auto w = make_weight(type, {kExperts, kRows, kIn}, 21);
-    std::vector<int32_t> ids(kTokens * kUsed);
-    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 5 + 1) % kExperts);
-    for (bool per_slot : {false, true}) {
-      const auto x = gaussian(size_t((per_slot ? kTokens * kUsed : kTokens) * kIn), 8);
-      std::vector<float> want(size_t(kTokens * kUsed * kRows));
-      cpu_.matmul_id(w.host_w, x.data(), per_slot, ids.data(), kTokens, kUsed, want.data());
-      auto dx = upload(x);
-      auto dids = upload(ids);
-      auto dy = zeros(want.size());
-      gpu_->matmul_id(w.gpu_w, dx.f32(), per_slot, static_cast<const int32_t*>(dids.data()), kTokens, kUsed, dy.f32());
-      EXPECT_LT(normalized_error(download(dy, want.size()), want), matmul_tolerance(type))
-          << type_name(type) << (per_slot ? ", per slot" : ", shared");
+  for (int64_t n_tokens : {5, 40}) {
+    for (WT type : {WT::Q4_K, WT::Q8_0, WT::F16, WT::Q5_K}) {
+      auto w = make_weight(type, {kExperts, kRows, kIn}, 21);
+      std::vector<int32_t> ids(size_t(n_tokens * kUsed));
+      for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 7 + 1) % (kExperts - 1));
+      for (bool per_slot : {false, true}) {
+        const auto x = gaussian(size_t((per_slot ? n_tokens * kUsed : n_tokens) * kIn), 8);
+        std::vector<float> want(size_t(n_tokens * kUsed * kRows));
+        cpu_.matmul_id(w.host_w, x.data(), per_slot, ids.data(), n_tokens, kUsed, want.data());
+        auto dx = upload(x);
+        auto dids = upload(ids);
+        auto dy = zeros(want.size());
+        gpu_->matmul_id(w.gpu_w, dx.f32(), per_slot, static_cast<const int32_t*>(dids.data()), n_tokens, kUsed,
+                        dy.f32());
+        EXPECT_LT(normalized_error(download(dy, want.size()), want), matmul_tolerance(type))
+            << type_name(type) << (per_slot ? ", per slot, " : ", shared, ") << n_tokens << " tokens";
+      }
     }
   }
 }
 
 TEST_F(CudaOps, MatmulIdSwigluMatchesTheCpuSplitAndFused) {
-  constexpr int64_t kExperts = 4, kFf = 32, kIn = 256, kTokens = 3;
+  constexpr int64_t kExperts = 4, kFf = 32, kIn = 256;
   constexpr int kUsed = 2;
-  std::vector<int32_t> ids = {0, 3, 2, 1, 3, 3};
-  const auto x = gaussian(size_t(kTokens * kIn), 9);
-  auto dx = upload(x);
-  auto dids = upload(ids);
   auto gate = make_weight(WT::Q4_K, {kExperts, kFf, kIn}, 31);
   auto up = make_weight(WT::Q4_K, {kExperts, kFf, kIn}, 32);
   auto fused = make_weight(WT::Q8_0, {kExperts, 2 * kFf, kIn}, 33);
-  for (bool split : {true, false}) {
-    std::vector<float> want(size_t(kTokens * kUsed * kFf));
-    const Weight& g_host = split ? gate.host_w : fused.host_w;
-    const Weight& g_gpu = split ? gate.gpu_w : fused.gpu_w;
-    cpu_.matmul_id_swiglu(g_host, split ? &up.host_w : nullptr, x.data(), ids.data(), kTokens, kUsed, want.data());
-    auto dy = zeros(want.size());
-    gpu_->matmul_id_swiglu(g_gpu, split ? &up.gpu_w : nullptr, dx.f32(), static_cast<const int32_t*>(dids.data()),
-                           kTokens, kUsed, dy.f32());
-    EXPECT_LT(normalized_error(download(dy, want.size()), want), 2e-2) << (split ? "split" : "fused");
+  for (int64_t n_tokens : {3, 40}) {  // matrix-vector kernels; grouped GEMM
+    std::vector<int32_t> ids(size_t(n_tokens * kUsed));
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t((i * 3 + i / 5) % kExperts);
+    const auto x = gaussian(size_t(n_tokens * kIn), 9);
+    auto dx = upload(x);
+    auto dids = upload(ids);
+    for (bool split : {true, false}) {
+      std::vector<float> want(size_t(n_tokens * kUsed * kFf));
+      const Weight& g_host = split ? gate.host_w : fused.host_w;
+      const Weight& g_gpu = split ? gate.gpu_w : fused.gpu_w;
+      cpu_.matmul_id_swiglu(g_host, split ? &up.host_w : nullptr, x.data(), ids.data(), n_tokens, kUsed, want.data());
+      auto dy = zeros(want.size());
+      gpu_->matmul_id_swiglu(g_gpu, split ? &up.gpu_w : nullptr, dx.f32(), static_cast<const int32_t*>(dids.data()),
+                             n_tokens, kUsed, dy.f32());
+      EXPECT_LT(normalized_error(download(dy, want.size()), want), 2e-2)
+          << (split ? "split, " : "fused, ") << n_tokens << " tokens";
+    }
   }
+}
+
+TEST_F(CudaOps, AnExpertIdOutOfRangeInAPrefillBatchIsAnErrorNamingIt) {
+  auto w = make_weight(WT::Q8_0, {2, 8, 64}, 3);
+  auto dx = upload(gaussian(64 * 20, 1));
+  std::vector<int32_t> ids(20, 1);
+  ids[13] = 9;
+  auto dids = upload(ids);
+  auto dy = zeros(8 * 20);
+  gpu_->matmul_id(w.gpu_w, dx.f32(), false, static_cast<const int32_t*>(dids.data()), 20, 1, dy.f32());
+  const Status s = gpu_->synchronize();
+  ASSERT_FALSE(s.is_ok());
+  EXPECT_NE(s.message().find("expert id 9"), std::string::npos) << s.message();
 }
 
 TEST_F(CudaOps, AnExpertIdOutOfRangeFailsAtSynchronizeAndSticks) {
@@ -411,6 +434,82 @@ TEST_F(CudaOps, AttentionMatchesTheCpuWithGqaSequencesWindowAndSoftcap) {
       EXPECT_LT(normalized_error(download(dout, want.size()), want), t == WT::F16 ? 2e-3 : 2e-2)
           << type_name(t) << " variant " << variant;
     }
+  }
+}
+
+// DeepSeek's absorbed MLA as deepseek2.cpp calls it: one latent KV head for all query heads, K rows of
+// [rope key 64, latent 512], V the latent part of the same rows. 20 heads: a full block of 16 and a
+// partial one; 300 cells: three chunks of 128, one partial. The same tolerances as above.
+TEST_F(CudaOps, MlaAttentionMatchesTheCpuAndIsBatchInvariant) {
+  constexpr int kHead = 20, kRope = 64, kLat = 512, kDk = kRope + kLat;
+  constexpr int64_t kCells = 300, kTokens = 64;  // 64 tokens x 2 head blocks: one block runs every chunk
+  std::vector<int32_t> cell_pos(kCells), cell_seq(kCells);
+  for (int64_t c = 0; c < kCells; ++c) {
+    cell_pos[c] = int32_t(c / 2);
+    cell_seq[c] = int32_t(c % 2);
+  }
+  cell_pos[130] = -1;
+  // Token 0 (sequence 0 at 149) sees cells in all three chunks; the rest, other positions of both.
+  std::vector<int32_t> token_pos(kTokens), token_seq(kTokens);
+  for (int64_t t = 0; t < kTokens; ++t) {
+    token_pos[t] = t == 0 ? 149 : int32_t((t * 37) % 150);
+    token_seq[t] = int32_t(t % 2);
+  }
+  const auto q = gaussian(size_t(kTokens * kHead * kDk), 1);
+  const auto kf = gaussian(size_t(kCells * kDk), 2);
+  auto dq = upload(q);
+  auto dtp = upload(token_pos);
+  auto dts = upload(token_seq);
+  auto dcp = upload(cell_pos);
+  auto dcs = upload(cell_seq);
+  for (WT t : {WT::F16, WT::Q8_0}) {
+    const size_t rb = row_bytes(t, kDk);
+    std::vector<uint8_t> kc(rb * size_t(kCells));
+    for (int64_t c = 0; c < kCells; ++c) quant::quantize_row(t, kf.data() + c * kDk, kc.data() + size_t(c) * rb, kDk);
+    AttentionArgs a;
+    a.n_tokens = kTokens;
+    a.n_head = kHead;
+    a.n_head_kv = 1;
+    a.head_dim_k = kDk;
+    a.head_dim_v = kLat;
+    a.scale = 1.0f / std::sqrt(float(192));  // V2's (nope + rope) head: the scale is not 1/sqrt(dk)
+    a.k_type = a.v_type = t;
+    a.k_stride = a.v_stride = kDk;
+    a.n_cells = kCells;
+    std::vector<float> want(size_t(kTokens * kHead * kLat));
+    AttentionArgs ca = a;
+    ca.q = q.data();
+    ca.out = want.data();
+    ca.token_pos = token_pos.data();
+    ca.token_seq = token_seq.data();
+    ca.k = kc.data();
+    ca.v = kc.data() + row_bytes(t, kRope);
+    ca.cell_pos = cell_pos.data();
+    ca.cell_seq = cell_seq.data();
+    cpu_.attention(ca);
+
+    auto dk = upload(kc);
+    auto dout = zeros(want.size());
+    AttentionArgs ga = a;
+    ga.q = dq.f32();
+    ga.out = dout.f32();
+    ga.token_pos = static_cast<const int32_t*>(dtp.data());
+    ga.token_seq = static_cast<const int32_t*>(dts.data());
+    ga.k = dk.data();
+    ga.v = static_cast<const uint8_t*>(dk.data()) + row_bytes(t, kRope);
+    ga.cell_pos = static_cast<const int32_t*>(dcp.data());
+    ga.cell_seq = static_cast<const int32_t*>(dcs.data());
+    gpu_->attention(ga);
+    const auto got = download(dout, want.size());
+    EXPECT_LT(normalized_error(got, want), t == WT::F16 ? 2e-3 : 2e-2) << type_name(t);
+
+    // Token 0 alone: a decode step, whose chunks run in blocks of their own and are merged after.
+    ga.n_tokens = 1;
+    auto dout1 = zeros(size_t(kHead * kLat));
+    ga.out = dout1.f32();
+    gpu_->attention(ga);
+    const auto alone = download(dout1, size_t(kHead * kLat));
+    EXPECT_TRUE(std::equal(alone.begin(), alone.end(), got.begin())) << type_name(t) << ": not batch-invariant";
   }
 }
 
