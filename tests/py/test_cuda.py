@@ -1,7 +1,8 @@
-"""The CUDA backend end to end: whole models with every layer on the GPU, and with the experts on the
-CPU, against the CPU alone. Skips, saying why, where `tandem --list-devices` shows no CUDA device.
-Tolerances: perplexity within 1% of the CPU's (a wrong kernel moves it by far more); greedy text equal
-over 16 tokens (a near-tie could flip a token legitimately: then compare the two runs' logits by hand)."""
+"""The CUDA backend end to end: whole models (Gemma 3 270M, stories, tiny-deepseek-v3) with every layer
+on the GPU, and with the experts on the CPU, against the CPU alone. Skips, saying why, where
+`tandem --list-devices` shows no CUDA device. Tolerances: perplexity within 1% of the CPU's (a wrong
+kernel moves it by far more); greedy text equal over 16 tokens (a near-tie could flip a token
+legitimately: then compare the two runs' logits by hand)."""
 import re
 
 import pytest
@@ -58,3 +59,34 @@ def test_perplexity_on_the_gpu_is_within_one_percent_of_the_cpus(gemma_path, cud
     cpu = ppl(run_tandem(*args, check=True))
     gpu = ppl(run_tandem(*args, "-ngl", "all", check=True))
     assert abs(gpu - cpu) / cpu < 0.01, (cpu, gpu)
+
+
+@pytest.fixture(scope="module")
+def tiny_deepseek(tmp_path_factory):
+    """tiny-deepseek-v3 (synth, Q8_0, 3 layers: a dense one, 2 MoE with a shared expert): absorbed MLA over
+    the latent cache (mla_attention.cu) and the routed experts (grouped GEMM in prefill)."""
+    path = tmp_path_factory.mktemp("cuda-deepseek") / "tiny-v3.gguf"
+    run_tandem("synth", "--preset", "tiny-deepseek-v3", "--layers", "3", "--type", "Q8_0", "-t", "2", "-o", path,
+               check=True)
+    return path
+
+
+@pytest.mark.parametrize("placement", [["-ngl", "all"], ["-ngl", "all", "-ot", "exps=CPU"]])
+def test_tiny_deepseek_on_the_gpu_gives_the_cpus_text_and_perplexity(tiny_deepseek, cuda_device, tmp_path, placement):
+    cpu = run_tandem("run", "-m", tiny_deepseek, *PROMPT, check=True)
+    gpu = run_tandem("run", "-m", tiny_deepseek, *PROMPT, *placement, check=True)
+    assert cuda_device in gpu.stderr
+    assert gpu.stdout == cpu.stdout
+    # 128-token batches: the MLA kernel with every chunk in one block, the experts' grouped GEMM.
+    text = tmp_path / "text.txt"
+    text.write_text("Once upon a time there was a little girl who lived in a village near the forest. " * 40)
+    args = ["perplexity", "-m", tiny_deepseek, "-f", text, "-c", "128", "-b", "128", "-t", "2"]
+
+    def ppl(proc):
+        m = re.search(r"PPL = ([0-9.]+)", proc.stdout + proc.stderr)
+        assert m, proc.stderr[-2000:]
+        return float(m.group(1))
+
+    cpu_ppl = ppl(run_tandem(*args, check=True))
+    gpu_ppl = ppl(run_tandem(*args, *placement, check=True))
+    assert abs(gpu_ppl - cpu_ppl) / cpu_ppl < 0.01, (cpu_ppl, gpu_ppl)
