@@ -4,7 +4,8 @@
 # 1. Builds with CUDA for the local GPU into build-gpu/ (GPU_CHECK_PREBUILT=1: use the binaries already
 #    there, e.g. built elsewhere for this GPU's architecture and copied in; docs/cuda.md says how).
 # 2. The devices; every CUDA op test (tests/backend/cuda, op by op against the CPU); the whole-model
-#    tests (tests/py/test_cuda.py: greedy text and perplexity against the CPU).
+#    tests (tests/py/test_cuda.py: greedy text and perplexity against the CPU); the kernel benchmarks
+#    (bench/backend/cuda: MLA vs plain attention, grouped GEMM vs matrix-vector experts).
 # 3. `tandem bench` pp512/tg128 (and the bytes crossing the host link per token): Gemma 3 270M
 #    (TANDEM_GEMMA_GGUF) and a synth Llama-3.2-1B fully offloaded, a tiny-deepseek-v2-lite synth fully
 #    offloaded and with -ot exps=CPU; with LLAMA_CUDA_BIN=folder of a CUDA build of llama.cpp,
@@ -33,12 +34,21 @@ if [ "${GPU_CHECK_PREBUILT:-0}" != 1 ]; then
   command -v ninja >/dev/null && generator=(-G Ninja)
   step "configure (sm_$arch)" cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DTANDEM_CUDA=ON \
     "-DCMAKE_CUDA_COMPILER=$nvcc" "-DCMAKE_CUDA_ARCHITECTURES=$arch" "${launcher[@]}"
-  step "build" cmake --build build-gpu -j"$(nproc)" --target tandem_cli tandem_tests
+  step "build" cmake --build build-gpu -j"$(nproc)" --target tandem_cli tandem_tests tandem_cuda_bench
 fi
 bin=$PWD/build-gpu/bin/tandem
 "$bin" --list-devices
 step "CUDA op tests" build-gpu/bin/tandem_tests --gtest_filter='Cuda*:*CudaMatmul*' --gtest_brief=1
 step "whole-model tests" env TANDEM_BIN="$bin" python3 -m pytest -q -rs tests/py/test_cuda.py
+# The kernels whose constants are guesses, each beside the path it replaces (MLA vs plain attention,
+# grouped GEMM vs matrix-vector experts): about a minute, most of it V3's 2.1 GB of expert weights.
+if [ -x build-gpu/bin/tandem_cuda_bench ]; then
+  kernels=$(timeout 300 build-gpu/bin/tandem_cuda_bench 2>&1) && summary+=("ok      kernel benchmarks") ||
+    { summary+=("FAILED  kernel benchmarks"); failed=1; }
+  summary+=("$(echo "$kernels" | grep -E "^(mla|experts)/")")
+else
+  summary+=("skipped kernel benchmarks: build-gpu/bin/tandem_cuda_bench missing (Google Benchmark not installed?)")
+fi
 
 vocab=${TANDEM_VOCAB_DIR:-$HOME/.cache/tandem-test-data}
 bench() {  # bench LABEL MODEL FLAGS...: pp512 and tg128, tandem then llama.cpp's CUDA build if given
