@@ -1,6 +1,7 @@
 // AVX2 + FMA + F16C level: the shared 256-bit kernels with maddubs/madd dot products, 4-token tiles
-// (16 ymm registers), and from 16 tokens the panel kernels of panel_gemm.cpp. Compiled with -mavx2 -mfma
-// -mf16c only; nothing here may run on a lesser CPU before dispatch.cpp has checked cpu_features().
+// (16 ymm registers), from 16 tokens the panel kernels of panel_gemm.cpp, and on Zen the one-token Q4_K
+// kernel of decode.cpp. Compiled with -mavx2 -mfma -mf16c only; nothing here may run on a lesser CPU
+// before dispatch.cpp has checked cpu_features().
 #include <immintrin.h>
 
 #include <cstdint>
@@ -16,9 +17,13 @@ constexpr int kMaxTokens = 4;
 #include "backend/cpu/x86/gemm_x86.inc"
 #undef TANDEM_X86_VNNI
 
+void fill_zen_decode(CpuKernels& k);  // decode.cpp: Q4_K one-token decode over k's entry
+
 void fill_kernels(CpuKernels& k) {
   fill_x86_kernels(k, Isa::Avx2);
-  if (!k.batch_invariant) fill_panel_gemm(k);  // its sums are ordered unlike the row kernels'
+  if (k.batch_invariant) return;  // the panels and the Zen decode order their sums unlike the row kernels
+  fill_panel_gemm(k);
+  if (k.uarch == Uarch::Zen) fill_zen_decode(k);
 }
 
 }  // namespace tandem::cpu::avx2

@@ -71,18 +71,7 @@ void layout_q4k(const BlockQ8_K* a, ActQ4K* out, int64_t nb) {
   }
 }
 
-// 8 scales (bytes 0..7) and 8 mins (8..15) of 6 bits from the 12 bytes at s, in vector registers (the
-// bit layout of ggml's get_scale_min_k4). Reads 16 bytes: the last 4 are the block's first codes.
-inline __m128i q4k_scales_mins(const uint8_t* s) {
-  const __m128i v = load128(s);
-  // scales 0..3 | 4..7 | mins 0..3 | 4..7: low parts from bytes 0..3 | 8..11 | 4..7 | 8..11 (high nibbles
-  // for mins 4..7), top two bits of scales / mins 4..7 from bits 6..7 of bytes 0..3 / 4..7
-  const __m128i lo = _mm_shuffle_epi8(v, _mm_setr_epi8(0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 8, 9, 10, 11));
-  const __m128i hi = _mm_shuffle_epi8(v, _mm_setr_epi8(-1, -1, -1, -1, 0, 1, 2, 3, -1, -1, -1, -1, 4, 5, 6, 7));
-  const __m128i low = _mm_and_si128(_mm_srlv_epi32(lo, _mm_setr_epi32(0, 0, 0, 4)),
-                                    _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-  return _mm_or_si128(low, _mm_and_si128(_mm_srli_epi16(hi, 2), _mm_set1_epi8(0x30)));
-}
+#include "backend/cpu/x86/q4k_scales_x86.inc"
 
 // vpshufb control from 8 scale bytes to int16 scales for a vector of packed sub-block sums (see Q4K):
 // 128-bit lanes 0,1 take scale a (int16 0..3) and b (4..7), lanes 2,3 scale c and d.
