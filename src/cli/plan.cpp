@@ -186,8 +186,25 @@ int plan_main(int argc, char** argv) {
   if (ram_bw > 0 || cpu_gflops > 0) speeds_from += std::string(speeds_from.empty() ? "" : "; ") + "flags";
   st.speeds.devices.push_back(cpu);
   for (int64_t g = 0; g < gpus; ++g) st.speeds.devices.push_back({vram_bw * 1e9, {}, gpu_tflops * 1e12});
-  for (size_t i = 0; i < sims.size(); ++i) st.speeds.devices.push_back(cpu);
   st.speeds.link_bytes_per_s = link_bw * 1e9;
+  // A sim device runs the CPU's kernels behind its queue and link: what each op's hand-over to its thread
+  // and each waited-for copy cost, from the cached probe of a sim of that size, else measured now (quick).
+  for (size_t i = 0; i < sims.size(); ++i) {
+    placement::DeviceSpeed sim = cpu;
+    std::optional<placement::SimProbe> sp;
+    for (const placement::SimProbe& c : probe.sims)
+      if (c.name == "SIM" + std::to_string(i) && c.memory_bytes == sims[i] && c.op_handover_s >= 0) sp = c;
+    if (!sp && probe.n_threads > 0) {
+      auto measured = placement::probe_sim(i, sims[i], probe.n_threads, true);
+      if (!measured) return fail(measured.error());
+      sp = *measured;
+    }
+    if (sp) {
+      sim.op_handover_s = sp->op_handover_s;
+      if (gpus == 0 && i == 0) st.speeds.link_latency_s = sp->link_latency_s;  // one link figure for all devices
+    }
+    st.speeds.devices.push_back(sim);
+  }
   if (disk_bw == 0) disk_bw = probe.disk ? probe.disk->random_bytes_per_s / 1e9 : 3;
 
   std::vector<placement::DeviceInfo> devices = {{"CPU", ram_bytes}};

@@ -41,6 +41,25 @@ int count_crossings(const Plan& plan, const std::vector<TensorInfo>& tensors) {
   return crossings;
 }
 
+// The host round trips of a forward pass's MoE layers, in seconds, for u tokens: where a layer's router
+// (ffn_gate_inp) is on an offload device its logits come to the host (forward.cpp moe_ffn routes there),
+// and where its experts are, the chosen ids and weights go back, each a transfer of its own.
+double moe_transfer_seconds(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
+                            int64_t u, const Speeds& s) {
+  if (shape.n_expert == 0) return 0;
+  auto transfer = [&](double bytes) { return s.link_latency_s + bytes / s.link_bytes_per_s; };
+  const double logits = double(shape.n_expert * u) * 4, picks = double(shape.n_expert_used * u) * 4;
+  double total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorInfo& t = tensors[i];
+    if (t.layer < 0 || plan.tensor_device[i] == 0) continue;
+    if (t.name.find("ffn_gate_inp") != std::string::npos && t.name.find("_shexp") == std::string::npos)
+      total += transfer(logits);
+    if (t.name.find("ffn_down_exps") != std::string::npos) total += 2 * transfer(picks);
+  }
+  return total;
+}
+
 // A layer's ops besides its matmuls and attention: one per norm it has (its 1-D *norm* tensors) and
 // five more (the FFN's activation, RoPE of Q and of K, the KV store, the residual adds), each a call
 // of the thread pool; and the values a token puts through them (each norm and the other four ops over
@@ -159,7 +178,9 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
       if (const auto k = ds.kernel(t.type, t.shape.back())) rate = k->decode_bytes_per_s, call_s = k->decode_call_s;
     p.read_bytes[d] += bytes;
     if (t.shape.size() >= 2) p.flops[d] += 2 * params;
-    const double matmul_s = double(bytes) / rate + (params > 0 ? calls * call_s : 0);
+    // One op per matrix (all of a tensor's experts in one); the embeddings' row lookup is the CPU's.
+    const double handover_s = t.shape.size() >= 2 && params > 0 ? ds.op_handover_s : 0;
+    const double matmul_s = double(bytes) / rate + (params > 0 ? calls * call_s : 0) + handover_s;
     p.seconds[d] += matmul_s;
     memory_s[d] += double(bytes) / ds.bytes_per_s;
     by_type[d][std::string(type_name(t.type)) + " matmul kernels"] += matmul_s;
@@ -173,7 +194,8 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
     memory_s[d] += bytes / ds.bytes_per_s;
     // A token's other ops are all fixed cost: attention's call, and each elementwise op's.
     const LayerOps ops = layer_ops(tensors, int(il), shape);
-    const double fixed_s = ds.attention_at(shape.head_dim_k).call_s + ops.n_calls * ds.op_call_s;
+    const double fixed_s = ds.attention_at(shape.head_dim_k).call_s + ops.n_calls * ds.op_call_s +
+                           (ops.n_calls + 1) * ds.op_handover_s;  // the ops and attention, each queued
     p.seconds[d] += fixed_s;
     by_type[d]["per-op fixed costs"] += fixed_s;
   }
@@ -181,7 +203,8 @@ Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tenso
   // the device.
   for (size_t d = 0; d < n_dev; ++d)
     if (p.seconds[d] > 1.2 * memory_s[d]) p.bound[d] = largest(by_type[d]);
-  p.link_seconds = count_crossings(plan, tensors) * (s.link_latency_s + double(shape.n_embd) * 4 / s.link_bytes_per_s);
+  p.link_seconds = count_crossings(plan, tensors) * (s.link_latency_s + double(shape.n_embd) * 4 / s.link_bytes_per_s) +
+                   moe_transfer_seconds(plan, tensors, shape, 1, s);
   if (plan.output_device != 0) p.link_seconds += s.link_latency_s + double(shape.n_vocab) * 4 / s.link_bytes_per_s;
   finish(plan, p, 1);
   return p;
@@ -220,7 +243,8 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
         // One row of logits: a decode-shaped matmul, streaming the matrix (Gemma's 178 MB took 5.4 ms of
         // its pp512), in turn with the other ops rather than hidden under them.
         const auto k = t.shape.size() >= 2 ? ds.kernel(t.type, t.shape.back()) : std::nullopt;
-        const double row_s = k ? bytes / k->decode_bytes_per_s + k->decode_call_s : bytes / ds.bytes_per_s;
+        const double row_s =
+            (k ? bytes / k->decode_bytes_per_s + k->decode_call_s : bytes / ds.bytes_per_s) + ds.op_handover_s;
         p.read_bytes[d] += uint64_t(bytes);
         p.flops[d] += 2 * double(t.n_params());
         compute_s[d] += row_s;
@@ -237,6 +261,7 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
       p.read_bytes[d] += uint64_t(bytes);
       p.flops[d] += flops;
       memory_s[d] += bytes / ds.bytes_per_s;
+      if (flops > 0) compute_s[d] += ds.op_handover_s;
       const double rate = t.shape.empty() ? 0 : ds.flops(t.type, t.shape.back(), tokens);
       if (flops > 0 && rate > 0) {
         compute_s[d] += flops / rate;
@@ -259,6 +284,7 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
         compute_s[d] += flops / rate;
         by_type[d]["attention throughput"] += flops / rate;
       }
+      compute_s[d] += (ops[il].n_calls + 1) * ds.op_handover_s;  // the ops and attention, each queued
       // Norms, activation, RoPE, residual adds: each token's values through the elementwise rate.
       if (ds.elementwise_per_s > 0) {
         const double op_s = double(u) * ops[il].values_per_token / ds.elementwise_per_s;
@@ -271,7 +297,8 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
       memory_total[d] += memory_s[d];
       compute_total[d] += compute_s[d];
     }
-    p.link_seconds += crossings * (s.link_latency_s + double(u * shape.n_embd) * 4 / s.link_bytes_per_s);
+    p.link_seconds += crossings * (s.link_latency_s + double(u * shape.n_embd) * 4 / s.link_bytes_per_s) +
+                      moe_transfer_seconds(plan, tensors, shape, u, s);
     if (last && plan.output_device != 0) p.link_seconds += s.link_latency_s + double(shape.n_vocab) * 4 / s.link_bytes_per_s;
   }
   for (size_t d = 0; d < n_dev; ++d)

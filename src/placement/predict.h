@@ -6,7 +6,9 @@
 // bandwidth without one), plus its KV cache up to the depth / bandwidth. Prefill (a micro-batch of u
 // tokens): a device's time is max(flops / matmul throughput per type, bytes read once / bandwidth),
 // the roofline (Williams et al., CACM 2009). Devices take turns layer by layer, so their times add,
-// plus per crossing of the hidden state: link latency + bytes / link bandwidth.
+// plus per crossing of the hidden state: link latency + bytes / link bandwidth, and per op queued to an
+// offload device its hand-over; a MoE layer's router on a device sends its logits to the host and the
+// chosen experts' ids and weights go back to the experts' device: a transfer each.
 #pragma once
 
 #include <map>
@@ -48,6 +50,9 @@ struct DeviceSpeed {
   // flops(F16) stands in for its rate).
   double op_call_s = 0, elementwise_per_s = 0;
   std::vector<AttentionRate> attention;  // by head_dim_k ascending
+  // Per op queued to the device, beyond the op's own cost: a sim device's queue and its thread's
+  // hand-over (tandem probe measures it), a GPU's launch; 0 for the CPU, whose ops are plain calls.
+  double op_handover_s = 0;
 
   // The kernel of type t for rows of row_length: interpolated in log(row length) between the timed
   // lengths, the nearest one outside them; nullopt when t was not timed.

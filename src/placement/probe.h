@@ -79,7 +79,10 @@ struct SimProbe {
   std::string name;               // SIM0, SIM1, ...
   uint64_t memory_bytes = 0;      // its budget; its memory is the host's, at the host's bandwidth
   double link_bytes_per_s = 0;    // host -> device copies of 64 MiB (quick: 8 MiB)
-  double link_latency_s = 0;      // one 4 KiB copy, waited for
+  double link_latency_s = 0;      // one 4 KiB copy, waited for: the link's latency and both threads' wake-ups
+  // What an op costs queued to the device beyond the same op on the CPU backend of as many threads: the
+  // queue, the hand-over to the device's thread and back (negative: not measured, a probe cached before).
+  double op_handover_s = -1;
 };
 
 struct Probe {
@@ -129,6 +132,10 @@ DeviceSpeed cpu_speed(const Probe& p);
 // The CPU's speeds for --fit: the cached probe's when there is one for this hardware, else the memory
 // bandwidth of n_threads measured now (256 MiB read twice: a tenth of a second).
 DeviceSpeed this_cpu_speed(int n_threads);
+
+// A sim device of `budget` bytes, named SIM<index>, whose kernels run on n_threads threads (as run's
+// -t): its link and its per-op hand-over (a few milliseconds; quick: fewer repetitions).
+Result<SimProbe> probe_sim(size_t index, uint64_t budget, int n_threads, bool quick);
 
 // This machine's memory read bandwidth in bytes/s with n_threads threads on `cpus` (empty: unpinned),
 // each streaming its own first-touched buffer of bytes_per_thread; the best of `passes`.

@@ -192,5 +192,58 @@ TEST(PredictDecode, CrossingsCostTheLinkAndTheOutputDeviceSendsTheLogitsBack) {
   EXPECT_NEAR(p.link_seconds, (1e-5 + 4000 / 1e9) + (1e-5 + 40 / 1e9), 1e-15);
 }
 
+TEST(PredictDecode, EachOpQueuedToADeviceAddsItsHandOver) {
+  Dense m;
+  m.plan.devices.push_back({"SIM0", 1 << 30});
+  m.plan.device_ids = {0, 1};
+  m.plan.tensor_device = {0, 1, 1, 1, 1, 1};  // both layers, their KV cache and the output on SIM0
+  m.plan.layer_device = {1, 1};
+  m.plan.kv_device = {1, 1};
+  m.plan.output_device = 1;
+  Speeds s = cpu_at(1e9, 1e15);
+  s.devices.push_back({1e15, {}, 1e15});
+  const Prediction base = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  const Prediction base_pp = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s);
+  s.devices[1].op_handover_s = 3e-6;
+  const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  const Prediction pp = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s);
+  // Three matrices (attn_q, ffn_up, the output) and per layer 1 norm + 5 other ops + attention; the CPU's
+  // embedding lookup is not queued to SIM0. Prefill in one micro-batch queues as many.
+  EXPECT_NEAR(p.seconds[1] - base.seconds[1], (3 + 2 * 7) * 3e-6, 1e-12);
+  EXPECT_NEAR(pp.seconds[1] - base_pp.seconds[1], (3 + 2 * 7) * 3e-6, 1e-12);
+  EXPECT_DOUBLE_EQ(p.seconds[0], base.seconds[0]);
+}
+
+TEST(PredictDecode, AMoeLayerOnADeviceSendsItsRouterLogitsToTheHostAndGetsThePicksBack) {
+  Dense m;
+  m.tensors.push_back({"blk.1.ffn_gate_inp.weight", 400000, 1, "", WeightType::F32, {100, 1000}});
+  m.tensors.push_back({"blk.1.ffn_down_exps.weight", 1000000, 1, "", WeightType::Q4_K, {100, 10, 1000}});
+  m.shape.n_expert = 100;
+  m.shape.n_expert_used = 4;
+  m.plan.devices.push_back({"SIM0", 1 << 30});
+  m.plan.device_ids = {0, 1};
+  m.plan.tensor_device = {0, 1, 1, 1, 1, 1, 1, 1};
+  m.plan.layer_device = {1, 1};
+  m.plan.kv_device = {1, 1};
+  m.plan.output_device = 1;
+  Speeds s = cpu_at(1e9, 0);
+  s.devices.push_back({1e10, {}, 0});
+  s.link_bytes_per_s = 1e9;
+  s.link_latency_s = 1e-5;
+  const Prediction p = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  // The hidden state's crossing and the logits back as before; then layer 1's 100 router logits down,
+  // its 4 ids and 4 weights up.
+  const double crossings = (1e-5 + 4000 / 1e9) + (1e-5 + 40 / 1e9);
+  EXPECT_NEAR(p.link_seconds - crossings, (1e-5 + 400 / 1e9) + 2 * (1e-5 + 16 / 1e9), 1e-15);
+  // Prefill: per micro-batch of 50 tokens, 50 tokens' worth of each.
+  const Prediction pp = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 50, 0, s);
+  const double pp_crossings = 2 * (1e-5 + 50 * 4000 / 1e9) + (1e-5 + 40 / 1e9);
+  EXPECT_NEAR(pp.link_seconds - pp_crossings, 2 * ((1e-5 + 50 * 400 / 1e9) + 2 * (1e-5 + 50 * 16 / 1e9)), 1e-12);
+  // With the experts and the router on the CPU nothing more crosses.
+  m.plan.tensor_device[6] = m.plan.tensor_device[7] = 0;
+  const Prediction cpu_moe = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
+  EXPECT_NEAR(cpu_moe.link_seconds, 3 * (1e-5 + 4000 / 1e9) + (1e-5 + 40 / 1e9), 1e-15);
+}
+
 }  // namespace
 }  // namespace tandem::placement

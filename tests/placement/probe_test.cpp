@@ -28,7 +28,7 @@ Probe sample() {
   p.ops = {1e-6, 3e9, {{128, 6e-6, 120e9}, {576, 9e-6, 60e9}}};
   p.per_isa = {{"avx2", WeightType::Q4_K, 60e9}, {"avx512", WeightType::Q4_K, 100e9}};
   p.disk = DiskRate{"/models/x.gguf", 3e9, 1.5e9, true, 1 << 30};
-  p.sims = {{"SIM0", 1 << 30, 24e9, 12e-6}};
+  p.sims = {{"SIM0", 1 << 30, 24e9, 12e-6, 2e-6}};
   return p;
 }
 
@@ -123,6 +123,10 @@ TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
   // The sim's link model is 25 GB/s and 10 us per copy (sim_backend.h); the measurement finds about that.
   EXPECT_GT(p->sims[0].link_latency_s, 9e-6);
   EXPECT_LT(p->sims[0].link_bytes_per_s, 26e9);
+  // An op's hand-over to the device's thread: a difference of two timings, so at least 0; well below a
+  // millisecond (a few microseconds on the 2-core Zen 4 under load).
+  EXPECT_GE(p->sims[0].op_handover_s, 0);
+  EXPECT_LT(p->sims[0].op_handover_s, 1e-3);
   EXPECT_FALSE(p->disk.has_value());
 }
 

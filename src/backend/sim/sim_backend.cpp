@@ -1,6 +1,7 @@
 #include "backend/sim/sim_backend.h"
 
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #include <algorithm>
 #include <chrono>
@@ -60,6 +61,8 @@ SimStats SimBackend::stats() const {
 }
 
 void SimBackend::run_queue() {
+  // A copy sleeps out the long part of the link's time; the default 50 us of timer slack would add to it.
+  prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   for (;;) {
     Task task;
     bool skip;
@@ -72,11 +75,15 @@ void SimBackend::run_queue() {
       skip = failed_ && !task.always;  // after a failure only events still fire, so no waiter hangs
     }
     if (!skip) task.fn();
+    bool idle;
     {
       std::lock_guard lock(mu_);
-      --n_pending_;
+      idle = --n_pending_ == 0;
     }
-    idle_cv_.notify_all();
+    // drain() waits for an empty queue, not for each op: waking it after every op cost a context switch
+    // per op, which under CFS preempts one of the kernels' threads (Gemma 3 270M's decode on a sim
+    // device ran at 0.5-0.7x the CPU's on 2 cores; docs/plan.md).
+    if (idle) idle_cv_.notify_all();
   }
 }
 
@@ -166,17 +173,26 @@ void SimBackend::free(void* p) {
   free_[off] = bytes;
 }
 
-void SimBackend::link_delay(size_t bytes) const {
-  const auto until = std::chrono::steady_clock::now() +
-                     std::chrono::duration<double>(options_.link.latency_s + double(bytes) / options_.link.bandwidth_bytes_per_s);
-  std::this_thread::sleep_until(until);
+std::chrono::steady_clock::time_point SimBackend::link_done(size_t bytes) const {
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+             std::chrono::duration<double>(options_.link.latency_s + double(bytes) / options_.link.bandwidth_bytes_per_s));
+}
+
+void SimBackend::wait_link(std::chrono::steady_clock::time_point done) {
+  // The last 100 us spinning (yielding): a thread woken from a sleep runs tens of microseconds late (a
+  // 10 us copy took 25-60 on the 2-core Zen 4 VM), a delay no copy engine adds to a transfer.
+  constexpr auto kSpin = std::chrono::microseconds(100);
+  if (std::chrono::steady_clock::now() < done - kSpin) std::this_thread::sleep_until(done - kSpin);
+  while (std::chrono::steady_clock::now() < done) std::this_thread::yield();
 }
 
 void SimBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
   submit("copy_from_host", {{"dst", dst, bytes}}, [this, dst, src, bytes] {
     const double t0 = Trace::now_us();
+    const auto done = link_done(bytes);  // the memcpy runs within the link's time, not before it
     std::memcpy(dst, src, bytes);
-    link_delay(bytes);
+    wait_link(done);
     if (Trace* t = Trace::active()) t->add("host to device", link_lane_, t0, Trace::now_us(), bytes);
     std::lock_guard lock(mu_);
     stats_.bytes_from_host += bytes;
@@ -187,8 +203,9 @@ void SimBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
 void SimBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
   submit("copy_to_host", {{"src", src, bytes}}, [this, dst, src, bytes] {
     const double t0 = Trace::now_us();
+    const auto done = link_done(bytes);  // the memcpy runs within the link's time, not before it
     std::memcpy(dst, src, bytes);
-    link_delay(bytes);
+    wait_link(done);
     if (Trace* t = Trace::active()) t->add("device to host", link_lane_, t0, Trace::now_us(), bytes);
     std::lock_guard lock(mu_);
     stats_.bytes_to_host += bytes;

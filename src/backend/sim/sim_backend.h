@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <condition_variable>
 #include <deque>
@@ -109,7 +110,9 @@ class SimBackend final : public Backend {
   void drain();  // waits until everything queued has run
   // Whether [p, p + bytes) lies inside the live allocation that holds `base`. Caller holds mu_.
   bool inside(const void* base, const void* p, size_t bytes) const;
-  void link_delay(size_t bytes) const;
+  // When a copy of `bytes` started now ends: latency + bytes / bandwidth.
+  std::chrono::steady_clock::time_point link_done(size_t bytes) const;
+  static void wait_link(std::chrono::steady_clock::time_point done);
 
   SimOptions options_;
   uint8_t* arena_;  // budget_bytes of address space

@@ -3,6 +3,7 @@
 #include "backend/sim/sim_backend.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstring>
@@ -217,6 +218,25 @@ TEST(SimBackend, CopiesAreQueuedAndTakeTheLinksTime) {
   EXPECT_EQ(back, src);
   EXPECT_EQ(sim->stats().bytes_from_host, src.size() * 4);
   EXPECT_EQ(sim->stats().bytes_to_host, src.size() * 4);
+}
+
+TEST(SimBackend, ASynchronizeSleepsUntilTheQueueEmptiesNotOncePerOp) {
+  // Woken after every op, a waiting synchronize() cost a context switch an op, and under CFS the woken
+  // thread took a core from the kernels' (docs/plan.md: a sim's decode ran at 0.5-0.8x the CPU's).
+  auto sim = make_sim();
+  constexpr int64_t kValues = 1 << 16;  // tens of microseconds an op: the caller is asleep before the last
+  const std::vector<float> host = random_floats(size_t(2 * kValues), 1);  // read by the queued upload
+  const auto buf = upload(*sim, host);
+  float* x = static_cast<float*>(buf.data());
+  ASSERT_TRUE(sim->synchronize().is_ok());
+  constexpr int kOps = 200;
+  rusage before{}, after{};
+  getrusage(RUSAGE_THREAD, &before);
+  for (int i = 0; i < kOps; ++i) sim->swiglu(x, x, kValues, x + kValues);
+  ASSERT_TRUE(sim->synchronize().is_ok());
+  getrusage(RUSAGE_THREAD, &after);
+  // This thread's sleeps: one, plus the odd wait for the queue's lock (before: one per op, ~190 of 200).
+  EXPECT_LT(after.ru_nvcsw - before.ru_nvcsw, kOps / 4);
 }
 
 TEST(SimBackend, CopyBetweenTwoDevicesOrdersThroughAnEvent) {
