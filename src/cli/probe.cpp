@@ -22,7 +22,7 @@ int probe_main(int argc, char** argv) {
             "accurate)", &quick);
   args.string("-m,--model", "FILE", "measure the disk this model is on, reading the model file", &model);
   args.string("--disk", "FILE", "the same for any file of 4 MiB or more", &disk);
-  args.custom("--sim-device", "SIZE", "measure a sim device of this size's link (repeatable)", [&](std::string_view v) {
+  args.custom("--sim-device", "SIZE", "measure a sim device of this size: its link and per-op hand-over (repeatable)", [&](std::string_view v) {
     TANDEM_ASSIGN(const uint64_t bytes, parse_size(v));
     if (bytes < (uint64_t(16) << 20)) return invalid_argument("'%.*s': give at least 16M", int(v.size()), v.data());
     o.sim_devices.push_back(bytes);
