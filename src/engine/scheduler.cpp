@@ -262,7 +262,8 @@ void Scheduler::start(Slot& slot, std::shared_ptr<GenerationTask> task) {
   std::vector<int32_t> seen = slot.cells;
   if (slot.last_token >= 0) seen.push_back(slot.last_token);
   const size_t n_seen = task->sampler ? common_prefix(seen, task->prompt) : 0;
-  const size_t n_reused = reuse_cells(slot, task->prompt, task->cache_prompt);
+  slot.score_prompt = task->on_prompt_tokens != nullptr;  // cached cells have no logits to give
+  const size_t n_reused = reuse_cells(slot, task->prompt, task->cache_prompt && !slot.score_prompt);
   // llama-server feeds the prompt to the sampler too, so penalties see it (not the grammar: it holds
   // only the output).
   for (size_t i = n_seen; i < task->prompt.size(); ++i)
@@ -277,35 +278,43 @@ void Scheduler::start(Slot& slot, std::shared_ptr<GenerationTask> task) {
   publish_slot(slot);  // busy from now on: a client's first token must not find its slot idle
 }
 
+// A prompt scored for on_prompt_tokens asks for a vocabulary-sized row of logits per token: its chunks
+// are cut so that a step's rows stay within this many bytes.
+constexpr size_t kPromptLogitsBytes = size_t(64) << 20;
+
 Status Scheduler::step() {
   const double t0 = now_ms();
   Batch batch;
-  std::vector<Slot*> rows;  // the slot of each logits row, in batch order
+  std::vector<Slot*> generating;  // one logits row each, first in the batch
   for (Slot& s : slots_) {
     if (s.state != State::Generate) continue;
     batch.add(s.next_token, int32_t(s.cells.size()), s.id, true);
-    rows.push_back(&s);
+    generating.push_back(&s);
   }
   const int64_t n_decode = batch.size();
   // Prompts share what is left of -b; while others are generating, at most one chunk per step so
   // their next tokens are not held up behind a long prompt.
   int64_t budget = ctx_.options().n_batch - n_decode;
   if (n_decode > 0) budget = std::min(budget, options_.n_prefill_chunk);
-  std::vector<std::pair<Slot*, size_t>> chunks;
+  const size_t max_scored = std::max<size_t>(1, kPromptLogitsBytes / (size_t(ctx_.n_vocab()) * sizeof(float)));
+  struct Chunk {
+    Slot* slot;
+    size_t first, n;  // pending[first, first + n)
+  };
+  std::vector<Chunk> chunks;
   for (Slot& s : slots_) {
     if (s.state != State::Prefill || budget <= 0) continue;
-    const size_t n = std::min(s.pending.size() - s.n_fed, size_t(budget));
+    size_t n = std::min(s.pending.size() - s.n_fed, size_t(budget));
+    if (s.score_prompt) n = std::min(n, max_scored);
     for (size_t i = s.n_fed; i < s.n_fed + n; ++i)
-      batch.add(s.pending[i].token, s.pending[i].pos, s.id, i + 1 == s.pending.size());
-    if (s.n_fed + n == s.pending.size()) rows.push_back(&s);
-    chunks.push_back({&s, n});
+      batch.add(s.pending[i].token, s.pending[i].pos, s.id, s.score_prompt || i + 1 == s.pending.size());
+    chunks.push_back({&s, s.n_fed, n});
     budget -= int64_t(n);
   }
   if (batch.size() == 0) return Status::ok();
   TANDEM_TRY(ctx_.decode(batch));
-  for (Slot* s : rows)
-    if (s->state == State::Generate) s->cells.push_back(s->next_token), s->last_token = -1;
-  for (auto& [s, n] : chunks) s->n_fed += n;
+  for (Slot* s : generating) s->cells.push_back(s->next_token), s->last_token = -1;
+  for (const Chunk& c : chunks) c.slot->n_fed += c.n;
   const double t_step_s = (now_ms() - t0) / 1e3;
   const int64_t n_prompt = batch.size() - n_decode;
   ++stats_.n_steps;
@@ -325,7 +334,23 @@ Status Scheduler::step() {
       ++stats_.n_busy_slot_steps;
       stats_.n_tokens_max = std::max<uint64_t>(stats_.n_tokens_max, s.cells.size());
     }
-  for (size_t r = 0; r < rows.size(); ++r) sample(*rows[r], ctx_.logits(int64_t(r)));
+  int64_t row = 0;  // the logits rows, in batch order
+  for (Slot* s : generating) sample(*s, ctx_.logits(row++));
+  for (const Chunk& c : chunks) {
+    Slot& s = *c.slot;
+    if (s.score_prompt) {
+      // The row of prompt position p gives the log-probability of the token at p + 1.
+      const auto& prompt = s.task->prompt;
+      std::vector<GeneratedToken> scored;
+      for (size_t i = c.first; i < c.first + c.n && size_t(s.pending[i].pos) + 1 < prompt.size(); ++i, ++row)
+        scored.push_back(token_logprobs(ctx_.logits(row), prompt[size_t(s.pending[i].pos) + 1], s.task->n_probs));
+      s.task->on_prompt_tokens(scored);
+    }
+    if (s.n_fed == s.pending.size()) {
+      s.score_prompt = false;  // what a context shift decodes again is no prompt
+      sample(s, ctx_.logits(row++));
+    }
+  }
   if (options_.log_steps)
     std::fprintf(stderr, "step: %lld decode + %lld prompt tokens, %.2f ms, %zu slots busy\n", (long long)n_decode,
                  (long long)(batch.size() - n_decode), now_ms() - t0,
@@ -349,11 +374,9 @@ void Scheduler::sample(Slot& slot, std::span<const float> logits) {
   slot.last_token = out.id;
   if (!task.ignore_eos && vocab_.is_eog(out.id)) return finish(slot, FinishReason::Stop);
   if (task.want_logprobs || task.n_probs > 0) {
-    const double lse = log_sum_exp(logits);
-    out.logprob = std::isnan(logits[size_t(out.id)]) ? -INFINITY : float(double(logits[size_t(out.id)]) - lse);
-    std::vector<sampling::TokenProb> top;
-    sampling::full_vocab_top_probs(logits, size_t(task.n_probs), &top);
-    for (const auto& t : top) out.top.push_back({t.id, float(double(logits[size_t(t.id)]) - lse)});
+    const GeneratedToken lp = token_logprobs(logits, out.id, task.n_probs);
+    out.logprob = lp.logprob;
+    out.top = lp.top;
   }
   ++slot.stats.n_generated;
   ++stats_.n_generated;
@@ -365,6 +388,17 @@ void Scheduler::sample(Slot& slot, std::span<const float> logits) {
     return shift(slot, out.id);
   }
   slot.next_token = out.id;
+}
+
+GeneratedToken Scheduler::token_logprobs(std::span<const float> logits, int32_t id, int32_t n_probs) const {
+  GeneratedToken out;
+  out.id = id;
+  const double lse = log_sum_exp(logits);
+  out.logprob = std::isnan(logits[size_t(id)]) ? -INFINITY : float(double(logits[size_t(id)]) - lse);
+  std::vector<sampling::TokenProb> top;
+  sampling::full_vocab_top_probs(logits, size_t(n_probs), &top);
+  for (const auto& t : top) out.top.push_back({t.id, float(double(logits[size_t(t.id)]) - lse)});
+  return out;
 }
 
 // llama-server's context shift (tools/server/server.cpp): the first n_keep tokens stay, half of the
@@ -400,6 +434,7 @@ void Scheduler::finish(Slot& slot, FinishReason reason, const Status& status) {
   slot.next_token = -1;
   slot.t_first_ms = 0;
   slot.sampler.reset();
+  slot.score_prompt = false;
   // A prompt cut short (cancelled while prefilling) keeps the cells up to the first it did not decode.
   if (slot.n_fed < slot.pending.size()) {
     const int32_t first_missing = slot.pending[slot.n_fed].pos;

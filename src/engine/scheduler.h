@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -66,6 +67,12 @@ struct GenerationTask {
   // run's chat keeps one sampler across turns, so its random stream and penalty history go on as
   // llama-cli's do. Touched only while the task runs.
   std::shared_ptr<sampling::Sampler> sampler;
+  // Set: the prompt is decoded afresh (no cached prefix) with the logits of every position, and this
+  // gets the log-probability of each prompt token after the first given those before it (id, logprob
+  // and the n_probs most likely alternatives), in order, a chunk at a time. Costs the whole prefill and
+  // a vocabulary-sized row per prompt token: only for requests that ask (/v1/completions' echo with
+  // logprobs).
+  std::function<void(std::span<const GeneratedToken>)> on_prompt_tokens;
   // Each generated token (end-of-generation tokens are not reported); false stops the task (Stop).
   std::function<bool(const GeneratedToken&)> on_token;
   // Exactly once, last. status is set when reason is Error.
@@ -141,6 +148,7 @@ class Scheduler {
     size_t n_fed = 0;              // of pending, decoded so far
     int32_t next_token = -1;     // sampled, to be decoded in the next step
     int32_t last_token = -1;     // the last token sampled (the final one of a task is in no cell)
+    bool score_prompt = false;   // pending is the task's whole prompt and on_prompt_tokens wants every row
     std::shared_ptr<sampling::Sampler> sampler;
     GenerationStats stats;
     double t_start_ms = 0, t_first_ms = 0;
@@ -154,6 +162,7 @@ class Scheduler {
   size_t reuse_cells(Slot& slot, const std::vector<int32_t>& prompt, bool cache_prompt);
   Status step();
   void sample(Slot& slot, std::span<const float> logits);
+  GeneratedToken token_logprobs(std::span<const float> logits, int32_t id, int32_t n_probs) const;
   void shift(Slot& slot, int32_t next_token);
   void finish(Slot& slot, FinishReason reason, const Status& status = Status::ok());
   void publish();  // copies every slot's state into info_ for slots(), and stats_

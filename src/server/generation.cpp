@@ -9,8 +9,13 @@ Exchange::Exchange(const tokenizer::Tokenizer& tok, std::vector<std::string> sto
   tasks_.resize(n_choices);
 }
 
-std::shared_ptr<GenerationTask> Exchange::make_task(size_t i) {
+std::shared_ptr<GenerationTask> Exchange::make_task(size_t i, bool score_prompt) {
   auto task = std::make_shared<GenerationTask>();
+  if (score_prompt)
+    task->on_prompt_tokens = [this, self = shared_from_this(), i](std::span<const GeneratedToken> scored) {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& t : scored) choices_[i].prompt_tokens.push_back({t, tok_.token_to_piece(t.id, false)});
+    };
   // The scheduler holds the task until on_done; the callbacks keep the exchange alive with it.
   task->on_token = [this, self = shared_from_this(), i](const GeneratedToken& t) {
     std::lock_guard<std::mutex> lock(mu_);

@@ -23,6 +23,7 @@ struct TokenRecord {
 struct ChoiceState {
   std::string text;                  // the generated text, cut before a stop string
   std::vector<TokenRecord> tokens;   // every reported token, in order
+  std::vector<TokenRecord> prompt_tokens;  // make_task(i, true): the prompt's tokens after the first, scored
   bool done = false, stopped_by_word = false;
   std::string stopping_word;
   FinishReason reason = FinishReason::Stop;
@@ -35,8 +36,9 @@ class Exchange : public std::enable_shared_from_this<Exchange> {
  public:
   Exchange(const tokenizer::Tokenizer& tok, std::vector<std::string> stop, size_t n_choices);
 
-  // Makes the task of choice i (callbacks filled); the caller sets the rest and submits it.
-  std::shared_ptr<GenerationTask> make_task(size_t i);
+  // Makes the task of choice i (callbacks filled; score_prompt: on_prompt_tokens too); the caller sets
+  // the rest and submits it.
+  std::shared_ptr<GenerationTask> make_task(size_t i, bool score_prompt = false);
   void cancel_all();
 
   // Waits until something changed since the last call, or all choices are done, or timeout_ms passed.

@@ -2,6 +2,7 @@
 // that can is inside parse_request's one try block or checks the type first.
 #include "server/request.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "sampling/json_schema.h"
@@ -121,44 +122,44 @@ Status parse_logit_bias(const json& j, std::map<int32_t, float>* out) {
   return Status::ok();
 }
 
-Status parse_tokens(const json& arr, const char* field, std::vector<int32_t>* out) {
-  for (const auto& t : arr) {
-    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
-      return invalid_argument("'%s': token ids must be non-negative integers", field);
-    out->push_back(int32_t(t.get<int64_t>()));
+// A list of token ids and strings (llama-server's tokenize_mixed, tools/server/server-common.cpp).
+Status parse_mixed(const json& arr, Prompt* out) {
+  for (const auto& e : arr) {
+    if (e.is_string()) {
+      out->push_back({false, e.get<std::string>(), {}});
+    } else if (e.is_number_integer() && e.get<int64_t>() >= 0 && e.get<int64_t>() <= INT32_MAX) {
+      if (out->empty() || !out->back().is_tokens) out->push_back({true, "", {}});
+      out->back().tokens.push_back(int32_t(e.get<int64_t>()));
+    } else {
+      return invalid_argument("'prompt': a list holds token ids (non-negative integers) and strings");
+    }
   }
   return Status::ok();
 }
 
-// A string, a list of token ids, or (Completions) a list of either.
+// As llama-server's tokenize_input_prompts reads it: a string; a list holding any token id is one
+// prompt (ids, or ids and strings mixed); any other list (Completions) is several prompts, each a
+// string or a list of ids and strings.
 Status parse_prompts(const json& j, Endpoint endpoint, std::vector<Prompt>* out) {
   auto it = j.find("prompt");
   if (it == j.end() || it->is_null()) return invalid_argument("'prompt' is missing");
   const char* expected = "a string, a list of token ids, or a list of strings or token lists";
   if (it->is_string()) {
-    out->push_back({false, it->get<std::string>(), {}});
+    out->push_back({{false, it->get<std::string>(), {}}});
     return Status::ok();
   }
   if (!it->is_array()) return wrong_type("prompt", expected);
   if (it->empty()) return invalid_argument("'prompt' is an empty list");
-  if ((*it)[0].is_number()) {
-    Prompt p{true, "", {}};
-    TANDEM_TRY(parse_tokens(*it, "prompt", &p.tokens));
-    out->push_back(std::move(p));
-    return Status::ok();
+  if (std::any_of(it->begin(), it->end(), [](const json& e) { return e.is_number(); })) {
+    out->emplace_back();
+    return parse_mixed(*it, &out->back());
   }
   if (it->size() > size_t(kMaxChoices))
     return invalid_argument("'prompt' has %zu prompts (at most %d)", it->size(), kMaxChoices);
   for (const auto& p : *it) {
-    if (p.is_string()) {
-      out->push_back({false, p.get<std::string>(), {}});
-    } else if (p.is_array() && !p.empty()) {
-      Prompt tp{true, "", {}};
-      TANDEM_TRY(parse_tokens(p, "prompt", &tp.tokens));
-      out->push_back(std::move(tp));
-    } else {
-      return wrong_type("prompt", expected);
-    }
+    if (!p.is_string() && (!p.is_array() || p.empty())) return wrong_type("prompt", expected);
+    out->emplace_back();
+    TANDEM_TRY(p.is_string() ? parse_mixed(json::array({p}), &out->back()) : parse_mixed(p, &out->back()));
   }
   if (endpoint == Endpoint::Native && out->size() > 1)
     return invalid_argument("'prompt': /completion takes one prompt (use /v1/completions for several)");

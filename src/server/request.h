@@ -19,11 +19,14 @@ namespace tandem::server {
 
 enum class Endpoint { Chat, Completions, Native };
 
-struct Prompt {
+// One prompt as the request gives it: a string, a list of token ids, or (llama-server's mixed form)
+// a list of both, [12, "text", 34]. Parts in order; consecutive ids form one part.
+struct PromptPart {
   bool is_tokens = false;
   std::string text;
   std::vector<int32_t> tokens;
 };
+using Prompt = std::vector<PromptPart>;
 
 struct RequestDefaults {
   sampling::SamplerParams sampling;  // the server's sampling flags

@@ -108,9 +108,31 @@ json logprob_entry(const tokenizer::Tokenizer& tok, const TokenRecord& r, bool n
   return e;
 }
 
-// /v1/completions' older logprobs shape.
-json completion_logprobs(const tokenizer::Tokenizer& tok, const std::vector<TokenRecord>& records, size_t offset) {
+// /v1/completions' older logprobs shape. With `prompt` (echo), the prompt's tokens come first, as
+// OpenAI's legacy API gives them: the first has null for its log-probability and alternatives, each
+// other is scored given the tokens before it (prompt_scored).
+json completion_logprobs(const tokenizer::Tokenizer& tok, const std::vector<TokenRecord>& records, size_t offset,
+                         const std::vector<int32_t>* prompt = nullptr,
+                         const std::vector<TokenRecord>* prompt_scored = nullptr) {
   json tokens = json::array(), lps = json::array(), tops = json::array(), offsets = json::array();
+  if (prompt) {
+    size_t at = 0;
+    const std::string first = tok.token_to_piece((*prompt)[0], false);
+    tokens.push_back(first);
+    lps.push_back(nullptr);
+    tops.push_back(nullptr);
+    offsets.push_back(at);
+    at += first.size();
+    for (const auto& r : *prompt_scored) {
+      tokens.push_back(r.piece);
+      lps.push_back(r.token.logprob);
+      json top = json::object();
+      for (const auto& t : r.token.top) top[tok.token_to_piece(t.id, false)] = t.logprob;
+      tops.push_back(std::move(top));
+      offsets.push_back(at);
+      at += r.piece.size();
+    }
+  }
   for (const auto& r : records) {
     tokens.push_back(r.piece);
     lps.push_back(r.token.logprob);
@@ -248,6 +270,14 @@ struct Server::State {
     const auto bos_id = tok().vocab().special.bos;
     if (tokens.size() >= 2 && tokens[0] == bos_id && tokens[1] == bos_id) tokens.erase(tokens.begin());
     return tokens;
+  }
+
+  // Completions' echo: choice i's prompt as the request gave it, token ids as text.
+  std::string echo_text(const Job& job, size_t i) const {
+    std::string text;
+    for (const PromptPart& part : job.req.prompts[job.prompt_of[i]])
+      text += part.is_tokens ? tok().detokenize(part.tokens, true, false) : part.text;
+    return text;
   }
 
   void generate(const HttpRequest& http, HttpResponse& res, Endpoint endpoint, const ServerOptions& o);
@@ -395,15 +425,20 @@ Result<Job> Server::State::prepare(const HttpRequest& http, Endpoint endpoint, c
     }
   } else {
     for (const Prompt& p : r.prompts) {
-      if (!p.is_tokens) {
-        TANDEM_ASSIGN(auto tokens, tokenize_prompt(p.text));
-        job.prompts.push_back(std::move(tokens));
-        continue;
+      // Text parts after the first get no BOS (llama-server's tokenize_mixed).
+      std::vector<int32_t> tokens;
+      for (size_t k = 0; k < p.size(); ++k) {
+        if (p[k].is_tokens) {
+          for (int32_t t : p[k].tokens)
+            if (t >= n_vocab) return invalid_argument("'prompt': token id %d is outside the vocabulary (%lld tokens)",
+                                                       t, (long long)n_vocab);
+          tokens.insert(tokens.end(), p[k].tokens.begin(), p[k].tokens.end());
+          continue;
+        }
+        TANDEM_ASSIGN(auto part, k == 0 ? tokenize_prompt(p[k].text) : tok().tokenize(p[k].text, false, true));
+        tokens.insert(tokens.end(), part.begin(), part.end());
       }
-      for (int32_t t : p.tokens)
-        if (t >= n_vocab) return invalid_argument("'prompt': token id %d is outside the vocabulary (%lld tokens)", t,
-                                                   (long long)n_vocab);
-      job.prompts.push_back(p.tokens);
+      job.prompts.push_back(std::move(tokens));
     }
   }
   for (const auto& p : job.prompts) TANDEM_TRY(scheduler->check_prompt(p.size()));
@@ -411,6 +446,12 @@ Result<Job> Server::State::prepare(const HttpRequest& http, Endpoint endpoint, c
   if (auto s = sampling::Sampler::create(r.sampling, int32_t(n_vocab), grammar_vocab); !s) return s.error();
   for (size_t p = 0; p < job.prompts.size(); ++p)
     for (int32_t i = 0; i < r.n_choices; ++i) job.prompt_of.push_back(p);
+  // Each choice waits in the queue while the slots are busy: more than it holds could never all wait.
+  const int64_t max_queue = scheduler->options().max_queue;
+  if (int64_t(job.prompt_of.size()) > std::max<int64_t>(1, max_queue))
+    return invalid_argument("the request asks for %zu generations (%zu prompts, n = %d), more than the %lld that may "
+                            "wait for a slot (--max-queue)", job.prompt_of.size(), job.prompts.size(), r.n_choices,
+                            (long long)max_queue);
   job.exchange = std::make_shared<Exchange>(tok(), r.stop, job.prompt_of.size());
   job.id = new_id(endpoint == Endpoint::Chat ? "chatcmpl-" : "cmpl-");
   job.model = r.model.empty() ? model_name : r.model;
@@ -425,7 +466,8 @@ void Server::State::generate(const HttpRequest& http, HttpResponse& res, Endpoin
   auto job = std::make_shared<Job>(std::move(*prepared));
   const ParsedRequest& r = job->req;
   for (size_t i = 0; i < job->prompt_of.size(); ++i) {
-    auto task = job->exchange->make_task(i);
+    // echo with logprobs scores the prompt too (OpenAI's legacy completions): a full prefill, every row's logits.
+    auto task = job->exchange->make_task(i, endpoint == Endpoint::Completions && r.echo && r.logprobs);
     task->prompt = job->prompts[job->prompt_of[i]];
     task->sampling = r.sampling;
     // Each of n choices draws differently from a fixed seed; greedy choices are equal anyway.
@@ -503,11 +545,13 @@ json Server::State::final_body(const Job& job, const std::vector<ChoiceState>& c
         choice["logprobs"] = nullptr;
       }
     } else {
-      const Prompt& prompt = r.prompts[job.prompt_of[i]];
-      const std::string echo = !r.echo ? "" : prompt.is_tokens ? tok().detokenize(prompt.tokens, true, false) : prompt.text;
+      const std::string echo = r.echo ? echo_text(job, i) : "";
       choice["text"] = echo + c.text;
       choice["finish_reason"] = finish_name(c, false);
-      choice["logprobs"] = r.logprobs ? completion_logprobs(tok(), c.tokens, echo.size()) : json(nullptr);
+      choice["logprobs"] = !r.logprobs ? json(nullptr)
+                           : r.echo  ? completion_logprobs(tok(), c.tokens, echo.size(), &job.prompts[job.prompt_of[i]],
+                                                           &c.prompt_tokens)
+                                     : completion_logprobs(tok(), c.tokens, 0);
     }
     out.push_back(std::move(choice));
   }
@@ -525,7 +569,7 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
   struct Progress {
     size_t sent = 0, tokens_sent = 0, calls_sent = 0;
     std::string content_sent;  // chat: the content deltas so far
-    bool role_sent = false, finished = false;
+    bool role_sent = false, finished = false, echoed = false;
     std::unique_ptr<chat::ReasoningSplitter> reasoning;
     std::unique_ptr<chat::ToolCallStream> calls;  // with tools: the calls closed so far
   };
@@ -633,13 +677,20 @@ void Server::State::stream(const Job& job, const ChunkWriter& write, const Serve
           if (c.done) out.push_back(event(chunk(json::array({{{"index", i}, {"delta", json::object()},
                                                                {"logprobs", nullptr}, {"finish_reason", finish_name(c, calls)}}}))));
         } else {
-          json lp = nullptr;
-          if (r.logprobs && n_tokens > p.tokens_sent) {
-            lp = completion_logprobs(tok(), std::vector<TokenRecord>(c.tokens.begin() + long(p.tokens_sent), c.tokens.end()), 0);
+          // echo: the prompt leads the first chunk, sent once the prompt is decoded (and scored).
+          const bool echo_now = r.echo && !p.echoed && (n_tokens > 0 || c.done);
+          const std::string echo = echo_now ? echo_text(job, i) : "";
+          if (!delta.empty() || echo_now) {
+            const std::vector<TokenRecord> fresh(c.tokens.begin() + long(p.tokens_sent), c.tokens.end());
+            json lp = nullptr;
+            if (r.logprobs)
+              lp = echo_now ? completion_logprobs(tok(), fresh, echo.size(), &job.prompts[job.prompt_of[i]],
+                                                                 &c.prompt_tokens)
+                                          : completion_logprobs(tok(), fresh, 0);
             p.tokens_sent = n_tokens;
+            p.echoed = p.echoed || echo_now;
+            out.push_back(event(chunk(json::array({{{"index", i}, {"text", echo + delta}, {"logprobs", lp}, {"finish_reason", nullptr}}}))));
           }
-          if (!delta.empty())
-            out.push_back(event(chunk(json::array({{{"index", i}, {"text", delta}, {"logprobs", lp}, {"finish_reason", nullptr}}}))));
           if (c.done) out.push_back(event(chunk(json::array({{{"index", i}, {"text", ""}, {"logprobs", nullptr},
                                                                {"finish_reason", finish_name(c, false)}}}))));
         }

@@ -60,14 +60,40 @@ TEST(ServerRequest, CompletionsTakeStringsTokensAndLists) {
   auto r = parse(R"({"prompt": ["a", [1, 2]], "logprobs": 2, "echo": true})", Endpoint::Completions);
   ASSERT_TRUE(r) << r.error().message();
   ASSERT_EQ(r->prompts.size(), 2u);
-  EXPECT_EQ(r->prompts[0].text, "a");
-  EXPECT_EQ(r->prompts[1].tokens, (std::vector<int32_t>{1, 2}));
+  ASSERT_EQ(r->prompts[0].size(), 1u);
+  EXPECT_EQ(r->prompts[0][0].text, "a");
+  ASSERT_EQ(r->prompts[1].size(), 1u);
+  EXPECT_EQ(r->prompts[1][0].tokens, (std::vector<int32_t>{1, 2}));
   EXPECT_TRUE(r->logprobs && r->echo);
   EXPECT_EQ(r->n_probs, 2);
   auto t = parse(R"({"prompt": [5, 6, 7]})", Endpoint::Completions);
   ASSERT_TRUE(t);
   ASSERT_EQ(t->prompts.size(), 1u);
-  EXPECT_TRUE(t->prompts[0].is_tokens);
+  ASSERT_EQ(t->prompts[0].size(), 1u);
+  EXPECT_TRUE(t->prompts[0][0].is_tokens);
+}
+
+// llama-server's shapes (tools/server/server-common.h, tokenize_input_prompts): a list holding any token id
+// is one prompt mixing ids and strings; any other list is several prompts, each a string or such a list.
+TEST(ServerRequest, CompletionsTakeMixedPromptsAsLlamaServerDoes) {
+  auto one = parse(R"({"prompt": [12, 34, "text", 56]})", Endpoint::Completions);
+  ASSERT_TRUE(one) << one.error().message();
+  ASSERT_EQ(one->prompts.size(), 1u);
+  ASSERT_EQ(one->prompts[0].size(), 3u);
+  EXPECT_EQ(one->prompts[0][0].tokens, (std::vector<int32_t>{12, 34}));
+  EXPECT_EQ(one->prompts[0][1].text, "text");
+  EXPECT_EQ(one->prompts[0][2].tokens, (std::vector<int32_t>{56}));
+  auto several = parse(R"({"prompt": ["a", [7, "b"], [8, 9]]})", Endpoint::Completions);
+  ASSERT_TRUE(several) << several.error().message();
+  ASSERT_EQ(several->prompts.size(), 3u);
+  EXPECT_EQ(several->prompts[1].size(), 2u);
+  EXPECT_EQ(several->prompts[2][0].tokens, (std::vector<int32_t>{8, 9}));
+  for (const char* bad : {R"({"prompt": [1, -2]})", R"({"prompt": [1, 2.5]})", R"({"prompt": ["a", []]})",
+                          R"({"prompt": ["a", [1, [2]]]})", R"({"prompt": [["a"], 3]})", R"({"prompt": ["a", {}]})"}) {
+    auto r = parse(bad, Endpoint::Completions);
+    ASSERT_FALSE(r) << bad;
+    EXPECT_NE(r.error().message().find("prompt"), std::string::npos) << r.error().message();
+  }
 }
 
 TEST(ServerRequest, NativeReadsLlamaServerFields) {
