@@ -63,7 +63,8 @@ const std::string& openapi_json() {
       "parallel_tool_calls": {"type": "boolean"}, "chat_template_kwargs": {"type": "object"}}}]},
     "CompletionRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["prompt"], "properties": {
       "model": {"type": "string"},
-      "prompt": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "array", "maxItems": 16, "items": {"type": "integer"}}]},
+      "prompt": {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "array", "maxItems": 16, "items": {"oneOf": [
+        {"type": "integer"}, {"type": "string", "maxLength": 50}, {"type": "array", "maxItems": 8}]}}]},
       "max_tokens": {"type": "integer", "maximum": 8}, "n": {"type": "integer"}, "echo": {"type": "boolean"},
       "logprobs": {"type": "integer"}}}]},
     "NativeRequest": {"allOf": [{"$ref": "#/components/schemas/Sampling"}, {"type": "object", "required": ["prompt"], "properties": {

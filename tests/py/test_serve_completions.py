@@ -92,8 +92,13 @@ def test_echo_logprobs_then_the_completions_own(client):
     assert e.token_logprobs[0] is None and all(v is not None for v in e.token_logprobs[1:])
     # Offsets into the returned text: the completion's start where the echoed prompt ends.
     assert e.text_offset[n_prompt] == len("The sky is")
-    # A scored prompt is decoded afresh each time: a repeated request gives the same values.
+    # A scored prompt is decoded afresh each time, its rows after the neighbours' in the batch: beside a
+    # generating stream it gives the same bits (the server is batch-invariant by default).
+    neighbour = client.completions.create(model="gemma-test", prompt="Once upon a time", max_tokens=40, stream=True)
+    first = next(neighbour)  # the neighbour is generating from here on
     again = client.completions.create(model="gemma-test", prompt="The sky is", max_tokens=4, logprobs=2, echo=True)
+    rest = list(neighbour)
+    assert first.choices and len(rest) > 2
     assert again.choices[0].logprobs.token_logprobs == e.token_logprobs
 
 
