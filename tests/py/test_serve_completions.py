@@ -173,3 +173,19 @@ def test_a_request_without_a_body_length_is_answered_at_once(server, method, wan
     assert elapsed < 1.0, f"answered after {elapsed:.2f} s"
     assert json.loads(body)["error"]["code"] == want
     assert server.request("GET", "/health")[0] == 200
+
+
+def test_a_chunked_post_is_read_as_before(server):
+    """Transfer-Encoding: chunked announces the body's end: not refused with 411."""
+    body = json.dumps({"prompt": "The sky is", "max_tokens": 2}).encode()
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                 f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n")
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    sock.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data
+    assert json.loads(rest)["usage"]["completion_tokens"] == 2
