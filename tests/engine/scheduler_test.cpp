@@ -1,12 +1,14 @@
 // The continuous-batching scheduler with stories260K (or its stand-in, test_data.h): greedy tokens of
 // prompts that share batches equal their solo tokens, a repeated prompt reuses its slot's cells, a
 // cancelled task frees its slot, n_predict / the slot context end a task with Length, and the loop
-// driven on the caller's thread (`tandem run`) gives the same tokens.
+// driven on the caller's thread (`tandem run`) gives the same tokens, and a scored prompt (echo with
+// logprobs) gives each token's log-probability from the position before it.
 #include "engine/scheduler.h"
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <future>
 
 #include "test_data.h"
@@ -306,6 +308,61 @@ TEST_F(SchedulerTest, SlotsAndStatsArePublishedBeforeTheCallbacks) {
   EXPECT_EQ(at_done.latency_s.count, 1u);
   EXPECT_GE(at_done.latency_s.sum, at_done.ttft_s.sum);
   EXPECT_EQ(at_done.n_steps, 5u);  // the prompt and its first token, then one step per further token
+}
+
+// on_prompt_tokens (/v1/completions' echo with logprobs): every prompt token after the first, scored from
+// the logits of the position before it, against one plain prefill of the prompt. The scored prompt joins
+// while another slot generates (its rows follow the neighbour's in each batch), in 4-token chunks, and its
+// slot's cells already hold the prompt: they are decoded again, since cached cells have no logits.
+TEST_F(SchedulerTest, ScoredPromptGivesEachTokensLogprobFromThePositionBefore) {
+  const std::vector<int32_t>& prompt = kPrompts[3];
+  std::vector<double> want;  // log-softmax of prompt[i + 1] at position i
+  {
+    auto ref = context(64, 64, /*batch_invariant=*/true);
+    ASSERT_TRUE(ref->prefill(0, prompt, 0, 0, int64_t(prompt.size())).is_ok());
+    for (size_t i = 0; i + 1 < prompt.size(); ++i) {
+      const auto row = ref->logits(int64_t(i));
+      double sum = 0;
+      for (float l : row) sum += std::exp(double(l) - double(row[0]));
+      want.push_back(double(row[size_t(prompt[i + 1])]) - double(row[0]) - std::log(sum));
+    }
+  }
+  auto ctx = context(2 * 64, 64, /*batch_invariant=*/true);
+  Scheduler s(*ctx, tok_->vocab(), {.n_slots = 2, .n_ctx_slot = 64, .n_prefill_chunk = 4});
+  auto [warm, fw] = task(prompt, 1);
+  warm->id_slot = 1;
+  ASSERT_TRUE(s.submit(warm));
+  wait(fw);
+  auto [scored, fs] = task(prompt, 2);
+  scored->id_slot = 1;
+  scored->n_probs = 2;
+  std::vector<GeneratedToken> got;
+  int n_chunks = 0;
+  scored->on_prompt_tokens = [&](std::span<const GeneratedToken> t) {
+    ++n_chunks;
+    got.insert(got.end(), t.begin(), t.end());
+  };
+  auto [neighbour, fn] = task(kPrompts[0], 40);
+  neighbour->id_slot = 0;
+  neighbour->on_token = [&s, scored = scored, on_token = neighbour->on_token, submitted = false](const GeneratedToken& g) mutable {
+    if (!submitted) {  // the neighbour is generating from here on
+      submitted = true;
+      EXPECT_TRUE(s.submit(scored));
+    }
+    return on_token(g);
+  };
+  ASSERT_TRUE(s.submit(neighbour));
+  const Outcome o = wait(fs);
+  wait(fn);
+  EXPECT_EQ(o.stats.n_cached, 0);
+  EXPECT_EQ(n_chunks, 5);  // 17 tokens, 4 a step beside the generating neighbour
+  ASSERT_EQ(got.size(), prompt.size() - 1);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].id, prompt[i + 1]);
+    EXPECT_NEAR(got[i].logprob, want[i], 1e-4) << "prompt token " << i + 1;  // float log-softmax against double
+    ASSERT_EQ(got[i].top.size(), 2u);
+    EXPECT_GE(got[i].top[0].logprob, got[i].logprob - 1e-6f);
+  }
 }
 
 }  // namespace
