@@ -30,8 +30,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           if (!part.is_object() || part.value("type", "") != "text" || !part["text"].is_string()) std::abort();
       if (!content->is_string() && !content->is_array() && !content->is_null()) std::abort();
     }
-  } else if (r->prompts.empty()) {
-    std::abort();
+  } else {
+    // Every prompt has parts, and a part of token ids holds some (the server tokenizes the rest).
+    if (r->prompts.empty()) std::abort();
+    for (const auto& p : r->prompts) {
+      if (p.empty()) std::abort();
+      for (const auto& part : p)
+        if (part.is_tokens && part.tokens.empty()) std::abort();
+    }
   }
   (void)tandem::server::parse_object(body);
   return 0;
