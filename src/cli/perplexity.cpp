@@ -47,7 +47,15 @@ struct Run {
   Engine& e;
   int64_t n_ctx, n_chunk;
   int32_t bos;  // -1: the model adds no BOS
+  expert::ExpertCacheStats cache0 = {};  // --expert-cache: the counters before the first chunk (warm-up excluded)
 };
+
+// --expert-cache: the cache's hit rate, disk bytes and read bandwidth over the chunks, as run prints them.
+void report_expert_cache(const Run& r) {
+  if (const expert::ExpertCache* c = r.e.model->expert_cache())
+    std::fprintf(stderr, "perplexity: %s\n",
+                 describe_expert_cache(c->stats().since(r.cache0), uint64_t(r.n_chunk * r.n_ctx)).c_str());
+}
 
 // Perplexity of the text's chunks; with `writer`, also the base-logits file.
 Status perplexity(const Run& r, const std::vector<int32_t>& tokens, eval::BaseLogitsWriter* writer) {
@@ -72,6 +80,7 @@ Status perplexity(const Run& r, const std::vector<int32_t>& tokens, eval::BaseLo
   std::printf("Final estimate: PPL = %.4f +/- %.5f\n", stats.ppl(), stats.ppl_error());
   std::fprintf(stderr, "perplexity: %lld chunks of %lld tokens, %lld scored, in %.2f s\n", (long long)r.n_chunk,
                (long long)r.n_ctx, (long long)stats.count, seconds_since(t0));
+  report_expert_cache(r);
   return Status::ok();
 }
 
@@ -146,6 +155,7 @@ Status kl_divergence(const Run& r, const eval::BaseLogitsReader& base) {
   print_kld_summary(eval::summarize(stats, kld_values, p_diff_values));
   std::fprintf(stderr, "kl-divergence: %lld chunks of %lld tokens, %lld positions compared, in %.2f s\n",
                (long long)r.n_chunk, (long long)r.n_ctx, (long long)stats.count, seconds_since(t0));
+  report_expert_cache(r);
   return Status::ok();
 }
 
@@ -184,6 +194,7 @@ Status perplexity_command(EngineFlags ef, const std::string& text_file, const st
   if (vocab.add_eos)
     return unsupported("perplexity: the model's tokenizer appends EOS, which llama-perplexity's scoring excludes");
   Run r{e, ef.ctx, 0, vocab.add_bos ? vocab.special.bos : -1};
+  if (const expert::ExpertCache* c = e.model->expert_cache()) r.cache0 = c->stats();
 
   if (kld) {
     if (base->n_vocab() != e.context->n_vocab())

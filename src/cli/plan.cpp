@@ -18,7 +18,9 @@
 #include "cli/engine_flags.h"
 #include "core/memory.h"
 #include "core/progress.h"
+#include "expert/expert_cache.h"
 #include "model/model.h"
+#include "placement/expert_tier.h"
 #include "placement/fit.h"
 #include "placement/probe.h"
 #include "quant/mix.h"
@@ -41,12 +43,15 @@ Status parse_rate(std::string_view v, double* out) {
 }
 
 struct Alternative {
-  std::string kind;   // "quantization", "context", "mmap"
-  std::string name;   // Q4_K_M, -c 2048, mmap
-  uint64_t bytes = 0; // the model's size (quantization), the KV cache (context)
+  std::string kind;   // "quantization", "context", "expert tier", "mmap"
+  std::string name;   // Q4_K_M, -c 2048, --expert-cache 40G, mmap
+  uint64_t bytes = 0; // the model's size (quantization), the KV cache (context), the expert cache (expert tier)
   bool fits = false;
   double tg = 0, pp = 0;
   std::string note;
+  std::string flags;  // expert tier: the command line's placement flags
+  double hit_rate = 0;                // expert tier: the cache's share of the experts
+  uint64_t disk_bytes_per_token = 0;  // expert tier, mmap
 };
 
 }  // namespace
@@ -279,7 +284,7 @@ int plan_main(int argc, char** argv) {
         if (!t.alias_of.empty())
           for (const auto& u : retyped)
             if (u.name == t.alias_of) t.bytes = u.bytes, t.type = u.type;
-      Alternative a{"quantization", std::string(quant::file_type_name(ft)), bytes, false, 0, 0, ""};
+      Alternative a{"quantization", std::string(quant::file_type_name(ft)), bytes, false, 0, 0, "", "", 0, 0};
       placement::FitRequest fq = fr;
       fq.tensors = retyped;
       auto f = placement::fit(fq);
@@ -298,18 +303,71 @@ int plan_main(int argc, char** argv) {
       if (plan.kv_device[il] == 0) kv_per_token_cpu += st.kv_per_cell[il];
     if (plan.weight_bytes[0] < ram_bytes && kv_per_token_cpu > 0) {
       const int64_t n = int64_t((ram_bytes - plan.weight_bytes[0]) / kv_per_token_cpu);
-      Alternative a{"context", "-c " + std::to_string(n), n * kv_per_token_cpu, n > 0, 0, 0, ""};
+      Alternative a{"context", "-c " + std::to_string(n), n * kv_per_token_cpu, n > 0, 0, 0, "", "", 0, 0};
       a.tg = tg.tokens_per_s;
       a.pp = pp.tokens_per_s;
       a.note = format("the longest context whose KV cache fits beside the weights (-np %lld: %lld per slot)",
                       (long long)n_parallel, (long long)(n / n_parallel));
       alts.push_back(a);
     }
+    // The expert tier (docs/expert-tier.md): the same placement, the routed experts it leaves on the CPU cached
+    // in what RAM has left, the rest read from disk.
+    if (hp.n_expert > 0) {
+      std::set<std::string> offloaded;
+      for (size_t i = 0; i < tensors.size(); ++i)
+        if (plan.tensor_device[i] != 0) offloaded.insert(tensors[i].name);
+      auto layout = expert::ExpertLayout::from_gguf((*m)->file(), offloaded);
+      if (!layout) return fail(layout.error());
+      placement::RamNeeds n;
+      n.ram_bytes = ram_bytes;
+      uint64_t routed_per_token = 0;
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        const auto& t = tensors[i];
+        if (!t.alias_of.empty()) continue;
+        if (layout->is_expert_tensor(t.name)) {
+          n.expert_bytes += t.bytes;
+          routed_per_token += t.bytes / uint64_t(hp.n_expert) * uint64_t(hp.n_expert_used);
+        } else if (plan.tensor_device[i] == 0) {
+          n.resident_bytes += t.bytes;  // read into RAM at load
+        }
+      }
+      n.kv_bytes = plan.kv_bytes[0];
+      n.compute_bytes = fr.flags.reserve_bytes + fr.flags.output_reserve_bytes;
+      n.slot_bytes = layout->layers().empty() ? 0 : expert::expert_slot_bytes(*layout);
+      n.n_experts_total = layout->n_experts_total();
+      n.n_expert_used = hp.n_expert_used;
+      Alternative a{"expert tier", "--expert-cache", 0, false, 0, 0, "", "", 0, 0};
+      auto tier = placement::size_expert_tier({placement::ExpertCacheSetting::Mode::Auto, 0}, n);
+      if (layout->layers().empty()) {
+        a.note = "every routed expert is on an offload device";
+      } else if (!tier) {
+        a.note = tier.error().message();
+      } else {
+        const auto p = placement::predict_expert_tier(n, tier->cache_bytes, routed_per_token, tg, pp, n_prompt, ubatch,
+                                                      disk_bw * 1e9);
+        a.fits = true;
+        a.bytes = tier->cache_bytes;
+        a.name = format("--expert-cache %lluM", (unsigned long long)(tier->cache_bytes >> 20));
+        a.tg = p.tg_tokens_per_s;
+        a.pp = p.pp_tokens_per_s;
+        a.hit_rate = p.hit_rate;
+        a.disk_bytes_per_token = p.disk_bytes_per_token;
+        a.flags = flags + " " + a.name;
+        a.note = format("%lld of the CPU's %lld experts cached (%.1f%%); hit rate taken as that share (uniform "
+                        "routing: conservative; LFU-decay held 0.53-0.61 at a 25%% cache on DeepSeek-V2-Lite's "
+                        "recorded routing, docs/expert-tier.md); %s read from disk per token at %.1f GB/s; RAM also "
+                        "holds %s of other weights and %s of KV cache",
+                        (long long)p.n_slots, (long long)n.n_experts_total, 100 * p.hit_rate,
+                        placement::size_text(p.disk_bytes_per_token).c_str(), disk_bw,
+                        placement::size_text(n.resident_bytes).c_str(), placement::size_text(n.kv_bytes).c_str());
+      }
+      alts.push_back(a);
+    }
     // mmap from disk: the page cache keeps what RAM has room for; a token's reads miss in the same
     // proportion (experts are picked about uniformly) and the misses come at the disk's random-read speed.
     const double cached = plan.kv_bytes[0] < ram_bytes ? double(ram_bytes - plan.kv_bytes[0]) : 0;
     const double miss = std::clamp(1 - cached / double(plan.weight_bytes[0]), 0.0, 1.0);
-    Alternative a{"mmap", "mmap from disk", plan.weight_bytes[0], true, 0, 0, ""};
+    Alternative a{"mmap", "mmap from disk", plan.weight_bytes[0], true, 0, 0, "", "", 0, 0};
     const double tg_disk_s = double(tg.read_bytes[0]) * miss / (disk_bw * 1e9);
     a.tg = 1 / (1 / tg.tokens_per_s + tg_disk_s);
     // Prefill reads (almost) every CPU weight once per micro-batch.
@@ -346,9 +404,13 @@ int plan_main(int argc, char** argv) {
     j["n_prompt"] = n_prompt;
     j["fits_in_ram"] = !ram_overflow;
     j["alternatives"] = nlohmann::json::array();
-    for (const Alternative& a : alts)
+    for (const Alternative& a : alts) {
       j["alternatives"].push_back({{"kind", a.kind}, {"name", a.name}, {"bytes", a.bytes}, {"fits", a.fits},
                                    {"tg_tokens_per_s", a.tg}, {"pp_tokens_per_s", a.pp}, {"note", a.note}});
+      if (a.kind == "expert tier")
+        j["alternatives"].back().update({{"flags", a.flags}, {"hit_rate", a.hit_rate},
+                                         {"disk_bytes_per_token", a.disk_bytes_per_token}});
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
@@ -397,6 +459,13 @@ int plan_main(int argc, char** argv) {
       if (a.kind == "quantization")
         std::printf("  %-9s %-14s %10s  %-11s pp %8.1f  tg %7.2f tokens/s  %s\n", a.kind.c_str(), a.name.c_str(),
                     human_bytes(a.bytes).c_str(), a.fits ? "fits" : "still over", a.pp, a.tg, a.note.c_str());
+      else if (a.kind == "expert tier" && !a.fits)
+        std::printf("  %-9s %s\n", a.kind.c_str(), a.note.c_str());
+      else if (a.kind == "expert tier")
+        std::printf("  %-9s %-14s %10s  %-11s pp %8.1f  tg %7.2f tokens/s  %s\n"
+                    "            tandem serve -m MODEL %s\n",
+                    "experts", "tier", human_bytes(a.bytes).c_str(), "cache", a.pp, a.tg, a.note.c_str(),
+                    a.flags.c_str());
       else if (a.kind == "context")
         std::printf("  %-9s %-14s %10s  %-11s %s\n", a.kind.c_str(), a.name.c_str(), human_bytes(a.bytes).c_str(),
                     a.fits ? "fits" : "no room", a.note.c_str());

@@ -13,7 +13,7 @@ uint64_t MoeLayer::expert_bytes() const {
   return sum;
 }
 
-Result<ExpertLayout> ExpertLayout::from_gguf(const gguf::GgufFile& file) {
+Result<ExpertLayout> ExpertLayout::from_gguf(const gguf::GgufFile& file, const std::set<std::string>& skip) {
   ExpertLayout out;
   for (const auto& p : file.parts()) out.paths_.push_back(p.file.path());
   std::map<int, MoeLayer> by_layer;
@@ -38,6 +38,10 @@ Result<ExpertLayout> ExpertLayout::from_gguf(const gguf::GgufFile& file) {
     const uint64_t data_offset = file.parts()[t.part].header.data_offset;
     l.tensors.push_back({t.name, t.part, data_offset + t.offset, t.size_bytes / uint64_t(t.shape[0])});
   }
+  std::erase_if(by_layer, [&](const auto& entry) {
+    return std::any_of(entry.second.tensors.begin(), entry.second.tensors.end(),
+                       [&](const ExpertTensor& t) { return skip.contains(t.name); });
+  });
   for (auto& [_, l] : by_layer) {
     std::sort(l.tensors.begin(), l.tensors.end(), [](auto& a, auto& b) { return a.name < b.name; });
     out.layers_.push_back(std::move(l));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,8 +31,9 @@ struct MoeLayer {
 class ExpertLayout {
  public:
   // Every layer with routed-expert tensors, in block order; an error if a layer's tensors disagree on
-  // the expert count or a size does not divide by it.
-  static Result<ExpertLayout> from_gguf(const gguf::GgufFile& file);
+  // the expert count or a size does not divide by it. A layer any of whose expert tensors is in `skip`
+  // (an offload device holds it) is left out: its experts are not the cache's.
+  static Result<ExpertLayout> from_gguf(const gguf::GgufFile& file, const std::set<std::string>& skip = {});
 
   const std::vector<MoeLayer>& layers() const { return layers_; }
   const std::vector<std::string>& paths() const { return paths_; }  // the parts, in order

@@ -76,6 +76,19 @@ TEST(ExpertLayout, FindsEveryMoeLayersExpertTensors) {
   EXPECT_EQ(m->layout.n_experts_total(), 48);
 }
 
+TEST(ExpertLayout, LeavesOutALayerWhoseExpertsAnOffloadDeviceHolds) {
+  OPEN_MODEL_OR_SKIP(m);
+  // One of layer 2's three expert tensors offloaded: the whole layer is left out, the others stay.
+  auto l = ExpertLayout::from_gguf(*m->file, {"blk.2.ffn_up_exps.weight", "blk.2.attn_q_a.weight"});
+  ASSERT_TRUE(l) << l.error().message();
+  ASSERT_EQ(l->layers().size(), 2u);
+  EXPECT_EQ(l->layers()[0].layer, 1);
+  EXPECT_EQ(l->layers()[1].layer, 3);
+  EXPECT_EQ(l->find(2), nullptr);
+  EXPECT_FALSE(l->is_expert_tensor("blk.2.ffn_down_exps.weight"));
+  EXPECT_EQ(l->n_experts_total(), 32);
+}
+
 // Every expert, acquired in a shuffled order (three passes), is byte-identical to the loader's slices at
 // cache sizes from one slot to all experts, both policies, direct and buffered reads.
 TEST(ExpertCache, EveryExpertMatchesTheLoaderAtEveryCacheSize) {

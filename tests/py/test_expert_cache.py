@@ -61,6 +61,19 @@ def test_bench_reports_the_cache_per_test_in_json(model, tandem_bin):
     assert "pp16: expert cache: hit rate" in proc.stderr
 
 
+def test_perplexity_reports_the_cache_and_scores_as_the_all_in_ram_run(model, tmp_path, tandem_bin):
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    args = ["perplexity", "-m", model, "-f", text, "-c", "32", "--chunks", "2", "-t", "2"]
+    resident = run_tandem(*args, check=True)
+    cached = run_tandem(*args, "--expert-cache", "200K", check=True)
+    final = [line for line in resident.stdout.splitlines() if line.startswith("Final estimate")]
+    assert final and final == [line for line in cached.stdout.splitlines() if line.startswith("Final estimate")]
+    assert re.search(r"perplexity: expert cache: hit rate [\d.]+% .* read [\d.]+ [kMG]?B from disk \([\d.]+ [kMG]?B "
+                     r"per token\) at [\d.]+ GB/s", cached.stderr), cached.stderr
+    assert "expert cache:" not in resident.stderr
+
+
 def test_bad_sizes_and_no_mmap_are_refused(model, tandem_bin):
     for flags, msg in ((["--expert-cache", "0"], "above 0"), (["--expert-cache", "12X"], "--expert-cache"),
                        (["--expert-cache", "1M", "--no-mmap"], "--no-mmap")):
