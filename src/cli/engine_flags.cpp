@@ -211,15 +211,21 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
                                              v.data());
                 return Status::ok();
               });
-  args.custom("--expert-cache", "SIZE",
+  args.custom("--expert-cache", "SIZE|auto|off",
               "MoE models larger than RAM: keep the routed experts in a RAM cache of SIZE (e.g. 8G, 512M) and\n"
               "read them from the file(s) on demand (O_DIRECT, io_uring) instead of through the mapping;\n"
-              "every other tensor is read into RAM. At least one expert's slot (the error names its size);\n"
-              "a batch choosing more experts than fit runs them in groups (docs/expert-tier.md). Default: off",
+              "every other tensor is read into RAM. auto: as big as RAM allows after the other weights, the KV\n"
+              "cache, compute buffers and a margin (MemAvailable or the cgroup's limit); off or 0: map the file.\n"
+              "Default: auto when the model does not fit RAM, else off. At least one expert's slot (the error\n"
+              "names its size; auto: one layer's top-k); docs/expert-tier.md",
               [&f](std::string_view v) {
-                TANDEM_ASSIGN(f.expert_cache_bytes, parse_size(v));
-                if (f.expert_cache_bytes == 0)
-                  return invalid_argument("'%.*s': the cache needs a size above 0", int(v.size()), v.data());
+                using Mode = placement::ExpertCacheSetting::Mode;
+                if (v == "auto") f.expert_cache = {Mode::Auto, 0};
+                else if (v == "off") f.expert_cache = {Mode::Off, 0};
+                else {
+                  TANDEM_ASSIGN(const uint64_t bytes, parse_size(v));
+                  f.expert_cache = {bytes ? Mode::Size : Mode::Off, bytes};
+                }
                 return Status::ok();
               });
   auto kv_type = [](std::string* out) {

@@ -310,8 +310,8 @@ int plan_main(int argc, char** argv) {
                       (long long)n_parallel, (long long)(n / n_parallel));
       alts.push_back(a);
     }
-    // The expert tier (docs/expert-tier.md): the same placement, the routed experts it leaves on the CPU cached
-    // in what RAM has left, the rest read from disk.
+    // The expert tier (docs/expert-tier.md), as run and serve choose it when the model does not fit: the same
+    // placement, the routed experts it leaves on the CPU cached in what RAM has left, the rest read from disk.
     if (hp.n_expert > 0) {
       std::set<std::string> offloaded;
       for (size_t i = 0; i < tensors.size(); ++i)
@@ -463,7 +463,7 @@ int plan_main(int argc, char** argv) {
         std::printf("  %-9s %s\n", a.kind.c_str(), a.note.c_str());
       else if (a.kind == "expert tier")
         std::printf("  %-9s %-14s %10s  %-11s pp %8.1f  tg %7.2f tokens/s  %s\n"
-                    "            tandem serve -m MODEL %s\n",
+                    "            tandem serve -m MODEL %s (run and serve choose it when the model does not fit)\n",
                     "experts", "tier", human_bytes(a.bytes).c_str(), "cache", a.pp, a.tg, a.note.c_str(),
                     a.flags.c_str());
       else if (a.kind == "context")

@@ -4,6 +4,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 
@@ -80,6 +81,12 @@ void read_address_space_limit(MemoryBudget* b) {
 
 MemoryBudget available_memory() {
   MemoryBudget b;
+  // A cap of one's own: tests of memory decisions, or leaving the rest of the machine to others.
+  if (const char* cap = std::getenv("TANDEM_MEMORY_LIMIT")) {
+    char* end = nullptr;
+    const uint64_t bytes = std::strtoull(cap, &end, 10);
+    if (*cap && *end == '\0') take(&b, bytes, format("TANDEM_MEMORY_LIMIT=%s", cap));
+  }
   read_meminfo(&b);
   read_cgroup(&b);
   read_address_space_limit(&b);

@@ -1,5 +1,6 @@
 // How much memory this process may still take: the tightest of the machine's MemAvailable, the memory
-// limit of its cgroup (v2 or v1, ancestors included) and its address-space limit (ulimit -v). Linux.
+// limit of its cgroup (v2 or v1, ancestors included), its address-space limit (ulimit -v) and the
+// environment's TANDEM_MEMORY_LIMIT (bytes). Linux.
 #pragma once
 
 #include <cstdint>

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <set>
 
 #include "backend/cpu/kernels.h"
 #include "core/memory.h"
@@ -47,11 +48,49 @@ Status check_memory(const EngineFlags& f, WeightType type_k, WeightType type_v) 
         resident ? format(" plus %s of weights read into RAM (--no-mmap)", human_bytes(weights).c_str()).c_str() : "",
         human_bytes(budget.bytes).c_str(), budget.source.c_str(), (unsigned long long)(room / per_token));
   }
-  if (f.mmap && kv + weights > budget.bytes && !f.quiet)
-    std::fprintf(stderr, "warning: the KV cache (%s) and the mapped weights (%s) exceed the %s available (%s): "
-                 "weights will be read from disk again as they are evicted\n", human_bytes(kv).c_str(),
-                 human_bytes(weights).c_str(), human_bytes(budget.bytes).c_str(), budget.source.c_str());
   return Status::ok();
+}
+
+// The expert tier (--expert-cache, placement/expert_tier.h) for the routed experts `plan` leaves on the CPU
+// (`offloaded`: the tensors it puts elsewhere): RAM holds the CPU's other tensors (Model::read_resident), its
+// KV cache and a micro-batch's buffers; the cache takes what is left. Warns when the model is mapped and
+// exceeds the RAM.
+Result<placement::ExpertTier> choose_expert_tier(const EngineFlags& f, const model::Model& desc,
+                                                 const placement::Plan& plan, const std::set<std::string>& offloaded,
+                                                 const placement::PlacementFlags& pf, const MemoryBudget& budget) {
+  using Mode = placement::ExpertCacheSetting::Mode;
+  TANDEM_ASSIGN(const expert::ExpertLayout layout, expert::ExpertLayout::from_gguf(desc.file(), offloaded));
+  placement::RamNeeds n;
+  n.ram_bytes = budget.bytes;
+  const std::vector<placement::TensorInfo> infos = desc.tensor_infos();
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (!infos[i].alias_of.empty()) continue;  // a tied output reads token_embd's bytes
+    if (layout.is_expert_tensor(infos[i].name)) n.expert_bytes += infos[i].bytes;
+    else if (plan.tensor_device[i] == 0) n.resident_bytes += infos[i].bytes;
+  }
+  n.kv_bytes = plan.kv_bytes[0];
+  n.compute_bytes = pf.reserve_bytes + pf.output_reserve_bytes;
+  n.slot_bytes = layout.layers().empty() ? 0 : expert::expert_slot_bytes(layout);
+  n.n_experts_total = layout.n_experts_total();
+  n.n_expert_used = desc.hparams().n_expert_used;
+  placement::ExpertCacheSetting s = f.expert_cache;
+  if (s.mode == Mode::Default && (layout.layers().empty() || !f.mmap)) s.mode = Mode::Off;  // nothing to cache; or
+  // --no-mmap, which reads every weight into RAM (check_memory has refused it when they do not fit)
+  if (s.mode == Mode::Auto && layout.layers().empty())
+    return invalid_argument("%s: --expert-cache: the model has no routed experts%s (%s)", f.model.c_str(),
+                            offloaded.empty() ? "" : " on the CPU", desc.hparams().arch.c_str());
+  TANDEM_ASSIGN(placement::ExpertTier tier, placement::size_expert_tier(s, n));
+  const uint64_t weights = desc.weight_bytes();
+  if (!tier.on && f.mmap && !f.quiet && n.kv_bytes + weights > budget.bytes)
+    std::fprintf(stderr, "warning: %s\n",
+                 !tier.warning.empty()
+                     ? tier.warning.c_str()
+                     : format("the KV cache (%s) and the mapped weights (%s) exceed the %s available (%s): weights "
+                              "will be read from disk again as they are evicted", human_bytes(n.kv_bytes).c_str(),
+                              human_bytes(weights).c_str(), human_bytes(budget.bytes).c_str(),
+                              budget.source.c_str()).c_str());
+  if (tier.on && s.mode != Mode::Size) tier.reason += " (" + budget.source + ")";
+  return tier;
 }
 
 }  // namespace
@@ -122,7 +161,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "warning: %s; the threads run unpinned\n", s.message().c_str());
   // A mapped model loads lazily (nothing to show); --no-mmap reads every byte first: show it.
   std::unique_ptr<ProgressBar> bar;
-  model::ModelLoadOptions lo{.use_mmap = f.mmap, .mlock = f.mlock, .expert_cache_bytes = f.expert_cache_bytes};
+  model::ModelLoadOptions lo{.use_mmap = f.mmap, .mlock = f.mlock};
   if (!f.mmap && !f.quiet)
     lo.on_progress = [&bar](uint64_t done, uint64_t total) {
       if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
@@ -137,15 +176,21 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     TANDEM_ASSIGN(auto sim, sim::SimBackend::create(so));
     e->sims.push_back(std::move(sim));
   }
-  TANDEM_ASSIGN(e->model, model::Model::open(f.model, lo));
-  int64_t n_ctx = f.ctx > 0 ? f.ctx : e->model->hparams().n_ctx_train;
-  if (n_ctx > e->model->hparams().n_ctx_train && e->model->hparams().n_ctx_train > 0 && !f.quiet)
+  // The placement and the expert tier are decided from the model's description (its tensor table) before
+  // any weight is read: the tier decides how the model opens.
+  model::ModelLoadOptions desc_options;
+  desc_options.header_only = true;
+  TANDEM_ASSIGN(const auto desc, model::Model::open(f.model, desc_options));
+  int64_t n_ctx = f.ctx > 0 ? f.ctx : desc->hparams().n_ctx_train;
+  if (n_ctx > desc->hparams().n_ctx_train && desc->hparams().n_ctx_train > 0 && !f.quiet)
     std::fprintf(stderr, "warning: -c %lld is longer than the %lld tokens the model was trained on: positions past "
                  "that may give poor output (as llama.cpp warns, n_ctx > n_ctx_train)\n", (long long)n_ctx,
-                 (long long)e->model->hparams().n_ctx_train);
+                 (long long)desc->hparams().n_ctx_train);
+  placement::ExpertTier tier;
   {
+    const MemoryBudget budget = available_memory();
     std::vector<Backend*> backends = {e->cpu.get()};
-    std::vector<placement::DeviceInfo> infos = {{"CPU", available_memory().bytes}};
+    std::vector<placement::DeviceInfo> infos = {{"CPU", budget.bytes}};
     for (size_t i = 0; i < e->gpus.size(); ++i) {
       backends.push_back(e->gpus[i].get());
       infos.push_back({e->gpus[i]->name(), cuda::probe().devices[i].free_bytes});
@@ -154,28 +199,28 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       backends.push_back(sim.get());
       infos.push_back({sim->name(), sim->budget_bytes()});
     }
-    const std::vector<size_t> kv_per_cell = e->model->kv_bytes_per_cell(type_k, type_v);
+    const std::vector<size_t> kv_per_cell = desc->kv_bytes_per_cell(type_k, type_v);
     std::vector<size_t> kv_bytes = kv_per_cell;
     for (size_t& b : kv_bytes) b *= size_t(n_ctx);
     placement::PlacementFlags pf = f.placement;
     pf.n_gpu_layers = f.n_gpu_layers;
     // Room on each offload device for one micro-batch's activations, and on the output layer's device
     // for the logits rows a step asks for.
-    const auto& hp = e->model->hparams();
+    const auto& hp = desc->hparams();
     const int64_t ub = std::min(f.ubatch, f.batch);
     pf.reserve_bytes = activation_bytes(hp, ub);
     pf.output_reserve_bytes = size_t(hp.n_vocab) * sizeof(float) * size_t(std::min(f.n_outputs_max, ub));
     model::Placement where;
     if (f.fit) {
       placement::FitRequest fr;
-      fr.tensors = e->model->tensor_infos();
+      fr.tensors = desc->tensor_infos();
       fr.n_layer = int(hp.n_layer);
       fr.kv_bytes_per_cell = kv_per_cell;
       fr.n_ctx = n_ctx;
       fr.devices = infos;
       // What check_memory checks without --fit: the KV cache on the CPU, and the weights too when
       // --no-mmap reads them into RAM.
-      const uint64_t resident = f.mmap ? 0 : e->model->weight_bytes();
+      const uint64_t resident = f.mmap ? 0 : desc->weight_bytes();
       fr.devices[0].free_bytes = fr.devices[0].free_bytes > resident ? fr.devices[0].free_bytes - resident : 0;
       fr.flags = pf;
       fr.ngl_given = f.ngl_given;
@@ -193,12 +238,18 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       n_ctx = fitted.n_ctx;
       if (!f.quiet) std::fprintf(stderr, "fit:     %s\n", fitted.summary.c_str());
     } else {
-      TANDEM_ASSIGN(where.plan, placement::make_plan(e->model->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
+      TANDEM_ASSIGN(where.plan, placement::make_plan(desc->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
     }
     for (int id : where.plan.device_ids) where.devices.push_back(backends[size_t(id)]);
     if (where.devices.size() == 1 && f.n_gpu_layers != 0 && (!e->sims.empty() || !e->gpus.empty()) && !f.quiet)
       std::fprintf(stderr, "warning: -ngl with -dev none: no offload device is used; every layer runs on the CPU\n");
     e->plan = where.plan;
+    const std::vector<placement::TensorInfo> tensors = desc->tensor_infos();
+    for (size_t i = 0; i < tensors.size(); ++i)
+      if (where.plan.tensor_device[i] != 0 && tensors[i].alias_of.empty()) lo.offloaded.insert(tensors[i].name);
+    TANDEM_ASSIGN(tier, choose_expert_tier(f, *desc, where.plan, lo.offloaded, pf, budget));
+    lo.expert_cache_bytes = tier.on ? tier.cache_bytes : 0;
+    TANDEM_ASSIGN(e->model, model::Model::open(f.model, lo));
     TANDEM_TRY(e->model->place(where));
   }
   if (bar) bar->finish();
@@ -252,6 +303,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                    "read with %s\n", c->n_slots(), human_bytes(c->slot_bytes()).c_str(),
                    human_bytes(uint64_t(c->n_slots()) * c->slot_bytes()).c_str(), l.n_experts_total(), l.layers().size(),
                    100.0 * c->n_slots() / l.n_experts_total(), c->direct() ? "O_DIRECT" : "buffered reads");
+      std::fprintf(stderr, "         %s\n", tier.reason.c_str());
     }
     const auto& kv = e->context->kv();
     std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",

@@ -14,6 +14,7 @@
 #include "core/on_off_auto.h"
 #include "engine/context.h"
 #include "model/model.h"
+#include "placement/expert_tier.h"
 #include "placement/plan.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
@@ -43,7 +44,9 @@ struct EngineFlags {
   // few (a server's slots).
   int64_t n_outputs_max = 16;
   bool mmap = true, mlock = false, quiet = false;
-  uint64_t expert_cache_bytes = 0;  // --expert-cache SIZE (ModelLoadOptions::expert_cache_bytes); 0: off
+  // --expert-cache SIZE|auto|off; not given: the expert tier when the model does not fit RAM
+  // (placement/expert_tier.h sizes it).
+  placement::ExpertCacheSetting expert_cache;
   std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
   OnOffAuto flash_attn = OnOffAuto::Auto;
   bool batch_invariant = false;  // ContextOptions::batch_invariant (--batch-invariant)

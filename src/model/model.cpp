@@ -60,7 +60,7 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
 }
 
 Status Model::open_expert_cache(const ModelLoadOptions& options) {
-  TANDEM_ASSIGN(expert::ExpertLayout layout, expert::ExpertLayout::from_gguf(*file_));
+  TANDEM_ASSIGN(expert::ExpertLayout layout, expert::ExpertLayout::from_gguf(*file_, options.offloaded));
   if (layout.layers().empty())
     return invalid_argument("%s: --expert-cache: the model has no routed experts (%s)", file_->path().c_str(),
                             hp_.arch.c_str());
@@ -72,14 +72,15 @@ Status Model::open_expert_cache(const ModelLoadOptions& options) {
   if (!cache) return Status(cache.status().code(), "--expert-cache: " + cache.status().message());
   expert_cache_ = std::move(*cache);
   if (!expert_cache_->warning().empty()) warnings_.push_back(expert_cache_->warning());
-  return read_resident(options.mlock);
+  return read_resident(options);
 }
 
-Status Model::read_resident(bool lock) {
+Status Model::read_resident(const ModelLoadOptions& options) {
+  const bool lock = options.mlock;
   std::vector<const gguf::TensorInfo*> resident;
   uint64_t total = 0;
   for (const gguf::TensorInfo& t : file_->tensors())
-    if (!expert_layout_->is_expert_tensor(t.name)) {
+    if (!expert_layout_->is_expert_tensor(t.name) && !options.offloaded.contains(t.name)) {
       resident.push_back(&t);
       total += (t.size_bytes + 63) / 64 * 64;  // each tensor 64-byte aligned, as in the file
     }

@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,10 @@ struct ModelLoadOptions {
   // them from an ExpertCache of this many bytes, reading the file(s) itself. Every other tensor is read
   // into RAM at load; --mlock locks those and the cache's slots, never the experts' bytes.
   uint64_t expert_cache_bytes = 0;
+  // With expert_cache_bytes: the tensors the placement puts on an offload device. place() uploads them
+  // from the mapping; reading them into RAM as well would take RAM the cache could have. A layer with
+  // routed experts among them is left out of the cache (its experts run where they are).
+  std::set<std::string> offloaded;
 };
 
 // Where a model's weights and KV layers go: devices[i] is the backend of the plan's device i
@@ -109,14 +114,15 @@ class Model {
   Result<const Weight*> rope_freqs() const;
   // <arch>.attention.scale, else 1/sqrt(head_dim_k).
   float attention_scale() const;
-  // --expert-cache: each MoE layer's MoeWeights (layers[i].moe, gate_inp set) given the cache and the
-  // next MoE layer, whose experts it prefetches. No-op without a cache.
+  // --expert-cache: each MoE layer's MoeWeights (layers[i].moe, gate_inp set) whose experts the cache
+  // holds (not an offload device's) given the cache and the next such layer, whose experts it prefetches.
+  // No-op without a cache.
   template <class Layer>
   void link_expert_cache(std::vector<Layer>& layers) const {
     if (!expert_cache_) return;
     decltype(Layer::moe)* prev = nullptr;
     for (Layer& l : layers) {
-      if (!l.moe.gate_inp) continue;
+      if (!l.moe.gate_inp || !expert_layout_->find(int(l.moe.layer))) continue;
       l.moe.cache = expert_cache_.get();
       if (prev) prev->next = &l.moe;
       prev = &l.moe;
@@ -131,11 +137,12 @@ class Model {
  private:
   Status bind();
   Status open_expert_cache(const ModelLoadOptions& options);
-  // --expert-cache: every tensor but the experts read into resident_ (and locked with --mlock). Not the
+  // --expert-cache: every tensor but the experts and the offloaded ones read into resident_ (and locked
+  // with --mlock). Not the
   // mapping: those bytes then stay in RAM under memory pressure (page cache would be evicted), and a
   // file truncated or replaced while running cannot fault them (a mapped page past the new end is
   // SIGBUS); the cache reads the experts and reports such a file as an error.
-  Status read_resident(bool lock);
+  Status read_resident(const ModelLoadOptions& options);
 
   std::unique_ptr<gguf::GgufFile> file_;
   std::map<std::string, Weight, std::less<>> weights_;

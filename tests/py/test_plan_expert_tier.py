@@ -73,4 +73,4 @@ def test_the_text_gives_the_tier_and_its_command(r1):
     proc = run_tandem("plan", "-m", r1, *MACHINE, "--ram", "64G", "--disk-bw", "3")
     assert proc.returncode == 0, proc.stderr
     assert "experts   tier" in proc.stdout and re.search(r"tandem serve -m MODEL -ngl 62 --n-cpu-moe \d+ --expert-cache "
-                                                           r"\d+M\n", proc.stdout), proc.stdout
+                                                           r"\d+M \(run and serve", proc.stdout), proc.stdout
