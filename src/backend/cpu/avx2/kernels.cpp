@@ -17,8 +17,6 @@ constexpr int kMaxTokens = 4;
 #include "backend/cpu/x86/gemm_x86.inc"
 #undef TANDEM_X86_VNNI
 
-void fill_zen_decode(CpuKernels& k);  // decode.cpp: Q4_K one-token decode over k's entry
-
 void fill_kernels(CpuKernels& k) {
   fill_x86_kernels(k, Isa::Avx2);
   if (k.batch_invariant) return;  // the panels and the Zen decode order their sums unlike the row kernels
