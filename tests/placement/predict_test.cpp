@@ -30,6 +30,16 @@ struct Dense {
     plan.layer_device = {0, 0};
     plan.kv_device = {0, 0};
   }
+  // Everything but the token embeddings (and the KV cache unless kv_too) on a second device, SIM0.
+  void on_sim0(bool kv_too) {
+    plan.devices.push_back({"SIM0", 1 << 30});
+    plan.device_ids = {0, 1};
+    plan.tensor_device.assign(tensors.size(), 1);
+    plan.tensor_device[0] = 0;
+    plan.layer_device = {1, 1};
+    if (kv_too) plan.kv_device = {1, 1};
+    plan.output_device = 1;
+  }
 };
 
 Speeds cpu_at(double bytes_per_s, double flops_per_s) {
@@ -178,11 +188,7 @@ TEST(PredictPrefill, LlamaCppsOpOffloadCopiesTheCpusMatricesWholeForBigMicroBatc
 
 TEST(PredictDecode, CrossingsCostTheLinkAndTheOutputDeviceSendsTheLogitsBack) {
   Dense m;
-  m.plan.devices.push_back({"SIM0", 1 << 30});
-  m.plan.device_ids = {0, 1};
-  m.plan.tensor_device = {0, 1, 1, 1, 1, 1};  // both layers and the output on SIM0
-  m.plan.layer_device = {1, 1};
-  m.plan.output_device = 1;
+  m.on_sim0(false);  // both layers and the output
   Speeds s = cpu_at(1e9, 0);
   s.devices.push_back({1e10, {}, 0});
   s.link_bytes_per_s = 1e9;
@@ -194,12 +200,7 @@ TEST(PredictDecode, CrossingsCostTheLinkAndTheOutputDeviceSendsTheLogitsBack) {
 
 TEST(PredictDecode, EachOpQueuedToADeviceAddsItsHandOver) {
   Dense m;
-  m.plan.devices.push_back({"SIM0", 1 << 30});
-  m.plan.device_ids = {0, 1};
-  m.plan.tensor_device = {0, 1, 1, 1, 1, 1};  // both layers, their KV cache and the output on SIM0
-  m.plan.layer_device = {1, 1};
-  m.plan.kv_device = {1, 1};
-  m.plan.output_device = 1;
+  m.on_sim0(true);  // both layers, their KV cache and the output
   Speeds s = cpu_at(1e9, 1e15);
   s.devices.push_back({1e15, {}, 1e15});
   const Prediction base = predict_decode(m.plan, m.tensors, m.shape, m.kv_per_token, 0, s);
@@ -220,12 +221,7 @@ TEST(PredictDecode, AMoeLayerOnADeviceSendsItsRouterLogitsToTheHostAndGetsThePic
   m.tensors.push_back({"blk.1.ffn_down_exps.weight", 1000000, 1, "", WeightType::Q4_K, {100, 10, 1000}});
   m.shape.n_expert = 100;
   m.shape.n_expert_used = 4;
-  m.plan.devices.push_back({"SIM0", 1 << 30});
-  m.plan.device_ids = {0, 1};
-  m.plan.tensor_device = {0, 1, 1, 1, 1, 1, 1, 1};
-  m.plan.layer_device = {1, 1};
-  m.plan.kv_device = {1, 1};
-  m.plan.output_device = 1;
+  m.on_sim0(true);
   Speeds s = cpu_at(1e9, 0);
   s.devices.push_back({1e10, {}, 0});
   s.link_bytes_per_s = 1e9;
