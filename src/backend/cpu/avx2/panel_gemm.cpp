@@ -43,11 +43,12 @@ template <class P>
 void finish_panel(Panel& p) {
   if constexpr (kSigned<P>) {
     p.signs = t_scratch.signs.get<uint8_t>(size_t(p.n) * 16);
+    uint8_t* codes = t_scratch.codes.get<uint8_t>(size_t(p.n) * 16);  // the panel p.codes points to
     const __m256i flip = _mm256_set1_epi8(char(0x80));
     for (int64_t i = 0; i < p.n * 16; i += 32) {
-      const __m256i q = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes + i)), flip);
+      const __m256i q = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(codes + i)), flip);
       _mm256_store_si256(reinterpret_cast<__m256i*>(p.signs + i), q);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(p.codes + i), _mm256_abs_epi8(q));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(codes + i), _mm256_abs_epi8(q));
     }
   }
 }
