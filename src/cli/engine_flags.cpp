@@ -6,6 +6,7 @@
 
 #include "backend/cpu/kernels.h"
 #include "core/numa.h"
+#include "kv/kv_types.h"
 
 namespace tandem::cli {
 namespace {

@@ -23,6 +23,7 @@
 #include "placement/expert_tier.h"
 #include "placement/fit.h"
 #include "placement/probe.h"
+#include "kv/kv_types.h"
 #include "quant/mix.h"
 
 namespace tandem::cli {

@@ -3,17 +3,9 @@
 
 #include <tuple>
 
-namespace tandem {
+#include "kv/kv_types.h"
 
-bool is_kv_cache_type(WeightType t) {
-  switch (t) {
-    case WeightType::F32: case WeightType::F16: case WeightType::BF16: case WeightType::Q8_0: case WeightType::Q4_0:
-    case WeightType::Q4_1: case WeightType::Q5_0: case WeightType::Q5_1: case WeightType::IQ4_NL:
-      return true;
-    default:
-      return false;
-  }
-}
+namespace tandem {
 
 Result<std::unique_ptr<Context>> Context::create(const model::Model& model, const ContextOptions& options) {
   const auto& hp = model.hparams();

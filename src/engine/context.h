@@ -22,9 +22,6 @@ struct ContextOptions {
   bool batch_invariant = false;
 };
 
-// The types a KV cache may hold: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl (llama.cpp's set).
-bool is_kv_cache_type(WeightType t);
-
 class Context {
  public:
   static Result<std::unique_ptr<Context>> create(const model::Model& model, const ContextOptions& options);

@@ -5,6 +5,7 @@
 // position, sliding window). It runs on CUDA cores only: prefill does not use tensor cores yet.
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/kernels.h"
+#include "kv/kv_types.h"
 
 namespace tandem::cuda {
 namespace {
@@ -146,16 +147,7 @@ __global__ void store_block_kernel(const float* src, int64_t n_tokens, int64_t r
 }  // namespace
 
 bool attention_supported(WeightType k_type, WeightType v_type) {
-  auto ok = [](WeightType t) {
-    switch (t) {
-      case WeightType::F32: case WeightType::F16: case WeightType::BF16: case WeightType::Q8_0: case WeightType::Q4_0:
-      case WeightType::Q4_1: case WeightType::Q5_0: case WeightType::Q5_1: case WeightType::IQ4_NL:
-        return true;
-      default:
-        return false;
-    }
-  };
-  return ok(k_type) && ok(v_type);
+  return is_kv_cache_type(k_type) && is_kv_cache_type(v_type);
 }
 
 void launch_attention(cudaStream_t s, const AttentionArgs& a) {

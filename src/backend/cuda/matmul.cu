@@ -42,41 +42,38 @@ __device__ __forceinline__ const uint8_t* matrix_of(const MatVec& m, int64_t c, 
   return static_cast<const uint8_t*>(m.w) + size_t(e) * m.expert_stride;
 }
 
-template <typename Dot>
-__global__ void matvec_q8_kernel(MatVec m, const BlockQ8x32* xq, FaultWord* fault) {
+// One warp per row and column: `partial(row, x_row, lane)` sums the lane's share of the row's dot
+// product with column c's activations (x_row: that column's index into the activation rows).
+template <typename Partial>
+__device__ __forceinline__ void matvec_row(const MatVec& m, FaultWord* fault, Partial partial) {
   const int64_t c = blockIdx.y, r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   const uint8_t* w = matrix_of(m, c, fault);
   if (r >= m.n_rows) return;
-  if (!w) {
-    if (lane == 0) m.y[c * m.n_rows + r] = 0.0f;
-    return;
-  }
-  const uint8_t* row = w + size_t(r) * m.row_stride;
-  const int64_t n_blocks = m.n / 32;
-  const BlockQ8x32* x = xq + (c / m.x_group) * n_blocks;
   float sum = 0;
-  for (int64_t k = lane; k < n_blocks; k += kWarp) sum += Dot{}(row, k, x[k]);
-  sum = warp_sum(sum);
-  if (lane == 0) m.y[c * m.n_rows + r] = sum;
+  if (w) sum = warp_sum(partial(w + size_t(r) * m.row_stride, c / m.x_group, lane));
+  if (lane == 0) m.y[c * m.n_rows + r] = sum;  // 0 for a faulted expert id
+}
+
+template <typename Dot>
+__global__ void matvec_q8_kernel(MatVec m, const BlockQ8x32* xq, FaultWord* fault) {
+  matvec_row(m, fault, [&](const uint8_t* row, int64_t x_row, int lane) {
+    const int64_t n_blocks = m.n / 32;
+    const BlockQ8x32* x = xq + x_row * n_blocks;
+    float sum = 0;
+    for (int64_t k = lane; k < n_blocks; k += kWarp) sum += Dot{}(row, k, x[k]);
+    return sum;
+  });
 }
 
 template <typename E>
 __global__ void matvec_f32_kernel(MatVec m, FaultWord* fault) {
-  const int64_t c = blockIdx.y, r = int64_t(blockIdx.x) * kRowsPerBlock + threadIdx.x / kWarp;
-  const int lane = threadIdx.x % kWarp;
-  const uint8_t* w = matrix_of(m, c, fault);
-  if (r >= m.n_rows) return;
-  if (!w) {
-    if (lane == 0) m.y[c * m.n_rows + r] = 0.0f;
-    return;
-  }
-  const uint8_t* row = w + size_t(r) * m.row_stride;
-  const float* x = m.x + (c / m.x_group) * m.n;
-  float sum = 0;
-  for (int64_t i = lane; i < m.n; i += kWarp) sum += E{}(row, i) * x[i];
-  sum = warp_sum(sum);
-  if (lane == 0) m.y[c * m.n_rows + r] = sum;
+  matvec_row(m, fault, [&](const uint8_t* row, int64_t x_row, int lane) {
+    const float* x = m.x + x_row * m.n;
+    float sum = 0;
+    for (int64_t i = lane; i < m.n; i += kWarp) sum += E{}(row, i) * x[i];
+    return sum;
+  });
 }
 
 int64_t n_x_rows(const MatVec& m) { return (m.n_cols + m.x_group - 1) / m.x_group; }
