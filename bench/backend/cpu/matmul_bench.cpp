@@ -1,5 +1,5 @@
 // Single-thread CPU matmul kernels per weight type and ISA level: decode (one token, GB/s of weight
-// bytes streamed) and prefill (64 tokens, GFLOP/s; "-invariant": the batch-invariant tables). Weights
+// bytes streamed) and prefill (64 and 512 tokens, GFLOP/s; "-invariant": the batch-invariant tables). Weights
 // are random blocks with finite scales: the kernels' speed does not depend on the values. Activation
 // quantization is timed separately.
 //   tandem_cpu_bench --benchmark_min_time=0.2s [--benchmark_filter=Q4_K]
@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
                 ->Unit(benchmark::kMillisecond);
         benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64, false)
             ->Unit(benchmark::kMillisecond);
+        // A prefill call as cpu_matmul makes it for pp512 on the 1B shape: 512 tokens, a chunk of 256 rows.
+        if (isa != Isa::Generic)
+          benchmark::RegisterBenchmark(("prefill512/" + name).c_str(), bench_gemm, isa, uarch, t, 2048, 256, 512, false)
+              ->Unit(benchmark::kMillisecond);
         // The batch-invariant tables, where their prefill kernel differs (kernels.h): its cost.
         if (kernels_for(isa, uarch, true).gemm[uint32_t(t)] != kernels_for(isa, uarch).gemm[uint32_t(t)])
           benchmark::RegisterBenchmark(("prefill64/" + name + "-invariant").c_str(), bench_gemm, isa, uarch, t, 4096,

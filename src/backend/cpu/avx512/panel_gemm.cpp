@@ -41,36 +41,43 @@ void finish_panel(Panel&) {}  // vpdpbusd takes the unsigned codes as they are
 
 // ---- the token tile ----------------------------------------------------------------------------------
 
+// Q8_K activations (256-element blocks) have one scale per block: a block's groups add their sums scaled
+// by the weights' group scales (one FMA per group and token), and the activation scale multiplies that
+// once per block; per group, the two float steps of a 32-element block (Q8_0) would cost half again as
+// many multiplies as the 4 vpdpbusd of a 16-element group (Q6_K, Q3_K, Q2_K).
 template <class P, int NT>
 void tile(const Panel& p, int64_t t0, int, int nr, float* y, size_t y_stride) {
   constexpr int kSteps = P::kGroup / 4;
+  constexpr int kPer = P::kBlock / P::kGroup;  // groups under one activation scale
   const int64_t n_groups = p.n_groups;
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   const int8_t* a[NT];
   for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
-  for (int64_t g = 0; g < n_groups; ++g) {
-    __m512i is[NT];
-    for (int t = 0; t < NT; ++t) is[t] = _mm512_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
-    const uint8_t* c = p.codes + g * P::kGroup * 16;
-    for (int s = 0; s < kSteps; ++s) {
-      const __m512i wv = _mm512_load_si512(c + 64 * s);
-      for (int t = 0; t < NT; ++t) {
-        int32_t a4;
-        std::memcpy(&a4, a[t] + g * P::kGroup + 4 * s, 4);
-        is[t] = _mm512_dpbusd_epi32(is[t], wv, _mm512_set1_epi32(a4));
+  for (int64_t g0 = 0; g0 < n_groups; g0 += kPer) {
+    __m512 blk[NT];  // the block's sum before the activation scale
+    for (int t = 0; t < NT; ++t) blk[t] = _mm512_setzero_ps();
+    for (int64_t g = g0; g < g0 + kPer; ++g) {
+      __m512i is[NT];
+      for (int t = 0; t < NT; ++t) is[t] = _mm512_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
+      const uint8_t* c = p.codes + g * P::kGroup * 16;
+      for (int s = 0; s < kSteps; ++s) {
+        const __m512i wv = _mm512_load_si512(c + 64 * s);
+        for (int t = 0; t < NT; ++t) {
+          int32_t a4;
+          std::memcpy(&a4, a[t] + g * P::kGroup + 4 * s, 4);
+          is[t] = _mm512_dpbusd_epi32(is[t], wv, _mm512_set1_epi32(a4));
+        }
+      }
+      const __m512 ws = _mm512_load_ps(p.wscale + g * 16);
+      for (int t = 0; t < NT; ++t) blk[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[t]), ws, blk[t]);
+      if constexpr (P::kMin) {
+        const __m512 wm = _mm512_load_ps(p.wmin + g * 16);
+        for (int t = 0; t < NT; ++t)
+          acc[t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(p.amin[(t0 + t) * n_groups + g]), acc[t]);
       }
     }
-    const __m512 ws = _mm512_load_ps(p.wscale + g * 16);
-    for (int t = 0; t < NT; ++t) {
-      const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(is[t]), _mm512_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
-      acc[t] = _mm512_fmadd_ps(v, ws, acc[t]);
-    }
-    if constexpr (P::kMin) {
-      const __m512 wm = _mm512_load_ps(p.wmin + g * 16);
-      for (int t = 0; t < NT; ++t)
-        acc[t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(p.amin[(t0 + t) * n_groups + g]), acc[t]);
-    }
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_fmadd_ps(blk[t], _mm512_set1_ps(p.ascale[(t0 + t) * n_groups + g0]), acc[t]);
   }
   const __mmask16 keep = __mmask16((1u << nr) - 1);
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride, keep, acc[t]);
