@@ -20,7 +20,7 @@ namespace generic { void fill_kernels(CpuKernels& k); }  // generic/*.cpp: every
 namespace avx2 {
 void fill_kernels(CpuKernels& k);     // avx2/kernels.cpp (k.uarch, k.batch_invariant choose decode)
 void fill_panel_gemm(CpuKernels& k);  // avx2/panel_gemm.cpp: maddubs panel prefill over k's entries
-void fill_zen_decode(CpuKernels& k);  // avx2/decode.cpp: Q4_K one-token decode over k's entry (Zen)
+void fill_zen_decode(CpuKernels& k);  // avx2/decode.cpp: Q4_K, Q6_K one-token decode over k's entries (Zen)
 }  // namespace avx2
 namespace avx512 {
 void fill_kernels(CpuKernels& k);     // avx512/kernels.cpp (likewise)

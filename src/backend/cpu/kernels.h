@@ -62,7 +62,7 @@ struct CpuKernels {
   // wherever t sits in the call (issue 11). The generic kernels do so anyway; these tables leave out the
   // kernels that sum in another order for some token counts: the four-row decode (Intel's choice, and
   // Zen's on short rows), the AVX2 and AVX-512 VNNI panels and AMX tiles (prefill from 16 tokens), the Zen
-  // decode kernels' hand-off to the 256-bit ones at 9 tokens, and AVX2's one-token Q4_K decode on Zen.
+  // decode kernels' hand-off to the 256-bit ones at 9 tokens, and AVX2's one-token Q4_K and Q6_K decode on Zen.
   bool batch_invariant = false;
   QuantizeActFn quantize_act[kWeightTypeIdLimit] = {};  // indexed by weight type id; null: no kernel
   GemmFn gemm[kWeightTypeIdLimit] = {};
