@@ -85,6 +85,11 @@ int main(int argc, char** argv) {
         // Decode out of L2 (2048 x 1024, 1.2 MB of Q4_K): the kernel's own speed, as small models see it.
         benchmark::RegisterBenchmark(("decode_l2/" + name).c_str(), bench_gemm, isa, uarch, t, 2048, 1024, 1, false)
             ->Unit(benchmark::kMicrosecond);
+        // Decode along long rows: DeepSeek-V2-Lite's dense ffn_down (2048 x 10944, not a multiple of 256, so
+        // Q4_K_M files hold it as Q5_0): the activations no longer fit L1 beside the weights.
+        if (tandem::block_size(t) == 32)
+          benchmark::RegisterBenchmark(("decode_wide/" + name).c_str(), bench_gemm, isa, uarch, t, 10944, 2048, 1, false)
+              ->Unit(benchmark::kMicrosecond);
         // Decode through a wide, short-row output layer (Gemma 3 270M's tied 262144 x 640 embedding).
         benchmark::RegisterBenchmark(("decode_vocab/" + name).c_str(), bench_gemm, isa, uarch, t, 640, 262144, 1, false)
             ->Unit(benchmark::kMillisecond);

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/cpu/kernel_table.h"
 #include "quant/blocks.h"
@@ -267,14 +268,15 @@ struct ActPair {
 };
 static_assert(sizeof(ActPair) == 128);
 
+// Vector code: decode_gemm lays the activations out again in every call, i.e. for every chunk of rows.
 void layout_pairs(const BlockQ8_0* a, ActPair* out, int64_t nb) {
   for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
-    for (int h = 0; h < 2; ++h) {
-      const int64_t i = 2 * p + h;
-      const float d = i < nb ? h2f(a[i].d) : 0.0f;
-      for (int j = 0; j < 32; ++j) out[p].qs[32 * h + j] = uint8_t(i < nb ? a[i].qs[j] + 128 : 128);
-      for (int j = 0; j < 8; ++j) out[p].d[8 * h + j] = d;
-    }
+    const bool two = 2 * p + 1 < nb;
+    const __m256i xa = load256(a[2 * p].qs), xb = two ? load256(a[2 * p + 1].qs) : _mm256_setzero_si256();
+    const __m512i qs = _mm512_inserti64x4(_mm512_castsi256_si512(xa), xb, 1);
+    _mm512_store_si512(out[p].qs, _mm512_xor_si512(qs, _mm512_set1_epi8(char(0x80))));
+    _mm512_store_ps(out[p].d, _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(h2f(a[2 * p].d))),
+                                                 _mm256_set1_ps(two ? h2f(a[2 * p + 1].d) : 0.0f), 1));
   }
 }
 
@@ -353,40 +355,52 @@ struct Legacy512 {
 // one Zen 4 core, where the signed two-block kernel (Legacy512) computed at 14 GB/s (BENCHMARKS.md).
 // Lanes hold block A's elements 0..15, block B's 0..15, A's 16..31, B's 16..31: the order in which the
 // nibbles of A's and B's 16 code bytes, loaded side by side, come out.
-// From three tokens on, loading every token's correction costs more than computing the weights' own
+// From three tokens on, or once the three 64-byte fields of every pair no longer fit L1 beside the weights
+// (ffn_down's 10944 columns), loading every token's correction costs more than computing the weights' own
 // (-128 * sum(code - 16), once per pair for all tokens, against the codes + 128): both give the same
-// exact integer per lane, so every token count gives a row the same bits.
-struct ActQ5Pair {
-  int8_t qs[64];     // the activation codes in the lanes' order
-  uint8_t qs_u[64];  // the same + 128
-  int32_t corr[16];  // -16 * the sum of each lane's four codes
-  float d[16];       // the lane's block scale (0 past an odd row's end)
+// exact integer per lane, so every token count and row length gives a row the same bits.
+// Four arrays of 64 bytes per pair, one after the other: interleaved per pair, a 256-byte stride put each
+// field's lines in a quarter of L1's sets, which long rows overflowed (half speed at 10944 columns).
+struct ActQ5 {
+  static constexpr size_t kPairBytes = 256;
+  const uint8_t* base;
+  int64_t n_pairs;
+  const int8_t* qs(int64_t p) const { return reinterpret_cast<const int8_t*>(base) + 64 * p; }  // codes, lane order
+  const uint8_t* qs_u(int64_t p) const { return base + 64 * (n_pairs + p); }                   // the same + 128
+  // -16 * the sum of each lane's four codes
+  const int32_t* corr(int64_t p) const { return reinterpret_cast<const int32_t*>(base + 64 * (2 * n_pairs + p)); }
+  // the lane's block scale (0 past an odd row's end)
+  const float* d(int64_t p) const { return reinterpret_cast<const float*>(base + 64 * (3 * n_pairs + p)); }
 };
-static_assert(sizeof(ActQ5Pair) == 256);
 
 struct Q5_0Pairs {
   using W = tandem::quant::BlockQ5_0;
-  static size_t act_bytes(int64_t n) { return size_t((n / 32 + 1) / 2) * sizeof(ActQ5Pair); }
+  // Prefetched ahead of the pair being read: without it, long rows (10944 columns) streamed at half speed.
+  static constexpr int kPrefetchBytes = 1024;
+  static constexpr int64_t kOwnCorrMaxColumns = 4096;  // 64 pairs: 12 KiB of qs, corr and d per token
+  static int64_t n_pairs(int64_t n) { return (n / 32 + 1) / 2; }
+  static size_t act_bytes(int64_t n) { return size_t(n_pairs(n)) * ActQ5::kPairBytes; }
   static bool fits(int64_t) { return true; }
+  // Vector code: decode_gemm lays the activations out again in every call, i.e. for every chunk of rows.
   static void layout(const uint8_t* x, uint8_t* out_bytes, int64_t n) {
     const auto* a = reinterpret_cast<const BlockQ8_0*>(x);
-    auto* out = reinterpret_cast<ActQ5Pair*>(out_bytes);
+    const ActQ5 o{out_bytes, n_pairs(n)};
     const int64_t nb = n / 32;
+    const __m512i lane_block = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
     for (int64_t p = 0; p < (nb + 1) / 2; ++p) {
-      ActQ5Pair& o = out[p];
-      for (int lane = 0; lane < 16; ++lane) {
-        const int64_t i = 2 * p + (lane / 4) % 2;  // the lane's block
-        const int first = (lane % 4) * 4 + (lane / 8) * 16;
-        int32_t sum = 0;
-        for (int j = 0; j < 4; ++j) {
-          const int8_t q = i < nb ? a[i].qs[first + j] : 0;
-          o.qs[lane * 4 + j] = q;
-          o.qs_u[lane * 4 + j] = uint8_t(q + 128);
-          sum += q;
-        }
-        o.corr[lane] = -16 * sum;
-        o.d[lane] = i < nb ? h2f(a[i].d) : 0.0f;
-      }
+      const BlockQ8_0& qa = a[2 * p];
+      const bool two = 2 * p + 1 < nb;
+      const __m256i xa = load256(qa.qs), xb = two ? load256(a[2 * p + 1].qs) : _mm256_setzero_si256();
+      const uint32_t scales = qa.d | (two ? uint32_t(a[2 * p + 1].d) << 16 : 0u);
+      const __m512i qs = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(xa, xb, 0x20)),
+                                            _mm256_permute2x128_si256(xa, xb, 0x31), 1);
+      const __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), qs);
+      _mm512_store_si512(const_cast<int8_t*>(o.qs(p)), qs);
+      _mm512_store_si512(const_cast<uint8_t*>(o.qs_u(p)), _mm512_xor_si512(qs, _mm512_set1_epi8(char(0x80))));
+      const __m512 d = _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(int(scales))));
+      _mm512_store_si512(const_cast<int32_t*>(o.corr(p)),
+                         _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sums, 4)));
+      _mm512_store_ps(const_cast<float*>(o.d(p)), _mm512_permutexvar_ps(lane_block, d));
     }
   }
 
@@ -394,17 +408,18 @@ struct Q5_0Pairs {
   static void row(int64_t n, const uint8_t* wv, const uint8_t* const* act, float* y, size_t y_stride) {
     const auto* w = reinterpret_cast<const W*>(wv);
     const int64_t nb = n / 32;
-    const ActQ5Pair* a[NT];
+    ActQ5 a[NT];
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) {
-      a[t] = reinterpret_cast<const ActQ5Pair*>(act[t]);
+      a[t] = ActQ5{act[t], n_pairs(n)};
       acc[t] = _mm512_setzero_ps();
     }
     const __m512i low4 = _mm512_set1_epi8(0x0f), bit5 = _mm512_set1_epi8(0x10), k128 = _mm512_set1_epi8(char(0x80));
     const __m512i shift = _mm512_set_epi64(4, 4, 4, 4, 0, 0, 0, 0);  // A's and B's high nibbles to lanes 8..15
     const __m512i lane_block = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
-    auto pair = [&](int64_t p, bool two) __attribute__((always_inline)) {
+    auto pair = [&](int64_t p, bool two, auto own_corr) __attribute__((always_inline)) {
       const W& wa = w[2 * p];
+      _mm_prefetch(reinterpret_cast<const char*>(&wa) + kPrefetchBytes, _MM_HINT_T0);
       uint32_t ha, hb = 0;
       std::memcpy(&ha, wa.qh, 4);
       __m256i qs = _mm256_zextsi128_si256(load128(wa.qs));
@@ -422,25 +437,29 @@ struct Q5_0Pairs {
       const __m512i c = _mm512_mask_add_epi8(nib, __mmask64(fifth), nib, bit5);
       const __m512 dw =
           _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(int(scales)))));
-      if constexpr (NT < 3) {
+      if constexpr (own_corr) {
         for (int t = 0; t < NT; ++t) {
-          const ActQ5Pair& at = a[t][p];
-          const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(at.corr), c, _mm512_load_si512(at.qs));
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_load_ps(at.d)), acc[t]);
+          const __m512i s = _mm512_dpbusd_epi32(_mm512_load_si512(a[t].corr(p)), c, _mm512_load_si512(a[t].qs(p)));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_load_ps(a[t].d(p))), acc[t]);
         }
       } else {
         const __m512i signed_codes = _mm512_sub_epi8(c, bit5);
         const __m512i neg_corr =
             _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), k128, signed_codes));
         for (int t = 0; t < NT; ++t) {
-          const ActQ5Pair& at = a[t][p];
-          const __m512i s = _mm512_dpbusd_epi32(neg_corr, _mm512_load_si512(at.qs_u), signed_codes);
-          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_load_ps(at.d)), acc[t]);
+          const __m512i s = _mm512_dpbusd_epi32(neg_corr, _mm512_load_si512(a[t].qs_u(p)), signed_codes);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_load_ps(a[t].d(p))), acc[t]);
         }
       }
     };
-    for (int64_t p = 0; p < nb / 2; ++p) pair(p, true);
-    if (nb % 2) pair(nb / 2, false);
+    auto all_pairs = [&](auto own_corr) __attribute__((always_inline)) {
+      for (int64_t p = 0; p < nb / 2; ++p) pair(p, true, own_corr);
+      if (nb % 2) pair(nb / 2, false, own_corr);
+    };
+    if (NT < 3 && n <= kOwnCorrMaxColumns)
+      all_pairs(std::true_type{});
+    else
+      all_pairs(std::false_type{});
     for (int t = 0; t < NT; ++t) y[t * y_stride] = _mm512_reduce_add_ps(acc[t]);
   }
 };
