@@ -3,8 +3,9 @@
 # `tandem bench` then `llama-bench` for each model, pp and tg, plus peak RSS of each run.
 # usage: bench/compare_llama.sh [-p 512] [-n 128] [-t 2] [-r 3] MODEL.gguf ...
 # Env: LLAMA_BENCH (llama-bench path), TANDEM (tandem binary), TANDEM_ARGS (extra tandem flags, e.g.
-# "--cpu-isa avx2"), BW_GBS (the machine's read bandwidth: adds tg's share of it, weights read per token
-# taken as the file's size). llama.cpp is the reference build from ../shared/tools/build-llama-cpp.sh
+# "--cpu-isa avx2"), BW_GBS (the machine's read bandwidth: adds tg's share of it, with the bytes a token reads
+# as `tandem plan` counts them: every weight but the embedding table, a MoE model's routed experts only for
+# the experts a token uses). llama.cpp is the reference build from ../shared/tools/build-llama-cpp.sh
 # (AMX off: its AMX path crashes on these machines) or bench/build-llama-avx2.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,16 +30,18 @@ for model in "$@"; do
     tj=$(mktemp) lj=$(mktemp) tt=$(mktemp) lt=$(mktemp)
     /usr/bin/time -f %M -o "$tt" "$TANDEM" bench -m "$model" "${args[@]}" -t "$t" -r "$r" -o json ${tandem_args[@]+"${tandem_args[@]}"} >"$tj" 2>/dev/null
     /usr/bin/time -f %M -o "$lt" "$LLAMA_BENCH" -m "$model" "${args[@]}" -t "$t" -r "$r" -o json >"$lj" 2>/dev/null
-    python3 - "$tj" "$lj" "$tt" "$lt" "$name" "$label" "$model" "${BW_GBS:-}" <<'PY'
-import json, os, sys
-tj, lj, tt, lt, name, label, model, bw = sys.argv[1:]
+    per_token=$("$TANDEM" plan -m "$model" -c 512 --json 2>/dev/null |
+      python3 -c 'import json, sys; print(sum(d["read_bytes_per_token"] for d in json.load(sys.stdin)["devices"]))')
+    python3 - "$tj" "$lj" "$tt" "$lt" "$name" "$label" "$per_token" "${BW_GBS:-}" <<'PY'
+import json, sys
+tj, lj, tt, lt, name, label, per_token, bw = sys.argv[1:]
 ours = json.load(open(tj))[0]
 ref = json.load(open(lj))[0]
 a, b = ours["avg_ts"], ref["avg_ts"]
 rss = lambda f: f"{int(open(f).read().split()[-1]) / 1024:.0f} MiB"
 gbs = "-"
 if label.startswith("tg"):
-    g = a * os.path.getsize(model) / 1e9
+    g = a * float(per_token) / 1e9
     gbs = f"{g:.1f}" + (f" ({100 * g / float(bw):.0f}%)" if bw else "")
 print(f"| {name} | {label} | {a:.2f} ± {ours['stddev_ts']:.2f} | {b:.2f} ± {ref['stddev_ts']:.2f} | {a / b:.2f}x | {gbs} | {rss(tt)} | {rss(lt)} |")
 PY
