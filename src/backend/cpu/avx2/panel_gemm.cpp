@@ -9,7 +9,7 @@
 // 32767), which holds for Q2_K..Q6_K, Q4_0 and Q5_0. Q8_0 and IQ4_NL store u = q + 128 and would saturate,
 // so their panels keep |q| and q instead and multiply |q| by sign(q) * a (llama.cpp's AVX2 trick), exact
 // for |a| <= 127 as Q8_0 activations are. IQ4_XS is left to the row kernels: its Q8_K activations reach
-// -128, whose sign flip does not fit in int8.
+// -128, whose sign flip does not fit in int8. Q6_K has a panel of its own with integer scales (below).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -28,8 +28,9 @@ constexpr int kTileRows = 8;    // a panel's rows in two halves, one ymm of floa
 
 // Every format but IQ4_XS (file comment): the sign trick of an offset-128 format needs |a| <= 127, and
 // only Q8_K activations (256-element blocks) reach -128.
+// Q6_K has its own panel below (integer scales).
 template <class P>
-constexpr bool kHasPanel = !(P::kOffset == 128 && P::kBlock == 256);
+constexpr bool kHasPanel = !(P::kOffset == 128 && P::kBlock == 256) && P::kType != WeightType::Q6_K;
 
 template <class P>
 constexpr bool kSigned = P::kOffset == 128;  // the sign trick (file comment); its bias is not used
@@ -58,6 +59,11 @@ inline __m256i bcast4(const int8_t* a) {
   int32_t a4;
   std::memcpy(&a4, a, 4);
   return _mm256_set1_epi32(a4);
+}
+
+// Lanes below nr set: -1 - lane > -1 - nr exactly when lane < nr.
+inline __m256i store_mask(int nr) {
+  return _mm256_cmpgt_epi32(_mm256_setr_epi32(-1, -2, -3, -4, -5, -6, -7, -8), _mm256_set1_epi32(-1 - nr));
 }
 
 // ---- the token tile: rows row0 .. row0 + 7 of the panel (row0 is 0 or 8) -----------------------------
@@ -110,18 +116,159 @@ void tile(const Panel& p, int64_t t0, int row0, int nr, float* y, size_t y_strid
         acc[t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(p.amin[(t0 + t) * n_groups + g]), acc[t]);
     }
   }
-  // lanes below nr are stored: -1 - lane > -1 - nr exactly when lane < nr
-  const __m256i keep = _mm256_cmpgt_epi32(_mm256_setr_epi32(-1, -2, -3, -4, -5, -6, -7, -8), _mm256_set1_epi32(-1 - nr));
+  const __m256i keep = store_mask(nr);
   for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride, keep, acc[t]);
+}
+
+// ---- Q6_K: integer scales ------------------------------------------------------------------------------
+// With 16-element groups the float tile above spends a multiply and an FMA per 16 inputs and token on the
+// scales. Q6_K's own panel keeps them as integers: the activations are taken + 128 (unsigned, 0..255)
+// against the signed codes q (-32..31), two steps' pair sums (|sum| <= 2 * 2 * 255 * 32 = 32640) are added
+// in int16, and one vpmaddwd by the group's scale accumulates the super-block in int32 (|isum| < 2^29).
+// The +128 comes off as -128 * sum_g scale_g * sum(q in g), a per-row constant of the weights. Float work
+// once per super-block and token: y += d_w * d_a * isum (isum past 2^24 rounds once there, as in the Zen
+// decode kernels).
+struct Q6Panel {
+  int64_t n;
+  const uint8_t* aq;   // [n_tokens][n]: activations + 128
+  const float* ad;     // [n_tokens][n / 256]: their scales
+  const int8_t* codes;  // [n / 4][16 rows][4], q
+  const int32_t* sc;   // [n / 16][16 rows]: the group's scale in both int16 halves
+  const float* d;      // [n / 256][16 rows]
+  const int32_t* corr;  // [n / 256][16 rows]: -128 * sum_g scale_g * sum(q in g)
+};
+
+void q6k_unpack_panel(const uint8_t* w, size_t w_stride, int nr, int64_t n, int8_t* codes, int32_t* sc, float* d,
+                      int32_t* corr, uint8_t* rows) {
+  for (int64_t b = 0; b < n / 256; ++b) {
+    for (int r = 0; r < 16; ++r) {
+      uint8_t* u = rows + r * 256;
+      int32_t c = 0;
+      if (r < nr) {
+        const BlockQ6_K& blk = reinterpret_cast<const BlockQ6_K*>(w + r * w_stride)[b];
+        float unused[16];
+        PQ6_K::unpack(blk, u, unused, nullptr);  // u = q + 32
+        for (int g = 0; g < 16; ++g) {
+          int sum = 0;
+          for (int l = 0; l < 16; ++l) sum += u[16 * g + l] - 32;
+          c += blk.scales[g] * sum;
+          sc[(b * 16 + g) * 16 + r] = int32_t(uint32_t(uint16_t(int16_t(blk.scales[g]))) * 0x10001u);
+        }
+        for (int e = 0; e < 256; ++e) u[e] = uint8_t(u[e] - 32);
+        d[b * 16 + r] = h2f(blk.d);
+      } else {
+        std::memset(u, 0, 256);
+        for (int g = 0; g < 16; ++g) sc[(b * 16 + g) * 16 + r] = 0;
+        d[b * 16 + r] = 0;
+      }
+      corr[b * 16 + r] = -128 * c;
+    }
+    uint32_t* out = reinterpret_cast<uint32_t*>(codes + b * 256 * 16);
+    for (int s = 0; s < 64; ++s)
+      for (int r = 0; r < 16; ++r) std::memcpy(&out[s * 16 + r], rows + r * 256 + 4 * s, 4);
+  }
+}
+
+template <int NT>
+void q6k_tile(const Q6Panel& p, int64_t t0, int row0, int nr, float* y, size_t y_stride) {
+  const int64_t nb = p.n / 256;
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  const int8_t* a[NT];
+  for (int t = 0; t < NT; ++t) a[t] = reinterpret_cast<const int8_t*>(p.aq + (t0 + t) * p.n);
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i is[NT];
+    const __m256i corr = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.corr + b * 16 + row0));
+    for (int t = 0; t < NT; ++t) is[t] = corr;
+    for (int64_t g = 16 * b; g < 16 * b + 16; ++g) {
+      const __m256i sc = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.sc + g * 16 + row0));
+      const int8_t* c = p.codes + g * 256 + 4 * row0;
+      for (int s = 0; s < 4; s += 2) {
+        const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(c + 64 * s));
+        const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(c + 64 * s + 64));
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* at = a[t] + g * 16 + 4 * s;
+          const __m256i p16 =
+              _mm256_add_epi16(_mm256_maddubs_epi16(bcast4(at), w0), _mm256_maddubs_epi16(bcast4(at + 4), w1));
+          is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, sc));
+        }
+      }
+    }
+    const __m256 dw = _mm256_load_ps(p.d + b * 16 + row0);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(p.ad[(t0 + t) * nb + b])),
+                               acc[t]);
+  }
+  const __m256i keep = store_mask(nr);
+  for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride, keep, acc[t]);
+}
+
+template <int NT>
+void q6k_run_tile(int nt, const Q6Panel& p, int64_t t0, int row0, int nr, float* y, size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return q6k_run_tile<NT - 1>(nt, p, t0, row0, nr, y, y_stride);
+  }
+  q6k_tile<NT>(p, t0, row0, nr, y, y_stride);
+}
+
+template <Uarch kUarch>
+void q6k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
+                    int64_t n_tokens, float* y, size_t y_stride) {
+  const uint32_t id = uint32_t(WeightType::Q6_K);
+  if (n_tokens < kMinTokens)
+    return g_small[int(kUarch)][id](n, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
+  Scratch& s = t_scratch;
+  const int64_t nb = n / 256;
+  uint8_t* aq = s.aq.get<uint8_t>(size_t(n_tokens * n));
+  float* ad = s.ascale.get<float>(size_t(n_tokens * nb));
+  const __m256i flip = _mm256_set1_epi8(char(0x80));
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const auto* a = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(x) + t * x_stride);
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int j = 0; j < 256; j += 32) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[b].qs + j));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(aq + t * n + 256 * b + j), _mm256_xor_si256(v, flip));
+      }
+      ad[t * nb + b] = a[b].d;
+    }
+  }
+  int8_t* codes = s.codes.get<int8_t>(size_t(n) * 16);
+  int32_t* sc = s.signs.get<int32_t>(size_t(n));
+  float* d = s.wscale.get<float>(size_t(nb) * 16);
+  int32_t* corr = s.wmin.get<int32_t>(size_t(nb) * 16);
+  uint8_t* rows = s.rows.get<uint8_t>(16 * 256);
+  const Q6Panel p{n, aq, ad, codes, sc, d, corr};
+  const auto* wb = static_cast<const uint8_t*>(w);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    q6k_unpack_panel(wb + r0 * w_stride, w_stride, nr, n, codes, sc, d, corr, rows);
+    for (int row0 = 0; row0 < nr; row0 += kTileRows) {
+      const int nh = nr - row0 < kTileRows ? nr - row0 : kTileRows;
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+        const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
+        q6k_run_tile<kTileTokens>(nt, p, t0, row0, nh, y + t0 * y_stride + r0 + row0, y_stride);
+      }
+    }
+  }
+}
+
+template <Uarch kUarch>
+void fill(CpuKernels& k) {
+  fill_panels<kUarch>(k);
+  const uint32_t id = uint32_t(WeightType::Q6_K);
+  g_small[int(kUarch)][id] = k.gemm[id];
+  k.gemm[id] = q6k_panel_gemm<kUarch>;
+  k.gemm_isa[id] = kIsa;
+  k.panel[id] = true;
 }
 
 }  // namespace
 
 void fill_panel_gemm(CpuKernels& k) {
   if (k.uarch == Uarch::Zen)
-    fill_panels<Uarch::Zen>(k);
+    fill<Uarch::Zen>(k);
   else
-    fill_panels<Uarch::Intel>(k);
+    fill<Uarch::Intel>(k);
 }
 
 }  // namespace tandem::cpu::avx2
