@@ -54,6 +54,20 @@ void finish_panel(Panel& p) {
   }
 }
 
+// The largest unsigned code u of each format the float tile takes unsigned (Q6_K has its own panel).
+template <class P>
+constexpr int kMaxCode = 0;
+template <> constexpr int kMaxCode<PQ2_K> = 3;
+template <> constexpr int kMaxCode<PQ3_K> = 7;
+template <> constexpr int kMaxCode<PQ4_K> = 15;
+template <> constexpr int kMaxCode<PQ4_0> = 15;
+template <> constexpr int kMaxCode<PQ5_K> = 31;
+template <> constexpr int kMaxCode<PQ5_0> = 31;
+// Steps (4 inputs each) whose vpmaddubsw pair sums, at most 2 * kMaxCode * 128 in magnitude, add in int16
+// before one vpmaddwd; at most 4, so the step vectors stay in registers beside the tile's 8 accumulators.
+template <class P>
+constexpr int kSumSteps = 32767 / (2 * kMaxCode<P> * 128) < 4 ? 32767 / (2 * kMaxCode<P> * 128) : 4;
+
 // 4 activation bytes at a in every 32-bit lane.
 inline __m256i bcast4(const int8_t* a) {
   int32_t a4;
@@ -92,15 +106,16 @@ void tile(const Panel& p, int64_t t0, int row0, int nr, float* y, size_t y_strid
         }
       }
     } else {
-      // two steps' int16 pair sums added before one vpmaddwd: codes u <= 63 and |a| <= 128 keep each
-      // below 16129 in magnitude, so their sum fits int16
-      for (int s = 0; s < kSteps; s += 2) {
-        const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes + c + 64 * s));
-        const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes + c + 64 * s + 64));
+      // kSumSteps<P> steps' int16 pair sums added before one vpmaddwd (see kSumSteps)
+      constexpr int kSum = kSumSteps<P>;
+      for (int s = 0; s < kSteps; s += kSum) {
+        __m256i wv[kSum];
+        for (int j = 0; j < kSum; ++j)
+          wv[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes + c + 64 * (s + j)));
         for (int t = 0; t < NT; ++t) {
           const int8_t* at = a[t] + g * P::kGroup + 4 * s;
-          const __m256i p16 =
-              _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast4(at)), _mm256_maddubs_epi16(w1, bcast4(at + 4)));
+          __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
+          for (int j = 1; j < kSum; ++j) p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
           is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
         }
       }
