@@ -9,7 +9,8 @@
 // 32767), which holds for Q2_K..Q6_K, Q4_0 and Q5_0. Q8_0 and IQ4_NL store u = q + 128 and would saturate,
 // so their panels keep |q| and q instead and multiply |q| by sign(q) * a (llama.cpp's AVX2 trick), exact
 // for |a| <= 127 as Q8_0 activations are. IQ4_XS is left to the row kernels: its Q8_K activations reach
-// -128, whose sign flip does not fit in int8. Q6_K has a panel of its own with integer scales (below).
+// -128, whose sign flip does not fit in int8. Q6_K and Q4_K have panels of their own with integer scales
+// (below).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -28,9 +29,10 @@ constexpr int kTileRows = 8;    // a panel's rows in two halves, one ymm of floa
 
 // Every format but IQ4_XS (file comment): the sign trick of an offset-128 format needs |a| <= 127, and
 // only Q8_K activations (256-element blocks) reach -128.
-// Q6_K has its own panel below (integer scales).
+// Q6_K and Q4_K have panels of their own below (integer scales).
 template <class P>
-constexpr bool kHasPanel = !(P::kOffset == 128 && P::kBlock == 256) && P::kType != WeightType::Q6_K;
+constexpr bool kHasPanel =
+    !(P::kOffset == 128 && P::kBlock == 256) && P::kType != WeightType::Q6_K && P::kType != WeightType::Q4_K;
 
 template <class P>
 constexpr bool kSigned = P::kOffset == 128;  // the sign trick (file comment); its bias is not used
@@ -54,12 +56,11 @@ void finish_panel(Panel& p) {
   }
 }
 
-// The largest unsigned code u of each format the float tile takes unsigned (Q6_K has its own panel).
+// The largest unsigned code u of each format the float tile takes unsigned (Q6_K and Q4_K: own panels).
 template <class P>
 constexpr int kMaxCode = 0;
 template <> constexpr int kMaxCode<PQ2_K> = 3;
 template <> constexpr int kMaxCode<PQ3_K> = 7;
-template <> constexpr int kMaxCode<PQ4_K> = 15;
 template <> constexpr int kMaxCode<PQ4_0> = 15;
 template <> constexpr int kMaxCode<PQ5_K> = 31;
 template <> constexpr int kMaxCode<PQ5_0> = 31;
@@ -267,14 +268,112 @@ void q6k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
   }
 }
 
+// ---- Q4_K: integer scales ------------------------------------------------------------------------------
+// As Q6_K above, without the +128: codes u <= 15 let four steps' pair sums add in int16 (|sum| <= 15360),
+// one vpmaddwd by the group's 6-bit scale per 16 inputs, and the float work of the scales once per
+// super-block; the mins stay per group in float (the shared panel's wmin against the activations' amin).
+// The shared panel's codes, mins and activations; sc and d from the blocks' integer scales.
+void q4k_int_scales(const uint8_t* w, size_t w_stride, int nr, int64_t n, int32_t* sc, float* d) {
+  for (int64_t b = 0; b < n / 256; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const BlockQ4_K* blk = r < nr ? &reinterpret_cast<const BlockQ4_K*>(w + r * w_stride)[b] : nullptr;
+      for (int j = 0; j < 8; ++j) {  // ggml's get_scale_min_k4, scales only
+        const uint8_t* q = blk ? blk->scales : nullptr;
+        const int v = !q ? 0 : j < 4 ? q[j] & 63 : (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
+        sc[(b * 8 + j) * 16 + r] = int32_t(uint32_t(v) * 0x10001u);
+      }
+      d[b * 16 + r] = blk ? h2f(blk->d) : 0.0f;
+    }
+}
+
+template <int NT>
+void q4k_tile(const Panel& p, const int32_t* sc, const float* d, int64_t t0, int row0, int nr, float* y,
+              size_t y_stride) {
+  const int64_t ng = p.n_groups;
+  __m256 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
+  const int8_t* a[NT];
+  for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
+  for (int64_t b = 0; b < p.n / 256; ++b) {
+    __m256i is[NT];
+    for (int t = 0; t < NT; ++t) is[t] = _mm256_setzero_si256();
+    for (int64_t g = 8 * b; g < 8 * b + 8; ++g) {
+      const __m256i s = _mm256_load_si256(reinterpret_cast<const __m256i*>(sc + g * 16 + row0));
+      const uint8_t* c = p.codes + g * 32 * 16 + 4 * row0;
+      for (int st = 0; st < 8; st += 4) {
+        __m256i wv[4];
+        for (int j = 0; j < 4; ++j) wv[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(c + 64 * (st + j)));
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* at = a[t] + g * 32 + 4 * st;
+          __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
+          for (int j = 1; j < 4; ++j) p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
+          is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, s));
+        }
+      }
+      const __m256 wm = _mm256_load_ps(p.wmin + g * 16 + row0);
+      for (int t = 0; t < NT; ++t) acc[t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(p.amin[(t0 + t) * ng + g]), acc[t]);
+    }
+    const __m256 dw = _mm256_load_ps(d + b * 16 + row0);
+    for (int t = 0; t < NT; ++t) {
+      const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(p.ascale[(t0 + t) * ng + 8 * b]));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), scale, acc[t]);
+    }
+  }
+  const __m256i keep = store_mask(nr);
+  for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride, keep, acc[t]);
+}
+
+template <int NT>
+void q4k_run_tile(int nt, const Panel& p, const int32_t* sc, const float* d, int64_t t0, int row0, int nr, float* y,
+                  size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return q4k_run_tile<NT - 1>(nt, p, sc, d, t0, row0, nr, y, y_stride);
+  }
+  q4k_tile<NT>(p, sc, d, t0, row0, nr, y, y_stride);
+}
+
+template <Uarch kUarch>
+void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
+                    int64_t n_tokens, float* y, size_t y_stride) {
+  const uint32_t id = uint32_t(WeightType::Q4_K);
+  if (n_tokens < kMinTokens)
+    return g_small[int(kUarch)][id](n, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
+  Scratch& s = t_scratch;
+  Panel p;
+  prepare_activations<PQ4_K>(p, n, x, x_stride, n_tokens);
+  uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);
+  float* wscale = s.wscale.get<float>(size_t(p.n_groups) * 16);
+  float* wmin = s.wmin.get<float>(size_t(p.n_groups) * 16);
+  int32_t* sc = s.signs.get<int32_t>(size_t(p.n_groups) * 16);
+  float* d = s.bias.get<float>(size_t(n / 256) * 16);
+  p.codes = codes, p.wscale = wscale, p.wmin = wmin;
+  uint8_t* rows = s.rows.get<uint8_t>(16 * 256);
+  const auto* wb = static_cast<const uint8_t*>(w);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    unpack_panel<PQ4_K>(wb + r0 * w_stride, w_stride, nr, n, codes, wscale, wmin, rows);
+    q4k_int_scales(wb + r0 * w_stride, w_stride, nr, n, sc, d);
+    for (int row0 = 0; row0 < nr; row0 += kTileRows) {
+      const int nh = nr - row0 < kTileRows ? nr - row0 : kTileRows;
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+        const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
+        q4k_run_tile<kTileTokens>(nt, p, sc, d, t0, row0, nh, y + t0 * y_stride + r0 + row0, y_stride);
+      }
+    }
+  }
+}
+
 template <Uarch kUarch>
 void fill(CpuKernels& k) {
   fill_panels<kUarch>(k);
-  const uint32_t id = uint32_t(WeightType::Q6_K);
-  g_small[int(kUarch)][id] = k.gemm[id];
-  k.gemm[id] = q6k_panel_gemm<kUarch>;
-  k.gemm_isa[id] = kIsa;
-  k.panel[id] = true;
+  auto set = [&](WeightType t, GemmFn f) {
+    g_small[int(kUarch)][uint32_t(t)] = k.gemm[uint32_t(t)];
+    k.gemm[uint32_t(t)] = f;
+    k.gemm_isa[uint32_t(t)] = kIsa;
+    k.panel[uint32_t(t)] = true;
+  };
+  set(WeightType::Q6_K, q6k_panel_gemm<kUarch>);
+  set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
 }  // namespace
