@@ -286,6 +286,8 @@ void q4k_int_scales(const uint8_t* w, size_t w_stride, int nr, int64_t n, int32_
     }
 }
 
+thread_local Buffer t_row_d;  // the panel's d per super-block and row
+
 template <int NT>
 void q4k_tile(const Panel& p, const int32_t* sc, const float* d, int64_t t0, int row0, int nr, float* y,
               size_t y_stride) {
@@ -344,8 +346,8 @@ void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
   uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);
   float* wscale = s.wscale.get<float>(size_t(p.n_groups) * 16);
   float* wmin = s.wmin.get<float>(size_t(p.n_groups) * 16);
-  int32_t* sc = s.signs.get<int32_t>(size_t(p.n_groups) * 16);
-  float* d = s.bias.get<float>(size_t(n / 256) * 16);
+  int32_t* sc = s.signs.get<int32_t>(size_t(p.n_groups) * 16);  // no sign step in this panel
+  float* d = t_row_d.get<float>(size_t(n / 256) * 16);
   p.codes = codes, p.wscale = wscale, p.wmin = wmin;
   uint8_t* rows = s.rows.get<uint8_t>(16 * 256);
   const auto* wb = static_cast<const uint8_t*>(w);
