@@ -184,7 +184,10 @@ int plan_main(int argc, char** argv) {
   }
   if (cpu_gflops > 0) {
     for (auto& [type, rates] : cpu.kernels)
-      for (placement::KernelRate& k : rates) k.prefill_flops_per_s = cpu_gflops * 1e9, k.prefill_few_flops_per_s = 0;
+      for (placement::KernelRate& k : rates) {
+        k.prefill_flops_per_s = cpu_gflops * 1e9;
+        k.prefill_few_flops_per_s = k.expert_few_flops_per_s = k.expert_flops_per_s = 0;
+      }
     cpu.flops_per_s = cpu_gflops * 1e9;
     cpu.elementwise_per_s = 0;  // elementwise ops not counted, attention at the given rate
     for (placement::AttentionRate& a : cpu.attention) a.flops_per_s = 0;

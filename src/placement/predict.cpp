@@ -126,7 +126,9 @@ std::optional<KernelRate> DeviceSpeed::kernel(WeightType t, int64_t row_length) 
       return KernelRate{row_length, mix(k[i - 1].decode_bytes_per_s, k[i].decode_bytes_per_s),
                         mix(k[i - 1].decode_call_s, k[i].decode_call_s),
                         mix(k[i - 1].prefill_flops_per_s, k[i].prefill_flops_per_s),
-                        mix(k[i - 1].prefill_few_flops_per_s, k[i].prefill_few_flops_per_s)};
+                        mix(k[i - 1].prefill_few_flops_per_s, k[i].prefill_few_flops_per_s),
+                        mix(k[i - 1].expert_few_flops_per_s, k[i].expert_few_flops_per_s),
+                        mix(k[i - 1].expert_flops_per_s, k[i].expert_flops_per_s)};
     }
   return k.back();
 }
@@ -151,6 +153,16 @@ double DeviceSpeed::flops(WeightType t, int64_t row_length, double tokens) const
   if (tokens <= kFew) return k->prefill_few_flops_per_s;
   const double f = std::log(tokens / kFew) / std::log(kMany / kFew);
   return k->prefill_few_flops_per_s + (k->prefill_flops_per_s - k->prefill_few_flops_per_s) * f;
+}
+
+double DeviceSpeed::expert_flops(WeightType t, int64_t row_length, double tokens) const {
+  const auto k = kernel(t, row_length);
+  if (!k || k->expert_few_flops_per_s <= 0 || k->expert_flops_per_s <= 0) return flops(t, row_length, tokens);
+  const double few = double(kExpertTokens[0]), many = double(kExpertTokens[1]);
+  if (tokens <= few) return k->expert_few_flops_per_s;
+  if (tokens >= many) return k->expert_flops_per_s * flops(t, row_length, tokens) / flops(t, row_length, many);
+  const double f = std::log(tokens / few) / std::log(many / few);
+  return k->expert_few_flops_per_s + (k->expert_flops_per_s - k->expert_few_flops_per_s) * f;
 }
 
 Prediction predict_decode(const Plan& plan, const std::vector<TensorInfo>& tensors, const ModelShape& shape,
@@ -236,6 +248,7 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
       }
       const DeviceSpeed& ds = speed_of(plan, s, d);
       double bytes = double(t.bytes), flops = 0, tokens = double(u);
+      bool experts = false;
       if (is_token_embd(t)) {
         bytes = shape.n_vocab > 0 ? bytes / double(shape.n_vocab) * double(u) : bytes;
       } else if (is_output(t)) {
@@ -255,6 +268,7 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
         bytes *= 1 - std::pow(1 - used, double(u));
         flops = 2 * double(t.n_params()) * used * double(u);
         tokens = used * double(u);  // each expert's share of the micro-batch
+        experts = true;
       } else if (t.shape.size() >= 2) {
         flops = 2 * double(t.n_params()) * double(u);
       }
@@ -262,10 +276,13 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
       p.flops[d] += flops;
       memory_s[d] += bytes / ds.bytes_per_s;
       if (flops > 0) compute_s[d] += ds.op_handover_s;
-      const double rate = t.shape.empty() ? 0 : ds.flops(t.type, t.shape.back(), tokens);
+      // The routed experts at the grouped matmul's own rate (matmul_id, measured), the rest at the kernel's.
+      const double rate = t.shape.empty() ? 0
+                          : experts     ? ds.expert_flops(t.type, t.shape.back(), tokens)
+                                        : ds.flops(t.type, t.shape.back(), tokens);
       if (flops > 0 && rate > 0) {
         compute_s[d] += flops / rate;
-        by_type[d][std::string(type_name(t.type)) + " matmul throughput"] += flops / rate;
+        by_type[d][std::string(type_name(t.type)) + (experts ? " expert" : "") + " matmul throughput"] += flops / rate;
       }
     }
     for (size_t il = 0; il < plan.kv_device.size(); ++il) {

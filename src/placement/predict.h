@@ -28,8 +28,16 @@ struct KernelRate {
   double decode_bytes_per_s = 0;   // one token, weights streamed from DRAM
   double decode_call_s = 0;        // per call of a small matrix, beyond bytes / decode_bytes_per_s
   double prefill_flops_per_s = 0;  // a micro-batch of 512 tokens
-  double prefill_few_flops_per_s = 0;  // 64 tokens, as a routed expert sees (0: not timed, the above)
+  double prefill_few_flops_per_s = 0;  // 64 tokens (0: not timed, the above)
+  // The routed experts' grouped matmul (matmul_id) at kExpertTokens[0] and [1] tokens per expert (0: not
+  // timed): below the dense rate at as many tokens, since the picks are gathered, their activations
+  // quantized per pick and the results scattered back (DeepSeek-V2-Lite's prefill, 48 tokens per expert).
+  double expert_few_flops_per_s = 0, expert_flops_per_s = 0;
 };
+
+// Tokens per expert tandem probe times the experts' matmul at: a 512-token micro-batch gives
+// DeepSeek-V3's experts (8 of 256) 16 each, DeepSeek-V2-Lite's (6 of 64) 48.
+inline constexpr int64_t kExpertTokens[] = {16, 64};
 
 // Attention as tandem probe timed it at one head shape: one token against 64 cells (nearly all fixed
 // cost) and 512 tokens against themselves (flop/s). MLA's 576/512-wide latent heads ran at half the rate
@@ -57,10 +65,13 @@ struct DeviceSpeed {
   // The kernel of type t for rows of row_length: interpolated in log(row length) between the timed
   // lengths, the nearest one outside them; nullopt when t was not timed.
   std::optional<KernelRate> kernel(WeightType t, int64_t row_length) const;
-  // The kernel's prefill rate for `tokens` tokens (interpolated in log(tokens) between 64 and 512: a
-  // routed expert of DeepSeek-V2-Lite gets 48 of a 512-token micro-batch, and its kernel ran a fifth
-  // below the 512-token rate), else flops_per_s.
+  // The kernel's prefill rate for `tokens` tokens (interpolated in log(tokens) between 64 and 512, the
+  // nearest outside), else flops_per_s.
   double flops(WeightType t, int64_t row_length, double tokens = 512) const;
+  // A routed expert's matmul rate when each expert gets `tokens` of the micro-batch: the probe's expert
+  // figures interpolated in log(tokens) between kExpertTokens, the fewer's below; above them the 64-token
+  // figure scaled as the dense kernel gains from 64 tokens to `tokens`. Without expert figures, flops().
+  double expert_flops(WeightType t, int64_t row_length, double tokens) const;
   // Attention at heads of head_dim_k, interpolated in log(head_dim_k) like kernel(); zeros without figures.
   AttentionRate attention_at(int64_t head_dim_k) const;
 };

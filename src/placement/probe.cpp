@@ -16,6 +16,7 @@
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -95,6 +96,42 @@ double best_seconds(int reps, Fn&& fn) {
   return best;
 }
 
+// The routed experts' matmul as a MoE layer's prefill calls it (Backend::matmul_id: the picks grouped by
+// expert, each pick's activations quantized, the results scattered back), flops per second: 128 tokens
+// each picking tokens_per_expert / 8 of 16 experts at random, so each expert gets tokens_per_expert on
+// average, as uniform routing would give it. A small call (4 GFLOP at most), like the dense prefill's,
+// so that on a shared machine the best of a few catches a quiet moment. `data` holds rows of the type
+// (probe_matmul's buffer), x 128 tokens' activations or more; y is resized to the output.
+double probe_experts(cpu::CpuBackend& cpu, WeightType type, int64_t row_length, int64_t tokens_per_expert, bool quick,
+                     const uint8_t* data, const float* x, std::vector<float>& y) {
+  constexpr int64_t kExperts = 16, kTokens = 128;
+  const int n_used = int(tokens_per_expert * kExperts / kTokens);
+  const size_t row = row_bytes(type, row_length);
+  // Experts of 512 rows (DeepSeek's have 1408-2048; the work items are 16-row panels either way), fewer
+  // where 16 of them would not fit the buffer.
+  const int64_t rows = std::min<int64_t>(512, int64_t(beyond_cache_bytes() / row / kExperts) / 16 * 16);
+  Weight w;
+  w.name = "probe_exps";
+  w.type = type;
+  w.shape = {kExperts, rows, row_length};
+  w.data = const_cast<uint8_t*>(data);
+  w.row_stride = row;
+  w.backend = &cpu;
+  w.size_bytes = row * size_t(rows * kExperts);
+  std::mt19937 rng(5);
+  std::vector<int32_t> ids(static_cast<size_t>(kTokens * n_used)), order(static_cast<size_t>(kExperts));
+  for (int64_t t = 0; t < kTokens; ++t) {  // n_used distinct experts per token
+    std::iota(order.begin(), order.end(), 0);
+    for (int j = 0; j < n_used; ++j) {
+      std::swap(order[size_t(j)], order[size_t(j) + rng() % size_t(kExperts - j)]);
+      ids[size_t(t * n_used + j)] = order[size_t(j)];
+    }
+  }
+  y.resize(std::max(y.size(), size_t(kTokens * n_used * rows)));
+  const double seconds = best_seconds(quick ? 3 : 5, [&] { cpu.matmul_id(w, x, false, ids.data(), kTokens, n_used, y.data()); });
+  return 2.0 * double(rows) * double(row_length) * double(kTokens * n_used) / seconds;
+}
+
 // `data`: a buffer of beyond_cache_bytes() shared by every type (its pages are touched once).
 MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_length, bool quick, uint8_t* data) {
   const size_t row = row_bytes(type, row_length);
@@ -149,6 +186,8 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_lengt
   constexpr int64_t kFewTokens = 64;
   m.prefill_few_flops_per_s = 2.0 * double(prefill_rows) * double(row_length) * double(kFewTokens) /
                               best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), kFewTokens, y.data(), nullptr); });
+  m.expert_few_flops_per_s = probe_experts(cpu, type, row_length, kExpertTokens[0], quick, data, x.data(), y);
+  m.expert_flops_per_s = probe_experts(cpu, type, row_length, kExpertTokens[1], quick, data, x.data(), y);
   return m;
 }
 
@@ -416,7 +455,7 @@ DeviceSpeed cpu_speed(const Probe& p) {
   d.bytes_per_s = p.read_bytes_per_s();
   for (const MatmulRate& m : p.matmul) {
     d.kernels[m.type].push_back({m.row_length, m.decode_bytes_per_s, m.decode_call_s, m.prefill_flops_per_s,
-                                 m.prefill_few_flops_per_s});
+                                 m.prefill_few_flops_per_s, m.expert_few_flops_per_s, m.expert_flops_per_s});
     d.flops_per_s = d.flops_per_s == 0 ? m.prefill_flops_per_s : std::min(d.flops_per_s, m.prefill_flops_per_s);
   }
   for (auto& [type, rates] : d.kernels)
@@ -522,6 +561,8 @@ std::string probe_to_json(const Probe& p) {
     j["matmul"].push_back({{"type", std::string(type_name(m.type))}, {"decode_bytes_per_s", m.decode_bytes_per_s},
                            {"prefill_flops_per_s", m.prefill_flops_per_s}, {"prefill_tokens", m.prefill_tokens},
                            {"prefill_few_flops_per_s", m.prefill_few_flops_per_s},
+                           {"expert_tokens", kExpertTokens},
+                           {"expert_flops_per_s", {m.expert_few_flops_per_s, m.expert_flops_per_s}},
                            {"decode_call_s", m.decode_call_s}, {"row_length", m.row_length}});
   j["ops"] = {{"op_call_s", p.ops.op_call_s}, {"elementwise_per_s", p.ops.elementwise_per_s},
               {"attention", nlohmann::json::array()}};
@@ -578,9 +619,15 @@ Result<std::optional<Probe>> load_probe(const std::string& path, std::string* wh
     for (const auto& m : j.at("matmul")) {
       const auto t = parse_weight_type(m.at("type").get<std::string>());
       if (!t) return corrupt("%s: unknown weight type '%s'", path.c_str(), m.at("type").get<std::string>().c_str());
-      p.matmul.push_back({*t, m.at("decode_bytes_per_s").get<double>(), m.at("prefill_flops_per_s").get<double>(),
-                          m.at("prefill_tokens").get<int64_t>(), m.value("prefill_few_flops_per_s", 0.0),
-                          m.value("decode_call_s", 0.0), m.value("row_length", int64_t(4096))});
+      MatmulRate r{*t, m.at("decode_bytes_per_s").get<double>(), m.at("prefill_flops_per_s").get<double>(),
+                   m.at("prefill_tokens").get<int64_t>(), m.value("prefill_few_flops_per_s", 0.0),
+                   m.value("decode_call_s", 0.0), m.value("row_length", int64_t(4096))};
+      // Expert figures at other token counts (another version's) are left out: predict interpolates by these.
+      if (m.value("expert_tokens", std::vector<int64_t>()) == std::vector<int64_t>(std::begin(kExpertTokens), std::end(kExpertTokens))) {
+        const auto e = m.at("expert_flops_per_s").get<std::vector<double>>();
+        if (e.size() == 2) r.expert_few_flops_per_s = e[0], r.expert_flops_per_s = e[1];
+      }
+      p.matmul.push_back(r);
     }
     if (j.contains("ops")) {
       p.ops.op_call_s = j["ops"].at("op_call_s").get<double>();
@@ -623,12 +670,14 @@ std::string format_probe(const Probe& p) {
     for (size_t i = 0; i < n.threads.size(); ++i) out += format("  %d: %.1f", n.threads[i], n.bytes_per_s[i] / 1e9);
     out += "\n";
   }
-  out += format("matmul, %d threads:  %-8s %5s %22s %12s %24s\n", p.n_threads, "type", "row", "decode (GB/s weights)",
-                "+ us a call", "prefill (GFLOP/s)");
+  out += format("matmul, %d threads:  %-8s %5s %22s %12s %24s %30s\n", p.n_threads, "type", "row", "decode (GB/s weights)",
+                "+ us a call", "prefill (GFLOP/s)", "experts (GFLOP/s), per expert");
   for (const MatmulRate& m : p.matmul)
-    out += format("                     %-8s %5lld %22.1f %12.1f %11.1f @ 64 %6.1f @ %lld\n", type_name(m.type).data(),
-                  (long long)m.row_length, m.decode_bytes_per_s / 1e9, m.decode_call_s * 1e6,
-                  m.prefill_few_flops_per_s / 1e9, m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens);
+    out += format("                     %-8s %5lld %22.1f %12.1f %11.1f @ 64 %6.1f @ %lld %15.1f @ %lld %6.1f @ %lld\n",
+                  type_name(m.type).data(), (long long)m.row_length, m.decode_bytes_per_s / 1e9, m.decode_call_s * 1e6,
+                  m.prefill_few_flops_per_s / 1e9, m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens,
+                  m.expert_few_flops_per_s / 1e9, (long long)kExpertTokens[0], m.expert_flops_per_s / 1e9,
+                  (long long)kExpertTokens[1]);
   out += format("other ops: SwiGLU %.1f us a call, %.2f G values/s\n", p.ops.op_call_s * 1e6, p.ops.elementwise_per_s / 1e9);
   for (const AttentionRate& a : p.ops.attention)
     out += format("           attention, heads of %lld: %.1f us a call, %.1f GFLOP/s at 512 tokens\n",

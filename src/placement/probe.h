@@ -39,9 +39,13 @@ struct MatmulRate {
   double decode_bytes_per_s = 0;
   double prefill_flops_per_s = 0;
   int64_t prefill_tokens = 0;
-  double prefill_few_flops_per_s = 0;  // 64 tokens against the same matrix: a routed expert's share
+  double prefill_few_flops_per_s = 0;  // 64 tokens against the same matrix
   double decode_call_s = 0;  // what one call of a small matrix (128 rows) from DRAM takes beyond bytes / rate
   int64_t row_length = 4096;  // of the matrices timed: each type is timed at kProbeRowLengths
+  // The routed experts' grouped matmul (the backend's matmul_id, as a MoE prefill runs it: the micro-
+  // batch's picks grouped by expert, each pick's activations quantized, the results scattered back) at
+  // kExpertTokens (predict.h) tokens per expert on average; 0: not timed (a probe cached before).
+  double expert_few_flops_per_s = 0, expert_flops_per_s = 0;
 };
 
 // The row lengths each type is timed at: a kernel's per-row costs make short rows slower, and models

@@ -113,6 +113,24 @@ TEST(PredictPrefill, AnExpertRunsAtTheRateOfItsShareOfTheTokens) {
   EXPECT_NEAR(p.seconds[0], seconds, 1e-9);
 }
 
+TEST(PredictPrefill, RoutedExpertsRunAtTheExpertMatmulsMeasuredRate) {
+  Dense m;
+  m.tensors[4] = {"blk.1.ffn_up_exps.weight", 1000000, 1, "", WeightType::Q4_K, {100, 10, 1000}};
+  m.shape.n_expert = 100;
+  m.shape.n_expert_used = 4;
+  Speeds s = cpu_at(1e15, 1e9);
+  // The dense kernel: 2 GFLOP/s at 512 tokens, 1 at 64; the grouped experts' matmul: 25 MFLOP/s at 16
+  // tokens per expert, 50 at 64.
+  s.devices[0].kernels[WeightType::Q4_K] = {{1000, 1e9, 0, 2e9, 1e9, 25e6, 50e6}};
+  const Prediction p = predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 512, 512, 0, s);
+  // Each expert gets 4% of 512 tokens, 20.48: log(20.48 / 16) / log(4) of the way from 25 to 50; the
+  // dense matrix runs at the dense kernel's 512-token rate, as before.
+  const double expert_rate = 25e6 + 25e6 * std::log(20.48 / 16) / std::log(4.0);
+  const double seconds = 2 * 1e6 * 512 / 2e9 + 2 * 1e6 * 0.04 * 512 / expert_rate + 10000 / 1e15;
+  EXPECT_NEAR(p.seconds[0], seconds, 1e-9);
+  EXPECT_EQ(p.bound[0], "Q4_K expert matmul throughput");  // 1.4 s of experts against 0.5 s of dense
+}
+
 TEST(PredictDecode, EachCallAndEachLayersOtherOpsAddTheirFixedCosts) {
   Dense m;
   Speeds s = cpu_at(1e9, 0);

@@ -23,8 +23,9 @@ Probe sample() {
   p.hardware_hash = hardware_hash(p.hardware);
   p.n_threads = 2;
   p.bandwidth = {{0, {1, 2}, {8e9, 12e9}}, {1, {1, 2}, {7e9, 11e9}}};
-  p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512, 100e9, 5e-6, 4096}, {WeightType::Q4_K, 6e9, 100e9, 512, 50e9, 3e-6, 512},
-              {WeightType::Q6_K, 9e9, 80e9, 512, 40e9, 4e-6, 4096}};
+  p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512, 100e9, 5e-6, 4096, 40e9, 80e9},
+              {WeightType::Q4_K, 6e9, 100e9, 512, 50e9, 3e-6, 512, 20e9, 40e9},
+              {WeightType::Q6_K, 9e9, 80e9, 512, 40e9, 4e-6, 4096}};  // no expert figures: a probe cached before
   p.ops = {1e-6, 3e9, {{128, 6e-6, 120e9}, {576, 9e-6, 60e9}}};
   p.per_isa = {{"avx2", WeightType::Q4_K, 60e9}, {"avx512", WeightType::Q4_K, 100e9}};
   p.disk = DiskRate{"/models/x.gguf", 3e9, 1.5e9, true, 1 << 30};
@@ -53,6 +54,14 @@ TEST(Probe, SurvivesTheCacheFile) {
   // By tokens, in log(tokens) between 64 and 512: 181 is half way; fewer than 64 take the 64 figure.
   EXPECT_NEAR(cpu.flops(WeightType::Q4_K, 4096, 181), 150e9, 0.1e9);
   EXPECT_DOUBLE_EQ(cpu.flops(WeightType::Q4_K, 4096, 16), 100e9);
+  // Experts by tokens per expert, in log(tokens) between 16 and 64 (32: half way); fewer take the 16
+  // figure; more, the 64 figure times the dense kernel's gain from 64 tokens (181: 1.5x); without expert
+  // figures, the dense kernel's rate.
+  EXPECT_NEAR(cpu.expert_flops(WeightType::Q4_K, 4096, 32), 60e9, 0.01e9);
+  EXPECT_DOUBLE_EQ(cpu.expert_flops(WeightType::Q4_K, 4096, 8), 40e9);
+  EXPECT_NEAR(cpu.expert_flops(WeightType::Q4_K, 4096, 181), 80e9 * 1.5, 0.1e9);
+  EXPECT_NEAR(cpu.expert_flops(WeightType::Q4_K, 1448, 16), 30e9, 0.01e9);
+  EXPECT_DOUBLE_EQ(cpu.expert_flops(WeightType::Q6_K, 4096, 16), 40e9);
   EXPECT_DOUBLE_EQ(cpu.attention_at(128).call_s, 6e-6);
   EXPECT_DOUBLE_EQ(cpu.attention_at(576).flops_per_s, 60e9);
   EXPECT_NEAR(cpu.attention_at(192).flops_per_s, 120e9 - 60e9 * std::log(1.5) / std::log(4.5), 1e3);  // DeepSeek's 192
@@ -103,6 +112,8 @@ TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
     EXPECT_GT(p->matmul[i].decode_bytes_per_s, 1e8);
     EXPECT_GT(p->matmul[i].prefill_flops_per_s, 1e8);
     EXPECT_GT(p->matmul[i].prefill_few_flops_per_s, 1e8);
+    EXPECT_GT(p->matmul[i].expert_few_flops_per_s, 1e8);
+    EXPECT_GT(p->matmul[i].expert_flops_per_s, 1e8);
     // A call of a small matrix costs more than its bytes at the streaming rate, by less than a millisecond.
     EXPECT_GT(p->matmul[i].decode_call_s, 0);
     EXPECT_LT(p->matmul[i].decode_call_s, 1e-3);
