@@ -133,4 +133,15 @@ bool file_exists(const std::string& path) {
   return stat(path.c_str(), &st) == 0;
 }
 
+size_t MappedFile::drop_pages(const void* p, size_t n) const {
+  const auto* b = static_cast<const uint8_t*>(p);
+  if (!mapped_ || b < data_ || b + n > data_ + size_) return 0;
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = (uintptr_t(b) + page - 1) & ~(page - 1), hi = (uintptr_t(b) + n) & ~(page - 1);
+  if (lo >= hi) return 0;
+  if (locked_) munlock(reinterpret_cast<void*>(lo), hi - lo);
+  // Advice only: a kernel that declines leaves the pages resident, which is what happened before.
+  return madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED) == 0 ? hi - lo : 0;
+}
+
 }  // namespace tandem

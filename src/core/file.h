@@ -36,6 +36,10 @@ class MappedFile {
   std::span<const uint8_t> bytes() const { return {data_, size_}; }
   const std::string& path() const { return path_; }
   bool is_mapped() const { return mapped_; }
+  // Lets the kernel take back the resident pages wholly inside [p, p + n) of a mapping (unlocked first under
+  // --mlock); a later read pages them in from the file again. Nothing for storage read into RAM (--no-mmap),
+  // whose bytes could not be read back, or for a range outside this file. Returns the bytes let go.
+  size_t drop_pages(const void* p, size_t n) const;
   const std::string& warning() const { return warning_; }
 
  private:

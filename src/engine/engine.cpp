@@ -162,6 +162,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
   // A mapped model loads lazily (nothing to show); --no-mmap reads every byte first: show it.
   std::unique_ptr<ProgressBar> bar;
   model::ModelLoadOptions lo{.use_mmap = f.mmap, .mlock = f.mlock};
+  lo.repack = f.repack;
   if (!f.mmap && !f.quiet)
     lo.on_progress = [&bar](uint64_t done, uint64_t total) {
       if (!bar) bar = std::make_unique<ProgressBar>("load  ", total);
@@ -290,6 +291,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
                  f.model.c_str(), hp.arch.c_str(), double(n_params) / 1e9, (long long)hp.n_layer, (long long)hp.n_vocab,
                  (long long)hp.n_ctx_train);
     std::fprintf(stderr, "weights: %s (%s)\n", human_bytes(e->model->weight_bytes()).c_str(), types.c_str());
+    if (const uint64_t packed = e->model->repacked_bytes())
+      std::fprintf(stderr, "repack:  %s of the CPU's Q8_0 matrices as 16-row panels in RAM of their own, %s of "
+                   "their mapped file pages let go (--no-repack: off)\n", human_bytes(packed).c_str(),
+                   human_bytes(e->model->dropped_bytes()).c_str());
     if (e->sims.empty() && e->gpus.empty()) {
       for (const auto& [dev, bytes] : e->model->bytes_by_device())
         std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),

@@ -47,6 +47,7 @@ struct EngineFlags {
   // --expert-cache SIZE|auto|off; not given: the expert tier when the model does not fit RAM
   // (placement/expert_tier.h sizes it).
   placement::ExpertCacheSetting expert_cache;
+  bool repack = true;  // ModelLoadOptions::repack (--no-repack)
   std::string cache_type_k = "f16", cache_type_v = "f16", cpu_isa;
   OnOffAuto flash_attn = OnOffAuto::Auto;
   bool batch_invariant = false;  // ContextOptions::batch_invariant (--batch-invariant)

@@ -45,6 +45,12 @@ class GgufFile {
   uint64_t total_bytes() const;             // all parts, on disk
   uint64_t tensor_bytes() const;            // sum of tensor data
   std::vector<std::string> warnings() const;  // e.g. a refused --mlock, one per part
+  // MappedFile::drop_pages on the part holding [p, p + n): the bytes let go.
+  size_t drop_pages(const void* p, size_t n) const {
+    size_t dropped = 0;
+    for (const Part& part : parts_) dropped += part.file.drop_pages(p, n);
+    return dropped;
+  }
   std::string architecture() const { return metadata().get_string("general.architecture").value_or(""); }
 
  private:

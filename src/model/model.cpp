@@ -53,6 +53,7 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
   std::unique_ptr<Model> m = arch->create();
   m->file_ = std::move(file);
   m->hp_ = std::move(hp);
+  m->repack_ = options.repack;
   TANDEM_TRY(m->bind());
   if (cached) TANDEM_TRY(m->open_expert_cache(options));
   TANDEM_TRY(m->bind_layers());
@@ -205,6 +206,7 @@ Status Model::place(const Placement& p) {
     TANDEM_ASSIGN(tied_output_.data, out_dev.place_weight(host_data(tok_embd_->name), tied_output_.size_bytes));
     output_ = &tied_output_;
   }
+  if (repack_) TANDEM_TRY(repack_matrices());
   for (const auto& group : blocks()) {
     for (const Weight* w : group)
       if (w && w->backend != group.front()->backend)
@@ -222,6 +224,27 @@ Status Model::place(const Placement& p) {
       TANDEM_ASSIGN(r.data, b->place_weight(host_data(name), w.size_bytes));
       replicas_.emplace(std::pair<const Weight*, const Backend*>{&w, b}, std::move(r));
     }
+  }
+  return Status::ok();
+}
+
+Model::~Model() {
+  for (const Weight* w : repacked_) w->backend->release_repack(*w);
+}
+
+Status Model::repack_matrices() {
+  std::vector<const Weight*> matrices;
+  for (const auto& [name, w] : weights_)
+    if (w.shape.size() == 2 && (&w != tok_embd_ || output_ == tok_embd_)) matrices.push_back(&w);  // token_embd: rows only
+  if (output_ == &tied_output_) matrices.push_back(&tied_output_);
+  for (const Weight* w : matrices) {
+    TANDEM_ASSIGN(const size_t bytes, w->backend->repack(*w));
+    if (!bytes) continue;
+    repacked_.push_back(w);
+    repacked_bytes_ += bytes;
+    // The copy serves every matmul; the mapping's pages are read again only by other ops (the tied output's
+    // get_rows), a few rows at a time.
+    if (w->backend->host_accessible()) dropped_bytes_ += file_->drop_pages(w->data, w->size_bytes);
   }
   return Status::ok();
 }

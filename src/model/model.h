@@ -43,6 +43,10 @@ struct ModelLoadOptions {
   // from the mapping; reading them into RAM as well would take RAM the cache could have. A layer with
   // routed experts among them is left out of the cache (its experts run where they are).
   std::set<std::string> offloaded;
+  // Matrices re-laid out by their device for its matmul kernels where they gain (Backend::repack; false:
+  // --no-repack), their mapped file pages then let go. The copies live in the devices until this model is
+  // destroyed.
+  bool repack = true;
 };
 
 // Where a model's weights and KV layers go: devices[i] is the backend of the plan's device i
@@ -64,7 +68,7 @@ class Model {
   // open() and place() with everything on `backend`.
   static Result<std::unique_ptr<Model>> load(const std::string& path, const ModelLoadOptions& options,
                                              Backend& backend);
-  virtual ~Model() = default;
+  virtual ~Model();
 
   // Each tensor's name, bytes and layer (-1 input, n_layer output), in file order.
   std::vector<placement::TensorInfo> tensor_infos() const;
@@ -85,6 +89,10 @@ class Model {
   std::vector<size_t> kv_bytes_per_cell(WeightType type_k, WeightType type_v) const;
   const std::vector<Backend*>& devices() const { return devices_; }  // place()'s devices
   uint64_t weight_bytes() const;
+  // Bytes of the matrices' repacked copies (ModelLoadOptions::repack) and of their file pages then let go (0
+  // when the weights were read into RAM), for the start-up summary.
+  uint64_t repacked_bytes() const { return repacked_bytes_; }
+  uint64_t dropped_bytes() const { return dropped_bytes_; }
   // Bytes of weights per backend name, for the start-up summary.
   std::map<std::string, uint64_t> bytes_by_device() const;
 
@@ -143,6 +151,8 @@ class Model {
   // file truncated or replaced while running cannot fault them (a mapped page past the new end is
   // SIGBUS); the cache reads the experts and reports such a file as an error.
   Status read_resident(const ModelLoadOptions& options);
+  // ModelLoadOptions::repack, once place() has bound every weight.
+  Status repack_matrices();
 
   std::unique_ptr<gguf::GgufFile> file_;
   std::map<std::string, Weight, std::less<>> weights_;
@@ -159,6 +169,9 @@ class Model {
   std::unique_ptr<uint8_t, FreeDeleter> resident_;
   std::map<std::string, const void*, std::less<>> resident_data_;
   std::vector<std::string> warnings_;
+  bool repack_ = false;
+  std::vector<const Weight*> repacked_;
+  uint64_t repacked_bytes_ = 0, dropped_bytes_ = 0;
 };
 
 }  // namespace tandem::model

@@ -3,7 +3,9 @@
 // are random blocks with finite scales: the kernels' speed does not depend on the values. Activation
 // quantization is timed separately.
 //   tandem_cpu_bench --benchmark_min_time=0.2s [--benchmark_filter=Q4_K]
+#include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -45,6 +47,30 @@ void bench_gemm(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_i
   state.counters["GFLOP/s"] =
       benchmark::Counter(iters * 2.0 * double(n_in * n_rows * n_tokens) / 1e9, benchmark::Counter::kIsRate);
   state.SetLabel(isa_name(k.gemm_isa[id]));
+}
+
+// The same product over the matrix repacked at load (kernels.h PackFn / PackedGemmFn); the pack is not timed.
+void bench_packed(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
+  const CpuKernels& k = kernels_for(isa, uarch, true);
+  const uint32_t id = uint32_t(t);
+  const std::vector<uint8_t> w = bench::random_weights(t, n_in, n_rows);
+  const size_t rb = row_bytes(t, n_in), ab = activation_row_bytes(t, n_in);
+  const size_t bytes = k.pack[id](n_in, nullptr, 0, n_rows, nullptr);
+  std::unique_ptr<uint8_t, decltype(&std::free)> panels(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), std::free);
+  k.pack[id](n_in, w.data(), rb, n_rows, panels.get());
+  std::vector<float> x(n_in * n_tokens);
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(rng);
+  std::vector<uint8_t> act(ab * n_tokens);
+  for (int64_t i = 0; i < n_tokens; ++i) k.quantize_act[id](x.data() + i * n_in, act.data() + i * ab, n_in);
+  std::vector<float> y(n_rows * n_tokens);
+  for (auto _ : state) {
+    k.packed_gemm[id](n_in, panels.get(), n_rows, act.data(), ab, n_tokens, y.data(), n_rows);
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * double(bytes) / 1e9, benchmark::Counter::kIsRate);
 }
 
 void bench_quantize(benchmark::State& state, Isa isa, WT t, int64_t n) {
@@ -99,6 +125,12 @@ int main(int argc, char** argv) {
           for (int64_t n : {1, 2, 4, 8})
             benchmark::RegisterBenchmark(("few_vocab/" + name + "/n" + std::to_string(n)).c_str(), bench_gemm, isa,
                                          uarch, t, 640, 262144, n, true)
+                ->Unit(benchmark::kMillisecond);
+        // The same over the matrix repacked at load, where the level repacks the type (both tables do alike).
+        if (kernels_for(isa, uarch).pack[uint32_t(t)])
+          for (int64_t n : {1, 2, 4, 8})
+            benchmark::RegisterBenchmark(("few_vocab_packed/" + name + "/n" + std::to_string(n)).c_str(), bench_packed,
+                                         isa, uarch, t, 640, 262144, n)
                 ->Unit(benchmark::kMillisecond);
         benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64, false)
             ->Unit(benchmark::kMillisecond);

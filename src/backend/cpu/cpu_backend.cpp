@@ -39,9 +39,23 @@ std::shared_ptr<Event> CpuBackend::record() {
   return e;
 }
 
+Result<size_t> CpuBackend::repack(const Weight& w) {
+  // The table's choice is the same in both tables of a level (kernels.h).
+  const CpuKernels& k = kernels();
+  const PackFn pack = k.pack[uint32_t(w.type)];
+  if (!pack || w.shape.size() != 2 || packed_.count(w.data)) return size_t(0);
+  TANDEM_ASSIGN(PackedWeight p, pack_weight(pool_, w, pack, k.packed_gemm[uint32_t(w.type)]));
+  const size_t bytes = p.bytes;
+  packed_.emplace(w.data, std::move(p));
+  return bytes;
+}
+
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {
   const TraceScope trace("matmul", name_);
-  cpu_matmul(pool_, w, x, n_tokens, y, act_buffer_, batch_invariant_);
+  if (auto it = packed_.find(w.data); it != packed_.end() && it->second.packs(w))
+    cpu_matmul_packed(pool_, w, it->second, x, n_tokens, y, act_buffer_);
+  else
+    cpu_matmul(pool_, w, x, n_tokens, y, act_buffer_, batch_invariant_);
   if (bias) {
     const float* b = static_cast<const float*>(bias->data);
     const int64_t n = w.n_rows();

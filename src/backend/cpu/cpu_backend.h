@@ -29,6 +29,8 @@ class CpuBackend final : public Backend {
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   Result<const void*> place_weight(const void* host, size_t bytes) override { return host; }
+  Result<size_t> repack(const Weight& w) override;
+  void release_repack(const Weight& w) override { packed_.erase(w.data); }
   std::shared_ptr<Event> record() override;
   void wait(const std::shared_ptr<Event>& e) override { e->wait_host(); }
   Status synchronize() override { return Status::ok(); }
@@ -92,6 +94,7 @@ class CpuBackend final : public Backend {
   std::vector<float> flash_partials_;
   std::unordered_map<void*, std::unique_ptr<uint8_t[]>> allocations_;
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
+  std::unordered_map<const void*, PackedWeight> packed_;  // by the weight's data: repack()'s copies
   MatmulIdScratch matmul_id_scratch_;
   bool batch_invariant_ = false;
 };

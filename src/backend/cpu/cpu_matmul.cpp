@@ -6,6 +6,8 @@
 #include <atomic>
 #include <cstring>
 
+#include <sys/mman.h>
+
 #include "backend/cpu/kernels.h"
 #include "quant/quant.h"
 
@@ -82,6 +84,63 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
         const int64_t nt = std::min(token_block, n_tokens - t0);
         gemm(n, base + size_t(r0) * w.row_stride, w.row_stride, r1 - r0, act + size_t(t0) * act_row, act_row, nt,
              y + t0 * n_rows + r0, size_t(n_rows));
+      }
+    }
+  });
+}
+
+Result<PackedWeight> pack_weight(ThreadPool& pool, const Weight& w, PackFn pack, PackedGemmFn gemm) {
+  const int64_t n = w.row_length(), n_rows = w.n_rows();
+  PackedWeight p;
+  p.gemm = gemm;
+  p.type = w.type, p.n_rows = n_rows, p.n_in = n;
+  p.panel_bytes = pack(n, nullptr, 0, kPanelRows, nullptr);
+  p.bytes = pack(n, nullptr, 0, n_rows, nullptr);
+  // In 2 MiB pages where the kernel gives them (THP "madvise"): decode streams the copy once per token, and
+  // with 4 KiB pages its TLB misses cost a fifth of Gemma 3's decode speed, where the file's mapping had
+  // the page cache's large folios.
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t align = p.bytes >= kHuge ? kHuge : 64;
+  p.data.reset(static_cast<uint8_t*>(std::aligned_alloc(align, (p.bytes + align - 1) / align * align)));
+  if (p.data && align == kHuge) madvise(p.data.get(), (p.bytes + align - 1) / align * align, MADV_HUGEPAGE);
+  if (!p.data) return out_of_memory("%s: no memory for its repacked copy (%zu bytes; --no-repack)", w.name.c_str(),
+                                         p.bytes);
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const int64_t n_panels = (n_rows + kPanelRows - 1) / kPanelRows;
+  pool.parallel_for(n_panels, 1, [&](int64_t begin, int64_t end) {
+    const int64_t r0 = begin * kPanelRows, r1 = std::min(n_rows, end * kPanelRows);
+    pack(n, base + size_t(r0) * w.row_stride, w.row_stride, r1 - r0, p.data.get() + size_t(begin) * p.panel_bytes);
+  });
+  return p;
+}
+
+void cpu_matmul_packed(ThreadPool& pool, const Weight& w, const PackedWeight& packed, const float* x, int64_t n_tokens,
+                       float* y, std::vector<uint8_t>& scratch) {
+  const int64_t n = w.row_length(), n_rows = w.n_rows();
+  const CpuKernels& k = kernels();
+  const size_t act_row = activation_row_bytes(w.type, n);
+  if (scratch.size() < act_row * size_t(n_tokens)) scratch.resize(act_row * size_t(n_tokens));
+  uint8_t* act = scratch.data();
+  const QuantizeActFn quantize = k.quantize_act[uint32_t(w.type)];
+  pool.parallel_for(n_tokens, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) quantize(x + t * n, act + size_t(t) * act_row, n);
+  });
+  // Chunks of whole panels, as cpu_matmul's: in L2 while the token tiles pass, several per thread.
+  const size_t row_bytes = packed.panel_bytes / kPanelRows;
+  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(kChunkWeightBytes / row_bytes));
+  chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows / (int64_t(pool.size()) * 4)));
+  // Whole groups of the panels a few-token tile takes at once (avx512/panel_gemm.cpp: four).
+  constexpr int64_t kGroupRows = 4 * kPanelRows;
+  chunk_rows = (chunk_rows + kGroupRows - 1) / kGroupRows * kGroupRows;
+  const int64_t n_chunks = (n_rows + chunk_rows - 1) / chunk_rows;
+  std::atomic<int64_t> next{0};
+  pool.run([&](int, int) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < n_chunks;) {
+      const int64_t r0 = c * chunk_rows, r1 = std::min(n_rows, r0 + chunk_rows);
+      for (int64_t t0 = 0; t0 < n_tokens; t0 += kPanelTokenBlock) {
+        const int64_t nt = std::min(kPanelTokenBlock, n_tokens - t0);
+        packed.gemm(n, packed.data.get() + size_t(r0 / kPanelRows) * packed.panel_bytes, r1 - r0,
+                    act + size_t(t0) * act_row, act_row, nt, y + t0 * n_rows + r0, size_t(n_rows));
       }
     }
   });

@@ -1,9 +1,12 @@
 // The CPU matmul driver: quantizes activations once, then splits weight rows across threads.
 #pragma once
 
+#include <cstdlib>
+#include <memory>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/kernels.h"
 #include "core/thread_pool.h"
 
 namespace tandem::cpu {
@@ -13,6 +16,25 @@ namespace tandem::cpu {
 // kernels whose result for a token does not depend on n_tokens (kernels.h), at some prefill speed.
 void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tokens, float* y,
                 std::vector<uint8_t>& scratch, bool batch_invariant);
+
+// A matrix re-laid out once by its level's pack kernel (kernels.h; CpuBackend::repack): whole 16-row panels.
+struct PackedWeight {
+  struct Free { void operator()(uint8_t* p) const { std::free(p); } };
+  std::unique_ptr<uint8_t, Free> data;  // 64-byte aligned
+  size_t bytes = 0;
+  size_t panel_bytes = 0;  // one panel of 16 rows
+  PackedGemmFn gemm = nullptr;
+  WeightType type = WeightType::F32;
+  int64_t n_rows = 0, n_in = 0;
+  // Whether this is w's copy (a view of some of w's rows shares its data pointer, not its shape).
+  bool packs(const Weight& w) const { return w.type == type && w.n_rows() == n_rows && w.row_length() == n_in; }
+};
+
+// Packs w with `pack` (over the pool's threads); fails when the memory cannot be had.
+Result<PackedWeight> pack_weight(ThreadPool& pool, const Weight& w, PackFn pack, PackedGemmFn gemm);
+// cpu_matmul over w's packed panels: the same y for any n_tokens (batch-invariant by construction).
+void cpu_matmul_packed(ThreadPool& pool, const Weight& w, const PackedWeight& packed, const float* x, int64_t n_tokens,
+                       float* y, std::vector<uint8_t>& scratch);
 
 // Buffers of cpu_matmul_id, kept between calls (grown as needed).
 struct MatmulIdScratch {

@@ -26,6 +26,7 @@ namespace avx512 {
 void fill_kernels(CpuKernels& k);     // avx512/kernels.cpp (likewise)
 void fill_zen_decode(CpuKernels& k);  // avx512/decode.cpp: single-row 512-bit decode over k's entries
 void fill_panel_gemm(CpuKernels& k);  // avx512/panel_gemm.cpp: VNNI panel prefill over k's entries
+void fill_packed(CpuKernels& k);      // avx512/panel_gemm.cpp: pack / packed_gemm (repack at load)
 }  // namespace avx512
 namespace amx { void fill_kernels(CpuKernels& k); }      // amx/kernels.cpp (on top of avx512)
 

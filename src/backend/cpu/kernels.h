@@ -55,6 +55,16 @@ using QuantizeActFn = void (*)(const float* x, void* out, int64_t n);
 using GemmFn = void (*)(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x,
                         size_t x_stride, int64_t n_tokens, float* y, size_t y_stride);
 
+// Weights re-laid out once at load (CpuBackend::repack, issue 18: "repack where it pays"): whole 16-row panels
+// in the level's prefill layout (x86/panel_x86.inc), so no call unpacks them again.
+// Writes rows [0, n_rows) of w (n_in weights each, w_stride bytes apart) as ceil(n_rows / 16) panels at out
+// (64-byte aligned, zero rows padding the last); out null: only returns the bytes that takes.
+using PackFn = size_t (*)(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out);
+// y[t * y_stride + r] for r < n_rows of the panels at `panels` (the first row of a panel), as GemmFn. A token's
+// outputs are the same bits whatever n_tokens is, so the batch-invariant tables share it.
+using PackedGemmFn = void (*)(int64_t n_in, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride,
+                              int64_t n_tokens, float* y, size_t y_stride);
+
 struct CpuKernels {
   Isa isa = Isa::Generic;
   Uarch uarch = Uarch::Intel;
@@ -70,6 +80,9 @@ struct CpuKernels {
   // gemm[t] unpacks 16-row weight panels once per call (AMX, AVX-512 VNNI and AVX2 panels): callers should hand it
   // many tokens and row ranges in multiples of 16.
   bool panel[kWeightTypeIdLimit] = {};
+  // Types this level repacks at load (null: none; the same in both tables of a level and micro-architecture).
+  PackFn pack[kWeightTypeIdLimit] = {};
+  PackedGemmFn packed_gemm[kWeightTypeIdLimit] = {};
 };
 
 // Tables are built once, thread-safely, on first use; the reference stays valid for the process.

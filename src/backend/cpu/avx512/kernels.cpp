@@ -79,6 +79,7 @@ void fill_kernels(CpuKernels& k) {
   if (k.uarch == Uarch::Zen) {
     fill_zen_decode(k);
     if (!k.batch_invariant) fill_panel_gemm(k);  // its sums are ordered unlike the decode kernels'
+    fill_packed(k);
   }
 }
 

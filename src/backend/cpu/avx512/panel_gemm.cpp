@@ -83,9 +83,161 @@ void tile(const Panel& p, int64_t t0, int, int nr, float* y, size_t y_stride) {
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride, keep, acc[t]);
 }
 
+// ---- panels kept from load (CpuBackend::repack) -------------------------------------------------------
+// One panel of 16 rows: unpack_panel's codes (n * 16 bytes), then the blocks' scales as the file's f16,
+// [n_groups][16] (one f16 per block: the 32-element formats only), zeros up to a multiple of 64 bytes so
+// every panel of a 64-byte aligned copy is aligned. As many bytes as the file's rows for Q8_0; f16 -> f32 is
+// exact, so the products are the unpacking kernel's bits.
+
+template <class P>
+size_t packed_panel_bytes(int64_t n) {
+  return (size_t(n) * 16 + size_t(n / P::kGroup) * 16 * sizeof(uint16_t) + 63) / 64 * 64;
+}
+
+template <class P>
+  requires(P::kBlock == 32)
+size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+  const size_t bytes = packed_panel_bytes<P>(n);
+  if (out) {
+    const int64_t n_groups = n / P::kGroup;
+    float* wscale = t_scratch.wscale.get<float>(size_t(n_groups) * 16);
+    uint8_t* rows = t_scratch.rows.get<uint8_t>(16 * P::kBlock);
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+      uint8_t* panel = out + size_t(r0 / 16) * bytes;
+      unpack_panel<P>(wb + r0 * w_stride, w_stride, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n, panel, wscale,
+                      nullptr, rows);
+      uint8_t* scales = panel + size_t(n) * 16;
+      for (int64_t g = 0; g < n_groups; ++g)
+        _mm256_store_si256(reinterpret_cast<__m256i*>(scales + 32 * g),
+                           _mm512_cvtps_ph(_mm512_load_ps(wscale + 16 * g), _MM_FROUND_TO_NEAREST_INT));
+      const size_t used = size_t(n) * 16 + size_t(n_groups) * 32;
+      std::memset(panel + used, 0, bytes - used);
+    }
+  }
+  return size_t((n_rows + 15) / 16) * bytes;
+}
+
+// NT tokens against NP consecutive panels: per row and token the operations of tile<P, NT> (an exact integer
+// sum per block, times the activation's scale, then fused with the weight's into one float sum per row, blocks
+// in order), so a token's bits depend on neither NT nor NP. Few tokens take several panels, whose independent
+// sums overlap vpdpbusd's latency (and two chains per sum below four products a step).
+template <class P, int NT, int NP>
+void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr, float* y,
+                 size_t y_stride) {
+  constexpr int kSteps = P::kGroup / 4;
+  constexpr int kChains = NT * NP <= 4 && kSteps % 2 == 0 ? 2 : 1;
+  // Many tokens per panel leave the hardware prefetcher behind (measured: 8 tokens 21 -> 18 ms over Gemma 3's
+  // output matrix); with few the loads it would take cost more than they gain (1 token 10.4 -> 12 ms).
+  constexpr bool kPrefetch = NT > 4 && NP == 1;
+  const int64_t n_groups = p.n_groups;
+  const uint8_t* codes[NP];
+  const uint16_t* scales[NP];
+  for (int j = 0; j < NP; ++j) {
+    codes[j] = panels + size_t(j) * panel_bytes;
+    scales[j] = reinterpret_cast<const uint16_t*>(codes[j] + size_t(p.n) * 16);
+  }
+  __m512 acc[NP][NT];
+  for (int j = 0; j < NP; ++j)
+    for (int t = 0; t < NT; ++t) acc[j][t] = _mm512_setzero_ps();
+  const int8_t* a[NT];
+  for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    __m512i is[kChains][NP][NT];
+    for (int t = 0; t < NT; ++t) {
+      const __m512i b = _mm512_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
+      for (int j = 0; j < NP; ++j) {
+        is[0][j][t] = b;
+        if constexpr (kChains == 2) is[1][j][t] = _mm512_setzero_si512();
+      }
+    }
+    if constexpr (kPrefetch)  // the panel the next tile takes, as far along
+      for (int l = 0; l < P::kGroup * 16; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(codes[0] + panel_bytes + g * P::kGroup * 16 + l), _MM_HINT_T0);
+    for (int s = 0; s < kSteps; ++s) {
+      __m512i wv[NP];
+      for (int j = 0; j < NP; ++j) wv[j] = _mm512_load_si512(codes[j] + g * P::kGroup * 16 + 64 * s);
+      for (int t = 0; t < NT; ++t) {
+        int32_t a4;
+        std::memcpy(&a4, a[t] + g * P::kGroup + 4 * s, 4);
+        const __m512i av = _mm512_set1_epi32(a4);
+        for (int j = 0; j < NP; ++j) is[s % kChains][j][t] = _mm512_dpbusd_epi32(is[s % kChains][j][t], wv[j], av);
+      }
+    }
+    for (int j = 0; j < NP; ++j) {
+      const __m512 ws =
+          _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(scales[j] + 16 * g)));
+      for (int t = 0; t < NT; ++t) {
+        __m512i sum = is[0][j][t];
+        if constexpr (kChains == 2) sum = _mm512_add_epi32(sum, is[1][j][t]);
+        const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
+        acc[j][t] = _mm512_fmadd_ps(v, ws, acc[j][t]);
+      }
+    }
+  }
+  for (int j = 0; j < NP && 16 * j < nr; ++j) {
+    const int rows = nr - 16 * j < 16 ? nr - 16 * j : 16;
+    const __mmask16 keep = __mmask16((1u << rows) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * j, keep, acc[j][t]);
+  }
+}
+
+constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
+
+// Tokens t0 .. t0 + NT - 1 against the n_panels (<= kGroupPanels) panels at `panels`, rows [0, nr).
+template <class P, int NT>
+void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int n_panels, int64_t t0, int nr,
+                  float* y, size_t y_stride) {
+    constexpr int kNP = NT == 1 ? 4 : NT <= 4 ? 2 : 1;
+  int j = 0;
+  for (; j + kNP <= n_panels; j += kNP)
+    packed_tile<P, NT, kNP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+  for (; j < n_panels; ++j)
+    packed_tile<P, NT, 1>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+}
+
+template <class P, int NT>
+void run_packed_group(int nt, const Panel& p, const uint8_t* panels, size_t panel_bytes, int n_panels, int64_t t0,
+                      int nr, float* y, size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return run_packed_group<P, NT - 1>(nt, p, panels, panel_bytes, n_panels, t0, nr, y, y_stride);
+  }
+  packed_group<P, NT>(p, panels, panel_bytes, n_panels, t0, nr, y, y_stride);
+}
+
+// panel_gemm without the unpacking, for any token count: groups of panels, every token tile over each.
+template <class P>
+void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride, int64_t n_tokens,
+                 float* y, size_t y_stride) {
+  Panel p;
+  prepare_activations<P>(p, n, x, x_stride, n_tokens);
+  const size_t bytes = packed_panel_bytes<P>(n);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16 * kGroupPanels) {
+    const int nr = int(n_rows - r0 < 16 * kGroupPanels ? n_rows - r0 : 16 * kGroupPanels);
+    const int n_panels = (nr + 15) / 16;
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+      const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
+      run_packed_group<P, kTileTokens>(nt, p, panels + size_t(r0 / 16) * bytes, bytes, n_panels, t0, nr,
+                                       y + t0 * y_stride + r0, y_stride);
+    }
+  }
+}
+
+template <class P>
+void set_packed(CpuKernels& k) {
+  k.pack[uint32_t(P::kType)] = pack<P>;
+  k.packed_gemm[uint32_t(P::kType)] = packed_gemm<P>;
+}
+
 }  // namespace
 
 // Reached for Zen's table only (kernels.cpp), so its entries are kept in g_small[Zen].
 void fill_panel_gemm(CpuKernels& k) { fill_panels<Uarch::Zen>(k); }
+
+// Q8_0, whose rows Zen's decode kernels cannot stream at memory speed with few tokens (BENCHMARKS.md, "Where
+// a 4-token step goes"), in as many bytes as the file's.
+void fill_packed(CpuKernels& k) {
+  set_packed<PQ8_0>(k);
+}
 
 }  // namespace tandem::cpu::avx512
