@@ -125,9 +125,11 @@ void cpu_matmul_packed(ThreadPool& pool, const Weight& w, const PackedWeight& pa
   pool.parallel_for(n_tokens, 1, [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end; ++t) quantize(x + t * n, act + size_t(t) * act_row, n);
   });
-  // Chunks of whole panels, as cpu_matmul's: in L2 while the token tiles pass, several per thread.
+  // Chunks of whole panels sized as cpu_matmul's: one long stream for few tokens, else in L2 while the token
+  // tiles pass; several per thread.
   const size_t row_bytes = packed.panel_bytes / kPanelRows;
-  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(kChunkWeightBytes / row_bytes));
+  const size_t chunk_bytes = n_tokens <= kOnePassTokens ? kOnePassChunkBytes : kChunkWeightBytes;
+  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(chunk_bytes / row_bytes));
   chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows / (int64_t(pool.size()) * 4)));
   // Whole groups of the panels a few-token tile takes at once (avx512/panel_gemm.cpp: four).
   constexpr int64_t kGroupRows = 4 * kPanelRows;
