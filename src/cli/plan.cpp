@@ -87,11 +87,13 @@ int plan_main(int argc, char** argv) {
   args.string("--vram", "SIZE", "memory of each GPU (e.g. 24G; default 0: no GPU)", &vram);
   args.integer("--gpus", "N", "number of such GPUs (default 1 when --vram is given)", &gpus, 0, 64);
   std::vector<uint64_t> sims;
+  std::string sim_flags;  // as given, for the printed command line
   args.custom("--sim-device", "SIZE", "plan for a sim device of this size too, as run's --sim-device (repeatable):\n"
               "the CPU's kernels and memory behind a PCIe 4.0 x16-like link", [&](std::string_view v) {
                 TANDEM_ASSIGN(const uint64_t bytes, parse_size(v));
                 if (bytes < (uint64_t(1) << 20)) return invalid_argument("'%.*s': a device needs at least 1M", int(v.size()), v.data());
                 sims.push_back(bytes);
+                sim_flags += " --sim-device " + std::string(v);
                 return Status::ok();
               });
   args.string("--ram", "SIZE", "RAM the model may use (default: what this machine has available)", &ram);
@@ -257,8 +259,16 @@ int plan_main(int argc, char** argv) {
   // The CPU holds its weights through the page cache: more than RAM streams them from disk every token.
   const uint64_t cpu_need = plan.weight_bytes[0] + plan.kv_bytes[0];
   const bool ram_overflow = cpu_need > ram_bytes;
-  const std::string flags = placement::equivalent_flags(plan, fitted->flags) +
-                            (fitted->n_ctx != ctx ? " -c " + std::to_string(fitted->n_ctx) : "");
+  // Everything the plan depends on, so that the printed command reproduces it: the context and slots
+  // (serve's defaults differ from plan's), the cache types and micro-batch where not the default, the
+  // placement. llama-server has no simulated device, so a plan with one has no llama-server command.
+  std::string common_flags = format("-c %lld -np %lld", (long long)fitted->n_ctx, (long long)n_parallel);
+  if (ctk != "f16") common_flags += " -ctk " + ctk;
+  if (ctv != "f16") common_flags += " -ctv " + ctv;
+  if (ubatch != 512) common_flags += " -ub " + std::to_string(ubatch);
+  common_flags += " " + placement::equivalent_flags(plan, fitted->flags);
+  const std::string flags = common_flags + sim_flags;
+  const std::optional<std::string> llama_flags = sims.empty() ? std::optional(common_flags) : std::nullopt;
 
   // When it does not fit: smaller quantizations, a shorter context, or mmap from disk, each with its speed.
   std::vector<Alternative> alts;
@@ -390,6 +400,7 @@ int plan_main(int argc, char** argv) {
     j["ctx"] = fitted->n_ctx;
     j["n_parallel"] = n_parallel;
     j["flags"] = flags;
+    j["llama_server_flags"] = llama_flags ? nlohmann::json(*llama_flags) : nlohmann::json(nullptr);
     j["speeds_from"] = speeds_from;
     for (size_t d = 0; d < plan.devices.size(); ++d)
       j["devices"].push_back({{"name", plan.devices[d].name}, {"free_bytes", plan.devices[d].free_bytes},
@@ -429,7 +440,11 @@ int plan_main(int argc, char** argv) {
                                       (long long)(fitted->n_ctx / n_parallel)).c_str() : "",
               ctk.c_str(), ctv.c_str(),
               placement::format_plan(plan, tensors).c_str());
-  std::printf("flags:     tandem serve -m MODEL %s\n           llama-server -m MODEL %s\n\n", flags.c_str(), flags.c_str());
+  std::printf("flags:     tandem serve -m MODEL %s\n", flags.c_str());
+  if (llama_flags)
+    std::printf("           llama-server -m MODEL %s\n\n", llama_flags->c_str());
+  else
+    std::printf("           llama-server: no equivalent (it has no simulated device; --sim-device is Tandem's)\n\n");
   std::printf("prefill:   %.1f tokens/s predicted for %lld tokens (pp%lld; bound by %s)\n", pp.tokens_per_s,
               (long long)n_prompt, (long long)n_prompt, pp.bottleneck.c_str());
   for (size_t d = 0; d < plan.devices.size(); ++d)

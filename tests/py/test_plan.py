@@ -123,7 +123,7 @@ def test_auto_fills_the_gpu_and_says_the_model_exceeds_the_ram(v3):
     assert gpu["weight_bytes"] + gpu["kv_bytes"] <= 24 * 2**30
     assert not j["fits_in_ram"] and j["n_gpu_layers"] >= 1
     text = plan("-m", v3, "--vram", "24G", "--ram", "64G").stdout
-    assert "exceeds the RAM" in text and "llama-server -m MODEL -ngl" in text
+    assert "exceeds the RAM" in text and "llama-server -m MODEL -c 4096 -np 1 -ngl" in text
 
 
 def test_the_seeds_case_gets_alternatives_with_numbers(v3):
@@ -182,6 +182,24 @@ def test_a_real_small_model_on_this_machine(gemma_path):
     slots = plan("-m", gemma_path, "-np", "4", "-c", "8192")
     assert "context:   8192 tokens (-np 4: 2048 per slot)" in slots.stdout, slots.stdout
     assert "-ngl 0" in proc.stdout  # no GPU given: nothing to offload
+
+
+def test_the_printed_commands_carry_every_flag_the_plan_depends_on(gemma_path):
+    proc = plan("-m", gemma_path, "-c", "8192", "-np", "4", "-ctk", "q8_0", "-ctv", "q8_0", "-ub", "256")
+    assert proc.returncode == 0, proc.stderr
+    want = "-c 8192 -np 4 -ctk q8_0 -ctv q8_0 -ub 256 -ngl 0"
+    assert f"tandem serve -m MODEL {want}\n" in proc.stdout and f"llama-server -m MODEL {want}\n" in proc.stdout, proc.stdout
+    j = json.loads(plan("-m", gemma_path, "-c", "8192", "-np", "4", "-ctk", "q8_0", "-ctv", "q8_0", "-ub", "256",
+                        "--json").stdout)
+    assert j["flags"] == want and j["llama_server_flags"] == want
+    # A sim device is Tandem's: its line names it, llama-server's says there is no equivalent.
+    proc = plan("-m", gemma_path, "--sim-device", "2G")
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if "tandem serve -m MODEL" in x)
+    assert line.endswith(" --sim-device 2G") and "-c 4096 -np 1 -ngl " in line, line
+    assert "llama-server: no equivalent" in proc.stdout and "llama-server -m" not in proc.stdout, proc.stdout
+    j = json.loads(plan("-m", gemma_path, "--sim-device", "2G", "--json").stdout)
+    assert j["flags"].endswith(" --sim-device 2G") and j["llama_server_flags"] is None
 
 
 def test_a_context_not_given_is_lowered_to_fit_the_ram(gemma_path):

@@ -72,5 +72,6 @@ def test_a_faster_disk_and_more_ram_speed_the_tier_up(r1):
 def test_the_text_gives_the_tier_and_its_command(r1):
     proc = run_tandem("plan", "-m", r1, *MACHINE, "--ram", "64G", "--disk-bw", "3")
     assert proc.returncode == 0, proc.stderr
-    assert "experts   tier" in proc.stdout and re.search(r"tandem serve -m MODEL -ngl 62 --n-cpu-moe \d+ --expert-cache "
-                                                           r"\d+M \(run and serve", proc.stdout), proc.stdout
+    assert "experts   tier" in proc.stdout and re.search(r"tandem serve -m MODEL -c 8192 -np 1 -ctk q4_0 -ctv q4_0 "
+                                                           r"-ngl 62 --n-cpu-moe \d+ --expert-cache \d+M \(run and serve",
+                                                           proc.stdout), proc.stdout
