@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <optional>
 #include <set>
@@ -44,8 +45,8 @@ Status parse_rate(std::string_view v, double* out) {
 }
 
 struct Alternative {
-  std::string kind;   // "quantization", "context", "expert tier", "mmap"
-  std::string name;   // Q4_K_M, -c 2048, --expert-cache 40G, mmap
+  std::string kind;   // "quantization", "context", "slots", "expert tier", "mmap"
+  std::string name;   // Q4_K_M, -c 2048, -np 2, --expert-cache 40G, mmap
   uint64_t bytes = 0; // the model's size (quantization), the KV cache (context), the expert cache (expert tier)
   bool fits = false;
   double tg = 0, pp = 0;
@@ -71,8 +72,8 @@ int plan_main(int argc, char** argv) {
                  "from tandem probe's cache (else a quick measurement now). Reads only the tensor table: a\n"
                  "header-only GGUF describing a model too big for this machine plans the same");
   args.string("-m,--model", "FILE", "the model (its first part if split); the data may be absent", &model_path);
-  args.custom("-c,--ctx-size", "N", "context in tokens the KV cache holds (default 4096; when not given, lowered\n"
-              "down to --fit-ctx if the KV cache does not fit)", [&](std::string_view v) {
+  args.custom("-c,--ctx-size", "N", "context in tokens the KV cache holds (default 4096; when not given, halved\n"
+              "down to --fit-ctx while the CPU's share does not fit the RAM)", [&](std::string_view v) {
                 TANDEM_ASSIGN(ctx, parse_int(v, 1, int64_t(1) << 24));
                 ctx_given = true;
                 return Status::ok();
@@ -239,7 +240,20 @@ int plan_main(int argc, char** argv) {
     if (!fit_target.empty()) fr.margin_bytes.push_back(fit_target[std::min(d - 1, fit_target.size() - 1)]);
   fr.shape = st.shape;
   fr.speeds = st.speeds;
-  auto fitted = placement::fit(fr);
+  // A model whose CPU share does not fit the RAM still gets an answer: the placement as if the RAM had
+  // room (the context kept), reported as not fitting, with the alternatives. Only what the RAM does not
+  // explain stays an error (an -ngl given that overflows a device).
+  auto fit_or_overflow = [&](placement::FitRequest req) -> Result<placement::FitResult> {
+    auto f = placement::fit(req);
+    if (f || f.error().code() != StatusCode::OutOfMemory) return f;
+    req.devices[0].free_bytes = std::numeric_limits<size_t>::max() / 4;
+    req.ctx_given = true;
+    auto unbounded = placement::fit(req);
+    if (!unbounded) return f;
+    unbounded->plan.devices[0].free_bytes = ram_bytes;
+    return unbounded;
+  };
+  auto fitted = fit_or_overflow(fr);
   if (!fitted) return fail(fitted.error());
   const placement::Plan& plan = fitted->plan;
   const placement::Prediction tg =
@@ -257,8 +271,13 @@ int plan_main(int argc, char** argv) {
                                                                     ubatch, depth, st.speeds, kLlamaOpOffloadMinBatch))
                          : std::nullopt;
   // The CPU holds its weights through the page cache: more than RAM streams them from disk every token.
-  const uint64_t cpu_need = plan.weight_bytes[0] + plan.kv_bytes[0];
-  const bool ram_overflow = cpu_need > ram_bytes;
+  // Its KV cache and buffers (a micro-batch's activations, the logits rows) must fit, or nothing runs.
+  auto cpu_buffers = [&](const placement::Plan& p) {
+    return uint64_t(fr.flags.reserve_bytes + (p.output_device == 0 ? fr.flags.output_reserve_bytes : 0));
+  };
+  auto cpu_need = [&](const placement::Plan& p) { return p.weight_bytes[0] + p.kv_bytes[0] + cpu_buffers(p); };
+  const bool ram_overflow = cpu_need(plan) > ram_bytes;
+  const bool kv_overflow = plan.kv_bytes[0] + cpu_buffers(plan) > ram_bytes;
   // Everything the plan depends on, so that the printed command reproduces it: the context and slots
   // (serve's defaults differ from plan's), the cache types and micro-batch where not the default, the
   // placement. llama-server has no simulated device, so a plan with one has no llama-server command.
@@ -301,29 +320,48 @@ int plan_main(int argc, char** argv) {
       Alternative a{"quantization", std::string(quant::file_type_name(ft)), bytes, false, 0, 0, "", "", 0, 0};
       placement::FitRequest fq = fr;
       fq.tensors = retyped;
-      auto f = placement::fit(fq);
+      auto f = fit_or_overflow(fq);
       if (f) {
-        a.fits = f->plan.weight_bytes[0] + f->plan.kv_bytes[0] <= ram_bytes;
+        a.fits = cpu_need(f->plan) <= ram_bytes;
         a.tg = placement::predict_decode(f->plan, retyped, st.shape, st.kv_per_cell, depth, st.speeds).tokens_per_s;
         a.pp = placement::predict_prefill(f->plan, retyped, st.shape, st.kv_per_cell, n_prompt, ubatch, depth, st.speeds)
                    .tokens_per_s;
-        a.note = placement::equivalent_flags(f->plan, f->flags);
+        a.note = placement::equivalent_flags(f->plan, f->flags) +
+                 (f->n_ctx != fitted->n_ctx ? " -c " + std::to_string(f->n_ctx) : "");
       }
       alts.push_back(a);
     }
-    // A shorter context, when the weights alone fit.
+    // A shorter context, when the weights and buffers leave room for some KV cache: planned again at that
+    // context (a smaller KV cache may let more layers onto a device), with its speeds.
     uint64_t kv_per_token_cpu = 0;
     for (size_t il = 0; il < plan.kv_device.size(); ++il)
       if (plan.kv_device[il] == 0) kv_per_token_cpu += st.kv_per_cell[il];
-    if (plan.weight_bytes[0] < ram_bytes && kv_per_token_cpu > 0) {
-      const int64_t n = int64_t((ram_bytes - plan.weight_bytes[0]) / kv_per_token_cpu);
-      Alternative a{"context", "-c " + std::to_string(n), n * kv_per_token_cpu, n > 0, 0, 0, "", "", 0, 0};
-      a.tg = tg.tokens_per_s;
-      a.pp = pp.tokens_per_s;
-      a.note = format("the longest context whose KV cache fits beside the weights (-np %lld: %lld per slot)",
-                      (long long)n_parallel, (long long)(n / n_parallel));
+    const uint64_t fixed_need = plan.weight_bytes[0] + cpu_buffers(plan);
+    const int64_t n = fixed_need < ram_bytes && kv_per_token_cpu > 0
+                          ? std::min<int64_t>(int64_t((ram_bytes - fixed_need) / kv_per_token_cpu), fitted->n_ctx - 1)
+                          : 0;
+    // The KV cache holds -c tokens whatever -np is: fewer slots save memory only when each keeps its
+    // context, so that alternative is the most slots of -c / -np tokens that fit.
+    const int64_t per_slot = fitted->n_ctx / n_parallel;
+    const int64_t n_slots = std::min(n / std::max<int64_t>(per_slot, 1), n_parallel - 1);
+    auto add_context = [&](const char* kind, int64_t n_ctx, int64_t np, const std::string& name, const char* why) {
+      placement::FitRequest fc = fr;
+      fc.n_ctx = n_ctx;
+      fc.ctx_given = true;
+      auto f = fit_or_overflow(fc);
+      if (!f) return;
+      Alternative a{kind, name, f->plan.kv_bytes[0], cpu_need(f->plan) <= ram_bytes, 0, 0, "", "", 0, 0};
+      a.tg = placement::predict_decode(f->plan, tensors, st.shape, st.kv_per_cell, depth, st.speeds).tokens_per_s;
+      a.pp = placement::predict_prefill(f->plan, tensors, st.shape, st.kv_per_cell, n_prompt, ubatch, depth, st.speeds)
+                 .tokens_per_s;
+      a.note = format("%s (-np %lld: %lld per slot); -c %lld -np %lld %s", why, (long long)np, (long long)(n_ctx / np),
+                      (long long)n_ctx, (long long)np, placement::equivalent_flags(f->plan, f->flags).c_str());
       alts.push_back(a);
-    }
+    };
+    if (n > 0) add_context("context", n, n_parallel, "-c " + std::to_string(n),
+                           "the longest context whose KV cache fits beside the weights and buffers");
+    if (n_slots > 0) add_context("slots", n_slots * per_slot, n_slots, "-np " + std::to_string(n_slots),
+                                 "the most slots of this context each that fit");
     // The expert tier (docs/expert-tier.md), as run and serve choose it when the model does not fit: the same
     // placement, the routed experts it leaves on the CPU cached in what RAM has left, the rest read from disk.
     if (hp.n_expert > 0) {
@@ -379,9 +417,9 @@ int plan_main(int argc, char** argv) {
     }
     // mmap from disk: the page cache keeps what RAM has room for; a token's reads miss in the same
     // proportion (experts are picked about uniformly) and the misses come at the disk's random-read speed.
-    const double cached = plan.kv_bytes[0] < ram_bytes ? double(ram_bytes - plan.kv_bytes[0]) : 0;
+    const double cached = kv_overflow ? 0 : double(ram_bytes - plan.kv_bytes[0] - cpu_buffers(plan));
     const double miss = std::clamp(1 - cached / double(plan.weight_bytes[0]), 0.0, 1.0);
-    Alternative a{"mmap", "mmap from disk", plan.weight_bytes[0], true, 0, 0, "", "", 0, 0};
+    Alternative a{"mmap", "mmap from disk", plan.weight_bytes[0], !kv_overflow, 0, 0, "", "", 0, 0};
     const double tg_disk_s = double(tg.read_bytes[0]) * miss / (disk_bw * 1e9);
     a.tg = 1 / (1 / tg.tokens_per_s + tg_disk_s);
     // Prefill reads (almost) every CPU weight once per micro-batch.
@@ -418,6 +456,8 @@ int plan_main(int argc, char** argv) {
     }
     j["n_prompt"] = n_prompt;
     j["fits_in_ram"] = !ram_overflow;
+    j["ram_bytes"] = ram_bytes;
+    j["cpu_buffer_bytes"] = cpu_buffers(plan);
     j["alternatives"] = nlohmann::json::array();
     for (const Alternative& a : alts) {
       j["alternatives"].push_back({{"kind", a.kind}, {"name", a.name}, {"bytes", a.bytes}, {"fits", a.fits},
@@ -461,10 +501,13 @@ int plan_main(int argc, char** argv) {
                 human_bytes(tg.read_bytes[d]).c_str(), tg.seconds[d] * 1e3, tg.bound[d].c_str());
   if (devices.size() > 1) std::printf("           link    %.2f ms per token\n", tg.link_seconds * 1e3);
   if (ram_overflow) {
-    std::printf("\nwarning: the CPU's share (%s of weights + %s of KV cache) exceeds the RAM (%s): the mapped weights "
-                "are read from disk again every token, far below this prediction. Alternatives:\n",
-                human_bytes(plan.weight_bytes[0]).c_str(), human_bytes(plan.kv_bytes[0]).c_str(),
-                human_bytes(ram_bytes).c_str());
+    std::printf("\ndoes not fit: the CPU's share, %s of weights + %s of KV cache + %s of buffers = %s, exceeds the "
+                "RAM (%s): %s. Alternatives:\n",
+                placement::size_text(plan.weight_bytes[0]).c_str(), placement::size_text(plan.kv_bytes[0]).c_str(),
+                placement::size_text(cpu_buffers(plan)).c_str(), placement::size_text(cpu_need(plan)).c_str(),
+                placement::size_text(ram_bytes).c_str(),
+                kv_overflow ? "its KV cache and buffers alone exceed it, so this plan cannot run"
+                            : "the mapped weights are read from disk again every token, far below this prediction");
     const Alternative* smallest = nullptr;
     for (const Alternative& a : alts)
       if (a.kind == "quantization" && (!smallest || a.bytes < smallest->bytes)) smallest = &a;
@@ -485,12 +528,11 @@ int plan_main(int argc, char** argv) {
                     "            tandem serve -m MODEL %s (run and serve choose it when the model does not fit)\n",
                     "experts", "tier", human_bytes(a.bytes).c_str(), "cache", a.pp, a.tg, a.note.c_str(),
                     a.flags.c_str());
-      else if (a.kind == "context")
-        std::printf("  %-9s %-14s %10s  %-11s %s\n", a.kind.c_str(), a.name.c_str(), human_bytes(a.bytes).c_str(),
-                    a.fits ? "fits" : "no room", a.note.c_str());
       else
         std::printf("  %-9s %-14s %10s  %-11s pp %8.1f  tg %7.2f tokens/s  %s\n", a.kind.c_str(), a.name.c_str(),
-                    human_bytes(a.bytes).c_str(), "runs", a.pp, a.tg, a.note.c_str());
+                    human_bytes(a.bytes).c_str(), a.kind == "context" || a.kind == "slots" ? (a.fits ? "fits" : "still over")
+                                                                       : (a.fits ? "runs" : "no room"),
+                    a.pp, a.tg, a.note.c_str());
     }
   }
   return 0;

@@ -74,14 +74,21 @@ Result<FitResult> fit(const FitRequest& r) {
     const auto best = std::max_element(ok.begin(), ok.end(), [](const Candidate& x, const Candidate& y) {
       return x.decode.tokens_per_s < y.decode.tokens_per_s;
     });
-    // The CPU keeps its KV layers and a micro-batch's activations (its weights are mapped: page cache).
+    // The CPU must hold its KV layers and a micro-batch's activations. Its weights are mapped: beyond the
+    // RAM they are read from disk again every token, so the context also shortens to keep them in RAM,
+    // where the weights alone leave room for some KV cache.
     const size_t cpu_kv = best->plan.kv_bytes[0];
     const size_t cpu_act = r.flags.reserve_bytes + (best->plan.output_device == 0 ? r.flags.output_reserve_bytes : 0);
-    if (cpu_kv + cpu_act > devices[0].free_bytes) {
+    const size_t cpu_weights = best->plan.weight_bytes[0];
+    const size_t ram = devices[0].free_bytes;
+    const bool weights_spill = cpu_weights + cpu_kv + cpu_act > ram && cpu_weights + cpu_act < ram;
+    if (cpu_kv + cpu_act > ram || weights_spill) {
       if (!r.ctx_given && n_ctx / 2 >= r.min_ctx) {
         n_ctx /= 2;
         continue;
       }
+    }
+    if (cpu_kv + cpu_act > ram) {
       return out_of_memory("a context of %lld tokens puts a KV cache of %s on the CPU (and %s of activations), which "
                            "has %s free; %s", (long long)n_ctx, size_text(cpu_kv).c_str(), size_text(cpu_act).c_str(),
                            size_text(devices[0].free_bytes).c_str(),

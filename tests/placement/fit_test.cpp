@@ -90,6 +90,26 @@ TEST(Fit, LowersAContextNotGivenDownToFitCtx) {
   EXPECT_NE(f.error().message().find("--fit-ctx 8192"), std::string::npos) << f.error().message();
 }
 
+TEST(Fit, ShortensAContextNotGivenToKeepTheMappedWeightsInRam) {
+  FitRequest r = moe_request(0);
+  r.devices.resize(1);  // the CPU alone: 104 MiB of weights, 2 KiB of KV cache per cell
+  r.speeds.devices.resize(1);
+  r.min_ctx = 1024;
+  r.devices[0].free_bytes = 110 * kMiB;  // 4096 cells (8 MiB) overflow it, 2048 fit
+  auto f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->n_ctx, 2048);
+  r.ctx_given = true;  // a context given is kept: the weights are read from disk where RAM lacks room
+  f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->n_ctx, 4096);
+  r.ctx_given = false;
+  r.devices[0].free_bytes = 100 * kMiB;  // the weights alone overflow it: a shorter context cannot help
+  f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->n_ctx, 4096);
+}
+
 TEST(Fit, LeavesTheMarginFree) {
   EXPECT_EQ(default_fit_margin(64 * 1024 * kMiB), 1024 * kMiB);  // llama.cpp's 1 GiB
   EXPECT_EQ(default_fit_margin(64 * kMiB), 8 * kMiB);

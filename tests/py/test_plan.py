@@ -204,13 +204,49 @@ def test_the_printed_commands_carry_every_flag_the_plan_depends_on(gemma_path):
 
 def test_a_context_not_given_is_lowered_to_fit_the_ram(gemma_path):
     # 18 KiB of KV cache per token: 4096 tokens (72 MiB) and a micro-batch's activations exceed 80 MiB,
-    # 2048 tokens fit; down to -fitc only, and never when -c is given.
+    # 2048 tokens fit; down to -fitc only, and never when -c is given: then the plan does not fit.
     j = json.loads(plan("-m", gemma_path, "--ram", "80M", "-fitc", "1024", "--json").stdout)
     assert j["ctx"] == 2048 and "-c 2048" in j["flags"]
-    proc = plan("-m", gemma_path, "--ram", "80M", "-fitc", "4096")
-    assert proc.returncode == 1 and "--fit-ctx 4096 is the least" in proc.stderr, proc.stderr
-    proc = plan("-m", gemma_path, "--ram", "80M", "-c", "4096", "-fitc", "1024")
-    assert proc.returncode == 1 and "lower -c" in proc.stderr, proc.stderr
+    for args in (["-fitc", "4096"], ["-c", "4096", "-fitc", "1024"]):
+        j = json.loads(plan("-m", gemma_path, "--ram", "80M", *args, "--json").stdout)
+        assert j["ctx"] == 4096 and not j["fits_in_ram"]
+
+
+def test_the_context_shortens_to_keep_the_weights_in_ram_down_to_fit_ctx(gemma_path):
+    # 235 MiB of weights, 33 MiB of buffers: 4096 tokens of KV cache (72 MiB) overflow 300 MiB, 1024 fit.
+    j = json.loads(plan("-m", gemma_path, "--ram", "300M", "-fitc", "1024", "--json").stdout)
+    assert j["ctx"] == 1024 and j["fits_in_ram"] and j["alternatives"] == [], j
+    j = json.loads(plan("-m", gemma_path, "--ram", "300M", "-c", "4096", "-fitc", "1024", "--json").stdout)
+    assert j["ctx"] == 4096 and not j["fits_in_ram"]  # a context given is kept
+
+
+def test_a_model_that_does_not_fit_gets_the_numbers_and_alternatives_not_an_error(gemma_path):
+    proc = plan("-m", gemma_path, "--ram", "100M")
+    assert proc.returncode == 0 and "error" not in proc.stderr and "--fit" not in proc.stderr, proc.stderr
+    assert ("does not fit: the CPU's share, 235.2 MiB of weights + 72.0 MiB of KV cache + 32.8 MiB of buffers = "
+            "339.9 MiB, exceeds the RAM (100.0 MiB): its KV cache and buffers alone exceed it") in proc.stdout, proc.stdout
+    assert "quantization: none fits; the smallest, Q2_K" in proc.stdout and "mmap from disk" in proc.stdout
+    j = json.loads(plan("-m", gemma_path, "--ram", "100M", "--json").stdout)
+    assert not j["fits_in_ram"] and j["ram_bytes"] == 100 << 20 and j["cpu_buffer_bytes"] > 0
+    assert {a["kind"] for a in j["alternatives"]} == {"quantization", "mmap"}
+    assert not any(a["fits"] for a in j["alternatives"])  # nor at Q2_K, nor streamed: the KV cache alone is over
+
+
+def test_every_alternative_carries_its_predicted_speeds(gemma_path):
+    # 320 MiB: the weights fit, 8192 tokens of KV cache do not; a shorter context and fewer slots of
+    # 2048 tokens do, each planned again with its speeds.
+    j = json.loads(plan("-m", gemma_path, "--ram", "320M", "-c", "8192", "-np", "4", "--json").stdout)
+    assert not j["fits_in_ram"]
+    kinds = {a["kind"]: a for a in j["alternatives"]}
+    assert {"quantization", "context", "slots", "mmap"} <= kinds.keys(), kinds
+    for a in j["alternatives"]:
+        assert a["pp_tokens_per_s"] > 0 and a["tg_tokens_per_s"] > 0, a
+    n = int(kinds["context"]["name"].split()[1])
+    assert 2048 < n < 4096 and kinds["context"]["fits"] and f"-c {n} -np 4 -ngl 0" in kinds["context"]["note"]
+    assert kinds["slots"]["name"] == "-np 1" and kinds["slots"]["fits"] and "-c 2048 -np 1" in kinds["slots"]["note"]
+    text = plan("-m", gemma_path, "--ram", "320M", "-c", "8192", "-np", "4").stdout
+    rows = [x for x in text.splitlines() if x.startswith(("  quantization ", "  context ", "  slots ", "  mmap "))]
+    assert len(rows) == len(j["alternatives"]) and all(" pp " in x and " tg " in x for x in rows), text
 
 
 def test_plan_and_run_reserve_the_same_room_on_a_device(gemma_path):
