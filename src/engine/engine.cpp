@@ -295,6 +295,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       std::fprintf(stderr, "repack:  %s of the CPU's Q8_0 matrices as 16-row panels in RAM of their own, %s of "
                    "their mapped file pages let go (--no-repack: off)\n", human_bytes(packed).c_str(),
                    human_bytes(e->model->dropped_bytes()).c_str());
+    else if (f.repack && (!f.mmap || f.mlock))
+      std::fprintf(stderr, "repack:  off with %s (the file's layout kept: a copy would hold its matrices %s)\n",
+                   f.mmap ? "--mlock" : "--no-mmap", f.mmap ? "unlocked" : "twice");
     if (e->sims.empty() && e->gpus.empty()) {
       for (const auto& [dev, bytes] : e->model->bytes_by_device())
         std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),

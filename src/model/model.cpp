@@ -53,7 +53,10 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
   std::unique_ptr<Model> m = arch->create();
   m->file_ = std::move(file);
   m->hp_ = std::move(hp);
-  m->repack_ = options.repack;
+  // Read into RAM (--no-mmap), the file's bytes cannot be let go (views and the tied output's rows read them
+  // again), and a locked model (--mlock) would hold its copies unlocked: both keep the file's layout rather than
+  // hold the matrices twice or unlocked.
+  m->repack_ = options.repack && options.use_mmap && !options.mlock;
   TANDEM_TRY(m->bind());
   if (cached) TANDEM_TRY(m->open_expert_cache(options));
   TANDEM_TRY(m->bind_layers());

@@ -48,3 +48,14 @@ def test_summary_counts_the_repacked_bytes_and_no_repack_has_none(q8_model):
     off = generate(q8_model, "--no-repack")
     assert not [l for l in off.stderr.splitlines() if l.startswith("repack:")], off.stderr
     assert off.stdout.strip() and default.stdout.strip()
+
+
+@pytest.mark.parametrize("flag", ["--no-mmap", "--mlock"])
+def test_no_mmap_and_mlock_keep_the_files_layout(q8_model, flag):
+    """Read into RAM or locked, a repacked copy would hold the Q8_0 matrices twice or unlocked: repack is off and
+    the summary says why."""
+    out = generate(q8_model, flag)
+    lines = [l for l in out.stderr.splitlines() if l.startswith("repack:")]
+    if repacks_q8_0():
+        assert len(lines) == 1 and "off with " + flag in lines[0], out.stderr
+    assert out.stdout.strip()

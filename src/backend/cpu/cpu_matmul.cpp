@@ -48,6 +48,27 @@ void matmul_dequantized(ThreadPool& pool, const Weight& w, const void* data, int
   });
 }
 
+// x's n_tokens rows of n quantized for w's kernels into scratch (in parallel over tokens); returns the row bytes.
+size_t quantize_tokens(ThreadPool& pool, const CpuKernels& k, WeightType type, int64_t n, const float* x,
+                       int64_t n_tokens, std::vector<uint8_t>& scratch) {
+  const size_t act_row = activation_row_bytes(type, n);
+  if (scratch.size() < act_row * size_t(n_tokens)) scratch.resize(act_row * size_t(n_tokens));
+  uint8_t* act = scratch.data();
+  const QuantizeActFn quantize = k.quantize_act[uint32_t(type)];
+  pool.parallel_for(n_tokens, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) quantize(x + t * n, act + size_t(t) * act_row, n);
+  });
+  return act_row;
+}
+
+// Rows per chunk of a matrix of n_rows rows of row_bytes: one long stream for few tokens, else what stays in L2
+// while the token tiles pass; enough chunks for every thread to get several, so uneven progress evens out.
+int64_t chunk_rows_for(int64_t n_rows, size_t row_bytes, int64_t n_tokens, int n_threads) {
+  const size_t chunk_bytes = n_tokens <= kOnePassTokens ? kOnePassChunkBytes : kChunkWeightBytes;
+  const int64_t rows = std::max<int64_t>(kMinChunkRows, int64_t(chunk_bytes / std::max<size_t>(row_bytes, 1)));
+  return std::min(rows, std::max<int64_t>(kMinChunkRows, n_rows / (int64_t(n_threads) * 4)));
+}
+
 }  // namespace
 
 void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tokens, float* y,
@@ -55,22 +76,13 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
   if (!has_kernel(w.type)) return matmul_dequantized(pool, w, w.data, w.n_rows(), x, n_tokens, y);
   const int64_t n = w.row_length(), n_rows = w.n_rows();
   const CpuKernels& k = kernels(batch_invariant);
-  const size_t act_row = activation_row_bytes(w.type, n);
-  if (scratch.size() < act_row * size_t(n_tokens)) scratch.resize(act_row * size_t(n_tokens));
-  uint8_t* act = scratch.data();
-  const QuantizeActFn quantize = k.quantize_act[uint32_t(w.type)];
-  pool.parallel_for(n_tokens, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) quantize(x + t * n, act + size_t(t) * act_row, n);
-  });
-
+  const size_t act_row = quantize_tokens(pool, k, w.type, n, x, n_tokens, scratch);
+  const uint8_t* act = scratch.data();
   const GemmFn gemm = k.gemm[uint32_t(w.type)];
   const bool panel = k.panel[uint32_t(w.type)] && n_tokens > 1;
   const int64_t token_block = panel ? kPanelTokenBlock : kTokenBlock;
   const auto* base = static_cast<const uint8_t*>(w.data);
-  const size_t chunk_bytes = n_tokens <= kOnePassTokens ? kOnePassChunkBytes : kChunkWeightBytes;
-  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(chunk_bytes / std::max<size_t>(w.row_stride, 1)));
-  // Enough chunks for every thread to get several, so uneven progress evens out.
-  chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows / (int64_t(pool.size()) * 4)));
+  int64_t chunk_rows = chunk_rows_for(n_rows, w.row_stride, n_tokens, pool.size());
   // A panel call lays out all its tokens' activations again before its first panel (panel_x86.inc): 4 MB
   // at 8192 inputs, a sixth of a 3-panel call's time (prefill512 bench); its panels need no chunk in L2.
   if (panel) chunk_rows = std::max(chunk_rows, std::min(kPanelChunkRows, n_rows / (int64_t(pool.size()) * 2)));
@@ -117,20 +129,9 @@ Result<PackedWeight> pack_weight(ThreadPool& pool, const Weight& w, PackFn pack,
 void cpu_matmul_packed(ThreadPool& pool, const Weight& w, const PackedWeight& packed, const float* x, int64_t n_tokens,
                        float* y, std::vector<uint8_t>& scratch) {
   const int64_t n = w.row_length(), n_rows = w.n_rows();
-  const CpuKernels& k = kernels();
-  const size_t act_row = activation_row_bytes(w.type, n);
-  if (scratch.size() < act_row * size_t(n_tokens)) scratch.resize(act_row * size_t(n_tokens));
-  uint8_t* act = scratch.data();
-  const QuantizeActFn quantize = k.quantize_act[uint32_t(w.type)];
-  pool.parallel_for(n_tokens, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) quantize(x + t * n, act + size_t(t) * act_row, n);
-  });
-  // Chunks of whole panels sized as cpu_matmul's: one long stream for few tokens, else in L2 while the token
-  // tiles pass; several per thread.
-  const size_t row_bytes = packed.panel_bytes / kPanelRows;
-  const size_t chunk_bytes = n_tokens <= kOnePassTokens ? kOnePassChunkBytes : kChunkWeightBytes;
-  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(chunk_bytes / row_bytes));
-  chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows / (int64_t(pool.size()) * 4)));
+  const size_t act_row = quantize_tokens(pool, kernels(), w.type, n, x, n_tokens, scratch);
+  const uint8_t* act = scratch.data();
+  int64_t chunk_rows = chunk_rows_for(n_rows, packed.panel_bytes / kPanelRows, n_tokens, pool.size());
   // Whole groups of the panels a few-token tile takes at once (avx512/panel_gemm.cpp: four).
   constexpr int64_t kGroupRows = 4 * kPanelRows;
   chunk_rows = (chunk_rows + kGroupRows - 1) / kGroupRows * kGroupRows;
