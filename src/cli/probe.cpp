@@ -1,12 +1,38 @@
 // tandem probe: measures this machine once (memory bandwidth, matmul kernels, a model's disk, sim
 // device links) and caches the figures where tandem plan and --fit find them; --show prints the cache.
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 
 #include "cli/args.h"
 #include "cli/commands.h"
 #include "placement/probe.h"
 
 namespace tandem::cli {
+namespace {
+
+// The disk is measured last: its file is checked first, so that a wrong path fails at once, naming the
+// flag that gave it, not after the rest of the probe.
+Status check_disk_file(const char* flag, const std::string& path, bool is_model) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return io_error("%s %s: cannot open (%s)", flag, path.c_str(), std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return invalid_argument("%s %s: not a regular file", flag, path.c_str());
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return io_error("%s %s: cannot open (%s)", flag, path.c_str(), std::strerror(errno));
+  char magic[4] = {};
+  const size_t n = std::fread(magic, 1, sizeof magic, f);
+  std::fclose(f);
+  if (is_model && (n != sizeof magic || std::memcmp(magic, "GGUF", 4) != 0))
+    return invalid_argument("%s %s: not a GGUF file", flag, path.c_str());
+  if (st.st_size < (off_t(4) << 20))
+    return invalid_argument("%s %s: %lld bytes; at least 4 MiB are needed to time reads", flag, path.c_str(),
+                            (long long)st.st_size);
+  return Status::ok();
+}
+
+}  // namespace
 
 int probe_main(int argc, char** argv) {
   bool show = false, quick = false, json = false;
@@ -44,6 +70,9 @@ int probe_main(int argc, char** argv) {
   }
   o.quick = quick;
   o.disk_path = model.empty() ? disk : model;
+  if (!o.disk_path.empty())
+    if (Status s = check_disk_file(model.empty() ? "--disk" : "-m", o.disk_path, !model.empty()); !s.is_ok())
+      return fail(s);
   auto p = placement::run_probe(o, [](const std::string& s) { std::fprintf(stderr, "probe: %s\n", s.c_str()); });
   if (!p) return fail(p.error());
   if (Status s = placement::save_probe(*p, out_path); !s.is_ok()) return fail(s);

@@ -74,6 +74,19 @@ def test_bad_input(probe_file, args, message):
     assert not probe_file.exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["-m", "/nonexistent.gguf"], "-m /nonexistent.gguf: cannot open"),
+    (["--disk", "/nonexistent.gguf"], "--disk /nonexistent.gguf: cannot open"),
+    (["--disk", "/etc/passwd"], "--disk /etc/passwd: "),
+    (["-m", "/etc/passwd"], "-m /etc/passwd: not a GGUF file"),
+    (["--disk", "/tmp"], "--disk /tmp: not a regular file"),
+])
+def test_the_file_to_time_is_checked_before_anything_is_measured(probe_file, args, message):
+    proc = run_tandem("probe", "--quick", *args)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    assert "probe: " not in proc.stderr, proc.stderr  # no measurement ran (each says "probe: ...")
+
+
 def test_a_file_too_small_to_time(probe_file, tmp_path):
     small = tmp_path / "small.bin"
     small.write_bytes(b"x" * 4096)
