@@ -2,6 +2,7 @@
 #include "cli/args.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -112,13 +113,22 @@ Result<std::vector<std::string>> split_list(std::string_view text, bool int_rang
 }
 
 Result<uint64_t> parse_size(std::string_view text) {
+  // One message for every way a size can be wrong, so that each flag taking one says the same.
   const std::string s(text);
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(s.c_str(), &end);
-  if (end == s.c_str() || errno == ERANGE || !std::isfinite(v) || v < 0)
-    return invalid_argument("'%s' is not a size (examples: 4096, 512M, 2G)", s.c_str());
-  std::string unit(end);
+  auto not_a_size = [&] {
+    return invalid_argument("'%s' is not a size (examples: 4096, 512M, 1.5G; units K, M, G, T; at most 1024T)", s.c_str());
+  };
+  // Digits with an optional decimal fraction: strtod would also take exponents, hex, signs, "inf".
+  size_t i = 0;
+  while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  const size_t n_int = i;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) ++i;
+  }
+  if (n_int == 0 || s[i - 1] == '.') return not_a_size();
+  const bool fraction = i > n_int;
+  std::string unit = s.substr(i);
   for (char& c : unit) c = char(std::toupper(static_cast<unsigned char>(c)));
   if (unit.size() >= 2 && unit.back() == 'B') unit.pop_back();
   if (unit.size() >= 2 && unit.back() == 'I') unit.pop_back();  // "GiB"
@@ -128,9 +138,11 @@ Result<uint64_t> parse_size(std::string_view text) {
   else if (unit == "M") scale = 1024.0 * 1024;
   else if (unit == "G") scale = 1024.0 * 1024 * 1024;
   else if (unit == "T") scale = 1024.0 * 1024 * 1024 * 1024;
-  else return invalid_argument("'%s': unknown size unit '%s' (use K, M, G or T)", s.c_str(), end);
-  const double bytes = v * scale;
-  if (bytes > 1.8e19) return invalid_argument("'%s' is too large", s.c_str());
+  else return not_a_size();
+  if (fraction && unit.empty()) return not_a_size();  // a fraction of a byte
+  const double bytes = std::strtod(s.substr(0, i).c_str(), nullptr) * scale;
+  // 1 PiB: more than any machine this plans for; far larger values are typos (100000T for 100000M).
+  if (bytes > 1024.0 * 1024 * 1024 * 1024 * 1024) return not_a_size();
   return uint64_t(bytes);
 }
 

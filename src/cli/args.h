@@ -84,7 +84,8 @@ const char* on_off_auto_name(OnOffAuto v);
 // first number may be negative ("-1,0").
 Result<std::vector<std::string>> split_list(std::string_view text, bool int_ranges);
 
-// Parses sizes like "4096", "512M", "2G", "1.5GB" (binary units) into bytes.
+// Parses sizes like "4096", "512M", "2G", "1.5GB" (binary units) into bytes: digits with an optional
+// fraction (not of a byte), then K, M, G or T; at most 1 PiB. Anything else is one "not a size" error.
 Result<uint64_t> parse_size(std::string_view text);
 Result<int64_t> parse_int(std::string_view text, int64_t min, int64_t max);
 

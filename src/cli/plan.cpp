@@ -59,7 +59,8 @@ struct Alternative {
 }  // namespace
 
 int plan_main(int argc, char** argv) {
-  std::string model_path, ctk = "f16", ctv = "f16", vram = "0", ram;
+  std::string model_path, ctk = "f16", ctv = "f16";
+  uint64_t vram_bytes = 0, ram_bytes = 0;  // ram_bytes 0: what this machine has available
   int64_t n_parallel = 1;
   int64_t ctx = 4096, ubatch = 512, gpus = -1, depth = 0, n_prompt = 512, fit_ctx = 4096;
   double ram_bw = 0, vram_bw = 900, link_bw = 25, cpu_gflops = 0, gpu_tflops = 50, disk_bw = 0;
@@ -85,7 +86,10 @@ int plan_main(int argc, char** argv) {
   args.integer("-np,--parallel", "N", "server slots sharing the context, as serve (each holds -c / N tokens; the KV\n"
                "cache is -c tokens whatever N is; default 1)", &n_parallel, 1, 4096);
   args.integer("-p,--n-prompt", "N", "prompt tokens of the prefill prediction (default 512: pp512)", &n_prompt, 1, 1 << 24);
-  args.string("--vram", "SIZE", "memory of each GPU (e.g. 24G; default 0: no GPU)", &vram);
+  args.custom("--vram", "SIZE", "memory of each GPU (e.g. 24G; default 0: no GPU)", [&](std::string_view v) {
+    TANDEM_ASSIGN(vram_bytes, parse_size(v));
+    return Status::ok();
+  });
   args.integer("--gpus", "N", "number of such GPUs (default 1 when --vram is given)", &gpus, 0, 64);
   std::vector<uint64_t> sims;
   std::string sim_flags;  // as given, for the printed command line
@@ -97,7 +101,11 @@ int plan_main(int argc, char** argv) {
                 sim_flags += " --sim-device " + std::string(v);
                 return Status::ok();
               });
-  args.string("--ram", "SIZE", "RAM the model may use (default: what this machine has available)", &ram);
+  args.custom("--ram", "SIZE", "RAM the model may use (default: what this machine has available)", [&](std::string_view v) {
+    TANDEM_ASSIGN(ram_bytes, parse_size(v));
+    if (ram_bytes == 0) return invalid_argument("'%.*s': the RAM must be more than 0", int(v.size()), v.data());
+    return Status::ok();
+  });
   args.custom("--ram-bw", "GB/s", "the CPU's memory read bandwidth (default: tandem probe's, or measured now)",
               [&](std::string_view v) { return parse_rate(v, &ram_bw); });
   args.custom("--cpu-gflops", "N", "the CPU's matmul throughput in prefill, every weight type (default: tandem\n"
@@ -131,16 +139,9 @@ int plan_main(int argc, char** argv) {
   const auto type_k = parse_weight_type(ctk), type_v = parse_weight_type(ctv);
   if (!type_k || !is_kv_cache_type(*type_k)) return fail(invalid_argument("-ctk %s: not a KV cache type", ctk.c_str()));
   if (!type_v || !is_kv_cache_type(*type_v)) return fail(invalid_argument("-ctv %s: not a KV cache type", ctv.c_str()));
-  auto vram_bytes = parse_size(vram);
-  if (!vram_bytes) return fail(Status(vram_bytes.error().code(), "--vram: " + vram_bytes.error().message()));
-  if (gpus < 0) gpus = *vram_bytes > 0 ? 1 : 0;
-  if (gpus > 0 && *vram_bytes == 0) return fail(invalid_argument("--gpus %lld: give their memory with --vram", (long long)gpus));
-  uint64_t ram_bytes = available_memory().bytes;
-  if (!ram.empty()) {
-    auto r = parse_size(ram);
-    if (!r || *r == 0) return fail(invalid_argument("--ram %s: not a size (e.g. 64G)", ram.c_str()));
-    ram_bytes = *r;
-  }
+  if (gpus < 0) gpus = vram_bytes > 0 ? 1 : 0;
+  if (gpus > 0 && vram_bytes == 0) return fail(invalid_argument("--gpus %lld: give their memory with --vram", (long long)gpus));
+  if (ram_bytes == 0) ram_bytes = available_memory().bytes;
 
   model::ModelLoadOptions lo;
   lo.header_only = true;
@@ -220,7 +221,7 @@ int plan_main(int argc, char** argv) {
   if (disk_bw == 0) disk_bw = probe.disk ? probe.disk->random_bytes_per_s / 1e9 : 3;
 
   std::vector<placement::DeviceInfo> devices = {{"CPU", ram_bytes}};
-  for (int64_t g = 0; g < gpus; ++g) devices.push_back({"CUDA" + std::to_string(g), *vram_bytes});
+  for (int64_t g = 0; g < gpus; ++g) devices.push_back({"CUDA" + std::to_string(g), vram_bytes});
   for (size_t i = 0; i < sims.size(); ++i) devices.push_back({"SIM" + std::to_string(i), sims[i]});
   placement::FitRequest fr;
   fr.tensors = tensors;
@@ -473,7 +474,7 @@ int plan_main(int argc, char** argv) {
               hp.n_expert ? format(", %lld experts, %lld used", (long long)hp.n_expert, (long long)hp.n_expert_used).c_str() : "");
   std::printf("machine:   RAM %s at %.0f GB/s%s\n", human_bytes(ram_bytes).c_str(), cpu.bytes_per_s / 1e9,
               gpus ? format("; %lld GPU x %s at %.0f GB/s, %.0f TFLOP/s, link %.0f GB/s", (long long)gpus,
-                            human_bytes(*vram_bytes).c_str(), vram_bw, gpu_tflops, link_bw).c_str() : "");
+                            human_bytes(vram_bytes).c_str(), vram_bw, gpu_tflops, link_bw).c_str() : "");
   std::printf("speeds:    from %s\n", speeds_from.c_str());
   std::printf("context:   %lld tokens%s, %s K / %s V\n\nplacement:\n%s\n", (long long)fitted->n_ctx,
               n_parallel > 1 ? format(" (-np %lld: %lld per slot)", (long long)n_parallel,

@@ -64,7 +64,7 @@ def test_list_devices(gemma_path):
     (["--sim-device", "1G", "-dev", "SIM3"], "-dev SIM3: no offload device"),
     (["--sim-device", "1G", "-ts", "1,x"], "-ts: 'x' is not a share"),
     (["--sim-device", "1G", "-sm", "row", "-ngl", "all"], "-sm row: not supported"),
-    (["--sim-device", "12Q"], "unknown size unit"),
+    (["--sim-device", "12Q"], "'12Q' is not a size (examples:"),
     (["--sim-device", "1G", "-ngl", "all", "-ot", "blk\\.0\\.attn_k=CPU"], "place them together"),
     (["--sim-device", "1G", "-ngl", "all", "-dev", "SIM0,SIM0"], "-dev: SIM0 is named twice"),
     (["--sim-device", "1G", "-ot", "ffn=CPU", "-ot", "ffn=SIM0"], "taken by an earlier rule"),

@@ -267,8 +267,9 @@ def test_a_header_only_file_is_refused_by_run(v3):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--vram", "lots"], "--vram"),
-    (["--ram", "0"], "--ram 0"),
+    (["--vram", "lots"], "plan: --vram: 'lots' is not a size (examples: 4096, 512M, 1.5G"),
+    (["--ram", "0"], "plan: --ram: '0': the RAM must be more than 0"),
+    (["--ram", "x"], "plan: --ram: 'x' is not a size (examples: 4096, 512M, 1.5G"),
     (["--ram-bw", "-3"], "not a positive number"),
     (["--disk-bw", "fast"], "not a positive number"),
     (["--cpu-gflops", "0"], "not a positive number"),
@@ -279,6 +280,15 @@ def test_a_header_only_file_is_refused_by_run(v3):
 def test_bad_budgets_are_clear_errors(gemma_path, args, message):
     proc = plan("-m", gemma_path, *args)
     assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("size", ["1e3G", "100000T", "0x10G", "-1G", "1.5", "inf", "1.G", "12Q"])
+@pytest.mark.parametrize("command", [["plan", "-m", "m.gguf", "--ram"], ["plan", "-m", "m.gguf", "--vram"],
+                                     ["run", "-m", "m.gguf", "--sim-device"], ["probe", "--sim-device"]])
+def test_sizes_beyond_a_pib_or_not_plain_decimals_are_refused_alike_everywhere(command, size):
+    proc = run_tandem(*command, size)
+    want = f"error: {command[0]}: {command[-1]}: '{size}' is not a size (examples: 4096, 512M, 1.5G; units K, M, G, T; "
+    assert proc.returncode == 1 and want in proc.stderr, proc.stderr
 
 
 def test_not_a_gguf_file(tmp_path):
