@@ -127,8 +127,8 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   add_placement_flags(args, f);
   args.optional_value("-fit,--fit", "on|off", "on",
                       "choose what the command line leaves open so the model fits and decodes fastest: -ngl, which\n"
-                      "layers' experts stay on the CPU (--n-cpu-moe), and -c (halved down to --fit-ctx) when its KV\n"
-                      "cache does not fit; flags given are kept and checked. As tandem plan predicts (its speeds\n"
+                      "layers' experts stay on the CPU (--n-cpu-moe), and -c (halved down to --fit-ctx) while the\n"
+                      "CPU's share does not fit the RAM; flags given are kept and checked. As tandem plan predicts (its speeds\n"
                       "from tandem probe's cache). Default off (llama.cpp's is on); '--fit' alone means on",
                       [](std::string_view v) { return parse_bool(v).has_value(); }, [&f](std::string_view v) {
                         TANDEM_ASSIGN(f.fit, parse_bool(v));
