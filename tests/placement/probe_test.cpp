@@ -133,7 +133,8 @@ TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
   ASSERT_EQ(p->sims.size(), 1u);
   // The sim's link model is 25 GB/s and 10 us per copy (sim_backend.h); the measurement finds about that.
   EXPECT_GT(p->sims[0].link_latency_s, 9e-6);
-  EXPECT_LT(p->sims[0].link_bytes_per_s, 26e9);
+  EXPECT_LE(p->sims[0].link_bytes_per_s, 25e9);
+  EXPECT_GT(p->sims[0].link_bytes_per_s, 1e9);
   // An op's hand-over to the device's thread: a difference of two timings, so at least 0; well below a
   // millisecond (a few microseconds on the 2-core Zen 4 under load).
   EXPECT_GE(p->sims[0].op_handover_s, 0);

@@ -193,10 +193,12 @@ void SimBackend::copy_from_host(void* dst, const void* src, size_t bytes) {
     const auto done = link_done(bytes);  // the memcpy runs within the link's time, not before it
     std::memcpy(dst, src, bytes);
     wait_link(done);
-    if (Trace* t = Trace::active()) t->add("host to device", link_lane_, t0, Trace::now_us(), bytes);
+    const double t1 = Trace::now_us();
+    if (Trace* t = Trace::active()) t->add("host to device", link_lane_, t0, t1, bytes);
     std::lock_guard lock(mu_);
     stats_.bytes_from_host += bytes;
     ++stats_.n_copies;
+    stats_.copy_seconds += (t1 - t0) * 1e-6;
   });
 }
 
@@ -206,10 +208,12 @@ void SimBackend::copy_to_host(void* dst, const void* src, size_t bytes) {
     const auto done = link_done(bytes);  // the memcpy runs within the link's time, not before it
     std::memcpy(dst, src, bytes);
     wait_link(done);
-    if (Trace* t = Trace::active()) t->add("device to host", link_lane_, t0, Trace::now_us(), bytes);
+    const double t1 = Trace::now_us();
+    if (Trace* t = Trace::active()) t->add("device to host", link_lane_, t0, t1, bytes);
     std::lock_guard lock(mu_);
     stats_.bytes_to_host += bytes;
     ++stats_.n_copies;
+    stats_.copy_seconds += (t1 - t0) * 1e-6;
   });
 }
 

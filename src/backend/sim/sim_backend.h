@@ -47,6 +47,7 @@ struct SimOptions {
 struct SimStats {
   size_t bytes_in_use = 0, peak_bytes = 0;
   uint64_t bytes_from_host = 0, bytes_to_host = 0, n_copies = 0, n_ops = 0;
+  double copy_seconds = 0;  // the copies' own time on the device's thread (tandem probe's link bandwidth)
 };
 
 class SimBackend final : public Backend {
