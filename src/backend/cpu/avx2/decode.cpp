@@ -122,7 +122,8 @@ float q6k_row(int64_t nb, const BlockQ6_K* w, const BlockQ8_K* a) {
     const __m256i s16 = _mm256_cvtepi8_epi16(load128(b.scales));  // scales 0..7 | 8..15: halves c = 0 | 1
     __m256i isum = _mm256_setzero_si256();
     for (int c = 0; c < 2; ++c) {
-      const __m256i sc = _mm256_permute2x128_si256(s16, s16, c ? 0x11 : 0x00);
+      // an immediate each (clang wants a constant where GCC folds the unrolled c)
+      const __m256i sc = c ? _mm256_permute2x128_si256(s16, s16, 0x11) : _mm256_permute2x128_si256(s16, s16, 0x00);
       const __m256i l0 = load256(b.ql + 64 * c), l1 = load256(b.ql + 64 * c + 32), h = load256(b.qh + 32 * c);
       // ggml's layout: elements 32j + l of the half take the nibble of ql[l] (j even) or ql[32 + l] (odd), low
       // for j < 2, and bits 2j, 2j+1 of qh[l]; moved to bits 4-5 (16-bit shifts: the 0x30 mask drops the
