@@ -24,7 +24,7 @@ void fill_zen_decode(CpuKernels& k);  // avx2/decode.cpp: Q4_K, Q6_K one-token d
 }  // namespace avx2
 namespace avx512 {
 void fill_kernels(CpuKernels& k);     // avx512/kernels.cpp (likewise)
-void fill_zen_decode(CpuKernels& k);  // avx512/decode.cpp: single-row 512-bit decode over k's entries
+void fill_row_decode(CpuKernels& k);  // avx512/decode.cpp: single-row 512-bit decode (Zen: every type; Intel: Q5_0)
 void fill_panel_gemm(CpuKernels& k);  // avx512/panel_gemm.cpp: VNNI panel prefill over k's entries
 void fill_packed(CpuKernels& k);      // avx512/panel_gemm.cpp: pack / packed_gemm (repack at load)
 }  // namespace avx512

@@ -1,5 +1,6 @@
-// AVX-512 decode kernels for AMD Zen (Uarch::Zen): 1..kMaxTokens activation rows against one weight row
-// at a time, so each thread reads the weights as one sequential stream, with 512-bit integer dot products
+// AVX-512 decode kernels, every format's on AMD Zen (Uarch::Zen), Q5_0's on Intel too (fill_row_decode_for):
+// 1..kMaxTokens activation rows against one weight row at a time, so each thread reads the weights as one
+// sequential stream, with 512-bit integer dot products
 // that need about half the instructions per weight byte of the 256-bit kernels (gemm_x86.inc). Zen 4 runs
 // a 512-bit operation as two 256-bit halves, so the gain is in instructions issued, not in width; and it
 // loses half its read bandwidth when four rows stream side by side (BENCHMARKS.md, "Zen 4").
@@ -37,7 +38,8 @@ using tandem::quant::BlockQ8_K;
 
 constexpr int kMaxTokens = 8;  // registers: 8 code/scale vectors + 2 accumulators per token
 
-GemmFn g_prefill[kWeightTypeIdLimit] = {};  // the entries this level had before fill_zen_decode
+// The entries each micro-architecture's table of this level had before fill_row_decode.
+GemmFn g_prefill[kNumUarchs][kWeightTypeIdLimit] = {};
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 inline __m128i load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
@@ -483,11 +485,11 @@ constexpr int kMinTokens<Legacy512<PairQ8_0>> = 2;
 
 // kAllTokens (batch-invariant tables): every call runs these kernels, 8 tokens at a time, so a token's
 // bits do not depend on how many others share the call; else calls of more tokens go to g_prefill.
-template <class K, WeightType kType, bool kAllTokens>
+template <class K, WeightType kType, bool kAllTokens, Uarch kUarch>
 void decode_gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
                  int64_t n_tokens, float* y, size_t y_stride) {
   if (!kAllTokens && (n_tokens > kMaxTokens || n_tokens < kMinTokens<K> || !K::fits(n_in)))
-    return g_prefill[uint32_t(kType)](n_in, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
+    return g_prefill[int(kUarch)][uint32_t(kType)](n_in, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
   const auto* wb = static_cast<const uint8_t*>(w);
   const auto* xb = static_cast<const uint8_t*>(x);
   const size_t ab = K::act_bytes(n_in);
@@ -505,22 +507,38 @@ void decode_gemm(int64_t n_in, const void* w, size_t w_stride, int64_t n_rows, c
   }
 }
 
+// K's decode kernel becomes the entry for kType in k, keeping the entry it replaces for the calls it hands on.
+template <class K, WeightType kType, Uarch kUarch>
+void set_row_decode(CpuKernels& k) {
+  g_prefill[int(kUarch)][uint32_t(kType)] = k.gemm[uint32_t(kType)];
+  k.gemm[uint32_t(kType)] =
+      k.batch_invariant ? decode_gemm<K, kType, true, kUarch> : decode_gemm<K, kType, false, kUarch>;
+  k.gemm_isa[uint32_t(kType)] = Isa::Avx512;
+}
+
+template <Uarch kUarch>
+void fill_row_decode_for(CpuKernels& k) {
+  using WT = WeightType;
+  // Q5_0's fifth bits cost the four-row kernels more than its rows' bytes on Intel too: synth 1B Q5_0 tg64
+  // 13.4-13.8 -> 16.6-17.6 t/s (Intel Xeon, 2 threads). There the four-row kernels stream the other formats
+  // faster: Q4_K_M 16.8-17.7 vs 15.5-15.9 t/s, Q6_K 16.1-16.3 vs 14.0-14.6, Q4_0 14.5-15.2 vs 13.8 (BENCHMARKS.md).
+  set_row_decode<Q5_0Pairs, WT::Q5_0, kUarch>(k);
+  if constexpr (kUarch == Uarch::Zen) {
+    set_row_decode<Q4K, WT::Q4_K, kUarch>(k);
+    set_row_decode<Q6K, WT::Q6_K, kUarch>(k);
+    set_row_decode<Legacy512<PairQ8_0>, WT::Q8_0, kUarch>(k);
+    set_row_decode<Legacy512<PairQ4_0>, WT::Q4_0, kUarch>(k);
+    set_row_decode<Legacy512<PairIQ4_NL>, WT::IQ4_NL, kUarch>(k);
+  }
+}
+
 }  // namespace
 
-void fill_zen_decode(CpuKernels& k) {
-  using WT = WeightType;
-  auto set = [&](WT t, GemmFn decode, GemmFn all_tokens) {
-    g_prefill[uint32_t(t)] = k.gemm[uint32_t(t)];
-    k.gemm[uint32_t(t)] = k.batch_invariant ? all_tokens : decode;
-    k.gemm_isa[uint32_t(t)] = Isa::Avx512;
-  };
-  set(WT::Q4_K, decode_gemm<Q4K, WT::Q4_K, false>, decode_gemm<Q4K, WT::Q4_K, true>);
-  set(WT::Q6_K, decode_gemm<Q6K, WT::Q6_K, false>, decode_gemm<Q6K, WT::Q6_K, true>);
-  set(WT::Q8_0, decode_gemm<Legacy512<PairQ8_0>, WT::Q8_0, false>, decode_gemm<Legacy512<PairQ8_0>, WT::Q8_0, true>);
-  set(WT::Q4_0, decode_gemm<Legacy512<PairQ4_0>, WT::Q4_0, false>, decode_gemm<Legacy512<PairQ4_0>, WT::Q4_0, true>);
-  set(WT::Q5_0, decode_gemm<Q5_0Pairs, WT::Q5_0, false>, decode_gemm<Q5_0Pairs, WT::Q5_0, true>);
-  set(WT::IQ4_NL, decode_gemm<Legacy512<PairIQ4_NL>, WT::IQ4_NL, false>,
-      decode_gemm<Legacy512<PairIQ4_NL>, WT::IQ4_NL, true>);
+void fill_row_decode(CpuKernels& k) {
+  if (k.uarch == Uarch::Zen)
+    fill_row_decode_for<Uarch::Zen>(k);
+  else
+    fill_row_decode_for<Uarch::Intel>(k);
 }
 
 }  // namespace tandem::cpu::avx512

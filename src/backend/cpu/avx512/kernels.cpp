@@ -76,11 +76,9 @@ void fill_kernels(CpuKernels& k) {
   k.gemm[uint32_t(WeightType::F32)] = gemm<Float512<Zmm32>>;
   k.gemm[uint32_t(WeightType::F16)] = gemm<Float512<Zmm16>>;
   k.gemm[uint32_t(WeightType::BF16)] = gemm<Float512<ZmmBf16>>;
-  if (k.uarch == Uarch::Zen) {
-    fill_zen_decode(k);
-    if (!k.batch_invariant) fill_panel_gemm(k);  // its sums are ordered unlike the decode kernels'
-    fill_packed(k);
-  }
+  fill_row_decode(k);
+  if (!k.batch_invariant) fill_panel_gemm(k);  // its sums are ordered unlike the decode kernels'
+  fill_packed(k);
 }
 
 }  // namespace tandem::cpu::avx512

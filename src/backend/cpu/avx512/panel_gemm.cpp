@@ -231,8 +231,12 @@ void set_packed(CpuKernels& k) {
 
 }  // namespace
 
-// Reached for Zen's table only (kernels.cpp), so its entries are kept in g_small[Zen].
-void fill_panel_gemm(CpuKernels& k) { fill_panels<Uarch::Zen>(k); }
+void fill_panel_gemm(CpuKernels& k) {
+  if (k.uarch == Uarch::Zen)
+    fill_panels<Uarch::Zen>(k);
+  else
+    fill_panels<Uarch::Intel>(k);
+}
 
 // Q8_0, whose rows Zen's decode kernels cannot stream at memory speed with few tokens (BENCHMARKS.md, "Where
 // a 4-token step goes"), in as many bytes as the file's.
