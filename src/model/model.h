@@ -92,6 +92,7 @@ class Model {
   // Bytes of the matrices' repacked copies (ModelLoadOptions::repack) and of their file pages then let go (0
   // when the weights were read into RAM), for the start-up summary.
   uint64_t repacked_bytes() const { return repacked_bytes_; }
+  const std::vector<const Weight*>& repacked() const { return repacked_; }  // the matrices with a packed copy
   uint64_t dropped_bytes() const { return dropped_bytes_; }
   // Bytes of weights per backend name, for the start-up summary.
   std::map<std::string, uint64_t> bytes_by_device() const;

@@ -94,6 +94,21 @@ size_t packed_panel_bytes(int64_t n) {
   return (size_t(n) * 16 + size_t(n / P::kGroup) * 16 * sizeof(uint16_t) + 63) / 64 * 64;
 }
 
+// Q4_K panels in the file's bytes (+3%): per super-block of 16 rows, the nibbles (2048 bytes: vector 4q + s holds
+// sub-block q's step s in its low nibbles and step s + 4 in its high ones, each step [16 rows][4 codes] as in the
+// unpacked panel), the 6-bit sub-block scales and mins as bytes ([8][16] each), then d and dmin ([16] f16 each).
+// Unpacking a 64-byte load into two code vectors is three operations, against the row kernels' per-row
+// scale decoding; the scales become floats once per sub-block for all 16 rows.
+struct PackedQ4K {
+  static constexpr size_t kNibbles = 0, kScales = 2048, kMins = 2176, kD = 2304, kDmin = 2336;
+  static constexpr size_t kBytes = 2368;  // per super-block, a multiple of 64
+};
+
+template <>
+size_t packed_panel_bytes<PQ4_K>(int64_t n) {
+  return size_t(n / 256) * PackedQ4K::kBytes;
+}
+
 template <class P>
   requires(P::kBlock == 32)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
@@ -113,6 +128,46 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
                            _mm512_cvtps_ph(_mm512_load_ps(wscale + 16 * g), _MM_FROUND_TO_NEAREST_INT));
       const size_t used = size_t(n) * 16 + size_t(n_groups) * 32;
       std::memset(panel + used, 0, bytes - used);
+    }
+  }
+  return size_t((n_rows + 15) / 16) * bytes;
+}
+
+template <class P>
+  requires(P::kType == WeightType::Q4_K)
+size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+  const size_t bytes = packed_panel_bytes<P>(n);
+  if (out) {
+    const int64_t nb = n / 256;
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+      uint8_t* panel = out + size_t(r0 / 16) * bytes;
+      std::memset(panel, 0, bytes);  // rows past the matrix's end: zero scales
+      const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+      for (int r = 0; r < nr; ++r) {
+        const auto* blocks = reinterpret_cast<const BlockQ4_K*>(wb + (r0 + r) * w_stride);
+        for (int64_t b = 0; b < nb; ++b) {
+          const BlockQ4_K& blk = blocks[b];
+          uint8_t* sb = panel + size_t(b) * PackedQ4K::kBytes;
+          uint8_t codes[256];
+          for (int j = 0; j < 4; ++j)  // 64 elements per 32 bytes of qs: low nibbles first
+            for (int i = 0; i < 32; ++i) {
+              codes[64 * j + i] = blk.qs[32 * j + i] & 0xf;
+              codes[64 * j + 32 + i] = blk.qs[32 * j + i] >> 4;
+            }
+          for (int q = 0; q < 8; ++q) {
+            for (int st = 0; st < 4; ++st)
+              for (int e = 0; e < 4; ++e)
+                sb[PackedQ4K::kNibbles + (4 * q + st) * 64 + 4 * r + e] =
+                    uint8_t(codes[32 * q + 4 * st + e] | codes[32 * q + 4 * (st + 4) + e] << 4);
+            const uint8_t* k = blk.scales;  // ggml's get_scale_min_k4
+            sb[PackedQ4K::kScales + 16 * q + r] = uint8_t(q < 4 ? k[q] & 63 : (k[q + 4] & 0xf) | ((k[q - 4] >> 6) << 4));
+            sb[PackedQ4K::kMins + 16 * q + r] = uint8_t(q < 4 ? k[q + 4] & 63 : (k[q + 4] >> 4) | ((k[q] >> 6) << 4));
+          }
+          std::memcpy(sb + PackedQ4K::kD + 2 * r, &blk.d, 2);
+          std::memcpy(sb + PackedQ4K::kDmin + 2 * r, &blk.dmin, 2);
+        }
+      }
     }
   }
   return size_t((n_rows + 15) / 16) * bytes;
@@ -182,18 +237,90 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
   }
 }
 
+// NT tokens against NP consecutive Q4_K panels: per row and token, each sub-block's exact integer sum times the
+// weight's scale, summed over the super-block, then times the activation's scale, the mins' term per sub-block;
+// the same operations in the same order for any NT and NP, so a token's bits depend on neither.
+template <int NT, int NP>
+void packed_tile_q4k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr, float* y,
+                     size_t y_stride) {
+  const int64_t nb = p.n / 256;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  __m512 acc[NP][NT];
+  for (int j = 0; j < NP; ++j)
+    for (int t = 0; t < NT; ++t) acc[j][t] = _mm512_setzero_ps();
+  const int8_t* a[NT];
+  for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* sb[NP];
+    for (int j = 0; j < NP; ++j) sb[j] = panels + size_t(j) * panel_bytes + size_t(b) * PackedQ4K::kBytes;
+    __m512 blk[NP][NT];
+    for (int j = 0; j < NP; ++j)
+      for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_setzero_ps();
+    for (int q = 0; q < 8; ++q) {
+      __m512i is[NP][NT];
+      for (int j = 0; j < NP; ++j)
+        for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
+      for (int st = 0; st < 4; ++st) {
+        __m512i lo[NP], hi[NP];
+        for (int j = 0; j < NP; ++j) {
+          const __m512i v = _mm512_load_si512(sb[j] + PackedQ4K::kNibbles + (4 * q + st) * 64);
+          lo[j] = _mm512_and_si512(v, m4);
+          hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        for (int t = 0; t < NT; ++t) {
+          int32_t a_lo, a_hi;
+          std::memcpy(&a_lo, a[t] + 256 * b + 32 * q + 4 * st, 4);
+          std::memcpy(&a_hi, a[t] + 256 * b + 32 * q + 4 * (st + 4), 4);
+          for (int j = 0; j < NP; ++j) {
+            is[j][t] = _mm512_dpbusd_epi32(is[j][t], lo[j], _mm512_set1_epi32(a_lo));
+            is[j][t] = _mm512_dpbusd_epi32(is[j][t], hi[j], _mm512_set1_epi32(a_hi));
+          }
+        }
+      }
+      for (int j = 0; j < NP; ++j) {
+        auto bytes_ps = [](const uint8_t* v) {
+          return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(v))));
+        };
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ4K::kD)));
+        const __m512 dmin =
+            _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ4K::kDmin)));
+        const __m512 ws = _mm512_mul_ps(bytes_ps(sb[j] + PackedQ4K::kScales + 16 * q), d);
+        const __m512 wm = _mm512_mul_ps(bytes_ps(sb[j] + PackedQ4K::kMins + 16 * q), dmin);
+        for (int t = 0; t < NT; ++t) {
+          blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+          acc[j][t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(p.amin[(t0 + t) * p.n_groups + 8 * b + q]), acc[j][t]);
+        }
+      }
+    }
+    for (int j = 0; j < NP; ++j)
+      for (int t = 0; t < NT; ++t)
+        acc[j][t] = _mm512_fmadd_ps(blk[j][t], _mm512_set1_ps(p.ascale[(t0 + t) * p.n_groups + 8 * b]), acc[j][t]);
+  }
+  for (int j = 0; j < NP && 16 * j < nr; ++j) {
+    const int rows = nr - 16 * j < 16 ? nr - 16 * j : 16;
+    const __mmask16 keep = __mmask16((1u << rows) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * j, keep, acc[j][t]);
+  }
+}
+
 constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
 
 // Tokens t0 .. t0 + NT - 1 against the n_panels (<= kGroupPanels) panels at `panels`, rows [0, nr).
 template <class P, int NT>
 void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int n_panels, int64_t t0, int nr,
                   float* y, size_t y_stride) {
-    constexpr int kNP = NT == 1 ? 4 : NT <= 4 ? 2 : 1;
+  // Q4_K's tiles hold a second float sum per row and token (the super-block's): fewer panels at once.
+  constexpr bool kQ4K = P::kType == WeightType::Q4_K;
+  constexpr int kNP = NT == 1 ? 4 : NT <= (kQ4K ? 2 : 4) ? 2 : 1;
+  auto run = [&]<int NP>(int j) {
+    if constexpr (kQ4K)
+      packed_tile_q4k<NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+    else
+      packed_tile<P, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+  };
   int j = 0;
-  for (; j + kNP <= n_panels; j += kNP)
-    packed_tile<P, NT, kNP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
-  for (; j < n_panels; ++j)
-    packed_tile<P, NT, 1>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+  for (; j + kNP <= n_panels; j += kNP) run.template operator()<kNP>(j);
+  for (; j < n_panels; ++j) run.template operator()<1>(j);
 }
 
 template <class P, int NT>
@@ -242,6 +369,9 @@ void fill_panel_gemm(CpuKernels& k) {
 // a 4-token step goes"), in as many bytes as the file's.
 void fill_packed(CpuKernels& k) {
   set_packed<PQ8_0>(k);
+  // Intel's four-row Q4_K decode read synth 1B Q4_K_M at half the bandwidth where Q8_0's panels read 93% of it
+  // (BENCHMARKS.md, "Intel Xeon without AMX"); Zen's one-row kernel already streams Q4_K near it.
+  if (k.uarch == Uarch::Intel) set_packed<PQ4_K>(k);
 }
 
 }  // namespace tandem::cpu::avx512
