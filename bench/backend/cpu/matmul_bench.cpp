@@ -127,11 +127,15 @@ int main(int argc, char** argv) {
                                          uarch, t, 640, 262144, n, true)
                 ->Unit(benchmark::kMillisecond);
         // The same over the matrix repacked at load, where the level repacks the type (both tables do alike).
-        if (kernels_for(isa, uarch).pack[uint32_t(t)])
-          for (int64_t n : {1, 2, 4, 8})
-            benchmark::RegisterBenchmark(("few_vocab_packed/" + name + "/n" + std::to_string(n)).c_str(), bench_packed,
-                                         isa, uarch, t, 640, 262144, n)
-                ->Unit(benchmark::kMillisecond);
+        if (kernels_for(isa, uarch).pack[uint32_t(t)]) {
+          benchmark::RegisterBenchmark(("decode_packed/" + name).c_str(), bench_packed, isa, uarch, t, 4096, 8192, 1)
+              ->Unit(benchmark::kMillisecond);
+          if (640 % tandem::block_size(t) == 0)  // whole blocks only: the k-quants' 256 do not divide 640
+            for (int64_t n : {1, 2, 4, 8})
+              benchmark::RegisterBenchmark(("few_vocab_packed/" + name + "/n" + std::to_string(n)).c_str(),
+                                           bench_packed, isa, uarch, t, 640, 262144, n)
+                  ->Unit(benchmark::kMillisecond);
+        }
         benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64, false)
             ->Unit(benchmark::kMillisecond);
         // A prefill call as cpu_matmul makes it for pp512 on the 1B shape: 512 tokens, a chunk of 256 rows.

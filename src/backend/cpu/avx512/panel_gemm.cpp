@@ -109,6 +109,32 @@ size_t packed_panel_bytes<PQ4_K>(int64_t n) {
   return size_t(n / 256) * PackedQ4K::kBytes;
 }
 
+// Q6_K panels in the file's bytes (+1%): per super-block of 16 rows, the codes' low nibbles as Q4_K's (2048 bytes:
+// vector 4q + s holds group 2q's step s low and group 2q + 1's step s high), their high two bits (1024 bytes:
+// vector g holds group g's four steps, step s in bits 2s and 2s + 1), the 16 groups' int8 scales ([16][16]), d
+// ([16] f16), zeros to a multiple of 64.
+struct PackedQ6K {
+  static constexpr size_t kLow = 0, kHigh = 2048, kScales = 3072, kD = 3328;
+  static constexpr size_t kBytes = 3392;
+};
+
+template <>
+size_t packed_panel_bytes<PQ6_K>(int64_t n) {
+  return size_t(n / 256) * PackedQ6K::kBytes;
+}
+
+// Part `part` of kParts of the next super-block of each panel, so that a tile's loads find it in L1: the k-quant
+// tiles issue several operations per 64 bytes, and without it the out-of-order window held too few misses to
+// stream from DRAM (synth 1B tg64 on Intel Xeon, 2 threads: Q4_K_M 22 -> 30.6 t/s, Q6_K 17.8 -> 24.7; two or
+// four super-blocks ahead gained less).
+template <size_t kBytes, int kParts, int NP>
+inline void prefetch_ahead(const uint8_t* const* sb, int part) {
+  constexpr size_t kSlice = (kBytes / kParts + 63) / 64 * 64;
+  for (int j = 0; j < NP; ++j)
+    for (size_t o = 0; o < kSlice; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(sb[j] + kBytes + part * kSlice + o), _MM_HINT_T0);
+}
+
 template <class P>
   requires(P::kBlock == 32)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
@@ -237,6 +263,115 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
   }
 }
 
+template <class P>
+  requires(P::kType == WeightType::Q6_K)
+size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+  const size_t bytes = packed_panel_bytes<P>(n);
+  if (out) {
+    const int64_t nb = n / 256;
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+      uint8_t* panel = out + size_t(r0 / 16) * bytes;
+      std::memset(panel, 0, bytes);  // rows past the matrix's end: zero scales
+      const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+      for (int r = 0; r < nr; ++r) {
+        const auto* blocks = reinterpret_cast<const BlockQ6_K*>(wb + (r0 + r) * w_stride);
+        for (int64_t b = 0; b < nb; ++b) {
+          const BlockQ6_K& blk = blocks[b];
+          uint8_t* sb = panel + size_t(b) * PackedQ6K::kBytes;
+          uint8_t u[256];
+          float unused[16];
+          P::unpack(blk, u, unused, nullptr);
+          for (int g = 0; g < 16; ++g)
+            for (int st = 0; st < 4; ++st)
+              for (int e = 0; e < 4; ++e) {
+                const uint8_t c = u[16 * g + 4 * st + e];
+                sb[PackedQ6K::kLow + (4 * (g / 2) + st) * 64 + 4 * r + e] |= uint8_t((c & 0xf) << (g % 2 ? 4 : 0));
+                sb[PackedQ6K::kHigh + g * 64 + 4 * r + e] |= uint8_t((c >> 4) << (2 * st));
+              }
+          for (int g = 0; g < 16; ++g) sb[PackedQ6K::kScales + 16 * g + r] = uint8_t(blk.scales[g]);
+          std::memcpy(sb + PackedQ6K::kD + 2 * r, &blk.d, 2);
+        }
+      }
+    }
+  }
+  return size_t((n_rows + 15) / 16) * bytes;
+}
+
+// Step s's two high bits of every code, moved to bits 4 and 5 (within 16-bit lanes; the mask drops what crossed
+// bytes).
+template <int kStep>
+inline __m512i q6k_high(__m512i h) {
+  const __m512i m = _mm512_set1_epi8(0x30);
+  if constexpr (kStep == 0) return _mm512_and_si512(_mm512_slli_epi16(h, 4), m);
+  if constexpr (kStep == 1) return _mm512_and_si512(_mm512_slli_epi16(h, 2), m);
+  if constexpr (kStep == 2) return _mm512_and_si512(h, m);
+  if constexpr (kStep == 3) return _mm512_and_si512(_mm512_srli_epi16(h, 2), m);
+}
+
+// NT tokens against NP consecutive Q6_K panels, as packed_tile_q4k: per group an exact integer sum (codes 0..63,
+// the activation's -32 * sum as its start), times the weight's scale, summed over the super-block, then times
+// the activation's scale; the same operations in the same order for any NT and NP.
+template <int NT, int NP>
+void packed_tile_q6k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr, float* y,
+                     size_t y_stride) {
+  const int64_t nb = p.n / 256;
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  __m512 acc[NP][NT];
+  for (int j = 0; j < NP; ++j)
+    for (int t = 0; t < NT; ++t) acc[j][t] = _mm512_setzero_ps();
+  const int8_t* a[NT];
+  for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* sb[NP];
+    for (int j = 0; j < NP; ++j) sb[j] = panels + size_t(j) * panel_bytes + size_t(b) * PackedQ6K::kBytes;
+    __m512 blk[NP][NT];
+    for (int j = 0; j < NP; ++j)
+      for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_setzero_ps();
+    for (int g = 0; g < 16; ++g) {
+      prefetch_ahead<PackedQ6K::kBytes, 16, NP>(sb, g);
+      __m512i is[NP][NT], high[NP];
+      for (int j = 0; j < NP; ++j) {
+        high[j] = _mm512_load_si512(sb[j] + PackedQ6K::kHigh + 64 * g);
+        for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 16 * b + g]);
+      }
+      auto step = [&]<int kStep>() __attribute__((always_inline)) {
+        __m512i code[NP];
+        for (int j = 0; j < NP; ++j) {
+          const __m512i v = _mm512_load_si512(sb[j] + PackedQ6K::kLow + (4 * (g / 2) + kStep) * 64);
+          const __m512i low = g % 2 ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_and_si512(v, m4);
+          code[j] = _mm512_or_si512(low, q6k_high<kStep>(high[j]));
+        }
+        for (int t = 0; t < NT; ++t) {
+          int32_t a4;
+          std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
+          for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
+        }
+      };
+      step.template operator()<0>();
+      step.template operator()<1>();
+      step.template operator()<2>();
+      step.template operator()<3>();
+      for (int j = 0; j < NP; ++j) {
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ6K::kD)));
+        const __m512 ws = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ6K::kScales + 16 * g)))),
+            d);
+        for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+      }
+    }
+    for (int j = 0; j < NP; ++j)
+      for (int t = 0; t < NT; ++t)
+        acc[j][t] = _mm512_fmadd_ps(blk[j][t], _mm512_set1_ps(p.ascale[(t0 + t) * p.n_groups + 16 * b]), acc[j][t]);
+  }
+  for (int j = 0; j < NP && 16 * j < nr; ++j) {
+    const int rows = nr - 16 * j < 16 ? nr - 16 * j : 16;
+    const __mmask16 keep = __mmask16((1u << rows) - 1);
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * j, keep, acc[j][t]);
+  }
+}
+
 // NT tokens against NP consecutive Q4_K panels: per row and token, each sub-block's exact integer sum times the
 // weight's scale, summed over the super-block, then times the activation's scale, the mins' term per sub-block;
 // the same operations in the same order for any NT and NP, so a token's bits depend on neither.
@@ -257,6 +392,7 @@ void packed_tile_q4k(const Panel& p, const uint8_t* panels, size_t panel_bytes, 
     for (int j = 0; j < NP; ++j)
       for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_setzero_ps();
     for (int q = 0; q < 8; ++q) {
+      prefetch_ahead<PackedQ4K::kBytes, 8, NP>(sb, q);
       __m512i is[NP][NT];
       for (int j = 0; j < NP; ++j)
         for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
@@ -309,12 +445,13 @@ constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
 template <class P, int NT>
 void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int n_panels, int64_t t0, int nr,
                   float* y, size_t y_stride) {
-  // Q4_K's tiles hold a second float sum per row and token (the super-block's): fewer panels at once.
-  constexpr bool kQ4K = P::kType == WeightType::Q4_K;
-  constexpr int kNP = NT == 1 ? 4 : NT <= (kQ4K ? 2 : 4) ? 2 : 1;
+  // The k-quants' tiles hold a second float sum per row and token (the super-block's): fewer panels at once.
+  constexpr int kNP = NT == 1 ? 4 : NT <= (P::kBlock == 256 ? 2 : 4) ? 2 : 1;
   auto run = [&]<int NP>(int j) {
-    if constexpr (kQ4K)
+    if constexpr (P::kType == WeightType::Q4_K)
       packed_tile_q4k<NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+    else if constexpr (P::kType == WeightType::Q6_K)
+      packed_tile_q6k<NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
     else
       packed_tile<P, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
   };
@@ -369,9 +506,12 @@ void fill_panel_gemm(CpuKernels& k) {
 // a 4-token step goes"), in as many bytes as the file's.
 void fill_packed(CpuKernels& k) {
   set_packed<PQ8_0>(k);
-  // Intel's four-row Q4_K decode read synth 1B Q4_K_M at half the bandwidth where Q8_0's panels read 93% of it
-  // (BENCHMARKS.md, "Intel Xeon without AMX"); Zen's one-row kernel already streams Q4_K near it.
-  if (k.uarch == Uarch::Intel) set_packed<PQ4_K>(k);
+  // Intel's four-row K-quant decode read synth 1B Q4_K_M and Q6_K at half the bandwidth where Q8_0's panels read
+  // 93% of it (BENCHMARKS.md, "Intel Xeon without AMX"); Zen's one-row kernels already stream them near it.
+  if (k.uarch == Uarch::Intel) {
+    set_packed<PQ4_K>(k);
+    set_packed<PQ6_K>(k);
+  }
 }
 
 }  // namespace tandem::cpu::avx512
