@@ -164,7 +164,8 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_lengt
   MatmulRate m;
   m.type = type;
   m.row_length = row_length;
-  m.decode_bytes_per_s = double(wd.size_bytes) / best_seconds(reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); });
+  const double file_layout_bytes_per_s =
+      double(wd.size_bytes) / best_seconds(reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); });
   // A model's matrices are small (0.1 to a few MiB): each call also pays waking the threads and the
   // streams' start from DRAM (Gemma 3 270M's 0.1-1 MiB matrices took 7-12 us more than bytes / rate).
   // Matrices of 128 rows, each read once in turn across the buffer: the time per call beyond bytes / rate.
@@ -179,13 +180,28 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_lengt
   const double t_small = best_seconds(reps, [&] {
                            for (const Weight& w : small) cpu.matmul(w, x.data(), 1, y.data(), nullptr);
                          }) / double(n_small);
-  m.decode_call_s = std::max(0.0, t_small - double(row * size_t(kSmallRows)) / m.decode_bytes_per_s);
+  m.decode_call_s = std::max(0.0, t_small - double(row * size_t(kSmallRows)) / file_layout_bytes_per_s);
+  // The rates in the layout a model's matrices have at run time: repacked where the kernels repack the type
+  // (Model::repack_matrices, on by default; AVX-512 without AMX), else the file's. wd and wp share their data,
+  // which keys the backend's copy: one at a time.
+  const auto repacked = [&](const Weight& w) {
+    const Result<size_t> bytes = cpu.repack(w);
+    return bytes.has_value() && *bytes > 0;
+  };
+  m.decode_bytes_per_s = file_layout_bytes_per_s;
+  if (repacked(wd)) {
+    m.decode_bytes_per_s =
+        double(wd.size_bytes) / best_seconds(reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); });
+    cpu.release_repack(wd);
+  }
+  const bool prefill_packed = repacked(wp);
   m.prefill_tokens = n_tokens;
   m.prefill_flops_per_s = 2.0 * double(prefill_rows) * double(row_length) * double(n_tokens) /
                           best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), n_tokens, y.data(), nullptr); });
   constexpr int64_t kFewTokens = 64;
   m.prefill_few_flops_per_s = 2.0 * double(prefill_rows) * double(row_length) * double(kFewTokens) /
                               best_seconds(quick ? 2 : 3, [&] { cpu.matmul(wp, x.data(), kFewTokens, y.data(), nullptr); });
+  if (prefill_packed) cpu.release_repack(wp);
   m.expert_few_flops_per_s = probe_experts(cpu, type, row_length, kExpertTokens[0], quick, data, x.data(), y);
   m.expert_flops_per_s = probe_experts(cpu, type, row_length, kExpertTokens[1], quick, data, x.data(), y);
   return m;
