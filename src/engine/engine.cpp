@@ -299,7 +299,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
         if (!packed_types.empty()) packed_types += ", ";
         packed_types += name;
       }
-      std::fprintf(stderr, "repack:  %s of the CPU's matrices (%s) as 16-row panels in RAM of their own, %s of "
+      std::fprintf(stderr, "repack:  %s of the matrices (%s) as 16-row panels in RAM of their own, %s of "
                    "their mapped file pages let go (--no-repack: off)\n", human_bytes(packed).c_str(),
                    packed_types.c_str(), human_bytes(e->model->dropped_bytes()).c_str());
     }

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "backend/cpu/kernel_table.h"
@@ -23,6 +24,13 @@ CpuKernels build(Isa isa, Uarch uarch, bool batch_invariant) {
   if (isa >= Isa::Avx512) avx512::fill_kernels(k);
   // AMX tiles sum per block where the AVX-512 kernels of few tokens sum per lane: not both in one table.
   if (isa >= Isa::Amx && !batch_invariant) amx::fill_kernels(k);
+  // A repacked copy takes every call (CpuBackend::matmul), prefill too, where the tiles read the file's layout (as
+  // measured on AMX machines; the panels' repacking was measured only where AMX is absent): none at this level,
+  // in either table (kernels.h: both tables of a level pack alike).
+  if (isa >= Isa::Amx) {
+    std::fill(std::begin(k.pack), std::end(k.pack), nullptr);
+    std::fill(std::begin(k.packed_gemm), std::end(k.packed_gemm), nullptr);
+  }
 #endif
   k.isa = isa;
   return k;

@@ -67,6 +67,10 @@ class SimBackend final : public Backend {
   void copy_from_host(void* dst, const void* src, size_t bytes) override;
   void copy_to_host(void* dst, const void* src, size_t bytes) override;
   Result<const void*> place_weight(const void* host, size_t bytes) override;
+  // The device runs the CPU's kernels, in the CPU's layout too (a copy in host memory, outside the budget), so a
+  // layer gives the same bits on either.
+  Result<size_t> repack(const Weight& w) override { return cpu_->repack(w); }
+  void release_repack(const Weight& w) override { cpu_->release_repack(w); }
   std::shared_ptr<Event> record() override;
   void wait(const std::shared_ptr<Event>& e) override;
   Status synchronize() override;

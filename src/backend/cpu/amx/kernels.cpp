@@ -693,10 +693,6 @@ void fill_kernels(CpuKernels& k) {
     k.gemm[uint32_t(t)] = g;
     k.gemm_isa[uint32_t(t)] = Isa::Amx;
     k.panel[uint32_t(t)] = true;
-    // A repacked copy takes every call (CpuBackend::matmul), prefill too: the tiles keep the file's layout, as
-    // measured on AMX machines; the AVX-512 panels' repacking was measured only where AMX is absent.
-    k.pack[uint32_t(t)] = nullptr;
-    k.packed_gemm[uint32_t(t)] = nullptr;
   };
   set(WT::Q4_0, gemm<Kind<WT::Q4_0, Legacy<LQ4_0>>, true>);
   set(WT::Q5_0, gemm<Kind<WT::Q5_0, Legacy<LQ5_0>>, true>);
