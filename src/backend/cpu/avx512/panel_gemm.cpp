@@ -187,7 +187,8 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
                 sb[PackedQ4K::kNibbles + (4 * q + st) * 64 + 4 * r + e] =
                     uint8_t(codes[32 * q + 4 * st + e] | codes[32 * q + 4 * (st + 4) + e] << 4);
             const uint8_t* k = blk.scales;  // ggml's get_scale_min_k4
-            sb[PackedQ4K::kScales + 16 * q + r] = uint8_t(q < 4 ? k[q] & 63 : (k[q + 4] & 0xf) | ((k[q - 4] >> 6) << 4));
+            sb[PackedQ4K::kScales + 16 * q + r] =
+                uint8_t(q < 4 ? k[q] & 63 : (k[q + 4] & 0xf) | ((k[q - 4] >> 6) << 4));
             sb[PackedQ4K::kMins + 16 * q + r] = uint8_t(q < 4 ? k[q + 4] & 63 : (k[q + 4] >> 4) | ((k[q] >> 6) << 4));
           }
           std::memcpy(sb + PackedQ4K::kD + 2 * r, &blk.d, 2);
@@ -309,77 +310,99 @@ inline __m512i q6k_high(__m512i h) {
   if constexpr (kStep == 3) return _mm512_and_si512(_mm512_srli_epi16(h, 2), m);
 }
 
-// NT tokens against NP consecutive Q6_K panels, as packed_tile_q4k: per group an exact integer sum (codes 0..63,
-// the activation's -32 * sum as its start), times the weight's scale, summed over the super-block, then times
-// the activation's scale; the same operations in the same order for any NT and NP.
-template <int NT, int NP>
-void packed_tile_q6k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr, float* y,
-                     size_t y_stride) {
-  const int64_t nb = p.n / 256;
-  const __m512i m4 = _mm512_set1_epi8(0x0f);
-  __m512 acc[NP][NT];
-  for (int j = 0; j < NP; ++j)
-    for (int t = 0; t < NT; ++t) acc[j][t] = _mm512_setzero_ps();
-  const int8_t* a[NT];
-  for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* sb[NP];
-    for (int j = 0; j < NP; ++j) sb[j] = panels + size_t(j) * panel_bytes + size_t(b) * PackedQ6K::kBytes;
-    __m512 blk[NP][NT];
+// One part of a super-block (Q4_K: a 32-element sub-block; Q6_K: a 16-element group) of NP panels (sb) for NT
+// tokens (a, from token t0): its exact integer sums times the weights' scales into blk, Q4_K's mins' term into acc.
+struct Q4KTile {
+  static constexpr size_t kBytes = PackedQ4K::kBytes;
+  static constexpr int kParts = 8;
+  template <int NT, int NP>
+  static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0, int64_t b, int q,
+                   __m512 (&blk)[NP][NT], __m512 (&acc)[NP][NT]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512i is[NP][NT];
     for (int j = 0; j < NP; ++j)
-      for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_setzero_ps();
-    for (int g = 0; g < 16; ++g) {
-      prefetch_ahead<PackedQ6K::kBytes, 16, NP>(sb, g);
-      __m512i is[NP][NT], high[NP];
+      for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
+    for (int st = 0; st < 4; ++st) {
+      __m512i lo[NP], hi[NP];
       for (int j = 0; j < NP; ++j) {
-        high[j] = _mm512_load_si512(sb[j] + PackedQ6K::kHigh + 64 * g);
-        for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 16 * b + g]);
+        const __m512i v = _mm512_load_si512(sb[j] + PackedQ4K::kNibbles + (4 * q + st) * 64);
+        lo[j] = _mm512_and_si512(v, m4);
+        hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
       }
-      auto step = [&]<int kStep>() __attribute__((always_inline)) {
-        __m512i code[NP];
+      for (int t = 0; t < NT; ++t) {
+        int32_t a_lo, a_hi;
+        std::memcpy(&a_lo, a[t] + 256 * b + 32 * q + 4 * st, 4);
+        std::memcpy(&a_hi, a[t] + 256 * b + 32 * q + 4 * (st + 4), 4);
         for (int j = 0; j < NP; ++j) {
-          const __m512i v = _mm512_load_si512(sb[j] + PackedQ6K::kLow + (4 * (g / 2) + kStep) * 64);
-          const __m512i low = g % 2 ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_and_si512(v, m4);
-          code[j] = _mm512_or_si512(low, q6k_high<kStep>(high[j]));
+          is[j][t] = _mm512_dpbusd_epi32(is[j][t], lo[j], _mm512_set1_epi32(a_lo));
+          is[j][t] = _mm512_dpbusd_epi32(is[j][t], hi[j], _mm512_set1_epi32(a_hi));
         }
-        for (int t = 0; t < NT; ++t) {
-          int32_t a4;
-          std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
-          for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
-        }
-      };
-      step.template operator()<0>();
-      step.template operator()<1>();
-      step.template operator()<2>();
-      step.template operator()<3>();
-      for (int j = 0; j < NP; ++j) {
-        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ6K::kD)));
-        const __m512 ws = _mm512_mul_ps(
-            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ6K::kScales + 16 * g)))),
-            d);
-        for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
       }
     }
-    for (int j = 0; j < NP; ++j)
-      for (int t = 0; t < NT; ++t)
-        acc[j][t] = _mm512_fmadd_ps(blk[j][t], _mm512_set1_ps(p.ascale[(t0 + t) * p.n_groups + 16 * b]), acc[j][t]);
+    auto bytes_ps = [](const uint8_t* v) {
+      return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(v))));
+    };
+    for (int j = 0; j < NP; ++j) {
+      const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ4K::kD)));
+      const __m512 dmin =
+          _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ4K::kDmin)));
+      const __m512 ws = _mm512_mul_ps(bytes_ps(sb[j] + PackedQ4K::kScales + 16 * q), d);
+      const __m512 wm = _mm512_mul_ps(bytes_ps(sb[j] + PackedQ4K::kMins + 16 * q), dmin);
+      for (int t = 0; t < NT; ++t) {
+        blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+        acc[j][t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(p.amin[(t0 + t) * p.n_groups + 8 * b + q]), acc[j][t]);
+      }
+    }
   }
-  for (int j = 0; j < NP && 16 * j < nr; ++j) {
-    const int rows = nr - 16 * j < 16 ? nr - 16 * j : 16;
-    const __mmask16 keep = __mmask16((1u << rows) - 1);
-    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * j, keep, acc[j][t]);
-  }
-}
+};
 
-// NT tokens against NP consecutive Q4_K panels: per row and token, each sub-block's exact integer sum times the
-// weight's scale, summed over the super-block, then times the activation's scale, the mins' term per sub-block;
-// the same operations in the same order for any NT and NP, so a token's bits depend on neither.
-template <int NT, int NP>
-void packed_tile_q4k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr, float* y,
-                     size_t y_stride) {
+// Q6_K's codes are 0..63; the activation's -32 * sum starts each group's integer sum.
+struct Q6KTile {
+  static constexpr size_t kBytes = PackedQ6K::kBytes;
+  static constexpr int kParts = 16;
+  template <int NT, int NP>
+  static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0, int64_t b, int g,
+                   __m512 (&blk)[NP][NT], __m512 (&)[NP][NT]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    __m512i is[NP][NT], high[NP];
+    for (int j = 0; j < NP; ++j) {
+      high[j] = _mm512_load_si512(sb[j] + PackedQ6K::kHigh + 64 * g);
+      for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 16 * b + g]);
+    }
+    auto step = [&]<int kStep>() __attribute__((always_inline)) {
+      __m512i code[NP];
+      for (int j = 0; j < NP; ++j) {
+        const __m512i v = _mm512_load_si512(sb[j] + PackedQ6K::kLow + (4 * (g / 2) + kStep) * 64);
+        const __m512i low = g % 2 ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_and_si512(v, m4);
+        code[j] = _mm512_or_si512(low, q6k_high<kStep>(high[j]));
+      }
+      for (int t = 0; t < NT; ++t) {
+        int32_t a4;
+        std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
+        for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
+      }
+    };
+    step.template operator()<0>();
+    step.template operator()<1>();
+    step.template operator()<2>();
+    step.template operator()<3>();
+    for (int j = 0; j < NP; ++j) {
+      const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ6K::kD)));
+      const __m128i sc = _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ6K::kScales + 16 * g));
+      const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), d);
+      for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+    }
+  }
+};
+
+// NT tokens against NP consecutive k-quant panels (Q: Q4KTile or Q6KTile): per row and token, the parts' scaled
+// sums over a super-block, then times the activation's scale; the same operations in the same order for any NT
+// and NP, so a token's bits depend on neither.
+template <class Q, int NT, int NP>
+void packed_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr, float* y,
+                   size_t y_stride) {
   const int64_t nb = p.n / 256;
-  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  const int64_t groups = p.n_groups / nb;  // the activation's groups per super-block, all of one scale
   __m512 acc[NP][NT];
   for (int j = 0; j < NP; ++j)
     for (int t = 0; t < NT; ++t) acc[j][t] = _mm512_setzero_ps();
@@ -387,50 +410,17 @@ void packed_tile_q4k(const Panel& p, const uint8_t* panels, size_t panel_bytes, 
   for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* sb[NP];
-    for (int j = 0; j < NP; ++j) sb[j] = panels + size_t(j) * panel_bytes + size_t(b) * PackedQ4K::kBytes;
+    for (int j = 0; j < NP; ++j) sb[j] = panels + size_t(j) * panel_bytes + size_t(b) * Q::kBytes;
     __m512 blk[NP][NT];
     for (int j = 0; j < NP; ++j)
       for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_setzero_ps();
-    for (int q = 0; q < 8; ++q) {
-      prefetch_ahead<PackedQ4K::kBytes, 8, NP>(sb, q);
-      __m512i is[NP][NT];
-      for (int j = 0; j < NP; ++j)
-        for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
-      for (int st = 0; st < 4; ++st) {
-        __m512i lo[NP], hi[NP];
-        for (int j = 0; j < NP; ++j) {
-          const __m512i v = _mm512_load_si512(sb[j] + PackedQ4K::kNibbles + (4 * q + st) * 64);
-          lo[j] = _mm512_and_si512(v, m4);
-          hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-        }
-        for (int t = 0; t < NT; ++t) {
-          int32_t a_lo, a_hi;
-          std::memcpy(&a_lo, a[t] + 256 * b + 32 * q + 4 * st, 4);
-          std::memcpy(&a_hi, a[t] + 256 * b + 32 * q + 4 * (st + 4), 4);
-          for (int j = 0; j < NP; ++j) {
-            is[j][t] = _mm512_dpbusd_epi32(is[j][t], lo[j], _mm512_set1_epi32(a_lo));
-            is[j][t] = _mm512_dpbusd_epi32(is[j][t], hi[j], _mm512_set1_epi32(a_hi));
-          }
-        }
-      }
-      for (int j = 0; j < NP; ++j) {
-        auto bytes_ps = [](const uint8_t* v) {
-          return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(v))));
-        };
-        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ4K::kD)));
-        const __m512 dmin =
-            _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ4K::kDmin)));
-        const __m512 ws = _mm512_mul_ps(bytes_ps(sb[j] + PackedQ4K::kScales + 16 * q), d);
-        const __m512 wm = _mm512_mul_ps(bytes_ps(sb[j] + PackedQ4K::kMins + 16 * q), dmin);
-        for (int t = 0; t < NT; ++t) {
-          blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
-          acc[j][t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(p.amin[(t0 + t) * p.n_groups + 8 * b + q]), acc[j][t]);
-        }
-      }
+    for (int part = 0; part < Q::kParts; ++part) {
+      prefetch_ahead<Q::kBytes, Q::kParts, NP>(sb, part);
+      Q::template part<NT, NP>(p, sb, a, t0, b, part, blk, acc);
     }
     for (int j = 0; j < NP; ++j)
       for (int t = 0; t < NT; ++t)
-        acc[j][t] = _mm512_fmadd_ps(blk[j][t], _mm512_set1_ps(p.ascale[(t0 + t) * p.n_groups + 8 * b]), acc[j][t]);
+        acc[j][t] = _mm512_fmadd_ps(blk[j][t], _mm512_set1_ps(p.ascale[(t0 + t) * p.n_groups + groups * b]), acc[j][t]);
   }
   for (int j = 0; j < NP && 16 * j < nr; ++j) {
     const int rows = nr - 16 * j < 16 ? nr - 16 * j : 16;
@@ -449,9 +439,11 @@ void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int
   constexpr int kNP = NT == 1 ? 4 : NT <= (P::kBlock == 256 ? 2 : 4) ? 2 : 1;
   auto run = [&]<int NP>(int j) {
     if constexpr (P::kType == WeightType::Q4_K)
-      packed_tile_q4k<NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+      packed_tile_k<Q4KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
+                                     y_stride);
     else if constexpr (P::kType == WeightType::Q6_K)
-      packed_tile_q6k<NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+      packed_tile_k<Q6KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
+                                     y_stride);
     else
       packed_tile<P, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
   };
