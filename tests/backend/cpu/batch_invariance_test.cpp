@@ -12,6 +12,7 @@
 
 #include "backend/cpu/cpu_matmul.h"
 #include "backend/cpu/kernels.h"
+#include "ops_test_util.h"
 #include "quant/quant.h"
 
 namespace tandem::cpu {
@@ -27,32 +28,11 @@ const WT kTypes[] = {WT::F32,  WT::F16,  WT::BF16, WT::Q4_0, WT::Q4_1, WT::Q5_0,
 const int64_t kCounts[] = {2, 3, 4, 5, 8, 9, 15, 16, 17, 33, 70};
 constexpr int64_t kMaxTokens = 70;
 
-struct Weights {
-  WT type;
-  int64_t n_in, n_rows;
-  std::vector<uint8_t> data;
-  size_t stride() const { return row_bytes(type, n_in); }
-};
-
-Weights make_weights(WT type, int64_t n_in, int64_t n_rows, uint32_t seed) {
-  Weights w{type, n_in, n_rows, std::vector<uint8_t>(row_bytes(type, n_in) * size_t(n_rows))};
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 0.05f);
-  std::vector<float> row(static_cast<size_t>(n_in));
-  for (int64_t r = 0; r < n_rows; ++r) {
-    for (float& v : row) v = normal(rng);
-    row[rng() % size_t(n_in)] = 1.5f;
-    quant::quantize_row(type, row.data(), w.data.data() + size_t(r) * w.stride(), n_in);
-  }
-  return w;
-}
+using test::make_matrix;
+using test::Matrix;
 
 std::vector<float> activations(int64_t n_tokens, int64_t n_in, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  std::vector<float> x(size_t(n_tokens * n_in));
-  for (float& v : x) v = normal(rng);
-  return x;
+  return test::random_floats(size_t(n_tokens * n_in), seed);
 }
 
 // The first token whose outputs differ in any bit from `alone` (its outputs computed one token per
@@ -74,7 +54,7 @@ TEST_P(MatmulInvariance, TokenOutputsDoNotDependOnTheTokenCount) {
   const int64_t n_in = 512, n_rows = 37;  // rows: 4-row groups, a remainder, a partial 16-row panel
   const auto x = activations(kMaxTokens, n_in, 7);
   for (WT type : kTypes) {
-    const Weights w = make_weights(type, n_in, n_rows, uint32_t(type) + 1);
+    const Matrix w = make_matrix(type, n_in, n_rows, uint32_t(type) + 1);
     std::vector<float> alone(size_t(kMaxTokens * n_rows));
     for (int64_t t = 0; t < kMaxTokens; ++t)
       matmul_f32(isa, uarch, type, n_in, w.data.data(), w.stride(), n_rows, x.data() + t * n_in, 1,
@@ -105,7 +85,7 @@ TEST(MatmulInvariance, ThreadedDriverMatchesOneTokenCalls) {
   const int64_t n_in = 1024, n_rows = 300;
   const auto x = activations(kMaxTokens, n_in, 9);
   for (WT type : {WT::Q4_K, WT::Q6_K, WT::Q8_0, WT::Q4_0, WT::F16}) {
-    const Weights data = make_weights(type, n_in, n_rows, 3);
+    const Matrix data = make_matrix(type, n_in, n_rows, 3);
     Weight w;
     w.type = type;
     w.shape = {n_rows, n_in};

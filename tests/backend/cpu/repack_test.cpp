@@ -22,6 +22,7 @@
 #include "backend/cpu/kernels.h"
 #include "engine/context.h"
 #include "quant/quant.h"
+#include "ops_test_util.h"
 #include "test_data.h"
 
 namespace tandem::cpu {
@@ -29,42 +30,11 @@ namespace {
 
 using WT = WeightType;
 
-struct Matrix {
-  WT type;
-  int64_t n_in, n_rows;
-  std::vector<uint8_t> data;
-  size_t stride() const { return row_bytes(type, n_in); }
-  Weight weight() const {
-    Weight w;
-    w.name = "m";
-    w.type = type;
-    w.shape = {n_rows, n_in};
-    w.data = data.data();
-    w.row_stride = stride();
-    w.size_bytes = data.size();
-    return w;
-  }
-};
-
-Matrix make_matrix(WT type, int64_t n_in, int64_t n_rows, uint32_t seed) {
-  Matrix m{type, n_in, n_rows, std::vector<uint8_t>(row_bytes(type, n_in) * size_t(n_rows))};
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 0.05f);
-  std::vector<float> row(static_cast<size_t>(n_in));
-  for (int64_t r = 0; r < n_rows; ++r) {
-    for (float& v : row) v = normal(rng);
-    row[rng() % size_t(n_in)] = 1.5f;  // an outlier, as real rows have
-    quant::quantize_row(type, row.data(), m.data.data() + size_t(r) * m.stride(), n_in);
-  }
-  return m;
-}
+using test::make_matrix;
+using test::Matrix;
 
 std::vector<float> activations(int64_t n_tokens, int64_t n_in, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.f, 1.f);
-  std::vector<float> x(size_t(n_tokens * n_in));
-  for (float& v : x) v = normal(rng);
-  return x;
+  return test::random_floats(size_t(n_tokens * n_in), seed);
 }
 
 // Checks y ([n_tokens, n_rows]) against the reference of the dequantized weights and activations quantized as

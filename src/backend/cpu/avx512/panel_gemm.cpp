@@ -159,45 +159,49 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
   return size_t((n_rows + 15) / 16) * bytes;
 }
 
-template <class P>
-  requires(P::kType == WeightType::Q4_K)
-size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+// The k-quants' packing: every panel zeroed (rows past the matrix's end keep zero scales), then
+// put(block, super-block bytes, r) for each real row r and block.
+template <class P, size_t kSuperBytes, class Put>
+size_t pack_super(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out, Put put) {
   const size_t bytes = packed_panel_bytes<P>(n);
   if (out) {
     const int64_t nb = n / 256;
     const auto* wb = static_cast<const uint8_t*>(w);
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
       uint8_t* panel = out + size_t(r0 / 16) * bytes;
-      std::memset(panel, 0, bytes);  // rows past the matrix's end: zero scales
+      std::memset(panel, 0, bytes);
       const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
       for (int r = 0; r < nr; ++r) {
-        const auto* blocks = reinterpret_cast<const BlockQ4_K*>(wb + (r0 + r) * w_stride);
-        for (int64_t b = 0; b < nb; ++b) {
-          const BlockQ4_K& blk = blocks[b];
-          uint8_t* sb = panel + size_t(b) * PackedQ4K::kBytes;
-          uint8_t codes[256];
-          for (int j = 0; j < 4; ++j)  // 64 elements per 32 bytes of qs: low nibbles first
-            for (int i = 0; i < 32; ++i) {
-              codes[64 * j + i] = blk.qs[32 * j + i] & 0xf;
-              codes[64 * j + 32 + i] = blk.qs[32 * j + i] >> 4;
-            }
-          for (int q = 0; q < 8; ++q) {
-            for (int st = 0; st < 4; ++st)
-              for (int e = 0; e < 4; ++e)
-                sb[PackedQ4K::kNibbles + (4 * q + st) * 64 + 4 * r + e] =
-                    uint8_t(codes[32 * q + 4 * st + e] | codes[32 * q + 4 * (st + 4) + e] << 4);
-            const uint8_t* k = blk.scales;  // ggml's get_scale_min_k4
-            sb[PackedQ4K::kScales + 16 * q + r] =
-                uint8_t(q < 4 ? k[q] & 63 : (k[q + 4] & 0xf) | ((k[q - 4] >> 6) << 4));
-            sb[PackedQ4K::kMins + 16 * q + r] = uint8_t(q < 4 ? k[q + 4] & 63 : (k[q + 4] >> 4) | ((k[q] >> 6) << 4));
-          }
-          std::memcpy(sb + PackedQ4K::kD + 2 * r, &blk.d, 2);
-          std::memcpy(sb + PackedQ4K::kDmin + 2 * r, &blk.dmin, 2);
-        }
+        const auto* blocks = reinterpret_cast<const typename P::W*>(wb + (r0 + r) * w_stride);
+        for (int64_t b = 0; b < nb; ++b) put(blocks[b], panel + size_t(b) * kSuperBytes, r);
       }
     }
   }
   return size_t((n_rows + 15) / 16) * bytes;
+}
+
+template <class P>
+  requires(P::kType == WeightType::Q4_K)
+size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+  return pack_super<P, PackedQ4K::kBytes>(n, w, w_stride, n_rows, out, [](const BlockQ4_K& blk, uint8_t* sb, int r) {
+    uint8_t codes[256];
+    for (int j = 0; j < 4; ++j)  // 64 elements per 32 bytes of qs: low nibbles first
+      for (int i = 0; i < 32; ++i) {
+        codes[64 * j + i] = blk.qs[32 * j + i] & 0xf;
+        codes[64 * j + 32 + i] = blk.qs[32 * j + i] >> 4;
+      }
+    for (int q = 0; q < 8; ++q) {
+      for (int st = 0; st < 4; ++st)
+        for (int e = 0; e < 4; ++e)
+          sb[PackedQ4K::kNibbles + (4 * q + st) * 64 + 4 * r + e] =
+              uint8_t(codes[32 * q + 4 * st + e] | codes[32 * q + 4 * (st + 4) + e] << 4);
+      const uint8_t* k = blk.scales;  // ggml's get_scale_min_k4
+      sb[PackedQ4K::kScales + 16 * q + r] = uint8_t(q < 4 ? k[q] & 63 : (k[q + 4] & 0xf) | ((k[q - 4] >> 6) << 4));
+      sb[PackedQ4K::kMins + 16 * q + r] = uint8_t(q < 4 ? k[q + 4] & 63 : (k[q + 4] >> 4) | ((k[q] >> 6) << 4));
+    }
+    std::memcpy(sb + PackedQ4K::kD + 2 * r, &blk.d, 2);
+    std::memcpy(sb + PackedQ4K::kDmin + 2 * r, &blk.dmin, 2);
+  });
 }
 
 // NT tokens against NP consecutive panels: per row and token the operations of tile<P, NT> (an exact integer
@@ -267,36 +271,20 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
 template <class P>
   requires(P::kType == WeightType::Q6_K)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
-  const size_t bytes = packed_panel_bytes<P>(n);
-  if (out) {
-    const int64_t nb = n / 256;
-    const auto* wb = static_cast<const uint8_t*>(w);
-    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-      uint8_t* panel = out + size_t(r0 / 16) * bytes;
-      std::memset(panel, 0, bytes);  // rows past the matrix's end: zero scales
-      const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-      for (int r = 0; r < nr; ++r) {
-        const auto* blocks = reinterpret_cast<const BlockQ6_K*>(wb + (r0 + r) * w_stride);
-        for (int64_t b = 0; b < nb; ++b) {
-          const BlockQ6_K& blk = blocks[b];
-          uint8_t* sb = panel + size_t(b) * PackedQ6K::kBytes;
-          uint8_t u[256];
-          float unused[16];
-          P::unpack(blk, u, unused, nullptr);
-          for (int g = 0; g < 16; ++g)
-            for (int st = 0; st < 4; ++st)
-              for (int e = 0; e < 4; ++e) {
-                const uint8_t c = u[16 * g + 4 * st + e];
-                sb[PackedQ6K::kLow + (4 * (g / 2) + st) * 64 + 4 * r + e] |= uint8_t((c & 0xf) << (g % 2 ? 4 : 0));
-                sb[PackedQ6K::kHigh + g * 64 + 4 * r + e] |= uint8_t((c >> 4) << (2 * st));
-              }
-          for (int g = 0; g < 16; ++g) sb[PackedQ6K::kScales + 16 * g + r] = uint8_t(blk.scales[g]);
-          std::memcpy(sb + PackedQ6K::kD + 2 * r, &blk.d, 2);
+  return pack_super<P, PackedQ6K::kBytes>(n, w, w_stride, n_rows, out, [](const BlockQ6_K& blk, uint8_t* sb, int r) {
+    uint8_t u[256];
+    float unused[16];
+    P::unpack(blk, u, unused, nullptr);
+    for (int g = 0; g < 16; ++g)
+      for (int st = 0; st < 4; ++st)
+        for (int e = 0; e < 4; ++e) {
+          const uint8_t c = u[16 * g + 4 * st + e];
+          sb[PackedQ6K::kLow + (4 * (g / 2) + st) * 64 + 4 * r + e] |= uint8_t((c & 0xf) << (g % 2 ? 4 : 0));
+          sb[PackedQ6K::kHigh + g * 64 + 4 * r + e] |= uint8_t((c >> 4) << (2 * st));
         }
-      }
-    }
-  }
-  return size_t((n_rows + 15) / 16) * bytes;
+    for (int g = 0; g < 16; ++g) sb[PackedQ6K::kScales + 16 * g + r] = uint8_t(blk.scales[g]);
+    std::memcpy(sb + PackedQ6K::kD + 2 * r, &blk.d, 2);
+  });
 }
 
 // Step s's two high bits of every code, moved to bits 4 and 5 (within 16-bit lanes; the mask drops what crossed
