@@ -132,8 +132,8 @@ class Backend {
   // A weight's bytes on this device for the model's lifetime: the CPU uses the host bytes in place
   // (the file mapping), another device uploads them.
   virtual Result<const void*> place_weight(const void* host, size_t bytes) = 0;
-  // Lays a placed matrix out again for this device's matmul kernels, in memory of its own beside w, which
-  // stays valid (other ops, such as get_rows, read w). Returns the bytes that took: 0 where the device
+  // Lays a placed matrix (or expert weight: matmul_id and matmul_id_swiglu use the copy too) out again for
+  // this device's matmul kernels, in memory of its own beside w, which stays valid (other ops, such as get_rows, read w). Returns the bytes that took: 0 where the device
   // keeps w's layout (the CPU repacks only where its kernels gain: kernels.h). Before any matmul of w.
   virtual Result<size_t> repack(const Weight& w) { return size_t(0); }
   // Frees what repack(w) took; matmul reads w as placed again. For an owner about to let w's memory go.

@@ -293,15 +293,18 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     std::fprintf(stderr, "weights: %s (%s)\n", human_bytes(e->model->weight_bytes()).c_str(), types.c_str());
     if (const uint64_t packed = e->model->repacked_bytes()) {
       std::string packed_types;
+      bool experts = false;
       for (const Weight* w : e->model->repacked()) {
+        experts |= w->shape.size() == 3;
         const std::string_view name = type_name(w->type);
         if (packed_types.find(name) != std::string::npos) continue;
         if (!packed_types.empty()) packed_types += ", ";
         packed_types += name;
       }
-      std::fprintf(stderr, "repack:  %s of the matrices (%s) as 16-row panels in RAM of their own, %s of "
+      std::fprintf(stderr, "repack:  %s of the matrices%s (%s) as 16-row panels in RAM of their own, %s of "
                    "their mapped file pages let go (--no-repack: off)\n", human_bytes(packed).c_str(),
-                   packed_types.c_str(), human_bytes(e->model->dropped_bytes()).c_str());
+                   experts ? " and routed experts" : "", packed_types.c_str(),
+                   human_bytes(e->model->dropped_bytes()).c_str());
     }
     else if (f.repack && (!f.mmap || f.mlock))
       std::fprintf(stderr, "repack:  off with %s (the file's layout kept: a copy would hold its matrices %s)\n",

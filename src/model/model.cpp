@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/memory.h"
 #include "model/registry.h"
 
 namespace tandem::model {
@@ -236,9 +237,14 @@ Model::~Model() {
 }
 
 Status Model::repack_matrices() {
+  // The routed experts too, unless the expert cache reads them itself or the file would not stay in RAM: a copy
+  // is memory of the process's own, where the mapping's pages could be let go and read again (models larger
+  // than memory run from the page cache).
+  const bool experts = !expert_cache_ && file_->total_bytes() < available_memory().bytes;
   std::vector<const Weight*> matrices;
   for (const auto& [name, w] : weights_)
-    if (w.shape.size() == 2 && (&w != tok_embd_ || output_ == tok_embd_)) matrices.push_back(&w);  // token_embd: rows only
+    if ((w.shape.size() == 2 || (experts && w.shape.size() == 3)) && (&w != tok_embd_ || output_ == tok_embd_))
+      matrices.push_back(&w);  // token_embd: rows only
   if (output_ == &tied_output_) matrices.push_back(&tied_output_);
   for (const Weight* w : matrices) {
     TANDEM_ASSIGN(const size_t bytes, w->backend->repack(*w));

@@ -44,7 +44,8 @@ struct ModelLoadOptions {
   // routed experts among them is left out of the cache (its experts run where they are).
   std::set<std::string> offloaded;
   // Matrices re-laid out by their device for its matmul kernels where they gain (Backend::repack; false:
-  // --no-repack), their mapped file pages then let go. The copies live in the devices until this model is
+  // --no-repack), their mapped file pages then let go; the routed experts too, unless the expert cache reads
+  // them or the file is larger than the memory the process may take (core/memory.h). The copies live in the devices until this model is
   // destroyed.
   bool repack = true;
 };

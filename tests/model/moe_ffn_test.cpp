@@ -1,16 +1,20 @@
 // The MoE block (model/blocks.h, moe_ffn) on the CPU backend, on a small layer built in memory: the gate
 // and up pass (matmul_id_swiglu) gives the bits of separate matmul_id calls plus swiglu, in the split and
-// the fused ffn_gate_up_exps form alike, and a decode step through the block allocates nothing once its
+// the fused ffn_gate_up_exps form alike, from the file's layout and from the experts' repacked panels (then
+// within a quantization step of the former), and a decode step through the block allocates nothing once its
 // buffers have grown (counted by replacing operator new in this test binary).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <new>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kernels.h"
 #include "model/blocks.h"
 #include "quant/quant.h"
 
@@ -133,38 +137,69 @@ std::vector<float> run_separately(Backend& b, const Layer& l, const std::vector<
 
 class MoeFfn : public testing::TestWithParam<WeightType> {};
 
+// Every expert weight and matrix of the layer repacked by b (CpuBackend::repack); whether any was.
+bool repack_all(Backend& b, const Layer& l) {
+  bool any = false;
+  for (const Matrix* m : {&l.gate_exps, &l.up_exps, &l.gate_up_exps, &l.down_exps, &l.gate_sh, &l.up_sh, &l.down_sh}) {
+    auto bytes = b.repack(m->w);
+    EXPECT_TRUE(bytes.has_value()) << bytes.error().message();
+    any |= bytes.has_value() && *bytes > 0;
+  }
+  return any;
+}
+
 TEST_P(MoeFfn, GateUpPassGivesTheBitsOfSeparateMatmulsInSplitAndFusedForm) {
-  cpu::CpuBackend b(2);
-  const Layer l(b, GetParam());
+  cpu::CpuBackend plain(2), packed(2);
+  const Layer l(plain, GetParam()), lp(packed, GetParam());
+  const bool repacked = repack_all(packed, lp);
+  EXPECT_EQ(repacked, bool(cpu::kernels().pack[uint32_t(GetParam())]));
   for (int64_t n : {1, 5, 37}) {
     const auto x = random_values(size_t(n * kEmbd), 100 + uint32_t(n), 1.0f);
-    const auto want = run_separately(b, l, x);
-    ForwardScratch split_scratch, fused_scratch;
-    const auto split = run_block(l.weights(false), x, split_scratch);
-    const auto fused = run_block(l.weights(true), x, fused_scratch);
-    ASSERT_EQ(want.size(), split.size());
-    EXPECT_EQ(0, std::memcmp(want.data(), split.data(), want.size() * sizeof(float))) << "split form, n " << n;
-    EXPECT_EQ(0, std::memcmp(want.data(), fused.data(), want.size() * sizeof(float))) << "fused form, n " << n;
+    std::vector<float> unpacked;
+    for (bool use_packed : {false, true}) {
+      const Layer& layer = use_packed ? lp : l;
+      const char* form = use_packed ? " (repacked)" : "";
+      const auto want = run_separately(use_packed ? packed : plain, layer, x);
+      ForwardScratch split_scratch, fused_scratch;
+      const auto split = run_block(layer.weights(false), x, split_scratch);
+      const auto fused = run_block(layer.weights(true), x, fused_scratch);
+      ASSERT_EQ(want.size(), split.size());
+      EXPECT_EQ(0, std::memcmp(want.data(), split.data(), want.size() * sizeof(float))) << "split form" << form << ", n " << n;
+      EXPECT_EQ(0, std::memcmp(want.data(), fused.data(), want.size() * sizeof(float))) << "fused form" << form << ", n " << n;
+      if (!use_packed) {
+        unpacked = want;
+        continue;
+      }
+      // The packed kernels sum in another order: float rounding, which can move an expert's input across one
+      // step of its quantized activations (1/127 of a block's largest) before down.
+      float scale = 0, worst = 0;
+      for (size_t i = 0; i < want.size(); ++i)
+        scale = std::max(scale, std::fabs(unpacked[i])), worst = std::max(worst, std::fabs(want[i] - unpacked[i]));
+      EXPECT_LE(worst, 2.f / 127 * scale) << "repacked against the file's layout, n " << n;
+    }
   }
 }
 
 TEST_P(MoeFfn, DecodeStepAllocatesNothingOnceGrown) {
-  cpu::CpuBackend b(2);
-  const Layer l(b, GetParam());
-  for (bool fused : {false, true}) {
-    const MoeWeights w = l.weights(fused);
-    ForwardScratch s;
-    const auto prompt = random_values(size_t(9 * kEmbd), 11, 1.0f), token = random_values(size_t(kEmbd), 12, 1.0f);
-    run_block(w, prompt, s);  // the buffers grow to the largest pass
-    run_block(w, token, s);
-    std::vector<float> x = token;
-    g_allocations = 0;
-    g_counting = true;
-    auto out = moe_ffn(w, kConfig, 1, x.data(), s);
-    auto again = moe_ffn(w, kConfig, 1, x.data(), s);
-    g_counting = false;
-    ASSERT_TRUE(out.has_value() && again.has_value());
-    EXPECT_EQ(g_allocations.load(), 0) << (fused ? "fused" : "split") << " form";
+  for (bool repacked : {false, true}) {
+    cpu::CpuBackend b(2);
+    const Layer l(b, GetParam());
+    if (repacked) repack_all(b, l);
+    for (bool fused : {false, true}) {
+      const MoeWeights w = l.weights(fused);
+      ForwardScratch s;
+      const auto prompt = random_values(size_t(9 * kEmbd), 11, 1.0f), token = random_values(size_t(kEmbd), 12, 1.0f);
+      run_block(w, prompt, s);  // the buffers grow to the largest pass
+      run_block(w, token, s);
+      std::vector<float> x = token;
+      g_allocations = 0;
+      g_counting = true;
+      auto out = moe_ffn(w, kConfig, 1, x.data(), s);
+      auto again = moe_ffn(w, kConfig, 1, x.data(), s);
+      g_counting = false;
+      ASSERT_TRUE(out.has_value() && again.has_value());
+      EXPECT_EQ(g_allocations.load(), 0) << (fused ? "fused" : "split") << " form" << (repacked ? ", repacked" : "");
+    }
   }
 }
 

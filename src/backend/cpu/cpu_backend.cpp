@@ -43,17 +43,22 @@ Result<size_t> CpuBackend::repack(const Weight& w) {
   // The table's choice is the same in both tables of a level (kernels.h).
   const CpuKernels& k = kernels();
   const PackFn pack = k.pack[uint32_t(w.type)];
-  if (!pack || w.shape.size() != 2 || packed_.count(w.data)) return size_t(0);
+  if (!pack || w.shape.size() < 2 || packed_.count(w.data)) return size_t(0);
   TANDEM_ASSIGN(PackedWeight p, pack_weight(pool_, w, pack, k.packed_gemm[uint32_t(w.type)]));
   const size_t bytes = p.bytes;
   packed_.emplace(w.data, std::move(p));
   return bytes;
 }
 
+const PackedWeight* CpuBackend::packed(const Weight& w) const {
+  const auto it = packed_.find(w.data);
+  return it != packed_.end() && it->second.packs(w) ? &it->second : nullptr;
+}
+
 void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float* y, const Weight* bias) {
   const TraceScope trace("matmul", name_);
-  if (auto it = packed_.find(w.data); it != packed_.end() && it->second.packs(w))
-    cpu_matmul_packed(pool_, w, it->second, x, n_tokens, y, act_buffer_);
+  if (const PackedWeight* p = packed(w))
+    cpu_matmul_packed(pool_, w, *p, x, n_tokens, y, act_buffer_);
   else
     cpu_matmul(pool_, w, x, n_tokens, y, act_buffer_, batch_invariant_);
   if (bias) {
@@ -67,28 +72,30 @@ void CpuBackend::matmul(const Weight& w, const float* x, int64_t n_tokens, float
 void CpuBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens,
                            int n_used, float* y) {
   const TraceScope trace("matmul_id", name_);
-  cpu_matmul_id(pool_, w, nullptr, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_, batch_invariant_);
+  cpu_matmul_id(pool_, w, packed(w), nullptr, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_,
+                batch_invariant_);
 }
 
 void CpuBackend::matmul_id_ptrs(const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
                                 const int32_t* ids, int64_t n_tokens, int n_used, float* y) {
   const TraceScope trace("matmul_id", name_);
-  cpu_matmul_id(pool_, w, expert_data, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_, batch_invariant_);
+  cpu_matmul_id(pool_, w, nullptr, expert_data, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_,
+                batch_invariant_);
 }
 
 void CpuBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
                                   int64_t n_tokens, int n_used, float* y) {
   const TraceScope trace("matmul_id_swiglu", name_);
-  cpu_matmul_id_swiglu(pool_, gate, nullptr, up, nullptr, x, ids, n_tokens, n_used, y, ops_.swiglu, matmul_id_scratch_,
-                       batch_invariant_);
+  cpu_matmul_id_swiglu(pool_, gate, packed(gate), nullptr, up, up ? packed(*up) : nullptr, nullptr, x, ids, n_tokens,
+                       n_used, y, ops_.swiglu, matmul_id_scratch_, batch_invariant_);
 }
 
 void CpuBackend::matmul_id_swiglu_ptrs(const Weight& gate, const void* const* gate_data, const Weight* up,
                                        const void* const* up_data, const float* x, const int32_t* ids,
                                        int64_t n_tokens, int n_used, float* y) {
   const TraceScope trace("matmul_id_swiglu", name_);
-  cpu_matmul_id_swiglu(pool_, gate, gate_data, up, up_data, x, ids, n_tokens, n_used, y, ops_.swiglu,
-                       matmul_id_scratch_, batch_invariant_);
+  cpu_matmul_id_swiglu(pool_, gate, nullptr, gate_data, up, nullptr, up_data, x, ids, n_tokens, n_used, y,
+                       ops_.swiglu, matmul_id_scratch_, batch_invariant_);
 }
 
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {

@@ -95,6 +95,7 @@ class CpuBackend final : public Backend {
   std::unordered_map<void*, std::unique_ptr<uint8_t[]>> allocations_;
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
   std::unordered_map<const void*, PackedWeight> packed_;  // by the weight's data: repack()'s copies
+  const PackedWeight* packed(const Weight& w) const;      // w's copy, or null
   MatmulIdScratch matmul_id_scratch_;
   bool batch_invariant_ = false;
 };

@@ -1,5 +1,7 @@
 // CpuBackend::matmul_id (the experts' matmul) against a double-precision reference built from src/quant's
-// dequantizers: every (token, slot) row is W[ids[t, j]] times that row's input, whatever the routing.
+// dequantizers: every (token, slot) row is W[ids[t, j]] times that row's input, whatever the routing, from
+// the file's layout and from the experts' repacked panels (CpuBackend::repack, where the host's kernels pack
+// the type).
 //
 // Tolerance, as matmul_test.cpp's: |y - ref| <= 1e-5 * sum_i |w_i * a_i|, where a are the dequantized
 // quantized activations the kernels see (float rounding of the per-block sums; a wrong expert, row or
@@ -32,6 +34,7 @@ struct Case {
   WT type;
   Routing routing;
   bool x_per_slot;
+  bool repacked;
 };
 
 constexpr int64_t kExperts = 6, kRows = 80, kIn = 256;  // 80 rows: the last 16-row panel is partial
@@ -70,6 +73,11 @@ void check(const Case& c, int n_threads) {
   for (auto& v : x) v = normal(rng);
 
   CpuBackend backend(n_threads);
+  if (c.repacked) {
+    auto bytes = backend.repack(w);
+    ASSERT_TRUE(bytes.has_value()) << bytes.status().message();
+    ASSERT_EQ(*bytes > 0, bool(kernels().pack[uint32_t(c.type)])) << type_name(c.type);
+  }
   std::vector<float> y(size_t(n_slots * kRows), NAN);
   backend.matmul_id(w, x.data(), c.x_per_slot, ids.data(), rt.n_tokens, rt.n_used, y.data());
 
@@ -90,7 +98,8 @@ void check(const Case& c, int n_threads) {
       }
       const double got = y[size_t(i * kRows + r)];
       if (!(std::fabs(got - ref) <= 1e-5 * mag + 1e-30) && bad++ < 5)
-        ADD_FAILURE() << type_name(c.type) << " " << rt.name << (c.x_per_slot ? " x per slot" : " x per token")
+        ADD_FAILURE() << type_name(c.type) << (c.repacked ? " repacked " : " ") << rt.name
+                      << (c.x_per_slot ? " x per slot" : " x per token")
                       << " threads " << n_threads << ": token " << i / rt.n_used << " slot " << i % rt.n_used
                       << " (expert " << ids[size_t(i)] << ") row " << r << ": got " << got << ", want " << ref;
     }
@@ -113,7 +122,8 @@ class MatmulId : public ::testing::TestWithParam<WT> {};
 TEST_P(MatmulId, MatchesDequantizedReferenceForEveryRouting) {
   for (const Routing& rt : kRoutings)
     for (bool per_slot : {false, true})
-      for (int threads : {1, 3}) check({GetParam(), rt, per_slot}, threads);
+      for (bool repacked : {false, true})
+        for (int threads : {1, 3}) check({GetParam(), rt, per_slot, repacked}, threads);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, MatmulId, ::testing::ValuesIn(kTypes),

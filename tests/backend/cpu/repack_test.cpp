@@ -225,5 +225,38 @@ TEST(Repack, ModelRepacksItsQ8_0MatricesByDefaultAndNoneWithoutRepack) {
   EXPECT_GT(worst, 0.f) << "repacked and plain gave the same bits: was the copy used?";
 }
 
+// The routed experts (3-D weights, multiplied by matmul_id) are repacked too, expert by expert, unless the file is
+// larger than the memory the process may take (TANDEM_MEMORY_LIMIT stands in for a small machine here): their
+// copies would not fit where the mapping's pages can be let go and read again.
+TEST(Repack, ModelRepacksRoutedExpertsUnlessTheFileExceedsMemory) {
+  if (!kernels().pack[uint32_t(WT::Q8_0)]) GTEST_SKIP() << "the host's kernels repack no Q8_0 (kernels.h)";
+  std::string why;
+  const std::string path = test_data::synth_model("tiny-deepseek-v3", quant::FileType::Q8_0, &why);
+  if (path.empty()) GTEST_SKIP() << why;
+  auto packed_experts = [](const model::Model& m) {
+    int n = 0;
+    for (const Weight* w : m.repacked()) n += w->shape.size() == 3;
+    return n;
+  };
+  CpuBackend b1(2), b2(2), b3(2);
+  auto packed = model::Model::load(path, {}, b1);
+  auto plain = model::Model::load(path, {.repack = false}, b2);
+  ASSERT_TRUE(packed.has_value() && plain.has_value());
+  EXPECT_GT(packed_experts(**packed), 0);
+  const std::vector<float> a = prompt_logits(**packed), b = prompt_logits(**plain);
+  ASSERT_EQ(a.size(), b.size());
+  float scale = 0, worst = 0;  // as the dense model's test above
+  for (size_t i = 0; i < a.size(); ++i) scale = std::max(scale, std::fabs(b[i])), worst = std::max(worst, std::fabs(a[i] - b[i]));
+  EXPECT_LE(worst, 2.f / 127 * scale) << "largest logit " << scale;
+  EXPECT_EQ(std::max_element(a.begin(), a.end()) - a.begin(), std::max_element(b.begin(), b.end()) - b.begin());
+
+  ASSERT_EQ(setenv("TANDEM_MEMORY_LIMIT", "4096", 1), 0);
+  auto small = model::Model::load(path, {}, b3);
+  unsetenv("TANDEM_MEMORY_LIMIT");
+  ASSERT_TRUE(small.has_value()) << small.error().message();
+  EXPECT_EQ(packed_experts(**small), 0);
+  EXPECT_GT((*small)->repacked_bytes(), 0u) << "the 2-D matrices are still repacked";
+}
+
 }  // namespace
 }  // namespace tandem::cpu
