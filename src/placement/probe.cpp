@@ -128,7 +128,10 @@ double probe_experts(cpu::CpuBackend& cpu, WeightType type, int64_t row_length, 
     }
   }
   y.resize(std::max(y.size(), size_t(kTokens * n_used * rows)));
+  // In the layout a model's experts have at run time (Model::repack_matrices), as probe_matmul's rates.
+  const Result<size_t> packed = cpu.repack(w);
   const double seconds = best_seconds(quick ? 3 : 5, [&] { cpu.matmul_id(w, x, false, ids.data(), kTokens, n_used, y.data()); });
+  if (packed.has_value() && *packed) cpu.release_repack(w);
   return 2.0 * double(rows) * double(row_length) * double(kTokens * n_used) / seconds;
 }
 

@@ -159,18 +159,37 @@ int32_t Sampler::sample_with_grammar(std::span<const float> row) {
   return id;
 }
 
+size_t argmax(std::span<const float> row) {
+  // A server samples every slot's 262144-logit row each step: the maximum over blocks of independent lanes
+  // (vector max instructions; NaN never wins a `>`), then the first index in the first block that holds it.
+  constexpr size_t kLanes = 16, kBlock = 256;
+  constexpr float kNone = -std::numeric_limits<float>::infinity();
+  float best = kNone;
+  size_t best_block = 0;
+  for (size_t b = 0; b < row.size(); b += kBlock) {
+    const size_t end = std::min(row.size(), b + kBlock);
+    float lanes[kLanes];
+    std::fill(std::begin(lanes), std::end(lanes), kNone);
+    size_t i = b;
+    for (; i + kLanes <= end; i += kLanes)
+      for (size_t j = 0; j < kLanes; ++j) lanes[j] = row[i + j] > lanes[j] ? row[i + j] : lanes[j];
+    for (; i < end; ++i) lanes[0] = row[i] > lanes[0] ? row[i] : lanes[0];
+    float m = kNone;
+    for (float l : lanes) m = l > m ? l : m;
+    if (m > best) best = m, best_block = b;
+  }
+  if (best == kNone) return 0;  // every logit -inf or NaN
+  size_t i = best_block;
+  while (row[i] != best) ++i;
+  return i;
+}
+
 int32_t Sampler::sample_row(std::span<const float> row) {
   // Greedy without typical: top-k, top-p and min-p all keep the best token, so the chain would end at
   // the argmax anyway (first index among equals, as llama.cpp over the unsorted vocabulary).
   if (params_.temp <= 0.0f && params_.typical_p >= 1.0f) {
-    size_t best = 0;
-    float best_logit = std::isnan(row[0]) ? -std::numeric_limits<float>::infinity() : row[0];
-    for (size_t i = 1; i < row.size(); ++i) {
-      if (row[i] > best_logit) {
-        best = i;
-        best_logit = row[i];
-      }
-    }
+    const size_t best = argmax(row);
+    const float best_logit = std::isnan(row[best]) ? -std::numeric_limits<float>::infinity() : row[best];
     cur_.assign_single(static_cast<int32_t>(best), best_logit);
     selected_ = 0;
     return static_cast<int32_t>(best);

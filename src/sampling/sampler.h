@@ -132,4 +132,8 @@ class Sampler {
 // server reports as pre-sampling probabilities (post_sampling_probs = false). One pass plus an n-heap.
 void full_vocab_top_probs(std::span<const float> logits, size_t n, std::vector<TokenProb>* out);
 
+// Greedy sampling's pick: the first index of the largest logit, NaN never chosen (0 when every logit is -inf
+// or NaN). row must not be empty.
+size_t argmax(std::span<const float> row);
+
 }  // namespace tandem::sampling

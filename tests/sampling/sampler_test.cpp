@@ -217,6 +217,30 @@ TEST(Sampler, GreedyIsArgmax) {
   EXPECT_EQ(s.sample(nan_first), 2);  // NaN never wins; first of equal bests
 }
 
+// argmax against the plain scan it replaced (first index whose logit beats every earlier one): lengths around its
+// 16-lane vectors and 256-logit blocks, ties across blocks, NaN and -inf anywhere, signed zeros.
+TEST(Sampler, ArgmaxIsTheFirstLargestLogitLikeAPlainScan) {
+  auto scan = [](const std::vector<float>& l) {
+    size_t best = 0;
+    float b = std::isnan(l[0]) ? -kInf : l[0];
+    for (size_t i = 1; i < l.size(); ++i)
+      if (l[i] > b) best = i, b = l[i];
+    return best;
+  };
+  std::mt19937 rng(7);
+  for (size_t n : {1, 2, 15, 16, 17, 255, 256, 257, 1000, 4096, 262144}) {
+    for (int variant = 0; variant < 6; ++variant) {
+      std::vector<float> l = random_logits(n, uint32_t(n * 10 + variant));
+      if (variant == 1) for (float& x : l) x = std::round(x);            // many ties, across blocks
+      if (variant == 2) for (size_t i = 0; i < n; i += 3) l[i] = std::nanf("");
+      if (variant == 3) std::fill(l.begin(), l.end(), -kInf);
+      if (variant == 4) std::fill(l.begin(), l.end(), std::nanf(""));
+      if (variant == 5) { std::fill(l.begin(), l.end(), -0.0f); l[rng() % n] = 0.0f; }
+      EXPECT_EQ(argmax(l), scan(l)) << "n " << n << " variant " << variant;
+    }
+  }
+}
+
 TEST(Sampler, GreedyWithTypicalFollowsTheChainLikeLlamaCpp) {
   SamplerParams p = plain();
   p.temp = 0.0f;
