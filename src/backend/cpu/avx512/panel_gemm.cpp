@@ -123,6 +123,41 @@ size_t packed_panel_bytes<PQ6_K>(int64_t n) {
   return size_t(n / 256) * PackedQ6K::kBytes;
 }
 
+// Q5_0 panels in the file's bytes: the codes' low four bits as nibbles ([n / 32][4 vectors]: vector q holds the
+// block's step q in its low nibbles and step q + 4 in its high ones, each step [16 rows][4 codes] as in the unpacked
+// panel), their fifth bits ([n / 32][8 steps] as 64-bit masks: bit 4r + e of step s is row r's code 4s + e), then the
+// blocks' f16 scales as Q8_0's ([n / 32][16]). A step's codes are two or three operations from a load, where the row
+// kernels convert and scale every block for every token.
+struct PackedQ5_0 {
+  static size_t masks(int64_t n) { return size_t(n) * 8; }
+  static size_t scales(int64_t n) { return size_t(n) * 10; }
+};
+
+template <>
+size_t packed_panel_bytes<PQ5_0>(int64_t n) {
+  return (size_t(n) * 11 + 63) / 64 * 64;
+}
+
+// Where a 32-element format's f16 block scales start in its packed panel.
+template <class P>
+size_t packed_scales_at(int64_t n) {
+  if constexpr (P::kType == WeightType::Q5_0) return PackedQ5_0::scales(n);
+  return size_t(n) * 16;
+}
+
+// Step s (inputs 4s .. 4s + 3 of group g) of a packed panel: [16 rows][4 codes] as unsigned bytes.
+template <class P>
+inline __m512i packed_step(const uint8_t* panel, int64_t n, int64_t g, int s) {
+  if constexpr (P::kType == WeightType::Q5_0) {
+    const __m512i v = _mm512_load_si512(panel + g * 256 + (s & 3) * 64);
+    const __m512i c = _mm512_and_si512(s < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+    uint64_t fifth;
+    std::memcpy(&fifth, panel + PackedQ5_0::masks(n) + g * 64 + 8 * s, 8);
+    return _mm512_mask_add_epi8(c, __mmask64(fifth), c, _mm512_set1_epi8(16));
+  }
+  return _mm512_load_si512(panel + g * P::kGroup * 16 + 64 * s);
+}
+
 // Part `part` of kParts of the next super-block of each panel, so that a tile's loads find it in L1: the k-quant
 // tiles issue several operations per 64 bytes, and without it the out-of-order window held too few misses to
 // stream from DRAM (synth 1B tg64 on Intel Xeon, 2 threads: Q4_K_M 22 -> 30.6 t/s, Q6_K 17.8 -> 24.7; two or
@@ -136,7 +171,39 @@ inline void prefetch_ahead(const uint8_t* const* sb, int part) {
 }
 
 template <class P>
-  requires(P::kBlock == 32)
+  requires(P::kType == WeightType::Q5_0)
+size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+  const size_t bytes = packed_panel_bytes<P>(n);
+  if (out) {
+    const int64_t nb = n / 32;
+    const auto* wb = static_cast<const uint8_t*>(w);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+      uint8_t* panel = out + size_t(r0 / 16) * bytes;
+      std::memset(panel, 0, bytes);  // rows past the matrix's end: zero scales
+      uint8_t *masks = panel + PackedQ5_0::masks(n), *scales = panel + PackedQ5_0::scales(n);
+      const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+      for (int r = 0; r < nr; ++r) {
+        const auto* blocks = reinterpret_cast<const typename P::W*>(wb + (r0 + r) * w_stride);
+        for (int64_t g = 0; g < nb; ++g) {
+          uint8_t u[32];
+          float unused;
+          P::unpack(blocks[g], u, &unused, nullptr);
+          for (int st = 0; st < 8; ++st)
+            for (int e = 0; e < 4; ++e) {
+              const int i = 4 * r + e, c = u[4 * st + e];
+              panel[g * 256 + (st & 3) * 64 + i] |= uint8_t((c & 0xf) << (st < 4 ? 0 : 4));
+              masks[g * 64 + 8 * st + i / 8] |= uint8_t((c >> 4) << (i % 8));
+            }
+          std::memcpy(scales + g * 32 + 2 * r, &blocks[g].d, 2);
+        }
+      }
+    }
+  }
+  return size_t((n_rows + 15) / 16) * bytes;
+}
+
+template <class P>
+  requires(P::kBlock == 32 && P::kType != WeightType::Q5_0)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
   const size_t bytes = packed_panel_bytes<P>(n);
   if (out) {
@@ -222,8 +289,9 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
   const uint16_t* scales[NP];
   for (int j = 0; j < NP; ++j) {
     codes[j] = panels + size_t(j) * panel_bytes;
-    scales[j] = reinterpret_cast<const uint16_t*>(codes[j] + size_t(p.n) * 16);
+    scales[j] = reinterpret_cast<const uint16_t*>(codes[j] + packed_scales_at<P>(p.n));
   }
+  const size_t group_share = (panel_bytes / size_t(n_groups) + 63) / 64 * 64;  // of a panel, to prefetch per group
   __m512 acc[NP][NT];
   for (int j = 0; j < NP; ++j)
     for (int t = 0; t < NT; ++t) acc[j][t] = _mm512_setzero_ps();
@@ -240,12 +308,12 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
     }
     if constexpr (kPrefetch)  // the panels the next tile takes, as far along
       for (int j = 0; j < NP; ++j)
-        for (int l = 0; l < P::kGroup * 16; l += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(codes[0] + (NP + j) * panel_bytes + g * P::kGroup * 16 + l),
+        for (size_t l = 0; l < group_share; l += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(codes[0] + (NP + j) * panel_bytes + g * group_share + l),
                        _MM_HINT_T0);
     for (int s = 0; s < kSteps; ++s) {
       __m512i wv[NP];
-      for (int j = 0; j < NP; ++j) wv[j] = _mm512_load_si512(codes[j] + g * P::kGroup * 16 + 64 * s);
+      for (int j = 0; j < NP; ++j) wv[j] = packed_step<P>(codes[j], p.n, g, s);
       for (int t = 0; t < NT; ++t) {
         int32_t a4;
         std::memcpy(&a4, a[t] + g * P::kGroup + 4 * s, 4);
@@ -494,6 +562,7 @@ void fill_packed(CpuKernels& k) {
   if (k.uarch == Uarch::Intel) {
     set_packed<PQ4_K>(k);
     set_packed<PQ6_K>(k);
+    set_packed<PQ5_0>(k);
   }
 }
 
