@@ -70,7 +70,10 @@ void bench_packed(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  state.counters["GB/s"] = benchmark::Counter(double(state.iterations()) * double(bytes) / 1e9, benchmark::Counter::kIsRate);
+  const double iters = double(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(iters * double(bytes) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(iters * 2.0 * double(n_in * n_rows * n_tokens) / 1e9, benchmark::Counter::kIsRate);
 }
 
 void bench_quantize(benchmark::State& state, Isa isa, WT t, int64_t n) {
@@ -138,6 +141,9 @@ int main(int argc, char** argv) {
         }
         benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64, false)
             ->Unit(benchmark::kMillisecond);
+        if (kernels_for(isa, uarch).pack[uint32_t(t)])  // prefill512's call over the repacked matrix
+          benchmark::RegisterBenchmark(("prefill512_packed/" + name).c_str(), bench_packed, isa, uarch, t, 2048, 256, 512)
+              ->Unit(benchmark::kMillisecond);
         // A prefill call as cpu_matmul makes it for pp512 on the 1B shape: 512 tokens, a chunk of 256 rows.
         if (isa != Isa::Generic)
           benchmark::RegisterBenchmark(("prefill512/" + name).c_str(), bench_gemm, isa, uarch, t, 2048, 256, 512, false)

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/cpu/kernel_table.h"
 #include "quant/blocks.h"
@@ -138,17 +139,25 @@ size_t packed_panel_bytes<PQ5_0>(int64_t n) {
   return (size_t(n) * 11 + 63) / 64 * 64;
 }
 
+// A Q5_0 panel expanded to Q8_0's packed layout (codes as bytes, then the f16 scales) for one call of many tokens:
+// the same operations on the same values as the nibble panel's tile, so the same bits, without unpacking every
+// step for every tile (prefill512_packed: 316 GFLOP/s from the nibbles, 339 from unpacked rows).
+struct PQ5_0Bytes : PQ5_0 {};
+
+template <class P>
+constexpr bool kNibblePanel = std::is_same_v<P, PQ5_0>;
+
 // Where a 32-element format's f16 block scales start in its packed panel.
 template <class P>
 size_t packed_scales_at(int64_t n) {
-  if constexpr (P::kType == WeightType::Q5_0) return PackedQ5_0::scales(n);
+  if constexpr (kNibblePanel<P>) return PackedQ5_0::scales(n);
   return size_t(n) * 16;
 }
 
 // Step s (inputs 4s .. 4s + 3 of group g) of a packed panel: [16 rows][4 codes] as unsigned bytes.
 template <class P>
 inline __m512i packed_step(const uint8_t* panel, int64_t n, int64_t g, int s) {
-  if constexpr (P::kType == WeightType::Q5_0) {
+  if constexpr (kNibblePanel<P>) {
     const __m512i v = _mm512_load_si512(panel + g * 256 + (s & 3) * 64);
     const __m512i c = _mm512_and_si512(s < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
     uint64_t fifth;
@@ -526,14 +535,35 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
                  float* y, size_t y_stride) {
   Panel p;
   prepare_activations<P>(p, n, x, x_stride, n_tokens);
-  const size_t bytes = packed_panel_bytes<P>(n);
+  // Calls of many tokens take Q5_0's panels as bytes, expanded once per group of panels.
+  constexpr int64_t kExpandTokens = 16;
+  const bool expand = kNibblePanel<P> && n_tokens >= kExpandTokens;
+  const size_t bytes = packed_panel_bytes<P>(n), expanded_bytes = packed_panel_bytes<PQ8_0>(n);
+  uint8_t* expanded = expand ? t_scratch.codes.get<uint8_t>(expanded_bytes * kGroupPanels) : nullptr;
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16 * kGroupPanels) {
     const int nr = int(n_rows - r0 < 16 * kGroupPanels ? n_rows - r0 : 16 * kGroupPanels);
     const int n_panels = (nr + 15) / 16;
+    const uint8_t* group = panels + size_t(r0 / 16) * bytes;
+    if constexpr (kNibblePanel<P>) {
+      if (expand) {
+        for (int j = 0; j < n_panels; ++j) {
+          const uint8_t* from = group + size_t(j) * bytes;
+          uint8_t* to = expanded + size_t(j) * expanded_bytes;
+          for (int64_t g = 0; g < n / 32; ++g)
+            for (int st = 0; st < 8; ++st) _mm512_store_si512(to + g * 512 + 64 * st, packed_step<P>(from, n, g, st));
+          std::memcpy(to + packed_scales_at<PQ8_0>(n), from + packed_scales_at<P>(n), size_t(n / 32) * 32);
+        }
+        for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+          const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
+          run_packed_group<PQ5_0Bytes, kTileTokens>(nt, p, expanded, expanded_bytes, n_panels, t0, nr,
+                                                    y + t0 * y_stride + r0, y_stride);
+        }
+        continue;
+      }
+    }
     for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
       const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
-      run_packed_group<P, kTileTokens>(nt, p, panels + size_t(r0 / 16) * bytes, bytes, n_panels, t0, nr,
-                                       y + t0 * y_stride + r0, y_stride);
+      run_packed_group<P, kTileTokens>(nt, p, group, bytes, n_panels, t0, nr, y + t0 * y_stride + r0, y_stride);
     }
   }
 }
