@@ -259,7 +259,7 @@ TEST_P(QuantizeAct, IsBitExactWithTheReference) {
   const WT act = activation_type(type);
   std::mt19937 rng(11);
   std::normal_distribution<float> normal(0.f, 1.f);
-  for (int kind = 0; kind < 4; ++kind) {
+  for (int kind = 0; kind < 5; ++kind) {
     const int64_t n = 1024;
     std::vector<float> x(n);
     for (int64_t i = 0; i < n; ++i) {
@@ -269,6 +269,9 @@ TEST_P(QuantizeAct, IsBitExactWithTheReference) {
         case 2: x[i] = normal(rng) * 1e4f; break;
         // amax 127 in every block makes d = 1 (Q8_K: -1), so x + 0.5 lands on rounding ties
         case 3: x[i] = i % 32 == 0 ? 127.f : float(int(rng() % 252) - 126) + 0.5f; break;
+        // the largest magnitude twice per 256, with either sign first (Q8_K's scale takes the first one's sign)
+        case 4: x[i] = i % 256 == 37 ? (i / 256 % 2 ? -50.f : 50.f) : i % 256 == 100 ? (i / 256 % 2 ? 50.f : -50.f)
+                                                                                   : normal(rng); break;
       }
     }
     const size_t ab = activation_row_bytes(type, n);
@@ -285,7 +288,7 @@ TEST_P(QuantizeAct, IsBitExactWithTheReference) {
 INSTANTIATE_TEST_SUITE_P(AllTypes, QuantizeAct,
                          ::testing::Combine(::testing::ValuesIn(kIsas),
                                             ::testing::Values(WT::F32, WT::F16, WT::BF16, WT::Q8_0, WT::Q4_1,
-                                                              WT::Q4_K)),
+                                                              WT::Q4_K, WT::Q6_K, WT::IQ4_XS)),
                          param_name);
 
 TEST(Q8_1, MatchesGgmlReferenceOnAKnownBlock) {
