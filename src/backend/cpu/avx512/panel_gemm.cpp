@@ -124,34 +124,37 @@ size_t packed_panel_bytes<PQ6_K>(int64_t n) {
   return size_t(n / 256) * PackedQ6K::kBytes;
 }
 
-// Q5_0 panels in the file's bytes: the codes' low four bits as nibbles ([n / 32][4 vectors]: vector q holds the
-// block's step q in its low nibbles and step q + 4 in its high ones, each step [16 rows][4 codes] as in the unpacked
-// panel), their fifth bits ([n / 32][8 steps] as 64-bit masks: bit 4r + e of step s is row r's code 4s + e), then the
-// blocks' f16 scales as Q8_0's ([n / 32][16]). A step's codes are two or three operations from a load, where the row
-// kernels convert and scale every block for every token.
-struct PackedQ5_0 {
-  static size_t masks(int64_t n) { return size_t(n) * 8; }
-  static size_t scales(int64_t n) { return size_t(n) * 10; }
-};
-
-template <>
-size_t packed_panel_bytes<PQ5_0>(int64_t n) {
-  return (size_t(n) * 11 + 63) / 64 * 64;
-}
-
-// A Q5_0 panel expanded to Q8_0's packed layout (codes as bytes, then the f16 scales) for one call of many tokens:
-// the same operations on the same values as the nibble panel's tile, so the same bits, without unpacking every
-// step for every tile (prefill512_packed: 316 GFLOP/s from the nibbles, 339 from unpacked rows).
-struct PQ5_0Bytes : PQ5_0 {};
-
+// Q4_0 and Q5_0 panels in the file's bytes: the codes' low four bits as nibbles ([n / 32][4 vectors]: vector q holds
+// the block's step q in its low nibbles and step q + 4 in its high ones, each step [16 rows][4 codes] as in the
+// unpacked panel), Q5_0's fifth bits ([n / 32][8 steps] as 64-bit masks: bit 4r + e of step s is row r's code
+// 4s + e), then the blocks' f16 scales as Q8_0's ([n / 32][16]). A step's codes are one to three operations from a
+// load, where the row kernels convert and scale every block for every token.
 template <class P>
-constexpr bool kNibblePanel = std::is_same_v<P, PQ5_0>;
+constexpr bool kNibblePanel = std::is_same_v<P, PQ4_0> || std::is_same_v<P, PQ5_0>;
+template <class P>
+constexpr bool kFifthBits = std::is_same_v<P, PQ5_0>;
 
-// Where a 32-element format's f16 block scales start in its packed panel.
+// A nibble panel expanded to Q8_0's packed layout (codes as bytes, then the f16 scales) for one call of many tokens:
+// the same operations on the same values as the nibble panel's tile, so the same bits, without unpacking every
+// step for every tile (Q5_0 prefill512_packed: 316 GFLOP/s from the nibbles, 339 from unpacked rows).
+template <class P>
+struct Bytes : P {};
+
+// Where a 32-element format's fifth bits and f16 block scales start in its packed panel.
+inline size_t packed_masks_at(int64_t n) { return size_t(n) * 8; }
 template <class P>
 size_t packed_scales_at(int64_t n) {
-  if constexpr (kNibblePanel<P>) return PackedQ5_0::scales(n);
+  if constexpr (kNibblePanel<P>) return size_t(n) * (kFifthBits<P> ? 10 : 8);
   return size_t(n) * 16;
+}
+
+template <>
+size_t packed_panel_bytes<PQ4_0>(int64_t n) {
+  return (packed_scales_at<PQ4_0>(n) + size_t(n) + 63) / 64 * 64;
+}
+template <>
+size_t packed_panel_bytes<PQ5_0>(int64_t n) {
+  return (packed_scales_at<PQ5_0>(n) + size_t(n) + 63) / 64 * 64;
 }
 
 // Step s (inputs 4s .. 4s + 3 of group g) of a packed panel: [16 rows][4 codes] as unsigned bytes.
@@ -160,8 +163,9 @@ inline __m512i packed_step(const uint8_t* panel, int64_t n, int64_t g, int s) {
   if constexpr (kNibblePanel<P>) {
     const __m512i v = _mm512_load_si512(panel + g * 256 + (s & 3) * 64);
     const __m512i c = _mm512_and_si512(s < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+    if constexpr (!kFifthBits<P>) return c;
     uint64_t fifth;
-    std::memcpy(&fifth, panel + PackedQ5_0::masks(n) + g * 64 + 8 * s, 8);
+    std::memcpy(&fifth, panel + packed_masks_at(n) + g * 64 + 8 * s, 8);
     return _mm512_mask_add_epi8(c, __mmask64(fifth), c, _mm512_set1_epi8(16));
   }
   return _mm512_load_si512(panel + g * P::kGroup * 16 + 64 * s);
@@ -180,7 +184,7 @@ inline void prefetch_ahead(const uint8_t* const* sb, int part) {
 }
 
 template <class P>
-  requires(P::kType == WeightType::Q5_0)
+  requires(kNibblePanel<P>)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
   const size_t bytes = packed_panel_bytes<P>(n);
   if (out) {
@@ -189,7 +193,7 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
       uint8_t* panel = out + size_t(r0 / 16) * bytes;
       std::memset(panel, 0, bytes);  // rows past the matrix's end: zero scales
-      uint8_t *masks = panel + PackedQ5_0::masks(n), *scales = panel + PackedQ5_0::scales(n);
+      uint8_t *masks = panel + packed_masks_at(n), *scales = panel + packed_scales_at<P>(n);
       const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
       for (int r = 0; r < nr; ++r) {
         const auto* blocks = reinterpret_cast<const typename P::W*>(wb + (r0 + r) * w_stride);
@@ -201,7 +205,7 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
             for (int e = 0; e < 4; ++e) {
               const int i = 4 * r + e, c = u[4 * st + e];
               panel[g * 256 + (st & 3) * 64 + i] |= uint8_t((c & 0xf) << (st < 4 ? 0 : 4));
-              masks[g * 64 + 8 * st + i / 8] |= uint8_t((c >> 4) << (i % 8));
+              if constexpr (kFifthBits<P>) masks[g * 64 + 8 * st + i / 8] |= uint8_t((c >> 4) << (i % 8));
             }
           std::memcpy(scales + g * 32 + 2 * r, &blocks[g].d, 2);
         }
@@ -212,7 +216,7 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
 }
 
 template <class P>
-  requires(P::kBlock == 32 && P::kType != WeightType::Q5_0)
+  requires(P::kBlock == 32 && !kNibblePanel<P>)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
   const size_t bytes = packed_panel_bytes<P>(n);
   if (out) {
@@ -535,7 +539,7 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
                  float* y, size_t y_stride) {
   Panel p;
   prepare_activations<P>(p, n, x, x_stride, n_tokens);
-  // Calls of many tokens take Q5_0's panels as bytes, expanded once per group of panels.
+  // Calls of many tokens take nibble panels as bytes, expanded once per group of panels.
   constexpr int64_t kExpandTokens = 16;
   const bool expand = kNibblePanel<P> && n_tokens >= kExpandTokens;
   const size_t bytes = packed_panel_bytes<P>(n), expanded_bytes = packed_panel_bytes<PQ8_0>(n);
@@ -555,8 +559,8 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
         }
         for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
           const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
-          run_packed_group<PQ5_0Bytes, kTileTokens>(nt, p, expanded, expanded_bytes, n_panels, t0, nr,
-                                                    y + t0 * y_stride + r0, y_stride);
+          run_packed_group<Bytes<P>, kTileTokens>(nt, p, expanded, expanded_bytes, n_panels, t0, nr,
+                                                  y + t0 * y_stride + r0, y_stride);
         }
         continue;
       }
@@ -593,6 +597,7 @@ void fill_packed(CpuKernels& k) {
     set_packed<PQ4_K>(k);
     set_packed<PQ6_K>(k);
     set_packed<PQ5_0>(k);
+    set_packed<PQ4_0>(k);
   }
 }
 
