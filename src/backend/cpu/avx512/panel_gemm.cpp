@@ -295,8 +295,10 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
   constexpr int kChains = NT * NP <= 4 && kSteps % 2 == 0 ? 2 : 1;
   // Several tokens per panel leave the hardware prefetcher behind (measured on Zen 4: 8 tokens 21 -> 18 ms over
   // Gemma 3's output matrix; on an Intel Xeon, one thread: 2 tokens 9.3 -> 6.0 ms, 4 tokens 10.6 -> 6.3); one
-  // token's loads keep it busy enough (Zen 4: 10.4 -> 12 ms with these prefetches; Intel: no change).
-  constexpr bool kPrefetch = NT > 1;
+  // token's loads keep it busy enough for Q8_0 (Zen 4: 10.4 -> 12 ms with these prefetches, Zen 5: 5.5 -> 6.4;
+  // Intel: no change), not for the nibble panels' half as many bytes per operation (Zen 5, one token: Q4_0 5.4 ->
+  // 2.9 ms, Q5_0 7.3 -> 3.2).
+  constexpr bool kPrefetch = NT > 1 || kNibblePanel<P>;
   const int64_t n_groups = p.n_groups;
   const uint8_t* codes[NP];
   const uint16_t* scales[NP];
@@ -587,18 +589,16 @@ void fill_panel_gemm(CpuKernels& k) {
     fill_panels<Uarch::Intel>(k);
 }
 
-// Q8_0, whose rows Zen's decode kernels cannot stream at memory speed with few tokens (BENCHMARKS.md, "Where
-// a 4-token step goes"), in as many bytes as the file's.
+// Panels in about the file's bytes, for the formats whose row kernels fall short of memory speed or scale badly
+// with a few tokens (BENCHMARKS.md: "Where a 4-token step goes", "Intel Xeon without AMX", "AMD EPYC Zen 5").
 void fill_packed(CpuKernels& k) {
   set_packed<PQ8_0>(k);
-  // Intel's four-row K-quant decode read synth 1B Q4_K_M and Q6_K at half the bandwidth where Q8_0's panels read
-  // 93% of it (BENCHMARKS.md, "Intel Xeon without AMX"); Zen's one-row kernels already stream them near it.
-  if (k.uarch == Uarch::Intel) {
-    set_packed<PQ4_K>(k);
-    set_packed<PQ6_K>(k);
-    set_packed<PQ5_0>(k);
-    set_packed<PQ4_0>(k);
-  }
+  set_packed<PQ4_K>(k);
+  set_packed<PQ5_0>(k);
+  set_packed<PQ4_0>(k);
+  // Zen's one-row Q6_K kernel streams a decode faster than the panels (Zen 5, synth 1B Q6_K tg128: 50-52 against
+  // 47-48 t/s), whose 6-bit unpack per token costs more there than it saves.
+  if (k.uarch == Uarch::Intel) set_packed<PQ6_K>(k);
 }
 
 }  // namespace tandem::cpu::avx512
