@@ -386,12 +386,14 @@ inline __m512i q6k_high(__m512i h) {
 
 // One part of a super-block (Q4_K: a 32-element sub-block; Q6_K: a 16-element group) of NP panels (sb) for NT
 // tokens (a, from token t0): its exact integer sums times the weights' scales into blk, Q4_K's mins' term into acc.
+// Always inlined: left to itself GCC stopped inlining it once the tiles had a second instantiation per CPU family,
+// and the blk/acc arrays through memory halved prefill (synth 1B Q6_K pp512 497 -> 223 t/s).
 struct Q4KTile {
   static constexpr size_t kBytes = PackedQ4K::kBytes;
   static constexpr int kParts = 8;
   template <int NT, int NP>
-  static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0, int64_t b, int q,
-                   __m512 (&blk)[NP][NT], __m512 (&acc)[NP][NT]) {
+  [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
+                                          int64_t b, int q, __m512 (&blk)[NP][NT], __m512 (&acc)[NP][NT]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512i is[NP][NT];
     for (int j = 0; j < NP; ++j)
@@ -435,8 +437,8 @@ struct Q6KTile {
   static constexpr size_t kBytes = PackedQ6K::kBytes;
   static constexpr int kParts = 16;
   template <int NT, int NP>
-  static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0, int64_t b, int g,
-                   __m512 (&blk)[NP][NT], __m512 (&)[NP][NT]) {
+  [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
+                                          int64_t b, int g, __m512 (&blk)[NP][NT], __m512 (&)[NP][NT]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512i is[NP][NT], high[NP];
     for (int j = 0; j < NP; ++j) {
@@ -505,12 +507,18 @@ void packed_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, in
 
 constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
 
+// Panels one token takes at once. Four give Intel independent vpdpbusd chains; on Zen a k-quant panel streamed
+// alone reads DRAM faster (Zen 5, tg64, interleaved three times: synth 1B Q4_K_M 68.6-70.4 -> 73.2-76.0 t/s,
+// V2-Lite 4L 147-149 -> 155-157), though in cache four are faster (4096 x 8192 Q4_K: 0.23 against 0.26 ms).
+template <class P, Uarch kUarch>
+constexpr int kOneTokenPanels = kUarch == Uarch::Zen && P::kBlock == 256 ? 1 : 4;
+
 // Tokens t0 .. t0 + NT - 1 against the n_panels (<= kGroupPanels) panels at `panels`, rows [0, nr).
-template <class P, int NT>
+template <class P, int NT, Uarch kUarch>
 void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int n_panels, int64_t t0, int nr,
                   float* y, size_t y_stride) {
   // The k-quants' tiles hold a second float sum per row and token (the super-block's): fewer panels at once.
-  constexpr int kNP = NT == 1 ? 4 : NT <= (P::kBlock == 256 ? 2 : 4) ? 2 : 1;
+  constexpr int kNP = NT == 1 ? kOneTokenPanels<P, kUarch> : NT <= (P::kBlock == 256 ? 2 : 4) ? 2 : 1;
   auto run = [&]<int NP>(int j) {
     if constexpr (P::kType == WeightType::Q4_K)
       packed_tile_k<Q4KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
@@ -526,17 +534,18 @@ void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int
   for (; j < n_panels; ++j) run.template operator()<1>(j);
 }
 
-template <class P, int NT>
+template <class P, int NT, Uarch kUarch>
 void run_packed_group(int nt, const Panel& p, const uint8_t* panels, size_t panel_bytes, int n_panels, int64_t t0,
                       int nr, float* y, size_t y_stride) {
   if constexpr (NT > 1) {
-    if (nt < NT) return run_packed_group<P, NT - 1>(nt, p, panels, panel_bytes, n_panels, t0, nr, y, y_stride);
+    if (nt < NT)
+      return run_packed_group<P, NT - 1, kUarch>(nt, p, panels, panel_bytes, n_panels, t0, nr, y, y_stride);
   }
-  packed_group<P, NT>(p, panels, panel_bytes, n_panels, t0, nr, y, y_stride);
+  packed_group<P, NT, kUarch>(p, panels, panel_bytes, n_panels, t0, nr, y, y_stride);
 }
 
 // panel_gemm without the unpacking, for any token count: groups of panels, every token tile over each.
-template <class P>
+template <class P, Uarch kUarch>
 void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride, int64_t n_tokens,
                  float* y, size_t y_stride) {
   Panel p;
@@ -561,15 +570,16 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
         }
         for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
           const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
-          run_packed_group<Bytes<P>, kTileTokens>(nt, p, expanded, expanded_bytes, n_panels, t0, nr,
-                                                  y + t0 * y_stride + r0, y_stride);
+          run_packed_group<Bytes<P>, kTileTokens, kUarch>(nt, p, expanded, expanded_bytes, n_panels, t0, nr,
+                                                          y + t0 * y_stride + r0, y_stride);
         }
         continue;
       }
     }
     for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
       const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
-      run_packed_group<P, kTileTokens>(nt, p, group, bytes, n_panels, t0, nr, y + t0 * y_stride + r0, y_stride);
+      run_packed_group<P, kTileTokens, kUarch>(nt, p, group, bytes, n_panels, t0, nr, y + t0 * y_stride + r0,
+                                               y_stride);
     }
   }
 }
@@ -577,7 +587,7 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
 template <class P>
 void set_packed(CpuKernels& k) {
   k.pack[uint32_t(P::kType)] = pack<P>;
-  k.packed_gemm[uint32_t(P::kType)] = packed_gemm<P>;
+  k.packed_gemm[uint32_t(P::kType)] = k.uarch == Uarch::Zen ? packed_gemm<P, Uarch::Zen> : packed_gemm<P, Uarch::Intel>;
 }
 
 }  // namespace
@@ -596,8 +606,8 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ4_K>(k);
   set_packed<PQ5_0>(k);
   set_packed<PQ4_0>(k);
-  // Zen's one-row Q6_K kernel streams a decode faster than the panels (Zen 5, synth 1B Q6_K tg128: 50-52 against
-  // 47-48 t/s), whose 6-bit unpack per token costs more there than it saves.
+  // Q6_K keeps Zen's one-row kernel: with its panels instantiated for Zen as well, GCC spilled the 8-token tile's
+  // sums (synth 1B Q6_K pp512 497 -> 233 t/s) or, forced inline, the one-token tile's (tg64 40-48 -> 24).
   if (k.uarch == Uarch::Intel) set_packed<PQ6_K>(k);
 }
 
