@@ -96,6 +96,24 @@ double best_seconds(int reps, Fn&& fn) {
   return best;
 }
 
+// The best times of `reps` runs of fa and of fb, taken in turn (after one untimed run of each): run one after the
+// other, a shared machine's bandwidth moved between the two and a difference of them went negative under load.
+template <typename Fa, typename Fb>
+std::pair<double, double> best_seconds_in_turn(int reps, Fa&& fa, Fb&& fb) {
+  fa();
+  fb();
+  double best_a = 1e30, best_b = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = Clock::now();
+    fa();
+    best_a = std::min(best_a, seconds_since(t0));
+    t0 = Clock::now();
+    fb();
+    best_b = std::min(best_b, seconds_since(t0));
+  }
+  return {best_a, best_b};
+}
+
 // The routed experts' matmul as a MoE layer's prefill calls it (Backend::matmul_id: the picks grouped by
 // expert, each pick's activations quantized, the results scattered back), flops per second: 128 tokens
 // each picking tokens_per_expert / 8 of 16 experts at random, so each expert gets tokens_per_expert on
@@ -167,8 +185,6 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_lengt
   MatmulRate m;
   m.type = type;
   m.row_length = row_length;
-  const double file_layout_bytes_per_s =
-      double(wd.size_bytes) / best_seconds(reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); });
   // A model's matrices are small (0.1 to a few MiB): each call also pays waking the threads and the
   // streams' start from DRAM (Gemma 3 270M's 0.1-1 MiB matrices took 7-12 us more than bytes / rate).
   // Matrices of 128 rows, each read once in turn across the buffer: the time per call beyond bytes / rate.
@@ -180,9 +196,12 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_lengt
     small.back().data = data + size_t(i * kSmallRows) * row;
     small.back().size_bytes = row * size_t(kSmallRows);
   }
-  const double t_small = best_seconds(reps, [&] {
-                           for (const Weight& w : small) cpu.matmul(w, x.data(), 1, y.data(), nullptr);
-                         }) / double(n_small);
+  const auto [t_stream, t_calls] = best_seconds_in_turn(
+      reps, [&] { cpu.matmul(wd, x.data(), 1, y.data(), nullptr); },
+      [&] {
+        for (const Weight& w : small) cpu.matmul(w, x.data(), 1, y.data(), nullptr);
+      });
+  const double file_layout_bytes_per_s = double(wd.size_bytes) / t_stream, t_small = t_calls / double(n_small);
   m.decode_call_s = std::max(0.0, t_small - double(row * size_t(kSmallRows)) / file_layout_bytes_per_s);
   // The rates in the layout a model's matrices have at run time: repacked where the kernels repack the type
   // (Model::repack_matrices, on by default; AVX-512 without AMX), else the file's. wd and wp share their data,
