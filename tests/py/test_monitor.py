@@ -252,7 +252,7 @@ def test_gpu_figures_and_hint_through_a_fake_nvml(gemma_path, monkeypatch):
     if not (fake / "libnvidia-ml.so.1").exists():
         pytest.skip(f"{fake}/libnvidia-ml.so.1 is not built (the tests' CMake target fake_nvml)")
     monkeypatch.setenv("LD_LIBRARY_PATH", str(fake))
-    s = Server(gemma_path, "-c", "512", "-np", "1", "--no-warmup", "--metrics")
+    s = Server(gemma_path, "-c", "1024", "-np", "1", "--no-warmup", "--metrics")
     try:
         _, m = scrape(s)
         labels = {"gpu": "0", "name": "Fake GPU 0"}
@@ -266,8 +266,10 @@ def test_gpu_figures_and_hint_through_a_fake_nvml(gemma_path, monkeypatch):
         assert not [k for k in m if k[0].startswith("tandem_gpu_") and ("gpu", "1") in k[1]]
 
         done = threading.Event()
+        # Long enough to span several of the monitor's sampling periods on a fast CPU (150 tokens took under a
+        # second on an AMD EPYC Zen 5, and no period saw them); the loop ends at the hint.
         threading.Thread(target=lambda: (s.request("POST", "/completion", {"prompt": "Once upon a time",
-                                                                           "n_predict": 150, "ignore_eos": True},
+                                                                           "n_predict": 600, "ignore_eos": True},
                                                    timeout=300), done.set()), daemon=True).start()
         hint = None
         while not done.is_set() and hint is None:
