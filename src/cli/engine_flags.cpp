@@ -263,7 +263,8 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
   args.custom("--batch-invariant", "on|off",
               "on: a sequence's logits are the same bits whatever shares its batches (other sequences,\n"
               "prefill or decode neighbours, -ub, threads), through matmul kernels that sum every token\n"
-              "alike, at some prefill speed on AVX-512 and AMX CPUs (BENCHMARKS.md). Default off",
+              "alike, at some prefill speed on AVX-512 and AMX CPUs (BENCHMARKS.md). Default: on in serve,\n"
+              "off in run and bench",
               [&f](std::string_view v) {
                 TANDEM_ASSIGN(const OnOffAuto o, parse_on_off_auto(v));
                 if (o == OnOffAuto::Auto) return invalid_argument("expected on or off");

@@ -140,6 +140,10 @@ int serve_main(int argc, char** argv) {
     return fail(invalid_argument("--reasoning-format '%s': use none or deepseek", reasoning_format.c_str()));
   if (!api_key_file.empty())
     if (Status s = read_api_keys(api_key_file, &so.api_keys); !s.is_ok()) return fail(s);
+  if (ef.list_devices) {  // as llama-server: print them and exit, with or without -m
+    std::fputs(list_devices(ef).c_str(), stdout);
+    return 0;
+  }
   if (ef.model.empty()) return fail(invalid_argument("serve: no model given (use -m FILE)"));
   so.port = int(port);
   so.n_slots = int32_t(parallel);

@@ -23,6 +23,14 @@ def test_help_explains_every_flag():
         assert flag in r.stdout, flag
 
 
+def test_list_devices_needs_no_model():
+    # As llama-server: the devices, then exit, with or without -m (a fresh user's try: it demanded -m).
+    r = run_tandem("serve", "--list-devices", check=True)
+    assert "Available devices:" in r.stdout and "CPU:" in r.stdout, r.stdout
+    r = run_tandem("serve")
+    assert r.returncode == 1 and "no model given" in r.stderr, r.stderr
+
+
 def test_refused_features_are_errors_not_ignored(gemma_path):
     for flags, word in [(["--swap-space", "lots"], "GiB")]:
         r = run_tandem("serve", "-m", gemma_path, *flags)
