@@ -53,7 +53,7 @@ def test_llama_server_command_line_runs_unchanged(gemma_path):
 def keyed(gemma_path, tmp_path_factory):
     keys = tmp_path_factory.mktemp("keys") / "keys.txt"
     keys.write_text("second-key\n")
-    s = Server(gemma_path, "-c", "256", "-np", "1", "--max-queue", "1", "--api-key", "first-key",
+    s = Server(gemma_path, "-c", "1024", "-np", "1", "--max-queue", "1", "--api-key", "first-key",
                "--api-key-file", keys, "--temp", "0")
     yield s
     assert s.stop() == 0
@@ -70,7 +70,9 @@ def test_api_key_is_enforced_and_health_stays_open(keyed):
 
 def test_full_queue_answers_503(keyed):
     auth = {"Authorization": "Bearer first-key", "Content-Type": "application/json"}
-    long = json.dumps({"prompt": "Once upon a time", "n_predict": 200, "ignore_eos": True, "stream": True})
+    # Long enough to outlast the second below on a fast CPU (Gemma 3 270M: 200 tokens took about a second on an AMD
+    # EPYC Zen 5, the time this test waits); closing the connections at the end cancels both.
+    long = json.dumps({"prompt": "Once upon a time", "n_predict": 800, "ignore_eos": True, "stream": True})
     running = http.client.HTTPConnection("127.0.0.1", keyed.port, timeout=60)
     running.request("POST", "/completion", long, auth)
     first = running.getresponse()
