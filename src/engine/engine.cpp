@@ -312,7 +312,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     if (e->sims.empty() && e->gpus.empty()) {
       for (const auto& [dev, bytes] : e->model->bytes_by_device())
         std::fprintf(stderr, "device:  %s holds %s of weights (%s)\n", dev.c_str(), human_bytes(bytes).c_str(),
-                     f.mmap ? "memory-mapped" : "read into RAM");
+                     !f.mmap                           ? "read into RAM"
+                     : e->model->repacked_bytes() > 0 ? "memory-mapped, the repacked matrices in RAM"
+                                                       : "memory-mapped");
     } else {
       std::fprintf(stderr, "placement:\n%s", placement::format_plan(e->plan, e->model->tensor_infos()).c_str());
     }
