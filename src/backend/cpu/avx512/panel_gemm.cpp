@@ -183,36 +183,45 @@ inline void prefetch_ahead(const uint8_t* const* sb, int part) {
       _mm_prefetch(reinterpret_cast<const char*>(sb[j] + kBytes + part * kSlice + o), _MM_HINT_T0);
 }
 
-template <class P>
-  requires(kNibblePanel<P>)
-size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+// Packing block by block: every panel zeroed (rows past the matrix's end keep zero scales), then put(block,
+// panel, block index, r) for each real row r of the panel and each of its blocks.
+template <class P, class Put>
+size_t pack_blocks(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out, Put put) {
   const size_t bytes = packed_panel_bytes<P>(n);
   if (out) {
-    const int64_t nb = n / 32;
+    const int64_t nb = n / P::kBlock;
     const auto* wb = static_cast<const uint8_t*>(w);
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
       uint8_t* panel = out + size_t(r0 / 16) * bytes;
-      std::memset(panel, 0, bytes);  // rows past the matrix's end: zero scales
-      uint8_t *masks = panel + packed_masks_at(n), *scales = panel + packed_scales_at<P>(n);
+      std::memset(panel, 0, bytes);
       const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
       for (int r = 0; r < nr; ++r) {
         const auto* blocks = reinterpret_cast<const typename P::W*>(wb + (r0 + r) * w_stride);
-        for (int64_t g = 0; g < nb; ++g) {
-          uint8_t u[32];
-          float unused;
-          P::unpack(blocks[g], u, &unused, nullptr);
-          for (int st = 0; st < 8; ++st)
-            for (int e = 0; e < 4; ++e) {
-              const int i = 4 * r + e, c = u[4 * st + e];
-              panel[g * 256 + (st & 3) * 64 + i] |= uint8_t((c & 0xf) << (st < 4 ? 0 : 4));
-              if constexpr (kFifthBits<P>) masks[g * 64 + 8 * st + i / 8] |= uint8_t((c >> 4) << (i % 8));
-            }
-          std::memcpy(scales + g * 32 + 2 * r, &blocks[g].d, 2);
-        }
+        for (int64_t b = 0; b < nb; ++b) put(blocks[b], panel, b, r);
       }
     }
   }
   return size_t((n_rows + 15) / 16) * bytes;
+}
+
+template <class P>
+  requires(kNibblePanel<P>)
+size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+  const size_t masks_at = packed_masks_at(n), scales_at = packed_scales_at<P>(n);
+  return pack_blocks<P>(n, w, w_stride, n_rows, out,
+                        [=](const typename P::W& blk, uint8_t* panel, int64_t g, int r) {
+                          uint8_t u[32];
+                          float unused;
+                          P::unpack(blk, u, &unused, nullptr);
+                          for (int st = 0; st < 8; ++st)
+                            for (int e = 0; e < 4; ++e) {
+                              const int i = 4 * r + e, c = u[4 * st + e];
+                              panel[g * 256 + (st & 3) * 64 + i] |= uint8_t((c & 0xf) << (st < 4 ? 0 : 4));
+                              if constexpr (kFifthBits<P>)
+                                panel[masks_at + g * 64 + 8 * st + i / 8] |= uint8_t((c >> 4) << (i % 8));
+                            }
+                          std::memcpy(panel + scales_at + g * 32 + 2 * r, &blk.d, 2);
+                        });
 }
 
 template <class P>
@@ -239,25 +248,14 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
   return size_t((n_rows + 15) / 16) * bytes;
 }
 
-// The k-quants' packing: every panel zeroed (rows past the matrix's end keep zero scales), then
-// put(block, super-block bytes, r) for each real row r and block.
+// The k-quants' packing: pack_blocks with each block's super-block of a panel (kSuperBytes) given to put(block,
+// super-block bytes, r).
 template <class P, size_t kSuperBytes, class Put>
 size_t pack_super(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out, Put put) {
-  const size_t bytes = packed_panel_bytes<P>(n);
-  if (out) {
-    const int64_t nb = n / 256;
-    const auto* wb = static_cast<const uint8_t*>(w);
-    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-      uint8_t* panel = out + size_t(r0 / 16) * bytes;
-      std::memset(panel, 0, bytes);
-      const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-      for (int r = 0; r < nr; ++r) {
-        const auto* blocks = reinterpret_cast<const typename P::W*>(wb + (r0 + r) * w_stride);
-        for (int64_t b = 0; b < nb; ++b) put(blocks[b], panel + size_t(b) * kSuperBytes, r);
-      }
-    }
-  }
-  return size_t((n_rows + 15) / 16) * bytes;
+  return pack_blocks<P>(n, w, w_stride, n_rows, out,
+                        [&](const typename P::W& blk, uint8_t* panel, int64_t b, int r) {
+                          put(blk, panel + size_t(b) * kSuperBytes, r);
+                        });
 }
 
 template <class P>
