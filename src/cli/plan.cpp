@@ -176,8 +176,7 @@ int plan_main(int argc, char** argv) {
     placement::ModelShape shape;
     placement::Speeds speeds;
     std::vector<size_t> kv_per_cell;
-  } st{{hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v},
-       {}, (*m)->kv_bytes_per_cell(*type_k, *type_v)};
+  } st{model_shape(hp), {}, (*m)->kv_bytes_per_cell(*type_k, *type_v)};
   placement::DeviceSpeed cpu = placement::cpu_speed(probe);
   if (ram_bw > 0) {  // another machine's memory: this one's kernel rates do not apply to decode
     cpu.bytes_per_s = ram_bw * 1e9;

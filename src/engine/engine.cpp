@@ -16,6 +16,7 @@
 #include "core/trace.h"
 #include "gguf/gguf_file.h"
 #include "model/arch.h"
+#include "model/registry.h"
 #include "placement/fit.h"
 #include "placement/probe.h"
 
@@ -230,7 +231,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       fr.min_ctx = f.fit_min_ctx;
       for (size_t d = 1; d < infos.size() && !f.fit_target_bytes.empty(); ++d)
         fr.margin_bytes.push_back(f.fit_target_bytes[std::min(d - 1, f.fit_target_bytes.size() - 1)]);
-      fr.shape = {hp.n_embd, hp.n_vocab, hp.n_expert, hp.n_expert_used, hp.n_head, hp.head_dim_k, hp.head_dim_v};
+      fr.shape = model_shape(hp);
       // A sim device runs the CPU's kernels in host memory: the CPU's speeds, behind its link. A CUDA
       // device's speeds are not measured yet (issue 17): it is planned as the CPU too.
       fr.speeds.devices.assign(infos.size(), placement::this_cpu_speed(threads));
@@ -344,6 +345,12 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     else std::fprintf(stderr, "loaded in %.2f s (warm-up decode %.2f s)\n", e->t_load_s, t_warmup_s);
   }
   return e;
+}
+
+placement::ModelShape model_shape(const model::HParams& hp) {
+  const model::Architecture* arch = model::find_architecture(hp.arch);
+  return {hp.n_embd,     hp.n_vocab,     hp.n_expert,        hp.n_expert_used, hp.n_head,
+          hp.head_dim_k, hp.head_dim_v, arch && arch->ffn_gelu};
 }
 
 size_t activation_bytes(const model::HParams& hp, int64_t n_ubatch) {

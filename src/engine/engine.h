@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "placement/expert_tier.h"
 #include "placement/plan.h"
+#include "placement/predict.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 
@@ -83,6 +84,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f);
 // Bytes of one micro-batch's activations on a device running layers (ForwardScratch's slots but the
 // logits): what a placement plan keeps free there.
 size_t activation_bytes(const model::HParams& hp, int64_t n_ubatch);
+
+// What the planner's speed model needs of the model's shape (placement/predict.h).
+placement::ModelShape model_shape(const model::HParams& hp);
 
 // The expert cache's counters (--expert-cache) as run and bench print them at the end, over `n_tokens` tokens.
 std::string describe_expert_cache(const expert::ExpertCacheStats& st, uint64_t n_tokens);

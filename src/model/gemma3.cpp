@@ -135,6 +135,6 @@ std::unique_ptr<Model> create_gemma3() { return std::make_unique<Gemma3Model>();
 
 }  // namespace
 
-const Architecture kGemma3{"gemma3", gemma3_tensors, create_gemma3};
+const Architecture kGemma3{"gemma3", gemma3_tensors, create_gemma3, /*ffn_gelu=*/true};
 
 }  // namespace tandem::model

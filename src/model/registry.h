@@ -19,6 +19,9 @@ struct Architecture {
   Result<std::vector<TensorSpec>> (*tensors)(const HParams& hp, const gguf::Metadata& meta, const std::string& source);
   // An empty model of this architecture, filled by Model::open.
   std::unique_ptr<Model> (*create)();
+  // Its gated FFN's activation is tanh GELU (GeGLU) rather than SiLU: about three times SwiGLU's cost a
+  // value, which the planner prices apart (placement/predict.h).
+  bool ffn_gelu = false;
 };
 
 // The entry for `name`, or null.

@@ -63,10 +63,18 @@ double moe_transfer_seconds(const Plan& plan, const std::vector<TensorInfo>& ten
 // A layer's ops besides its matmuls and attention: one per norm it has (its 1-D *norm* tensors) and
 // five more (the FFN's activation, RoPE of Q and of K, the KV store, the residual adds), each a call
 // of the thread pool; and the values a token puts through them (each norm and the other four ops over
-// n_embd values, the activation over the FFN's width: ffn_up's rows, n_used experts' for a MoE layer).
+// n_embd values; the activation over the FFN's width, ffn_up's rows, n_used experts' for a MoE layer).
 struct LayerOps {
   double n_calls = 0;
-  double values_per_token = 0;
+  double values_per_token = 0;  // all but the activation's
+  double ffn_values_per_token = 0;
+
+  // A micro-batch of u tokens through them at ds's elementwise rates (0 without them).
+  double seconds(const DeviceSpeed& ds, const ModelShape& shape, int64_t u) const {
+    if (ds.elementwise_per_s <= 0) return 0;
+    const double act_rate = shape.ffn_gelu && ds.gelu_per_s > 0 ? ds.gelu_per_s : ds.elementwise_per_s;
+    return double(u) * (values_per_token / ds.elementwise_per_s + ffn_values_per_token / act_rate);
+  }
 };
 
 LayerOps layer_ops(const std::vector<TensorInfo>& tensors, int il, const ModelShape& shape) {
@@ -81,7 +89,7 @@ LayerOps layer_ops(const std::vector<TensorInfo>& tensors, int il, const ModelSh
     const double rows = double(t.shape[t.shape.size() - 2]) / (fused ? 2 : 1);
     ffn_width += experts ? rows * double(shape.n_expert_used) : rows;
   }
-  return {double(n_norms + 5), double(n_norms + 4) * double(shape.n_embd) + ffn_width};
+  return {double(n_norms + 5), double(n_norms + 4) * double(shape.n_embd), ffn_width};
 }
 
 // Speeds are given per device of make_plan's input; -dev may have left some out of the plan.
@@ -303,8 +311,7 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
       }
       compute_s[d] += (ops[il].n_calls + 1) * ds.op_handover_s;  // the ops and attention, each queued
       // Norms, activation, RoPE, residual adds: each token's values through the elementwise rate.
-      if (ds.elementwise_per_s > 0) {
-        const double op_s = double(u) * ops[il].values_per_token / ds.elementwise_per_s;
+      if (const double op_s = ops[il].seconds(ds, shape, u); op_s > 0) {
         compute_s[d] += op_s;
         by_type[d]["elementwise ops"] += op_s;
       }

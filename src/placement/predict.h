@@ -57,6 +57,7 @@ struct DeviceSpeed {
   // call and its rate on a micro-batch (values/s); attention by head width (none: no fixed cost, and
   // flops(F16) stands in for its rate).
   double op_call_s = 0, elementwise_per_s = 0;
+  double gelu_per_s = 0;  // GeGLU's rate on a micro-batch (values/s; 0: elementwise_per_s)
   std::vector<AttentionRate> attention;  // by head_dim_k ascending
   // Per op queued to the device, beyond the op's own cost: a sim device's queue and its thread's
   // hand-over (tandem probe measures it), a GPU's launch; 0 for the CPU, whose ops are plain calls.
@@ -85,6 +86,7 @@ struct Speeds {
 struct ModelShape {
   int64_t n_embd = 0, n_vocab = 0, n_expert = 0, n_expert_used = 0;
   int64_t n_head = 0, head_dim_k = 0, head_dim_v = 0;  // as the attention runs (MLA: the latent widths)
+  bool ffn_gelu = false;  // the FFN's activation is GeGLU (Gemma), priced at DeviceSpeed::gelu_per_s
 };
 
 struct Prediction {

@@ -302,6 +302,8 @@ OpCosts probe_ops(cpu::CpuBackend& cpu, bool quick) {
     c.op_call_s = per_call_seconds(quick ? 200 : 1000, quick ? 3 : 5, [&] { cpu.swiglu(g.data(), u.data(), kWidth, o.data()); });
     c.elementwise_per_s = double(kWidth * kTokens) /
                           best_seconds(quick ? 2 : 5, [&] { cpu.swiglu(g.data(), u.data(), kWidth * kTokens, o.data()); });
+    c.gelu_per_s = double(kWidth * kTokens) /
+                   best_seconds(quick ? 2 : 5, [&] { cpu.geglu(g.data(), u.data(), kWidth * kTokens, o.data()); });
   }
   for (const auto& [n_head, n_head_kv, dim_k, dim_v] : {std::array<int, 4>{8, 2, 128, 128}, std::array<int, 4>{16, 1, 576, 512}})
     c.attention.push_back(probe_attention(cpu, n_head, n_head_kv, dim_k, dim_v, quick, rng));
@@ -512,6 +514,7 @@ DeviceSpeed cpu_speed(const Probe& p) {
     std::sort(rates.begin(), rates.end(), [](const KernelRate& a, const KernelRate& b) { return a.row_length < b.row_length; });
   d.op_call_s = p.ops.op_call_s;
   d.elementwise_per_s = p.ops.elementwise_per_s;
+  d.gelu_per_s = p.ops.gelu_per_s;
   d.attention = p.ops.attention;
   return d;
 }
@@ -575,7 +578,7 @@ Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const st
     for (int64_t row_length : kProbeRowLengths) p.matmul.push_back(probe_matmul(cpu, t, row_length, o.quick, weights.get()));
     for (const IsaRate& r : probe_isa_levels(t, o.quick)) p.per_isa.push_back(r);
   }
-  say("other ops: SwiGLU, attention");
+  say("other ops: SwiGLU, GeGLU, attention");
   p.ops = probe_ops(cpu, o.quick);
   if (!o.disk_path.empty()) {
     say("disk: " + o.disk_path);
@@ -615,6 +618,7 @@ std::string probe_to_json(const Probe& p) {
                            {"expert_flops_per_s", {m.expert_few_flops_per_s, m.expert_flops_per_s}},
                            {"decode_call_s", m.decode_call_s}, {"row_length", m.row_length}});
   j["ops"] = {{"op_call_s", p.ops.op_call_s}, {"elementwise_per_s", p.ops.elementwise_per_s},
+              {"gelu_per_s", p.ops.gelu_per_s},
               {"attention", nlohmann::json::array()}};
   for (const AttentionRate& a : p.ops.attention)
     j["ops"]["attention"].push_back({{"head_dim_k", a.head_dim_k}, {"call_s", a.call_s}, {"flops_per_s", a.flops_per_s}});
@@ -682,6 +686,7 @@ Result<std::optional<Probe>> load_probe(const std::string& path, std::string* wh
     if (j.contains("ops")) {
       p.ops.op_call_s = j["ops"].at("op_call_s").get<double>();
       p.ops.elementwise_per_s = j["ops"].at("elementwise_per_s").get<double>();
+      p.ops.gelu_per_s = j["ops"].value("gelu_per_s", 0.0);  // probes before it priced GeGLU as SwiGLU
       for (const auto& a : j["ops"].at("attention"))
         p.ops.attention.push_back({a.at("head_dim_k").get<int64_t>(), a.at("call_s").get<double>(),
                                    a.at("flops_per_s").get<double>()});
@@ -728,7 +733,8 @@ std::string format_probe(const Probe& p) {
                   m.prefill_few_flops_per_s / 1e9, m.prefill_flops_per_s / 1e9, (long long)m.prefill_tokens,
                   m.expert_few_flops_per_s / 1e9, (long long)kExpertTokens[0], m.expert_flops_per_s / 1e9,
                   (long long)kExpertTokens[1]);
-  out += format("other ops: SwiGLU %.1f us a call, %.2f G values/s\n", p.ops.op_call_s * 1e6, p.ops.elementwise_per_s / 1e9);
+  out += format("other ops: SwiGLU %.1f us a call, %.2f G values/s; GeGLU %.2f G values/s\n", p.ops.op_call_s * 1e6,
+                p.ops.elementwise_per_s / 1e9, p.ops.gelu_per_s / 1e9);
   for (const AttentionRate& a : p.ops.attention)
     out += format("           attention, heads of %lld: %.1f us a call, %.1f GFLOP/s at 512 tokens\n",
                   (long long)a.head_dim_k, a.call_s * 1e6, a.flops_per_s / 1e9);

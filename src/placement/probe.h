@@ -59,6 +59,7 @@ inline constexpr int64_t kProbeRowLengths[] = {512, 4096};
 struct OpCosts {
   double op_call_s = 0;
   double elementwise_per_s = 0;
+  double gelu_per_s = 0;  // GeGLU (tanh GELU times up) on the same micro-batch: Gemma's FFN activation
   std::vector<AttentionRate> attention;  // by head_dim_k ascending
 };
 

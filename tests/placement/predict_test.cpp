@@ -173,6 +173,13 @@ TEST(PredictPrefill, AttentionAndElementwiseOpsRunAtTheirOwnRates) {
   const double elementwise_s = (100 * 5000.0 + 100 * 6000.0) / 1e6;
   EXPECT_NEAR(p.seconds[0], matmul_s + attention_s + elementwise_s, 1e-9);
   EXPECT_EQ(p.bound[0], "elementwise ops");
+  // A GeGLU model's activation (layer 1's 1000 values a token) at the GELU rate; a SiLU model's ignores it.
+  s.devices[0].gelu_per_s = 0.25e6;
+  EXPECT_NEAR(predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s).seconds[0],
+              matmul_s + attention_s + elementwise_s, 1e-9);
+  m.shape.ffn_gelu = true;
+  EXPECT_NEAR(predict_prefill(m.plan, m.tensors, m.shape, m.kv_per_token, 100, 100, 0, s).seconds[0],
+              matmul_s + attention_s + elementwise_s + 100 * 1000 * (1 / 0.25e6 - 1 / 1e6), 1e-9);
 }
 
 TEST(PredictPrefill, LlamaCppsOpOffloadCopiesTheCpusMatricesWholeForBigMicroBatches) {

@@ -26,7 +26,7 @@ Probe sample() {
   p.matmul = {{WeightType::Q4_K, 10e9, 200e9, 512, 100e9, 5e-6, 4096, 40e9, 80e9},
               {WeightType::Q4_K, 6e9, 100e9, 512, 50e9, 3e-6, 512, 20e9, 40e9},
               {WeightType::Q6_K, 9e9, 80e9, 512, 40e9, 4e-6, 4096}};  // no expert figures: a probe cached before
-  p.ops = {1e-6, 3e9, {{128, 6e-6, 120e9}, {576, 9e-6, 60e9}}};
+  p.ops = {1e-6, 3e9, 1e9, {{128, 6e-6, 120e9}, {576, 9e-6, 60e9}}};
   p.per_isa = {{"avx2", WeightType::Q4_K, 60e9}, {"avx512", WeightType::Q4_K, 100e9}};
   p.disk = DiskRate{"/models/x.gguf", 3e9, 1.5e9, true, 1 << 30};
   p.sims = {{"SIM0", 1 << 30, 24e9, 12e-6, 2e-6}};
@@ -66,6 +66,7 @@ TEST(Probe, SurvivesTheCacheFile) {
   EXPECT_DOUBLE_EQ(cpu.attention_at(576).flops_per_s, 60e9);
   EXPECT_NEAR(cpu.attention_at(192).flops_per_s, 120e9 - 60e9 * std::log(1.5) / std::log(4.5), 1e3);  // DeepSeek's 192
   EXPECT_DOUBLE_EQ(cpu.elementwise_per_s, 3e9);
+  EXPECT_DOUBLE_EQ(cpu.gelu_per_s, 1e9);
   std::remove(path.c_str());
 }
 
@@ -126,6 +127,7 @@ TEST(Probe, AQuickProbeMeasuresWhatItIsAskedFor) {
     EXPECT_GT(a.flops_per_s, 1e8);
   }
   EXPECT_GT(p->ops.elementwise_per_s, 1e7);
+  EXPECT_GT(p->ops.gelu_per_s, 1e7);
   // One thread per ISA level, at least the generic kernel's and the best level's.
   ASSERT_FALSE(p->per_isa.empty());
   EXPECT_EQ(p->per_isa.front().isa, "generic");
