@@ -174,9 +174,10 @@ inline __m512i packed_step(const uint8_t* panel, int64_t n, int64_t g, int s) {
 // Part `part` of kParts of the next super-block of each panel, so that a tile's loads find it in L1: the k-quant
 // tiles issue several operations per 64 bytes, and without it the out-of-order window held too few misses to
 // stream from DRAM (synth 1B tg64 on Intel Xeon, 2 threads: Q4_K_M 22 -> 30.6 t/s, Q6_K 17.8 -> 24.7; two or
-// four super-blocks ahead gained less).
+// four super-blocks ahead gained less). Always inlined: GCC finds the function pure (a prefetch writes nothing) and
+// drops calls of it that are left standing, which once took every prefetch out of the k-quant tiles.
 template <size_t kBytes, int kParts, int NP>
-inline void prefetch_ahead(const uint8_t* const* sb, int part) {
+[[gnu::always_inline]] inline void prefetch_ahead(const uint8_t* const* sb, int part) {
   constexpr size_t kSlice = (kBytes / kParts + 63) / 64 * 64;
   for (int j = 0; j < NP; ++j)
     for (size_t o = 0; o < kSlice; o += 64)
@@ -471,10 +472,10 @@ struct Q6KTile {
 
 // NT tokens against NP consecutive k-quant panels (Q: Q4KTile or Q6KTile): per row and token, the parts' scaled
 // sums over a super-block, then times the activation's scale; the same operations in the same order for any NT
-// and NP, so a token's bits depend on neither.
+// and NP, so a token's bits depend on neither. Always inlined into its caller (packed_tile_k below).
 template <class Q, int NT, int NP>
-void packed_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr, float* y,
-                   size_t y_stride) {
+[[gnu::always_inline]] inline void tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr,
+                                          float* y, size_t y_stride) {
   const int64_t nb = p.n / 256;
   const int64_t groups = p.n_groups / nb;  // the activation's groups per super-block, all of one scale
   __m512 acc[NP][NT];
@@ -501,6 +502,24 @@ void packed_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, in
     const __mmask16 keep = __mmask16((1u << rows) - 1);
     for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * j, keep, acc[j][t]);
   }
+}
+
+// tile_k where GCC allocates its registers best, which its own inlining choices did not keep: a many-token tile is
+// inlined into packed_group (called once both CPU families' tables packed Q6_K, GCC spilled its sums: prefill512
+// 0.86 -> 1.85 ms), a one-token tile is a call of its own (inlined, it spilled instead: Q6_K decode 0.51 -> 1.2 ms).
+template <class Q, int NP>
+[[gnu::noinline]] void one_token_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr,
+                                        float* y, size_t y_stride) {
+  tile_k<Q, 1, NP>(p, panels, panel_bytes, t0, nr, y, y_stride);
+}
+
+template <class Q, int NT, int NP>
+[[gnu::always_inline]] inline void packed_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0,
+                                                 int nr, float* y, size_t y_stride) {
+  if constexpr (NT == 1)
+    one_token_tile_k<Q, NP>(p, panels, panel_bytes, t0, nr, y, y_stride);
+  else
+    tile_k<Q, NT, NP>(p, panels, panel_bytes, t0, nr, y, y_stride);
 }
 
 constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
@@ -604,9 +623,7 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ4_K>(k);
   set_packed<PQ5_0>(k);
   set_packed<PQ4_0>(k);
-  // Q6_K keeps Zen's one-row kernel: with its panels instantiated for Zen as well, GCC spilled the 8-token tile's
-  // sums (synth 1B Q6_K pp512 497 -> 233 t/s) or, forced inline, the one-token tile's (tg64 40-48 -> 24).
-  if (k.uarch == Uarch::Intel) set_packed<PQ6_K>(k);
+  set_packed<PQ6_K>(k);
 }
 
 }  // namespace tandem::cpu::avx512
