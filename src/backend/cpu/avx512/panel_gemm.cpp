@@ -360,13 +360,19 @@ size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* 
     uint8_t u[256];
     float unused[16];
     P::unpack(blk, u, unused, nullptr);
-    for (int g = 0; g < 16; ++g)
-      for (int st = 0; st < 4; ++st)
-        for (int e = 0; e < 4; ++e) {
-          const uint8_t c = u[16 * g + 4 * st + e];
-          sb[PackedQ6K::kLow + (4 * (g / 2) + st) * 64 + 4 * r + e] |= uint8_t((c & 0xf) << (g % 2 ? 4 : 0));
-          sb[PackedQ6K::kHigh + g * 64 + 4 * r + e] |= uint8_t((c >> 4) << (2 * st));
-        }
+    // Row r's four bytes of each vector, from the codes' dwords: dword i holds codes 4i .. 4i + 3.
+    uint32_t c[64];
+    std::memcpy(c, u, sizeof(c));
+    for (int q = 0; q < 8; ++q)  // groups 2q and 2q + 1: the low nibbles of their step st side by side
+      for (int st = 0; st < 4; ++st) {
+        const uint32_t v = (c[8 * q + st] & 0x0f0f0f0f) | (c[8 * q + 4 + st] & 0x0f0f0f0f) << 4;
+        std::memcpy(sb + PackedQ6K::kLow + (4 * q + st) * 64 + 4 * r, &v, 4);
+      }
+    for (int g = 0; g < 16; ++g) {  // group g: the two high bits of step st at bits 2st, 2st + 1
+      uint32_t v = 0;
+      for (int st = 0; st < 4; ++st) v |= (c[4 * g + st] >> 4 & 0x03030303) << (2 * st);
+      std::memcpy(sb + PackedQ6K::kHigh + g * 64 + 4 * r, &v, 4);
+    }
     for (int g = 0; g < 16; ++g) sb[PackedQ6K::kScales + 16 * g + r] = uint8_t(blk.scales[g]);
     std::memcpy(sb + PackedQ6K::kD + 2 * r, &blk.d, 2);
   });
