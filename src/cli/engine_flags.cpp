@@ -214,9 +214,9 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
               });
   args.toggle("--repack", "--no-repack",
               "re-lay matrices out at load where this CPU's kernels gain (default; AVX-512 without AMX: Q8_0, Q4_K,\n"
-              "Q5_0, Q4_0, and Q6_K on Intel, as 16-row panels in (about) as many bytes, their mapped pages let go;\n"
-              "decode and a server's few-token steps run faster; off with --no-mmap or --mlock); --no-repack keeps\n"
-              "the file's layout",
+              "Q6_K, Q5_0, Q4_0; AVX2: Q8_0, Q5_0, Q4_0; as 16-row panels in (about) as many bytes, their mapped\n"
+              "pages let go; decode and a server's few-token steps run faster; off with --no-mmap or --mlock);\n"
+              "--no-repack keeps the file's layout",
               &f.repack);
   args.custom("--expert-cache", "SIZE|auto|off",
               "MoE models larger than RAM: keep the routed experts in a RAM cache of SIZE (e.g. 8G, 512M) and\n"

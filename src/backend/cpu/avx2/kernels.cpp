@@ -19,6 +19,7 @@ constexpr int kMaxTokens = 4;
 
 void fill_kernels(CpuKernels& k) {
   fill_x86_kernels(k, Isa::Avx2);
+  fill_packed(k);  // a token's bits are the same in any call: both tables take it
   if (k.batch_invariant) return;  // the panels and the Zen decode order their sums unlike the row kernels
   fill_panel_gemm(k);
   if (k.uarch == Uarch::Zen) fill_zen_decode(k);

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #include "backend/cpu/kernel_table.h"
 #include "quant/blocks.h"
@@ -378,6 +379,153 @@ void fill(CpuKernels& k) {
   set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
+// ---- panels kept from load: Q4_0, Q5_0 and Q8_0 (x86/packed_x86.inc) -----------------------------------
+// Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to three
+// operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
+// f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
+// compute-bound). Calls of 16 tokens and more expand each panel into the unpacking kernel's layout and run its
+// tiles. Both compute each group's exact integer sum and then the float steps of tile<P, NT> above in the same
+// order, so a token's bits depend on neither the call's token count nor its place in it.
+#include "backend/cpu/x86/packed_x86.inc"
+
+// 0xff in byte i where bit i of m is set.
+inline __m256i bytes_from_bits(uint32_t m) {
+  const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3,
+                                          3, 3, 3, 3, 3, 3);
+  const __m256i others = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);  // byte i: every bit but i % 8
+  const __m256i v = _mm256_or_si256(_mm256_shuffle_epi8(_mm256_set1_epi32(int(m)), spread), others);
+  return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
+}
+
+// Half h (rows 8h .. 8h + 7) of step s (inputs 4s .. 4s + 3 of group g) of a packed panel: [8 rows][4 codes] as
+// the unpacked panel's unsigned bytes.
+template <class P>
+inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, int h) {
+  if constexpr (kNibblePanel<P>) {
+    const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * 256 + (s & 3) * 64 + 32 * h));
+    const __m256i c = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+    if constexpr (!kFifthBits<P>) return c;
+    uint32_t fifth;
+    std::memcpy(&fifth, panel + packed_masks_at(n) + g * 64 + 8 * s + 4 * h, 4);
+    return _mm256_or_si256(c, _mm256_and_si256(bytes_from_bits(fifth), _mm256_set1_epi8(16)));
+  }
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * P::kGroup * 16 + 64 * s + 32 * h));
+}
+
+// NT tokens (from t0) against one packed panel's rows [0, nr): both halves per group, so each code vector is
+// loaded once for the tile's tokens.
+template <class P, int NT>
+void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64_t t0, int nr, float* y,
+                 size_t y_stride) {
+  constexpr int kSteps = P::kGroup / 4;
+  const int64_t n_groups = p.n_groups;
+  const size_t group_share = (panel_bytes / size_t(n_groups) + 63) / 64 * 64;  // of the next panel, per group
+  const auto* scales = reinterpret_cast<const __m128i*>(panel + packed_scales_at<P>(p.n));
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[2][NT];
+  for (int h = 0; h < 2; ++h)
+    for (int t = 0; t < NT; ++t) acc[h][t] = _mm256_setzero_ps();
+  const int8_t* a[NT];
+  for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
+  for (int64_t g = 0; g < n_groups; ++g) {
+    // The next panel, as far along. Without, a thread's panels streamed at 9-13 GB/s from DRAM (Zen 5, one token
+    // through Gemma 3's 640 x 262144 output shape: Q4_0 10.0 -> 2.3 ms, Q5_0 5.7 -> 4.3, Q8_0 13.8 -> 4.3), and
+    // even from L3 (4096 x 8192 Q8_0: 1.20 -> 0.64 ms).
+    for (size_t l = 0; l < group_share; l += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(panel + panel_bytes + g * group_share + l), _MM_HINT_T0);
+    for (int h = 0; h < 2; ++h) {  // one half at a time: 16 ymm registers hold no more without spilling
+      __m256i is[NT];
+      for (int t = 0; t < NT; ++t)
+        is[t] = kSigned<P> ? _mm256_setzero_si256() : _mm256_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
+      if constexpr (kSigned<P>) {
+        for (int s = 0; s < kSteps; ++s) {
+          const __m256i q = _mm256_xor_si256(packed_half<P>(panel, p.n, g, s, h), _mm256_set1_epi8(char(0x80)));
+          const __m256i u = _mm256_abs_epi8(q);
+          for (int t = 0; t < NT; ++t) {
+            const __m256i av = _mm256_sign_epi8(bcast4(a[t] + g * P::kGroup + 4 * s), q);
+            is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, av), ones));
+          }
+        }
+      } else {
+        constexpr int kSum = kSumSteps<P>;
+        for (int s = 0; s < kSteps; s += kSum) {
+          __m256i wv[kSum];
+          for (int j = 0; j < kSum; ++j) wv[j] = packed_half<P>(panel, p.n, g, s + j, h);
+          for (int t = 0; t < NT; ++t) {
+            const int8_t* at = a[t] + g * P::kGroup + 4 * s;
+            __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
+            for (int j = 1; j < kSum; ++j) p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
+            is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
+          }
+        }
+      }
+      const __m256 ws = _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h));
+      for (int t = 0; t < NT; ++t) {
+        const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
+        acc[h][t] = _mm256_fmadd_ps(v, ws, acc[h][t]);
+      }
+    }
+  }
+  for (int h = 0; h < 2 && 8 * h < nr; ++h) {
+    const __m256i keep = store_mask(nr - 8 * h);
+    for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride + 8 * h, keep, acc[h][t]);
+  }
+}
+
+constexpr int kPackedTileTokens = 2;  // 2 x 2 halves of integer and float sums, the codes beside them
+
+template <class P, int NT>
+void run_packed_tile(int nt, const Panel& p, const uint8_t* panel, size_t panel_bytes, int64_t t0, int nr, float* y,
+                     size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return run_packed_tile<P, NT - 1>(nt, p, panel, panel_bytes, t0, nr, y, y_stride);
+  }
+  packed_tile<P, NT>(p, panel, panel_bytes, t0, nr, y, y_stride);
+}
+
+// kernels.h PackedGemmFn.
+template <class P>
+void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride, int64_t n_tokens,
+                 float* y, size_t y_stride) {
+  Panel p;
+  prepare_activations<P>(p, n, x, x_stride, n_tokens);
+  const size_t bytes = packed_panel_bytes<P>(n);
+  if (n_tokens >= kMinTokens) {
+    Scratch& s = t_scratch;
+    uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);  // finish_panel's
+    float* wscale = s.wscale.get<float>(size_t(p.n_groups) * 16);
+    p.codes = codes, p.wscale = wscale, p.wmin = nullptr;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+      const uint8_t* panel = panels + size_t(r0 / 16) * bytes;
+      const auto* scales = reinterpret_cast<const __m128i*>(panel + packed_scales_at<P>(n));
+      for (int64_t g = 0; g < p.n_groups; ++g) {
+        for (int st = 0; st < P::kGroup / 4; ++st)
+          for (int h = 0; h < 2; ++h)
+            _mm256_store_si256(reinterpret_cast<__m256i*>(codes + g * P::kGroup * 16 + 64 * st + 32 * h),
+                               packed_half<P>(panel, n, g, st, h));
+        for (int h = 0; h < 2; ++h) _mm256_store_ps(wscale + 16 * g + 8 * h, _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h)));
+      }
+      finish_panel<P>(p);
+      panel_tiles<P>(p, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
+    }
+    return;
+  }
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTileTokens) {
+      const int nt = int(n_tokens - t0 < kPackedTileTokens ? n_tokens - t0 : kPackedTileTokens);
+      run_packed_tile<P, kPackedTileTokens>(nt, p, panels + size_t(r0 / 16) * bytes, bytes, t0, nr,
+                                            y + t0 * y_stride + r0, y_stride);
+    }
+  }
+}
+
+template <class P>
+void set_packed(CpuKernels& k) {
+  k.pack[uint32_t(P::kType)] = pack<P>;
+  k.packed_gemm[uint32_t(P::kType)] = packed_gemm<P>;
+}
+
 }  // namespace
 
 void fill_panel_gemm(CpuKernels& k) {
@@ -385,6 +533,13 @@ void fill_panel_gemm(CpuKernels& k) {
     fill<Uarch::Zen>(k);
   else
     fill<Uarch::Intel>(k);
+}
+
+// The 32-element formats whose one-row decode kernels are compute-bound at this level (the code above).
+void fill_packed(CpuKernels& k) {
+  set_packed<PQ8_0>(k);
+  set_packed<PQ4_0>(k);
+  set_packed<PQ5_0>(k);
 }
 
 }  // namespace tandem::cpu::avx2

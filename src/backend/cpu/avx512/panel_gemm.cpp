@@ -84,16 +84,7 @@ void tile(const Panel& p, int64_t t0, int, int nr, float* y, size_t y_stride) {
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride, keep, acc[t]);
 }
 
-// ---- panels kept from load (CpuBackend::repack) -------------------------------------------------------
-// One panel of 16 rows: unpack_panel's codes (n * 16 bytes), then the blocks' scales as the file's f16,
-// [n_groups][16] (one f16 per block: the 32-element formats only), zeros up to a multiple of 64 bytes so
-// every panel of a 64-byte aligned copy is aligned. As many bytes as the file's rows for Q8_0; f16 -> f32 is
-// exact, so the products are the unpacking kernel's bits.
-
-template <class P>
-size_t packed_panel_bytes(int64_t n) {
-  return (size_t(n) * 16 + size_t(n / P::kGroup) * 16 * sizeof(uint16_t) + 63) / 64 * 64;
-}
+#include "backend/cpu/x86/packed_x86.inc"
 
 // Q4_K panels in the file's bytes (+3%): per super-block of 16 rows, the nibbles (2048 bytes: vector 4q + s holds
 // sub-block q's step s in its low nibbles and step s + 4 in its high ones, each step [16 rows][4 codes] as in the
@@ -124,38 +115,11 @@ size_t packed_panel_bytes<PQ6_K>(int64_t n) {
   return size_t(n / 256) * PackedQ6K::kBytes;
 }
 
-// Q4_0 and Q5_0 panels in the file's bytes: the codes' low four bits as nibbles ([n / 32][4 vectors]: vector q holds
-// the block's step q in its low nibbles and step q + 4 in its high ones, each step [16 rows][4 codes] as in the
-// unpacked panel), Q5_0's fifth bits ([n / 32][8 steps] as 64-bit masks: bit 4r + e of step s is row r's code
-// 4s + e), then the blocks' f16 scales as Q8_0's ([n / 32][16]). A step's codes are one to three operations from a
-// load, where the row kernels convert and scale every block for every token.
-template <class P>
-constexpr bool kNibblePanel = std::is_same_v<P, PQ4_0> || std::is_same_v<P, PQ5_0>;
-template <class P>
-constexpr bool kFifthBits = std::is_same_v<P, PQ5_0>;
-
 // A nibble panel expanded to Q8_0's packed layout (codes as bytes, then the f16 scales) for one call of many tokens:
 // the same operations on the same values as the nibble panel's tile, so the same bits, without unpacking every
 // step for every tile (Q5_0 prefill512_packed: 316 GFLOP/s from the nibbles, 339 from unpacked rows).
 template <class P>
 struct Bytes : P {};
-
-// Where a 32-element format's fifth bits and f16 block scales start in its packed panel.
-inline size_t packed_masks_at(int64_t n) { return size_t(n) * 8; }
-template <class P>
-size_t packed_scales_at(int64_t n) {
-  if constexpr (kNibblePanel<P>) return size_t(n) * (kFifthBits<P> ? 10 : 8);
-  return size_t(n) * 16;
-}
-
-template <>
-size_t packed_panel_bytes<PQ4_0>(int64_t n) {
-  return (packed_scales_at<PQ4_0>(n) + size_t(n) + 63) / 64 * 64;
-}
-template <>
-size_t packed_panel_bytes<PQ5_0>(int64_t n) {
-  return (packed_scales_at<PQ5_0>(n) + size_t(n) + 63) / 64 * 64;
-}
 
 // Step s (inputs 4s .. 4s + 3 of group g) of a packed panel: [16 rows][4 codes] as unsigned bytes.
 template <class P>
@@ -182,71 +146,6 @@ template <size_t kBytes, int kParts, int NP>
   for (int j = 0; j < NP; ++j)
     for (size_t o = 0; o < kSlice; o += 64)
       _mm_prefetch(reinterpret_cast<const char*>(sb[j] + kBytes + part * kSlice + o), _MM_HINT_T0);
-}
-
-// Packing block by block: every panel zeroed (rows past the matrix's end keep zero scales), then put(block,
-// panel, block index, r) for each real row r of the panel and each of its blocks.
-template <class P, class Put>
-size_t pack_blocks(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out, Put put) {
-  const size_t bytes = packed_panel_bytes<P>(n);
-  if (out) {
-    const int64_t nb = n / P::kBlock;
-    const auto* wb = static_cast<const uint8_t*>(w);
-    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-      uint8_t* panel = out + size_t(r0 / 16) * bytes;
-      std::memset(panel, 0, bytes);
-      const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-      for (int r = 0; r < nr; ++r) {
-        const auto* blocks = reinterpret_cast<const typename P::W*>(wb + (r0 + r) * w_stride);
-        for (int64_t b = 0; b < nb; ++b) put(blocks[b], panel, b, r);
-      }
-    }
-  }
-  return size_t((n_rows + 15) / 16) * bytes;
-}
-
-template <class P>
-  requires(kNibblePanel<P>)
-size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
-  const size_t masks_at = packed_masks_at(n), scales_at = packed_scales_at<P>(n);
-  return pack_blocks<P>(n, w, w_stride, n_rows, out,
-                        [=](const typename P::W& blk, uint8_t* panel, int64_t g, int r) {
-                          uint8_t u[32];
-                          float unused;
-                          P::unpack(blk, u, &unused, nullptr);
-                          for (int st = 0; st < 8; ++st)
-                            for (int e = 0; e < 4; ++e) {
-                              const int i = 4 * r + e, c = u[4 * st + e];
-                              panel[g * 256 + (st & 3) * 64 + i] |= uint8_t((c & 0xf) << (st < 4 ? 0 : 4));
-                              if constexpr (kFifthBits<P>)
-                                panel[masks_at + g * 64 + 8 * st + i / 8] |= uint8_t((c >> 4) << (i % 8));
-                            }
-                          std::memcpy(panel + scales_at + g * 32 + 2 * r, &blk.d, 2);
-                        });
-}
-
-template <class P>
-  requires(P::kBlock == 32 && !kNibblePanel<P>)
-size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
-  const size_t bytes = packed_panel_bytes<P>(n);
-  if (out) {
-    const int64_t n_groups = n / P::kGroup;
-    float* wscale = t_scratch.wscale.get<float>(size_t(n_groups) * 16);
-    uint8_t* rows = t_scratch.rows.get<uint8_t>(16 * P::kBlock);
-    const auto* wb = static_cast<const uint8_t*>(w);
-    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-      uint8_t* panel = out + size_t(r0 / 16) * bytes;
-      unpack_panel<P>(wb + r0 * w_stride, w_stride, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n, panel, wscale,
-                      nullptr, rows);
-      uint8_t* scales = panel + size_t(n) * 16;
-      for (int64_t g = 0; g < n_groups; ++g)
-        _mm256_store_si256(reinterpret_cast<__m256i*>(scales + 32 * g),
-                           _mm512_cvtps_ph(_mm512_load_ps(wscale + 16 * g), _MM_FROUND_TO_NEAREST_INT));
-      const size_t used = size_t(n) * 16 + size_t(n_groups) * 32;
-      std::memset(panel + used, 0, bytes - used);
-    }
-  }
-  return size_t((n_rows + 15) / 16) * bytes;
 }
 
 // The k-quants' packing: pack_blocks with each block's super-block of a panel (kSuperBytes) given to put(block,
