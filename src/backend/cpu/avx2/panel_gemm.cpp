@@ -1,6 +1,7 @@
 // AVX2 prefill GEMM (AMD Zen 2/3, Intel before AVX-512): the AVX-512 level's 16-row panels
 // (x86/panel_x86.inc), unpacked once per call, with the int8 products done by vpmaddubsw + vpmaddwd on
-// 8 rows (one half of a panel) x 4 tokens at a time.
+// 8 rows (one half of a panel) x 4 tokens at a time; and the decode of the panels Q4_0, Q5_0 and Q8_0 are
+// repacked into at load (below).
 //
 // Per row r and token t, with the weights' scale groups g, the same sum as avx512/panel_gemm.cpp:
 //   y = sum_g wscale[g][r] * ascale[t][g] * (sum_{k in g} u[r][k] a[t][k] + bias[t][g])
@@ -472,7 +473,7 @@ void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64
   }
 }
 
-constexpr int kPackedTileTokens = 2;  // 2 x 2 halves of integer and float sums, the codes beside them
+constexpr int kPackedTileTokens = 2;  // both halves' float sums of two tokens, one half's integer sums, the codes
 
 template <class P, int NT>
 void run_packed_tile(int nt, const Panel& p, const uint8_t* panel, size_t panel_bytes, int64_t t0, int nr, float* y,
