@@ -162,17 +162,16 @@ template <class P>
   requires(P::kType == WeightType::Q4_K)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
   return pack_super<P, PackedQ4K::kBytes>(n, w, w_stride, n_rows, out, [](const BlockQ4_K& blk, uint8_t* sb, int r) {
-    uint8_t codes[256];
-    for (int j = 0; j < 4; ++j)  // 64 elements per 32 bytes of qs: low nibbles first
-      for (int i = 0; i < 32; ++i) {
-        codes[64 * j + i] = blk.qs[32 * j + i] & 0xf;
-        codes[64 * j + 32 + i] = blk.qs[32 * j + i] >> 4;
-      }
+    // Sub-block q's codes are the low (q even) or high (q odd) nibbles of qs[32 (q / 2) ..]: row r's four bytes of
+    // vector 4q + st are the nibbles of qs's dwords 8 (q / 2) + st (step st) and + 4 (step st + 4).
+    uint32_t qs[32];
+    std::memcpy(qs, blk.qs, sizeof(qs));
     for (int q = 0; q < 8; ++q) {
-      for (int st = 0; st < 4; ++st)
-        for (int e = 0; e < 4; ++e)
-          sb[PackedQ4K::kNibbles + (4 * q + st) * 64 + 4 * r + e] =
-              uint8_t(codes[32 * q + 4 * st + e] | codes[32 * q + 4 * (st + 4) + e] << 4);
+      for (int st = 0; st < 4; ++st) {
+        const uint32_t lo = qs[8 * (q / 2) + st], hi = qs[8 * (q / 2) + st + 4];
+        const uint32_t v = q % 2 ? (lo >> 4 & 0x0f0f0f0f) | (hi & 0xf0f0f0f0) : (lo & 0x0f0f0f0f) | (hi & 0x0f0f0f0f) << 4;
+        std::memcpy(sb + PackedQ4K::kNibbles + (4 * q + st) * 64 + 4 * r, &v, 4);
+      }
       const uint8_t* k = blk.scales;  // ggml's get_scale_min_k4
       sb[PackedQ4K::kScales + 16 * q + r] = uint8_t(q < 4 ? k[q] & 63 : (k[q + 4] & 0xf) | ((k[q - 4] >> 6) << 4));
       sb[PackedQ4K::kMins + 16 * q + r] = uint8_t(q < 4 ? k[q + 4] & 63 : (k[q + 4] >> 4) | ((k[q] >> 6) << 4));
