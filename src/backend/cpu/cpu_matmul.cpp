@@ -141,6 +141,9 @@ void cpu_matmul_packed(ThreadPool& pool, const Weight& w, const PackedWeight& pa
   const size_t act_row = quantize_tokens(pool, kernels(), w.type, n, x, n_tokens, scratch);
   const uint8_t* act = scratch.data();
   int64_t chunk_rows = chunk_rows_for(n_rows, packed.panel_bytes / kPanelRows, n_tokens, pool.size());
+  // Each call lays out its tokens' activations again (packed_gemm's first step) and keeps its weights in L2 a
+  // group of panels at a time whatever its rows: the fewest chunks that still balance the threads.
+  chunk_rows = std::max(chunk_rows, n_rows / (int64_t(pool.size()) * 4));
   chunk_rows = (chunk_rows + kPackedGroupRows - 1) / kPackedGroupRows * kPackedGroupRows;
   const int64_t n_chunks = (n_rows + chunk_rows - 1) / chunk_rows;
   std::atomic<int64_t> next{0};
@@ -191,6 +194,8 @@ int64_t plan_items(int64_t n_expert, int64_t n_rows, size_t chunk_bytes_per_row,
   const size_t chunk_bytes = most_tokens <= kOnePassTokens ? kOnePassChunkBytes : kChunkWeightBytes;
   int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(chunk_bytes / std::max<size_t>(chunk_bytes_per_row, 1)));
   chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows * n_active / (int64_t(n_threads) * 4)));
+  // Packed calls: as cpu_matmul_packed, the fewest chunks that balance the threads.
+  if (packed) chunk_rows = std::max(chunk_rows, std::min(n_rows, n_rows * n_active / (int64_t(n_threads) * 4)));
   const int64_t granule = packed ? kPackedGroupRows : kPanelRows;
   chunk_rows = (chunk_rows + granule - 1) / granule * granule;
   s.items.clear();
