@@ -413,8 +413,8 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * P::kGroup * 16 + 64 * s + 32 * h));
 }
 
-// NT tokens (from t0) against one packed panel's rows [0, nr): both halves per group, so each code vector is
-// loaded once for the tile's tokens.
+// NT tokens (from t0) against one packed panel's rows [0, nr), group by group and a half at a time: each code
+// vector is loaded once for the tile's tokens.
 template <class P, int NT>
 void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64_t t0, int nr, float* y,
                  size_t y_stride) {
@@ -504,7 +504,8 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
           for (int h = 0; h < 2; ++h)
             _mm256_store_si256(reinterpret_cast<__m256i*>(codes + g * P::kGroup * 16 + 64 * st + 32 * h),
                                packed_half<P>(panel, n, g, st, h));
-        for (int h = 0; h < 2; ++h) _mm256_store_ps(wscale + 16 * g + 8 * h, _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h)));
+        for (int h = 0; h < 2; ++h)
+          _mm256_store_ps(wscale + 16 * g + 8 * h, _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h)));
       }
       finish_panel<P>(p);
       panel_tiles<P>(p, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
