@@ -413,67 +413,76 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * P::kGroup * 16 + 64 * s + 32 * h));
 }
 
-// NT tokens (from t0) against one packed panel's rows [0, nr), group by group and a half at a time: each code
-// vector is loaded once for the tile's tokens.
+// NT tokens (from t0) against one packed panel's rows [0, nr), group by group: one token (two of Q8_0) takes both
+// halves at once, more a half at a time (16 ymm registers hold their sums for 8 rows beside the codes, not for 16;
+// the second half's loads find the lines the first brought in). Each code vector is loaded once for the tile's
+// tokens. Zen 5, one thread, Gemma 3's output shape (ms) both halves / a half at a time: 1 token Q4_0 2.30 / 2.60,
+// Q8_0 4.30 / 4.80; 2 tokens Q4_0 3.78 / 3.06, Q8_0 5.29 / 7.22; 4 tokens (twice 2 before) Q4_0 7.01 / 5.40.
 template <class P, int NT>
 void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64_t t0, int nr, float* y,
                  size_t y_stride) {
   constexpr int kSteps = P::kGroup / 4;
+  constexpr int kHalves = NT == 1 || (kSigned<P> && NT == 2) ? 2 : 1;  // per pass over the groups
   const int64_t n_groups = p.n_groups;
   const size_t group_share = (panel_bytes / size_t(n_groups) + 63) / 64 * 64;  // of the next panel, per group
   const auto* scales = reinterpret_cast<const __m128i*>(panel + packed_scales_at<P>(p.n));
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[2][NT];
-  for (int h = 0; h < 2; ++h)
-    for (int t = 0; t < NT; ++t) acc[h][t] = _mm256_setzero_ps();
   const int8_t* a[NT];
   for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
-  for (int64_t g = 0; g < n_groups; ++g) {
-    // The next panel, as far along. Without, a thread's panels streamed at 9-13 GB/s from DRAM (Zen 5, one token
-    // through Gemma 3's 640 x 262144 output shape: Q4_0 10.0 -> 2.3 ms, Q5_0 5.7 -> 4.3, Q8_0 13.8 -> 4.3), and
-    // even from L3 (4096 x 8192 Q8_0: 1.20 -> 0.64 ms).
-    for (size_t l = 0; l < group_share; l += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(panel + panel_bytes + g * group_share + l), _MM_HINT_T0);
-    for (int h = 0; h < 2; ++h) {  // one half at a time: 16 ymm registers hold no more without spilling
-      __m256i is[NT];
-      for (int t = 0; t < NT; ++t)
-        is[t] = kSigned<P> ? _mm256_setzero_si256() : _mm256_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
-      if constexpr (kSigned<P>) {
-        for (int s = 0; s < kSteps; ++s) {
-          const __m256i q = _mm256_xor_si256(packed_half<P>(panel, p.n, g, s, h), _mm256_set1_epi8(char(0x80)));
-          const __m256i u = _mm256_abs_epi8(q);
-          for (int t = 0; t < NT; ++t) {
-            const __m256i av = _mm256_sign_epi8(bcast4(a[t] + g * P::kGroup + 4 * s), q);
-            is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, av), ones));
+  for (int h0 = 0; h0 < 2 && 8 * h0 < nr; h0 += kHalves) {
+    __m256 acc[kHalves][NT];
+    for (int hh = 0; hh < kHalves; ++hh)
+      for (int t = 0; t < NT; ++t) acc[hh][t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < n_groups; ++g) {
+      // The next panel, as far along. Without, a thread's panels streamed at 9-13 GB/s from DRAM (Zen 5, one
+      // token through Gemma 3's 640 x 262144 output shape: Q4_0 10.0 -> 2.3 ms, Q5_0 5.7 -> 4.3, Q8_0 13.8 ->
+      // 4.3), and even from L3 (4096 x 8192 Q8_0: 1.20 -> 0.64 ms).
+      if (h0 == 0)
+        for (size_t l = 0; l < group_share; l += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(panel + panel_bytes + g * group_share + l), _MM_HINT_T0);
+      for (int hh = 0; hh < kHalves; ++hh) {
+        const int h = h0 + hh;
+        __m256i is[NT];
+        for (int t = 0; t < NT; ++t)
+          is[t] = kSigned<P> ? _mm256_setzero_si256() : _mm256_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
+        if constexpr (kSigned<P>) {
+          for (int s = 0; s < kSteps; ++s) {
+            const __m256i q = _mm256_xor_si256(packed_half<P>(panel, p.n, g, s, h), _mm256_set1_epi8(char(0x80)));
+            const __m256i u = _mm256_abs_epi8(q);
+            for (int t = 0; t < NT; ++t) {
+              const __m256i av = _mm256_sign_epi8(bcast4(a[t] + g * P::kGroup + 4 * s), q);
+              is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, av), ones));
+            }
+          }
+        } else {
+          constexpr int kSum = kSumSteps<P>;
+          for (int s = 0; s < kSteps; s += kSum) {
+            __m256i wv[kSum];
+            for (int j = 0; j < kSum; ++j) wv[j] = packed_half<P>(panel, p.n, g, s + j, h);
+            for (int t = 0; t < NT; ++t) {
+              const int8_t* at = a[t] + g * P::kGroup + 4 * s;
+              __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
+              for (int j = 1; j < kSum; ++j)
+                p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
+              is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
+            }
           }
         }
-      } else {
-        constexpr int kSum = kSumSteps<P>;
-        for (int s = 0; s < kSteps; s += kSum) {
-          __m256i wv[kSum];
-          for (int j = 0; j < kSum; ++j) wv[j] = packed_half<P>(panel, p.n, g, s + j, h);
-          for (int t = 0; t < NT; ++t) {
-            const int8_t* at = a[t] + g * P::kGroup + 4 * s;
-            __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
-            for (int j = 1; j < kSum; ++j) p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
-            is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
-          }
+        const __m256 ws = _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h));
+        for (int t = 0; t < NT; ++t) {
+          const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
+          acc[hh][t] = _mm256_fmadd_ps(v, ws, acc[hh][t]);
         }
-      }
-      const __m256 ws = _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h));
-      for (int t = 0; t < NT; ++t) {
-        const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
-        acc[h][t] = _mm256_fmadd_ps(v, ws, acc[h][t]);
       }
     }
-  }
-  for (int h = 0; h < 2 && 8 * h < nr; ++h) {
-    const __m256i keep = store_mask(nr - 8 * h);
-    for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride + 8 * h, keep, acc[h][t]);
+    for (int hh = 0; hh < kHalves && 8 * (h0 + hh) < nr; ++hh) {
+      const __m256i keep = store_mask(nr - 8 * (h0 + hh));
+      for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride + 8 * (h0 + hh), keep, acc[hh][t]);
+    }
   }
 }
 
-constexpr int kPackedTileTokens = 2;  // both halves' float sums of two tokens, one half's integer sums, the codes
+constexpr int kPackedTileTokens = 4;  // a half's float and integer sums of four tokens beside the codes
 
 template <class P, int NT>
 void run_packed_tile(int nt, const Panel& p, const uint8_t* panel, size_t panel_bytes, int64_t t0, int nr, float* y,
