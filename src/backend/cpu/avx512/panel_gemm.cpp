@@ -192,10 +192,10 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
   constexpr int kChains = NT * NP <= 4 && kSteps % 2 == 0 ? 2 : 1;
   // Several tokens per panel leave the hardware prefetcher behind (measured on Zen 4: 8 tokens 21 -> 18 ms over
   // Gemma 3's output matrix; on an Intel Xeon, one thread: 2 tokens 9.3 -> 6.0 ms, 4 tokens 10.6 -> 6.3); one
-  // token's loads keep it busy enough for Q8_0 (Zen 4: 10.4 -> 12 ms with these prefetches, Zen 5: 5.5 -> 6.4;
-  // Intel: no change), not for the nibble panels' half as many bytes per operation (Zen 5, one token: Q4_0 5.4 ->
-  // 2.9 ms, Q5_0 7.3 -> 3.2).
-  constexpr bool kPrefetch = NT > 1 || kNibblePanel<P>;
+  // token over four Q8_0 panels keeps it busy enough (Zen 4: 10.4 -> 12 ms with these prefetches, Zen 5: 5.5 ->
+  // 6.4; Intel: no change), not over one (Zen 5: 5.5 -> 4.5 ms with them), nor over the nibble panels' half as many
+  // bytes per operation (Zen 5, one token: Q4_0 5.4 -> 2.9 ms, Q5_0 7.3 -> 3.2).
+  constexpr bool kPrefetch = NT > 1 || NP == 1 || kNibblePanel<P>;
   const int64_t n_groups = p.n_groups;
   const uint8_t* codes[NP];
   const uint16_t* scales[NP];
@@ -428,11 +428,12 @@ template <class Q, int NT, int NP>
 
 constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
 
-// Panels one token takes at once. Four give Intel independent vpdpbusd chains; on Zen a k-quant panel streamed
-// alone reads DRAM faster (Zen 5, tg64, interleaved three times: synth 1B Q4_K_M 68.6-70.4 -> 73.2-76.0 t/s,
-// V2-Lite 4L 147-149 -> 155-157), though in cache four are faster (4096 x 8192 Q4_K: 0.23 against 0.26 ms).
+// Panels one token takes at once. Four give Intel independent vpdpbusd chains; on Zen a panel streamed alone reads
+// DRAM faster (Zen 5, tg64, interleaved three times: synth 1B Q4_K_M 68.6-70.4 -> 73.2-76.0 t/s, V2-Lite 4L
+// 147-149 -> 155-157; one thread over Gemma 3's output shape, prefetched: Q8_0 5.5 -> 4.5 ms, Q4_0 2.9 -> 2.2, Q5_0
+// 3.3 -> 3.1), though in cache four k-quant panels are faster (4096 x 8192 Q4_K: 0.23 against 0.26 ms).
 template <class P, Uarch kUarch>
-constexpr int kOneTokenPanels = kUarch == Uarch::Zen && P::kBlock == 256 ? 1 : 4;
+constexpr int kOneTokenPanels = kUarch == Uarch::Zen ? 1 : 4;
 
 // Tokens t0 .. t0 + NT - 1 against the n_panels (<= kGroupPanels) panels at `panels`, rows [0, nr).
 template <class P, int NT, Uarch kUarch>
