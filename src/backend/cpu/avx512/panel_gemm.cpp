@@ -439,8 +439,12 @@ constexpr int kOneTokenPanels = kUarch == Uarch::Zen ? 1 : 4;
 template <class P, int NT, Uarch kUarch>
 void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int n_panels, int64_t t0, int nr,
                   float* y, size_t y_stride) {
-  // The k-quants' tiles hold a second float sum per row and token (the super-block's): fewer panels at once.
-  constexpr int kNP = NT == 1 ? kOneTokenPanels<P, kUarch> : NT <= (P::kBlock == 256 ? 2 : 4) ? 2 : 1;
+  // The k-quants' tiles hold a second float sum per row and token (the super-block's): fewer panels at once. Zen
+  // reads Q8_0 a panel at a time for a few tokens too (one thread over Gemma 3's output shape, 2 / 4 tokens: 6.1 /
+  // 6.5 -> 4.4-5.0 / 4.9-5.1 ms; the nibble formats gained nothing, and the k-quants' tiles are left as GCC
+  // allocates them well).
+  constexpr bool kOnePanel = NT == 1 || (kUarch == Uarch::Zen && std::is_same_v<P, PQ8_0>);
+  constexpr int kNP = kOnePanel ? kOneTokenPanels<P, kUarch> : NT <= (P::kBlock == 256 ? 2 : 4) ? 2 : 1;
   auto run = [&]<int NP>(int j) {
     if constexpr (P::kType == WeightType::Q4_K)
       packed_tile_k<Q4KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
