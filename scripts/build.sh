@@ -14,7 +14,7 @@ if [ -n "$nvcc" ]; then
 else
   echo "build: no nvcc (CUDA toolkit) here: the CUDA backend is not compiled" >&2
 fi
-[ -x build/bin/tandem ] || echo "build: the first build takes minutes (about 8 on 2 fast cores); progress in build/build.log" >&2
+[ -x build/bin/tandem ] || echo "build: the first build takes 4-10 minutes on 2 cores; progress in build/build.log" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "${cuda[@]}" >build/cmake.log 2>&1 || { cat build/cmake.log >&2; exit 1; }
 cmake --build build -j"$(nproc)" >build/build.log 2>&1 || { grep -E "error|Error" -A5 build/build.log | head -60 >&2; exit 1; }
 echo "$PWD/build/bin/tandem"
