@@ -56,7 +56,8 @@ void ProgressBar::draw(bool final) {
     if (tty_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
     if (!tty_) {
       const int decile = int(frac * 10);
-      if (decile == last_decile_ || decile == 10) return;
+      // Work done within a second leaves its final line only (hashing a small model wrote eleven).
+      if (decile == last_decile_ || decile == 10 || now - start_ < std::chrono::seconds(1)) return;
       last_decile_ = decile;
     }
   }
@@ -68,8 +69,8 @@ void ProgressBar::draw(bool final) {
   bar.resize(kWidth, '.');
   std::string amount;
   if (bytes_) {
-    const double rate = secs > 0.05 ? double(done_) / secs / 1e9 : 0;  // too early to say before that
-    amount = format("%s / %s  %.2f GB/s", human_bytes(done_).c_str(), human_bytes(total_).c_str(), rate);
+    amount = format("%s / %s", human_bytes(done_).c_str(), human_bytes(total_).c_str());
+    if (secs > 0.05) amount += format("  %.2f GB/s", double(done_) / secs / 1e9);  // too early to say before that
   } else {
     amount = format("%llu / %llu", (unsigned long long)done_, (unsigned long long)total_);
   }

@@ -1,5 +1,6 @@
 // A progress bar on stderr for long work (loading, hashing, quantizing): redrawn in place on a
-// terminal at most ten times a second; on a pipe or file, one line per 10% so logs stay short.
+// terminal at most ten times a second; on a pipe or file, one line per 10% once the work has taken a
+// second (quicker work: the final line only), so logs stay short.
 #pragma once
 
 #include <chrono>
