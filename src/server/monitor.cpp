@@ -49,10 +49,7 @@ Monitor::Monitor(Engine& engine, const Scheduler& scheduler, std::string model_n
     unit.bytes_per_s = 1.0;  // the seconds are not used, only the bytes
     speeds.devices.assign(plan.devices.size(), unit);
     const std::vector<size_t> no_kv(plan.layer_device.size(), 0);
-    placement::ModelShape shape;
-    shape.n_embd = hp.n_embd, shape.n_vocab = hp.n_vocab, shape.n_expert = hp.n_expert;
-    shape.n_expert_used = hp.n_expert_used;
-    const auto p = placement::predict_decode(plan, engine_.model->tensor_infos(), shape, no_kv, 0, speeds);
+    const auto p = placement::predict_decode(plan, engine_.model->tensor_infos(), model_shape(hp), no_kv, 0, speeds);
     for (size_t d = 0; d < plan.devices.size(); ++d)
       for (size_t i = 0; i < names.size(); ++i)
         if (plan.devices[d].name == names[i]) weight_bytes_per_pass_[i] = p.read_bytes[d];

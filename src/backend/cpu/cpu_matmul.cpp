@@ -140,10 +140,9 @@ void cpu_matmul_packed(ThreadPool& pool, const Weight& w, const PackedWeight& pa
   const int64_t n = w.row_length(), n_rows = w.n_rows();
   const size_t act_row = quantize_tokens(pool, kernels(), w.type, n, x, n_tokens, scratch);
   const uint8_t* act = scratch.data();
-  int64_t chunk_rows = chunk_rows_for(n_rows, packed.panel_bytes / kPanelRows, n_tokens, pool.size());
   // Each call lays out its tokens' activations again (packed_gemm's first step) and keeps its weights in L2 a
-  // group of panels at a time whatever its rows: the fewest chunks that still balance the threads.
-  chunk_rows = std::max(chunk_rows, n_rows / (int64_t(pool.size()) * 4));
+  // group of panels at a time whatever its rows: the fewest chunks that still give every thread four.
+  int64_t chunk_rows = std::max(kMinChunkRows, n_rows / (int64_t(pool.size()) * 4));
   chunk_rows = (chunk_rows + kPackedGroupRows - 1) / kPackedGroupRows * kPackedGroupRows;
   const int64_t n_chunks = (n_rows + chunk_rows - 1) / chunk_rows;
   std::atomic<int64_t> next{0};
@@ -182,8 +181,9 @@ void group_by_expert(const int32_t* ids, int64_t n_slots, int64_t n_expert, cons
 
 // Work items: (expert, row chunk) over the experts in use, enough of them for every thread to get
 // several. Chunks are whole 16-row panels so the panel kernels can serve any expert's group.
-// chunk_bytes_per_row: weight bytes one row of a chunk reads; packed: whole groups of the four panels a packed
-// few-token tile takes at once (as cpu_matmul_packed). Returns the chunk's rows.
+// chunk_bytes_per_row: weight bytes one row of a chunk reads in the file's layout; packed: the fewest chunks that
+// balance the threads, in whole groups of the four panels a packed few-token tile takes at once (as
+// cpu_matmul_packed). Returns the chunk's rows.
 int64_t plan_items(int64_t n_expert, int64_t n_rows, size_t chunk_bytes_per_row, bool packed, int n_threads,
                    MatmulIdScratch& s) {
   int64_t n_active = 0, most_tokens = 0;
@@ -191,11 +191,12 @@ int64_t plan_items(int64_t n_expert, int64_t n_rows, size_t chunk_bytes_per_row,
     n_active += s.offset[size_t(e + 1)] > s.offset[size_t(e)];
     most_tokens = std::max(most_tokens, s.offset[size_t(e + 1)] - s.offset[size_t(e)]);
   }
+  const int64_t balanced = n_rows * n_active / (int64_t(n_threads) * 4);  // rows that give every thread four items
   const size_t chunk_bytes = most_tokens <= kOnePassTokens ? kOnePassChunkBytes : kChunkWeightBytes;
-  int64_t chunk_rows = std::max<int64_t>(kMinChunkRows, int64_t(chunk_bytes / std::max<size_t>(chunk_bytes_per_row, 1)));
-  chunk_rows = std::min(chunk_rows, std::max<int64_t>(kMinChunkRows, n_rows * n_active / (int64_t(n_threads) * 4)));
   // Packed calls: as cpu_matmul_packed, the fewest chunks that balance the threads.
-  if (packed) chunk_rows = std::max(chunk_rows, std::min(n_rows, n_rows * n_active / (int64_t(n_threads) * 4)));
+  int64_t chunk_rows = packed ? std::min(n_rows, balanced)
+                              : std::min(int64_t(chunk_bytes / std::max<size_t>(chunk_bytes_per_row, 1)), balanced);
+  chunk_rows = std::max(kMinChunkRows, chunk_rows);
   const int64_t granule = packed ? kPackedGroupRows : kPanelRows;
   chunk_rows = (chunk_rows + granule - 1) / granule * granule;
   s.items.clear();

@@ -85,49 +85,69 @@ inline __m256i store_mask(int nr) {
 
 // ---- the token tile: rows row0 .. row0 + 7 of the panel (row0 is 0 or 8) -----------------------------
 
+// A signed type's step for the sign trick (file comment): |q| and q.
+struct SignedStep {
+  __m256i u, q;
+};
+
+// Group g of 8 rows for NT tokens (a, from token t0) into acc: its exact integer sums, then times the activations'
+// and the weights' scales (ws(), read once the integer sums are done: a register fewer during them, where the
+// 4-token tiles have none to spare). step(s) gives step s's codes: unsigned bytes, or a SignedStep for a signed type.
+// The unpacking tile and the packed one both go through here, so a token's bits are the same in either.
+template <class P, int NT, class Step, class Ws>
+[[gnu::always_inline]] inline void add_group(const Panel& p, const int8_t* const* a, int64_t t0, int64_t g, Step step,
+                                             Ws ws_of, __m256 (&acc)[NT]) {
+  constexpr int kSteps = P::kGroup / 4;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i is[NT];
+  for (int t = 0; t < NT; ++t)
+    is[t] = kSigned<P> ? _mm256_setzero_si256() : _mm256_set1_epi32(p.bias[(t0 + t) * p.n_groups + g]);
+  if constexpr (kSigned<P>) {
+    for (int s = 0; s < kSteps; ++s) {
+      const SignedStep st = step(s);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i av = _mm256_sign_epi8(bcast4(a[t] + g * P::kGroup + 4 * s), st.q);
+        is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(_mm256_maddubs_epi16(st.u, av), ones));
+      }
+    }
+  } else {
+    // kSumSteps<P> steps' int16 pair sums added before one vpmaddwd (see kSumSteps)
+    constexpr int kSum = kSumSteps<P>;
+    for (int s = 0; s < kSteps; s += kSum) {
+      __m256i wv[kSum];
+      for (int j = 0; j < kSum; ++j) wv[j] = step(s + j);
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* at = a[t] + g * P::kGroup + 4 * s;
+        __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
+        for (int j = 1; j < kSum; ++j) p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
+        is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
+      }
+    }
+  }
+  const __m256 ws = ws_of();
+  for (int t = 0; t < NT; ++t) {
+    const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(p.ascale[(t0 + t) * p.n_groups + g]));
+    acc[t] = _mm256_fmadd_ps(v, ws, acc[t]);
+  }
+}
+
 template <class P, int NT>
 void tile(const Panel& p, int64_t t0, int row0, int nr, float* y, size_t y_stride) {
-  constexpr int kSteps = P::kGroup / 4;
   const int64_t n_groups = p.n_groups;
-  const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm256_setzero_ps();
   const int8_t* a[NT];
   for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
   for (int64_t g = 0; g < n_groups; ++g) {
-    __m256i is[NT];
-    for (int t = 0; t < NT; ++t)
-      is[t] = kSigned<P> ? _mm256_setzero_si256() : _mm256_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
     const int64_t c = g * P::kGroup * 16 + 4 * row0;
-    if constexpr (kSigned<P>) {
-      for (int s = 0; s < kSteps; ++s) {
-        const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes + c + 64 * s));
-        const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.signs + c + 64 * s));
-        for (int t = 0; t < NT; ++t) {
-          const __m256i av = _mm256_sign_epi8(bcast4(a[t] + g * P::kGroup + 4 * s), sv);
-          is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av), ones));
-        }
-      }
-    } else {
-      // kSumSteps<P> steps' int16 pair sums added before one vpmaddwd (see kSumSteps)
-      constexpr int kSum = kSumSteps<P>;
-      for (int s = 0; s < kSteps; s += kSum) {
-        __m256i wv[kSum];
-        for (int j = 0; j < kSum; ++j)
-          wv[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.codes + c + 64 * (s + j)));
-        for (int t = 0; t < NT; ++t) {
-          const int8_t* at = a[t] + g * P::kGroup + 4 * s;
-          __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
-          for (int j = 1; j < kSum; ++j) p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
-          is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
-        }
-      }
-    }
-    const __m256 ws = _mm256_load_ps(p.wscale + g * 16 + row0);
-    for (int t = 0; t < NT; ++t) {
-      const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
-      acc[t] = _mm256_fmadd_ps(v, ws, acc[t]);
-    }
+    auto load = [&](const uint8_t* v, int s) {
+      return _mm256_load_si256(reinterpret_cast<const __m256i*>(v + c + 64 * s));
+    };
+    auto ws = [&] { return _mm256_load_ps(p.wscale + g * 16 + row0); };
+    if constexpr (kSigned<P>)
+      add_group<P, NT>(p, a, t0, g, [&](int s) { return SignedStep{load(p.codes, s), load(p.signs, s)}; }, ws, acc);
+    else
+      add_group<P, NT>(p, a, t0, g, [&](int s) { return load(p.codes, s); }, ws, acc);
     if constexpr (P::kMin) {
       const __m256 wm = _mm256_load_ps(p.wmin + g * 16 + row0);
       for (int t = 0; t < NT; ++t)
@@ -421,12 +441,10 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
 template <class P, int NT>
 void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64_t t0, int nr, float* y,
                  size_t y_stride) {
-  constexpr int kSteps = P::kGroup / 4;
   constexpr int kHalves = NT == 1 || (kSigned<P> && NT == 2) ? 2 : 1;  // per pass over the groups
   const int64_t n_groups = p.n_groups;
   const size_t group_share = (panel_bytes / size_t(n_groups) + 63) / 64 * 64;  // of the next panel, per group
   const auto* scales = reinterpret_cast<const __m128i*>(panel + packed_scales_at<P>(p.n));
-  const __m256i ones = _mm256_set1_epi16(1);
   const int8_t* a[NT];
   for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
   for (int h0 = 0; h0 < 2 && 8 * h0 < nr; h0 += kHalves) {
@@ -442,37 +460,14 @@ void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64
           _mm_prefetch(reinterpret_cast<const char*>(panel + panel_bytes + g * group_share + l), _MM_HINT_T0);
       for (int hh = 0; hh < kHalves; ++hh) {
         const int h = h0 + hh;
-        __m256i is[NT];
-        for (int t = 0; t < NT; ++t)
-          is[t] = kSigned<P> ? _mm256_setzero_si256() : _mm256_set1_epi32(p.bias[(t0 + t) * n_groups + g]);
-        if constexpr (kSigned<P>) {
-          for (int s = 0; s < kSteps; ++s) {
+        auto ws = [&] { return _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h)); };
+        if constexpr (kSigned<P>)
+          add_group<P, NT>(p, a, t0, g, [&](int s) {
             const __m256i q = _mm256_xor_si256(packed_half<P>(panel, p.n, g, s, h), _mm256_set1_epi8(char(0x80)));
-            const __m256i u = _mm256_abs_epi8(q);
-            for (int t = 0; t < NT; ++t) {
-              const __m256i av = _mm256_sign_epi8(bcast4(a[t] + g * P::kGroup + 4 * s), q);
-              is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(_mm256_maddubs_epi16(u, av), ones));
-            }
-          }
-        } else {
-          constexpr int kSum = kSumSteps<P>;
-          for (int s = 0; s < kSteps; s += kSum) {
-            __m256i wv[kSum];
-            for (int j = 0; j < kSum; ++j) wv[j] = packed_half<P>(panel, p.n, g, s + j, h);
-            for (int t = 0; t < NT; ++t) {
-              const int8_t* at = a[t] + g * P::kGroup + 4 * s;
-              __m256i p16 = _mm256_maddubs_epi16(wv[0], bcast4(at));
-              for (int j = 1; j < kSum; ++j)
-                p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(wv[j], bcast4(at + 4 * j)));
-              is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
-            }
-          }
-        }
-        const __m256 ws = _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h));
-        for (int t = 0; t < NT; ++t) {
-          const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(is[t]), _mm256_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
-          acc[hh][t] = _mm256_fmadd_ps(v, ws, acc[hh][t]);
-        }
+            return SignedStep{_mm256_abs_epi8(q), q};
+          }, ws, acc[hh]);
+        else
+          add_group<P, NT>(p, a, t0, g, [&](int s) { return packed_half<P>(panel, p.n, g, s, h); }, ws, acc[hh]);
       }
     }
     for (int hh = 0; hh < kHalves && 8 * (h0 + hh) < nr; ++hh) {

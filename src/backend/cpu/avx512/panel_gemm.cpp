@@ -376,10 +376,11 @@ struct Q6KTile {
 
 // NT tokens against NP consecutive k-quant panels (Q: Q4KTile or Q6KTile): per row and token, the parts' scaled
 // sums over a super-block, then times the activation's scale; the same operations in the same order for any NT
-// and NP, so a token's bits depend on neither. Always inlined into its caller (packed_tile_k below).
+// and NP, so a token's bits depend on neither. Always inlined: once both CPU families' tables packed Q6_K, GCC
+// outlined the 8-token tile and spilled its sums (prefill512 0.86 -> 1.85 ms).
 template <class Q, int NT, int NP>
-[[gnu::always_inline]] inline void tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr,
-                                          float* y, size_t y_stride) {
+[[gnu::always_inline]] inline void packed_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0,
+                                                 int nr, float* y, size_t y_stride) {
   const int64_t nb = p.n / 256;
   const int64_t groups = p.n_groups / nb;  // the activation's groups per super-block, all of one scale
   __m512 acc[NP][NT];
@@ -406,24 +407,6 @@ template <class Q, int NT, int NP>
     const __mmask16 keep = __mmask16((1u << rows) - 1);
     for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * j, keep, acc[j][t]);
   }
-}
-
-// tile_k where GCC allocates its registers best, which its own inlining choices did not keep: a many-token tile is
-// inlined into packed_group (called once both CPU families' tables packed Q6_K, GCC spilled its sums: prefill512
-// 0.86 -> 1.85 ms), a one-token tile is a call of its own (inlined, it spilled instead: Q6_K decode 0.51 -> 1.2 ms).
-template <class Q, int NP>
-[[gnu::noinline]] void one_token_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0, int nr,
-                                        float* y, size_t y_stride) {
-  tile_k<Q, 1, NP>(p, panels, panel_bytes, t0, nr, y, y_stride);
-}
-
-template <class Q, int NT, int NP>
-[[gnu::always_inline]] inline void packed_tile_k(const Panel& p, const uint8_t* panels, size_t panel_bytes, int64_t t0,
-                                                 int nr, float* y, size_t y_stride) {
-  if constexpr (NT == 1)
-    one_token_tile_k<Q, NP>(p, panels, panel_bytes, t0, nr, y, y_stride);
-  else
-    tile_k<Q, NT, NP>(p, panels, panel_bytes, t0, nr, y, y_stride);
 }
 
 constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
