@@ -98,6 +98,16 @@ static std::string joined_names() {
   return s;
 }
 
+std::string builtin_for_vocabulary(FunctionRef<bool(std::string_view)> has_token) {
+  static constexpr std::pair<std::string_view, std::string_view> kMarkers[] = {{"<start_of_turn>", "gemma"},
+                                                                               {"<|start_header_id|>", "llama3"},
+                                                                               {"<｜Assistant｜>", "deepseek3"},
+                                                                               {"<|im_start|>", "chatml"}};
+  for (const auto& [marker, name] : kMarkers)
+    if (has_token(marker)) return std::string(name);
+  return "chatml";
+}
+
 Result<ChosenTemplate> choose_chat_template(const std::optional<std::string>& gguf_template,
                                             const std::string& name_or_source, const std::string& file) {
   if (!file.empty()) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "chat/template.h"
+#include "core/function_ref.h"
 #include "core/status.h"
 
 namespace tandem::chat {
@@ -17,6 +18,11 @@ namespace tandem::chat {
 std::vector<std::string_view> builtin_template_names();
 // The Jinja source of a built-in template; nullopt for an unknown name.
 std::optional<std::string_view> builtin_template(std::string_view name);
+
+// The built-in a model without tokenizer.chat_template runs with: the one its vocabulary's turn tokens name
+// (has_token(text): the vocabulary holds that token) — Gemma's, Llama 3's, DeepSeek-V3's, ChatML's — else
+// "chatml", the template llama-server falls back to (common/chat.cpp, common_chat_templates_init).
+std::string builtin_for_vocabulary(FunctionRef<bool(std::string_view)> has_token);
 
 struct ChosenTemplate {
   std::string source;  // Jinja

@@ -185,11 +185,25 @@ int info_main(int argc, char** argv) {
   if (model.empty()) model = positional_model;
   if (model.empty()) return fail(invalid_argument("info: no model given (use -m FILE)"));
   auto file = GgufFile::open(model);
-  if (!file) return fail(file.error());
+  // A description without data (synth --header-only) has all info shows; the error stands for anything else.
+  bool header_only = false;
+  if (!file) {
+    auto described = GgufFile::open(model, {.header_only = true});
+    if (!described || (*described)->total_bytes() > (*described)->parts()[0].header.data_offset) return fail(file.error());
+    file = std::move(described);
+    header_only = true;
+  }
   const size_t max_items = full ? SIZE_MAX : 8;
-  if (as_json) std::printf("%s\n", to_json(**file, model, !no_tensors, max_items).dump(2, ' ', false,
-                                                                                       json::error_handler_t::replace).c_str());
-  else print_text(**file, model, !no_tensors, max_items);
+  if (as_json) {
+    json j = to_json(**file, model, !no_tensors, max_items);
+    if (header_only) j["header_only"] = true;
+    std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
+  } else {
+    print_text(**file, model, !no_tensors, max_items);
+  }
+  if (header_only && !as_json)
+    std::printf("\nheader only: the tensor table without the tensors' data (tandem plan reads it; run, bench and "
+                "verify need the weights)\n");
   return 0;
 }
 

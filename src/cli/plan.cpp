@@ -68,7 +68,7 @@ int plan_main(int argc, char** argv) {
   std::vector<size_t> fit_target;
   EngineFlags ef;  // the placement flags, with run's spellings
   ArgParser args("plan", "tandem plan -m MODEL [-c N] [-ctk T -ctv T] [--vram SIZE] [--gpus N] [--ram SIZE] [placement flags]",
-                 "the placement of a model on a machine (this one, or one described by --ram/--vram) with the best\n"
+                 "The placement of a model on a machine (this one, or one described by --ram/--vram) with the best\n"
                  "predicted decode speed, the flags for it, and the prefill and decode speed it allows. Speeds come\n"
                  "from tandem probe's cache (else a quick measurement now). Reads only the tensor table: a\n"
                  "header-only GGUF describing a model too big for this machine plans the same");
@@ -166,6 +166,9 @@ int plan_main(int argc, char** argv) {
     for (const auto& t : tensors)
       if (t.shape.size() >= 2) types.insert(t.type);
     po.types.assign(types.begin(), types.end());
+    if (!json)  // several seconds of silence otherwise
+      std::fprintf(stderr, "plan: no cached probe (%s): measuring this machine's %zu weight types now, about a second "
+                           "each; `tandem probe` caches a full measurement once\n", why.c_str(), po.types.size());
     auto p = placement::run_probe(po);
     if (!p) return fail(p.error());
     probe = *p;
@@ -471,9 +474,14 @@ int plan_main(int argc, char** argv) {
   }
   std::printf("model:     %s (%s, %lld layers%s)\n", model_path.c_str(), hp.arch.c_str(), (long long)hp.n_layer,
               hp.n_expert ? format(", %lld experts, %lld used", (long long)hp.n_expert, (long long)hp.n_expert_used).c_str() : "");
-  std::printf("machine:   RAM %s at %.0f GB/s%s\n", human_bytes(ram_bytes).c_str(), cpu.bytes_per_s / 1e9,
+  // Budgets in the unit --ram / --vram read them in (G = GiB), so that 64G prints as 64.00 GiB.
+  std::printf("machine:   RAM %s at %.0f GB/s%s\n", placement::size_text(ram_bytes).c_str(), cpu.bytes_per_s / 1e9,
               gpus ? format("; %lld GPU x %s at %.0f GB/s, %.0f TFLOP/s, link %.0f GB/s", (long long)gpus,
-                            human_bytes(vram_bytes).c_str(), vram_bw, gpu_tflops, link_bw).c_str() : "");
+                            placement::size_text(vram_bytes).c_str(), vram_bw, gpu_tflops, link_bw).c_str() : "");
+  if (ram_overflow)  // first, so that nobody copies the flags below without reading the alternatives at the end
+    std::printf("verdict:   DOES NOT FIT: the CPU's share needs %s of the RAM's %s; the placement, flags and speeds\n"
+                "           below are what it would take, the alternatives that run are at the end\n",
+                placement::size_text(cpu_need(plan)).c_str(), placement::size_text(ram_bytes).c_str());
   std::printf("speeds:    from %s\n", speeds_from.c_str());
   std::printf("context:   %lld tokens%s, %s K / %s V\n\nplacement:\n%s\n", (long long)fitted->n_ctx,
               n_parallel > 1 ? format(" (-np %lld: %lld per slot)", (long long)n_parallel,

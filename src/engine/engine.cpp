@@ -328,9 +328,13 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       std::fprintf(stderr, "         %s\n", tier.reason.c_str());
     }
     const auto& kv = e->context->kv();
-    std::fprintf(stderr, "kv:      %s K / %s V, %zu bytes per token, %lld tokens: %s; flash attention %s\n",
-                 type_name(type_k).data(), type_name(type_v).data(), kv.bytes_per_token(), (long long)kv.n_cells(),
-                 human_bytes(kv.total_bytes()).c_str(), co.flash_attn ? "on" : "off");
+    const bool latent = kv.n_layers() > 0 && kv.layer(0).row_v == 0;  // absorbed MLA: V is read out of the K rows
+    const std::string kv_types = latent ? format("%s latent (MLA absorbed: %lld values a layer, no V of its own)",
+                                              type_name(type_k).data(), (long long)kv.layer(0).row_k)
+                                     : format("%s K / %s V", type_name(type_k).data(), type_name(type_v).data());
+    std::fprintf(stderr, "kv:      %s, %zu bytes per token, %lld tokens: %s; flash attention %s\n", kv_types.c_str(),
+                 kv.bytes_per_token(), (long long)kv.n_cells(), human_bytes(kv.total_bytes()).c_str(),
+                 co.flash_attn ? "on" : "off");
     const int k_rot = kv_rotation_block(type_k, hp.head_dim_k, false), v_rot = kv_rotation_block(type_v, hp.head_dim_v, true);
     if (k_rot || v_rot)
       std::fprintf(stderr, "         quantized cache: %s rotated by a %d-wide Walsh-Hadamard block before storing (as llama.cpp)\n",

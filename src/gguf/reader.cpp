@@ -280,9 +280,11 @@ Result<Header> parse(std::span<const uint8_t> bytes, const std::string& source, 
   const uint64_t header_end = in.pos();
   h.data_offset = (header_end + h.alignment - 1) / h.alignment * h.alignment;
   const uint64_t file_size = header_only ? UINT64_MAX : bytes.size();
-  if (!h.tensors.empty() && h.data_offset > file_size)
-    return corrupt("%s: truncated: data section would start at %llu, file has %llu bytes", source.c_str(),
-                   (unsigned long long)h.data_offset, (unsigned long long)file_size);
+  if (!h.tensors.empty() && h.data_offset >= file_size)
+    return corrupt("%s: no tensor data after the tensor table (the data section would start at %llu; the file has "
+                   "%llu bytes): a header-only description (tandem synth --header-only), which tandem plan and "
+                   "tandem info read, or a file truncated at its header's end",
+                   source.c_str(), (unsigned long long)h.data_offset, (unsigned long long)file_size);
   const uint64_t data_bytes = h.tensors.empty() ? 0 : file_size - h.data_offset;
   for (const TensorInfo& t : h.tensors) {
     if (t.offset > data_bytes || t.size_bytes > data_bytes - t.offset)

@@ -243,7 +243,6 @@ struct Server::State {
   // before it with the assistant's turn opened, then its text, so the reply extends it (llama-server's
   // prefill; templates have no common way to leave a turn open).
   Result<std::string> render(const ParsedRequest& r, const ordered_json& server_kwargs) const {
-    if (!tmpl) return unsupported("this model has no chat template (give --chat-template NAME or --chat-template-file)");
     ordered_json messages = r.messages;
     if (!typed_content) join_content_parts(&messages);
     std::string prefill;
@@ -356,28 +355,22 @@ Status Server::attach(std::unique_ptr<Engine> engine) {
   std::string name = options_.chat_template;
   const auto gguf_template = st.engine->model->file().metadata().get_string("tokenizer.chat_template");
   if (!gguf_template && name.empty() && options_.chat_template_file.empty()) {
-    // As `run`: a model without a template (Gemma 3 270M) gets the built-in its turn tokens name.
-    static constexpr std::pair<const char*, const char*> kMarkers[] = {
-        {"<start_of_turn>", "gemma"}, {"<|start_header_id|>", "llama3"}, {"<|im_start|>", "chatml"}};
-    for (const auto& [marker, builtin] : kMarkers)
-      if (tok.vocab().find(marker) != tokenizer::kNoToken) {
-        name = builtin;
-        break;
-      }
+    // As `run`: a model without a template (Gemma 3 270M) gets the built-in its turn tokens name, else ChatML.
+    name = chat::builtin_for_vocabulary(
+        [&](std::string_view t) { return tok.vocab().find(t) != tokenizer::kNoToken; });
+    std::fprintf(stderr, "note: the model has no chat template: /v1/chat/completions renders with the built-in '%s' "
+                         "(its turn tokens', else llama-server's fallback; --chat-template NAME picks another)\n",
+                 name.c_str());
   }
-  if (auto chosen = chat::choose_chat_template(gguf_template, name, options_.chat_template_file)) {
-    auto parsed = chat::Template::parse(chosen->source);
-    if (!parsed) return Status(parsed.error().code(), chosen->origin + ": " + parsed.error().message());
-    st.tmpl.emplace(std::move(*parsed));
-    st.template_source = chosen->source;
-    st.template_origin = chosen->origin;
-    st.tool_format = chat::detect_tool_call_format(chosen->source);
-    st.typed_content = renders_content_parts(*st.tmpl);
-  } else if (!options_.chat_template.empty() || !options_.chat_template_file.empty()) {
-    return chosen.error();
-  } else {
-    std::fprintf(stderr, "warning: no chat template: /v1/chat/completions will answer 400\n");
-  }
+  auto chosen = chat::choose_chat_template(gguf_template, name, options_.chat_template_file);
+  if (!chosen) return chosen.error();
+  auto parsed = chat::Template::parse(chosen->source);
+  if (!parsed) return Status(parsed.error().code(), chosen->origin + ": " + parsed.error().message());
+  st.tmpl.emplace(std::move(*parsed));
+  st.template_source = chosen->source;
+  st.template_origin = chosen->origin;
+  st.tool_format = chat::detect_tool_call_format(chosen->source);
+  st.typed_content = renders_content_parts(*st.tmpl);
   const std::string& path = st.engine->model->file().path();
   st.model_path = path;
   st.model_name = !options_.alias.empty() ? options_.alias : path.substr(path.find_last_of('/') + 1);

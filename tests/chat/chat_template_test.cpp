@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -92,6 +93,20 @@ TEST(ChatTemplateChoice, ClearMessagesWhenThereIsNone) {
   auto missing = choose_chat_template(std::nullopt, "", "/nonexistent/t.jinja");
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().message(), "--chat-template-file: cannot read /nonexistent/t.jinja");
+}
+
+TEST(ChatTemplateChoice, VocabularyWithoutTemplatePicksABuiltin) {
+  auto pick = [](std::vector<std::string_view> tokens) {
+    return builtin_for_vocabulary([&](std::string_view t) {
+      return std::find(tokens.begin(), tokens.end(), t) != tokens.end();
+    });
+  };
+  EXPECT_EQ(pick({"<bos>", "<start_of_turn>"}), "gemma");
+  EXPECT_EQ(pick({"<|start_header_id|>", "<|im_start|>"}), "llama3");
+  EXPECT_EQ(pick({"<｜begin▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"}), "deepseek3");
+  EXPECT_EQ(pick({"<|im_start|>", "<|im_end|>"}), "chatml");
+  EXPECT_EQ(pick({"<s>", "</s>"}), "chatml");  // nothing known: llama-server's fallback
+  for (std::string_view name : {"gemma", "llama3", "deepseek3", "chatml"}) EXPECT_TRUE(builtin_template(name));
 }
 
 TEST(ChatTemplateChoice, ApplyPassesTransformersVariables) {

@@ -183,8 +183,11 @@ TEST(GgufReader, RejectsOverflowingDimensions) {
   bytes.header(1, 0).tensor("t", {int64_t(1) << 31, int64_t(1) << 31}, 0, 0).pad_to(32);
   expect_error(bytes.bytes, "byte size overflows");
   GgufBytes big;  // 4 TB claimed by a small file
-  big.header(1, 0).tensor("t", {int64_t(1) << 20, int64_t(1) << 20}, 0, 0).pad_to(32);
+  big.header(1, 0).tensor("t", {int64_t(1) << 20, int64_t(1) << 20}, 0, 0).pad_to(32).zeros(64);
   expect_error(big.bytes, "past the end");
+  GgufBytes none;  // the tensor table, then nothing: a header-only description, or a file cut at its header
+  none.header(1, 0).tensor("t", {16}, 0, 0).pad_to(32);
+  expect_error(none.bytes, "no tensor data after the tensor table");
 }
 
 TEST(GgufReader, RejectsRowNotMultipleOfBlock) {

@@ -263,7 +263,16 @@ def test_plan_and_run_reserve_the_same_room_on_a_device(gemma_path):
 def test_a_header_only_file_is_refused_by_run(v3):
     proc = run_tandem("run", "-m", v3, "-p", "hi", "-n", "1", "--no-warmup", "-c", "64")
     assert proc.returncode == 1
-    assert "truncated" in proc.stderr or "header-only" in proc.stderr
+    assert "no tensor data after the tensor table" in proc.stderr and "header-only description" in proc.stderr, proc.stderr
+
+
+def test_info_reads_a_header_only_file(v3):
+    proc = run_tandem("info", "-m", v3, "--no-tensors")
+    assert proc.returncode == 0, proc.stderr
+    assert "hyperparameters (deepseek2)" in proc.stdout and "experts 256, used per token 8" in proc.stdout
+    assert "header only: the tensor table without the tensors' data" in proc.stdout
+    described = json.loads(run_tandem("info", "-m", v3, "--json", "--no-tensors").stdout)
+    assert described["header_only"] is True
 
 
 @pytest.mark.parametrize("args,message", [

@@ -158,8 +158,15 @@ def test_chat_template_file_and_raise_exception(tandem_bin, tmp_path):
     assert "error: run: chat template: Conversation roles must alternate!" in proc.stderr, proc.stderr
 
 
+def test_chat_without_a_template_falls_back_to_chatml(tandem_bin):
+    # stories260K has no tokenizer.chat_template and no turn tokens: llama-server's fallback, ChatML, said so.
+    proc = run_chat(tandem_bin)
+    assert proc.returncode == 0, proc.stderr
+    assert "note: the model has no chat template: the built-in 'chatml'" in proc.stderr, proc.stderr
+    assert "chat (template: built-in 'chatml')" in proc.stderr
+
+
 @pytest.mark.parametrize("args,needle", [
-    ([], "the model has no chat template (tokenizer.chat_template); give --chat-template NAME"),
     (["--chat-template", "chatmel"], "'chatmel' is not a built-in template"),
     (["--chat-template", "{% include 'x' %}"], "unsupported tag 'include'"),
     (["--chat-template-file", "/nonexistent.jinja"], "cannot read /nonexistent.jinja"),
