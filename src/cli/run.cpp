@@ -179,6 +179,13 @@ int run_main(int argc, char** argv) {
     prompt = ss.str();
   }
   const bool chat = !no_conversation && (conversation || (prompt.empty() && prompt_file.empty()));
+  // A template the user gave is checked before the model loads (minutes for a large one), as serve does.
+  if (chat && (!chat_template.empty() || !chat_template_file.empty())) {
+    auto chosen = chat::choose_chat_template(std::nullopt, chat_template, chat_template_file);
+    if (!chosen) return fail(Status(chosen.error().code(), "run: " + chosen.error().message()));
+    if (auto parsed = chat::Template::parse(chosen->source); !parsed)
+      return fail(Status(parsed.error().code(), "run: " + chosen->origin + ": " + parsed.error().message()));
+  }
 
   auto engine = load_engine(ef);
   if (!engine) return fail(engine.error());
