@@ -200,10 +200,10 @@ int info_main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2, ' ', false, json::error_handler_t::replace).c_str());
   } else {
     print_text(**file, model, !no_tensors, max_items);
+    if (header_only)
+      std::printf("\nheader only: the tensor table without the tensors' data (tandem plan reads it; run, bench and "
+                  "verify need the weights)\n");
   }
-  if (header_only && !as_json)
-    std::printf("\nheader only: the tensor table without the tensors' data (tandem plan reads it; run, bench and "
-                "verify need the weights)\n");
   return 0;
 }
 

@@ -24,8 +24,6 @@
 namespace tandem::cli {
 namespace {
 
-// A model without tokenizer.chat_template (Gemma 3 270M has none): its vocabulary's turn tokens
-// name the built-in template; empty when none matches.
 std::string token_text(const tokenizer::Tokenizer& tok, tokenizer::TokenId id) {
   return id == tokenizer::kNoToken ? "" : tok.token_to_piece(id, true);
 }
