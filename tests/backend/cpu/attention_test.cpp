@@ -358,6 +358,21 @@ TEST(Attention, BackendEveryKvTypeBothPaths) {
   }
 }
 
+TEST(Attention, F16CacheOfHeadWidthsBetweenVectors) {
+  // Heads of 40 and 72 values: the F16 gather's last conversion of a row is a partial vector.
+  CpuBackend be(2);
+  for (const Case& c : {Case{4, 2, 40, 0, 0, {5120, 5001}, {0, 1}}, Case{6, 3, 72, 0, 0, {5120}, {1}}}) {
+    AttnProblem a = make_attn(c.n_head, c.n_head_kv, c.d, c.d, c.window, c.softcap, 300, c.pos, c.seq, 11);
+    a.encode(WeightType::F16, WeightType::F16);
+    poison_masked(a);
+    std::vector<float> out;
+    for (bool flash : {false, true}) {
+      run_backend(be, a, c, flash, &out);
+      check_attention(a, 1.0f / std::sqrt(float(c.d)), out, flash, flash ? "flash" : "plain");
+    }
+  }
+}
+
 TEST(Attention, FlashLongContextSplitsAndPrefillBlocks) {
   // Decode over 5000 cells (the cells are split across threads and merged) and a 40-token prefill
   // of one sequence (blocks of 32 tokens; causal tiles) against the reference, q8_0 and f16 caches.

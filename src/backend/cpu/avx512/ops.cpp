@@ -371,6 +371,20 @@ void kv_gather_f32(WeightType type, const void* base, size_t row_stride, const i
     for (size_t off = 0; off < bytes; off += 64) _mm_prefetch(p + off, _MM_HINT_T0);
   };
   for (int i = 0; i < n_cells && i < kAhead; ++i) prefetch(i);
+  if (type == WeightType::F16) {
+    // The common cache type converted here, not through kv_to_f32's call and switch per cell: a head of 64 is four
+    // conversions, and the call cost as much (Llama-shape decode over 4096 cells: 40% of flash attention's time).
+    const __mmask16 tail = __mmask16((1u << (n % 16)) - 1);
+    for (int i = 0; i < n_cells; ++i) {
+      if (i + kAhead < n_cells) prefetch(i + kAhead);
+      const auto* h = reinterpret_cast<const uint16_t*>(b + size_t(cells[i]) * row_stride);
+      float* out = dst + int64_t(i) * n;
+      int64_t j = 0;
+      for (; j + 16 <= n; j += 16) _mm512_storeu_ps(out + j, load_h(h + j));
+      if (j < n) _mm512_mask_storeu_ps(out + j, tail, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail, h + j)));
+    }
+    return;
+  }
   for (int i = 0; i < n_cells; ++i) {
     if (i + kAhead < n_cells) prefetch(i + kAhead);
     kv_to_f32(type, b + size_t(cells[i]) * row_stride, dst + int64_t(i) * n, n);
