@@ -131,6 +131,15 @@ Result<ChosenTemplate> choose_chat_template(const std::optional<std::string>& gg
                    joined_names().c_str());
 }
 
+Result<ChosenTemplate> template_for_model(const std::optional<std::string>& gguf_template,
+                                          const std::string& name_or_source, const std::string& file,
+                                          FunctionRef<bool(std::string_view)> has_token) {
+  const bool guessed = (!gguf_template || gguf_template->empty()) && name_or_source.empty() && file.empty();
+  auto chosen = choose_chat_template(gguf_template, guessed ? builtin_for_vocabulary(has_token) : name_or_source, file);
+  if (chosen) chosen->guessed = guessed;
+  return chosen;
+}
+
 Result<std::string> apply_chat_template(const Template& tmpl, const Value& messages, bool add_generation_prompt,
                                         const std::string& bos_token, const std::string& eos_token,
                                         const Value& extra) {

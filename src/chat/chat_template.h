@@ -27,6 +27,7 @@ std::string builtin_for_vocabulary(FunctionRef<bool(std::string_view)> has_token
 struct ChosenTemplate {
   std::string source;  // Jinja
   std::string origin;  // for messages: "tokenizer.chat_template", "built-in 'chatml'", "file t.jinja"
+  bool guessed = false;  // the model has none and no flag named one: builtin_for_vocabulary's choice
 };
 
 // `name_or_source`: --chat-template's value (empty: not given); `file`: --chat-template-file's
@@ -34,6 +35,11 @@ struct ChosenTemplate {
 // naming the flags when there is no template at all.
 Result<ChosenTemplate> choose_chat_template(const std::optional<std::string>& gguf_template,
                                             const std::string& name_or_source, const std::string& file);
+// The template a loaded model runs with, as llama-server picks it (run -cnv and serve): choose_chat_template,
+// and for a model without one that no flag names, builtin_for_vocabulary's built-in (`guessed` set).
+Result<ChosenTemplate> template_for_model(const std::optional<std::string>& gguf_template,
+                                          const std::string& name_or_source, const std::string& file,
+                                          FunctionRef<bool(std::string_view)> has_token);
 
 // One conversation turn for the helpers below.
 struct ChatMessage {

@@ -238,14 +238,13 @@ int run_main(int argc, char** argv) {
 
   // The template as llama-server picks it (chat/chat_template.h), parsed once.
   const auto gguf_template = e.model->file().metadata().get_string("tokenizer.chat_template");
-  if (!gguf_template && chat_template.empty() && chat_template_file.empty()) {
-    chat_template = chat::builtin_for_vocabulary(
-        [&](std::string_view t) { return e.tokenizer->vocab().find(t) != tokenizer::kNoToken; });
-    std::fprintf(stderr, "note: the model has no chat template: the built-in '%s' (its turn tokens', else llama-server's "
-                         "fallback; --chat-template NAME picks another)\n", chat_template.c_str());
-  }
-  auto chosen = chat::choose_chat_template(gguf_template, chat_template, chat_template_file);
+  auto chosen = chat::template_for_model(gguf_template, chat_template, chat_template_file, [&](std::string_view t) {
+    return e.tokenizer->vocab().find(t) != tokenizer::kNoToken;
+  });
   if (!chosen) return fail(Status(chosen.error().code(), "run: " + chosen.error().message() + "; or use -p PROMPT -no-cnv"));
+  if (chosen->guessed)
+    std::fprintf(stderr, "note: the model has no chat template: the %s (its turn tokens', else llama-server's "
+                         "fallback; --chat-template NAME picks another)\n", chosen->origin.c_str());
   auto tmpl = chat::Template::parse(chosen->source);
   if (!tmpl) return fail(Status(tmpl.error().code(), "run: " + chosen->origin + ": " + tmpl.error().message()));
   const std::string bos = token_text(*e.tokenizer, e.tokenizer->vocab().special.bos);

@@ -352,18 +352,14 @@ Status Server::attach(std::unique_ptr<Engine> engine) {
   auto piece = [&](tokenizer::TokenId id) { return id == tokenizer::kNoToken ? "" : tok.token_to_piece(id, true); };
   st.bos = piece(tok.vocab().special.bos);
   st.eos = piece(tok.vocab().special.eos);
-  std::string name = options_.chat_template;
   const auto gguf_template = st.engine->model->file().metadata().get_string("tokenizer.chat_template");
-  if (!gguf_template && name.empty() && options_.chat_template_file.empty()) {
-    // As `run`: a model without a template (Gemma 3 270M) gets the built-in its turn tokens name, else ChatML.
-    name = chat::builtin_for_vocabulary(
-        [&](std::string_view t) { return tok.vocab().find(t) != tokenizer::kNoToken; });
-    std::fprintf(stderr, "note: the model has no chat template: /v1/chat/completions renders with the built-in '%s' "
-                         "(its turn tokens', else llama-server's fallback; --chat-template NAME picks another)\n",
-                 name.c_str());
-  }
-  auto chosen = chat::choose_chat_template(gguf_template, name, options_.chat_template_file);
+  auto chosen = chat::template_for_model(gguf_template, options_.chat_template, options_.chat_template_file,
+                                         [&](std::string_view t) { return tok.vocab().find(t) != tokenizer::kNoToken; });
   if (!chosen) return chosen.error();
+  if (chosen->guessed)
+    std::fprintf(stderr, "note: the model has no chat template: /v1/chat/completions renders with the %s (its turn "
+                         "tokens', else llama-server's fallback; --chat-template NAME picks another)\n",
+                 chosen->origin.c_str());
   auto parsed = chat::Template::parse(chosen->source);
   if (!parsed) return Status(parsed.error().code(), chosen->origin + ": " + parsed.error().message());
   st.tmpl.emplace(std::move(*parsed));

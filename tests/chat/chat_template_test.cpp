@@ -109,6 +109,22 @@ TEST(ChatTemplateChoice, VocabularyWithoutTemplatePicksABuiltin) {
   for (std::string_view name : {"gemma", "llama3", "deepseek3", "chatml"}) EXPECT_TRUE(builtin_template(name));
 }
 
+TEST(ChatTemplateChoice, AModelWithoutATemplateGetsItsVocabularysBuiltin) {
+  auto gemma_vocab = [](std::string_view t) { return t == "<start_of_turn>"; };
+  auto guessed = template_for_model(std::nullopt, "", "", gemma_vocab);
+  ASSERT_TRUE(guessed);
+  EXPECT_TRUE(guessed->guessed);
+  EXPECT_EQ(guessed->origin, "built-in 'gemma'");
+  auto named = template_for_model(std::nullopt, "chatml", "", gemma_vocab);  // a flag wins, and is no guess
+  ASSERT_TRUE(named);
+  EXPECT_FALSE(named->guessed);
+  EXPECT_EQ(named->origin, "built-in 'chatml'");
+  auto own = template_for_model(std::string("{{ 'own' }}"), "", "", gemma_vocab);
+  ASSERT_TRUE(own);
+  EXPECT_FALSE(own->guessed);
+  EXPECT_EQ(own->origin, "tokenizer.chat_template");
+}
+
 TEST(ChatTemplateChoice, ApplyPassesTransformersVariables) {
   auto tmpl = Template::parse(
       "{{ bos_token }}{% for m in messages %}[{{ m.role }}:{{ m.content }}]{% endfor %}"
