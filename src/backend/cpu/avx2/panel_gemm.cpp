@@ -170,10 +170,11 @@ struct Q6Panel {
   int64_t n;
   const uint8_t* aq;   // [n_tokens][n]: activations + 128
   const float* ad;     // [n_tokens][n / 256]: their scales
-  const int8_t* codes;  // [n / 4][16 rows][4], q
-  const int32_t* sc;   // [n / 16][16 rows]: the group's scale in both int16 halves
-  const float* d;      // [n / 256][16 rows]
-  const int32_t* corr;  // [n / 256][16 rows]: -128 * sum_g scale_g * sum(q in g)
+  // this thread's panel, unpacked by q6k_unpack_panel or q6k_panel_from_packed:
+  int8_t* codes;  // [n / 4][16 rows][4], q
+  int32_t* sc;    // [n / 16][16 rows]: the group's scale in both int16 halves
+  float* d;       // [n / 256][16 rows]
+  int32_t* corr;  // [n / 256][16 rows]: -128 * sum_g scale_g * sum(q in g)
 };
 
 void q6k_unpack_panel(const uint8_t* w, size_t w_stride, int nr, int64_t n, int8_t* codes, int32_t* sc, float* d,
@@ -249,12 +250,8 @@ void q6k_run_tile(int nt, const Q6Panel& p, int64_t t0, int row0, int nr, float*
   q6k_tile<NT>(p, t0, row0, nr, y, y_stride);
 }
 
-template <Uarch kUarch>
-void q6k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
-                    int64_t n_tokens, float* y, size_t y_stride) {
-  const uint32_t id = uint32_t(WeightType::Q6_K);
-  if (n_tokens < kMinTokens)
-    return g_small[int(kUarch)][id](n, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
+// The activations of n_tokens Q8_K rows (+ 128) and this thread's panel buffers, for q6k_tile.
+Q6Panel q6k_prepare(int64_t n, const void* x, size_t x_stride, int64_t n_tokens) {
   Scratch& s = t_scratch;
   const int64_t nb = n / 256;
   uint8_t* aq = s.aq.get<uint8_t>(size_t(n_tokens * n));
@@ -270,23 +267,34 @@ void q6k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
       ad[t * nb + b] = a[b].d;
     }
   }
-  int8_t* codes = s.codes.get<int8_t>(size_t(n) * 16);
-  int32_t* sc = s.signs.get<int32_t>(size_t(n));
-  float* d = s.wscale.get<float>(size_t(nb) * 16);
-  int32_t* corr = s.wmin.get<int32_t>(size_t(nb) * 16);
-  uint8_t* rows = s.rows.get<uint8_t>(16 * 256);
-  const Q6Panel p{n, aq, ad, codes, sc, d, corr};
+  return {n, aq, ad, s.codes.get<int8_t>(size_t(n) * 16), s.signs.get<int32_t>(size_t(n)),
+          s.wscale.get<float>(size_t(nb) * 16), s.wmin.get<int32_t>(size_t(nb) * 16)};
+}
+
+// Every token tile of the panel in p (its first nr rows) into y, whose column 0 is the panel's first row.
+void q6k_panel_tiles(const Q6Panel& p, int nr, int64_t n_tokens, float* y, size_t y_stride) {
+  for (int row0 = 0; row0 < nr; row0 += kTileRows) {
+    const int nh = nr - row0 < kTileRows ? nr - row0 : kTileRows;
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+      const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
+      q6k_run_tile<kTileTokens>(nt, p, t0, row0, nh, y + t0 * y_stride + row0, y_stride);
+    }
+  }
+}
+
+template <Uarch kUarch>
+void q6k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
+                    int64_t n_tokens, float* y, size_t y_stride) {
+  const uint32_t id = uint32_t(WeightType::Q6_K);
+  if (n_tokens < kMinTokens)
+    return g_small[int(kUarch)][id](n, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
+  const Q6Panel p = q6k_prepare(n, x, x_stride, n_tokens);
+  uint8_t* rows = t_scratch.rows.get<uint8_t>(16 * 256);
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
     const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-    q6k_unpack_panel(wb + r0 * w_stride, w_stride, nr, n, codes, sc, d, corr, rows);
-    for (int row0 = 0; row0 < nr; row0 += kTileRows) {
-      const int nh = nr - row0 < kTileRows ? nr - row0 : kTileRows;
-      for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
-        const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
-        q6k_run_tile<kTileTokens>(nt, p, t0, row0, nh, y + t0 * y_stride + r0 + row0, y_stride);
-      }
-    }
+    q6k_unpack_panel(wb + r0 * w_stride, w_stride, nr, n, p.codes, p.sc, p.d, p.corr, rows);
+    q6k_panel_tiles(p, nr, n_tokens, y + r0, y_stride);
   }
 }
 
@@ -356,6 +364,19 @@ void q4k_run_tile(int nt, const Panel& p, const int32_t* sc, const float* d, int
   q4k_tile<NT>(p, sc, d, t0, row0, nr, y, y_stride);
 }
 
+// Every token tile of the panel in p (its first nr rows; integer scales sc, d) into y, whose column 0 is the
+// panel's first row.
+void q4k_panel_tiles(const Panel& p, const int32_t* sc, const float* d, int nr, int64_t n_tokens, float* y,
+                     size_t y_stride) {
+  for (int row0 = 0; row0 < nr; row0 += kTileRows) {
+    const int nh = nr - row0 < kTileRows ? nr - row0 : kTileRows;
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
+      const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
+      q4k_run_tile<kTileTokens>(nt, p, sc, d, t0, row0, nh, y + t0 * y_stride + row0, y_stride);
+    }
+  }
+}
+
 template <Uarch kUarch>
 void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
                     int64_t n_tokens, float* y, size_t y_stride) {
@@ -377,13 +398,7 @@ void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
     const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
     unpack_panel<PQ4_K>(wb + r0 * w_stride, w_stride, nr, n, codes, wscale, wmin, rows);
     q4k_int_scales(wb + r0 * w_stride, w_stride, nr, n, sc, d);
-    for (int row0 = 0; row0 < nr; row0 += kTileRows) {
-      const int nh = nr - row0 < kTileRows ? nr - row0 : kTileRows;
-      for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
-        const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
-        q4k_run_tile<kTileTokens>(nt, p, sc, d, t0, row0, nh, y + t0 * y_stride + r0 + row0, y_stride);
-      }
-    }
+    q4k_panel_tiles(p, sc, d, nr, n_tokens, y + r0, y_stride);
   }
 }
 
@@ -526,6 +541,333 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
   }
 }
 
+// ---- Q6_K panels kept from load (x86/packed_x86.inc's PackedQ6K) ----------------------------------------
+// Decode reads a group's codes u = q + 32 (0..63) of 8 rows as a low-nibble and a high-bits load and three or four
+// operations a step, where the one-row kernel (decode.cpp) spent a shuffle per step on the scales and ran at 30
+// GB/s a thread from L3 (Zen 5): too slow to stream two threads' share of DRAM. Against the Q8_K activations as
+// they are, two steps' vpmaddubsw pair sums add in int16 (|sum| <= 2 * 2 * 63 * 128 = 32256) before one vpmaddwd
+// by the group's scale; the +32 comes off as 32 * sum_g scale_g * bsum_g, a vpmaddwd per pair of groups of the
+// rows' scales against the activation's bsums. That is the exact integer q6k_tile forms for a super-block, then
+// the same float steps, so a token's bits are the same in a call of any size (calls of kMinTokens and more
+// unpack each panel into q6k_tile's layout).
+
+// Group g's scales for the 8 rows of half h as [s, s] int16 pairs, vpmaddwd's other operand.
+inline __m256i q6k_scale_pairs(const uint8_t* sb, int g, int h) {
+  const __m256i s = _mm256_cvtepi8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kScales + 16 * g + 8 * h)));
+  return _mm256_blend_epi16(s, _mm256_slli_epi32(s, 16), 0xaa);
+}
+
+// Step kStep of group g, half h: the codes u, from the group's high bits (high, loaded once for its four steps).
+template <int kStep>
+inline __m256i q6k_code(const uint8_t* sb, int g, int h, __m256i high) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+  const __m256i v =
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ6K::kLow + (4 * (g / 2) + kStep) * 64 + 32 * h));
+  const __m256i low = _mm256_and_si256(g % 2 ? _mm256_srli_epi16(v, 4) : v, m4);
+  // the step's two bits to bits 4 and 5 (16-bit shifts: the mask drops what crossed a byte)
+  __m256i hi = high;
+  if constexpr (kStep == 0) hi = _mm256_slli_epi16(high, 4);
+  if constexpr (kStep == 1) hi = _mm256_slli_epi16(high, 2);
+  if constexpr (kStep == 3) hi = _mm256_srli_epi16(high, 2);
+  return _mm256_or_si256(low, _mm256_and_si256(hi, m30));
+}
+
+// NT tokens (a: their Q8_K rows) against one panel's rows [0, nr): one token takes both halves at once, more a half
+// at a time (as packed_tile above).
+template <int NT>
+void q6k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
+                     size_t y_stride) {
+  constexpr int kHalves = NT == 1 ? 2 : 1;
+  constexpr size_t kShare = (PackedQ6K::kBytes / 16 + 63) / 64 * 64;  // of the next super-block, per group
+  for (int h0 = 0; h0 < 2 && 8 * h0 < nr; h0 += kHalves) {
+    __m256 acc[kHalves][NT];
+    for (int hh = 0; hh < kHalves; ++hh)
+      for (int t = 0; t < NT; ++t) acc[hh][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* sb = panel + size_t(b) * PackedQ6K::kBytes;
+      __m256i is[kHalves][NT];
+      for (int hh = 0; hh < kHalves; ++hh)
+        for (int t = 0; t < NT; ++t) is[hh][t] = _mm256_setzero_si256();
+      for (int g = 0; g < 16; ++g) {
+        // The next super-block (the next panel's first after the last), a share per group: without, the loads
+        // wait on DRAM with too few misses in flight (as packed_tile's prefetch above).
+        if (h0 == 0)
+          for (size_t l = 0; l < kShare; l += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(sb + PackedQ6K::kBytes + g * kShare + l), _MM_HINT_T0);
+        for (int hh = 0; hh < kHalves; ++hh) {
+          const int h = h0 + hh;
+          const __m256i high =
+              _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ6K::kHigh + 64 * g + 32 * h));
+          const __m256i sc = q6k_scale_pairs(sb, g, h);
+          auto two_steps = [&](__m256i c0, __m256i c1, int s) {
+            for (int t = 0; t < NT; ++t) {
+              const int8_t* at = a[t][b].qs + 16 * g + 4 * s;
+              const __m256i p16 =
+                  _mm256_add_epi16(_mm256_maddubs_epi16(c0, bcast4(at)), _mm256_maddubs_epi16(c1, bcast4(at + 4)));
+              is[hh][t] = _mm256_add_epi32(is[hh][t], _mm256_madd_epi16(p16, sc));
+            }
+          };
+          two_steps(q6k_code<0>(sb, g, h, high), q6k_code<1>(sb, g, h, high), 0);
+          two_steps(q6k_code<2>(sb, g, h, high), q6k_code<3>(sb, g, h, high), 2);
+        }
+      }
+      for (int hh = 0; hh < kHalves; ++hh) {
+        const int h = h0 + hh;
+        __m256i bias[NT];  // sum_g scale_g * bsum_g
+        for (int t = 0; t < NT; ++t) bias[t] = _mm256_setzero_si256();
+        for (int g = 0; g < 16; g += 2) {  // [scale_g, scale_g+1] of each row against [bsum_g, bsum_g+1]
+          auto scales = [&](int gg) {
+            return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kScales + 16 * gg + 8 * h));
+          };
+          const __m256i pairs = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(scales(g), scales(g + 1)));
+          for (int t = 0; t < NT; ++t) {
+            int32_t bs;
+            std::memcpy(&bs, a[t][b].bsums + g, 4);
+            bias[t] = _mm256_add_epi32(bias[t], _mm256_madd_epi16(pairs, _mm256_set1_epi32(bs)));
+          }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kD + 16 * h)));
+        for (int t = 0; t < NT; ++t) {
+          const __m256i total = _mm256_sub_epi32(is[hh][t], _mm256_slli_epi32(bias[t], 5));
+          acc[hh][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dw, _mm256_set1_ps(a[t][b].d)),
+                                       acc[hh][t]);
+        }
+      }
+    }
+    for (int hh = 0; hh < kHalves && 8 * (h0 + hh) < nr; ++hh) {
+      const __m256i keep = store_mask(nr - 8 * (h0 + hh));
+      for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride + 8 * (h0 + hh), keep, acc[hh][t]);
+    }
+  }
+}
+
+template <int NT>
+void q6k_run_packed_tile(int nt, const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
+                         size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return q6k_run_packed_tile<NT - 1>(nt, a, nb, panel, nr, y, y_stride);
+  }
+  q6k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
+}
+
+// A packed panel in q6k_tile's layout (q6k_unpack_panel's): codes q = u - 32, scale pairs, d, and the +128's
+// correction -128 * sum_g scale_g * sum(q in g) per row.
+void q6k_panel_from_packed(const uint8_t* panel, int64_t n, const Q6Panel& p) {
+  int8_t* codes = p.codes;
+  int32_t* sc = p.sc;
+  float* d = p.d;
+  int32_t* corr = p.corr;
+  const __m256i off = _mm256_set1_epi8(32), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1),
+                low16 = _mm256_set1_epi32(0xffff);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const uint8_t* sb = panel + size_t(b) * PackedQ6K::kBytes;
+    for (int h = 0; h < 2; ++h) {
+      __m256i c = _mm256_setzero_si256();
+      for (int g = 0; g < 16; ++g) {
+        const __m256i high =
+            _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ6K::kHigh + 64 * g + 32 * h));
+        const __m256i u[4] = {q6k_code<0>(sb, g, h, high), q6k_code<1>(sb, g, h, high), q6k_code<2>(sb, g, h, high),
+                              q6k_code<3>(sb, g, h, high)};
+        __m256i sum = _mm256_setzero_si256();  // per row: sum(q in g), |sum| <= 512
+        for (int s = 0; s < 4; ++s) {
+          const __m256i q = _mm256_sub_epi8(u[s], off);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(codes + (b * 16 + g) * 256 + 64 * s + 32 * h), q);
+          sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
+        }
+        const __m256i pairs = q6k_scale_pairs(sb, g, h);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sc + (b * 16 + g) * 16 + 8 * h), pairs);
+        c = _mm256_add_epi32(c, _mm256_madd_epi16(pairs, _mm256_and_si256(sum, low16)));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(corr + b * 16 + 8 * h),
+                         _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 7)));
+      _mm256_store_ps(d + b * 16 + 8 * h,
+                      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kD + 16 * h))));
+    }
+  }
+}
+
+// kernels.h PackedGemmFn for Q6_K.
+void q6k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride,
+                     int64_t n_tokens, float* y, size_t y_stride) {
+  const size_t bytes = packed_panel_bytes<PQ6_K>(n);
+  if (n_tokens >= kMinTokens) {
+    const Q6Panel p = q6k_prepare(n, x, x_stride, n_tokens);
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+      q6k_panel_from_packed(panels + size_t(r0 / 16) * bytes, n, p);
+      q6k_panel_tiles(p, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
+    }
+    return;
+  }
+  const auto* xb = static_cast<const uint8_t*>(x);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTileTokens) {
+      const int nt = int(n_tokens - t0 < kPackedTileTokens ? n_tokens - t0 : kPackedTileTokens);
+      const BlockQ8_K* a[kPackedTileTokens];
+      for (int t = 0; t < nt; ++t) a[t] = reinterpret_cast<const BlockQ8_K*>(xb + (t0 + t) * x_stride);
+      q6k_run_packed_tile<kPackedTileTokens>(nt, a, n / 256, panels + size_t(r0 / 16) * bytes, nr,
+                                             y + t0 * y_stride + r0, y_stride);
+    }
+  }
+}
+
+// ---- Q4_K panels kept from load (x86/packed_x86.inc's PackedQ4K) ----------------------------------------
+// As Q6_K's above: a sub-block's 8 rows are four loads, each two steps' codes in its nibbles; four steps' pair sums
+// add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins stay in float. The exact integer
+// and the float steps of q4k_tile, in its order, so the same bits in a call of any size (calls of kMinTokens and
+// more unpack each panel into q4k_tile's layout). The one-row kernel (decode.cpp) decodes every row's scales and
+// read 31 GB/s a thread from L3 (Zen 5, tandem_cpu_bench decode/Q4_K/avx2-zen).
+
+// Sub-block q's 6-bit scales (kScales) or mins (kMins) for the 8 rows of half h, as int32.
+inline __m256i q4k_bytes32(const uint8_t* sb, size_t at, int q, int h) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + at + 16 * q + 8 * h)));
+}
+
+// Sub-block q's scales for the 8 rows of half h as [s, s] int16 pairs, vpmaddwd's other operand.
+inline __m256i q4k_scale_pairs(const uint8_t* sb, int q, int h) {
+  const __m256i s = q4k_bytes32(sb, PackedQ4K::kScales, q, h);
+  return _mm256_or_si256(s, _mm256_slli_epi32(s, 16));
+}
+
+// Sub-block q's mins times dmin for the 8 rows of half h: scales_mins_k4's product.
+inline __m256 q4k_wmin(const uint8_t* sb, int q, int h) {
+  const __m256 dmin =
+      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ4K::kDmin + 16 * h)));
+  return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(q4k_bytes32(sb, PackedQ4K::kMins, q, h)));
+}
+
+// Vector j of sub-block q, half h: steps j (low nibbles) and j + 4 (high).
+inline __m256i q4k_nibbles(const uint8_t* sb, int q, int j, int h) {
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ4K::kNibbles + (4 * q + j) * 64 + 32 * h));
+}
+
+// NT tokens (a: their Q8_K rows) against one panel's rows [0, nr): one token takes both halves at once, more a half
+// at a time.
+template <int NT>
+void q4k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
+                     size_t y_stride) {
+  constexpr int kHalves = NT == 1 ? 2 : 1;
+  constexpr size_t kShare = (PackedQ4K::kBytes / 8 + 63) / 64 * 64;  // of the next super-block, per sub-block
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (int h0 = 0; h0 < 2 && 8 * h0 < nr; h0 += kHalves) {
+    __m256 acc[kHalves][NT];
+    for (int hh = 0; hh < kHalves; ++hh)
+      for (int t = 0; t < NT; ++t) acc[hh][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* sb = panel + size_t(b) * PackedQ4K::kBytes;
+      __m256i is[kHalves][NT];
+      for (int hh = 0; hh < kHalves; ++hh)
+        for (int t = 0; t < NT; ++t) is[hh][t] = _mm256_setzero_si256();
+      for (int q = 0; q < 8; ++q) {
+        if (h0 == 0)  // the next super-block, a share per sub-block (as Q6_K's)
+          for (size_t l = 0; l < kShare; l += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(sb + PackedQ4K::kBytes + q * kShare + l), _MM_HINT_T0);
+        for (int hh = 0; hh < kHalves; ++hh) {
+          const int h = h0 + hh;
+          __m256i v[4];
+          for (int j = 0; j < 4; ++j) v[j] = q4k_nibbles(sb, q, j, h);
+          const __m256i sc = q4k_scale_pairs(sb, q, h);
+          for (int t = 0; t < NT; ++t) {
+            const int8_t* at = a[t][b].qs + 32 * q;
+            __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(v[0], m4), bcast4(at));
+            __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v[0], 4), m4), bcast4(at + 16));
+            for (int j = 1; j < 4; ++j) {
+              lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v[j], m4), bcast4(at + 4 * j)));
+              hi = _mm256_add_epi16(
+                  hi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4), bcast4(at + 16 + 4 * j)));
+            }
+            is[hh][t] = _mm256_add_epi32(is[hh][t],
+                                         _mm256_add_epi32(_mm256_madd_epi16(lo, sc), _mm256_madd_epi16(hi, sc)));
+          }
+        }
+      }
+      for (int hh = 0; hh < kHalves; ++hh) {
+        const int h = h0 + hh;
+        for (int q = 0; q < 8; ++q) {
+          const __m256 wm = q4k_wmin(sb, q, h);
+          for (int t = 0; t < NT; ++t) {
+            const float amin = a[t][b].d * float(a[t][b].bsums[2 * q] + a[t][b].bsums[2 * q + 1]);
+            acc[hh][t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(amin), acc[hh][t]);
+          }
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ4K::kD + 16 * h)));
+        for (int t = 0; t < NT; ++t)
+          acc[hh][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[hh][t]), _mm256_mul_ps(dw, _mm256_set1_ps(a[t][b].d)),
+                                       acc[hh][t]);
+      }
+    }
+    for (int hh = 0; hh < kHalves && 8 * (h0 + hh) < nr; ++hh) {
+      const __m256i keep = store_mask(nr - 8 * (h0 + hh));
+      for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride + 8 * (h0 + hh), keep, acc[hh][t]);
+    }
+  }
+}
+
+template <int NT>
+void q4k_run_packed_tile(int nt, const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
+                         size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return q4k_run_packed_tile<NT - 1>(nt, a, nb, panel, nr, y, y_stride);
+  }
+  q4k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
+}
+
+// A packed panel in q4k_tile's layout (unpack_panel<PQ4_K> and q4k_int_scales'): codes, mins times dmin, scale
+// pairs and d.
+void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, float* wmin, int32_t* sc, float* d) {
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (int64_t b = 0; b < n / 256; ++b) {
+    const uint8_t* sb = panel + size_t(b) * PackedQ4K::kBytes;
+    for (int h = 0; h < 2; ++h) {
+      for (int q = 0; q < 8; ++q) {
+        uint8_t* c = codes + (b * 8 + q) * 512 + 32 * h;
+        for (int j = 0; j < 4; ++j) {
+          const __m256i v = q4k_nibbles(sb, q, j, h);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * j), _mm256_and_si256(v, m4));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * (j + 4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sc + (b * 8 + q) * 16 + 8 * h), q4k_scale_pairs(sb, q, h));
+        _mm256_store_ps(wmin + (b * 8 + q) * 16 + 8 * h, q4k_wmin(sb, q, h));
+      }
+      _mm256_store_ps(d + b * 16 + 8 * h,
+                      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ4K::kD + 16 * h))));
+    }
+  }
+}
+
+// kernels.h PackedGemmFn for Q4_K.
+void q4k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride,
+                     int64_t n_tokens, float* y, size_t y_stride) {
+  const size_t bytes = packed_panel_bytes<PQ4_K>(n);
+  if (n_tokens >= kMinTokens) {
+    Scratch& s = t_scratch;
+    Panel p;
+    prepare_activations<PQ4_K>(p, n, x, x_stride, n_tokens);
+    uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);
+    float* wmin = s.wmin.get<float>(size_t(p.n_groups) * 16);
+    int32_t* sc = s.signs.get<int32_t>(size_t(p.n_groups) * 16);
+    float* d = t_row_d.get<float>(size_t(n / 256) * 16);
+    p.codes = codes, p.wscale = nullptr, p.wmin = wmin;
+    for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+      q4k_panel_from_packed(panels + size_t(r0 / 16) * bytes, n, codes, wmin, sc, d);
+      q4k_panel_tiles(p, sc, d, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
+    }
+    return;
+  }
+  const auto* xb = static_cast<const uint8_t*>(x);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTileTokens) {
+      const int nt = int(n_tokens - t0 < kPackedTileTokens ? n_tokens - t0 : kPackedTileTokens);
+      const BlockQ8_K* a[kPackedTileTokens];
+      for (int t = 0; t < nt; ++t) a[t] = reinterpret_cast<const BlockQ8_K*>(xb + (t0 + t) * x_stride);
+      q4k_run_packed_tile<kPackedTileTokens>(nt, a, n / 256, panels + size_t(r0 / 16) * bytes, nr,
+                                             y + t0 * y_stride + r0, y_stride);
+    }
+  }
+}
+
 template <class P>
 void set_packed(CpuKernels& k) {
   k.pack[uint32_t(P::kType)] = pack<P>;
@@ -541,11 +883,15 @@ void fill_panel_gemm(CpuKernels& k) {
     fill<Uarch::Intel>(k);
 }
 
-// The 32-element formats whose one-row decode kernels are compute-bound at this level (the code above).
+// The formats whose one-row decode kernels are compute-bound at this level (the code above).
 void fill_packed(CpuKernels& k) {
   set_packed<PQ8_0>(k);
   set_packed<PQ4_0>(k);
   set_packed<PQ5_0>(k);
+  k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
+  k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
+  k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;
+  k.packed_gemm[uint32_t(WeightType::Q6_K)] = q6k_packed_gemm;
 }
 
 }  // namespace tandem::cpu::avx2

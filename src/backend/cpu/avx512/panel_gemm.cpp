@@ -86,35 +86,6 @@ void tile(const Panel& p, int64_t t0, int, int nr, float* y, size_t y_stride) {
 
 #include "backend/cpu/x86/packed_x86.inc"
 
-// Q4_K panels in the file's bytes (+3%): per super-block of 16 rows, the nibbles (2048 bytes: vector 4q + s holds
-// sub-block q's step s in its low nibbles and step s + 4 in its high ones, each step [16 rows][4 codes] as in the
-// unpacked panel), the 6-bit sub-block scales and mins as bytes ([8][16] each), then d and dmin ([16] f16 each).
-// Unpacking a 64-byte load into two code vectors is three operations, against the row kernels' per-row
-// scale decoding; the scales become floats once per sub-block for all 16 rows.
-struct PackedQ4K {
-  static constexpr size_t kNibbles = 0, kScales = 2048, kMins = 2176, kD = 2304, kDmin = 2336;
-  static constexpr size_t kBytes = 2368;  // per super-block, a multiple of 64
-};
-
-template <>
-size_t packed_panel_bytes<PQ4_K>(int64_t n) {
-  return size_t(n / 256) * PackedQ4K::kBytes;
-}
-
-// Q6_K panels in the file's bytes (+1%): per super-block of 16 rows, the codes' low nibbles as Q4_K's (2048 bytes:
-// vector 4q + s holds group 2q's step s low and group 2q + 1's step s high), their high two bits (1024 bytes:
-// vector g holds group g's four steps, step s in bits 2s and 2s + 1), the 16 groups' int8 scales ([16][16]), d
-// ([16] f16), zeros to a multiple of 64.
-struct PackedQ6K {
-  static constexpr size_t kLow = 0, kHigh = 2048, kScales = 3072, kD = 3328;
-  static constexpr size_t kBytes = 3392;
-};
-
-template <>
-size_t packed_panel_bytes<PQ6_K>(int64_t n) {
-  return size_t(n / 256) * PackedQ6K::kBytes;
-}
-
 // A nibble panel expanded to Q8_0's packed layout (codes as bytes, then the f16 scales) for one call of many tokens:
 // the same operations on the same values as the nibble panel's tile, so the same bits, without unpacking every
 // step for every tile (Q5_0 prefill512_packed: 316 GFLOP/s from the nibbles, 339 from unpacked rows).
@@ -146,39 +117,6 @@ template <size_t kBytes, int kParts, int NP>
   for (int j = 0; j < NP; ++j)
     for (size_t o = 0; o < kSlice; o += 64)
       _mm_prefetch(reinterpret_cast<const char*>(sb[j] + kBytes + part * kSlice + o), _MM_HINT_T0);
-}
-
-// The k-quants' packing: pack_blocks with each block's super-block of a panel (kSuperBytes) given to put(block,
-// super-block bytes, r).
-template <class P, size_t kSuperBytes, class Put>
-size_t pack_super(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out, Put put) {
-  return pack_blocks<P>(n, w, w_stride, n_rows, out,
-                        [&](const typename P::W& blk, uint8_t* panel, int64_t b, int r) {
-                          put(blk, panel + size_t(b) * kSuperBytes, r);
-                        });
-}
-
-template <class P>
-  requires(P::kType == WeightType::Q4_K)
-size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
-  return pack_super<P, PackedQ4K::kBytes>(n, w, w_stride, n_rows, out, [](const BlockQ4_K& blk, uint8_t* sb, int r) {
-    // Sub-block q's codes are the low (q even) or high (q odd) nibbles of qs[32 (q / 2) ..]: row r's four bytes of
-    // vector 4q + st are the nibbles of qs's dwords 8 (q / 2) + st (step st) and + 4 (step st + 4).
-    uint32_t qs[32];
-    std::memcpy(qs, blk.qs, sizeof(qs));
-    for (int q = 0; q < 8; ++q) {
-      for (int st = 0; st < 4; ++st) {
-        const uint32_t lo = qs[8 * (q / 2) + st], hi = qs[8 * (q / 2) + st + 4];
-        const uint32_t v = q % 2 ? (lo >> 4 & 0x0f0f0f0f) | (hi & 0xf0f0f0f0) : (lo & 0x0f0f0f0f) | (hi & 0x0f0f0f0f) << 4;
-        std::memcpy(sb + PackedQ4K::kNibbles + (4 * q + st) * 64 + 4 * r, &v, 4);
-      }
-      const uint8_t* k = blk.scales;  // ggml's get_scale_min_k4
-      sb[PackedQ4K::kScales + 16 * q + r] = uint8_t(q < 4 ? k[q] & 63 : (k[q + 4] & 0xf) | ((k[q - 4] >> 6) << 4));
-      sb[PackedQ4K::kMins + 16 * q + r] = uint8_t(q < 4 ? k[q + 4] & 63 : (k[q + 4] >> 4) | ((k[q] >> 6) << 4));
-    }
-    std::memcpy(sb + PackedQ4K::kD + 2 * r, &blk.d, 2);
-    std::memcpy(sb + PackedQ4K::kDmin + 2 * r, &blk.dmin, 2);
-  });
 }
 
 // NT tokens against NP consecutive panels: per row and token the operations of tile<P, NT> (an exact integer
@@ -249,31 +187,6 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
     const __mmask16 keep = __mmask16((1u << rows) - 1);
     for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + t * y_stride + 16 * j, keep, acc[j][t]);
   }
-}
-
-template <class P>
-  requires(P::kType == WeightType::Q6_K)
-size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
-  return pack_super<P, PackedQ6K::kBytes>(n, w, w_stride, n_rows, out, [](const BlockQ6_K& blk, uint8_t* sb, int r) {
-    uint8_t u[256];
-    float unused[16];
-    P::unpack(blk, u, unused, nullptr);
-    // Row r's four bytes of each vector, from the codes' dwords: dword i holds codes 4i .. 4i + 3.
-    uint32_t c[64];
-    std::memcpy(c, u, sizeof(c));
-    for (int q = 0; q < 8; ++q)  // groups 2q and 2q + 1: the low nibbles of their step st side by side
-      for (int st = 0; st < 4; ++st) {
-        const uint32_t v = (c[8 * q + st] & 0x0f0f0f0f) | (c[8 * q + 4 + st] & 0x0f0f0f0f) << 4;
-        std::memcpy(sb + PackedQ6K::kLow + (4 * q + st) * 64 + 4 * r, &v, 4);
-      }
-    for (int g = 0; g < 16; ++g) {  // group g: the two high bits of step st at bits 2st, 2st + 1
-      uint32_t v = 0;
-      for (int st = 0; st < 4; ++st) v |= (c[4 * g + st] >> 4 & 0x03030303) << (2 * st);
-      std::memcpy(sb + PackedQ6K::kHigh + g * 64 + 4 * r, &v, 4);
-    }
-    for (int g = 0; g < 16; ++g) sb[PackedQ6K::kScales + 16 * g + r] = uint8_t(blk.scales[g]);
-    std::memcpy(sb + PackedQ6K::kD + 2 * r, &blk.d, 2);
-  });
 }
 
 // Step s's two high bits of every code, moved to bits 4 and 5 (within 16-bit lanes; the mask drops what crossed
