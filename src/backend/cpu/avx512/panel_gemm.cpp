@@ -287,7 +287,100 @@ struct Q6KTile {
   }
 };
 
-// NT tokens against NP consecutive k-quant panels (Q: Q4KTile or Q6KTile): per row and token, the parts' scaled
+// Q3_K's codes are 0..7 (q + 4); the activation's -4 * sum starts each group's integer sum, as Q6_K's -32 * sum. A
+// part is a pair of groups, whose third bits share a vector.
+struct Q3KTile {
+  static constexpr size_t kBytes = PackedQ3K::kBytes;
+  static constexpr int kParts = 8;
+  template <int NT, int NP>
+  [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
+                                          int64_t b, int q, __m512 (&blk)[NP][NT], __m512 (&)[NP][NT]) {
+    const __m512i m3 = _mm512_set1_epi8(3), m4 = _mm512_set1_epi8(4);
+    __m512i high[NP];
+    for (int j = 0; j < NP; ++j) high[j] = _mm512_load_si512(sb[j] + PackedQ3K::kHigh + 64 * q);
+    auto group = [&]<int kOdd>() __attribute__((always_inline)) {
+      const int g = 2 * q + kOdd;
+      __m512i is[NP][NT], low[NP];
+      for (int j = 0; j < NP; ++j) {
+        low[j] = _mm512_load_si512(sb[j] + PackedQ3K::kLow + 64 * g);
+        for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 16 * b + g]);
+      }
+      auto step = [&]<int kStep>() __attribute__((always_inline)) {
+        constexpr int kShift = 4 * kOdd + kStep - 2;  // the step's third bit to bit 2
+        __m512i code[NP];
+        for (int j = 0; j < NP; ++j) {
+          const __m512i lo = _mm512_and_si512(kStep ? _mm512_srli_epi16(low[j], 2 * kStep) : low[j], m3);
+          __m512i h = high[j];
+          if constexpr (kShift > 0) h = _mm512_srli_epi16(h, kShift);
+          if constexpr (kShift < 0) h = _mm512_slli_epi16(h, -kShift);
+          code[j] = _mm512_ternarylogic_epi32(lo, h, m4, 0xf8);  // lo | (h & m4)
+        }
+        for (int t = 0; t < NT; ++t) {
+          int32_t a4;
+          std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
+          for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
+        }
+      };
+      step.template operator()<0>();
+      step.template operator()<1>();
+      step.template operator()<2>();
+      step.template operator()<3>();
+      for (int j = 0; j < NP; ++j) {
+        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ3K::kD)));
+        const __m128i sc = _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ3K::kScales + 16 * g));
+        const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), d);
+        for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+      }
+    };
+    group.template operator()<0>();
+    group.template operator()<1>();
+  }
+};
+
+// Q2_K's codes are 0..3 with a 4-bit scale and min per 16-element group: the mins' term into acc, as Q4_K's.
+struct Q2KTile {
+  static constexpr size_t kBytes = PackedQ2K::kBytes;
+  static constexpr int kParts = 16;
+  template <int NT, int NP>
+  [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
+                                          int64_t b, int g, __m512 (&blk)[NP][NT], __m512 (&acc)[NP][NT]) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i is[NP][NT], codes[NP];
+    for (int j = 0; j < NP; ++j) {
+      codes[j] = _mm512_load_si512(sb[j] + PackedQ2K::kCodes + 64 * g);
+      for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
+    }
+    auto step = [&]<int kStep>() __attribute__((always_inline)) {
+      __m512i code[NP];
+      for (int j = 0; j < NP; ++j)
+        code[j] = _mm512_and_si512(kStep ? _mm512_srli_epi16(codes[j], 2 * kStep) : codes[j], m3);
+      for (int t = 0; t < NT; ++t) {
+        int32_t a4;
+        std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
+        for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
+      }
+    };
+    step.template operator()<0>();
+    step.template operator()<1>();
+    step.template operator()<2>();
+    step.template operator()<3>();
+    for (int j = 0; j < NP; ++j) {
+      const __m512i sm =
+          _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ2K::kScales + 16 * g)));
+      const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ2K::kD)));
+      const __m512 dmin =
+          _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ2K::kDmin)));
+      const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_and_si512(sm, _mm512_set1_epi32(0xf))), d);
+      const __m512 wm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(sm, 4)), dmin);
+      for (int t = 0; t < NT; ++t) {
+        blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+        acc[j][t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(p.amin[(t0 + t) * p.n_groups + 16 * b + g]), acc[j][t]);
+      }
+    }
+  }
+};
+
+// NT tokens against NP consecutive k-quant panels (Q: one of the k-quant tiles above): per row and token, the parts' scaled
 // sums over a super-block, then times the activation's scale; the same operations in the same order for any NT
 // and NP, so a token's bits depend on neither. Always inlined: once both CPU families' tables packed Q6_K, GCC
 // outlined the 8-token tile and spilled its sums (prefill512 0.86 -> 1.85 ms).
@@ -347,6 +440,12 @@ void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int
                                      y_stride);
     else if constexpr (P::kType == WeightType::Q6_K)
       packed_tile_k<Q6KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
+                                     y_stride);
+    else if constexpr (P::kType == WeightType::Q3_K)
+      packed_tile_k<Q3KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
+                                     y_stride);
+    else if constexpr (P::kType == WeightType::Q2_K)
+      packed_tile_k<Q2KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
                                      y_stride);
     else
       packed_tile<P, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
@@ -429,6 +528,8 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ5_0>(k);
   set_packed<PQ4_0>(k);
   set_packed<PQ6_K>(k);
+  set_packed<PQ3_K>(k);
+  set_packed<PQ2_K>(k);
 }
 
 }  // namespace tandem::cpu::avx512
