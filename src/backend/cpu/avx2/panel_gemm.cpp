@@ -415,11 +415,11 @@ void fill(CpuKernels& k) {
   set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
-// ---- panels kept from load: Q4_0, Q5_0 and Q8_0 (x86/packed_x86.inc) -----------------------------------
-// Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to three
+// ---- panels kept from load: Q4_0, Q5_0, Q8_0, Q2_K and Q3_K (x86/packed_x86.inc) ----------------------
+// Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
-// compute-bound). Calls of 16 tokens and more expand each panel into the unpacking kernel's layout and run its
+// compute-bound; Q3_K 6 GB/s). Calls of 16 tokens and more expand each panel into the unpacking kernel's layout and run its
 // tiles. Both compute each group's exact integer sum and then the float steps of tile<P, NT> above in the same
 // order, so a token's bits depend on neither the call's token count nor its place in it.
 #include "backend/cpu/x86/packed_x86.inc"
@@ -437,15 +437,62 @@ inline __m256i bytes_from_bits(uint32_t m) {
 // the unpacked panel's unsigned bytes.
 template <class P>
 inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, int h) {
-  if constexpr (kNibblePanel<P>) {
-    const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * 256 + (s & 3) * 64 + 32 * h));
+  auto load = [](const uint8_t* at) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(at)); };
+  if constexpr (P::kType == WeightType::Q2_K || P::kType == WeightType::Q3_K) {
+    // two bits of each code, four steps to a byte; Q3_K's third bits two groups to a byte (x86/packed_x86.inc)
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const int gl = int(g % 16);
+    if constexpr (P::kType == WeightType::Q2_K) {
+      const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
+      return _mm256_and_si256(_mm256_srl_epi16(load(sb + PackedQ2K::kCodes + 64 * gl + 32 * h), _mm_cvtsi32_si128(2 * s)), m3);
+    } else {
+      const uint8_t* sb = panel + size_t(g / 16) * PackedQ3K::kBytes;
+      const __m256i low =
+          _mm256_and_si256(_mm256_srl_epi16(load(sb + PackedQ3K::kLow + 64 * gl + 32 * h), _mm_cvtsi32_si128(2 * s)), m3);
+      // the step's third bit to bit 0, then to bit 2 (16-bit shifts: each byte keeps its own bits)
+      const __m256i high = _mm256_and_si256(
+          _mm256_srl_epi16(load(sb + PackedQ3K::kHigh + 64 * (gl / 2) + 32 * h), _mm_cvtsi32_si128(4 * (gl % 2) + s)),
+          _mm256_set1_epi8(1));
+      return _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
+    }
+  } else if constexpr (kNibblePanel<P>) {
+    const __m256i v = load(panel + g * 256 + (s & 3) * 64 + 32 * h);
     const __m256i c = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
     if constexpr (!kFifthBits<P>) return c;
     uint32_t fifth;
     std::memcpy(&fifth, panel + packed_masks_at(n) + g * 64 + 8 * s + 4 * h, 4);
     return _mm256_or_si256(c, _mm256_and_si256(bytes_from_bits(fifth), _mm256_set1_epi8(16)));
+  } else {
+    return load(panel + g * P::kGroup * 16 + 64 * s + 32 * h);
   }
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + g * P::kGroup * 16 + 64 * s + 32 * h));
+}
+
+// Group g's weight scales for the 8 rows of half h, as the unpacked panel's floats (the same products).
+template <class P>
+inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
+  auto bytes = [](const uint8_t* at) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)); };
+  auto f16 = [](const uint8_t* at) { return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(at))); };
+  const int gl = int(g % 16);
+  if constexpr (P::kType == WeightType::Q2_K) {  // d * (scale & 0xf)
+    const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
+    const __m256i sm = _mm256_cvtepu8_epi32(bytes(sb + PackedQ2K::kScales + 16 * gl + 8 * h));
+    return _mm256_mul_ps(f16(sb + PackedQ2K::kD + 16 * h), _mm256_cvtepi32_ps(_mm256_and_si256(sm, _mm256_set1_epi32(0xf))));
+  } else if constexpr (P::kType == WeightType::Q3_K) {  // d * (6-bit scale - 32)
+    const uint8_t* sb = panel + size_t(g / 16) * PackedQ3K::kBytes;
+    const __m256i sc = _mm256_cvtepi8_epi32(bytes(sb + PackedQ3K::kScales + 16 * gl + 8 * h));
+    return _mm256_mul_ps(f16(sb + PackedQ3K::kD + 16 * h), _mm256_cvtepi32_ps(sc));
+  } else {
+    return f16(panel + packed_scales_at<P>(n) + 32 * g + 16 * h);
+  }
+}
+
+// Q2_K's group g mins for the 8 rows of half h: dmin * (scale >> 4).
+inline __m256 packed_wmin_q2k(const uint8_t* panel, int64_t g, int h) {
+  const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
+  const __m256i sm = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ2K::kScales + 16 * (g % 16) + 8 * h)));
+  return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ2K::kDmin + 16 * h))),
+                       _mm256_cvtepi32_ps(_mm256_srli_epi32(sm, 4)));
 }
 
 // NT tokens (from t0) against one packed panel's rows [0, nr), group by group: one token (two of Q8_0) takes both
@@ -459,7 +506,6 @@ void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64
   constexpr int kHalves = NT == 1 || (kSigned<P> && NT == 2) ? 2 : 1;  // per pass over the groups
   const int64_t n_groups = p.n_groups;
   const size_t group_share = (panel_bytes / size_t(n_groups) + 63) / 64 * 64;  // of the next panel, per group
-  const auto* scales = reinterpret_cast<const __m128i*>(panel + packed_scales_at<P>(p.n));
   const int8_t* a[NT];
   for (int t = 0; t < NT; ++t) a[t] = p.aq + (t0 + t) * p.n;
   for (int h0 = 0; h0 < 2 && 8 * h0 < nr; h0 += kHalves) {
@@ -475,7 +521,7 @@ void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64
           _mm_prefetch(reinterpret_cast<const char*>(panel + panel_bytes + g * group_share + l), _MM_HINT_T0);
       for (int hh = 0; hh < kHalves; ++hh) {
         const int h = h0 + hh;
-        auto ws = [&] { return _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h)); };
+        auto ws = [&] { return packed_wscale<P>(panel, p.n, g, h); };
         if constexpr (kSigned<P>)
           add_group<P, NT>(p, a, t0, g, [&](int s) {
             const __m256i q = _mm256_xor_si256(packed_half<P>(panel, p.n, g, s, h), _mm256_set1_epi8(char(0x80)));
@@ -483,6 +529,11 @@ void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64
           }, ws, acc[hh]);
         else
           add_group<P, NT>(p, a, t0, g, [&](int s) { return packed_half<P>(panel, p.n, g, s, h); }, ws, acc[hh]);
+        if constexpr (P::kMin) {  // as tile<P, NT>
+          const __m256 wm = packed_wmin_q2k(panel, g, h);
+          for (int t = 0; t < NT; ++t)
+            acc[hh][t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(p.amin[(t0 + t) * n_groups + g]), acc[hh][t]);
+        }
       }
     }
     for (int hh = 0; hh < kHalves && 8 * (h0 + hh) < nr; ++hh) {
@@ -514,17 +565,19 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
     Scratch& s = t_scratch;
     uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);  // finish_panel's
     float* wscale = s.wscale.get<float>(size_t(p.n_groups) * 16);
-    p.codes = codes, p.wscale = wscale, p.wmin = nullptr;
+    float* wmin = P::kMin ? s.wmin.get<float>(size_t(p.n_groups) * 16) : nullptr;
+    p.codes = codes, p.wscale = wscale, p.wmin = wmin;
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
       const uint8_t* panel = panels + size_t(r0 / 16) * bytes;
-      const auto* scales = reinterpret_cast<const __m128i*>(panel + packed_scales_at<P>(n));
       for (int64_t g = 0; g < p.n_groups; ++g) {
         for (int st = 0; st < P::kGroup / 4; ++st)
           for (int h = 0; h < 2; ++h)
             _mm256_store_si256(reinterpret_cast<__m256i*>(codes + g * P::kGroup * 16 + 64 * st + 32 * h),
                                packed_half<P>(panel, n, g, st, h));
-        for (int h = 0; h < 2; ++h)
-          _mm256_store_ps(wscale + 16 * g + 8 * h, _mm256_cvtph_ps(_mm_load_si128(scales + 2 * g + h)));
+        for (int h = 0; h < 2; ++h) {
+          _mm256_store_ps(wscale + 16 * g + 8 * h, packed_wscale<P>(panel, n, g, h));
+          if constexpr (P::kMin) _mm256_store_ps(wmin + 16 * g + 8 * h, packed_wmin_q2k(panel, g, h));
+        }
       }
       finish_panel<P>(p);
       panel_tiles<P>(p, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
@@ -888,6 +941,8 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ8_0>(k);
   set_packed<PQ4_0>(k);
   set_packed<PQ5_0>(k);
+  set_packed<PQ3_K>(k);
+  set_packed<PQ2_K>(k);
   k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
   k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
   k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;
