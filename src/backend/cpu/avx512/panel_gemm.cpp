@@ -380,6 +380,90 @@ struct Q2KTile {
   }
 };
 
+// IQ4_XS panels (+3% on the file's bytes; this level's only: AVX2's vpmaddubsw cannot take its codes, see
+// avx2/panel_gemm.cpp): per super-block of 16 rows, the grid indices as Q4_K's nibbles (2048 bytes: vector 4q + s
+// holds sub-block q's step s in its low nibbles and step s + 4 in its high ones), the 8 sub-blocks' signed 6-bit
+// scales as int8 ([8][16]), d ([16] f16), zeros to a multiple of 64.
+struct PackedIQ4XS {
+  static constexpr size_t kNibbles = 0, kScales = 2048, kD = 2176;
+  static constexpr size_t kBytes = 2240;
+};
+
+template <>
+size_t packed_panel_bytes<PIQ4_XS>(int64_t n) {
+  return size_t(n / 256) * PackedIQ4XS::kBytes;
+}
+
+template <class P>
+  requires(P::kType == WeightType::IQ4_XS)
+size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
+  return pack_super<P, PackedIQ4XS::kBytes>(n, w, w_stride, n_rows, out, [](const BlockIQ4_XS& blk, uint8_t* sb, int r) {
+    uint8_t idx[256];  // element 32j + l of sub-block j: the low nibble of qs[16j + l], l < 16, else the high one
+    for (int j = 0; j < 8; ++j)
+      for (int l = 0; l < 16; ++l) idx[32 * j + l] = blk.qs[16 * j + l] & 0xf, idx[32 * j + 16 + l] = blk.qs[16 * j + l] >> 4;
+    uint32_t c[64];
+    std::memcpy(c, idx, sizeof(c));
+    for (int q = 0; q < 8; ++q) {
+      for (int st = 0; st < 4; ++st) {
+        const uint32_t v = c[8 * q + st] | c[8 * q + st + 4] << 4;
+        std::memcpy(sb + PackedIQ4XS::kNibbles + (4 * q + st) * 64 + 4 * r, &v, 4);
+      }
+      const int ls = ((blk.scales_l[q / 2] >> (4 * (q % 2))) & 0xf) | ((blk.scales_h >> (2 * q)) & 3) << 4;
+      sb[PackedIQ4XS::kScales + 16 * q + r] = uint8_t(ls - 32);
+    }
+    std::memcpy(sb + PackedIQ4XS::kD + 2 * r, &blk.d, 2);
+  });
+}
+
+// kIq4Values + 128, the unsigned codes of IQ4_XS's grid.
+struct Iq4Grid {
+  alignas(16) uint8_t u[16];
+};
+constexpr Iq4Grid kIq4Grid = [] {
+  Iq4Grid g{};
+  for (int i = 0; i < 16; ++i) g.u[i] = uint8_t(tandem::quant::kIq4Values[i] + 128);
+  return g;
+}();
+
+// IQ4_XS's codes are the grid's values + 128, a vpshufb of each 4-bit index; the activation's -128 * sum starts each
+// sub-block's integer sum.
+struct IQ4XSTile {
+  static constexpr size_t kBytes = PackedIQ4XS::kBytes;
+  static constexpr int kParts = 8;
+  template <int NT, int NP>
+  [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
+                                          int64_t b, int q, __m512 (&blk)[NP][NT], __m512 (&)[NP][NT]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i grid = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Grid.u)));
+    __m512i is[NP][NT];
+    for (int j = 0; j < NP; ++j)
+      for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 8 * b + q]);
+    for (int st = 0; st < 4; ++st) {
+      __m512i lo[NP], hi[NP];
+      for (int j = 0; j < NP; ++j) {
+        const __m512i v = _mm512_load_si512(sb[j] + PackedIQ4XS::kNibbles + (4 * q + st) * 64);
+        lo[j] = _mm512_shuffle_epi8(grid, _mm512_and_si512(v, m4));
+        hi[j] = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
+      }
+      for (int t = 0; t < NT; ++t) {
+        int32_t a_lo, a_hi;
+        std::memcpy(&a_lo, a[t] + 256 * b + 32 * q + 4 * st, 4);
+        std::memcpy(&a_hi, a[t] + 256 * b + 32 * q + 4 * (st + 4), 4);
+        for (int j = 0; j < NP; ++j) {
+          is[j][t] = _mm512_dpbusd_epi32(is[j][t], lo[j], _mm512_set1_epi32(a_lo));
+          is[j][t] = _mm512_dpbusd_epi32(is[j][t], hi[j], _mm512_set1_epi32(a_hi));
+        }
+      }
+    }
+    for (int j = 0; j < NP; ++j) {
+      const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedIQ4XS::kD)));
+      const __m128i sc = _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedIQ4XS::kScales + 16 * q));
+      const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), d);
+      for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+    }
+  }
+};
+
 // NT tokens against NP consecutive k-quant panels (Q: one of the k-quant tiles above): per row and token, the parts' scaled
 // sums over a super-block, then times the activation's scale; the same operations in the same order for any NT
 // and NP, so a token's bits depend on neither. Always inlined: once both CPU families' tables packed Q6_K, GCC
@@ -447,6 +531,9 @@ void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int
     else if constexpr (P::kType == WeightType::Q2_K)
       packed_tile_k<Q2KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
                                      y_stride);
+    else if constexpr (P::kType == WeightType::IQ4_XS)
+      packed_tile_k<IQ4XSTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j,
+                                       y + 16 * j, y_stride);
     else
       packed_tile<P, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
   };
@@ -530,6 +617,7 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ6_K>(k);
   set_packed<PQ3_K>(k);
   set_packed<PQ2_K>(k);
+  set_packed<PIQ4_XS>(k);
 }
 
 }  // namespace tandem::cpu::avx512
