@@ -178,7 +178,7 @@ TEST(Repack, BackendMultipliesTheCopyAndFallsBackForViewsAndAfterRelease) {
 
 TEST(Repack, TypesWithoutPackedKernelsAreLeftAsTheyAre) {
   CpuBackend b(1);
-  const Matrix m = make_matrix(WT::Q5_K, 256, 16, 1);
+  const Matrix m = make_matrix(WT::Q4_1, 256, 16, 1);
   auto bytes = b.repack(m.weight());
   ASSERT_TRUE(bytes.has_value());
   EXPECT_EQ(*bytes, 0u);

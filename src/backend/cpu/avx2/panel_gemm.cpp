@@ -415,7 +415,7 @@ void fill(CpuKernels& k) {
   set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
-// ---- panels kept from load: Q4_0, Q5_0, Q8_0, Q2_K and Q3_K (x86/packed_x86.inc) ----------------------
+// ---- panels kept from load: Q4_0, Q5_0, Q8_0, Q2_K, Q3_K and Q5_K (x86/packed_x86.inc) ----------------
 // Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
@@ -455,6 +455,14 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
           _mm256_set1_epi8(1));
       return _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
     }
+  } else if constexpr (P::kType == WeightType::Q5_K) {  // Q4_K's nibbles, the fifth bits a step to a bit
+    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
+    const int q = int(g % 8);
+    const __m256i v = load(sb + PackedQ5K::kNibbles + (4 * q + (s & 3)) * 64 + 32 * h);
+    const __m256i low = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+    const __m256i fifth = _mm256_and_si256(
+        _mm256_srl_epi16(load(sb + PackedQ5K::kFifth + 64 * q + 32 * h), _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1));
+    return _mm256_or_si256(low, _mm256_slli_epi16(fifth, 4));
   } else if constexpr (kNibblePanel<P>) {
     const __m256i v = load(panel + g * 256 + (s & 3) * 64 + 32 * h);
     const __m256i c = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
@@ -477,6 +485,10 @@ inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
     const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
     const __m256i sm = _mm256_cvtepu8_epi32(bytes(sb + PackedQ2K::kScales + 16 * gl + 8 * h));
     return _mm256_mul_ps(f16(sb + PackedQ2K::kD + 16 * h), _mm256_cvtepi32_ps(_mm256_and_si256(sm, _mm256_set1_epi32(0xf))));
+  } else if constexpr (P::kType == WeightType::Q5_K) {  // d * 6-bit scale
+    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
+    const __m256i sc = _mm256_cvtepu8_epi32(bytes(sb + PackedQ5K::kScales + 16 * (g % 8) + 8 * h));
+    return _mm256_mul_ps(f16(sb + PackedQ5K::kD + 16 * h), _mm256_cvtepi32_ps(sc));
   } else if constexpr (P::kType == WeightType::Q3_K) {  // d * (6-bit scale - 32)
     const uint8_t* sb = panel + size_t(g / 16) * PackedQ3K::kBytes;
     const __m256i sc = _mm256_cvtepi8_epi32(bytes(sb + PackedQ3K::kScales + 16 * gl + 8 * h));
@@ -486,13 +498,22 @@ inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
   }
 }
 
-// Q2_K's group g mins for the 8 rows of half h: dmin * (scale >> 4).
-inline __m256 packed_wmin_q2k(const uint8_t* panel, int64_t g, int h) {
-  const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
-  const __m256i sm = _mm256_cvtepu8_epi32(
-      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ2K::kScales + 16 * (g % 16) + 8 * h)));
-  return _mm256_mul_ps(_mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ2K::kDmin + 16 * h))),
-                       _mm256_cvtepi32_ps(_mm256_srli_epi32(sm, 4)));
+// Group g's mins times dmin for the 8 rows of half h (P::kMin), as the unpacked panel's floats.
+template <class P>
+inline __m256 packed_wmin(const uint8_t* panel, int64_t g, int h) {
+  auto f16 = [](const uint8_t* at) { return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(at))); };
+  auto bytes32 = [](const uint8_t* at) {
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)));
+  };
+  if constexpr (P::kType == WeightType::Q2_K) {  // dmin * (scale >> 4)
+    const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
+    return _mm256_mul_ps(f16(sb + PackedQ2K::kDmin + 16 * h),
+                         _mm256_cvtepi32_ps(_mm256_srli_epi32(bytes32(sb + PackedQ2K::kScales + 16 * (g % 16) + 8 * h), 4)));
+  } else {  // Q5_K: dmin * 6-bit min
+    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
+    return _mm256_mul_ps(f16(sb + PackedQ5K::kDmin + 16 * h),
+                         _mm256_cvtepi32_ps(bytes32(sb + PackedQ5K::kMins + 16 * (g % 8) + 8 * h)));
+  }
 }
 
 // NT tokens (from t0) against one packed panel's rows [0, nr), group by group: one token (two of Q8_0) takes both
@@ -530,7 +551,7 @@ void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64
         else
           add_group<P, NT>(p, a, t0, g, [&](int s) { return packed_half<P>(panel, p.n, g, s, h); }, ws, acc[hh]);
         if constexpr (P::kMin) {  // as tile<P, NT>
-          const __m256 wm = packed_wmin_q2k(panel, g, h);
+          const __m256 wm = packed_wmin<P>(panel, g, h);
           for (int t = 0; t < NT; ++t)
             acc[hh][t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(p.amin[(t0 + t) * n_groups + g]), acc[hh][t]);
         }
@@ -576,7 +597,7 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
                                packed_half<P>(panel, n, g, st, h));
         for (int h = 0; h < 2; ++h) {
           _mm256_store_ps(wscale + 16 * g + 8 * h, packed_wscale<P>(panel, n, g, h));
-          if constexpr (P::kMin) _mm256_store_ps(wmin + 16 * g + 8 * h, packed_wmin_q2k(panel, g, h));
+          if constexpr (P::kMin) _mm256_store_ps(wmin + 16 * g + 8 * h, packed_wmin<P>(panel, g, h));
         }
       }
       finish_panel<P>(p);
@@ -943,6 +964,7 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ5_0>(k);
   set_packed<PQ3_K>(k);
   set_packed<PQ2_K>(k);
+  set_packed<PQ5_K>(k);
   k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
   k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
   k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;

@@ -204,8 +204,13 @@ inline __m512i q6k_high(__m512i h) {
 // tokens (a, from token t0): its exact integer sums times the weights' scales into blk, Q4_K's mins' term into acc.
 // Always inlined: left to itself GCC stopped inlining it once the tiles had a second instantiation per CPU family,
 // and the blk/acc arrays through memory halved prefill (synth 1B Q6_K pp512 497 -> 223 t/s).
-struct Q4KTile {
-  static constexpr size_t kBytes = PackedQ4K::kBytes;
+static_assert(PackedQ5K::kScales == PackedQ4K::kScales && PackedQ5K::kMins == PackedQ4K::kMins &&
+              PackedQ5K::kD == PackedQ4K::kD && PackedQ5K::kDmin == PackedQ4K::kDmin);
+
+// Q4_K, and Q5_K (kFifth: its layout is Q4_K's with the fifth bits after it).
+template <bool kFifth>
+struct KTile4 {
+  static constexpr size_t kBytes = kFifth ? PackedQ5K::kBytes : PackedQ4K::kBytes;
   static constexpr int kParts = 8;
   template <int NT, int NP>
   [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
@@ -214,12 +219,21 @@ struct Q4KTile {
     __m512i is[NP][NT];
     for (int j = 0; j < NP; ++j)
       for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
+    __m512i fifth[NP];
+    if constexpr (kFifth)
+      for (int j = 0; j < NP; ++j) fifth[j] = _mm512_load_si512(sb[j] + PackedQ5K::kFifth + 64 * q);
+    // step s's fifth bits to bit 4 (16-bit shifts by a constant: each byte keeps its own bits)
+    auto with_fifth = [&](__m512i low, int j, int s) __attribute__((always_inline)) {
+      if constexpr (!kFifth) return low;
+      const __m512i f = s < 4 ? _mm512_slli_epi16(fifth[j], 4 - s) : _mm512_srli_epi16(fifth[j], s - 4);
+      return _mm512_ternarylogic_epi32(low, f, _mm512_set1_epi8(0x10), 0xf8);  // low | (f & 0x10)
+    };
     for (int st = 0; st < 4; ++st) {
       __m512i lo[NP], hi[NP];
       for (int j = 0; j < NP; ++j) {
         const __m512i v = _mm512_load_si512(sb[j] + PackedQ4K::kNibbles + (4 * q + st) * 64);
-        lo[j] = _mm512_and_si512(v, m4);
-        hi[j] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        lo[j] = with_fifth(_mm512_and_si512(v, m4), j, st);
+        hi[j] = with_fifth(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), j, st + 4);
       }
       for (int t = 0; t < NT; ++t) {
         int32_t a_lo, a_hi;
@@ -247,6 +261,8 @@ struct Q4KTile {
     }
   }
 };
+using Q4KTile = KTile4<false>;
+using Q5KTile = KTile4<true>;
 
 // Q6_K's codes are 0..63; the activation's -32 * sum starts each group's integer sum.
 struct Q6KTile {
@@ -522,6 +538,9 @@ void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int
     if constexpr (P::kType == WeightType::Q4_K)
       packed_tile_k<Q4KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
                                      y_stride);
+    else if constexpr (P::kType == WeightType::Q5_K)
+      packed_tile_k<Q5KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
+                                     y_stride);
     else if constexpr (P::kType == WeightType::Q6_K)
       packed_tile_k<Q6KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
                                      y_stride);
@@ -618,6 +637,7 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ3_K>(k);
   set_packed<PQ2_K>(k);
   set_packed<PIQ4_XS>(k);
+  set_packed<PQ5_K>(k);
 }
 
 }  // namespace tandem::cpu::avx512
