@@ -9,9 +9,9 @@
 // vpmaddubsw adds two u8 x s8 products into a saturating int16: exact while u <= 63 (2 * 63 * 128 <
 // 32767), which holds for Q2_K..Q6_K, Q4_0 and Q5_0. Q8_0 and IQ4_NL store u = q + 128 and would saturate,
 // so their panels keep |q| and q instead and multiply |q| by sign(q) * a (llama.cpp's AVX2 trick), exact
-// for |a| <= 127 as Q8_0 activations are. IQ4_XS is left to the row kernels: its Q8_K activations reach
-// -128, whose sign flip does not fit in int8. Q6_K and Q4_K have panels of their own with integer scales
-// (below).
+// for |a| <= 127 as Q8_0 activations are. IQ4_XS's Q8_K activations reach -128, whose sign flip does not fit
+// in int8, so it swaps the roles: |a| (128 fits a byte unsigned) by sign(a) * q, exact because its grid
+// values lie in -127..113. Q6_K and Q4_K have panels of their own with integer scales (below).
 #include <immintrin.h>
 
 #include <cstdint>
@@ -29,15 +29,17 @@ constexpr Isa kIsa = Isa::Avx2;
 constexpr int kTileTokens = 4;  // accumulators: 4 ymm integer sums + 4 ymm float sums of 16 registers
 constexpr int kTileRows = 8;    // a panel's rows in two halves, one ymm of floats each
 
-// Every format but IQ4_XS (file comment): the sign trick of an offset-128 format needs |a| <= 127, and
-// only Q8_K activations (256-element blocks) reach -128.
 // Q6_K and Q4_K have panels of their own below (integer scales).
 template <class P>
-constexpr bool kHasPanel =
-    !(P::kOffset == 128 && P::kBlock == 256) && P::kType != WeightType::Q6_K && P::kType != WeightType::Q4_K;
+constexpr bool kHasPanel = P::kType != WeightType::Q6_K && P::kType != WeightType::Q4_K;
 
 template <class P>
 constexpr bool kSigned = P::kOffset == 128;  // the sign trick (file comment); its bias is not used
+// The sign trick the other way round (file comment): the format whose activations reach -128.
+template <class P>
+constexpr bool kSignOnWeights = kSigned<P> && P::kBlock == 256;
+template <class P>
+constexpr bool kAbsActivations = kSignOnWeights<P>;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -106,8 +108,13 @@ template <class P, int NT, class Step, class Ws>
     for (int s = 0; s < kSteps; ++s) {
       const SignedStep st = step(s);
       for (int t = 0; t < NT; ++t) {
-        const __m256i av = _mm256_sign_epi8(bcast4(a[t] + g * P::kGroup + 4 * s), st.q);
-        is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(_mm256_maddubs_epi16(st.u, av), ones));
+        const int64_t at = (t0 + t) * p.n + g * P::kGroup + 4 * s;
+        const __m256i a4 = bcast4(p.aq + at);
+        const __m256i p16 =
+            kSignOnWeights<P>
+                ? _mm256_maddubs_epi16(bcast4(reinterpret_cast<const int8_t*>(p.aabs) + at), _mm256_sign_epi8(st.q, a4))
+                : _mm256_maddubs_epi16(st.u, _mm256_sign_epi8(a4, st.q));
+        is[t] = _mm256_add_epi32(is[t], _mm256_madd_epi16(p16, ones));
       }
     }
   } else {

@@ -35,6 +35,9 @@ constexpr bool kHasPanel = true;
 
 inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+template <class P>
+constexpr bool kAbsActivations = false;  // panel_x86.inc: every tile here takes a as it is
+
 #include "backend/cpu/x86/panel_x86.inc"
 
 template <class P>
