@@ -267,6 +267,38 @@ struct KTile4 {
 using Q4KTile = KTile4<false>;
 using Q5KTile = KTile4<true>;
 
+// Group g of super-block b (16 elements) of NP panels for NT tokens: code(j) with the step as its template argument
+// gives panel j's codes of that step; is (started by the caller) += their products with the activations.
+template <int NT, int NP, class Code>
+[[gnu::always_inline]] inline void group_steps(const int8_t* const* a, int64_t b, int g, Code code,
+                                               __m512i (&is)[NP][NT]) {
+  auto step = [&]<int kStep>() __attribute__((always_inline)) {
+    __m512i c[NP];
+    for (int j = 0; j < NP; ++j) c[j] = code.template operator()<kStep>(j);
+    for (int t = 0; t < NT; ++t) {
+      int32_t a4;
+      std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
+      for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], c[j], _mm512_set1_epi32(a4));
+    }
+  };
+  step.template operator()<0>();
+  step.template operator()<1>();
+  step.template operator()<2>();
+  step.template operator()<3>();
+}
+
+// blk += is times each row's int8 group scale (16 bytes at `scales`) times its d (16 f16 at `d`), panel by panel.
+template <int NT, int NP>
+[[gnu::always_inline]] inline void add_int8_scaled(const uint8_t* const* sb, size_t d, size_t scales,
+                                                   const __m512i (&is)[NP][NT], __m512 (&blk)[NP][NT]) {
+  for (int j = 0; j < NP; ++j) {
+    const __m512 dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + d)));
+    const __m128i sc = _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + scales));
+    const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), dw);
+    for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
+  }
+}
+
 // Q6_K's codes are 0..63; the activation's -32 * sum starts each group's integer sum.
 struct Q6KTile {
   static constexpr size_t kBytes = PackedQ6K::kBytes;
@@ -280,29 +312,12 @@ struct Q6KTile {
       high[j] = _mm512_load_si512(sb[j] + PackedQ6K::kHigh + 64 * g);
       for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 16 * b + g]);
     }
-    auto step = [&]<int kStep>() __attribute__((always_inline)) {
-      __m512i code[NP];
-      for (int j = 0; j < NP; ++j) {
-        const __m512i v = _mm512_load_si512(sb[j] + PackedQ6K::kLow + (4 * (g / 2) + kStep) * 64);
-        const __m512i low = g % 2 ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_and_si512(v, m4);
-        code[j] = _mm512_or_si512(low, q6k_high<kStep>(high[j]));
-      }
-      for (int t = 0; t < NT; ++t) {
-        int32_t a4;
-        std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
-        for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
-      }
-    };
-    step.template operator()<0>();
-    step.template operator()<1>();
-    step.template operator()<2>();
-    step.template operator()<3>();
-    for (int j = 0; j < NP; ++j) {
-      const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ6K::kD)));
-      const __m128i sc = _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ6K::kScales + 16 * g));
-      const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), d);
-      for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
-    }
+    group_steps<NT, NP>(a, b, g, [&]<int kStep>(int j) __attribute__((always_inline)) {
+      const __m512i v = _mm512_load_si512(sb[j] + PackedQ6K::kLow + (4 * (g / 2) + kStep) * 64);
+      const __m512i low = g % 2 ? _mm512_and_si512(_mm512_srli_epi16(v, 4), m4) : _mm512_and_si512(v, m4);
+      return _mm512_or_si512(low, q6k_high<kStep>(high[j]));
+    }, is);
+    add_int8_scaled<NT, NP>(sb, PackedQ6K::kD, PackedQ6K::kScales + 16 * g, is, blk);
   }
 };
 
@@ -324,32 +339,15 @@ struct Q3KTile {
         low[j] = _mm512_load_si512(sb[j] + PackedQ3K::kLow + 64 * g);
         for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 16 * b + g]);
       }
-      auto step = [&]<int kStep>() __attribute__((always_inline)) {
+      group_steps<NT, NP>(a, b, g, [&]<int kStep>(int j) __attribute__((always_inline)) {
         constexpr int kShift = 4 * kOdd + kStep - 2;  // the step's third bit to bit 2
-        __m512i code[NP];
-        for (int j = 0; j < NP; ++j) {
-          const __m512i lo = _mm512_and_si512(kStep ? _mm512_srli_epi16(low[j], 2 * kStep) : low[j], m3);
-          __m512i h = high[j];
-          if constexpr (kShift > 0) h = _mm512_srli_epi16(h, kShift);
-          if constexpr (kShift < 0) h = _mm512_slli_epi16(h, -kShift);
-          code[j] = _mm512_ternarylogic_epi32(lo, h, m4, 0xf8);  // lo | (h & m4)
-        }
-        for (int t = 0; t < NT; ++t) {
-          int32_t a4;
-          std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
-          for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
-        }
-      };
-      step.template operator()<0>();
-      step.template operator()<1>();
-      step.template operator()<2>();
-      step.template operator()<3>();
-      for (int j = 0; j < NP; ++j) {
-        const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedQ3K::kD)));
-        const __m128i sc = _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ3K::kScales + 16 * g));
-        const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), d);
-        for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
-      }
+        const __m512i lo = _mm512_and_si512(kStep ? _mm512_srli_epi16(low[j], 2 * kStep) : low[j], m3);
+        __m512i h = high[j];
+        if constexpr (kShift > 0) h = _mm512_srli_epi16(h, kShift);
+        if constexpr (kShift < 0) h = _mm512_slli_epi16(h, -kShift);
+        return _mm512_ternarylogic_epi32(lo, h, m4, 0xf8);  // lo | (h & m4)
+      }, is);
+      add_int8_scaled<NT, NP>(sb, PackedQ3K::kD, PackedQ3K::kScales + 16 * g, is, blk);
     };
     group.template operator()<0>();
     group.template operator()<1>();
@@ -369,20 +367,9 @@ struct Q2KTile {
       codes[j] = _mm512_load_si512(sb[j] + PackedQ2K::kCodes + 64 * g);
       for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
     }
-    auto step = [&]<int kStep>() __attribute__((always_inline)) {
-      __m512i code[NP];
-      for (int j = 0; j < NP; ++j)
-        code[j] = _mm512_and_si512(kStep ? _mm512_srli_epi16(codes[j], 2 * kStep) : codes[j], m3);
-      for (int t = 0; t < NT; ++t) {
-        int32_t a4;
-        std::memcpy(&a4, a[t] + 256 * b + 16 * g + 4 * kStep, 4);
-        for (int j = 0; j < NP; ++j) is[j][t] = _mm512_dpbusd_epi32(is[j][t], code[j], _mm512_set1_epi32(a4));
-      }
-    };
-    step.template operator()<0>();
-    step.template operator()<1>();
-    step.template operator()<2>();
-    step.template operator()<3>();
+    group_steps<NT, NP>(a, b, g, [&]<int kStep>(int j) __attribute__((always_inline)) {
+      return _mm512_and_si512(kStep ? _mm512_srli_epi16(codes[j], 2 * kStep) : codes[j], m3);
+    }, is);
     for (int j = 0; j < NP; ++j) {
       const __m512i sm =
           _mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedQ2K::kScales + 16 * g)));
