@@ -622,6 +622,33 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
   }
 }
 
+// A super-block format's packed panels for calls of fewer than kMinTokens tokens: Tile::run<NT>(a, nb, panel, nr, y,
+// y_stride) over each panel, a tile of at most kPackedTileTokens tokens (a: their Q8_K rows) at a time.
+template <class Tile, int NT>
+void run_super_tile(int nt, const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
+                    size_t y_stride) {
+  if constexpr (NT > 1) {
+    if (nt < NT) return run_super_tile<Tile, NT - 1>(nt, a, nb, panel, nr, y, y_stride);
+  }
+  Tile::template run<NT>(a, nb, panel, nr, y, y_stride);
+}
+
+template <class Tile>
+void super_few_tokens(int64_t n, const uint8_t* panels, size_t bytes, int64_t n_rows, const void* x, size_t x_stride,
+                      int64_t n_tokens, float* y, size_t y_stride) {
+  const auto* xb = static_cast<const uint8_t*>(x);
+  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
+    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
+    for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTileTokens) {
+      const int nt = int(n_tokens - t0 < kPackedTileTokens ? n_tokens - t0 : kPackedTileTokens);
+      const BlockQ8_K* a[kPackedTileTokens];
+      for (int t = 0; t < nt; ++t) a[t] = reinterpret_cast<const BlockQ8_K*>(xb + (t0 + t) * x_stride);
+      run_super_tile<Tile, kPackedTileTokens>(nt, a, n / 256, panels + size_t(r0 / 16) * bytes, nr,
+                                              y + t0 * y_stride + r0, y_stride);
+    }
+  }
+}
+
 // ---- Q6_K panels kept from load (x86/packed_x86.inc's PackedQ6K) ----------------------------------------
 // Decode reads a group's codes u = q + 32 (0..63) of 8 rows as a low-nibble and a high-bits load and three or four
 // operations a step, where the one-row kernel (decode.cpp) spent a shuffle per step on the scales and ran at 30
@@ -723,14 +750,12 @@ void q6k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel
   }
 }
 
-template <int NT>
-void q6k_run_packed_tile(int nt, const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
-                         size_t y_stride) {
-  if constexpr (NT > 1) {
-    if (nt < NT) return q6k_run_packed_tile<NT - 1>(nt, a, nb, panel, nr, y, y_stride);
+struct Q6KPackedTile {
+  template <int NT>
+  static void run(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y, size_t y_stride) {
+    q6k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
   }
-  q6k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
-}
+};
 
 // A packed panel in q6k_tile's layout (q6k_unpack_panel's): codes q = u - 32, scale pairs, d, and the +128's
 // correction -128 * sum_g scale_g * sum(q in g) per row.
@@ -780,17 +805,7 @@ void q6k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const voi
     }
     return;
   }
-  const auto* xb = static_cast<const uint8_t*>(x);
-  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTileTokens) {
-      const int nt = int(n_tokens - t0 < kPackedTileTokens ? n_tokens - t0 : kPackedTileTokens);
-      const BlockQ8_K* a[kPackedTileTokens];
-      for (int t = 0; t < nt; ++t) a[t] = reinterpret_cast<const BlockQ8_K*>(xb + (t0 + t) * x_stride);
-      q6k_run_packed_tile<kPackedTileTokens>(nt, a, n / 256, panels + size_t(r0 / 16) * bytes, nr,
-                                             y + t0 * y_stride + r0, y_stride);
-    }
-  }
+  super_few_tokens<Q6KPackedTile>(n, panels, bytes, n_rows, x, x_stride, n_tokens, y, y_stride);
 }
 
 // ---- Q4_K panels kept from load (x86/packed_x86.inc's PackedQ4K) ----------------------------------------
@@ -885,14 +900,12 @@ void q4k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel
   }
 }
 
-template <int NT>
-void q4k_run_packed_tile(int nt, const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
-                         size_t y_stride) {
-  if constexpr (NT > 1) {
-    if (nt < NT) return q4k_run_packed_tile<NT - 1>(nt, a, nb, panel, nr, y, y_stride);
+struct Q4KPackedTile {
+  template <int NT>
+  static void run(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y, size_t y_stride) {
+    q4k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
   }
-  q4k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
-}
+};
 
 // A packed panel in q4k_tile's layout (unpack_panel<PQ4_K> and q4k_int_scales'): codes, mins times dmin, scale
 // pairs and d.
@@ -936,17 +949,7 @@ void q4k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const voi
     }
     return;
   }
-  const auto* xb = static_cast<const uint8_t*>(x);
-  for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-    const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-    for (int64_t t0 = 0; t0 < n_tokens; t0 += kPackedTileTokens) {
-      const int nt = int(n_tokens - t0 < kPackedTileTokens ? n_tokens - t0 : kPackedTileTokens);
-      const BlockQ8_K* a[kPackedTileTokens];
-      for (int t = 0; t < nt; ++t) a[t] = reinterpret_cast<const BlockQ8_K*>(xb + (t0 + t) * x_stride);
-      q4k_run_packed_tile<kPackedTileTokens>(nt, a, n / 256, panels + size_t(r0 / 16) * bytes, nr,
-                                             y + t0 * y_stride + r0, y_stride);
-    }
-  }
+  super_few_tokens<Q4KPackedTile>(n, panels, bytes, n_rows, x, x_stride, n_tokens, y, y_stride);
 }
 
 template <class P>

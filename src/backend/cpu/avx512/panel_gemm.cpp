@@ -207,6 +207,32 @@ inline __m512i q6k_high(__m512i h) {
 // tokens (a, from token t0): its exact integer sums times the weights' scales into blk, Q4_K's mins' term into acc.
 // Always inlined: left to itself GCC stopped inlining it once the tiles had a second instantiation per CPU family,
 // and the blk/acc arrays through memory halved prefill (synth 1B Q6_K pp512 497 -> 223 t/s).
+// Sub-block q of super-block b (32 elements) of NP panels whose vector 4q + s at `nibbles` holds step s in its low
+// nibbles and step s + 4 in its high ones, for NT tokens: codes(nibbles, j, step) turns panel j's four-bit values of
+// a step into its codes; is (started by the caller) += their products with the activations.
+template <int NT, int NP, class Codes>
+[[gnu::always_inline]] inline void subblock_steps(const uint8_t* const* sb, size_t nibbles, const int8_t* const* a,
+                                                  int64_t b, int q, Codes codes, __m512i (&is)[NP][NT]) {
+  const __m512i m4 = _mm512_set1_epi8(0x0f);
+  for (int st = 0; st < 4; ++st) {
+    __m512i lo[NP], hi[NP];
+    for (int j = 0; j < NP; ++j) {
+      const __m512i v = _mm512_load_si512(sb[j] + nibbles + (4 * q + st) * 64);
+      lo[j] = codes(_mm512_and_si512(v, m4), j, st);
+      hi[j] = codes(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), j, st + 4);
+    }
+    for (int t = 0; t < NT; ++t) {
+      int32_t a_lo, a_hi;
+      std::memcpy(&a_lo, a[t] + 256 * b + 32 * q + 4 * st, 4);
+      std::memcpy(&a_hi, a[t] + 256 * b + 32 * q + 4 * (st + 4), 4);
+      for (int j = 0; j < NP; ++j) {
+        is[j][t] = _mm512_dpbusd_epi32(is[j][t], lo[j], _mm512_set1_epi32(a_lo));
+        is[j][t] = _mm512_dpbusd_epi32(is[j][t], hi[j], _mm512_set1_epi32(a_hi));
+      }
+    }
+  }
+}
+
 static_assert(PackedQ5K::kScales == PackedQ4K::kScales && PackedQ5K::kMins == PackedQ4K::kMins &&
               PackedQ5K::kD == PackedQ4K::kD && PackedQ5K::kDmin == PackedQ4K::kDmin);
 
@@ -218,7 +244,6 @@ struct KTile4 {
   template <int NT, int NP>
   [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
                                           int64_t b, int q, __m512 (&blk)[NP][NT], __m512 (&acc)[NP][NT]) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
     __m512i is[NP][NT];
     for (int j = 0; j < NP; ++j)
       for (int t = 0; t < NT; ++t) is[j][t] = _mm512_setzero_si512();
@@ -231,23 +256,7 @@ struct KTile4 {
       const __m512i f = s < 4 ? _mm512_slli_epi16(fifth[j], 4 - s) : _mm512_srli_epi16(fifth[j], s - 4);
       return _mm512_ternarylogic_epi32(low, f, _mm512_set1_epi8(0x10), 0xf8);  // low | (f & 0x10)
     };
-    for (int st = 0; st < 4; ++st) {
-      __m512i lo[NP], hi[NP];
-      for (int j = 0; j < NP; ++j) {
-        const __m512i v = _mm512_load_si512(sb[j] + PackedQ4K::kNibbles + (4 * q + st) * 64);
-        lo[j] = with_fifth(_mm512_and_si512(v, m4), j, st);
-        hi[j] = with_fifth(_mm512_and_si512(_mm512_srli_epi16(v, 4), m4), j, st + 4);
-      }
-      for (int t = 0; t < NT; ++t) {
-        int32_t a_lo, a_hi;
-        std::memcpy(&a_lo, a[t] + 256 * b + 32 * q + 4 * st, 4);
-        std::memcpy(&a_hi, a[t] + 256 * b + 32 * q + 4 * (st + 4), 4);
-        for (int j = 0; j < NP; ++j) {
-          is[j][t] = _mm512_dpbusd_epi32(is[j][t], lo[j], _mm512_set1_epi32(a_lo));
-          is[j][t] = _mm512_dpbusd_epi32(is[j][t], hi[j], _mm512_set1_epi32(a_hi));
-        }
-      }
-    }
+    subblock_steps<NT, NP>(sb, PackedQ4K::kNibbles, a, b, q, with_fifth, is);
     auto bytes_ps = [](const uint8_t* v) {
       return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(reinterpret_cast<const __m128i*>(v))));
     };
@@ -439,34 +448,16 @@ struct IQ4XSTile {
   template <int NT, int NP>
   [[gnu::always_inline]] static void part(const Panel& p, const uint8_t* const* sb, const int8_t* const* a, int64_t t0,
                                           int64_t b, int q, __m512 (&blk)[NP][NT], __m512 (&)[NP][NT]) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
     const __m512i grid = _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Grid.u)));
     __m512i is[NP][NT];
     for (int j = 0; j < NP; ++j)
       for (int t = 0; t < NT; ++t) is[j][t] = _mm512_set1_epi32(p.bias[(t0 + t) * p.n_groups + 8 * b + q]);
-    for (int st = 0; st < 4; ++st) {
-      __m512i lo[NP], hi[NP];
-      for (int j = 0; j < NP; ++j) {
-        const __m512i v = _mm512_load_si512(sb[j] + PackedIQ4XS::kNibbles + (4 * q + st) * 64);
-        lo[j] = _mm512_shuffle_epi8(grid, _mm512_and_si512(v, m4));
-        hi[j] = _mm512_shuffle_epi8(grid, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4));
-      }
-      for (int t = 0; t < NT; ++t) {
-        int32_t a_lo, a_hi;
-        std::memcpy(&a_lo, a[t] + 256 * b + 32 * q + 4 * st, 4);
-        std::memcpy(&a_hi, a[t] + 256 * b + 32 * q + 4 * (st + 4), 4);
-        for (int j = 0; j < NP; ++j) {
-          is[j][t] = _mm512_dpbusd_epi32(is[j][t], lo[j], _mm512_set1_epi32(a_lo));
-          is[j][t] = _mm512_dpbusd_epi32(is[j][t], hi[j], _mm512_set1_epi32(a_hi));
-        }
-      }
-    }
-    for (int j = 0; j < NP; ++j) {
-      const __m512 d = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(sb[j] + PackedIQ4XS::kD)));
-      const __m128i sc = _mm_load_si128(reinterpret_cast<const __m128i*>(sb[j] + PackedIQ4XS::kScales + 16 * q));
-      const __m512 ws = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)), d);
-      for (int t = 0; t < NT; ++t) blk[j][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[j][t]), ws, blk[j][t]);
-    }
+    subblock_steps<NT, NP>(sb, PackedIQ4XS::kNibbles, a, b, q,
+                           [&](__m512i index, int, int) __attribute__((always_inline)) {
+                             return _mm512_shuffle_epi8(grid, index);
+                           },
+                           is);
+    add_int8_scaled<NT, NP>(sb, PackedIQ4XS::kD, PackedIQ4XS::kScales + 16 * q, is, blk);
   }
 };
 
