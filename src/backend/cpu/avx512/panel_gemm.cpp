@@ -496,6 +496,20 @@ template <class Q, int NT, int NP>
   }
 }
 
+// The tile of a super-block format's packed panels (void: a 32-element format, packed_tile's).
+template <class P>
+struct KTileFor {
+  using T = void;
+};
+template <> struct KTileFor<PQ2_K> { using T = Q2KTile; };
+template <> struct KTileFor<PQ3_K> { using T = Q3KTile; };
+template <> struct KTileFor<PQ4_K> { using T = Q4KTile; };
+template <> struct KTileFor<PQ5_K> { using T = Q5KTile; };
+template <> struct KTileFor<PQ6_K> { using T = Q6KTile; };
+template <> struct KTileFor<PIQ4_XS> { using T = IQ4XSTile; };
+template <class P>
+using KTileOf = typename KTileFor<P>::T;
+
 constexpr int kGroupPanels = 4;  // panels one few-token tile takes at most
 
 // Panels one token takes at once. Four give Intel independent vpdpbusd chains; on Zen a panel streamed alone reads
@@ -516,26 +530,11 @@ void packed_group(const Panel& p, const uint8_t* panels, size_t panel_bytes, int
   constexpr bool kOnePanel = NT == 1 || (kUarch == Uarch::Zen && std::is_same_v<P, PQ8_0>);
   constexpr int kNP = kOnePanel ? kOneTokenPanels<P, kUarch> : NT <= (P::kBlock == 256 ? 2 : 4) ? 2 : 1;
   auto run = [&]<int NP>(int j) {
-    if constexpr (P::kType == WeightType::Q4_K)
-      packed_tile_k<Q4KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
-                                     y_stride);
-    else if constexpr (P::kType == WeightType::Q5_K)
-      packed_tile_k<Q5KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
-                                     y_stride);
-    else if constexpr (P::kType == WeightType::Q6_K)
-      packed_tile_k<Q6KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
-                                     y_stride);
-    else if constexpr (P::kType == WeightType::Q3_K)
-      packed_tile_k<Q3KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
-                                     y_stride);
-    else if constexpr (P::kType == WeightType::Q2_K)
-      packed_tile_k<Q2KTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j,
-                                     y_stride);
-    else if constexpr (P::kType == WeightType::IQ4_XS)
-      packed_tile_k<IQ4XSTile, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j,
-                                       y + 16 * j, y_stride);
+    const uint8_t* at = panels + size_t(j) * panel_bytes;
+    if constexpr (!std::is_void_v<KTileOf<P>>)
+      packed_tile_k<KTileOf<P>, NT, NP>(p, at, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
     else
-      packed_tile<P, NT, NP>(p, panels + size_t(j) * panel_bytes, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
+      packed_tile<P, NT, NP>(p, at, panel_bytes, t0, nr - 16 * j, y + 16 * j, y_stride);
   };
   int j = 0;
   for (; j + kNP <= n_panels; j += kNP) run.template operator()<kNP>(j);
