@@ -14,6 +14,7 @@
 
 #include "core/memory.h"
 #include "model/registry.h"
+#include "quant/quant.h"
 
 namespace tandem::model {
 
@@ -21,6 +22,19 @@ const Weight* Model::find(const std::string& name) const {
   auto it = weights_.find(name);
   return it == weights_.end() ? nullptr : &it->second;
 }
+
+namespace {
+
+// The weight types Tandem computes, for error messages: "F32, F16, ...".
+std::string supported_weight_types() {
+  std::string out;
+  for (uint32_t id = 0; id < kWeightTypeIdLimit; ++id)
+    if (weight_type_traits(id) && quant::can_dequantize(WeightType(id)) && WeightType(id) != WeightType::Q8_K)
+      out += (out.empty() ? "" : ", ") + std::string(type_name(WeightType(id)));
+  return out;
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelLoadOptions& options) {
   const bool cached = options.expert_cache_bytes > 0 && !options.header_only;
@@ -44,6 +58,12 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
     if (!t && !s.optional && (s.instead.empty() || !file->find(s.instead)))
       return corrupt("%s: tensor '%s' is missing (%s needs it%s%s)", path.c_str(), s.name.c_str(), hp.arch.c_str(),
                      s.instead.empty() ? "" : ", or ", s.instead.c_str());
+    // A format without a dequantizer has no kernel either (the i-quants' lattices: IQ1_S, IQ2_XXS, ... IQ3_S):
+    // refused here rather than at its first multiplication.
+    if (t && !quant::can_dequantize(t->type))
+      return unsupported("%s: tensor '%s' is stored as %s, a weight type Tandem cannot compute yet (it computes %s); "
+                         "use a file quantized to one of those", path.c_str(), s.name.c_str(),
+                         std::string(type_name(t->type)).c_str(), supported_weight_types().c_str());
     if (t && t->shape != s.shape) {
       gguf::TensorInfo want;
       want.shape = s.shape;

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #include "gguf/gguf_file.h"
@@ -17,9 +18,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A copy of the base model with its metadata edited and, optionally, one tensor left out.
+// A copy of the base model with its metadata edited and, optionally, one tensor left out and one stored as another
+// type (its bytes zeros).
 std::string damaged_copy(const std::string& base, const std::string& name,
-                         const std::function<void(gguf::Metadata&)>& edit, const std::string& drop = "") {
+                         const std::function<void(gguf::Metadata&)>& edit, const std::string& drop = "",
+                         const std::string& retype = "", WeightType to = WeightType::F32) {
   auto in = gguf::GgufFile::open(base);
   EXPECT_TRUE(in.has_value());
   gguf::GgufWriter w;
@@ -27,12 +30,17 @@ std::string damaged_copy(const std::string& base, const std::string& name,
   edit(w.metadata());
   for (const auto& t : (*in)->tensors()) {
     if (t.name == drop) continue;
-    EXPECT_TRUE(w.add_tensor(t.name, t.type, t.shape).is_ok());
+    EXPECT_TRUE(w.add_tensor(t.name, t.name == retype ? to : t.type, t.shape).is_ok());
   }
   const std::string out = (fs::path(TANDEM_BINARY_DIR) / "synth-cache" / (name + std::to_string(getpid()) + ".gguf")).string();
   EXPECT_TRUE(w.open(out).is_ok());
   for (const auto& t : (*in)->tensors()) {
     if (t.name == drop) continue;
+    if (t.name == retype) {
+      const std::vector<uint8_t> zeros(row_bytes(to, t.shape.back()) * size_t(t.n_elements() / t.shape.back()));
+      EXPECT_TRUE(w.write(zeros.data(), zeros.size()).is_ok());
+      continue;
+    }
     EXPECT_TRUE(w.write(t.data, t.size_bytes).is_ok());
   }
   EXPECT_TRUE(w.finish().is_ok());
@@ -107,6 +115,17 @@ TEST(Deepseek2Load, RejectsAMissingExpertTensor) {
   const std::string e =
       load_error(damaged_copy(base, "missing", [](gguf::Metadata&) {}, "blk.1.ffn_up_exps.weight"));
   EXPECT_NE(e.find("tensor 'blk.1.ffn_up_exps.weight' is missing"), std::string::npos) << e;
+}
+
+// A weight type Tandem has no dequantizer or kernel for (gpt-oss's MXFP4 here; the i-quants' lattice types alike):
+// refused at load with the tensor and type named, not a failed check at the first multiplication.
+TEST(Deepseek2Load, RejectsAWeightTypeItCannotCompute) {
+  BASE_OR_SKIP(base);
+  const std::string e = load_error(
+      damaged_copy(base, "mxfp4", [](gguf::Metadata&) {}, "", "blk.0.attn_output.weight", WeightType::MXFP4));
+  EXPECT_NE(e.find("tensor 'blk.0.attn_output.weight' is stored as MXFP4, a weight type Tandem cannot compute"),
+            std::string::npos)
+      << e;
 }
 
 TEST(Deepseek2Load, RejectsAFileWithoutTheMlaKeysWhoseHeadsAreNotExpanded) {
