@@ -138,6 +138,12 @@ int main(int argc, char** argv) {
               benchmark::RegisterBenchmark(("few_vocab_packed/" + name + "/n" + std::to_string(n)).c_str(),
                                            bench_packed, isa, uarch, t, 640, 262144, n)
                   ->Unit(benchmark::kMillisecond);
+          // 1-8 tokens (a server's slots decoding together) over a matrix of every format's blocks well past L3
+          // (2048 x 65536: 58-142 MB), read once per call: GB/s against the machine's one-thread bandwidth.
+          for (int64_t n : {1, 2, 4, 8})
+            benchmark::RegisterBenchmark(("few_dram_packed/" + name + "/n" + std::to_string(n)).c_str(), bench_packed,
+                                         isa, uarch, t, 2048, 65536, n)
+                ->Unit(benchmark::kMillisecond);
         }
         benchmark::RegisterBenchmark(("prefill64/" + name).c_str(), bench_gemm, isa, uarch, t, 4096, 512, 64, false)
             ->Unit(benchmark::kMillisecond);
