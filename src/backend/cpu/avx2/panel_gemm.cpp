@@ -426,9 +426,9 @@ void fill(CpuKernels& k) {
 // Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
-// compute-bound; Q3_K 6 GB/s). Calls of 16 tokens and more expand each panel into the unpacking kernel's layout and run its
-// tiles. Both compute each group's exact integer sum and then the float steps of tile<P, NT> above in the same
-// order, so a token's bits depend on neither the call's token count nor its place in it.
+// compute-bound; Q3_K 6 GB/s). Calls of 16 tokens and more expand each panel into the unpacking kernel's layout
+// and run its tiles. Both compute each group's exact integer sum and then the float steps of tile<P, NT> above in
+// the same order, so a token's bits depend on neither the call's token count nor its place in it.
 #include "backend/cpu/x86/packed_x86.inc"
 
 // 0xff in byte i where bit i of m is set.
@@ -451,11 +451,12 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
     const int gl = int(g % 16);
     if constexpr (P::kType == WeightType::Q2_K) {
       const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
-      return _mm256_and_si256(_mm256_srl_epi16(load(sb + PackedQ2K::kCodes + 64 * gl + 32 * h), _mm_cvtsi32_si128(2 * s)), m3);
+      const __m256i v = load(sb + PackedQ2K::kCodes + 64 * gl + 32 * h);
+      return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * s)), m3);
     } else {
       const uint8_t* sb = panel + size_t(g / 16) * PackedQ3K::kBytes;
-      const __m256i low =
-          _mm256_and_si256(_mm256_srl_epi16(load(sb + PackedQ3K::kLow + 64 * gl + 32 * h), _mm_cvtsi32_si128(2 * s)), m3);
+      const __m256i v = load(sb + PackedQ3K::kLow + 64 * gl + 32 * h);
+      const __m256i low = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * s)), m3);
       // the step's third bit to bit 0, then to bit 2 (16-bit shifts: each byte keeps its own bits)
       const __m256i high = _mm256_and_si256(
           _mm256_srl_epi16(load(sb + PackedQ3K::kHigh + 64 * (gl / 2) + 32 * h), _mm_cvtsi32_si128(4 * (gl % 2) + s)),
@@ -491,7 +492,8 @@ inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
   if constexpr (P::kType == WeightType::Q2_K) {  // d * (scale & 0xf)
     const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
     const __m256i sm = _mm256_cvtepu8_epi32(bytes(sb + PackedQ2K::kScales + 16 * gl + 8 * h));
-    return _mm256_mul_ps(f16(sb + PackedQ2K::kD + 16 * h), _mm256_cvtepi32_ps(_mm256_and_si256(sm, _mm256_set1_epi32(0xf))));
+    const __m256 sc = _mm256_cvtepi32_ps(_mm256_and_si256(sm, _mm256_set1_epi32(0xf)));
+    return _mm256_mul_ps(f16(sb + PackedQ2K::kD + 16 * h), sc);
   } else if constexpr (P::kType == WeightType::Q5_K) {  // d * 6-bit scale
     const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
     const __m256i sc = _mm256_cvtepu8_epi32(bytes(sb + PackedQ5K::kScales + 16 * (g % 8) + 8 * h));
@@ -514,8 +516,8 @@ inline __m256 packed_wmin(const uint8_t* panel, int64_t g, int h) {
   };
   if constexpr (P::kType == WeightType::Q2_K) {  // dmin * (scale >> 4)
     const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
-    return _mm256_mul_ps(f16(sb + PackedQ2K::kDmin + 16 * h),
-                         _mm256_cvtepi32_ps(_mm256_srli_epi32(bytes32(sb + PackedQ2K::kScales + 16 * (g % 16) + 8 * h), 4)));
+    const __m256i sm = bytes32(sb + PackedQ2K::kScales + 16 * (g % 16) + 8 * h);
+    return _mm256_mul_ps(f16(sb + PackedQ2K::kDmin + 16 * h), _mm256_cvtepi32_ps(_mm256_srli_epi32(sm, 4)));
   } else {  // Q5_K: dmin * 6-bit min
     const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
     return _mm256_mul_ps(f16(sb + PackedQ5K::kDmin + 16 * h),

@@ -412,10 +412,14 @@ size_t packed_panel_bytes<PIQ4_XS>(int64_t n) {
 template <class P>
   requires(P::kType == WeightType::IQ4_XS)
 size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
-  return pack_super<P, PackedIQ4XS::kBytes>(n, w, w_stride, n_rows, out, [](const BlockIQ4_XS& blk, uint8_t* sb, int r) {
+  constexpr size_t kBytes = PackedIQ4XS::kBytes;
+  return pack_super<P, kBytes>(n, w, w_stride, n_rows, out, [](const BlockIQ4_XS& blk, uint8_t* sb, int r) {
     uint8_t idx[256];  // element 32j + l of sub-block j: the low nibble of qs[16j + l], l < 16, else the high one
     for (int j = 0; j < 8; ++j)
-      for (int l = 0; l < 16; ++l) idx[32 * j + l] = blk.qs[16 * j + l] & 0xf, idx[32 * j + 16 + l] = blk.qs[16 * j + l] >> 4;
+      for (int l = 0; l < 16; ++l) {
+        idx[32 * j + l] = blk.qs[16 * j + l] & 0xf;
+        idx[32 * j + 16 + l] = blk.qs[16 * j + l] >> 4;
+      }
     uint32_t c[64];
     std::memcpy(c, idx, sizeof(c));
     for (int q = 0; q < 8; ++q) {
@@ -461,8 +465,8 @@ struct IQ4XSTile {
   }
 };
 
-// NT tokens against NP consecutive k-quant panels (Q: one of the k-quant tiles above): per row and token, the parts' scaled
-// sums over a super-block, then times the activation's scale; the same operations in the same order for any NT
+// NT tokens against NP consecutive k-quant panels (Q: one of the k-quant tiles above): per row and token, the parts'
+// scaled sums over a super-block, then times the activation's scale; the same operations in the same order for any NT
 // and NP, so a token's bits depend on neither. Always inlined: once both CPU families' tables packed Q6_K, GCC
 // outlined the 8-token tile and spilled its sums (prefill512 0.86 -> 1.85 ms).
 template <class Q, int NT, int NP>
