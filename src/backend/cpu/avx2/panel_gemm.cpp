@@ -45,7 +45,7 @@ inline float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
 #include "backend/cpu/x86/panel_x86.inc"
 
-// Turns a signed type's panel of q + 128 into |q| (codes) and q (signs).
+// Turns a signed type's panel of q + 128 into |q| (codes) and q (signs); with the sign on the weights only q is read.
 template <class P>
 void finish_panel(Panel& p) {
   if constexpr (kSigned<P>) {
@@ -55,7 +55,7 @@ void finish_panel(Panel& p) {
     for (int64_t i = 0; i < p.n * 16; i += 32) {
       const __m256i q = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(codes + i)), flip);
       _mm256_store_si256(reinterpret_cast<__m256i*>(p.signs + i), q);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(codes + i), _mm256_abs_epi8(q));
+      if constexpr (!kSignOnWeights<P>) _mm256_store_si256(reinterpret_cast<__m256i*>(codes + i), _mm256_abs_epi8(q));
     }
   }
 }
