@@ -14,6 +14,7 @@
 // values lie in -127..113. Q6_K and Q4_K have panels of their own with integer scales (below).
 #include <immintrin.h>
 
+#include <bit>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -173,15 +174,20 @@ void tile(const Panel& p, int64_t t0, int row0, int nr, float* y, size_t y_strid
 // The +128 comes off as -128 * sum_g scale_g * sum(q in g), a per-row constant of the weights. Float work
 // once per super-block and token: y += d_w * d_a * isum (isum past 2^24 rounds once there, as in the Zen
 // decode kernels).
+// Q3_K and Q2_K panels kept from load take the same tile (group16_panel_from_packed below), Q2_K with its mins.
 struct Q6Panel {
   int64_t n;
   const uint8_t* aq;   // [n_tokens][n]: activations + 128
   const float* ad;     // [n_tokens][n / 256]: their scales
-  // this thread's panel, unpacked by q6k_unpack_panel or q6k_panel_from_packed:
+  const uint8_t* x;    // the Q8_K rows, x_stride bytes apart: their bsums, against Q2_K's mins
+  size_t x_stride;
+  // this thread's panel, unpacked by q6k_unpack_panel or group16_panel_from_packed:
   int8_t* codes;  // [n / 4][16 rows][4], q
   int32_t* sc;    // [n / 16][16 rows]: the group's scale in both int16 halves
   float* d;       // [n / 256][16 rows]
   int32_t* corr;  // [n / 256][16 rows]: -128 * sum_g scale_g * sum(q in g)
+  int32_t* mins;  // Q2_K only, else null: [n / 32][16 rows], groups 2i and 2i + 1's mins as int16 pairs
+  float* dmin;    // Q2_K only: [n / 256][16 rows]
 };
 
 void q6k_unpack_panel(const uint8_t* w, size_t w_stride, int nr, int64_t n, int8_t* codes, int32_t* sc, float* d,
@@ -241,9 +247,27 @@ void q6k_tile(const Q6Panel& p, int64_t t0, int row0, int nr, float* y, size_t y
       }
     }
     const __m256 dw = _mm256_load_ps(p.d + b * 16 + row0);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(p.ad[(t0 + t) * nb + b])),
-                               acc[t]);
+    if (!p.mins) {
+      for (int t = 0; t < NT; ++t)
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, _mm256_set1_ps(p.ad[(t0 + t) * nb + b])),
+                                 acc[t]);
+      continue;
+    }
+    // Q2_K: minus dmin * sum_g min_g * bsum_g, after the sum as group16_packed_tile's add_super
+    const __m256 dmin = _mm256_load_ps(p.dmin + b * 16 + row0);
+    for (int t = 0; t < NT; ++t) {
+      const int16_t* bsums = reinterpret_cast<const BlockQ8_K*>(p.x + (t0 + t) * p.x_stride)[b].bsums;
+      __m256i m = _mm256_setzero_si256();
+      for (int i = 0; i < 8; ++i) {
+        int32_t bs;
+        std::memcpy(&bs, bsums + 2 * i, 4);
+        const __m256i pairs = _mm256_load_si256(reinterpret_cast<const __m256i*>(p.mins + (b * 8 + i) * 16 + row0));
+        m = _mm256_add_epi32(m, _mm256_madd_epi16(pairs, _mm256_set1_epi32(bs)));
+      }
+      const __m256 a = _mm256_set1_ps(p.ad[(t0 + t) * nb + b]);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[t]), _mm256_mul_ps(dw, a), acc[t]);
+      acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(m), _mm256_mul_ps(dmin, a), acc[t]);
+    }
   }
   const __m256i keep = store_mask(nr);
   for (int t = 0; t < NT; ++t) _mm256_maskstore_ps(y + t * y_stride, keep, acc[t]);
@@ -257,8 +281,8 @@ void q6k_run_tile(int nt, const Q6Panel& p, int64_t t0, int row0, int nr, float*
   q6k_tile<NT>(p, t0, row0, nr, y, y_stride);
 }
 
-// The activations of n_tokens Q8_K rows (+ 128) and this thread's panel buffers, for q6k_tile.
-Q6Panel q6k_prepare(int64_t n, const void* x, size_t x_stride, int64_t n_tokens) {
+// The activations of n_tokens Q8_K rows (+ 128) and this thread's panel buffers, for q6k_tile; with_mins: Q2_K's.
+Q6Panel q6k_prepare(int64_t n, const void* x, size_t x_stride, int64_t n_tokens, bool with_mins = false) {
   Scratch& s = t_scratch;
   const int64_t nb = n / 256;
   uint8_t* aq = s.aq.get<uint8_t>(size_t(n_tokens * n));
@@ -274,8 +298,10 @@ Q6Panel q6k_prepare(int64_t n, const void* x, size_t x_stride, int64_t n_tokens)
       ad[t * nb + b] = a[b].d;
     }
   }
-  return {n, aq, ad, s.codes.get<int8_t>(size_t(n) * 16), s.signs.get<int32_t>(size_t(n)),
-          s.wscale.get<float>(size_t(nb) * 16), s.wmin.get<int32_t>(size_t(nb) * 16)};
+  // (the scratch buffers' names are the float tile's; bias and amin are free here)
+  return {n, aq, ad, static_cast<const uint8_t*>(x), x_stride, s.codes.get<int8_t>(size_t(n) * 16),
+          s.signs.get<int32_t>(size_t(n)), s.wscale.get<float>(size_t(nb) * 16), s.wmin.get<int32_t>(size_t(nb) * 16),
+          with_mins ? s.bias.get<int32_t>(size_t(n) / 2) : nullptr, with_mins ? s.amin.get<float>(size_t(nb) * 16) : nullptr};
 }
 
 // Every token tile of the panel in p (its first nr rows) into y, whose column 0 is the panel's first row.
@@ -422,11 +448,11 @@ void fill(CpuKernels& k) {
   set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
-// ---- panels kept from load: Q4_0, Q5_0, Q8_0, Q2_K, Q3_K and Q5_K (x86/packed_x86.inc) ----------------
+// ---- panels kept from load: Q4_0, Q5_0, Q8_0 and Q5_K (x86/packed_x86.inc) ------------------------------
 // Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
-// compute-bound; Q3_K 6 GB/s). Calls of 16 tokens and more expand each panel into the unpacking kernel's layout
+// compute-bound). Calls of 16 tokens and more expand each panel into the unpacking kernel's layout
 // and run its tiles. Both compute each group's exact integer sum and then the float steps of tile<P, NT> above in
 // the same order, so a token's bits depend on neither the call's token count nor its place in it.
 #include "backend/cpu/x86/packed_x86.inc"
@@ -445,25 +471,7 @@ inline __m256i bytes_from_bits(uint32_t m) {
 template <class P>
 inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, int h) {
   auto load = [](const uint8_t* at) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(at)); };
-  if constexpr (P::kType == WeightType::Q2_K || P::kType == WeightType::Q3_K) {
-    // two bits of each code, four steps to a byte; Q3_K's third bits two groups to a byte (x86/packed_x86.inc)
-    const __m256i m3 = _mm256_set1_epi8(3);
-    const int gl = int(g % 16);
-    if constexpr (P::kType == WeightType::Q2_K) {
-      const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
-      const __m256i v = load(sb + PackedQ2K::kCodes + 64 * gl + 32 * h);
-      return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * s)), m3);
-    } else {
-      const uint8_t* sb = panel + size_t(g / 16) * PackedQ3K::kBytes;
-      const __m256i v = load(sb + PackedQ3K::kLow + 64 * gl + 32 * h);
-      const __m256i low = _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(2 * s)), m3);
-      // the step's third bit to bit 0, then to bit 2 (16-bit shifts: each byte keeps its own bits)
-      const __m256i high = _mm256_and_si256(
-          _mm256_srl_epi16(load(sb + PackedQ3K::kHigh + 64 * (gl / 2) + 32 * h), _mm_cvtsi32_si128(4 * (gl % 2) + s)),
-          _mm256_set1_epi8(1));
-      return _mm256_or_si256(low, _mm256_slli_epi16(high, 2));
-    }
-  } else if constexpr (P::kType == WeightType::Q5_K) {  // Q4_K's nibbles, the fifth bits a step to a bit
+  if constexpr (P::kType == WeightType::Q5_K) {  // Q4_K's nibbles, the fifth bits a step to a bit
     const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
     const int q = int(g % 8);
     const __m256i v = load(sb + PackedQ5K::kNibbles + (4 * q + (s & 3)) * 64 + 32 * h);
@@ -488,41 +496,22 @@ template <class P>
 inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
   auto bytes = [](const uint8_t* at) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)); };
   auto f16 = [](const uint8_t* at) { return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(at))); };
-  const int gl = int(g % 16);
-  if constexpr (P::kType == WeightType::Q2_K) {  // d * (scale & 0xf)
-    const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
-    const __m256i sm = _mm256_cvtepu8_epi32(bytes(sb + PackedQ2K::kScales + 16 * gl + 8 * h));
-    const __m256 sc = _mm256_cvtepi32_ps(_mm256_and_si256(sm, _mm256_set1_epi32(0xf)));
-    return _mm256_mul_ps(f16(sb + PackedQ2K::kD + 16 * h), sc);
-  } else if constexpr (P::kType == WeightType::Q5_K) {  // d * 6-bit scale
+  if constexpr (P::kType == WeightType::Q5_K) {  // d * 6-bit scale
     const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
     const __m256i sc = _mm256_cvtepu8_epi32(bytes(sb + PackedQ5K::kScales + 16 * (g % 8) + 8 * h));
     return _mm256_mul_ps(f16(sb + PackedQ5K::kD + 16 * h), _mm256_cvtepi32_ps(sc));
-  } else if constexpr (P::kType == WeightType::Q3_K) {  // d * (6-bit scale - 32)
-    const uint8_t* sb = panel + size_t(g / 16) * PackedQ3K::kBytes;
-    const __m256i sc = _mm256_cvtepi8_epi32(bytes(sb + PackedQ3K::kScales + 16 * gl + 8 * h));
-    return _mm256_mul_ps(f16(sb + PackedQ3K::kD + 16 * h), _mm256_cvtepi32_ps(sc));
   } else {
     return f16(panel + packed_scales_at<P>(n) + 32 * g + 16 * h);
   }
 }
 
-// Group g's mins times dmin for the 8 rows of half h (P::kMin), as the unpacked panel's floats.
+// Group g's mins times dmin for the 8 rows of half h (P::kMin: Q5_K), as the unpacked panel's floats.
 template <class P>
 inline __m256 packed_wmin(const uint8_t* panel, int64_t g, int h) {
-  auto f16 = [](const uint8_t* at) { return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(at))); };
-  auto bytes32 = [](const uint8_t* at) {
-    return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)));
-  };
-  if constexpr (P::kType == WeightType::Q2_K) {  // dmin * (scale >> 4)
-    const uint8_t* sb = panel + size_t(g / 16) * PackedQ2K::kBytes;
-    const __m256i sm = bytes32(sb + PackedQ2K::kScales + 16 * (g % 16) + 8 * h);
-    return _mm256_mul_ps(f16(sb + PackedQ2K::kDmin + 16 * h), _mm256_cvtepi32_ps(_mm256_srli_epi32(sm, 4)));
-  } else {  // Q5_K: dmin * 6-bit min
-    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
-    return _mm256_mul_ps(f16(sb + PackedQ5K::kDmin + 16 * h),
-                         _mm256_cvtepi32_ps(bytes32(sb + PackedQ5K::kMins + 16 * (g % 8) + 8 * h)));
-  }
+  const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
+  const __m256 dmin = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kDmin + 16 * h)));
+  const __m128i mins = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kMins + 16 * (g % 8) + 8 * h));
+  return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)));
 }
 
 // NT tokens (from t0) against one packed panel's rows [0, nr), group by group: one token (two of Q8_0) takes both
@@ -651,51 +640,124 @@ void super_few_tokens(int64_t n, const uint8_t* panels, size_t bytes, int64_t n_
   }
 }
 
-// ---- Q6_K panels kept from load (x86/packed_x86.inc's PackedQ6K) ----------------------------------------
-// Decode reads a group's codes u = q + 32 (0..63) of 8 rows as a low-nibble and a high-bits load and three or four
-// operations a step, where the one-row kernel (decode.cpp) spent a shuffle per step on the scales and ran at 30
-// GB/s a thread from L3 (Zen 5): too slow to stream two threads' share of DRAM. Against the Q8_K activations as
-// they are, two steps' vpmaddubsw pair sums add in int16 (|sum| <= 2 * 2 * 63 * 128 = 32256) before one vpmaddwd
-// by the group's scale; the +32 comes off as 32 * sum_g scale_g * bsum_g, a vpmaddwd per pair of groups of the
-// rows' scales against the activation's bsums. That is the exact integer q6k_tile forms for a super-block, then
-// the same float steps, so a token's bits are the same in a call of any size (calls of kMinTokens and more
-// unpack each panel into q6k_tile's layout).
+// ---- Q6_K, Q3_K and Q2_K panels kept from load (x86/packed_x86.inc) --------------------------------------
+// Decode reads a group's codes of 8 rows from one or two loads, a few operations a step, where Q6_K's one-row
+// kernel (decode.cpp) spent a shuffle per step on the scales and ran at 30 GB/s a thread from L3 (Zen 5), and the
+// float tile's per-group scale steps held Q3_K and Q2_K to 15-17. Against the Q8_K activations as they are, kSum
+// steps' vpmaddubsw pair sums add in int16 before one vpmaddwd by the group's integer scale; a code offset u = q +
+// kOffset comes off as kOffset * sum_g scale_g * bsum_g, and Q2_K's mins as sum_g min_g * bsum_g in
+// the same vpmaddwd per pair of groups against the activation's bsums. That is the exact integer q6k_tile forms for
+// a super-block, then the same float steps, so a token's bits are the same in a call of any size (calls of
+// kMinTokens and more unpack each panel into q6k_tile's layout).
 
-// Group g's scales for the 8 rows of half h as [s, s] int16 pairs, vpmaddwd's other operand.
-inline __m256i q6k_scale_pairs(const uint8_t* sb, int g, int h) {
-  const __m256i s = _mm256_cvtepi8_epi32(
-      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kScales + 16 * g + 8 * h)));
-  return _mm256_blend_epi16(s, _mm256_slli_epi32(s, 16), 0xaa);
+// 8 bytes at p in an xmm's low half.
+inline __m128i bytes8(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }
+inline __m256i load32(const uint8_t* p) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// The formats of the integer-scale tiles below. Each gives: Packed, its layout; kOffset, a power of two: codes u = q +
+// kOffset (Q2_K: none, its codes are its q and its mins come off instead, kMin); kSum, the steps whose pair
+// sums add in int16 (2 * kSum * max u * 128 <= 32767); codes(sb, g, h, u), group g's four steps for the 8 rows of
+// half h; scales(sb, g, h), their scales as int8; bias(sb, g, h), the bytes taken against the bsums (the scales,
+// or Q2_K's mins).
+struct Q6KFormat {
+  using Packed = PackedQ6K;
+  static constexpr int kOffset = 32, kSum = 2;
+  static constexpr bool kMin = false;
+  static __m128i scales(const uint8_t* sb, int g, int h) { return bytes8(sb + PackedQ6K::kScales + 16 * g + 8 * h); }
+  static __m128i bias(const uint8_t* sb, int g, int h) { return scales(sb, g, h); }
+  // The low nibbles of steps 0..3, two groups to a byte; the two high bits of a group's four steps in one load.
+  static void codes(const uint8_t* sb, int g, int h, __m256i (&u)[4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    const __m256i high = load32(sb + PackedQ6K::kHigh + 64 * g + 32 * h);
+    // each step's two high bits to bits 4 and 5 (16-bit shifts: the mask drops what crossed a byte)
+    const __m256i hi[4] = {_mm256_slli_epi16(high, 4), _mm256_slli_epi16(high, 2), high, _mm256_srli_epi16(high, 2)};
+    for (int s = 0; s < 4; ++s) {
+      const __m256i v = load32(sb + PackedQ6K::kLow + (4 * (g / 2) + s) * 64 + 32 * h);
+      const __m256i low = _mm256_and_si256(g % 2 ? _mm256_srli_epi16(v, 4) : v, m4);
+      u[s] = _mm256_or_si256(low, _mm256_and_si256(hi[s], m30));
+    }
+  }
+};
+
+struct Q3KFormat {
+  using Packed = PackedQ3K;
+  static constexpr int kOffset = 4, kSum = 4;
+  static constexpr bool kMin = false;
+  static __m128i scales(const uint8_t* sb, int g, int h) { return bytes8(sb + PackedQ3K::kScales + 16 * g + 8 * h); }
+  static __m128i bias(const uint8_t* sb, int g, int h) { return scales(sb, g, h); }
+  // Two bits a step, four steps to a byte; the third bits of two groups' steps in one load, a step to a bit.
+  static void codes(const uint8_t* sb, int g, int h, __m256i (&u)[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3), m4 = _mm256_set1_epi8(4);
+    const __m256i v = load32(sb + PackedQ3K::kLow + 64 * g + 32 * h);
+    const __m256i high = load32(sb + PackedQ3K::kHigh + 64 * (g / 2) + 32 * h);
+    const __m256i third = g % 2 ? _mm256_srli_epi16(high, 4) : high;  // step s's bit at bit s
+    const __m256i at2[4] = {_mm256_slli_epi16(third, 2), _mm256_slli_epi16(third, 1), third,
+                            _mm256_srli_epi16(third, 1)};  // ... moved to bit 2
+    const __m256i low[4] = {v, _mm256_srli_epi16(v, 2), _mm256_srli_epi16(v, 4), _mm256_srli_epi16(v, 6)};
+    for (int s = 0; s < 4; ++s) u[s] = _mm256_or_si256(_mm256_and_si256(low[s], m3), _mm256_and_si256(at2[s], m4));
+  }
+};
+
+struct Q2KFormat {
+  using Packed = PackedQ2K;
+  static constexpr int kOffset = 0, kSum = 4;
+  static constexpr bool kMin = true;
+  static __m128i scales(const uint8_t* sb, int g, int h) {
+    return _mm_and_si128(bytes8(sb + PackedQ2K::kScales + 16 * g + 8 * h), _mm_set1_epi8(0x0f));
+  }
+  static __m128i bias(const uint8_t* sb, int g, int h) {  // the mins
+    return _mm_and_si128(_mm_srli_epi16(bytes8(sb + PackedQ2K::kScales + 16 * g + 8 * h), 4), _mm_set1_epi8(0x0f));
+  }
+  static void codes(const uint8_t* sb, int g, int h, __m256i (&u)[4]) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i v = load32(sb + PackedQ2K::kCodes + 64 * g + 32 * h);
+    const __m256i low[4] = {v, _mm256_srli_epi16(v, 2), _mm256_srli_epi16(v, 4), _mm256_srli_epi16(v, 6)};
+    for (int s = 0; s < 4; ++s) u[s] = _mm256_and_si256(low[s], m3);
+  }
+};
+
+// 8 rows' int8 scales as [s, s] int16 pairs, vpmaddwd's other operand.
+inline __m256i scale_pairs(__m128i bytes) { return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(bytes, bytes)); }
+
+// Groups g and g + 1's bias bytes of 8 rows as [b_g, b_g+1] int16 pairs, against [bsum_g, bsum_g+1].
+template <class F>
+inline __m256i bias_pairs(const uint8_t* sb, int g, int h) {
+  return _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(F::bias(sb, g, h), F::bias(sb, g + 1, h)));
 }
 
-// Step kStep of group g, half h: the codes u, from the group's high bits (high, loaded once for its four steps).
-template <int kStep>
-inline __m256i q6k_code(const uint8_t* sb, int g, int h, __m256i high) {
-  const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-  const __m256i v =
-      _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ6K::kLow + (4 * (g / 2) + kStep) * 64 + 32 * h));
-  const __m256i low = _mm256_and_si256(g % 2 ? _mm256_srli_epi16(v, 4) : v, m4);
-  // the step's two bits to bits 4 and 5 (16-bit shifts: the mask drops what crossed a byte)
-  __m256i hi = high;
-  if constexpr (kStep == 0) hi = _mm256_slli_epi16(high, 4);
-  if constexpr (kStep == 1) hi = _mm256_slli_epi16(high, 2);
-  if constexpr (kStep == 3) hi = _mm256_srli_epi16(high, 2);
-  return _mm256_or_si256(low, _mm256_and_si256(hi, m30));
+// A panel's 8 rows' d (or Q2_K's dmin) at the layout's offset `at`, half h.
+inline __m256 f16x8(const uint8_t* sb, size_t at, int h) {
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + at + 16 * h)));
+}
+
+// One super-block's integer sums and bsum terms of a token into acc: the float steps every tile of these formats
+// shares (so the same bits in any call).
+template <class F>
+inline __m256 add_super(__m256 acc, __m256i is, __m256i bias, __m256 dw, __m256 dmin, float ad) {
+  const __m256 a = _mm256_set1_ps(ad);
+  if constexpr (F::kMin) {
+    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, a), acc);
+    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(bias), _mm256_mul_ps(dmin, a), acc);
+  } else {
+    const __m256i total = _mm256_sub_epi32(is, _mm256_slli_epi32(bias, std::countr_zero(unsigned(F::kOffset))));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dw, a), acc);
+  }
 }
 
 // NT tokens (a: their Q8_K rows) against one panel's rows [0, nr): one token takes both halves at once, more a half
 // at a time (as packed_tile above).
-template <int NT>
-void q6k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
-                     size_t y_stride) {
+template <class F, int NT>
+void group16_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
+                         size_t y_stride) {
+  constexpr size_t kBytes = F::Packed::kBytes;
   constexpr int kHalves = NT == 1 ? 2 : 1;
-  constexpr size_t kShare = (PackedQ6K::kBytes / 16 + 63) / 64 * 64;  // of the next super-block, per group
+  constexpr size_t kShare = (kBytes / 16 + 63) / 64 * 64;  // of the next super-block, per group
   for (int h0 = 0; h0 < 2 && 8 * h0 < nr; h0 += kHalves) {
     __m256 acc[kHalves][NT];
     for (int hh = 0; hh < kHalves; ++hh)
       for (int t = 0; t < NT; ++t) acc[hh][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* sb = panel + size_t(b) * PackedQ6K::kBytes;
+      const uint8_t* sb = panel + size_t(b) * kBytes;
       __m256i is[kHalves][NT];
       for (int hh = 0; hh < kHalves; ++hh)
         for (int t = 0; t < NT; ++t) is[hh][t] = _mm256_setzero_si256();
@@ -704,45 +766,38 @@ void q6k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel
         // wait on DRAM with too few misses in flight (as packed_tile's prefetch above).
         if (h0 == 0)
           for (size_t l = 0; l < kShare; l += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(sb + PackedQ6K::kBytes + g * kShare + l), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(sb + kBytes + g * kShare + l), _MM_HINT_T0);
         for (int hh = 0; hh < kHalves; ++hh) {
           const int h = h0 + hh;
-          const __m256i high =
-              _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ6K::kHigh + 64 * g + 32 * h));
-          const __m256i sc = q6k_scale_pairs(sb, g, h);
-          auto two_steps = [&](__m256i c0, __m256i c1, int s) {
+          __m256i u[4];
+          F::codes(sb, g, h, u);
+          const __m256i sc = scale_pairs(F::scales(sb, g, h));
+          for (int s = 0; s < 4; s += F::kSum)
             for (int t = 0; t < NT; ++t) {
               const int8_t* at = a[t][b].qs + 16 * g + 4 * s;
-              const __m256i p16 =
-                  _mm256_add_epi16(_mm256_maddubs_epi16(c0, bcast4(at)), _mm256_maddubs_epi16(c1, bcast4(at + 4)));
+              __m256i p16 = _mm256_maddubs_epi16(u[s], bcast4(at));
+              for (int j = 1; j < F::kSum; ++j)
+                p16 = _mm256_add_epi16(p16, _mm256_maddubs_epi16(u[s + j], bcast4(at + 4 * j)));
               is[hh][t] = _mm256_add_epi32(is[hh][t], _mm256_madd_epi16(p16, sc));
             }
-          };
-          two_steps(q6k_code<0>(sb, g, h, high), q6k_code<1>(sb, g, h, high), 0);
-          two_steps(q6k_code<2>(sb, g, h, high), q6k_code<3>(sb, g, h, high), 2);
         }
       }
       for (int hh = 0; hh < kHalves; ++hh) {
         const int h = h0 + hh;
-        __m256i bias[NT];  // sum_g scale_g * bsum_g
+        __m256i bias[NT];  // sum_g bias_g * bsum_g
         for (int t = 0; t < NT; ++t) bias[t] = _mm256_setzero_si256();
-        for (int g = 0; g < 16; g += 2) {  // [scale_g, scale_g+1] of each row against [bsum_g, bsum_g+1]
-          auto scales = [&](int gg) {
-            return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kScales + 16 * gg + 8 * h));
-          };
-          const __m256i pairs = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(scales(g), scales(g + 1)));
+        for (int g = 0; g < 16; g += 2) {
+          const __m256i pairs = bias_pairs<F>(sb, g, h);
           for (int t = 0; t < NT; ++t) {
             int32_t bs;
             std::memcpy(&bs, a[t][b].bsums + g, 4);
             bias[t] = _mm256_add_epi32(bias[t], _mm256_madd_epi16(pairs, _mm256_set1_epi32(bs)));
           }
         }
-        const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kD + 16 * h)));
-        for (int t = 0; t < NT; ++t) {
-          const __m256i total = _mm256_sub_epi32(is[hh][t], _mm256_slli_epi32(bias[t], 5));
-          acc[hh][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dw, _mm256_set1_ps(a[t][b].d)),
-                                       acc[hh][t]);
-        }
+        const __m256 dw = f16x8(sb, F::Packed::kD, h);
+        __m256 dmin = dw;
+        if constexpr (F::kMin) dmin = f16x8(sb, F::Packed::kDmin, h);
+        for (int t = 0; t < NT; ++t) acc[hh][t] = add_super<F>(acc[hh][t], is[hh][t], bias[t], dw, dmin, a[t][b].d);
       }
     }
     for (int hh = 0; hh < kHalves && 8 * (h0 + hh) < nr; ++hh) {
@@ -752,62 +807,62 @@ void q6k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel
   }
 }
 
-struct Q6KPackedTile {
+template <class F>
+struct Group16PackedTile {
   template <int NT>
   static void run(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y, size_t y_stride) {
-    q6k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
+    group16_packed_tile<F, NT>(a, nb, panel, nr, y, y_stride);
   }
 };
 
-// A packed panel in q6k_tile's layout (q6k_unpack_panel's): codes q = u - 32, scale pairs, d, and the +128's
-// correction -128 * sum_g scale_g * sum(q in g) per row.
-void q6k_panel_from_packed(const uint8_t* panel, int64_t n, const Q6Panel& p) {
-  int8_t* codes = p.codes;
-  int32_t* sc = p.sc;
-  float* d = p.d;
-  int32_t* corr = p.corr;
-  const __m256i off = _mm256_set1_epi8(32), ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1),
-                low16 = _mm256_set1_epi32(0xffff);
+// A packed panel in q6k_tile's layout (q6k_unpack_panel's): codes q = u - kOffset, scale pairs, d, the +128's
+// correction -128 * sum_g scale_g * sum(q in g) per row, and Q2_K's min pairs and dmin.
+template <class F>
+void group16_panel_from_packed(const uint8_t* panel, int64_t n, const Q6Panel& p) {
+  const __m256i off = _mm256_set1_epi8(char(F::kOffset)),
+                ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1), low16 = _mm256_set1_epi32(0xffff);
   for (int64_t b = 0; b < n / 256; ++b) {
-    const uint8_t* sb = panel + size_t(b) * PackedQ6K::kBytes;
+    const uint8_t* sb = panel + size_t(b) * F::Packed::kBytes;
     for (int h = 0; h < 2; ++h) {
       __m256i c = _mm256_setzero_si256();
       for (int g = 0; g < 16; ++g) {
-        const __m256i high =
-            _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ6K::kHigh + 64 * g + 32 * h));
-        const __m256i u[4] = {q6k_code<0>(sb, g, h, high), q6k_code<1>(sb, g, h, high), q6k_code<2>(sb, g, h, high),
-                              q6k_code<3>(sb, g, h, high)};
+        __m256i u[4];
+        F::codes(sb, g, h, u);
         __m256i sum = _mm256_setzero_si256();  // per row: sum(q in g), |sum| <= 512
         for (int s = 0; s < 4; ++s) {
           const __m256i q = _mm256_sub_epi8(u[s], off);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(codes + (b * 16 + g) * 256 + 64 * s + 32 * h), q);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(p.codes + (b * 16 + g) * 256 + 64 * s + 32 * h), q);
           sum = _mm256_add_epi32(sum, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16));
         }
-        const __m256i pairs = q6k_scale_pairs(sb, g, h);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(sc + (b * 16 + g) * 16 + 8 * h), pairs);
+        const __m256i pairs = scale_pairs(F::scales(sb, g, h));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(p.sc + (b * 16 + g) * 16 + 8 * h), pairs);
         c = _mm256_add_epi32(c, _mm256_madd_epi16(pairs, _mm256_and_si256(sum, low16)));
+        if constexpr (F::kMin)
+          if (g % 2 == 0)
+            _mm256_store_si256(reinterpret_cast<__m256i*>(p.mins + (b * 8 + g / 2) * 16 + 8 * h), bias_pairs<F>(sb, g, h));
       }
-      _mm256_store_si256(reinterpret_cast<__m256i*>(corr + b * 16 + 8 * h),
+      _mm256_store_si256(reinterpret_cast<__m256i*>(p.corr + b * 16 + 8 * h),
                          _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 7)));
-      _mm256_store_ps(d + b * 16 + 8 * h,
-                      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ6K::kD + 16 * h))));
+      _mm256_store_ps(p.d + b * 16 + 8 * h, f16x8(sb, F::Packed::kD, h));
+      if constexpr (F::kMin) _mm256_store_ps(p.dmin + b * 16 + 8 * h, f16x8(sb, F::Packed::kDmin, h));
     }
   }
 }
 
-// kernels.h PackedGemmFn for Q6_K.
-void q6k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride,
-                     int64_t n_tokens, float* y, size_t y_stride) {
-  const size_t bytes = packed_panel_bytes<PQ6_K>(n);
+// kernels.h PackedGemmFn for Q6_K, Q3_K and Q2_K.
+template <class F>
+void group16_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride,
+                         int64_t n_tokens, float* y, size_t y_stride) {
+  const size_t bytes = size_t(n / 256) * F::Packed::kBytes;
   if (n_tokens >= kMinTokens) {
-    const Q6Panel p = q6k_prepare(n, x, x_stride, n_tokens);
+    const Q6Panel p = q6k_prepare(n, x, x_stride, n_tokens, F::kMin);
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-      q6k_panel_from_packed(panels + size_t(r0 / 16) * bytes, n, p);
+      group16_panel_from_packed<F>(panels + size_t(r0 / 16) * bytes, n, p);
       q6k_panel_tiles(p, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
     }
     return;
   }
-  super_few_tokens<Q6KPackedTile>(n, panels, bytes, n_rows, x, x_stride, n_tokens, y, y_stride);
+  super_few_tokens<Group16PackedTile<F>>(n, panels, bytes, n_rows, x, x_stride, n_tokens, y, y_stride);
 }
 
 // ---- Q4_K panels kept from load (x86/packed_x86.inc's PackedQ4K) ----------------------------------------
@@ -974,13 +1029,15 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ8_0>(k);
   set_packed<PQ4_0>(k);
   set_packed<PQ5_0>(k);
-  set_packed<PQ3_K>(k);
-  set_packed<PQ2_K>(k);
   set_packed<PQ5_K>(k);
   k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
   k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
   k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;
-  k.packed_gemm[uint32_t(WeightType::Q6_K)] = q6k_packed_gemm;
+  k.packed_gemm[uint32_t(WeightType::Q6_K)] = group16_packed_gemm<Q6KFormat>;
+  k.pack[uint32_t(WeightType::Q3_K)] = pack<PQ3_K>;
+  k.packed_gemm[uint32_t(WeightType::Q3_K)] = group16_packed_gemm<Q3KFormat>;
+  k.pack[uint32_t(WeightType::Q2_K)] = pack<PQ2_K>;
+  k.packed_gemm[uint32_t(WeightType::Q2_K)] = group16_packed_gemm<Q2KFormat>;
 }
 
 }  // namespace tandem::cpu::avx2
