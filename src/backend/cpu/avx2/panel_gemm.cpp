@@ -448,7 +448,7 @@ void fill(CpuKernels& k) {
   set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
-// ---- panels kept from load: Q4_0, Q5_0, Q8_0 and Q5_K (x86/packed_x86.inc) ------------------------------
+// ---- panels kept from load: Q4_0, Q5_0, Q8_0, Q5_K and IQ4_XS (x86/packed_x86.inc) ---------------------
 // Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
@@ -471,7 +471,13 @@ inline __m256i bytes_from_bits(uint32_t m) {
 template <class P>
 inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, int h) {
   auto load = [](const uint8_t* at) { return _mm256_load_si256(reinterpret_cast<const __m256i*>(at)); };
-  if constexpr (P::kType == WeightType::Q5_K) {  // Q4_K's nibbles, the fifth bits a step to a bit
+  if constexpr (P::kType == WeightType::IQ4_XS) {  // Q4_K's nibbles, each the index of its grid code u
+    const uint8_t* sb = panel + size_t(g / 8) * PackedIQ4XS::kBytes;
+    const __m256i v = load(sb + PackedIQ4XS::kNibbles + (4 * (g % 8) + (s & 3)) * 64 + 32 * h);
+    const __m256i idx = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Grid.u))),
+                               idx);
+  } else if constexpr (P::kType == WeightType::Q5_K) {  // Q4_K's nibbles, the fifth bits a step to a bit
     const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
     const int q = int(g % 8);
     const __m256i v = load(sb + PackedQ5K::kNibbles + (4 * q + (s & 3)) * 64 + 32 * h);
@@ -496,7 +502,11 @@ template <class P>
 inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
   auto bytes = [](const uint8_t* at) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(at)); };
   auto f16 = [](const uint8_t* at) { return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(at))); };
-  if constexpr (P::kType == WeightType::Q5_K) {  // d * 6-bit scale
+  if constexpr (P::kType == WeightType::IQ4_XS) {  // d * (6-bit scale - 32)
+    const uint8_t* sb = panel + size_t(g / 8) * PackedIQ4XS::kBytes;
+    const __m256i sc = _mm256_cvtepi8_epi32(bytes(sb + PackedIQ4XS::kScales + 16 * (g % 8) + 8 * h));
+    return _mm256_mul_ps(f16(sb + PackedIQ4XS::kD + 16 * h), _mm256_cvtepi32_ps(sc));
+  } else if constexpr (P::kType == WeightType::Q5_K) {  // d * 6-bit scale
     const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
     const __m256i sc = _mm256_cvtepu8_epi32(bytes(sb + PackedQ5K::kScales + 16 * (g % 8) + 8 * h));
     return _mm256_mul_ps(f16(sb + PackedQ5K::kD + 16 * h), _mm256_cvtepi32_ps(sc));
@@ -1030,6 +1040,7 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ4_0>(k);
   set_packed<PQ5_0>(k);
   set_packed<PQ5_K>(k);
+  set_packed<PIQ4_XS>(k);
   k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
   k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
   k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;

@@ -395,55 +395,6 @@ struct Q2KTile {
   }
 };
 
-// IQ4_XS panels (+3% on the file's bytes; this level's only: AVX2's vpmaddubsw cannot take its codes, see
-// avx2/panel_gemm.cpp): per super-block of 16 rows, the grid indices as Q4_K's nibbles (2048 bytes: vector 4q + s
-// holds sub-block q's step s in its low nibbles and step s + 4 in its high ones), the 8 sub-blocks' signed 6-bit
-// scales as int8 ([8][16]), d ([16] f16), zeros to a multiple of 64.
-struct PackedIQ4XS {
-  static constexpr size_t kNibbles = 0, kScales = 2048, kD = 2176;
-  static constexpr size_t kBytes = 2240;
-};
-
-template <>
-size_t packed_panel_bytes<PIQ4_XS>(int64_t n) {
-  return size_t(n / 256) * PackedIQ4XS::kBytes;
-}
-
-template <class P>
-  requires(P::kType == WeightType::IQ4_XS)
-size_t pack(int64_t n, const void* w, size_t w_stride, int64_t n_rows, uint8_t* out) {
-  constexpr size_t kBytes = PackedIQ4XS::kBytes;
-  return pack_super<P, kBytes>(n, w, w_stride, n_rows, out, [](const BlockIQ4_XS& blk, uint8_t* sb, int r) {
-    uint8_t idx[256];  // element 32j + l of sub-block j: the low nibble of qs[16j + l], l < 16, else the high one
-    for (int j = 0; j < 8; ++j)
-      for (int l = 0; l < 16; ++l) {
-        idx[32 * j + l] = blk.qs[16 * j + l] & 0xf;
-        idx[32 * j + 16 + l] = blk.qs[16 * j + l] >> 4;
-      }
-    uint32_t c[64];
-    std::memcpy(c, idx, sizeof(c));
-    for (int q = 0; q < 8; ++q) {
-      for (int st = 0; st < 4; ++st) {
-        const uint32_t v = c[8 * q + st] | c[8 * q + st + 4] << 4;
-        std::memcpy(sb + PackedIQ4XS::kNibbles + (4 * q + st) * 64 + 4 * r, &v, 4);
-      }
-      const int ls = ((blk.scales_l[q / 2] >> (4 * (q % 2))) & 0xf) | ((blk.scales_h >> (2 * q)) & 3) << 4;
-      sb[PackedIQ4XS::kScales + 16 * q + r] = uint8_t(ls - 32);
-    }
-    std::memcpy(sb + PackedIQ4XS::kD + 2 * r, &blk.d, 2);
-  });
-}
-
-// kIq4Values + 128, the unsigned codes of IQ4_XS's grid.
-struct Iq4Grid {
-  alignas(16) uint8_t u[16];
-};
-constexpr Iq4Grid kIq4Grid = [] {
-  Iq4Grid g{};
-  for (int i = 0; i < 16; ++i) g.u[i] = uint8_t(tandem::quant::kIq4Values[i] + 128);
-  return g;
-}();
-
 // IQ4_XS's codes are the grid's values + 128, a vpshufb of each 4-bit index; the activation's -128 * sum starts each
 // sub-block's integer sum.
 struct IQ4XSTile {
