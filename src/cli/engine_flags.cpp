@@ -214,7 +214,7 @@ void add_engine_flags(ArgParser& args, EngineFlags& f) {
               });
   args.toggle("--repack", "--no-repack",
               "re-lay matrices out at load where this CPU's kernels gain (default; AVX-512 without AMX and AVX2: Q8_0,\n"
-              "Q5_0, Q4_0, Q2_K..Q6_K, IQ4_XS; as 16-row panels in (about) as many bytes, their mapped\n"
+              "Q5_0, Q4_0, Q2_K..Q6_K, IQ4_XS, IQ4_NL; as 16-row panels in (about) as many bytes, their mapped\n"
               "pages let go; decode and a server's few-token steps run faster; off with --no-mmap or --mlock);\n"
               "--no-repack keeps the file's layout",
               &f.repack);

@@ -448,7 +448,7 @@ void fill(CpuKernels& k) {
   set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
-// ---- panels kept from load: Q4_0, Q5_0, Q8_0, Q5_K and IQ4_XS (x86/packed_x86.inc) ---------------------
+// ---- panels kept from load: Q4_0, Q5_0, IQ4_NL, Q8_0, Q5_K and IQ4_XS (x86/packed_x86.inc) -------------
 // Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
@@ -466,6 +466,11 @@ inline __m256i bytes_from_bits(uint32_t m) {
   return _mm256_cmpeq_epi8(v, _mm256_set1_epi64x(-1));
 }
 
+// IQ4_XS's and IQ4_NL's codes u for the 16 indices, in both 128-bit lanes (a vpshufb's table).
+inline __m256i iq4_grid() {
+  return _mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Grid.u)));
+}
+
 // Half h (rows 8h .. 8h + 7) of step s (inputs 4s .. 4s + 3 of group g) of a packed panel: [8 rows][4 codes] as
 // the unpacked panel's unsigned bytes.
 template <class P>
@@ -475,8 +480,7 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
     const uint8_t* sb = panel + size_t(g / 8) * PackedIQ4XS::kBytes;
     const __m256i v = load(sb + PackedIQ4XS::kNibbles + (4 * (g % 8) + (s & 3)) * 64 + 32 * h);
     const __m256i idx = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
-    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Grid.u))),
-                               idx);
+    return _mm256_shuffle_epi8(iq4_grid(), idx);
   } else if constexpr (P::kType == WeightType::Q5_K) {  // Q4_K's nibbles, the fifth bits a step to a bit
     const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
     const int q = int(g % 8);
@@ -488,6 +492,7 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
   } else if constexpr (kNibblePanel<P>) {
     const __m256i v = load(panel + g * 256 + (s & 3) * 64 + 32 * h);
     const __m256i c = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
+    if constexpr (kGridNibbles<P>) return _mm256_shuffle_epi8(iq4_grid(), c);
     if constexpr (!kFifthBits<P>) return c;
     uint32_t fifth;
     std::memcpy(&fifth, panel + packed_masks_at(n) + g * 64 + 8 * s + 4 * h, 4);
@@ -1041,6 +1046,7 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ5_0>(k);
   set_packed<PQ5_K>(k);
   set_packed<PIQ4_XS>(k);
+  set_packed<PIQ4_NL>(k);
   k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
   k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
   k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;

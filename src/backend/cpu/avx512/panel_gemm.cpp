@@ -101,6 +101,8 @@ inline __m512i packed_step(const uint8_t* panel, int64_t n, int64_t g, int s) {
   if constexpr (kNibblePanel<P>) {
     const __m512i v = _mm512_load_si512(panel + g * 256 + (s & 3) * 64);
     const __m512i c = _mm512_and_si512(s < 4 ? v : _mm512_srli_epi16(v, 4), _mm512_set1_epi8(0x0f));
+    if constexpr (kGridNibbles<P>)
+      return _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(kIq4Grid.u))), c);
     if constexpr (!kFifthBits<P>) return c;
     uint64_t fifth;
     std::memcpy(&fifth, panel + packed_masks_at(n) + g * 64 + 8 * s, 8);
@@ -573,6 +575,7 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ2_K>(k);
   set_packed<PIQ4_XS>(k);
   set_packed<PQ5_K>(k);
+  set_packed<PIQ4_NL>(k);
 }
 
 }  // namespace tandem::cpu::avx512
