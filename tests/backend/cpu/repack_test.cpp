@@ -4,7 +4,7 @@
 // release_repack. A model (synth tiny-llama in Q8_0) loads with its matrices repacked by default and with
 // none under ModelLoadOptions::repack = false (--no-repack), its logits the same within tolerance.
 //
-// Tolerance: |y - ref| <= 1e-5 * sum_i |w_i * a_i| (a: the dequantized Q8_0 activations), as
+// Tolerance: |y - ref| <= 1e-5 * sum_i |w_i * a_i| (a: the dequantized activations), as
 // matmul_test.cpp: exact integer block sums scaled in float; a wrong code, scale or panel row fails it by
 // orders of magnitude.
 #include <algorithm>
@@ -19,8 +19,10 @@
 #include <gtest/gtest.h>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/kernel_table.h"
 #include "backend/cpu/kernels.h"
 #include "engine/context.h"
+#include "quant/fp16.h"
 #include "quant/quant.h"
 #include "ops_test_util.h"
 #include "test_data.h"
@@ -38,24 +40,42 @@ std::vector<float> activations(int64_t n_tokens, int64_t n_in, uint32_t seed) {
 }
 
 // Checks y ([n_tokens, n_rows]) against the reference of the dequantized weights and activations quantized as
-// the kernels take them (Q8_0, or Q8_K for the k-quants).
+// the kernels take them (Q8_0, Q8_1 for Q4_1/Q5_1, or Q8_K for the k-quants). Q8_1's blocks carry s = d * sum(q)
+// as f16, which llama.cpp's Q4_1/Q5_1 dots take for sum(a) in the min's term: so does the reference
+// (matmul_test.cpp's).
 void expect_matches_reference(const Matrix& m, const std::vector<float>& x, int64_t n_tokens,
                               const std::vector<float>& y, const std::string& what) {
   std::vector<float> w(size_t(m.n_in * m.n_rows)), a(size_t(m.n_in));
   for (int64_t r = 0; r < m.n_rows; ++r)
     quant::dequantize_row(m.type, m.data.data() + size_t(r) * m.stride(), w.data() + r * m.n_in, m.n_in);
   const WT act = activation_type(m.type);
-  std::vector<uint8_t> qa(row_bytes(act, m.n_in));
+  std::vector<uint8_t> qa(activation_row_bytes(m.type, m.n_in));
   int bad = 0;
   for (int64_t t = 0; t < n_tokens && bad < 5; ++t) {
-    quant::quantize_row(act, x.data() + t * m.n_in, qa.data(), m.n_in);
-    quant::dequantize_row(act, qa.data(), a.data(), m.n_in);
+    kernels_for(Isa::Generic).quantize_act[uint32_t(m.type)](x.data() + t * m.n_in, qa.data(), m.n_in);
+    std::vector<double> s_minus_sum(size_t(m.n_in / 32), 0.0);  // Q8_1: s - sum(a) per block
+    if (act == WT::Q8_1) {
+      const auto* b = reinterpret_cast<const BlockQ8_1*>(qa.data());
+      for (int64_t i = 0; i < m.n_in / 32; ++i) {
+        double sum = 0;
+        for (int j = 0; j < 32; ++j) sum += a[size_t(32 * i + j)] = quant::fp16_to_f32(b[i].d) * float(b[i].qs[j]);
+        s_minus_sum[size_t(i)] = double(quant::fp16_to_f32(b[i].s)) - sum;
+      }
+    } else {
+      quant::dequantize_row(act, qa.data(), a.data(), m.n_in);
+    }
     for (int64_t r = 0; r < m.n_rows && bad < 5; ++r) {
       double sum = 0, mag = 0;
       for (int64_t i = 0; i < m.n_in; ++i) {
         sum += double(w[size_t(r * m.n_in + i)]) * a[size_t(i)];
         mag += std::fabs(double(w[size_t(r * m.n_in + i)]) * a[size_t(i)]);
       }
+      if (act == WT::Q8_1)
+        for (int64_t i = 0; i < m.n_in / 32; ++i) {
+          uint16_t mh;  // the block's min, after its f16 d
+          std::memcpy(&mh, m.data.data() + size_t(r) * m.stride() + size_t(i) * block_bytes(m.type) + 2, 2);
+          sum += double(quant::fp16_to_f32(mh)) * s_minus_sum[size_t(i)];
+        }
       const double got = y[size_t(t * m.n_rows + r)];
       if (!(std::fabs(got - sum) <= 1e-5 * mag)) {
         ++bad;
@@ -178,7 +198,7 @@ TEST(Repack, BackendMultipliesTheCopyAndFallsBackForViewsAndAfterRelease) {
 
 TEST(Repack, TypesWithoutPackedKernelsAreLeftAsTheyAre) {
   CpuBackend b(1);
-  const Matrix m = make_matrix(WT::Q4_1, 256, 16, 1);
+  const Matrix m = make_matrix(WT::F16, 256, 16, 1);  // read at memory speed as it is
   auto bytes = b.repack(m.weight());
   ASSERT_TRUE(bytes.has_value());
   EXPECT_EQ(*bytes, 0u);

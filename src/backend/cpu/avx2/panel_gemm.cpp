@@ -69,6 +69,8 @@ template <> constexpr int kMaxCode<PQ3_K> = 7;
 template <> constexpr int kMaxCode<PQ4_0> = 15;
 template <> constexpr int kMaxCode<PQ5_K> = 31;
 template <> constexpr int kMaxCode<PQ5_0> = 31;
+template <> constexpr int kMaxCode<PQ4_1> = 15;
+template <> constexpr int kMaxCode<PQ5_1> = 31;
 // Steps (4 inputs each) whose vpmaddubsw pair sums, at most 2 * kMaxCode * 128 in magnitude, add in int16
 // before one vpmaddwd; at most 4, so the step vectors stay in registers beside the tile's 8 accumulators.
 template <class P>
@@ -448,7 +450,7 @@ void fill(CpuKernels& k) {
   set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
 }
 
-// ---- panels kept from load: Q4_0, Q5_0, IQ4_NL, Q8_0, Q5_K and IQ4_XS (x86/packed_x86.inc) -------------
+// ---- panels kept from load: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q8_0, Q5_K and IQ4_XS (x86/packed_x86.inc) -
 // Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
@@ -520,13 +522,21 @@ inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
   }
 }
 
-// Group g's mins times dmin for the 8 rows of half h (P::kMin: Q5_K), as the unpacked panel's floats.
+// Group g's mins for the 8 rows of half h (P::kMin), as the unpacked panel's floats: Q5_K's times dmin, Q4_1's and
+// Q5_1's negated f16.
 template <class P>
-inline __m256 packed_wmin(const uint8_t* panel, int64_t g, int h) {
-  const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
-  const __m256 dmin = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kDmin + 16 * h)));
-  const __m128i mins = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kMins + 16 * (g % 8) + 8 * h));
-  return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)));
+inline __m256 packed_wmin(const uint8_t* panel, int64_t n, int64_t g, int h) {
+  if constexpr (kNibblePanel<P>) {
+    const __m256 m =
+        _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(panel + packed_mins_at<P>(n) + 32 * g + 16 * h)));
+    return _mm256_xor_ps(m, _mm256_set1_ps(-0.0f));
+  } else {
+    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
+    const __m256 dmin =
+        _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kDmin + 16 * h)));
+    const __m128i mins = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kMins + 16 * (g % 8) + 8 * h));
+    return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)));
+  }
 }
 
 // NT tokens (from t0) against one packed panel's rows [0, nr), group by group: one token (two of Q8_0) takes both
@@ -564,7 +574,7 @@ void packed_tile(const Panel& p, const uint8_t* panel, size_t panel_bytes, int64
         else
           add_group<P, NT>(p, a, t0, g, [&](int s) { return packed_half<P>(panel, p.n, g, s, h); }, ws, acc[hh]);
         if constexpr (P::kMin) {  // as tile<P, NT>
-          const __m256 wm = packed_wmin<P>(panel, g, h);
+          const __m256 wm = packed_wmin<P>(panel, p.n, g, h);
           for (int t = 0; t < NT; ++t)
             acc[hh][t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(p.amin[(t0 + t) * n_groups + g]), acc[hh][t]);
         }
@@ -610,7 +620,7 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
                                packed_half<P>(panel, n, g, st, h));
         for (int h = 0; h < 2; ++h) {
           _mm256_store_ps(wscale + 16 * g + 8 * h, packed_wscale<P>(panel, n, g, h));
-          if constexpr (P::kMin) _mm256_store_ps(wmin + 16 * g + 8 * h, packed_wmin<P>(panel, g, h));
+          if constexpr (P::kMin) _mm256_store_ps(wmin + 16 * g + 8 * h, packed_wmin<P>(panel, n, g, h));
         }
       }
       finish_panel<P>(p);
@@ -1047,6 +1057,8 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ5_K>(k);
   set_packed<PIQ4_XS>(k);
   set_packed<PIQ4_NL>(k);
+  set_packed<PQ4_1>(k);
+  set_packed<PQ5_1>(k);
   k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
   k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
   k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;

@@ -141,10 +141,11 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
   constexpr bool kPrefetch = NT > 1 || NP == 1 || kNibblePanel<P>;
   const int64_t n_groups = p.n_groups;
   const uint8_t* codes[NP];
-  const uint16_t* scales[NP];
+  const uint16_t *scales[NP], *mins[NP];
   for (int j = 0; j < NP; ++j) {
     codes[j] = panels + size_t(j) * panel_bytes;
     scales[j] = reinterpret_cast<const uint16_t*>(codes[j] + packed_scales_at<P>(p.n));
+    mins[j] = reinterpret_cast<const uint16_t*>(codes[j] + packed_mins_at<P>(p.n));
   }
   const size_t group_share = (panel_bytes / size_t(n_groups) + 63) / 64 * 64;  // of a panel, to prefetch per group
   __m512 acc[NP][NT];
@@ -184,6 +185,12 @@ void packed_tile(const Panel& p, const uint8_t* panels, size_t panel_bytes, int6
         if constexpr (kChains == 2) sum = _mm512_add_epi32(sum, is[1][j][t]);
         const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(p.ascale[(t0 + t) * n_groups + g]));
         acc[j][t] = _mm512_fmadd_ps(v, ws, acc[j][t]);
+      }
+      if constexpr (P::kMin) {  // Q4_1, Q5_1: minus (-m) * amin, as tile<P, NT>
+        const __m512 wm = _mm512_xor_ps(
+            _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(mins[j] + 16 * g))), _mm512_set1_ps(-0.0f));
+        for (int t = 0; t < NT; ++t)
+          acc[j][t] = _mm512_fnmadd_ps(wm, _mm512_set1_ps(p.amin[(t0 + t) * n_groups + g]), acc[j][t]);
       }
     }
   }
@@ -517,7 +524,7 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
   // Calls of many tokens take nibble panels as bytes, expanded once per group of panels.
   constexpr int64_t kExpandTokens = 16;
   const bool expand = kNibblePanel<P> && n_tokens >= kExpandTokens;
-  const size_t bytes = packed_panel_bytes<P>(n), expanded_bytes = packed_panel_bytes<PQ8_0>(n);
+  const size_t bytes = packed_panel_bytes<P>(n), expanded_bytes = packed_panel_bytes<Bytes<P>>(n);
   uint8_t* expanded = expand ? t_scratch.codes.get<uint8_t>(expanded_bytes * kGroupPanels) : nullptr;
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16 * kGroupPanels) {
     const int nr = int(n_rows - r0 < 16 * kGroupPanels ? n_rows - r0 : 16 * kGroupPanels);
@@ -531,6 +538,8 @@ void packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x
           for (int64_t g = 0; g < n / 32; ++g)
             for (int st = 0; st < 8; ++st) _mm512_store_si512(to + g * 512 + 64 * st, packed_step<P>(from, n, g, st));
           std::memcpy(to + packed_scales_at<PQ8_0>(n), from + packed_scales_at<P>(n), size_t(n / 32) * 32);
+          if constexpr (P::kMin)
+            std::memcpy(to + packed_mins_at<Bytes<P>>(n), from + packed_mins_at<P>(n), size_t(n / 32) * 32);
         }
         for (int64_t t0 = 0; t0 < n_tokens; t0 += kTileTokens) {
           const int nt = int(n_tokens - t0 < kTileTokens ? n_tokens - t0 : kTileTokens);
@@ -576,6 +585,8 @@ void fill_packed(CpuKernels& k) {
   set_packed<PIQ4_XS>(k);
   set_packed<PQ5_K>(k);
   set_packed<PIQ4_NL>(k);
+  set_packed<PQ4_1>(k);
+  set_packed<PQ5_1>(k);
 }
 
 }  // namespace tandem::cpu::avx512
