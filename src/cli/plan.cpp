@@ -297,8 +297,12 @@ int plan_main(int argc, char** argv) {
   if (ram_overflow) {
     // Mixes by size: the model re-typed as llama-quantize would write each, then fitted again.
     quant::MixModel mm{hp.arch, hp.n_layer, hp.n_head, hp.n_head_kv, hp.n_expert, hp.n_embd};
+    // The file's tensors only: a tied output is no tensor of its own, and llama-quantize, seeing none, gives
+    // token_embd the output's type.
     std::vector<quant::MixTensor> mt;
-    for (const auto& t : tensors) mt.push_back({t.name, t.shape});
+    std::vector<size_t> file_index;  // mt's entry -> tensors'
+    for (size_t i = 0; i < tensors.size(); ++i)
+      if (tensors[i].alias_of.empty()) mt.push_back({tensors[i].name, tensors[i].shape}), file_index.push_back(i);
     uint64_t total = 0;
     for (const auto& t : tensors)
       if (t.alias_of.empty()) total += t.bytes;
@@ -307,13 +311,13 @@ int plan_main(int argc, char** argv) {
       const auto types = quant::choose_types(ft, mm, mt);
       auto retyped = tensors;
       uint64_t bytes = 0;
-      for (size_t i = 0; i < retyped.size(); ++i) {
-        auto& t = retyped[i];
-        if (types[i] && t.shape.size() >= 1) {
-          t.type = *types[i];
+      for (size_t k = 0; k < mt.size(); ++k) {
+        auto& t = retyped[file_index[k]];
+        if (types[k] && t.shape.size() >= 1) {
+          t.type = *types[k];
           t.bytes = row_bytes(t.type, t.shape.back()) * size_t(t.n_params() / t.shape.back());
         }
-        if (t.alias_of.empty()) bytes += t.bytes;
+        bytes += t.bytes;
       }
       if (bytes > total / 20 * 19) continue;  // not clearly smaller than the model as it is (its own mix)
       for (auto& t : retyped)  // a tied output follows token_embd's new size
@@ -421,10 +425,9 @@ int plan_main(int argc, char** argv) {
     // mmap from disk: the page cache keeps what RAM has room for; a token's reads miss in the same
     // proportion (experts are picked about uniformly) and the misses come at the disk's random-read speed.
     const double cached = kv_overflow ? 0 : double(ram_bytes - plan.kv_bytes[0] - cpu_buffers(plan));
-    const double miss = std::clamp(1 - cached / double(plan.weight_bytes[0]), 0.0, 1.0);
+    const double miss = placement::mmap_miss_share(plan.weight_bytes[0], cached);
     Alternative a{"mmap", "mmap from disk", plan.weight_bytes[0], !kv_overflow, 0, 0, "", "", 0, 0};
-    const double tg_disk_s = double(tg.read_bytes[0]) * miss / (disk_bw * 1e9);
-    a.tg = 1 / (1 / tg.tokens_per_s + tg_disk_s);
+    a.tg = placement::tokens_per_s_from_disk(tg, miss, disk_bw * 1e9);
     // Prefill reads (almost) every CPU weight once per micro-batch.
     const double n_ub = std::ceil(double(n_prompt) / double(ubatch));
     a.pp = double(n_prompt) / (double(n_prompt) / pp.tokens_per_s + n_ub * double(plan.weight_bytes[0]) * miss / (disk_bw * 1e9));

@@ -224,6 +224,9 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       // --no-mmap reads them into RAM.
       const uint64_t resident = f.mmap ? 0 : desc->weight_bytes();
       fr.devices[0].free_bytes = fr.devices[0].free_bytes > resident ? fr.devices[0].free_bytes - resident : 0;
+      fr.weights_mapped = f.mmap;
+      if (const auto probe = placement::load_probe(placement::probe_cache_path()); probe && *probe && (*probe)->disk)
+        fr.disk_bytes_per_s = (*probe)->disk->random_bytes_per_s;
       fr.flags = pf;
       fr.ngl_given = f.ngl_given;
       fr.experts_given = !pf.overrides.empty() || pf.cpu_moe || pf.n_cpu_moe > 0;

@@ -15,12 +15,6 @@ struct Candidate {
   Prediction decode;
 };
 
-std::string describe(const PlacementFlags& f, int64_t n_ctx) {
-  std::string s = "-ngl " + std::to_string(f.n_gpu_layers);
-  if (f.n_cpu_moe > 0) s += " --n-cpu-moe " + std::to_string(f.n_cpu_moe);
-  return s + " -c " + std::to_string(n_ctx);
-}
-
 }  // namespace
 
 Result<FitResult> fit(const FitRequest& r) {
@@ -68,6 +62,14 @@ Result<FitResult> fit(const FitRequest& r) {
         }
         b.n_cpu_moe = hi;
         consider(b, plan_with(b));
+      } else {
+        // C: where even the attention and shared weights of every layer do not fit, every routed expert on the
+        // CPU and as many layers' other weights offloaded as fit (-ngl N --cpu-moe): more of a token's dense
+        // bytes on the device than A's whole layers.
+        PlacementFlags c = r.flags;
+        c.n_gpu_layers = -1;
+        c.cpu_moe = true;
+        consider(c, plan_with(c));
       }
     }
     if (ok.empty()) return first.error();
@@ -79,7 +81,7 @@ Result<FitResult> fit(const FitRequest& r) {
     // where the weights alone leave room for some KV cache.
     const size_t cpu_kv = best->plan.kv_bytes[0];
     const size_t cpu_act = r.flags.reserve_bytes + (best->plan.output_device == 0 ? r.flags.output_reserve_bytes : 0);
-    const size_t cpu_weights = best->plan.weight_bytes[0];
+    const size_t cpu_weights = r.weights_mapped ? best->plan.weight_bytes[0] : 0;  // --no-mmap: counted in `devices`
     const size_t ram = devices[0].free_bytes;
     const bool weights_spill = cpu_weights + cpu_kv + cpu_act > ram && cpu_weights + cpu_act < ram;
     if (cpu_kv + cpu_act > ram || weights_spill) {
@@ -95,9 +97,18 @@ Result<FitResult> fit(const FitRequest& r) {
                            r.ctx_given ? "lower -c (or leave it out: --fit lowers it down to --fit-ctx)"
                                        : format("--fit-ctx %lld is the least --fit may go to", (long long)r.min_ctx).c_str());
     }
-    FitResult out{best->plan, best->flags, n_ctx, best->decode, ""};
-    out.summary = format("%s: %.2f tokens/s predicted (best of %zu placement%s that fit)",
-                         describe(out.flags, n_ctx).c_str(), best->decode.tokens_per_s, ok.size(), ok.size() > 1 ? "s" : "");
+    FitResult out{best->plan, best->flags, n_ctx, best->decode, 0, ""};
+    // Mapped weights past the RAM are read from disk again as tokens need them (tandem plan's mmap alternative).
+    out.disk_share = mmap_miss_share(cpu_weights, double(ram) - double(cpu_kv + cpu_act));
+    if (out.disk_share > 0) out.decode.tokens_per_s = tokens_per_s_from_disk(best->decode, out.disk_share, r.disk_bytes_per_s);
+    out.summary = format("%s -c %lld: %.2f tokens/s predicted (best of %zu placement%s that fit)",
+                         equivalent_flags(out.plan, out.flags).c_str(), (long long)n_ctx, out.decode.tokens_per_s,
+                         ok.size(), ok.size() > 1 ? "s" : "");
+    if (out.disk_share > 0)
+      out.summary += format("; the CPU's %s of weights exceed its %s of free RAM: %.0f%% of them are read from disk "
+                            "as tokens need them, at %.1f GB/s (tandem plan -m MODEL gives the alternatives)",
+                            size_text(cpu_weights).c_str(), size_text(ram).c_str(), out.disk_share * 100,
+                            r.disk_bytes_per_s / 1e9);
     return out;
   }
 }

@@ -27,14 +27,18 @@ struct FitRequest {
   std::vector<size_t> margin_bytes;       // per offload device (devices[1..]) left free (--fit-target)
   ModelShape shape;
   Speeds speeds;                          // per device of `devices`
+  bool weights_mapped = true;             // the CPU's weights are mmapped (else read into RAM: devices[0]'s
+                                          // free_bytes is what is left after them)
+  double disk_bytes_per_s = 3e9;          // the model's disk, random reads: for mapped weights past the RAM
 };
 
 struct FitResult {
   Plan plan;
   PlacementFlags flags;  // as chosen (n_gpu_layers resolved, n_cpu_moe set where experts moved)
   int64_t n_ctx = 0;
-  Prediction decode;
-  std::string summary;   // "-ngl 62 --n-cpu-moe 40 -c 4096: 12.3 tokens/s predicted (2 candidates)"
+  Prediction decode;     // its tokens_per_s from disk where disk_share > 0
+  double disk_share = 0;  // of the CPU's (mapped) weights, past its RAM: read from disk as tokens need them
+  std::string summary;   // "-ngl 62 --n-cpu-moe 40 -c 4096: 12.3 tokens/s predicted (best of 2 placements that fit)"
 };
 
 // The margin --fit leaves on an offload device of `free_bytes` when --fit-target is not given:

@@ -331,6 +331,14 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
   return p;
 }
 
+double mmap_miss_share(uint64_t weight_bytes, double cached_bytes) {
+  return weight_bytes ? std::clamp(1 - cached_bytes / double(weight_bytes), 0.0, 1.0) : 0.0;
+}
+
+double tokens_per_s_from_disk(const Prediction& decode, double miss_share, double disk_bytes_per_s) {
+  return 1 / (1 / decode.tokens_per_s + double(decode.read_bytes[0]) * miss_share / disk_bytes_per_s);
+}
+
 std::string equivalent_flags(const Plan& plan, const PlacementFlags& flags) {
   std::string out = "-ngl " + std::to_string(plan.n_gpu_layers);
   for (const std::string& o : flags.overrides) out += " -ot '" + o + "'";

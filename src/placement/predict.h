@@ -121,6 +121,12 @@ Prediction predict_prefill(const Plan& plan, const std::vector<TensorInfo>& tens
                            const std::vector<size_t>& kv_bytes_per_token_per_layer, int64_t n_prompt, int64_t n_ubatch,
                            int64_t depth, const Speeds& s, int64_t op_offload_min_batch = 0);
 
+// Mapped CPU weights of weight_bytes beyond the RAM they may use, cached_bytes of them in the page cache: the share
+// of a token's CPU reads that miss it (weights are read about uniformly, routed experts picked about so), and the
+// decode speed once those misses come from disk at disk_bytes_per_s (the disk's random reads: a few MiB apart).
+double mmap_miss_share(uint64_t weight_bytes, double cached_bytes);
+double tokens_per_s_from_disk(const Prediction& decode, double miss_share, double disk_bytes_per_s);
+
 // The flags that give this plan in Tandem and llama-server: -ngl N and the overrides.
 std::string equivalent_flags(const Plan& plan, const PlacementFlags& flags);
 

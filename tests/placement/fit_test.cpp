@@ -110,6 +110,45 @@ TEST(Fit, ShortensAContextNotGivenToKeepTheMappedWeightsInRam) {
   EXPECT_EQ(f->n_ctx, 4096);
 }
 
+TEST(Fit, PredictsMappedWeightsPastTheRamFromTheDisk) {
+  FitRequest r = moe_request(0);
+  r.devices.resize(1);  // the CPU alone: 104 MiB of weights
+  r.speeds.devices.resize(1);
+  r.disk_bytes_per_s = 1e9;
+  auto in_ram = fit(r);
+  ASSERT_TRUE(in_ram.has_value()) << in_ram.error().message();
+  EXPECT_EQ(in_ram->disk_share, 0);
+  r.devices[0].free_bytes = 60 * kMiB;  // 8 MiB of KV cache beside 52 MiB of the weights: half stay on disk
+  auto f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_NEAR(f->disk_share, 0.5, 0.01);
+  // A token's CPU reads (as predict_decode counts them) from RAM at 20 GB/s, and half of them again from disk at 1.
+  const double ram_s = 1 / in_ram->decode.tokens_per_s;
+  const double disk_s = double(in_ram->decode.read_bytes[0]) * 0.5 / 1e9;
+  EXPECT_NEAR(1 / f->decode.tokens_per_s, ram_s + disk_s, 0.02 * (ram_s + disk_s));
+  EXPECT_NE(f->summary.find("read from disk"), std::string::npos) << f->summary;
+  r.weights_mapped = false;  // read into RAM (--no-mmap): the RAM given is what they left
+  f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_EQ(f->disk_share, 0);
+}
+
+TEST(Fit, KeepsEveryExpertOnTheCpuWhenNotEvenTheDenseWeightsFit) {
+  FitRequest r = moe_request(14);  // 24 MiB of dense weights: no whole model's worth, even without experts
+  auto f = fit(r);
+  ASSERT_TRUE(f.has_value()) << f.error().message();
+  EXPECT_TRUE(f->flags.cpu_moe) << f->summary;
+  EXPECT_GT(f->plan.n_gpu_layers, 0);
+  EXPECT_NE(f->summary.find("--cpu-moe"), std::string::npos) << f->summary;
+  // Whole layers with their experts (what -ngl alone gives) decode slower.
+  FitRequest a = r;
+  a.flags.n_gpu_layers = -1;
+  a.ngl_given = true;
+  auto whole_layers = fit(a);
+  ASSERT_TRUE(whole_layers.has_value()) << whole_layers.error().message();
+  EXPECT_GT(f->decode.tokens_per_s, whole_layers->decode.tokens_per_s);
+}
+
 TEST(Fit, LeavesTheMarginFree) {
   EXPECT_EQ(default_fit_margin(64 * 1024 * kMiB), 1024 * kMiB);  // llama.cpp's 1 GiB
   EXPECT_EQ(default_fit_margin(64 * kMiB), 8 * kMiB);
