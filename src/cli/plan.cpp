@@ -137,8 +137,11 @@ int plan_main(int argc, char** argv) {
   if (auto code = parse_command_line(args, argc, argv)) return *code;
   if (model_path.empty()) return fail(invalid_argument("no model given (use -m FILE)"));
   const auto type_k = parse_weight_type(ctk), type_v = parse_weight_type(ctv);
-  if (!type_k || !is_kv_cache_type(*type_k)) return fail(invalid_argument("-ctk %s: not a KV cache type", ctk.c_str()));
-  if (!type_v || !is_kv_cache_type(*type_v)) return fail(invalid_argument("-ctv %s: not a KV cache type", ctv.c_str()));
+  constexpr const char* kKvTypes = "use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or iq4_nl";
+  if (!type_k || !is_kv_cache_type(*type_k))
+    return fail(invalid_argument("plan: -ctk %s: not a KV cache type (%s)", ctk.c_str(), kKvTypes));
+  if (!type_v || !is_kv_cache_type(*type_v))
+    return fail(invalid_argument("plan: -ctv %s: not a KV cache type (%s)", ctv.c_str(), kKvTypes));
   if (gpus < 0) gpus = vram_bytes > 0 ? 1 : 0;
   if (gpus > 0 && vram_bytes == 0) return fail(invalid_argument("--gpus %lld: give their memory with --vram", (long long)gpus));
   if (ram_bytes == 0) ram_bytes = available_memory().bytes;
@@ -167,7 +170,7 @@ int plan_main(int argc, char** argv) {
       if (t.shape.size() >= 2) types.insert(t.type);
     po.types.assign(types.begin(), types.end());
     if (!json)  // several seconds of silence otherwise
-      std::fprintf(stderr, "plan: no cached probe (%s): measuring this machine's %zu weight types now, about a second "
+      std::fprintf(stderr, "plan: no cached probe (%s): measuring this machine's %zu weight types now, a few seconds "
                            "each; `tandem probe` caches a full measurement once\n", why.c_str(), po.types.size());
     auto p = placement::run_probe(po);
     if (!p) return fail(p.error());

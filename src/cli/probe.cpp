@@ -44,7 +44,7 @@ int probe_main(int argc, char** argv) {
                  "of the model's file system, each sim device's link; caches it (with the date and a hash of the\n"
                  "hardware) for tandem plan and --fit");
   args.flag("--show", "print the cached probe and exit (an error when there is none for this hardware)", &show);
-  args.flag("--quick", "smaller buffers and shapes, fewer repetitions (about a second per weight type; less\n"
+  args.flag("--quick", "smaller buffers and shapes, fewer repetitions (a few seconds per weight type; less\n"
             "accurate)", &quick);
   args.string("-m,--model", "FILE", "measure the disk this model is on, reading the model file", &model);
   args.string("--disk", "FILE", "the same for any file of 4 MiB or more", &disk);

@@ -234,8 +234,12 @@ Result<Plan> make_plan(const std::vector<TensorInfo>& tensors, int n_layer, cons
     while (fits > 0 && overflowing(plan_for(fits), flags) >= 0) --fits;
     const bool none_fit = overflowing(plan_for(0), flags) >= 0;
     const size_t w = p.weight_bytes[size_t(d)], kv = p.kv_bytes[size_t(d)], r = reserve_of(p, size_t(d), flags);
-    return out_of_memory("-ngl %lld: %s needs %s (weights %s + KV cache %s + activations %s) but has %s; %s",
-                         (long long)ngl, p.devices[size_t(d)].name.c_str(), size_text(w + kv + r).c_str(),
+    // As given (99, all), and the layers that is when it was more than the model has.
+    const std::string given = flags.n_gpu_layers == -2 ? format("all (%lld layers)", (long long)ngl)
+                              : flags.n_gpu_layers > ngl ? format("%lld (%lld layers)", (long long)flags.n_gpu_layers, (long long)ngl)
+                                                         : format("%lld", (long long)ngl);
+    return out_of_memory("-ngl %s: %s needs %s (weights %s + KV cache %s + activations %s) but has %s; %s",
+                         given.c_str(), p.devices[size_t(d)].name.c_str(), size_text(w + kv + r).c_str(),
                          size_text(w).c_str(), size_text(kv).c_str(), size_text(r).c_str(),
                          size_text(p.devices[size_t(d)].free_bytes).c_str(),
                          none_fit ? "what -ot sends there does not fit even with -ngl 0"

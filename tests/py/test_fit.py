@@ -27,7 +27,7 @@ def test_fit_offloads_what_fits_and_gives_the_cpus_text(gemma_path):
 
 def test_fit_keeps_an_explicit_ngl_and_checks_it(gemma_path):
     proc = run_tandem("run", "-m", gemma_path, *PROMPT, "--sim-device", "100M", "-ngl", "all", "-fit", "on")
-    assert proc.returncode == 1 and "-ngl 19: SIM0 needs" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "-ngl all (19 layers): SIM0 needs" in proc.stderr, proc.stderr
     proc = run_tandem("run", "-m", gemma_path, *PROMPT, "-c", "256", "--sim-device", "300M", "-ngl", "3", "--fit")
     assert proc.returncode == 0, proc.stderr
     assert "fit:     -ngl 3 -c 256" in proc.stderr

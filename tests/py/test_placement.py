@@ -57,7 +57,8 @@ def test_list_devices(gemma_path):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--sim-device", "100M", "-ngl", "all"], "-ngl 19: SIM0 needs"),
+    (["--sim-device", "100M", "-ngl", "all"], "-ngl all (19 layers): SIM0 needs"),
+    (["--sim-device", "100M", "-ngl", "99"], "-ngl 99 (19 layers): SIM0 needs"),  # as given, and what it came to
     (["--sim-device", "1G", "-ot", "exps=CUDA0"], "no device 'CUDA0'"),
     (["--sim-device", "1G", "-ot", "no_such_tensor=SIM0"], "matches no tensor"),
     (["--sim-device", "1G", "-ot", "blk\\.(=CPU"], "not a valid regular expression"),
