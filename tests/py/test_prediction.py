@@ -18,8 +18,10 @@ BOUND = 2.0
 
 @pytest.mark.parametrize("devices", [[], ["--sim-device", "1G", "-ngl", "all"]], ids=["cpu", "cpu+sim"])
 def test_plan_predicts_bench_on_this_cpu(gemma_path, tmp_path, monkeypatch, devices):
-    # The probe keeps its best figures and bench averages: with more runnable threads than CPUs the two
-    # catch different moments of other processes' load (seen here: a factor 3.5 at load 12 on 2 CPUs).
+    # The probe keeps its best figures, so the bench's best repetition is set against them, not the mean (a
+    # slow stretch of the VM during the bench put its mean at half the prediction once: tg32 107 against 223).
+    # With more runnable threads than CPUs the two catch different moments of other processes' load (seen
+    # here: a factor 3.5 at load 12 on 2 CPUs).
     load, n_cpus = os.getloadavg()[0], os.cpu_count() or 1
     if load > n_cpus:
         pytest.skip(f"load average {load:.1f} on {n_cpus} CPUs: speeds measured now say nothing about the model")
@@ -31,7 +33,7 @@ def test_plan_predicts_bench_on_this_cpu(gemma_path, tmp_path, monkeypatch, devi
                        "-o", "json")
     assert bench.returncode == 0, bench.stderr
     rows = json.loads(bench.stdout)
-    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] == 128)
-    tg = next(r["avg_ts"] for r in rows if r["n_gen"] == 32)
+    pp = next(max(r["samples_ts"]) for r in rows if r["n_prompt"] == 128)
+    tg = next(max(r["samples_ts"]) for r in rows if r["n_gen"] == 32)
     for name, want, got in [("pp128", predicted["pp_tokens_per_s"], pp), ("tg32", predicted["tg_tokens_per_s"], tg)]:
         assert 1 / BOUND < want / got < BOUND, f"{name}: predicted {want:.1f} tokens/s, bench measured {got:.1f}"
