@@ -244,16 +244,22 @@ int bench_main(int argc, char** argv) {
           row.expert_cache = cache->stats().since(cache0);
           std::fprintf(stderr, "%s: %s\n", t.name.c_str(), describe_expert_cache(*row.expert_cache, uint64_t(n_tokens)).c_str());
         }
+        // The devices the placement put weights on (an offload device --fit left empty is not named).
+        auto holds_weights = [&](const std::string& name) {
+          for (size_t d = 1; d < e.plan.devices.size(); ++d)
+            if (e.plan.devices[d].name == name) return e.plan.weight_bytes[d] > 0;
+          return false;
+        };
         for (size_t i = 0; i < e.gpus.size(); ++i) {
           const cuda::LinkStats now = cuda::link_stats(*e.gpus[i]);
-          row.backend += "+" + e.gpus[i]->name();
+          if (holds_weights(e.gpus[i]->name())) row.backend += "+" + e.gpus[i]->name();
           row.bytes_per_token.emplace_back(e.gpus[i]->name(), double(now.bytes_from_host + now.bytes_to_host -
                                                                      gpu_before[i].bytes_from_host -
                                                                      gpu_before[i].bytes_to_host) / n_tokens);
         }
         for (size_t i = 0; i < e.sims.size(); ++i) {
           const sim::SimStats now = e.sims[i]->stats();
-          row.backend += "+" + e.sims[i]->name();
+          if (holds_weights(e.sims[i]->name())) row.backend += "+" + e.sims[i]->name();
           row.bytes_per_token.emplace_back(e.sims[i]->name(), double(now.bytes_from_host + now.bytes_to_host -
                                                                      before[i].bytes_from_host - before[i].bytes_to_host) / n_tokens);
         }

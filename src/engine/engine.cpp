@@ -241,7 +241,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       TANDEM_ASSIGN(const placement::FitResult fitted, placement::fit(fr));
       where.plan = fitted.plan;
       n_ctx = fitted.n_ctx;
-      if (!f.quiet) std::fprintf(stderr, "fit:     %s\n", fitted.summary.c_str());
+      std::fprintf(stderr, "fit:     %s\n", fitted.summary.c_str());  // bench's too: what --fit chose
     } else {
       TANDEM_ASSIGN(where.plan, placement::make_plan(desc->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
     }
