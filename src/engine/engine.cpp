@@ -213,6 +213,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     pf.reserve_bytes = activation_bytes(hp, ub);
     pf.output_reserve_bytes = size_t(hp.n_vocab) * sizeof(float) * size_t(std::min(f.n_outputs_max, ub));
     model::Placement where;
+    bool fit_from_disk = false;  // --fit priced mapped weights past the RAM from the disk
     if (f.fit) {
       placement::FitRequest fr;
       fr.tensors = desc->tensor_infos();
@@ -242,6 +243,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       where.plan = fitted.plan;
       n_ctx = fitted.n_ctx;
       std::fprintf(stderr, "fit:     %s\n", fitted.summary.c_str());  // bench's too: what --fit chose
+      fit_from_disk = fitted.disk_share > 0;
     } else {
       TANDEM_ASSIGN(where.plan, placement::make_plan(desc->tensor_infos(), int(hp.n_layer), kv_bytes, infos, pf));
     }
@@ -254,6 +256,10 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
       if (where.plan.tensor_device[i] != 0 && tensors[i].alias_of.empty()) lo.offloaded.insert(tensors[i].name);
     TANDEM_ASSIGN(tier, choose_expert_tier(f, *desc, where.plan, lo.offloaded, pf, budget));
     lo.expert_cache_bytes = tier.on ? tier.cache_bytes : 0;
+    if (fit_from_disk && tier.on)  // fit's figure is mmap's; the tier reads fewer of the experts from disk
+      std::fprintf(stderr, "fit:     the routed experts past the RAM go to the expert tier (--expert-cache %s), "
+                           "faster than mmap's figure above; tandem plan -m MODEL predicts its speed\n",
+                   human_bytes(tier.cache_bytes).c_str());
     TANDEM_ASSIGN(e->model, model::Model::open(f.model, lo));
     TANDEM_TRY(e->model->place(where));
   }

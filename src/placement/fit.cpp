@@ -106,7 +106,7 @@ Result<FitResult> fit(const FitRequest& r) {
                          ok.size(), ok.size() > 1 ? "s" : "");
     if (out.disk_share > 0)
       out.summary += format("; the CPU's %s of weights exceed its %s of free RAM: %.0f%% of them are read from disk "
-                            "as tokens need them, at %.1f GB/s (tandem plan -m MODEL gives the alternatives)",
+                            "as tokens need them (mmap), at %.1f GB/s (tandem plan -m MODEL gives the alternatives)",
                             size_text(cpu_weights).c_str(), size_text(ram).c_str(), out.disk_share * 100,
                             r.disk_bytes_per_s / 1e9);
     return out;

@@ -119,3 +119,14 @@ def test_layers_an_offload_device_holds_keep_their_experts_there(model, needs):
     assert re.search(r"experts: a cache of \d+ slots of .* for 176 routed experts in 22 layers", proc.stderr), proc.stderr
     proc = run(model, *flags, "--expert-cache", "200K")
     assert proc.returncode == 0 and proc.stdout == resident, proc.stderr
+
+
+def test_fit_prices_the_weights_past_the_ram_from_disk_and_names_the_tier(model, needs):
+    cap = limit_for(needs, needs["experts"] / 2)
+    proc = run(model, "--fit", "on", "--no-repack", limit=cap)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"fit: +-ngl 0 -c 64: [\d.]+ tokens/s predicted .*; the CPU's [\d.]+ \w+ of weights exceed its "
+                     r"[\d.]+ \w+ of free RAM: \d+% of them are read from disk as tokens need them \(mmap\)",
+                     proc.stderr), proc.stderr
+    assert "fit:     the routed experts past the RAM go to the expert tier (--expert-cache" in proc.stderr, proc.stderr
+    assert "experts: a cache of" in proc.stderr
