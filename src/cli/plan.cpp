@@ -484,10 +484,13 @@ int plan_main(int argc, char** argv) {
   std::printf("machine:   RAM %s at %.0f GB/s%s\n", placement::size_text(ram_bytes).c_str(), cpu.bytes_per_s / 1e9,
               gpus ? format("; %lld GPU x %s at %.0f GB/s, %.0f TFLOP/s, link %.0f GB/s", (long long)gpus,
                             placement::size_text(vram_bytes).c_str(), vram_bw, gpu_tflops, link_bw).c_str() : "");
-  if (ram_overflow)  // first, so that nobody copies the flags below without reading the alternatives at the end
+  if (ram_overflow) {  // first, so that nobody copies the flags below without reading the alternatives at the end
+    const bool any_runs = std::any_of(alts.begin(), alts.end(), [](const Alternative& a) { return a.fits; });
     std::printf("verdict:   DOES NOT FIT: the CPU's share needs %s of the RAM's %s; the placement, flags and speeds\n"
-                "           below are what it would take, the alternatives that run are at the end\n",
-                placement::size_text(cpu_need(plan)).c_str(), placement::size_text(ram_bytes).c_str());
+                "           below are what it would take, %s\n",
+                placement::size_text(cpu_need(plan)).c_str(), placement::size_text(ram_bytes).c_str(),
+                any_runs ? "the alternatives that run are at the end" : "and none of the alternatives at the end runs");
+  }
   std::printf("speeds:    from %s\n", speeds_from.c_str());
   std::printf("context:   %lld tokens%s, %s K / %s V\n\nplacement:\n%s\n", (long long)fitted->n_ctx,
               n_parallel > 1 ? format(" (-np %lld: %lld per slot)", (long long)n_parallel,
