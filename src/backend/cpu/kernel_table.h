@@ -21,7 +21,7 @@ namespace avx2 {
 void fill_kernels(CpuKernels& k);     // avx2/kernels.cpp (k.uarch, k.batch_invariant choose decode)
 void fill_panel_gemm(CpuKernels& k);  // avx2/panel_gemm.cpp: maddubs panel prefill over k's entries
 void fill_zen_decode(CpuKernels& k);  // avx2/decode.cpp: Q4_K, Q6_K one-token decode over k's entries (Zen)
-void fill_packed(CpuKernels& k);      // avx2/panel_gemm.cpp: pack / packed_gemm of Q4_0, Q5_0, Q8_0
+void fill_packed(CpuKernels& k);      // avx2/packed_gemm.cpp: pack / packed_gemm (repack at load)
 }  // namespace avx2
 namespace avx512 {
 void fill_kernels(CpuKernels& k);     // avx512/kernels.cpp (likewise)

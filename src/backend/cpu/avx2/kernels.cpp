@@ -1,6 +1,6 @@
 // AVX2 + FMA + F16C level: the shared 256-bit kernels with maddubs/madd dot products, 4-token tiles
-// (16 ymm registers), from 16 tokens the panel kernels of panel_gemm.cpp (which also decodes the Q4_0, Q5_0 and
-// Q8_0 panels repacked at load), and on Zen the one-token Q4_K and Q6_K kernels of decode.cpp. Compiled with
+// (16 ymm registers), from 16 tokens the panel kernels of panel_gemm.cpp, the panels repacked at load of
+// packed_gemm.cpp, and on Zen the one-token Q4_K and Q6_K kernels of decode.cpp. Compiled with
 // -mavx2 -mfma -mf16c only; nothing here may run on a lesser CPU before dispatch.cpp has checked cpu_features().
 #include <immintrin.h>
 
