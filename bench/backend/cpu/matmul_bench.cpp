@@ -133,6 +133,9 @@ int main(int argc, char** argv) {
         if (kernels_for(isa, uarch).pack[uint32_t(t)]) {
           benchmark::RegisterBenchmark(("decode_packed/" + name).c_str(), bench_packed, isa, uarch, t, 4096, 8192, 1)
               ->Unit(benchmark::kMillisecond);
+          // Out of L2 as decode_l2: the repacked kernel's own speed, where a thread's DRAM share does not cap it.
+          benchmark::RegisterBenchmark(("decode_l2_packed/" + name).c_str(), bench_packed, isa, uarch, t, 2048, 1024, 1)
+              ->Unit(benchmark::kMicrosecond);
           if (640 % tandem::block_size(t) == 0)  // whole blocks only: the k-quants' 256 do not divide 640
             for (int64_t n : {1, 2, 4, 8})
               benchmark::RegisterBenchmark(("few_vocab_packed/" + name + "/n" + std::to_string(n)).c_str(),
