@@ -327,13 +327,11 @@ inline __m256 f16x8(const uint8_t* sb, size_t at, int h) {
 // shares (so the same bits in any call).
 template <class F>
 inline __m256 add_super(__m256 acc, __m256i is, __m256i bias, __m256 dw, __m256 dmin, float ad) {
-  const __m256 a = _mm256_set1_ps(ad);
   if constexpr (F::kMin) {
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dw, a), acc);
-    return _mm256_fnmadd_ps(_mm256_cvtepi32_ps(bias), _mm256_mul_ps(dmin, a), acc);
+    return add_super_min(acc, is, bias, dw, dmin, ad);
   } else {
     const __m256i total = _mm256_sub_epi32(is, _mm256_slli_epi32(bias, std::countr_zero(unsigned(F::kOffset))));
-    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dw, a), acc);
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(dw, _mm256_set1_ps(ad)), acc);
   }
 }
 
@@ -460,32 +458,26 @@ void group16_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const
 
 // ---- Q4_K panels kept from load (x86/packed_x86.inc's PackedQ4K) ----------------------------------------
 // As Q6_K's above: a sub-block's 8 rows are four loads, each two steps' codes in its nibbles; four steps' pair sums
-// add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins stay in float. The exact integer
-// and the float steps of q4k_tile, in its order, so the same bits in a call of any size (calls of kMinTokens and
-// more unpack each panel into q4k_tile's layout). The one-row kernel (decode.cpp) decodes every row's scales and
-// read 31 GB/s a thread from L3 (Zen 5, tandem_cpu_bench decode/Q4_K/avx2-zen).
+// add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins one vpmaddwd per two sub-blocks
+// against the activation's sub-block sums. The exact integers and the float steps of q4k_tile, so the same bits in
+// a call of any size (calls of kMinTokens and more unpack each panel into q4k_tile's layout). Integer mins where
+// they were a float multiply-add per sub-block: 19.5 -> 23.6 GB/s a thread out of L2, one token (AMD EPYC Zen 3,
+// decode_l2_packed/Q4_K/avx2-zen, three alternations); prefill unchanged within the noise.
 
-// Sub-block q's 6-bit scales (kScales) or mins (kMins) for the 8 rows of half h, as int32.
-inline __m256i q4k_bytes32(const uint8_t* sb, size_t at, int q, int h) {
-  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + at + 16 * q + 8 * h)));
+// Sub-blocks q and q + 1's mins for the 8 rows of half h as int16 pairs.
+inline __m256i q4k_min_pairs(const uint8_t* sb, int q, int h) {
+  return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(bytes8(sb + PackedQ4K::kMins + 16 * q + 8 * h),
+                                                bytes8(sb + PackedQ4K::kMins + 16 * (q + 1) + 8 * h)));
 }
 
-// Sub-block q's scales for the 8 rows of half h as [s, s] int16 pairs, vpmaddwd's other operand.
+// Sub-block q's scales for the 8 rows of half h as [s, s] int16 pairs.
 inline __m256i q4k_scale_pairs(const uint8_t* sb, int q, int h) {
-  const __m256i s = q4k_bytes32(sb, PackedQ4K::kScales, q, h);
-  return _mm256_or_si256(s, _mm256_slli_epi32(s, 16));
-}
-
-// Sub-block q's mins times dmin for the 8 rows of half h: scales_mins_k4's product.
-inline __m256 q4k_wmin(const uint8_t* sb, int q, int h) {
-  const __m256 dmin =
-      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ4K::kDmin + 16 * h)));
-  return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(q4k_bytes32(sb, PackedQ4K::kMins, q, h)));
+  return scale_pairs(bytes8(sb + PackedQ4K::kScales + 16 * q + 8 * h));
 }
 
 // Vector j of sub-block q, half h: steps j (low nibbles) and j + 4 (high).
 inline __m256i q4k_nibbles(const uint8_t* sb, int q, int j, int h) {
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(sb + PackedQ4K::kNibbles + (4 * q + j) * 64 + 32 * h));
+  return load32(sb + PackedQ4K::kNibbles + (4 * q + j) * 64 + 32 * h);
 }
 
 // NT tokens (a: their Q8_K rows) against one panel's rows [0, nr): one token takes both halves at once, more a half
@@ -528,19 +520,18 @@ void q4k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel
           }
         }
       }
+      int32_t pairs[NT][4];
+      for (int t = 0; t < NT; ++t) q4k_sum_pairs(a[t][b], pairs[t]);
       for (int hh = 0; hh < kHalves; ++hh) {
         const int h = h0 + hh;
-        for (int q = 0; q < 8; ++q) {
-          const __m256 wm = q4k_wmin(sb, q, h);
-          for (int t = 0; t < NT; ++t) {
-            const float amin = a[t][b].d * float(a[t][b].bsums[2 * q] + a[t][b].bsums[2 * q + 1]);
-            acc[hh][t] = _mm256_fnmadd_ps(wm, _mm256_set1_ps(amin), acc[hh][t]);
-          }
+        __m256i ms[NT];
+        for (int t = 0; t < NT; ++t) ms[t] = _mm256_setzero_si256();
+        for (int i = 0; i < 4; ++i) {
+          const __m256i m = q4k_min_pairs(sb, 2 * i, h);
+          for (int t = 0; t < NT; ++t) ms[t] = _mm256_add_epi32(ms[t], _mm256_madd_epi16(m, _mm256_set1_epi32(pairs[t][i])));
         }
-        const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ4K::kD + 16 * h)));
-        for (int t = 0; t < NT; ++t)
-          acc[hh][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[hh][t]), _mm256_mul_ps(dw, _mm256_set1_ps(a[t][b].d)),
-                                       acc[hh][t]);
+        const __m256 dw = f16x8(sb, PackedQ4K::kD, h), dmin = f16x8(sb, PackedQ4K::kDmin, h);
+        for (int t = 0; t < NT; ++t) acc[hh][t] = add_super_min(acc[hh][t], is[hh][t], ms[t], dw, dmin, a[t][b].d);
       }
     }
     for (int hh = 0; hh < kHalves && 8 * (h0 + hh) < nr; ++hh) {
@@ -557,9 +548,8 @@ struct Q4KPackedTile {
   }
 };
 
-// A packed panel in q4k_tile's layout (unpack_panel<PQ4_K> and q4k_int_scales'): codes, mins times dmin, scale
-// pairs and d.
-void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, float* wmin, int32_t* sc, float* d) {
+// A packed panel in q4k_tile's layout (unpack_panel<PQ4_K>'s codes, q4k_int_scales' scales).
+void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, const Q4KScales& k) {
   const __m256i m4 = _mm256_set1_epi8(0x0f);
   for (int64_t b = 0; b < n / 256; ++b) {
     const uint8_t* sb = panel + size_t(b) * PackedQ4K::kBytes;
@@ -571,11 +561,12 @@ void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, floa
           _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * j), _mm256_and_si256(v, m4));
           _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * (j + 4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
         }
-        _mm256_store_si256(reinterpret_cast<__m256i*>(sc + (b * 8 + q) * 16 + 8 * h), q4k_scale_pairs(sb, q, h));
-        _mm256_store_ps(wmin + (b * 8 + q) * 16 + 8 * h, q4k_wmin(sb, q, h));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(k.sc + (b * 8 + q) * 16 + 8 * h), q4k_scale_pairs(sb, q, h));
+        if (q % 2 == 0)
+          _mm256_store_si256(reinterpret_cast<__m256i*>(k.mins + (b * 4 + q / 2) * 16 + 8 * h), q4k_min_pairs(sb, q, h));
       }
-      _mm256_store_ps(d + b * 16 + 8 * h,
-                      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ4K::kD + 16 * h))));
+      _mm256_store_ps(k.d + b * 16 + 8 * h, f16x8(sb, PackedQ4K::kD, h));
+      _mm256_store_ps(k.dmin + b * 16 + 8 * h, f16x8(sb, PackedQ4K::kDmin, h));
     }
   }
 }
@@ -585,17 +576,14 @@ void q4k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const voi
                      int64_t n_tokens, float* y, size_t y_stride) {
   const size_t bytes = packed_panel_bytes<PQ4_K>(n);
   if (n_tokens >= kMinTokens) {
-    Scratch& s = t_scratch;
     Panel p;
     prepare_activations<PQ4_K>(p, n, x, x_stride, n_tokens);
-    uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);
-    float* wmin = s.wmin.get<float>(size_t(p.n_groups) * 16);
-    int32_t* sc = s.signs.get<int32_t>(size_t(p.n_groups) * 16);
-    float* d = t_row_d.get<float>(size_t(n / 256) * 16);
-    p.codes = codes, p.wscale = nullptr, p.wmin = wmin;
+    uint8_t* codes = t_scratch.codes.get<uint8_t>(size_t(n) * 16);
+    const Q4KScales k = q4k_scales(n, x, x_stride, n_tokens);
+    p.codes = codes, p.wscale = nullptr, p.wmin = nullptr;
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-      q4k_panel_from_packed(panels + size_t(r0 / 16) * bytes, n, codes, wmin, sc, d);
-      q4k_panel_tiles(p, sc, d, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
+      q4k_panel_from_packed(panels + size_t(r0 / 16) * bytes, n, codes, k);
+      q4k_panel_tiles(p, k, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
     }
     return;
   }

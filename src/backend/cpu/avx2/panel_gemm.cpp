@@ -63,17 +63,21 @@ void q6k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
   }
 }
 
-// The shared panel's codes, mins and activations; sc and d from the blocks' integer scales.
-void q4k_int_scales(const uint8_t* w, size_t w_stride, int nr, int64_t n, int32_t* sc, float* d) {
+// A panel's integer scales and mins from its rows' blocks (rows nr.. zero).
+void q4k_int_scales(const uint8_t* w, size_t w_stride, int nr, int64_t n, const Q4KScales& k) {
   for (int64_t b = 0; b < n / 256; ++b)
     for (int r = 0; r < 16; ++r) {
       const BlockQ4_K* blk = r < nr ? &reinterpret_cast<const BlockQ4_K*>(w + r * w_stride)[b] : nullptr;
-      for (int j = 0; j < 8; ++j) {  // ggml's get_scale_min_k4, scales only
+      for (int j = 0; j < 8; ++j) {  // ggml's get_scale_min_k4
         const uint8_t* q = blk ? blk->scales : nullptr;
         const int v = !q ? 0 : j < 4 ? q[j] & 63 : (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
-        sc[(b * 8 + j) * 16 + r] = int32_t(uint32_t(v) * 0x10001u);
+        const int m = !q ? 0 : j < 4 ? q[j + 4] & 63 : (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        k.sc[(b * 8 + j) * 16 + r] = int32_t(uint32_t(v) * 0x10001u);
+        int32_t& pair = k.mins[(b * 4 + j / 2) * 16 + r];
+        pair = j % 2 ? pair | m << 16 : m;
       }
-      d[b * 16 + r] = blk ? h2f(blk->d) : 0.0f;
+      k.d[b * 16 + r] = blk ? h2f(blk->d) : 0.0f;
+      k.dmin[b * 16 + r] = blk ? h2f(blk->dmin) : 0.0f;
     }
 }
 
@@ -89,16 +93,15 @@ void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
   uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);
   float* wscale = s.wscale.get<float>(size_t(p.n_groups) * 16);
   float* wmin = s.wmin.get<float>(size_t(p.n_groups) * 16);
-  int32_t* sc = s.signs.get<int32_t>(size_t(p.n_groups) * 16);  // no sign step in this panel
-  float* d = t_row_d.get<float>(size_t(n / 256) * 16);
+  const Q4KScales k = q4k_scales(n, x, x_stride, n_tokens);
   p.codes = codes, p.wscale = wscale, p.wmin = wmin;
   uint8_t* rows = s.rows.get<uint8_t>(16 * 256);
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
     const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
     unpack_panel<PQ4_K>(wb + r0 * w_stride, w_stride, nr, n, codes, wscale, wmin, rows);
-    q4k_int_scales(wb + r0 * w_stride, w_stride, nr, n, sc, d);
-    q4k_panel_tiles(p, sc, d, nr, n_tokens, y + r0, y_stride);
+    q4k_int_scales(wb + r0 * w_stride, w_stride, nr, n, k);
+    q4k_panel_tiles(p, k, nr, n_tokens, y + r0, y_stride);
   }
 }
 
