@@ -18,7 +18,7 @@ namespace {
 
 #include "backend/cpu/avx2/tiles_avx2.inc"
 
-// ---- panels kept from load: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q8_0, Q5_K and IQ4_XS (x86/packed_x86.inc) -
+// ---- panels kept from load: Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q8_0 and IQ4_XS (x86/packed_x86.inc) ------
 // Decode reads the AVX-512 level's 16-row panels as two ymm halves of 8 rows: a step's codes one to five
 // operations from a load, a group's scales for 8 rows one conversion, where the one-row kernels spent two scalar
 // f16 conversions and a broadcast per block and row (Zen 5, --cpu-isa avx2, synth 1B Q4_0: 14 GB/s a thread,
@@ -51,14 +51,6 @@ inline __m256i packed_half(const uint8_t* panel, int64_t n, int64_t g, int s, in
     const __m256i v = load(sb + PackedIQ4XS::kNibbles + (4 * (g % 8) + (s & 3)) * 64 + 32 * h);
     const __m256i idx = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
     return _mm256_shuffle_epi8(iq4_grid(), idx);
-  } else if constexpr (P::kType == WeightType::Q5_K) {  // Q4_K's nibbles, the fifth bits a step to a bit
-    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
-    const int q = int(g % 8);
-    const __m256i v = load(sb + PackedQ5K::kNibbles + (4 * q + (s & 3)) * 64 + 32 * h);
-    const __m256i low = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
-    const __m256i fifth = _mm256_and_si256(
-        _mm256_srl_epi16(load(sb + PackedQ5K::kFifth + 64 * q + 32 * h), _mm_cvtsi32_si128(s)), _mm256_set1_epi8(1));
-    return _mm256_or_si256(low, _mm256_slli_epi16(fifth, 4));
   } else if constexpr (kNibblePanel<P>) {
     const __m256i v = load(panel + g * 256 + (s & 3) * 64 + 32 * h);
     const __m256i c = _mm256_and_si256(s < 4 ? v : _mm256_srli_epi16(v, 4), _mm256_set1_epi8(0x0f));
@@ -81,30 +73,17 @@ inline __m256 packed_wscale(const uint8_t* panel, int64_t n, int64_t g, int h) {
     const uint8_t* sb = panel + size_t(g / 8) * PackedIQ4XS::kBytes;
     const __m256i sc = _mm256_cvtepi8_epi32(bytes(sb + PackedIQ4XS::kScales + 16 * (g % 8) + 8 * h));
     return _mm256_mul_ps(f16(sb + PackedIQ4XS::kD + 16 * h), _mm256_cvtepi32_ps(sc));
-  } else if constexpr (P::kType == WeightType::Q5_K) {  // d * 6-bit scale
-    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
-    const __m256i sc = _mm256_cvtepu8_epi32(bytes(sb + PackedQ5K::kScales + 16 * (g % 8) + 8 * h));
-    return _mm256_mul_ps(f16(sb + PackedQ5K::kD + 16 * h), _mm256_cvtepi32_ps(sc));
   } else {
     return f16(panel + packed_scales_at<P>(n) + 32 * g + 16 * h);
   }
 }
 
-// Group g's mins for the 8 rows of half h (P::kMin), as the unpacked panel's floats: Q5_K's times dmin, Q4_1's and
-// Q5_1's negated f16.
+// Group g's mins for the 8 rows of half h (P::kMin: Q4_1, Q5_1), as the unpacked panel's floats: the negated f16.
 template <class P>
 inline __m256 packed_wmin(const uint8_t* panel, int64_t n, int64_t g, int h) {
-  if constexpr (kNibblePanel<P>) {
-    const __m256 m =
-        _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(panel + packed_mins_at<P>(n) + 32 * g + 16 * h)));
-    return _mm256_xor_ps(m, _mm256_set1_ps(-0.0f));
-  } else {
-    const uint8_t* sb = panel + size_t(g / 8) * PackedQ5K::kBytes;
-    const __m256 dmin =
-        _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kDmin + 16 * h)));
-    const __m128i mins = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(sb + PackedQ5K::kMins + 16 * (g % 8) + 8 * h));
-    return _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(mins)));
-  }
+  const __m256 m =
+      _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(panel + packed_mins_at<P>(n) + 32 * g + 16 * h)));
+  return _mm256_xor_ps(m, _mm256_set1_ps(-0.0f));
 }
 
 // NT tokens (from t0) against one packed panel's rows [0, nr), group by group: one token (two of Q8_0) takes both
@@ -456,13 +435,16 @@ void group16_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const
   super_few_tokens<Group16PackedTile<F>>(n, panels, bytes, n_rows, x, x_stride, n_tokens, y, y_stride);
 }
 
-// ---- Q4_K panels kept from load (x86/packed_x86.inc's PackedQ4K) ----------------------------------------
-// As Q6_K's above: a sub-block's 8 rows are four loads, each two steps' codes in its nibbles; four steps' pair sums
+// ---- Q4_K and Q5_K panels kept from load (x86/packed_x86.inc's PackedQ4K, PackedQ5K) -------------------
+// As Q6_K's above: a sub-block's 8 rows are four loads, each two steps' codes in its nibbles (Q5_K's fifth bits one
+// load more, a step to a bit; codes <= 31 still let four steps' pair sums add in int16, q4k_tile); four steps' pair sums
 // add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins one vpmaddwd per two sub-blocks
 // against the activation's sub-block sums. The exact integers and the float steps of q4k_tile, so the same bits in
 // a call of any size (calls of kMinTokens and more unpack each panel into q4k_tile's layout). Integer mins where
 // they were a float multiply-add per sub-block: 19.5 -> 23.6 GB/s a thread out of L2, one token (AMD EPYC Zen 3,
-// decode_l2_packed/Q4_K/avx2-zen, three alternations); prefill unchanged within the noise.
+// decode_l2_packed/Q4_K/avx2-zen, three alternations); prefill unchanged within the noise. Q5_K, which went through
+// the float tile (a float step per 32 inputs), this way: one token out of L2 40 -> 53 GFLOP/s, prefill512_packed
+// 108 -> 128 GFLOP/s, synth 1B Q5_K_M pp256 +15-24% (same machine).
 
 // Sub-blocks q and q + 1's mins for the 8 rows of half h as int16 pairs.
 inline __m256i q4k_min_pairs(const uint8_t* sb, int q, int h) {
@@ -475,45 +457,61 @@ inline __m256i q4k_scale_pairs(const uint8_t* sb, int q, int h) {
   return scale_pairs(bytes8(sb + PackedQ4K::kScales + 16 * q + 8 * h));
 }
 
-// Vector j of sub-block q, half h: steps j (low nibbles) and j + 4 (high).
-inline __m256i q4k_nibbles(const uint8_t* sb, int q, int j, int h) {
-  return load32(sb + PackedQ4K::kNibbles + (4 * q + j) * 64 + 32 * h);
-}
+// Sub-block q's codes of steps j (lo) and j + 4 (hi), half h, j < 4: the nibbles, and Q5_K's fifth bits.
+struct Q4KCodes {
+  using Packed = PackedQ4K;
+  static void codes(const uint8_t* sb, int q, int j, int h, __m256i& lo, __m256i& hi) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    const __m256i v = load32(sb + PackedQ4K::kNibbles + (4 * q + j) * 64 + 32 * h);
+    lo = _mm256_and_si256(v, m4);
+    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+  }
+};
+
+struct Q5KCodes {
+  using Packed = PackedQ5K;
+  static void codes(const uint8_t* sb, int q, int j, int h, __m256i& lo, __m256i& hi) {
+    const __m256i bit4 = _mm256_set1_epi8(0x10);
+    Q4KCodes::codes(sb, q, j, h, lo, hi);
+    const __m256i f = load32(sb + PackedQ5K::kFifth + 64 * q + 32 * h);  // step s's fifth bit at bit s
+    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(f, 4 - j), bit4));
+    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_srli_epi16(f, j), bit4));
+  }
+};
 
 // NT tokens (a: their Q8_K rows) against one panel's rows [0, nr): one token takes both halves at once, more a half
 // at a time.
-template <int NT>
+template <class F, int NT>
 void q4k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y,
                      size_t y_stride) {
+  constexpr size_t kBytes = F::Packed::kBytes;
   constexpr int kHalves = NT == 1 ? 2 : 1;
-  constexpr size_t kShare = (PackedQ4K::kBytes / 8 + 63) / 64 * 64;  // of the next super-block, per sub-block
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  constexpr size_t kShare = (kBytes / 8 + 63) / 64 * 64;  // of the next super-block, per sub-block
   for (int h0 = 0; h0 < 2 && 8 * h0 < nr; h0 += kHalves) {
     __m256 acc[kHalves][NT];
     for (int hh = 0; hh < kHalves; ++hh)
       for (int t = 0; t < NT; ++t) acc[hh][t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b) {
-      const uint8_t* sb = panel + size_t(b) * PackedQ4K::kBytes;
+      const uint8_t* sb = panel + size_t(b) * kBytes;
       __m256i is[kHalves][NT];
       for (int hh = 0; hh < kHalves; ++hh)
         for (int t = 0; t < NT; ++t) is[hh][t] = _mm256_setzero_si256();
       for (int q = 0; q < 8; ++q) {
         if (h0 == 0)  // the next super-block, a share per sub-block (as Q6_K's)
           for (size_t l = 0; l < kShare; l += 64)
-            _mm_prefetch(reinterpret_cast<const char*>(sb + PackedQ4K::kBytes + q * kShare + l), _MM_HINT_T0);
+            _mm_prefetch(reinterpret_cast<const char*>(sb + kBytes + q * kShare + l), _MM_HINT_T0);
         for (int hh = 0; hh < kHalves; ++hh) {
           const int h = h0 + hh;
-          __m256i v[4];
-          for (int j = 0; j < 4; ++j) v[j] = q4k_nibbles(sb, q, j, h);
+          __m256i u[8];  // steps 0..7
+          for (int j = 0; j < 4; ++j) F::codes(sb, q, j, h, u[j], u[j + 4]);
           const __m256i sc = q4k_scale_pairs(sb, q, h);
           for (int t = 0; t < NT; ++t) {
             const int8_t* at = a[t][b].qs + 32 * q;
-            __m256i lo = _mm256_maddubs_epi16(_mm256_and_si256(v[0], m4), bcast4(at));
-            __m256i hi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v[0], 4), m4), bcast4(at + 16));
+            __m256i lo = _mm256_maddubs_epi16(u[0], bcast4(at));
+            __m256i hi = _mm256_maddubs_epi16(u[4], bcast4(at + 16));
             for (int j = 1; j < 4; ++j) {
-              lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(_mm256_and_si256(v[j], m4), bcast4(at + 4 * j)));
-              hi = _mm256_add_epi16(
-                  hi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v[j], 4), m4), bcast4(at + 16 + 4 * j)));
+              lo = _mm256_add_epi16(lo, _mm256_maddubs_epi16(u[j], bcast4(at + 4 * j)));
+              hi = _mm256_add_epi16(hi, _mm256_maddubs_epi16(u[j + 4], bcast4(at + 16 + 4 * j)));
             }
             is[hh][t] = _mm256_add_epi32(is[hh][t],
                                          _mm256_add_epi32(_mm256_madd_epi16(lo, sc), _mm256_madd_epi16(hi, sc)));
@@ -541,25 +539,27 @@ void q4k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel
   }
 }
 
+template <class F>
 struct Q4KPackedTile {
   template <int NT>
   static void run(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel, int nr, float* y, size_t y_stride) {
-    q4k_packed_tile<NT>(a, nb, panel, nr, y, y_stride);
+    q4k_packed_tile<F, NT>(a, nb, panel, nr, y, y_stride);
   }
 };
 
 // A packed panel in q4k_tile's layout (unpack_panel<PQ4_K>'s codes, q4k_int_scales' scales).
+template <class F>
 void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, const Q4KScales& k) {
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
   for (int64_t b = 0; b < n / 256; ++b) {
-    const uint8_t* sb = panel + size_t(b) * PackedQ4K::kBytes;
+    const uint8_t* sb = panel + size_t(b) * F::Packed::kBytes;
     for (int h = 0; h < 2; ++h) {
       for (int q = 0; q < 8; ++q) {
         uint8_t* c = codes + (b * 8 + q) * 512 + 32 * h;
         for (int j = 0; j < 4; ++j) {
-          const __m256i v = q4k_nibbles(sb, q, j, h);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * j), _mm256_and_si256(v, m4));
-          _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * (j + 4)), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+          __m256i lo, hi;
+          F::codes(sb, q, j, h, lo, hi);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * j), lo);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(c + 64 * (j + 4)), hi);
         }
         _mm256_store_si256(reinterpret_cast<__m256i*>(k.sc + (b * 8 + q) * 16 + 8 * h), q4k_scale_pairs(sb, q, h));
         if (q % 2 == 0)
@@ -571,10 +571,11 @@ void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, cons
   }
 }
 
-// kernels.h PackedGemmFn for Q4_K.
+// kernels.h PackedGemmFn for Q4_K and Q5_K.
+template <class F>
 void q4k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const void* x, size_t x_stride,
                      int64_t n_tokens, float* y, size_t y_stride) {
-  const size_t bytes = packed_panel_bytes<PQ4_K>(n);
+  const size_t bytes = size_t(n / 256) * F::Packed::kBytes;
   if (n_tokens >= kMinTokens) {
     Panel p;
     prepare_activations<PQ4_K>(p, n, x, x_stride, n_tokens);
@@ -582,12 +583,12 @@ void q4k_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const voi
     const Q4KScales k = q4k_scales(n, x, x_stride, n_tokens);
     p.codes = codes, p.wscale = nullptr, p.wmin = nullptr;
     for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
-      q4k_panel_from_packed(panels + size_t(r0 / 16) * bytes, n, codes, k);
+      q4k_panel_from_packed<F>(panels + size_t(r0 / 16) * bytes, n, codes, k);
       q4k_panel_tiles(p, k, int(n_rows - r0 < 16 ? n_rows - r0 : 16), n_tokens, y + r0, y_stride);
     }
     return;
   }
-  super_few_tokens<Q4KPackedTile>(n, panels, bytes, n_rows, x, x_stride, n_tokens, y, y_stride);
+  super_few_tokens<Q4KPackedTile<F>>(n, panels, bytes, n_rows, x, x_stride, n_tokens, y, y_stride);
 }
 
 template <class P>
@@ -603,13 +604,14 @@ void fill_packed(CpuKernels& k) {
   set_packed<PQ8_0>(k);
   set_packed<PQ4_0>(k);
   set_packed<PQ5_0>(k);
-  set_packed<PQ5_K>(k);
   set_packed<PIQ4_XS>(k);
   set_packed<PIQ4_NL>(k);
   set_packed<PQ4_1>(k);
   set_packed<PQ5_1>(k);
   k.pack[uint32_t(WeightType::Q4_K)] = pack<PQ4_K>;
-  k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm;
+  k.packed_gemm[uint32_t(WeightType::Q4_K)] = q4k_packed_gemm<Q4KCodes>;
+  k.pack[uint32_t(WeightType::Q5_K)] = pack<PQ5_K>;
+  k.packed_gemm[uint32_t(WeightType::Q5_K)] = q4k_packed_gemm<Q5KCodes>;
   k.pack[uint32_t(WeightType::Q6_K)] = pack<PQ6_K>;
   k.packed_gemm[uint32_t(WeightType::Q6_K)] = group16_packed_gemm<Q6KFormat>;
   k.pack[uint32_t(WeightType::Q3_K)] = pack<PQ3_K>;
