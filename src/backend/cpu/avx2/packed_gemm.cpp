@@ -547,7 +547,7 @@ struct Q4KPackedTile {
   }
 };
 
-// A packed panel in q4k_tile's layout (unpack_panel<PQ4_K>'s codes, q4k_int_scales' scales).
+// A packed panel in q4k_tile's layout (unpack_panel<PQ4_K>'s codes, k_int_scales' scales).
 template <class F>
 void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, const Q4KScales& k) {
   for (int64_t b = 0; b < n / 256; ++b) {

@@ -63,11 +63,12 @@ void q6k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
   }
 }
 
-// A panel's integer scales and mins from its rows' blocks (rows nr.. zero).
-void q4k_int_scales(const uint8_t* w, size_t w_stride, int nr, int64_t n, const Q4KScales& k) {
+// A Q4_K or Q5_K panel's integer scales and mins from its rows' blocks B (rows nr.. zero).
+template <class B>
+void k_int_scales(const uint8_t* w, size_t w_stride, int nr, int64_t n, const Q4KScales& k) {
   for (int64_t b = 0; b < n / 256; ++b)
     for (int r = 0; r < 16; ++r) {
-      const BlockQ4_K* blk = r < nr ? &reinterpret_cast<const BlockQ4_K*>(w + r * w_stride)[b] : nullptr;
+      const B* blk = r < nr ? &reinterpret_cast<const B*>(w + r * w_stride)[b] : nullptr;
       for (int j = 0; j < 8; ++j) {  // ggml's get_scale_min_k4
         const uint8_t* q = blk ? blk->scales : nullptr;
         const int v = !q ? 0 : j < 4 ? q[j] & 63 : (q[j + 4] & 0xf) | ((q[j - 4] >> 6) << 4);
@@ -81,15 +82,16 @@ void q4k_int_scales(const uint8_t* w, size_t w_stride, int nr, int64_t n, const 
     }
 }
 
-template <Uarch kUarch>
+// Q4_K and Q5_K (P): the shared panel's codes and activations, the integer scales and mins from the blocks.
+template <Uarch kUarch, class P>
 void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, const void* x, size_t x_stride,
                     int64_t n_tokens, float* y, size_t y_stride) {
-  const uint32_t id = uint32_t(WeightType::Q4_K);
+  const uint32_t id = uint32_t(P::kType);
   if (n_tokens < kMinTokens)
     return g_small[int(kUarch)][id](n, w, w_stride, n_rows, x, x_stride, n_tokens, y, y_stride);
   Scratch& s = t_scratch;
   Panel p;
-  prepare_activations<PQ4_K>(p, n, x, x_stride, n_tokens);
+  prepare_activations<P>(p, n, x, x_stride, n_tokens);
   uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);
   float* wscale = s.wscale.get<float>(size_t(p.n_groups) * 16);
   float* wmin = s.wmin.get<float>(size_t(p.n_groups) * 16);
@@ -99,8 +101,8 @@ void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
     const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-    unpack_panel<PQ4_K>(wb + r0 * w_stride, w_stride, nr, n, codes, wscale, wmin, rows);
-    q4k_int_scales(wb + r0 * w_stride, w_stride, nr, n, k);
+    unpack_panel<P>(wb + r0 * w_stride, w_stride, nr, n, codes, wscale, wmin, rows);
+    k_int_scales<typename P::W>(wb + r0 * w_stride, w_stride, nr, n, k);
     q4k_panel_tiles(p, k, nr, n_tokens, y + r0, y_stride);
   }
 }
@@ -115,7 +117,8 @@ void fill(CpuKernels& k) {
     k.panel[uint32_t(t)] = true;
   };
   set(WeightType::Q6_K, q6k_panel_gemm<kUarch>);
-  set(WeightType::Q4_K, q4k_panel_gemm<kUarch>);
+  set(WeightType::Q4_K, q4k_panel_gemm<kUarch, PQ4_K>);
+  set(WeightType::Q5_K, q4k_panel_gemm<kUarch, PQ5_K>);
 }
 
 }  // namespace
