@@ -179,7 +179,10 @@ def test_llama_reads_tandem_base_file(tandem_bin, model, text_slice, tmp_path):
     s = parse_kld(llama("-m", model, "--kl-divergence-base", base, "--kl-divergence"))
     assert len(s["chunk_lines"]) == b["chunks"]
     assert s["ppl_base"] == pytest.approx(ppl, abs=1.5e-4)  # Tandem's logits, read by llama.cpp
-    assert s["ppl"] == pytest.approx(b["ppl"], abs=1.5e-4)  # llama.cpp's own, as when it wrote its file
+    # llama.cpp's own, as without the file: measured here, since its builds for other ISAs differ (its AVX2 build's
+    # 3.0305 against the fixture's 2.9519 from AVX-512, AMD EPYC Zen 3)
+    _, own, _ = parse_ppl(llama("-m", model, "-f", text_slice, "-c", b["ctx"], "--chunks", b["chunks"]))
+    assert s["ppl"] == pytest.approx(own, abs=1.5e-4)
     assert 0 <= s["kld"] < KLD_MAX
     assert s["same_top"] > SAME_TOP_MIN
 
