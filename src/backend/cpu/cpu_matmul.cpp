@@ -4,9 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 
 #include <sys/mman.h>
 
@@ -240,28 +238,9 @@ ExpertMatrix expert_matrix(const Weight& w, const PackedWeight* packed, const vo
 }
 
 // Rows [r0, r1) of an expert's matrix times the expert's grouped rows [g0, g1) of act, into out ([grouped rows, ld],
-// columns r0..r1). r0 is whole panels. An expert in the file's layout (an expert cache's slot, a fused gate_up whose
-// halves split a panel) of a type the level repacks is packed here, a chunk at a time, and goes through the packed
-// kernels: the bits of the copy repacked at load, where the level's row kernels add in another order (the expert
-// tier's logits are those of the model all in RAM).
+// columns r0..r1). r0 is whole panels.
 void gemm_group(const CpuKernels& k, WeightType type, int64_t n, const ExpertMatrix& m, int64_t r0, int64_t r1,
                 const uint8_t* act, size_t act_row, int64_t g0, int64_t g1, float* out, int64_t ld) {
-  const uint32_t id = uint32_t(type);
-  if (!m.packed && k.pack[id]) {
-    thread_local std::unique_ptr<uint8_t, decltype(&std::free)> panels{nullptr, std::free};
-    thread_local size_t capacity = 0;
-    const size_t bytes = k.pack[id](n, nullptr, 0, r1 - r0, nullptr);
-    if (bytes > capacity) {
-      panels.reset(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)));  // pack sizes are whole 64-byte panels
-      TANDEM_CHECK(panels);
-      capacity = bytes;
-    }
-    k.pack[id](n, m.base + size_t(r0) * m.row_stride, m.row_stride, r1 - r0, panels.get());
-    for (int64_t t0 = g0; t0 < g1; t0 += kPanelTokenBlock)
-      k.packed_gemm[id](n, panels.get(), r1 - r0, act + size_t(t0) * act_row, act_row, std::min(kPanelTokenBlock, g1 - t0),
-                        out + t0 * ld + r0, size_t(ld));
-    return;
-  }
   const bool panel = m.packed || (k.panel[uint32_t(type)] && g1 - g0 > 1);
   const int64_t token_block = panel ? kPanelTokenBlock : kTokenBlock;
   for (int64_t t0 = g0; t0 < g1; t0 += token_block) {
