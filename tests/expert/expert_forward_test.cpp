@@ -1,7 +1,7 @@
-// The forward pass with --expert-cache against the runs without: the same greedy tokens and the same
-// logits, bit for bit, as the experts read through the mapping (expect_same_run), at every cache size from one expert to all of them (smaller than a batch's
-// experts runs them in groups), for split, fused and quantized files; a file truncated mid-run is an
-// error of the step that needs a missing expert, not a crash. Models: expert_models.h.
+// The forward pass with --expert-cache against the runs without: the same greedy tokens, and the same logits
+// bit for bit as the experts read through the mapping (expect_same_run), at every cache size from one expert to
+// all of them (smaller than a batch's experts runs them in groups), for split, fused and quantized files; a file
+// truncated mid-run is an error of the step that needs a missing expert, not a crash. Models: expert_models.h.
 #include <gtest/gtest.h>
 #include <unistd.h>
 

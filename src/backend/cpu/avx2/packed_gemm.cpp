@@ -437,9 +437,9 @@ void group16_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const
 
 // ---- Q4_K and Q5_K panels kept from load (x86/packed_x86.inc's PackedQ4K, PackedQ5K) -------------------
 // As Q6_K's above: a sub-block's 8 rows are four loads, each two steps' codes in its nibbles (Q5_K's fifth bits one
-// load more, a step to a bit; codes <= 31 still let four steps' pair sums add in int16, q4k_tile); four steps' pair sums
-// add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins one vpmaddwd per two sub-blocks
-// against the activation's sub-block sums. The exact integers and the float steps of q4k_tile, so the same bits in
+// load more, a step to a bit; codes <= 31 still let four steps' pair sums add in int16, q4k_tile); four steps'
+// pair sums add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins one vpmaddwd per two
+// sub-blocks against the activation's sub-block sums. The exact integers and the float steps of q4k_tile, so the same bits in
 // a call of any size (calls of kMinTokens and more unpack each panel into q4k_tile's layout). Integer mins where
 // they were a float multiply-add per sub-block: 19.5 -> 23.6 GB/s a thread out of L2, one token (AMD EPYC Zen 3,
 // decode_l2_packed/Q4_K/avx2-zen, three alternations); prefill unchanged within the noise. Q5_K, which went through
@@ -526,7 +526,8 @@ void q4k_packed_tile(const BlockQ8_K* const* a, int64_t nb, const uint8_t* panel
         for (int t = 0; t < NT; ++t) ms[t] = _mm256_setzero_si256();
         for (int i = 0; i < 4; ++i) {
           const __m256i m = q4k_min_pairs(sb, 2 * i, h);
-          for (int t = 0; t < NT; ++t) ms[t] = _mm256_add_epi32(ms[t], _mm256_madd_epi16(m, _mm256_set1_epi32(pairs[t][i])));
+          for (int t = 0; t < NT; ++t)
+            ms[t] = _mm256_add_epi32(ms[t], _mm256_madd_epi16(m, _mm256_set1_epi32(pairs[t][i])));
         }
         const __m256 dw = f16x8(sb, PackedQ4K::kD, h), dmin = f16x8(sb, PackedQ4K::kDmin, h);
         for (int t = 0; t < NT; ++t) acc[hh][t] = add_super_min(acc[hh][t], is[hh][t], ms[t], dw, dmin, a[t][b].d);
@@ -563,7 +564,8 @@ void q4k_panel_from_packed(const uint8_t* panel, int64_t n, uint8_t* codes, cons
         }
         _mm256_store_si256(reinterpret_cast<__m256i*>(k.sc + (b * 8 + q) * 16 + 8 * h), q4k_scale_pairs(sb, q, h));
         if (q % 2 == 0)
-          _mm256_store_si256(reinterpret_cast<__m256i*>(k.mins + (b * 4 + q / 2) * 16 + 8 * h), q4k_min_pairs(sb, q, h));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(k.mins + (b * 4 + q / 2) * 16 + 8 * h),
+                             q4k_min_pairs(sb, q, h));
       }
       _mm256_store_ps(k.d + b * 16 + 8 * h, f16x8(sb, PackedQ4K::kD, h));
       _mm256_store_ps(k.dmin + b * 16 + 8 * h, f16x8(sb, PackedQ4K::kDmin, h));
