@@ -437,14 +437,14 @@ void group16_packed_gemm(int64_t n, const uint8_t* panels, int64_t n_rows, const
 
 // ---- Q4_K and Q5_K panels kept from load (x86/packed_x86.inc's PackedQ4K, PackedQ5K) -------------------
 // As Q6_K's above: a sub-block's 8 rows are four loads, each two steps' codes in its nibbles (Q5_K's fifth bits one
-// load more, a step to a bit; codes <= 31 still let four steps' pair sums add in int16, q4k_tile); four steps'
-// pair sums add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins one vpmaddwd per two
-// sub-blocks against the activation's sub-block sums. The exact integers and the float steps of q4k_tile, so the same bits in
-// a call of any size (calls of kMinTokens and more unpack each panel into q4k_tile's layout). Integer mins where
-// they were a float multiply-add per sub-block: 19.5 -> 23.6 GB/s a thread out of L2, one token (AMD EPYC Zen 3,
-// decode_l2_packed/Q4_K/avx2-zen, three alternations); prefill unchanged within the noise. Q5_K, which went through
-// the float tile (a float step per 32 inputs), this way: one token out of L2 40 -> 53 GFLOP/s, prefill512_packed
-// 108 -> 128 GFLOP/s, synth 1B Q5_K_M pp256 +15-24% (same machine).
+// load more, a step to a bit; codes <= 31 still let four steps' pair sums add in int16, q4k_tile); four steps' pair
+// sums add in int16 before one vpmaddwd by the sub-block's 6-bit scale, and the mins one vpmaddwd per two sub-blocks
+// against the activation's sub-block sums. The exact integers and the float steps of q4k_tile, so the same bits in a
+// call of any size (calls of kMinTokens and more unpack each panel into q4k_tile's layout). Integer mins where they
+// were a float multiply-add per sub-block: 19.5 -> 23.6 GB/s a thread out of L2, one token (AMD EPYC Zen 3,
+// decode_l2_packed/Q4_K/avx2-zen, three alternations); prefill unchanged within the noise. Q5_K, which went through the
+// float tile (a float step per 32 inputs), this way: one token out of L2 40 -> 53 GFLOP/s, prefill512_packed 108 -> 128
+// GFLOP/s, synth 1B Q5_K_M pp256 +15-24% (same machine).
 
 // Sub-blocks q and q + 1's mins for the 8 rows of half h as int16 pairs.
 inline __m256i q4k_min_pairs(const uint8_t* sb, int q, int h) {
