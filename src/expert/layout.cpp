@@ -13,19 +13,25 @@ uint64_t MoeLayer::expert_bytes() const {
   return sum;
 }
 
+bool is_routed_expert_name(const std::string& name, int* layer) {
+  int n = -1, end = 0;
+  char kind[16] = {};
+  if (std::sscanf(name.c_str(), "blk.%d.ffn_%15[a-z_]%n", &n, kind, &end) != 2) return false;
+  const std::string k = kind;
+  if (name.compare(size_t(end), std::string::npos, ".weight") != 0 ||
+      (k != "gate_exps" && k != "up_exps" && k != "down_exps" && k != "gate_up_exps"))
+    return false;
+  if (layer) *layer = n;
+  return true;
+}
+
 Result<ExpertLayout> ExpertLayout::from_gguf(const gguf::GgufFile& file, const std::set<std::string>& skip) {
   ExpertLayout out;
   for (const auto& p : file.parts()) out.paths_.push_back(p.file.path());
   std::map<int, MoeLayer> by_layer;
   for (const auto& t : file.tensors()) {
-    int layer = -1, end = 0;
-    char kind[16] = {};
-    // llama.cpp's names: blk.N.ffn_{gate,up,down,gate_up}_exps.weight
-    if (std::sscanf(t.name.c_str(), "blk.%d.ffn_%15[a-z_]%n", &layer, kind, &end) != 2) continue;
-    const std::string k = kind;
-    if (t.name.compare(size_t(end), std::string::npos, ".weight") != 0 ||
-        (k != "gate_exps" && k != "up_exps" && k != "down_exps" && k != "gate_up_exps"))
-      continue;
+    int layer = -1;
+    if (!is_routed_expert_name(t.name, &layer)) continue;
     if (t.shape.size() != 3 || t.shape[0] <= 0 || t.size_bytes % uint64_t(t.shape[0]) != 0)
       return corrupt("%s: tensor '%s' of shape %s is not [n_expert, rows, cols] in whole experts",
                      file.path().c_str(), t.name.c_str(), t.shape_string().c_str());
@@ -36,7 +42,7 @@ Result<ExpertLayout> ExpertLayout::from_gguf(const gguf::GgufFile& file, const s
                      t.name.c_str(), (long long)t.shape[0], l.n_expert);
     l.n_expert = int(t.shape[0]);
     const uint64_t data_offset = file.parts()[t.part].header.data_offset;
-    l.tensors.push_back({t.name, t.part, data_offset + t.offset, t.size_bytes / uint64_t(t.shape[0])});
+    l.tensors.push_back({t.name, t.part, data_offset + t.offset, t.size_bytes / uint64_t(t.shape[0]), t.type, t.shape});
   }
   std::erase_if(by_layer, [&](const auto& entry) {
     return std::any_of(entry.second.tensors.begin(), entry.second.tensors.end(),

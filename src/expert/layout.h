@@ -19,6 +19,8 @@ struct ExpertTensor {
   uint32_t part = 0;         // index into ExpertLayout::paths
   uint64_t file_offset = 0;  // absolute, of expert 0
   uint64_t expert_bytes = 0;
+  WeightType type = WeightType::F32;
+  std::vector<int64_t> shape;  // the whole tensor's, [n_expert, expert_rows, row_length]
 };
 
 struct MoeLayer {
@@ -27,6 +29,10 @@ struct MoeLayer {
   std::vector<ExpertTensor> tensors;  // in name order: down, gate, gate_up, up (those present)
   uint64_t expert_bytes() const;      // all of one expert's slices
 };
+
+// Whether a tensor is a layer's routed experts by llama.cpp's names (blk.N.ffn_{gate,up,down,gate_up}_exps.weight);
+// sets *layer to N.
+bool is_routed_expert_name(const std::string& name, int* layer = nullptr);
 
 class ExpertLayout {
  public:

@@ -49,6 +49,21 @@ void bench_gemm(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_i
   state.SetLabel(isa_name(k.gemm_isa[id]));
 }
 
+// The pack itself, one thread (GB/s of the file's bytes): what the expert cache spends per expert it reads.
+void bench_pack(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows) {
+  const CpuKernels& k = kernels_for(isa, uarch);
+  const uint32_t id = uint32_t(t);
+  const std::vector<uint8_t> w = bench::random_weights(t, n_in, n_rows);
+  const size_t rb = row_bytes(t, n_in), bytes = k.pack[id](n_in, nullptr, 0, n_rows, nullptr);
+  std::unique_ptr<uint8_t, decltype(&std::free)> panels(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), std::free);
+  for (auto _ : state) {
+    k.pack[id](n_in, w.data(), rb, n_rows, panels.get());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GB/s"] =
+      benchmark::Counter(double(state.iterations()) * double(rb * n_rows) / 1e9, benchmark::Counter::kIsRate);
+}
+
 // The same product over the matrix repacked at load (kernels.h PackFn / PackedGemmFn); the pack is not timed.
 void bench_packed(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens) {
   const CpuKernels& k = kernels_for(isa, uarch, true);
@@ -131,6 +146,10 @@ int main(int argc, char** argv) {
                 ->Unit(benchmark::kMillisecond);
         // The same over the matrix repacked at load, where the level repacks the type (both tables do alike).
         if (kernels_for(isa, uarch).pack[uint32_t(t)]) {
+          // One routed expert's matrix of DeepSeek-V2-Lite (ffn_gate_exps: 1408 rows of 2048), as the expert
+          // cache packs each one it reads.
+          benchmark::RegisterBenchmark(("pack/" + name).c_str(), bench_pack, isa, uarch, t, 2048, 1408)
+              ->Unit(benchmark::kMicrosecond);
           benchmark::RegisterBenchmark(("decode_packed/" + name).c_str(), bench_packed, isa, uarch, t, 4096, 8192, 1)
               ->Unit(benchmark::kMillisecond);
           // Out of L2 as decode_l2: the repacked kernel's own speed, where a thread's DRAM share does not cap it.

@@ -22,6 +22,7 @@
 #include "backend/cpu/kernel_table.h"
 #include "backend/cpu/kernels.h"
 #include "engine/context.h"
+#include "expert/layout.h"
 #include "quant/fp16.h"
 #include "quant/quant.h"
 #include "ops_test_util.h"
@@ -245,7 +246,7 @@ TEST(Repack, ModelRepacksItsQ8_0MatricesByDefaultAndNoneWithoutRepack) {
   EXPECT_GT(worst, 0.f) << "repacked and plain gave the same bits: was the copy used?";
 }
 
-// The routed experts (3-D weights, multiplied by matmul_id) are repacked too, expert by expert, unless the file is
+// The routed experts (multiplied by matmul_id) are repacked too, expert by expert, unless the file is
 // larger than the memory the process may take (TANDEM_MEMORY_LIMIT stands in for a small machine here): their
 // copies would not fit where the mapping's pages can be let go and read again.
 TEST(Repack, ModelRepacksRoutedExpertsUnlessTheFileExceedsMemory) {
@@ -255,7 +256,7 @@ TEST(Repack, ModelRepacksRoutedExpertsUnlessTheFileExceedsMemory) {
   if (path.empty()) GTEST_SKIP() << why;
   auto packed_experts = [](const model::Model& m) {
     int n = 0;
-    for (const Weight* w : m.repacked()) n += w->shape.size() == 3;
+    for (const Weight* w : m.repacked()) n += expert::is_routed_expert_name(w->name);
     return n;
   };
   CpuBackend b1(2), b2(2), b3(2);
