@@ -138,14 +138,6 @@ class Backend {
   virtual Result<size_t> repack(const Weight& w) { return size_t(0); }
   // Frees what repack(w) took; matmul reads w as placed again. For an owner about to let w's memory go.
   virtual void release_repack(const Weight& w) {}
-  // One expert of expert weight w laid out as repack(w) lays out each of its experts, for an owner that holds
-  // experts in memory of its own (the expert cache): the bytes it takes, 0 where this device runs w's own layout.
-  virtual size_t packed_expert_bytes(const Weight& w) const { return 0; }
-  // Lays out one expert's matrix, src ([expert_rows, row_length] in w's layout), into dst (packed_expert_bytes(w)
-  // bytes, 64-byte aligned, apart from src). Only where packed_expert_bytes(w) is not 0.
-  virtual void pack_expert(const Weight& w, const void* src, void* dst) {
-    TANDEM_CHECK(!"pack_expert: this device runs experts in the file's layout");
-  }
   // An event reached once everything queued so far has run; wait(e) makes later ops wait for it (on
   // the CPU, whose ops run at once, the calling thread waits).
   virtual std::shared_ptr<Event> record() = 0;
@@ -171,17 +163,16 @@ class Backend {
   virtual void matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
                                 int64_t n_tokens, int n_used, float* y) = 0;
   // The same two ops with expert e's matrix at expert_data[e] (host memory: the expert cache's slots)
-  // instead of its slice of w.data; packed: laid out by pack_expert where packed_expert_bytes(w) is not 0 (the
-  // kernels, and bits, of repack(w)), else as in w.data; w gives type and shape. A null
+  // instead of its slice of w.data; w gives type and shape. The same kernels, so the same bits. A null
   // entry leaves the rows of y of the (token, slot) pairs routed to that expert as they were, so a
   // caller with room for only some experts at a time runs them in groups. Only a backend whose memory
   // is the host's takes them (the loader keeps cached experts on the CPU); others must not be called.
-  virtual void matmul_id_ptrs(const Weight& w, const void* const* expert_data, bool packed, const float* x, bool x_per_slot,
+  virtual void matmul_id_ptrs(const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
                               const int32_t* ids, int64_t n_tokens, int n_used, float* y) {
     TANDEM_CHECK(!"matmul_id_ptrs: experts from the expert cache run on the CPU backend only");
   }
   virtual void matmul_id_swiglu_ptrs(const Weight& gate, const void* const* gate_data, const Weight* up,
-                                     const void* const* up_data, bool packed, const float* x, const int32_t* ids,
+                                     const void* const* up_data, const float* x, const int32_t* ids,
                                      int64_t n_tokens, int n_used, float* y) {
     TANDEM_CHECK(!"matmul_id_swiglu_ptrs: experts from the expert cache run on the CPU backend only");
   }

@@ -56,7 +56,7 @@ Status check_memory(const EngineFlags& f, WeightType type_k, WeightType type_v) 
 // (`offloaded`: the tensors it puts elsewhere): RAM holds the CPU's other tensors (Model::read_resident), its
 // KV cache and a micro-batch's buffers; the cache takes what is left. Warns when the model is mapped and
 // exceeds the RAM.
-Result<placement::ExpertTier> choose_expert_tier(const EngineFlags& f, Backend& cpu, const model::Model& desc,
+Result<placement::ExpertTier> choose_expert_tier(const EngineFlags& f, const model::Model& desc,
                                                  const placement::Plan& plan, const std::set<std::string>& offloaded,
                                                  const placement::PlacementFlags& pf, const MemoryBudget& budget) {
   using Mode = placement::ExpertCacheSetting::Mode;
@@ -71,9 +71,7 @@ Result<placement::ExpertTier> choose_expert_tier(const EngineFlags& f, Backend& 
   }
   n.kv_bytes = plan.kv_bytes[0];
   n.compute_bytes = pf.reserve_bytes + pf.output_reserve_bytes;
-  n.slot_bytes = layout.layers().empty()
-                     ? 0
-                     : expert::expert_slot_bytes(layout, f.repack ? model::expert_slice_packing(cpu) : expert::SlicePacking());
+  n.slot_bytes = layout.layers().empty() ? 0 : expert::expert_slot_bytes(layout);
   n.n_experts_total = layout.n_experts_total();
   n.n_expert_used = desc.hparams().n_expert_used;
   placement::ExpertCacheSetting s = f.expert_cache;
@@ -256,7 +254,7 @@ Result<std::unique_ptr<Engine>> load_engine(const EngineFlags& f) {
     const std::vector<placement::TensorInfo> tensors = desc->tensor_infos();
     for (size_t i = 0; i < tensors.size(); ++i)
       if (where.plan.tensor_device[i] != 0 && tensors[i].alias_of.empty()) lo.offloaded.insert(tensors[i].name);
-    TANDEM_ASSIGN(tier, choose_expert_tier(f, *e->cpu, *desc, where.plan, lo.offloaded, pf, budget));
+    TANDEM_ASSIGN(tier, choose_expert_tier(f, *desc, where.plan, lo.offloaded, pf, budget));
     lo.expert_cache_bytes = tier.on ? tier.cache_bytes : 0;
     if (fit_from_disk && tier.on)  // fit's figure is mmap's; the tier reads fewer of the experts from disk
       std::fprintf(stderr, "fit:     the routed experts past the RAM go to the expert tier (--expert-cache %s), "

@@ -29,12 +29,11 @@ uint64_t now_us() {
 
 }  // namespace
 
-uint64_t expert_slot_bytes(const ExpertLayout& layout, const SlicePacking& packing) {
+uint64_t expert_slot_bytes(const ExpertLayout& layout) {
   uint64_t slot_bytes = 0;
   for (const auto& l : layout.layers()) {
     uint64_t b = 0;
-    for (const auto& t : l.tensors)
-      b += std::max(region_bytes(t.expert_bytes), packing.bytes ? round_up(packing.bytes(t)) : 0);
+    for (const auto& t : l.tensors) b += region_bytes(t.expert_bytes);
     slot_bytes = std::max(slot_bytes, b);
   }
   return slot_bytes;
@@ -45,17 +44,30 @@ Result<std::unique_ptr<ExpertCache>> ExpertCache::open(const ExpertLayout& layou
   c->layout_ = &layout;
   const auto& layers = layout.layers();
   if (layers.empty()) return invalid_argument("expert cache: the model has no routed-expert tensors");
+  const uint64_t slot_bytes = expert_slot_bytes(layout);
   for (size_t i = 0; i < layers.size(); ++i) {
     c->layer_base_.push_back(int(c->key_layer_.size()));
     c->key_layer_.insert(c->key_layer_.end(), size_t(layers[i].n_expert), int(i));
     c->reads_per_slot_ = std::max(c->reads_per_slot_, layers[i].tensors.size());
   }
-  c->budget_ = o.budget_bytes;
-  c->mlock_ = o.mlock;
-  c->packing_ = o.packing;
-  c->policy_kind_ = o.policy;
-  c->half_life_ = o.half_life;
-  TANDEM_TRY(c->allocate_slots());
+  const uint64_t n_slots = std::min<uint64_t>(o.budget_bytes / slot_bytes, c->key_layer_.size());
+  if (n_slots == 0)
+    return invalid_argument("a budget of %llu bytes holds no expert (one slot takes %llu)",
+                            (unsigned long long)o.budget_bytes, (unsigned long long)slot_bytes);
+  c->memory_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, n_slots * slot_bytes));
+  if (!c->memory_)
+    return out_of_memory("expert cache: cannot allocate %llu bytes", (unsigned long long)(n_slots * slot_bytes));
+  if (o.mlock) {
+    if (mlock(c->memory_, n_slots * slot_bytes) == 0) c->locked_ = true;
+    else c->warning_ = "--mlock could not lock the expert cache's " + std::to_string(n_slots * slot_bytes) +
+                       " bytes (" + std::strerror(errno) + "; raise RLIMIT_MEMLOCK with 'ulimit -l'); continuing unlocked";
+  }
+  c->slots_.resize(n_slots);
+  c->slot_of_key_.assign(c->key_layer_.size(), -1);
+  c->reads_.resize(n_slots * c->reads_per_slot_);
+  c->slot_bytes_ = slot_bytes;
+  c->policy_ = std::make_unique<EvictionPolicy>(o.policy, int(c->key_layer_.size()),
+                                                o.half_life > 0 ? o.half_life : 4.0 * double(n_slots));
 
   c->paths_ = o.paths;
   const std::vector<std::string>& paths = o.paths.empty() ? layout.paths() : o.paths;
@@ -91,48 +103,6 @@ Result<std::unique_ptr<ExpertCache>> ExpertCache::open(const ExpertLayout& layou
                    "): expert reads are synchronous preads";
   }
   return c;
-}
-
-Status ExpertCache::allocate_slots() {
-  if (locked_) munlock(memory_, slots_.size() * slot_bytes_);
-  std::free(memory_);
-  memory_ = nullptr;
-  locked_ = false;
-  const auto& layers = layout_->layers();
-  packed_bytes_.assign(layers.size(), {});
-  for (size_t i = 0; i < layers.size(); ++i)
-    for (const ExpertTensor& t : layers[i].tensors) packed_bytes_[i].push_back(packing_.bytes ? packing_.bytes(t) : 0);
-  const uint64_t slot_bytes = expert_slot_bytes(*layout_, packing_);
-  const uint64_t n_slots = std::min<uint64_t>(budget_ / slot_bytes, key_layer_.size());
-  if (n_slots == 0)
-    return invalid_argument("a budget of %llu bytes holds no expert (one slot takes %llu)",
-                            (unsigned long long)budget_, (unsigned long long)slot_bytes);
-  memory_ = static_cast<uint8_t*>(std::aligned_alloc(kAlign, n_slots * slot_bytes));
-  if (!memory_)
-    return out_of_memory("expert cache: cannot allocate %llu bytes", (unsigned long long)(n_slots * slot_bytes));
-  mlock_warning_.clear();
-  if (mlock_) {
-    if (mlock(memory_, n_slots * slot_bytes) == 0) locked_ = true;
-    else mlock_warning_ = "--mlock could not lock the expert cache's " + std::to_string(n_slots * slot_bytes) +
-                          " bytes (" + std::strerror(errno) + "; raise RLIMIT_MEMLOCK with 'ulimit -l'); continuing unlocked";
-  }
-  slots_.assign(n_slots, Slot());
-  slot_of_key_.assign(key_layer_.size(), -1);
-  reads_.assign(n_slots * reads_per_slot_, Read());
-  slot_bytes_ = slot_bytes;
-  policy_ = std::make_unique<EvictionPolicy>(policy_kind_, int(key_layer_.size()),
-                                             half_life_ > 0 ? half_life_ : 4.0 * double(n_slots));
-  return Status();
-}
-
-Status ExpertCache::set_packing(const SlicePacking& packing) {
-  TANDEM_CHECK(in_flight_ == 0 && stats_.bytes_read == 0);  // no slot holds an expert yet
-  packing_ = packing;
-  return allocate_slots();
-}
-
-std::string ExpertCache::warning() const {
-  return mlock_warning_.empty() || warning_.empty() ? mlock_warning_ + warning_ : mlock_warning_ + "; " + warning_;
 }
 
 ExpertCache::~ExpertCache() {
@@ -182,7 +152,6 @@ int ExpertCache::take_slot() {
 Status ExpertCache::start_reads(int s, int key) {
   Slot& slot = slots_[size_t(s)];
   slot.key = key;
-  slot.packed = false;
   slot.error = Status();
   slot_of_key_[size_t(key)] = s;
   const MoeLayer& l = layout_->layers()[size_t(key_layer_[size_t(key)])];
@@ -200,7 +169,7 @@ Status ExpertCache::start_reads(int s, int key) {
     r.need = r.skip + et.expert_bytes;
     r.length = round_up(r.need);
     r.done = 0;
-    region += std::max(region_bytes(et.expert_bytes), round_up(packed_bytes_[size_t(key_layer_[size_t(key)])][t]));
+    region += region_bytes(et.expert_bytes);
     ++slot.pending;
   }
   for (size_t t = 0; t < l.tensors.size(); ++t) TANDEM_TRY(submit_read(int(size_t(s) * reads_per_slot_ + t)));
@@ -340,32 +309,14 @@ Result<ExpertView> ExpertCache::acquire(int layer, int32_t expert) {
     slot.key = -1;
     return err;
   }
-  if (!slot.packed) pack_slot(s);
   ++slot.pins;
   ExpertView v;
-  const int l_index = key_layer_[size_t(key)];
-  const MoeLayer& l = layout_->layers()[size_t(l_index)];
+  const MoeLayer& l = layout_->layers()[size_t(key_layer_[size_t(key)])];
   for (size_t t = 0; t < l.tensors.size(); ++t) {
     const Read& r = reads_[size_t(s) * reads_per_slot_ + t];
-    const uint64_t packed = packed_bytes_[size_t(l_index)][t];
-    v.slices.push_back(packed ? std::span<const uint8_t>(r.buf, packed)
-                              : std::span<const uint8_t>(r.buf + r.skip, l.tensors[t].expert_bytes));
+    v.slices.push_back({r.buf + r.skip, l.tensors[t].expert_bytes});
   }
   return v;
-}
-
-void ExpertCache::pack_slot(int s) {
-  Slot& slot = slots_[size_t(s)];
-  const int l_index = key_layer_[size_t(slot.key)];
-  const MoeLayer& l = layout_->layers()[size_t(l_index)];
-  for (size_t t = 0; t < l.tensors.size(); ++t) {
-    if (!packed_bytes_[size_t(l_index)][t]) continue;
-    // In place: the slice moves aside, and its panels start at the region's start, where its read began.
-    const Read& r = reads_[size_t(s) * reads_per_slot_ + t];
-    staging_.assign(r.buf + r.skip, r.buf + r.skip + l.tensors[t].expert_bytes);
-    packing_.pack(l.tensors[t], staging_.data(), r.buf);
-  }
-  slot.packed = true;
 }
 
 void ExpertCache::release(int layer, int32_t expert) {

@@ -7,7 +7,6 @@
 #include <liburing.h>
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -19,14 +18,6 @@
 
 namespace tandem::expert {
 
-// How the device that runs the experts lays out a slice once it is read (CpuBackend's repacked panels: the cache's
-// experts then run the kernels, and give the bits, of experts held in RAM). bytes: what a tensor's slice takes so
-// (0: it stays as read); pack: from the slice as in the file (src) to dst (64-byte aligned, apart from src).
-struct SlicePacking {
-  std::function<uint64_t(const ExpertTensor&)> bytes;
-  std::function<void(const ExpertTensor&, const uint8_t* src, uint8_t* dst)> pack;
-};
-
 struct ExpertCacheOptions {
   uint64_t budget_bytes = 0;  // RAM for slots; at least one slot's worth
   PolicyKind policy = PolicyKind::LfuDecay;
@@ -37,7 +28,6 @@ struct ExpertCacheOptions {
   bool mlock = false;         // lock the slots in RAM (--mlock); a refusal is a warning()
   // The files to read, one per part of layout.paths(); empty: those paths. (Tests point them at a damaged copy.)
   std::vector<std::string> paths;
-  SlicePacking packing;  // none: slices stay as read
 };
 
 struct ExpertCacheStats {
@@ -66,15 +56,14 @@ struct ExpertCacheStats {
   double bandwidth_gbs() const { return read_us ? double(bytes_read) / double(read_us) / 1e3 : 0; }
 };
 
-// One resident expert: its slice of each of the layer's expert tensors, in MoeLayer::tensors order, laid out by
-// the cache's SlicePacking where it has one. Valid until release() of the expert.
+// One resident expert: its slice of each of the layer's expert tensors, in MoeLayer::tensors order. Valid
+// until release() of the expert.
 struct ExpertView {
   std::vector<std::span<const uint8_t>> slices;
 };
 
-// Bytes of one slot: the largest expert of any layer, each slice padded for its aligned read, or as laid out
-// by `packing` where that is larger.
-uint64_t expert_slot_bytes(const ExpertLayout& layout, const SlicePacking& packing = {});
+// Bytes of one slot: the largest expert of any layer, each slice padded for its aligned read.
+uint64_t expert_slot_bytes(const ExpertLayout& layout);
 
 // Single-threaded: the thread that runs the MoE layers calls every method. Owns its file descriptors,
 // the io_uring ring and the slot memory.
@@ -107,16 +96,12 @@ class ExpertCache {
     stats_.guessed_routed += guessed_routed;
     stats_.routed += routed;
   }
-  // Lays slices out by `packing` from now on (the device is known only once the model is placed): sizes the
-  // slots again, as many as the budget holds. Only before the first read.
-  Status set_packing(const SlicePacking& packing);
-  bool packs() const { return bool(packing_.pack); }  // whether it lays out slices (those packing_.bytes gives room)
   const ExpertLayout& layout() const { return *layout_; }
   uint64_t slot_bytes() const { return slot_bytes_; }
   int n_slots() const { return int(slots_.size()); }
   bool is_resident(int layer, int32_t expert) const;
   bool direct() const { return direct_; }
-  std::string warning() const;  // why the slots are not locked (--mlock), why reads are buffered: when they are
+  const std::string& warning() const { return warning_; }  // why reads are buffered, when they are
 
  private:
   struct Slot {
@@ -124,7 +109,6 @@ class ExpertCache {
     int pending = 0;  // its reads in flight
     int pins = 0;
     bool requested = false;  // filled by request(): its first acquire is a miss
-    bool packed = false;     // its slices laid out by packing_ (at its first acquire after the reads)
     Status error;     // the first failed read of the current fill
   };
   // One aligned read of one slice of a slot's expert.
@@ -139,8 +123,6 @@ class ExpertCache {
     uint64_t skip = 0;       // the slice starts at buf + skip
   };
   ExpertCache() = default;
-  Status allocate_slots();  // slots_, reads_, memory_ for budget_ and packing_
-  void pack_slot(int slot);
   Result<int> key_of(int layer, int32_t expert) const;
   int take_slot();  // a free slot, or the policy's victim among those not pinned or reading; -1: none
   Status start_reads(int slot, int key);
@@ -158,14 +140,6 @@ class ExpertCache {
   std::vector<int> fds_;
   bool direct_ = true;
   std::string warning_;
-  uint64_t budget_ = 0;
-  bool mlock_ = false;
-  std::string mlock_warning_;
-  PolicyKind policy_kind_ = PolicyKind::LfuDecay;
-  double half_life_ = 0;
-  SlicePacking packing_;
-  std::vector<std::vector<uint64_t>> packed_bytes_;  // per layer and tensor: packing_.bytes (0: as read)
-  std::vector<uint8_t> staging_;                     // a slice's bytes as read, while it is laid out in place
   io_uring ring_{};
   bool ring_ready_ = false;
   unsigned queue_depth_ = 0;

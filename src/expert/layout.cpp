@@ -42,7 +42,7 @@ Result<ExpertLayout> ExpertLayout::from_gguf(const gguf::GgufFile& file, const s
                      t.name.c_str(), (long long)t.shape[0], l.n_expert);
     l.n_expert = int(t.shape[0]);
     const uint64_t data_offset = file.parts()[t.part].header.data_offset;
-    l.tensors.push_back({t.name, t.part, data_offset + t.offset, t.size_bytes / uint64_t(t.shape[0]), t.type, t.shape});
+    l.tensors.push_back({t.name, t.part, data_offset + t.offset, t.size_bytes / uint64_t(t.shape[0])});
   }
   std::erase_if(by_layer, [&](const auto& entry) {
     return std::any_of(entry.second.tensors.begin(), entry.second.tensors.end(),

@@ -19,8 +19,6 @@ struct ExpertTensor {
   uint32_t part = 0;         // index into ExpertLayout::paths
   uint64_t file_offset = 0;  // absolute, of expert 0
   uint64_t expert_bytes = 0;
-  WeightType type = WeightType::F32;
-  std::vector<int64_t> shape;  // the whole tensor's, [n_expert, expert_rows, row_length]
 };
 
 struct MoeLayer {

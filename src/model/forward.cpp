@@ -215,9 +215,8 @@ Status cached_experts(const MoeWeights& l, const MoeConfig& c, int64_t n, const 
     // This layer's experts pinned, the next layer's guessed ones can take the other slots.
     if (st.is_ok() && g0 == 0 && g1 == unique.size() && l.next) st = prefetch_next_layer(l, c, n, x, s);
     if (st.is_ok()) {
-      b.matmul_id_swiglu_ptrs(gate, m.gate_data.data(), l.up_exps, m.up_data.data(), cache.packs(), x, ids, n,
-                              int(k), gate_out);
-      b.matmul_id_ptrs(*l.down_exps, m.down_data.data(), cache.packs(), gate_out, true, ids, n, int(k), down);
+      b.matmul_id_swiglu_ptrs(gate, m.gate_data.data(), l.up_exps, m.up_data.data(), x, ids, n, int(k), gate_out);
+      b.matmul_id_ptrs(*l.down_exps, m.down_data.data(), gate_out, true, ids, n, int(k), down);  // [n, k, e]
       st = b.synchronize();
     }
     for (size_t i = g0; i < acquired; ++i) {

@@ -78,7 +78,6 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
   // again), and a locked model (--mlock) would hold its copies unlocked: both keep the file's layout rather than
   // hold the matrices twice or unlocked.
   m->repack_ = options.repack && options.use_mmap && !options.mlock;
-  m->pack_cached_experts_ = options.repack;  // the slots are the process's own memory, locked with --mlock too
   TANDEM_TRY(m->bind());
   if (cached) TANDEM_TRY(m->open_expert_cache(options));
   TANDEM_TRY(m->bind_layers());
@@ -97,6 +96,7 @@ Status Model::open_expert_cache(const ModelLoadOptions& options) {
   auto cache = expert::ExpertCache::open(*expert_layout_, co);
   if (!cache) return Status(cache.status().code(), "--expert-cache: " + cache.status().message());
   expert_cache_ = std::move(*cache);
+  if (!expert_cache_->warning().empty()) warnings_.push_back(expert_cache_->warning());
   return read_resident(options);
 }
 
@@ -160,7 +160,6 @@ const void* Model::host_data(const std::string& name) const {
 std::vector<std::string> Model::warnings() const {
   std::vector<std::string> out = file_->warnings();
   out.insert(out.end(), warnings_.begin(), warnings_.end());
-  if (expert_cache_ && !expert_cache_->warning().empty()) out.push_back(expert_cache_->warning());
   return out;
 }
 
@@ -232,12 +231,6 @@ Status Model::place(const Placement& p) {
     output_ = &tied_output_;
   }
   if (repack_) TANDEM_TRY(repack_matrices());
-  if (expert_cache_ && pack_cached_experts_) {
-    // place() has put every cached expert on the CPU (the host's memory): one backend's kernels lay them out.
-    Backend& b = *find(expert_cache_->layout().layers().front().tensors.front().name)->backend;
-    if (const Status st = expert_cache_->set_packing(expert_slice_packing(b)); !st.is_ok())
-      return Status(st.code(), "--expert-cache: " + st.message());
-  }
   for (const auto& group : blocks()) {
     for (const Weight* w : group)
       if (w && w->backend != group.front()->backend)
@@ -259,32 +252,14 @@ Status Model::place(const Placement& p) {
   return Status::ok();
 }
 
-expert::SlicePacking expert_slice_packing(Backend& b) {
-  auto weight = [](const expert::ExpertTensor& t) {
-    Weight w;
-    w.name = t.name;
-    w.type = t.type;
-    w.shape = t.shape;
-    w.row_stride = row_bytes(t.type, w.row_length());
-    return w;
-  };
-  expert::SlicePacking p;
-  p.bytes = [&b, weight](const expert::ExpertTensor& t) -> uint64_t { return b.packed_expert_bytes(weight(t)); };
-  p.pack = [&b, weight](const expert::ExpertTensor& t, const uint8_t* src, uint8_t* dst) {
-    b.pack_expert(weight(t), src, dst);
-  };
-  return p;
-}
-
 Model::~Model() {
   for (const Weight* w : repacked_) w->backend->release_repack(*w);
 }
 
 Status Model::repack_matrices() {
-  // The routed experts too, unless the expert cache reads them itself (and lays them out in its slots) or the file
-  // would not stay in RAM: a copy is memory of the process's own, where the mapping's pages could be let go and
-  // read again (models larger than memory run from the page cache). Other 3-D weights (MLA's per-head attn_k_b,
-  // attn_v_b) always.
+  // The routed experts too, unless the expert cache reads them itself or the file would not stay in RAM: a copy
+  // is memory of the process's own, where the mapping's pages could be let go and read again (models larger
+  // than memory run from the page cache). Other 3-D weights (MLA's per-head attn_k_b, attn_v_b) always.
   const bool experts = !expert_cache_ && file_->total_bytes() < available_memory().bytes;
   std::vector<const Weight*> matrices;
   for (const auto& [name, w] : weights_)

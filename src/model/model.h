@@ -44,15 +44,11 @@ struct ModelLoadOptions {
   // routed experts among them is left out of the cache (its experts run where they are).
   std::set<std::string> offloaded;
   // Matrices re-laid out by their device for its matmul kernels where they gain (Backend::repack; false:
-  // --no-repack), their mapped file pages then let go; the routed experts too, unless the file is larger than
-  // the memory the process may take (core/memory.h); the expert cache lays out each expert it reads in its slot.
-  // The copies live in the devices until this model is destroyed.
+  // --no-repack), their mapped file pages then let go; the routed experts too, unless the expert cache reads
+  // them or the file is larger than the memory the process may take (core/memory.h). The copies live in the devices until this model is
+  // destroyed.
   bool repack = true;
 };
-
-// How `b` lays out the expert cache's slices (Backend::packed_expert_bytes, pack_expert): the cache's experts
-// then run the kernels of experts held in RAM and repacked.
-expert::SlicePacking expert_slice_packing(Backend& b);
 
 // Where a model's weights and KV layers go: devices[i] is the backend of the plan's device i
 // (devices[0] the CPU); plan.tensor_device follows the order of Model::tensor_infos().
@@ -176,7 +172,6 @@ class Model {
   std::map<std::string, const void*, std::less<>> resident_data_;
   std::vector<std::string> warnings_;
   bool repack_ = false;
-  bool pack_cached_experts_ = false;  // ModelLoadOptions::repack with --expert-cache
   std::vector<const Weight*> repacked_;
   uint64_t repacked_bytes_ = 0, dropped_bytes_ = 0;
 };

@@ -262,47 +262,6 @@ TEST(ExpertCache, ReadsEveryPartOfASplitModel) {
     }
 }
 
-// A SlicePacking lays each slice out once per fill, at the expert's first acquire, into a region that may be larger
-// than the read's: here each slice's bytes reversed, then 8 KiB more of their count (as a device's layout can
-// outgrow the file's). set_packing sizes the slots again from the same budget.
-TEST(ExpertCache, LaysSlicesOutOncePerFill) {
-  OPEN_MODEL_OR_SKIP(m);
-  const uint64_t as_read = expert_slot_bytes(m->layout);
-  ExpertCacheOptions o;
-  o.budget_bytes = 4 * as_read;
-  auto c = ExpertCache::open(m->layout, o);
-  ASSERT_TRUE(c) << c.error().message();
-  EXPECT_EQ((*c)->n_slots(), 4);
-  int packs = 0;
-  SlicePacking p;
-  p.bytes = [](const ExpertTensor& t) { return t.expert_bytes + 8192; };
-  p.pack = [&](const ExpertTensor& t, const uint8_t* src, uint8_t* dst) {
-    ++packs;
-    std::reverse_copy(src, src + t.expert_bytes, dst);
-    std::memset(dst + t.expert_bytes, int(t.expert_bytes % 251), 8192);
-  };
-  ASSERT_TRUE((*c)->set_packing(p).is_ok());
-  EXPECT_GT((*c)->slot_bytes(), as_read);
-  EXPECT_EQ((*c)->slot_bytes(), expert_slot_bytes(m->layout, p));
-  EXPECT_EQ((*c)->n_slots(), int(4 * as_read / (*c)->slot_bytes()));
-  const MoeLayer& l = m->layout.layers()[1];
-  for (int round = 0; round < 2; ++round)  // the second round hits: nothing laid out again
-    for (int32_t e : {2, 7}) {
-      auto v = (*c)->acquire(l.layer, e);
-      ASSERT_TRUE(v) << v.error().message();
-      ASSERT_EQ(v->slices.size(), l.tensors.size());
-      for (size_t t = 0; t < l.tensors.size(); ++t) {
-        const auto want = loader_slice(*m->file, l.tensors[t], e);
-        ASSERT_EQ(v->slices[t].size(), want.size() + 8192);
-        EXPECT_TRUE(std::equal(want.rbegin(), want.rend(), v->slices[t].begin())) << "expert " << e << " tensor " << t;
-        EXPECT_EQ(v->slices[t].back(), uint8_t(want.size() % 251));
-      }
-      (*c)->release(l.layer, e);
-    }
-  EXPECT_EQ(packs, int(2 * l.tensors.size()));
-  EXPECT_EQ((*c)->stats().hits, 2u);
-}
-
 TEST(ExpertCache, RefusesABudgetBelowOneExpertAndUnknownExperts) {
   OPEN_MODEL_OR_SKIP(m);
   ExpertCacheOptions o;

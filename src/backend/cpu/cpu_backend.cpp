@@ -50,22 +50,6 @@ Result<size_t> CpuBackend::repack(const Weight& w) {
   return bytes;
 }
 
-PackedWeight CpuBackend::expert_form(const Weight& w) const {
-  const CpuKernels& k = kernels();
-  return packed_expert_bytes(w) ? packed_form(w, k.pack[uint32_t(w.type)], k.packed_gemm[uint32_t(w.type)])
-                                : PackedWeight();
-}
-
-size_t CpuBackend::packed_expert_bytes(const Weight& w) const {
-  return cpu::packed_expert_bytes(w, kernels().pack[uint32_t(w.type)]);
-}
-
-void CpuBackend::pack_expert(const Weight& w, const void* src, void* dst) {
-  TANDEM_CHECK(packed_expert_bytes(w) > 0);
-  pack_panels(pool_, kernels().pack[uint32_t(w.type)], w.row_length(), static_cast<const uint8_t*>(src), w.row_stride,
-              w.expert_rows(), static_cast<uint8_t*>(dst));
-}
-
 const PackedWeight* CpuBackend::packed(const Weight& w) const {
   const auto it = packed_.find(w.data);
   return it != packed_.end() && it->second.packs(w) ? &it->second : nullptr;
@@ -92,12 +76,11 @@ void CpuBackend::matmul_id(const Weight& w, const float* x, bool x_per_slot, con
                 batch_invariant_);
 }
 
-void CpuBackend::matmul_id_ptrs(const Weight& w, const void* const* expert_data, bool packed, const float* x,
-                                bool x_per_slot, const int32_t* ids, int64_t n_tokens, int n_used, float* y) {
+void CpuBackend::matmul_id_ptrs(const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
+                                const int32_t* ids, int64_t n_tokens, int n_used, float* y) {
   const TraceScope trace("matmul_id", name_);
-  const PackedWeight form = packed ? expert_form(w) : PackedWeight();
-  cpu_matmul_id(pool_, w, form.gemm ? &form : nullptr, expert_data, x, x_per_slot, ids, n_tokens, n_used, y,
-                matmul_id_scratch_, batch_invariant_);
+  cpu_matmul_id(pool_, w, nullptr, expert_data, x, x_per_slot, ids, n_tokens, n_used, y, matmul_id_scratch_,
+                batch_invariant_);
 }
 
 void CpuBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids,
@@ -108,14 +91,11 @@ void CpuBackend::matmul_id_swiglu(const Weight& gate, const Weight* up, const fl
 }
 
 void CpuBackend::matmul_id_swiglu_ptrs(const Weight& gate, const void* const* gate_data, const Weight* up,
-                                       const void* const* up_data, bool packed, const float* x, const int32_t* ids,
+                                       const void* const* up_data, const float* x, const int32_t* ids,
                                        int64_t n_tokens, int n_used, float* y) {
   const TraceScope trace("matmul_id_swiglu", name_);
-  const PackedWeight gate_form = packed ? expert_form(gate) : PackedWeight();
-  const PackedWeight up_form = packed && up ? expert_form(*up) : PackedWeight();
-  cpu_matmul_id_swiglu(pool_, gate, gate_form.gemm ? &gate_form : nullptr, gate_data, up,
-                       up_form.gemm ? &up_form : nullptr, up_data, x, ids, n_tokens, n_used, y, ops_.swiglu,
-                       matmul_id_scratch_, batch_invariant_);
+  cpu_matmul_id_swiglu(pool_, gate, nullptr, gate_data, up, nullptr, up_data, x, ids, n_tokens, n_used, y,
+                       ops_.swiglu, matmul_id_scratch_, batch_invariant_);
 }
 
 void CpuBackend::get_rows(const Weight& table, std::span<const int32_t> ids, float* out) {

@@ -31,8 +31,6 @@ class CpuBackend final : public Backend {
   Result<const void*> place_weight(const void* host, size_t bytes) override { return host; }
   Result<size_t> repack(const Weight& w) override;
   void release_repack(const Weight& w) override { packed_.erase(w.data); }
-  size_t packed_expert_bytes(const Weight& w) const override;
-  void pack_expert(const Weight& w, const void* src, void* dst) override;
   std::shared_ptr<Event> record() override;
   void wait(const std::shared_ptr<Event>& e) override { e->wait_host(); }
   Status synchronize() override { return Status::ok(); }
@@ -41,10 +39,10 @@ class CpuBackend final : public Backend {
                  float* y) override;
   void matmul_id_swiglu(const Weight& gate, const Weight* up, const float* x, const int32_t* ids, int64_t n_tokens,
                         int n_used, float* y) override;
-  void matmul_id_ptrs(const Weight& w, const void* const* expert_data, bool packed, const float* x, bool x_per_slot,
+  void matmul_id_ptrs(const Weight& w, const void* const* expert_data, const float* x, bool x_per_slot,
                       const int32_t* ids, int64_t n_tokens, int n_used, float* y) override;
   void matmul_id_swiglu_ptrs(const Weight& gate, const void* const* gate_data, const Weight* up,
-                             const void* const* up_data, bool packed, const float* x, const int32_t* ids, int64_t n_tokens,
+                             const void* const* up_data, const float* x, const int32_t* ids, int64_t n_tokens,
                              int n_used, float* y) override;
   void get_rows(const Weight& table, std::span<const int32_t> ids, float* out) override;
   void rms_norm(const float* x, const Weight* weight, int64_t n_rows, int64_t n, float eps, float* y) override;
@@ -98,8 +96,6 @@ class CpuBackend final : public Backend {
   std::vector<uint8_t> act_buffer_;  // activations quantized for the integer dot kernels
   std::unordered_map<const void*, PackedWeight> packed_;  // by the weight's data: repack()'s copies
   const PackedWeight* packed(const Weight& w) const;      // w's copy, or null
-  // The form pack_expert gives w's experts (without data), or an empty one (gemm null) where it keeps w's layout.
-  PackedWeight expert_form(const Weight& w) const;
   MatmulIdScratch matmul_id_scratch_;
   bool batch_invariant_ = false;
 };

@@ -103,34 +103,14 @@ void cpu_matmul(ThreadPool& pool, const Weight& w, const float* x, int64_t n_tok
   });
 }
 
-PackedWeight packed_form(const Weight& w, PackFn pack, PackedGemmFn gemm) {
+Result<PackedWeight> pack_weight(ThreadPool& pool, const Weight& w, PackFn pack, PackedGemmFn gemm) {
+  const int64_t n = w.row_length(), n_expert = w.n_expert(), rows = w.expert_rows();
   PackedWeight p;
   p.gemm = gemm;
-  p.type = w.type;
-  p.panel_bytes = pack(w.row_length(), nullptr, 0, kPanelRows, nullptr);
-  p.expert_bytes = pack(w.row_length(), nullptr, 0, w.expert_rows(), nullptr);
-  p.bytes = p.expert_bytes * size_t(w.n_expert());
-  return p;
-}
-
-size_t packed_expert_bytes(const Weight& w, PackFn pack) {
-  const bool fused = w.name.ends_with("ffn_gate_up_exps.weight");
-  if (!pack || w.shape.size() != 3 || (fused && w.expert_rows() / 2 % kPanelRows)) return 0;
-  return pack(w.row_length(), nullptr, 0, w.expert_rows(), nullptr);
-}
-
-void pack_panels(ThreadPool& pool, PackFn pack, int64_t row_length, const uint8_t* src, size_t stride, int64_t n_rows,
-                 uint8_t* dst) {
-  const size_t panel_bytes = pack(row_length, nullptr, 0, kPanelRows, nullptr);
-  pool.parallel_for((n_rows + kPanelRows - 1) / kPanelRows, 1, [&](int64_t begin, int64_t end) {
-    const int64_t r0 = begin * kPanelRows, r1 = std::min(n_rows, end * kPanelRows);
-    pack(row_length, src + size_t(r0) * stride, stride, r1 - r0, dst + size_t(begin) * panel_bytes);
-  });
-}
-
-Result<PackedWeight> pack_weight(ThreadPool& pool, const Weight& w, PackFn pack, PackedGemmFn gemm) {
-  PackedWeight p = packed_form(w, pack, gemm);
-  p.shape = w.shape;
+  p.type = w.type, p.shape = w.shape;
+  p.panel_bytes = pack(n, nullptr, 0, kPanelRows, nullptr);
+  p.expert_bytes = pack(n, nullptr, 0, rows, nullptr);
+  p.bytes = p.expert_bytes * size_t(n_expert);
   // In 2 MiB pages where the kernel gives them (THP "madvise"): decode streams the copy once per token, and
   // with 4 KiB pages its TLB misses cost a fifth of Gemma 3's decode speed, where the file's mapping had
   // the page cache's large folios.
@@ -140,9 +120,18 @@ Result<PackedWeight> pack_weight(ThreadPool& pool, const Weight& w, PackFn pack,
   if (p.data && align == kHuge) madvise(p.data.get(), (p.bytes + align - 1) / align * align, MADV_HUGEPAGE);
   if (!p.data) return out_of_memory("%s: no memory for its repacked copy (%zu bytes; --no-repack)", w.name.c_str(),
                                          p.bytes);
-  for (int64_t e = 0; e < w.n_expert(); ++e)
-    pack_panels(pool, pack, w.row_length(), static_cast<const uint8_t*>(w.expert_data(e)), w.row_stride,
-                w.expert_rows(), p.data.get() + size_t(e) * p.expert_bytes);
+  const int64_t panels_per_expert = (rows + kPanelRows - 1) / kPanelRows;
+  pool.parallel_for(n_expert * panels_per_expert, 1, [&](int64_t begin, int64_t end) {
+    // Runs of panels within one expert.
+    for (int64_t i = begin; i < end;) {
+      const int64_t e = i / panels_per_expert, p0 = i % panels_per_expert;
+      const int64_t p1 = std::min(panels_per_expert, p0 + (end - i));
+      const int64_t r0 = p0 * kPanelRows, r1 = std::min(rows, p1 * kPanelRows);
+      pack(n, static_cast<const uint8_t*>(w.expert_data(e)) + size_t(r0) * w.row_stride, w.row_stride, r1 - r0,
+           p.data.get() + size_t(e) * p.expert_bytes + size_t(p0) * p.panel_bytes);
+      i += p1 - p0;
+    }
+  });
   return p;
 }
 
@@ -235,17 +224,15 @@ size_t quantize_grouped(ThreadPool& pool, const CpuKernels& k, WeightType type, 
 
 // One expert's matrix for gemm_group: its rows in the file's layout, or its packed panels.
 struct ExpertMatrix {
-  const uint8_t* base = nullptr;  // row 0 (the file's layout), or panel 0 (packed)
+  const uint8_t* base = nullptr;  // row 0 (the file's layout)
   size_t row_stride = 0;
-  const PackedWeight* packed = nullptr;  // the panels' form, if packed
+  const PackedWeight* packed = nullptr;  // else its panels, from panel `panel0`
+  int64_t expert = 0, panel0 = 0;
 };
 
-// expert_data: the experts at pointers of their own (in packed's form when it is given), else in w.data or packed's.
 ExpertMatrix expert_matrix(const Weight& w, const PackedWeight* packed, const void* const* expert_data, int64_t e,
                            int64_t row0 = 0) {
-  if (packed)
-    return {(expert_data ? static_cast<const uint8_t*>(expert_data[e]) : packed->panel(e, 0)) +
-                size_t(row0 / kPanelRows) * packed->panel_bytes, 0, packed};
+  if (packed) return {nullptr, 0, packed, e, row0 / kPanelRows};
   return {static_cast<const uint8_t*>(expert_data ? expert_data[e] : w.expert_data(e)) + size_t(row0) * w.row_stride,
           w.row_stride};
 }
@@ -259,7 +246,7 @@ void gemm_group(const CpuKernels& k, WeightType type, int64_t n, const ExpertMat
   for (int64_t t0 = g0; t0 < g1; t0 += token_block) {
     const int64_t nt = std::min(token_block, g1 - t0);
     if (m.packed)
-      m.packed->gemm(n, m.base + size_t(r0 / kPanelRows) * m.packed->panel_bytes, r1 - r0, act + size_t(t0) * act_row,
+      m.packed->gemm(n, m.packed->panel(m.expert, m.panel0 + r0 / kPanelRows), r1 - r0, act + size_t(t0) * act_row,
                      act_row, nt, out + t0 * ld + r0, size_t(ld));
     else
       k.gemm[uint32_t(type)](n, m.base + size_t(r0) * m.row_stride, m.row_stride, r1 - r0, act + size_t(t0) * act_row,
@@ -317,7 +304,6 @@ void cpu_matmul_id_swiglu(ThreadPool& pool, const Weight& gate, const PackedWeig
   const int64_t ff = up ? gate.expert_rows() : gate.expert_rows() / 2, up_row0 = up ? 0 : ff;
   // The fused form's up rows start inside a panel unless n_ff is whole panels: then both halves read the file.
   if (!up) {
-    TANDEM_CHECK(!gate_data || !gate_packed || ff % kPanelRows == 0);  // not packed by CpuBackend::pack_expert
     if (ff % kPanelRows) gate_packed = nullptr;
     up_packed = gate_packed;
   }

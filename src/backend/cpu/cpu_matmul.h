@@ -35,16 +35,6 @@ struct PackedWeight {
   const uint8_t* panel(int64_t e, int64_t p) const { return data.get() + size_t(e) * expert_bytes + size_t(p) * panel_bytes; }
 };
 
-// w's packed form without its data (and without its shape): the sizes and the gemm, for expert matrices packed
-// elsewhere (pack_panels into the expert cache's slots).
-PackedWeight packed_form(const Weight& w, PackFn pack, PackedGemmFn gemm);
-// One expert of expert weight w packed (CpuBackend::packed_expert_bytes): its bytes; 0 where w's experts run in
-// their own layout (no pack kernel, or a fused ffn_gate_up_exps whose halves are not whole panels, which
-// cpu_matmul_id_swiglu runs unpacked).
-size_t packed_expert_bytes(const Weight& w, PackFn pack);
-// One matrix's n_rows rows (src, rows `stride` bytes apart) into its panels at dst, over the pool's threads.
-void pack_panels(ThreadPool& pool, PackFn pack, int64_t row_length, const uint8_t* src, size_t stride, int64_t n_rows,
-                 uint8_t* dst);
 // Packs w with `pack` (over the pool's threads), expert by expert for expert weights; fails when the memory
 // cannot be had.
 Result<PackedWeight> pack_weight(ThreadPool& pool, const Weight& w, PackFn pack, PackedGemmFn gemm);
@@ -68,9 +58,8 @@ struct MatmulIdScratch {
 // Backend::matmul_id: the (token, slot) pairs routed to one expert are grouped and multiplied together
 // by the gemm kernels on that expert's slice of w (in place, never copied), or on its panels in `packed`
 // (w's packed copy, or null); threads take (expert, row chunk) items from a shared counter. expert_data:
-// null (each expert's slice of w.data, or its panels in `packed`), or one pointer per expert
-// (Backend::matmul_id_ptrs: in packed's form where `packed` is given, a packed_form without data), a null one
-// leaving that expert's rows of y as they were.
+// null (each expert's slice of w.data), or one pointer per expert (Backend::matmul_id_ptrs; packed null),
+// a null one leaving that expert's rows of y as they were.
 void cpu_matmul_id(ThreadPool& pool, const Weight& w, const PackedWeight* packed, const void* const* expert_data,
                    const float* x, bool x_per_slot, const int32_t* ids, int64_t n_tokens, int n_used, float* y,
                    MatmulIdScratch& scratch, bool batch_invariant);
