@@ -93,15 +93,13 @@ void q4k_panel_gemm(int64_t n, const void* w, size_t w_stride, int64_t n_rows, c
   Panel p;
   prepare_activations<P>(p, n, x, x_stride, n_tokens);
   uint8_t* codes = s.codes.get<uint8_t>(size_t(n) * 16);
-  float* wscale = s.wscale.get<float>(size_t(p.n_groups) * 16);
-  float* wmin = s.wmin.get<float>(size_t(p.n_groups) * 16);
   const Q4KScales k = q4k_scales(n, x, x_stride, n_tokens);
-  p.codes = codes, p.wscale = wscale, p.wmin = wmin;
+  p.codes = codes;
   uint8_t* rows = s.rows.get<uint8_t>(16 * 256);
   const auto* wb = static_cast<const uint8_t*>(w);
   for (int64_t r0 = 0; r0 < n_rows; r0 += 16) {
     const int nr = int(n_rows - r0 < 16 ? n_rows - r0 : 16);
-    unpack_panel<P>(wb + r0 * w_stride, w_stride, nr, n, codes, wscale, wmin, rows);
+    unpack_panel<P>(wb + r0 * w_stride, w_stride, nr, n, codes, nullptr, nullptr, rows);
     k_int_scales<typename P::W>(wb + r0 * w_stride, w_stride, nr, n, k);
     q4k_panel_tiles(p, k, nr, n_tokens, y + r0, y_stride);
   }
