@@ -55,7 +55,8 @@ void bench_pack(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_i
   const uint32_t id = uint32_t(t);
   const std::vector<uint8_t> w = bench::random_weights(t, n_in, n_rows);
   const size_t rb = row_bytes(t, n_in), bytes = k.pack[id](n_in, nullptr, 0, n_rows, nullptr);
-  std::unique_ptr<uint8_t, decltype(&std::free)> panels(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)), std::free);
+  std::unique_ptr<uint8_t, decltype(&std::free)> panels(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)),
+                                                        std::free);
   for (auto _ : state) {
     k.pack[id](n_in, w.data(), rb, n_rows, panels.get());
     benchmark::ClobberMemory();

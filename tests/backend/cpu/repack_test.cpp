@@ -248,7 +248,8 @@ TEST(Repack, ModelRepacksItsQ8_0MatricesByDefaultAndNoneWithoutRepack) {
 
 // The routed experts (multiplied by matmul_id) are repacked too, expert by expert, unless the file is
 // larger than the memory the process may take (TANDEM_MEMORY_LIMIT stands in for a small machine here): their
-// copies would not fit where the mapping's pages can be let go and read again.
+// copies would not fit where the mapping's pages can be let go and read again. The other 3-D weights are small
+// and always repacked.
 TEST(Repack, ModelRepacksRoutedExpertsUnlessTheFileExceedsMemory) {
   if (!kernels().pack[uint32_t(WT::Q8_0)]) GTEST_SKIP() << "the host's kernels repack no Q8_0 (kernels.h)";
   std::string why;
@@ -277,6 +278,10 @@ TEST(Repack, ModelRepacksRoutedExpertsUnlessTheFileExceedsMemory) {
   ASSERT_TRUE(small.has_value()) << small.error().message();
   EXPECT_EQ(packed_experts(**small), 0);
   EXPECT_GT((*small)->repacked_bytes(), 0u) << "the 2-D matrices are still repacked";
+  int per_head = 0;  // MLA's attn_k_b / attn_v_b: 3-D, not routed experts, repacked all the same
+  for (const Weight* w : (*small)->repacked())
+    per_head += w->shape.size() == 3 && !expert::is_routed_expert_name(w->name);
+  EXPECT_EQ(per_head, 2 * int((*small)->hparams().n_layer));
 }
 
 }  // namespace
