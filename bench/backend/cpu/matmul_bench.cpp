@@ -49,7 +49,7 @@ void bench_gemm(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_i
   state.SetLabel(isa_name(k.gemm_isa[id]));
 }
 
-// The pack itself, one thread (GB/s of the file's bytes): what the expert cache spends per expert it reads.
+// The pack itself, one thread (GB/s of the file's bytes): the load's cost per matrix it repacks.
 void bench_pack(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows) {
   const CpuKernels& k = kernels_for(isa, uarch);
   const uint32_t id = uint32_t(t);
@@ -147,8 +147,8 @@ int main(int argc, char** argv) {
                 ->Unit(benchmark::kMillisecond);
         // The same over the matrix repacked at load, where the level repacks the type (both tables do alike).
         if (kernels_for(isa, uarch).pack[uint32_t(t)]) {
-          // One routed expert's matrix of DeepSeek-V2-Lite (ffn_gate_exps: 1408 rows of 2048), as the expert
-          // cache packs each one it reads.
+          // One routed expert's matrix of DeepSeek-V2-Lite (ffn_gate_exps: 1408 rows of 2048): what laying out an
+          // expert read from disk would cost (BENCHMARKS.md, Zen 3's second session).
           benchmark::RegisterBenchmark(("pack/" + name).c_str(), bench_pack, isa, uarch, t, 2048, 1408)
               ->Unit(benchmark::kMicrosecond);
           benchmark::RegisterBenchmark(("decode_packed/" + name).c_str(), bench_packed, isa, uarch, t, 4096, 8192, 1)
