@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, builds, runs CTest (GoogleTest), the Python tests
 # (real gguf package, real CLI) and a bounded libFuzzer run of every parser.
-# FUZZ_SECONDS (default 30) bounds each fuzz target: 5 targets, so 2.5 minutes of the run (CI aims at 30 minutes).
+# FUZZ_SECONDS (default 30) bounds each fuzz target (CI aims at 30 minutes for the whole run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
