@@ -87,6 +87,61 @@ struct BlockIQ4_XS {
   uint8_t qs[128];
 };
 
+// The lattice i-quants (llama.cpp's IQ2/IQ3/IQ1 "importance" formats): groups of 8 (IQ1_*, IQ2_*) or 4
+// (IQ3_*) elements are one point of a fixed grid (quant/iq_grids.h) times a sign pattern and a sub-block scale.
+// Sign indices index kIqSigns (7 stored bits, the eighth implied by even parity); IQ2_S and IQ3_S store all 8.
+
+// 8 sub-blocks of 32; qs holds two u32 a sub-block: four grid bytes (kIq2xxsGrid indices), then four 7-bit
+// sign indices and a 4-bit scale s in bits 28..31: y = d * (0.5 + s) / 4 * grid * sign.
+struct BlockIQ2_XXS {
+  uint16_t d;
+  uint16_t qs[32];
+};
+// 32 groups of 8; qs[g]: kIq2xsGrid index (9 bits) | sign index << 9; a 4-bit scale per 16 elements.
+struct BlockIQ2_XS {
+  uint16_t d;
+  uint16_t qs[32];
+  uint8_t scales[8];
+};
+// 32 groups of 8; grid index (kIq2sGrid, 10 bits) = qs[g] | 2 bits of qh[g / 4] << 8; signs = qs[32 + g]
+// (8 stored bits); a 4-bit scale per 16 elements: y = d * (0.5 + s) / 4 * grid * sign.
+struct BlockIQ2_S {
+  uint16_t d;
+  uint8_t qs[64];
+  uint8_t qh[8];
+  uint8_t scales[8];
+};
+// 64 groups of 4 (kIq3xxsGrid indices in qs[0..63]); then a u32 per sub-block of 32: four 7-bit sign
+// indices and a 4-bit scale s: y = d * (0.5 + s) / 2 * grid * sign.
+struct BlockIQ3_XXS {
+  uint16_t d;
+  uint8_t qs[96];
+};
+// 64 groups of 4: grid index (kIq3sGrid, 9 bits) = qs[g] | bit g % 8 of qh[g / 8] << 8; signs, 8 stored bits
+// per 8 elements; a 4-bit scale s per 32: y = d * (1 + 2 s) * grid * sign.
+struct BlockIQ3_S {
+  uint16_t d;
+  uint8_t qs[64];
+  uint8_t qh[8];
+  uint8_t signs[32];
+  uint8_t scales[4];
+};
+// 32 groups of 8 (kIq1sGrid, 11-bit index = qs[g] | 3 bits of qh[g / 4] << 8); qh[s] bits 12..14 hold the
+// 3-bit scale of sub-block s, bit 15 the sign of its offset: y = d * (2 scale + 1) * (grid +- 1/8).
+struct BlockIQ1_S {
+  uint16_t d;
+  uint8_t qs[32];
+  uint16_t qh[8];
+};
+// 32 groups of 8; each qh nibble: 3 index bits and the offset sign of one group; a 3-bit scale per 16
+// elements in scales (four u16, 12 bits each), whose top nibbles together are the block's half scale d.
+struct BlockIQ1_M {
+  uint8_t qs[32];
+  uint8_t qh[16];
+  uint8_t scales[8];
+};
+inline constexpr float kIq1Delta = 0.125f;  // IQ1S_DELTA: the +-offset of IQ1_S / IQ1_M grid points
+
 // The non-linear 4-bit grid shared by IQ4_NL and IQ4_XS (kvalues_iq4nl in ggml).
 inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                           1,    13,   25,  38,  53,  69,  89,  113};
@@ -104,5 +159,12 @@ static_assert(sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockQ8_K) == 292);
 static_assert(sizeof(BlockIQ4_NL) == 18);
 static_assert(sizeof(BlockIQ4_XS) == 136);
+static_assert(sizeof(BlockIQ2_XXS) == 66);
+static_assert(sizeof(BlockIQ2_XS) == 74);
+static_assert(sizeof(BlockIQ2_S) == 82);
+static_assert(sizeof(BlockIQ3_XXS) == 98);
+static_assert(sizeof(BlockIQ3_S) == 110);
+static_assert(sizeof(BlockIQ1_S) == 50);
+static_assert(sizeof(BlockIQ1_M) == 56);
 
 }  // namespace tandem::quant

@@ -42,6 +42,16 @@ void dequantize_row_iq4_xs(const BlockIQ4_XS* x, float* y, int64_t n);
 void quantize_row_iq4_nl(const float* x, BlockIQ4_NL* y, int64_t n);
 void quantize_row_iq4_xs(const float* x, BlockIQ4_XS* y, int64_t n);
 
+// iq_lattice.cpp: the lattice i-quants, dequantization only (their files come from llama-quantize with an
+// importance matrix).
+void dequantize_row_iq2_xxs(const BlockIQ2_XXS* x, float* y, int64_t n);
+void dequantize_row_iq2_xs(const BlockIQ2_XS* x, float* y, int64_t n);
+void dequantize_row_iq2_s(const BlockIQ2_S* x, float* y, int64_t n);
+void dequantize_row_iq3_xxs(const BlockIQ3_XXS* x, float* y, int64_t n);
+void dequantize_row_iq3_s(const BlockIQ3_S* x, float* y, int64_t n);
+void dequantize_row_iq1_s(const BlockIQ1_S* x, float* y, int64_t n);
+void dequantize_row_iq1_m(const BlockIQ1_M* x, float* y, int64_t n);
+
 // The 6-bit scale and min of sub-block j (0..7) packed in Q4_K / Q5_K's 12 scale bytes.
 inline void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {
   if (j < 4) {

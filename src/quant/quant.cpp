@@ -24,13 +24,25 @@ bool can_dequantize(WeightType t) {
     case WeightType::Q8_0: case WeightType::Q2_K: case WeightType::Q3_K: case WeightType::Q4_K:
     case WeightType::Q5_K: case WeightType::Q6_K: case WeightType::Q8_K:
     case WeightType::IQ4_NL: case WeightType::IQ4_XS:
+    case WeightType::IQ2_XXS: case WeightType::IQ2_XS: case WeightType::IQ2_S: case WeightType::IQ3_XXS:
+    case WeightType::IQ3_S: case WeightType::IQ1_S: case WeightType::IQ1_M:
       return true;
     default:
       return false;
   }
 }
 
-bool can_quantize(WeightType t) { return can_dequantize(t); }
+bool is_lattice_iquant(WeightType t) {
+  switch (t) {
+    case WeightType::IQ2_XXS: case WeightType::IQ2_XS: case WeightType::IQ2_S: case WeightType::IQ3_XXS:
+    case WeightType::IQ3_S: case WeightType::IQ1_S: case WeightType::IQ1_M:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool can_quantize(WeightType t) { return can_dequantize(t) && !is_lattice_iquant(t); }
 
 void dequantize_row(WeightType t, const void* src, float* dst, int64_t n) {
   TANDEM_CHECK(can_dequantize(t) && n % block_size(t) == 0);
@@ -59,6 +71,13 @@ void dequantize_row(WeightType t, const void* src, float* dst, int64_t n) {
     case WeightType::Q8_K: dequantize_row_q8_K(blocks<BlockQ8_K>(src), dst, n); break;
     case WeightType::IQ4_NL: dequantize_row_iq4_nl(blocks<BlockIQ4_NL>(src), dst, n); break;
     case WeightType::IQ4_XS: dequantize_row_iq4_xs(blocks<BlockIQ4_XS>(src), dst, n); break;
+    case WeightType::IQ2_XXS: dequantize_row_iq2_xxs(blocks<BlockIQ2_XXS>(src), dst, n); break;
+    case WeightType::IQ2_XS: dequantize_row_iq2_xs(blocks<BlockIQ2_XS>(src), dst, n); break;
+    case WeightType::IQ2_S: dequantize_row_iq2_s(blocks<BlockIQ2_S>(src), dst, n); break;
+    case WeightType::IQ3_XXS: dequantize_row_iq3_xxs(blocks<BlockIQ3_XXS>(src), dst, n); break;
+    case WeightType::IQ3_S: dequantize_row_iq3_s(blocks<BlockIQ3_S>(src), dst, n); break;
+    case WeightType::IQ1_S: dequantize_row_iq1_s(blocks<BlockIQ1_S>(src), dst, n); break;
+    case WeightType::IQ1_M: dequantize_row_iq1_m(blocks<BlockIQ1_M>(src), dst, n); break;
     default: break;
   }
 }

@@ -8,9 +8,12 @@
 
 namespace tandem::quant {
 
-// Formats with a reference here: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K..Q6_K Q8_K IQ4_NL IQ4_XS.
+// Formats with a reference here: F32 F16 BF16 Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q2_K..Q6_K Q8_K IQ4_NL IQ4_XS, and
+// for dequantization only the lattice i-quants IQ2_XXS IQ2_XS IQ2_S IQ3_XXS IQ3_S IQ1_S IQ1_M (llama.cpp
+// quantizes those from an importance matrix, which Tandem does not compute).
 bool can_dequantize(WeightType t);
 bool can_quantize(WeightType t);
+bool is_lattice_iquant(WeightType t);
 
 // n elements (a multiple of block_size(t)) from row_bytes(t, n) bytes at src; src aligned to 4 bytes
 // or to the block's natural alignment. Bit-exact with gguf-py's numpy dequantizers (float32 math,

@@ -48,14 +48,23 @@ TANDEM_DEQUANT_TEST(Q6_K)
 TANDEM_DEQUANT_TEST(Q8_K)
 TANDEM_DEQUANT_TEST(IQ4_NL)
 TANDEM_DEQUANT_TEST(IQ4_XS)
+TANDEM_DEQUANT_TEST(IQ2_XXS)
+TANDEM_DEQUANT_TEST(IQ2_XS)
+TANDEM_DEQUANT_TEST(IQ2_S)
+TANDEM_DEQUANT_TEST(IQ3_XXS)
+TANDEM_DEQUANT_TEST(IQ3_S)
+TANDEM_DEQUANT_TEST(IQ1_S)
+TANDEM_DEQUANT_TEST(IQ1_M)
 #undef TANDEM_DEQUANT_TEST
 
 TEST(Dequantize, SupportsExactlyTheReferenceFormats) {
-  for (WeightType t : {WeightType::IQ2_XXS, WeightType::IQ1_S, WeightType::TQ1_0, WeightType::MXFP4,
-                       WeightType::Q8_1, WeightType::I32})
+  for (WeightType t : {WeightType::TQ1_0, WeightType::MXFP4, WeightType::Q8_1, WeightType::I32})
     EXPECT_FALSE(can_dequantize(t)) << type_name(t);
   for (WeightType t : {WeightType::F32, WeightType::Q4_K, WeightType::IQ4_XS, WeightType::Q8_K})
     EXPECT_TRUE(can_dequantize(t) && can_quantize(t)) << type_name(t);
+  for (WeightType t : {WeightType::IQ2_XXS, WeightType::IQ2_XS, WeightType::IQ2_S, WeightType::IQ3_XXS,
+                       WeightType::IQ3_S, WeightType::IQ1_S, WeightType::IQ1_M})  // read, never written
+    EXPECT_TRUE(can_dequantize(t) && !can_quantize(t)) << type_name(t);
 }
 
 }  // namespace

@@ -1,0 +1,117 @@
+// Dequantizers of the lattice i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M), bit-exact
+// with gguf-py's numpy ones: float32, the scale's product formed first, then times the grid value and sign.
+// No quantizers: llama.cpp writes these formats only from an importance matrix; Tandem reads them.
+#include <cstring>
+
+#include "quant/formats.h"
+#include "quant/fp16.h"
+#include "quant/iq_grids.h"
+
+namespace tandem::quant {
+namespace {
+
+inline int8_t grid_byte(uint64_t point, int j) { return int8_t(point >> (8 * j)); }
+inline float sign(uint8_t signs, int j) { return signs >> j & 1 ? -1.f : 1.f; }
+
+// 8 elements of an IQ2 grid point with the sign byte `signs` and scale db.
+inline void put8(float* y, float db, uint64_t point, uint8_t signs) {
+  for (int j = 0; j < 8; ++j) y[j] = db * float(grid_byte(point, j)) * sign(signs, j);
+}
+
+// 8 elements of an IQ1 grid point: dl * (grid + delta).
+inline void put8_iq1(float* y, float dl, uint64_t point, float delta) {
+  for (int j = 0; j < 8; ++j) y[j] = dl * (float(grid_byte(point, j)) + delta);
+}
+
+}  // namespace
+
+void dequantize_row_iq2_xxs(const BlockIQ2_XXS* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int s = 0; s < 8; ++s, y += 32) {
+      uint32_t aux[2];
+      std::memcpy(aux, x[i].qs + 4 * s, 8);
+      const float db = d * (0.5f + float(aux[1] >> 28)) * 0.25f;
+      for (int g = 0; g < 4; ++g)
+        put8(y + 8 * g, db, kIq2xxsGrid[aux[0] >> (8 * g) & 255], kIqSigns[aux[1] >> (7 * g) & 127]);
+    }
+  }
+}
+
+void dequantize_row_iq2_xs(const BlockIQ2_XS* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int g = 0; g < 32; ++g, y += 8) {
+      const float db = d * (0.5f + float(x[i].scales[g / 4] >> (4 * (g / 2 % 2)) & 15)) * 0.25f;
+      put8(y, db, kIq2xsGrid[x[i].qs[g] & 511], kIqSigns[x[i].qs[g] >> 9]);
+    }
+  }
+}
+
+void dequantize_row_iq2_s(const BlockIQ2_S* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int g = 0; g < 32; ++g, y += 8) {
+      const float db = d * (0.5f + float(x[i].scales[g / 4] >> (4 * (g / 2 % 2)) & 15)) * 0.25f;
+      const int index = x[i].qs[g] | (x[i].qh[g / 4] >> (2 * (g % 4)) & 3) << 8;
+      put8(y, db, kIq2sGrid[index], x[i].qs[32 + g]);
+    }
+  }
+}
+
+void dequantize_row_iq3_xxs(const BlockIQ3_XXS* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int s = 0; s < 8; ++s) {
+      uint32_t aux;
+      std::memcpy(&aux, x[i].qs + 64 + 4 * s, 4);
+      const float db = d * (0.5f + float(aux >> 28)) * 0.5f;
+      for (int g = 0; g < 8; ++g, y += 4) {
+        const uint32_t point = kIq3xxsGrid[x[i].qs[8 * s + g]];
+        const uint8_t signs = kIqSigns[aux >> (7 * (g / 2)) & 127] >> (4 * (g % 2));
+        for (int j = 0; j < 4; ++j) y[j] = db * float(point >> (8 * j) & 255) * sign(signs, j);
+      }
+    }
+  }
+}
+
+void dequantize_row_iq3_s(const BlockIQ3_S* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int g = 0; g < 64; ++g, y += 4) {
+      const float db = d * float(1 + 2 * (x[i].scales[g / 16] >> (4 * (g / 8 % 2)) & 15));
+      const uint32_t point = kIq3sGrid[x[i].qs[g] | (x[i].qh[g / 8] >> (g % 8) & 1) << 8];
+      const uint8_t signs = x[i].signs[g / 2] >> (4 * (g % 2));
+      for (int j = 0; j < 4; ++j) y[j] = db * float(point >> (8 * j) & 255) * sign(signs, j);
+    }
+  }
+}
+
+void dequantize_row_iq1_s(const BlockIQ1_S* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    const float d = fp16_to_f32(x[i].d);
+    for (int s = 0; s < 8; ++s) {
+      const uint16_t qh = x[i].qh[s];
+      const float dl = d * float(2 * (qh >> 12 & 7) + 1);
+      const float delta = qh & 0x8000 ? -kIq1Delta : kIq1Delta;
+      for (int g = 0; g < 4; ++g, y += 8)
+        put8_iq1(y, dl, kIq1sGrid[x[i].qs[4 * s + g] | (qh >> (3 * g) & 7) << 8], delta);
+    }
+  }
+}
+
+void dequantize_row_iq1_m(const BlockIQ1_M* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n / kQK; ++i) {
+    uint16_t sc[4];
+    std::memcpy(sc, x[i].scales, 8);
+    const float d = fp16_to_f32(uint16_t((sc[0] >> 12) | (sc[1] >> 8 & 0xf0) | (sc[2] >> 4 & 0xf00) |
+                                         (sc[3] & 0xf000)));
+    for (int g = 0; g < 32; ++g, y += 8) {
+      const float dl = d * float(2 * (sc[g / 8] >> (3 * (g / 2 % 4)) & 7) + 1);
+      const uint8_t nibble = x[i].qh[g / 2] >> (4 * (g % 2)) & 15;
+      put8_iq1(y, dl, kIq1sGrid[x[i].qs[g] | (nibble & 7) << 8], nibble & 8 ? -kIq1Delta : kIq1Delta);
+    }
+  }
+}
+
+}  // namespace tandem::quant
