@@ -1,4 +1,5 @@
 """Shared fixtures for the Python tests: the built binary, the test data, a scratch dir."""
+import json
 import os
 import pathlib
 import subprocess
@@ -60,3 +61,18 @@ def gemma_path():
     if not os.path.exists(p):
         pytest.skip("Gemma 3 270M not fetched (scripts/fetch-model.sh)")
     return pathlib.Path(p)
+
+
+@pytest.fixture(scope="session")
+def quick_probe(tmp_path_factory):
+    """One `tandem probe --quick` for the whole run (a minute on 2 cores), with Gemma 3 270M's disk where it
+    was fetched and a 64 MiB sim device: (the cache file it wrote, the JSON it printed). Tests that need a
+    probe start from a copy of it rather than measuring the machine again."""
+    path = tmp_path_factory.mktemp("quick-probe") / "probe.json"
+    gemma = os.environ.get("TANDEM_GEMMA_GGUF", "")
+    disk = ["-m", gemma] if gemma and os.path.exists(gemma) else []
+    proc = subprocess.run([str(TANDEM), "probe", "--quick", *disk, "--sim-device", "64M", "--json"],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "TANDEM_PROBE_FILE": str(path)})
+    assert proc.returncode == 0, proc.stderr
+    return path, json.loads(proc.stdout)

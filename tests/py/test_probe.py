@@ -14,11 +14,9 @@ def probe_file(tmp_path, monkeypatch):
     return path
 
 
-def test_a_quick_probe_measures_and_caches_everything(probe_file, gemma_path):
-    proc = run_tandem("probe", "--quick", "-m", gemma_path, "--sim-device", "64M", "--json")
-    assert proc.returncode == 0, proc.stderr
-    j = json.loads(proc.stdout)
-    assert json.loads(probe_file.read_text()) == j  # what it printed is what it cached
+def test_a_quick_probe_measures_and_caches_everything(quick_probe, gemma_path, monkeypatch):
+    cached, j = quick_probe  # tandem probe --quick -m GEMMA --sim-device 64M --json (conftest.py)
+    assert json.loads(cached.read_text()) == j  # what it printed is what it cached
     assert len(j["hardware_hash"]) == 16 and j["date"].endswith("Z") and j["quick"]
     node = j["bandwidth"][0]
     assert node["threads"][0] == 1 and all(b > 1e8 for b in node["bytes_per_s"])
@@ -33,6 +31,7 @@ def test_a_quick_probe_measures_and_caches_everything(probe_file, gemma_path):
     assert sim["name"] == "SIM0" and sim["memory_bytes"] == 64 << 20
     assert sim["link_latency_s"] >= 9e-6 and sim["link_bytes_per_s"] <= 26e9
 
+    monkeypatch.setenv("TANDEM_PROBE_FILE", str(cached))
     shown = run_tandem("probe", "--show")
     assert shown.returncode == 0, shown.stderr
     assert "memory read bandwidth" in shown.stdout and "Q4_K" in shown.stdout and "SIM0" in shown.stdout

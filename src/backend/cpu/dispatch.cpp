@@ -133,6 +133,8 @@ WeightType activation_type(WeightType t) {
   using WT = WeightType;
   switch (t) {
     case WT::Q2_K: case WT::Q3_K: case WT::Q4_K: case WT::Q5_K: case WT::Q6_K: case WT::IQ4_XS: return WT::Q8_K;
+    case WT::IQ2_XXS: case WT::IQ2_XS: case WT::IQ2_S: case WT::IQ3_XXS: case WT::IQ3_S: case WT::IQ1_S:
+    case WT::IQ1_M: return WT::Q8_K;
     case WT::Q4_0: case WT::Q5_0: case WT::Q8_0: case WT::IQ4_NL: return WT::Q8_0;
     case WT::Q4_1: case WT::Q5_1: return WT::Q8_1;
     default: return t;

@@ -33,7 +33,7 @@ struct CpuFeatures {
 };
 const CpuFeatures& cpu_features();  // thread-safe; probes once
 
-// The activation format of weight type t: Q8_K for Q2_K..Q6_K and IQ4_XS; Q8_0 for Q4_0 Q5_0 Q8_0
+// The activation format of weight type t: Q8_K for Q2_K..Q6_K, IQ4_XS and the lattice i-quants; Q8_0 for Q4_0 Q5_0 Q8_0
 // IQ4_NL; Q8_1 for Q4_1 Q5_1; F16 for F16 (as llama.cpp); BF16 for BF16; F32 for F32.
 // Returns t itself for types without kernels (see has_kernel).
 WeightType activation_type(WeightType t);

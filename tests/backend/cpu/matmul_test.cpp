@@ -25,7 +25,8 @@ namespace {
 using WT = WeightType;
 
 const WT kTypes[] = {WT::F32,  WT::F16,  WT::BF16, WT::Q4_0, WT::Q4_1, WT::Q5_0, WT::Q5_1,  WT::Q8_0,
-                     WT::Q2_K, WT::Q3_K, WT::Q4_K, WT::Q5_K, WT::Q6_K, WT::IQ4_NL, WT::IQ4_XS};
+                     WT::Q2_K, WT::Q3_K, WT::Q4_K, WT::Q5_K, WT::Q6_K, WT::IQ4_NL, WT::IQ4_XS,
+                     WT::IQ2_XXS, WT::IQ2_XS, WT::IQ2_S, WT::IQ3_XXS, WT::IQ3_S, WT::IQ1_S, WT::IQ1_M};
 const Isa kIsas[] = {Isa::Generic, Isa::Avx2, Isa::Avx512};
 
 // Byte offsets of the IEEE-half scale fields in each block (to make random-byte blocks finite).
@@ -33,6 +34,7 @@ std::vector<int> half_fields(WT t) {
   switch (t) {
     case WT::Q4_1: case WT::Q5_1: case WT::Q4_K: case WT::Q5_K: return {0, 2};
     case WT::Q4_0: case WT::Q5_0: case WT::Q8_0: case WT::IQ4_NL: case WT::IQ4_XS: return {0};
+    case WT::IQ2_XXS: case WT::IQ2_XS: case WT::IQ2_S: case WT::IQ3_XXS: case WT::IQ3_S: case WT::IQ1_S: return {0};
     case WT::Q2_K: return {80, 82};
     case WT::Q3_K: return {108};
     case WT::Q6_K: return {208};
@@ -41,6 +43,20 @@ std::vector<int> half_fields(WT t) {
 }
 
 bool is_float(WT t) { return t == WT::F32 || t == WT::F16 || t == WT::BF16; }
+
+// Sets the half scale of one block: IQ1_M keeps its nibbles in the top of four 16-bit scale fields.
+void set_half_scale(WT t, uint8_t* block, uint16_t h) {
+  if (t != WT::IQ1_M) {
+    for (int f : half_fields(t)) std::memcpy(block + f, &h, 2);
+    return;
+  }
+  for (int k = 0; k < 4; ++k) {
+    uint16_t sc;
+    std::memcpy(&sc, block + 48 + 2 * k, 2);
+    sc = uint16_t((sc & 0x0fff) | (h >> (4 * k) & 15) << 12);
+    std::memcpy(block + 48 + 2 * k, &sc, 2);
+  }
+}
 
 struct Problem {
   WT type;
@@ -61,7 +77,12 @@ Problem make_problem(WT type, int64_t n_in, int64_t n_rows, int64_t n_tokens, We
   const size_t rb = row_bytes(type, n_in);
   p.w.resize(rb * n_rows);
   std::vector<float> row(n_in);
-  if (kind == Weights::Quantized || is_float(type) || kind == Weights::Zero) {
+  // The lattice i-quants have no quantizer (llama.cpp's needs an importance matrix): random grid codes and signs
+  // under ordinary scales stand in for quantized rows.
+  if (kind == Weights::Quantized && !quant::can_quantize(type)) kind = Weights::RandomBytes;
+  if (kind == Weights::Zero && !quant::can_quantize(type)) {
+    std::fill(p.w.begin(), p.w.end(), uint8_t(0));
+  } else if (kind == Weights::Quantized || is_float(type) || kind == Weights::Zero) {
     for (int64_t r = 0; r < n_rows; ++r) {
       for (auto& v : row) v = kind == Weights::Zero ? 0.f : normal(rng) * 0.05f;
       // A few outliers per row, as real weight matrices have.
@@ -73,11 +94,8 @@ Problem make_problem(WT type, int64_t n_in, int64_t n_rows, int64_t n_tokens, We
     const uint32_t bb = block_bytes(type);
     std::uniform_real_distribution<float> u(-1.f, 1.f);
     for (size_t off = 0; off < p.w.size(); off += bb)
-      for (int f : half_fields(type)) {
-        const uint16_t h = kind == Weights::MaxScale ? uint16_t(rng() % 2 ? 0x7bff : 0xfbff)  // +-65504
-                                                     : quant::f32_to_fp16(u(rng));
-        std::memcpy(&p.w[off + f], &h, 2);
-      }
+      set_half_scale(type, &p.w[off], kind == Weights::MaxScale ? uint16_t(rng() % 2 ? 0x7bff : 0xfbff)  // +-65504
+                                                                : quant::f32_to_fp16(u(rng)));
   }
   p.x.resize(n_in * n_tokens);
   for (auto& v : p.x) v = zero_x ? 0.f : normal(rng);

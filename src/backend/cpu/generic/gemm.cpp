@@ -7,6 +7,7 @@
 #include "quant/blocks.h"
 #include "quant/formats.h"
 #include "quant/fp16.h"
+#include "quant/iq_grids.h"
 
 namespace tandem::cpu::generic {
 namespace {
@@ -221,6 +222,139 @@ float dot_iq4_xs(int64_t nb, const BlockIQ4_XS* w, const BlockQ8_K* a) {
   return sum;
 }
 
+// ---- lattice i-quants against Q8_K -----------------------------------------------------------------
+// The dequantizers' scales as integers over a power of two: IQ2_* d (2s + 1) / 8, IQ3_XXS d (2s + 1) / 4,
+// IQ3_S d (2s + 1), IQ1_* d (2s + 1) (8 grid +- 1) / 8; the integer sums are exact.
+
+// sum_j grid[j] * sign_j * q[j] over the n bytes of a grid point (signs: bit j negates element j).
+template <int kN, class Point>
+int signed_point_dot(Point point, uint8_t signs, const int8_t* q) {
+  int sum = 0;
+  for (int j = 0; j < kN; ++j) {
+    const int v = int(uint8_t(point >> (8 * j))) * q[j];
+    sum += signs >> j & 1 ? -v : v;
+  }
+  return sum;
+}
+
+float dot_iq2_xxs(int64_t nb, const BlockIQ2_XXS* w, const BlockQ8_K* a) {
+  float sum = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int s = 0; s < 8; ++s) {
+      uint32_t aux[2];
+      std::memcpy(aux, w[i].qs + 4 * s, 8);
+      int sub = 0;
+      for (int g = 0; g < 4; ++g)
+        sub += signed_point_dot<8>(kIq2xxsGrid[aux[0] >> (8 * g) & 255], kIqSigns[aux[1] >> (7 * g) & 127],
+                                   a[i].qs + 32 * s + 8 * g);
+      isum += int(2 * (aux[1] >> 28) + 1) * sub;
+    }
+    sum += 0.125f * h2f(w[i].d) * a[i].d * float(isum);
+  }
+  return sum;
+}
+
+float dot_iq2_xs(int64_t nb, const BlockIQ2_XS* w, const BlockQ8_K* a) {
+  float sum = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int g = 0; g < 32; ++g)
+      isum += (2 * (w[i].scales[g / 4] >> (4 * (g / 2 % 2)) & 15) + 1) *
+              signed_point_dot<8>(kIq2xsGrid[w[i].qs[g] & 511], kIqSigns[w[i].qs[g] >> 9], a[i].qs + 8 * g);
+    sum += 0.125f * h2f(w[i].d) * a[i].d * float(isum);
+  }
+  return sum;
+}
+
+float dot_iq2_s(int64_t nb, const BlockIQ2_S* w, const BlockQ8_K* a) {
+  float sum = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int g = 0; g < 32; ++g) {
+      const int index = w[i].qs[g] | (w[i].qh[g / 4] >> (2 * (g % 4)) & 3) << 8;
+      isum += (2 * (w[i].scales[g / 4] >> (4 * (g / 2 % 2)) & 15) + 1) *
+              signed_point_dot<8>(kIq2sGrid[index], w[i].qs[32 + g], a[i].qs + 8 * g);
+    }
+    sum += 0.125f * h2f(w[i].d) * a[i].d * float(isum);
+  }
+  return sum;
+}
+
+float dot_iq3_xxs(int64_t nb, const BlockIQ3_XXS* w, const BlockQ8_K* a) {
+  float sum = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int s = 0; s < 8; ++s) {
+      uint32_t aux;
+      std::memcpy(&aux, w[i].qs + 64 + 4 * s, 4);
+      int sub = 0;
+      for (int g = 0; g < 8; ++g)
+        sub += signed_point_dot<4>(kIq3xxsGrid[w[i].qs[8 * s + g]], kIqSigns[aux >> (7 * (g / 2)) & 127] >> (4 * (g % 2)),
+                                   a[i].qs + 32 * s + 4 * g);
+      isum += int(2 * (aux >> 28) + 1) * sub;
+    }
+    sum += 0.25f * h2f(w[i].d) * a[i].d * float(isum);
+  }
+  return sum;
+}
+
+float dot_iq3_s(int64_t nb, const BlockIQ3_S* w, const BlockQ8_K* a) {
+  float sum = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int g = 0; g < 64; ++g) {
+      const uint32_t point = kIq3sGrid[w[i].qs[g] | (w[i].qh[g / 8] >> (g % 8) & 1) << 8];
+      isum += (2 * (w[i].scales[g / 16] >> (4 * (g / 8 % 2)) & 15) + 1) *
+              signed_point_dot<4>(point, w[i].signs[g / 2] >> (4 * (g % 2)), a[i].qs + 4 * g);
+    }
+    sum += h2f(w[i].d) * a[i].d * float(isum);
+  }
+  return sum;
+}
+
+// sum_j grid[j] * q[j] over an IQ1 grid point (int8 bytes -1, 0, 1) and sum_j q[j].
+inline void iq1_point_dot(uint64_t point, const int8_t* q, int* gq, int* qsum) {
+  for (int j = 0; j < 8; ++j) {
+    *gq += int8_t(point >> (8 * j)) * q[j];
+    *qsum += q[j];
+  }
+}
+
+float dot_iq1_s(int64_t nb, const BlockIQ1_S* w, const BlockQ8_K* a) {
+  float sum = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    int isum = 0;
+    for (int s = 0; s < 8; ++s) {
+      const uint16_t qh = w[i].qh[s];
+      int gq = 0, qsum = 0;
+      for (int g = 0; g < 4; ++g)
+        iq1_point_dot(kIq1sGrid[w[i].qs[4 * s + g] | (qh >> (3 * g) & 7) << 8], a[i].qs + 32 * s + 8 * g, &gq, &qsum);
+      isum += (2 * (qh >> 12 & 7) + 1) * (8 * gq + (qh & 0x8000 ? -qsum : qsum));
+    }
+    sum += 0.125f * h2f(w[i].d) * a[i].d * float(isum);
+  }
+  return sum;
+}
+
+float dot_iq1_m(int64_t nb, const BlockIQ1_M* w, const BlockQ8_K* a) {
+  float sum = 0;
+  for (int64_t i = 0; i < nb; ++i) {
+    uint16_t sc[4];
+    std::memcpy(sc, w[i].scales, 8);
+    const uint16_t d = uint16_t((sc[0] >> 12) | (sc[1] >> 8 & 0xf0) | (sc[2] >> 4 & 0xf00) | (sc[3] & 0xf000));
+    int isum = 0;
+    for (int g = 0; g < 32; ++g) {
+      const uint8_t nibble = w[i].qh[g / 2] >> (4 * (g % 2)) & 15;
+      int gq = 0, qsum = 0;
+      iq1_point_dot(kIq1sGrid[w[i].qs[g] | (nibble & 7) << 8], a[i].qs + 8 * g, &gq, &qsum);
+      isum += (2 * (sc[g / 8] >> (3 * (g / 2 % 4)) & 7) + 1) * (8 * gq + (nibble & 8 ? -qsum : qsum));
+    }
+    sum += 0.125f * h2f(d) * a[i].d * float(isum);
+  }
+  return sum;
+}
+
 // ---- plain float formats (n is the element count) -----------------------------------------------
 
 // Accumulated in double, as ggml's scalar f16 dot (ggml_float): no summation-order error to speak of.
@@ -285,6 +419,13 @@ void fill_kernels(CpuKernels& k) {
   set(WT::Q5_K, quantize_act_q8_K, gemm<BlockQ5_K, BlockQ8_K, 256, dot_q5_K>);
   set(WT::Q6_K, quantize_act_q8_K, gemm<BlockQ6_K, BlockQ8_K, 256, dot_q6_K>);
   set(WT::IQ4_XS, quantize_act_q8_K, gemm<BlockIQ4_XS, BlockQ8_K, 256, dot_iq4_xs>);
+  set(WT::IQ2_XXS, quantize_act_q8_K, gemm<BlockIQ2_XXS, BlockQ8_K, 256, dot_iq2_xxs>);
+  set(WT::IQ2_XS, quantize_act_q8_K, gemm<BlockIQ2_XS, BlockQ8_K, 256, dot_iq2_xs>);
+  set(WT::IQ2_S, quantize_act_q8_K, gemm<BlockIQ2_S, BlockQ8_K, 256, dot_iq2_s>);
+  set(WT::IQ3_XXS, quantize_act_q8_K, gemm<BlockIQ3_XXS, BlockQ8_K, 256, dot_iq3_xxs>);
+  set(WT::IQ3_S, quantize_act_q8_K, gemm<BlockIQ3_S, BlockQ8_K, 256, dot_iq3_s>);
+  set(WT::IQ1_S, quantize_act_q8_K, gemm<BlockIQ1_S, BlockQ8_K, 256, dot_iq1_s>);
+  set(WT::IQ1_M, quantize_act_q8_K, gemm<BlockIQ1_M, BlockQ8_K, 256, dot_iq1_m>);
 }
 
 }  // namespace tandem::cpu::generic
