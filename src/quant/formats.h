@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "gguf/types.h"
 #include "quant/blocks.h"
 
 namespace tandem::quant {
@@ -51,6 +52,11 @@ void dequantize_row_iq3_xxs(const BlockIQ3_XXS* x, float* y, int64_t n);
 void dequantize_row_iq3_s(const BlockIQ3_S* x, float* y, int64_t n);
 void dequantize_row_iq1_s(const BlockIQ1_S* x, float* y, int64_t n);
 void dequantize_row_iq1_m(const BlockIQ1_M* x, float* y, int64_t n);
+// One block of a lattice i-quant t as integers for kernels that unpack whole blocks: element e is
+// m * odd[e / 16] * q[e], m the returned float (d over the format's power of two), odd[h] the scale 2 s + 1 of
+// elements 16 h .. 16 h + 15 (formats with 32-element sub-blocks repeat it), q the int8 code: the signed grid
+// value (|q| <= 62), for IQ1_S / IQ1_M 8 grid +- 1 (the offset of 1/8 folded in). q: 256 bytes, odd: 16.
+float lattice_block(WeightType t, const void* block, int8_t* q, uint8_t* odd);
 
 // The 6-bit scale and min of sub-block j (0..7) packed in Q4_K / Q5_K's 12 scale bytes.
 inline void unpack_scale_min_k4(int j, const uint8_t* q, uint8_t* sc, uint8_t* m) {

@@ -3,6 +3,7 @@
 // No quantizers: llama.cpp writes these formats only from an importance matrix; Tandem reads them.
 #include <cstring>
 
+#include "core/status.h"
 #include "quant/formats.h"
 #include "quant/fp16.h"
 #include "quant/iq_grids.h"
@@ -111,6 +112,96 @@ void dequantize_row_iq1_m(const BlockIQ1_M* x, float* y, int64_t n) {
       const uint8_t nibble = x[i].qh[g / 2] >> (4 * (g % 2)) & 15;
       put8_iq1(y, dl, kIq1sGrid[x[i].qs[g] | (nibble & 7) << 8], nibble & 8 ? -kIq1Delta : kIq1Delta);
     }
+  }
+}
+
+}  // namespace tandem::quant
+
+namespace tandem::quant {
+namespace {
+
+inline void signed_points(uint64_t point, uint8_t signs, int8_t* q) {
+  for (int j = 0; j < 8; ++j) q[j] = int8_t(signs >> j & 1 ? -grid_byte(point, j) : grid_byte(point, j));
+}
+inline void signed_points4(uint32_t point, uint8_t signs, int8_t* q) {
+  for (int j = 0; j < 4; ++j) q[j] = int8_t(signs >> j & 1 ? -int(point >> (8 * j) & 255) : int(point >> (8 * j) & 255));
+}
+inline void iq1_points(uint64_t point, bool negative_delta, int8_t* q) {
+  for (int j = 0; j < 8; ++j) q[j] = int8_t(8 * grid_byte(point, j) + (negative_delta ? -1 : 1));
+}
+
+}  // namespace
+
+float lattice_block(WeightType t, const void* block, int8_t* q, uint8_t* odd) {
+  switch (t) {
+    case WeightType::IQ2_XXS: {
+      const auto& b = *static_cast<const BlockIQ2_XXS*>(block);
+      for (int s = 0; s < 8; ++s) {
+        uint32_t aux[2];
+        std::memcpy(aux, b.qs + 4 * s, 8);
+        for (int g = 0; g < 4; ++g)
+          signed_points(kIq2xxsGrid[aux[0] >> (8 * g) & 255], kIqSigns[aux[1] >> (7 * g) & 127], q + 32 * s + 8 * g);
+        odd[2 * s] = odd[2 * s + 1] = uint8_t(2 * (aux[1] >> 28) + 1);
+      }
+      return 0.125f * fp16_to_f32(b.d);
+    }
+    case WeightType::IQ2_XS: {
+      const auto& b = *static_cast<const BlockIQ2_XS*>(block);
+      for (int g = 0; g < 32; ++g) signed_points(kIq2xsGrid[b.qs[g] & 511], kIqSigns[b.qs[g] >> 9], q + 8 * g);
+      for (int h = 0; h < 16; ++h) odd[h] = uint8_t(2 * (b.scales[h / 2] >> (4 * (h % 2)) & 15) + 1);
+      return 0.125f * fp16_to_f32(b.d);
+    }
+    case WeightType::IQ2_S: {
+      const auto& b = *static_cast<const BlockIQ2_S*>(block);
+      for (int g = 0; g < 32; ++g)
+        signed_points(kIq2sGrid[b.qs[g] | (b.qh[g / 4] >> (2 * (g % 4)) & 3) << 8], b.qs[32 + g], q + 8 * g);
+      for (int h = 0; h < 16; ++h) odd[h] = uint8_t(2 * (b.scales[h / 2] >> (4 * (h % 2)) & 15) + 1);
+      return 0.125f * fp16_to_f32(b.d);
+    }
+    case WeightType::IQ3_XXS: {
+      const auto& b = *static_cast<const BlockIQ3_XXS*>(block);
+      for (int s = 0; s < 8; ++s) {
+        uint32_t aux;
+        std::memcpy(&aux, b.qs + 64 + 4 * s, 4);
+        for (int g = 0; g < 8; ++g)
+          signed_points4(kIq3xxsGrid[b.qs[8 * s + g]], kIqSigns[aux >> (7 * (g / 2)) & 127] >> (4 * (g % 2)),
+                         q + 32 * s + 4 * g);
+        odd[2 * s] = odd[2 * s + 1] = uint8_t(2 * (aux >> 28) + 1);
+      }
+      return 0.25f * fp16_to_f32(b.d);
+    }
+    case WeightType::IQ3_S: {
+      const auto& b = *static_cast<const BlockIQ3_S*>(block);
+      for (int g = 0; g < 64; ++g)
+        signed_points4(kIq3sGrid[b.qs[g] | (b.qh[g / 8] >> (g % 8) & 1) << 8], b.signs[g / 2] >> (4 * (g % 2)),
+                       q + 4 * g);
+      for (int h = 0; h < 16; ++h) odd[h] = uint8_t(2 * (b.scales[h / 4] >> (4 * (h / 2 % 2)) & 15) + 1);
+      return fp16_to_f32(b.d);
+    }
+    case WeightType::IQ1_S: {
+      const auto& b = *static_cast<const BlockIQ1_S*>(block);
+      for (int s = 0; s < 8; ++s) {
+        const uint16_t qh = b.qh[s];
+        for (int g = 0; g < 4; ++g)
+          iq1_points(kIq1sGrid[b.qs[4 * s + g] | (qh >> (3 * g) & 7) << 8], qh & 0x8000, q + 32 * s + 8 * g);
+        odd[2 * s] = odd[2 * s + 1] = uint8_t(2 * (qh >> 12 & 7) + 1);
+      }
+      return 0.125f * fp16_to_f32(b.d);
+    }
+    case WeightType::IQ1_M: {
+      const auto& b = *static_cast<const BlockIQ1_M*>(block);
+      uint16_t sc[4];
+      std::memcpy(sc, b.scales, 8);
+      for (int g = 0; g < 32; ++g) {
+        const uint8_t nibble = b.qh[g / 2] >> (4 * (g % 2)) & 15;
+        iq1_points(kIq1sGrid[b.qs[g] | (nibble & 7) << 8], nibble & 8, q + 8 * g);
+      }
+      for (int h = 0; h < 16; ++h) odd[h] = uint8_t(2 * (sc[h / 4] >> (3 * (h % 4)) & 7) + 1);
+      return 0.125f * fp16_to_f32(uint16_t((sc[0] >> 12) | (sc[1] >> 8 & 0xf0) | (sc[2] >> 4 & 0xf00) | (sc[3] & 0xf000)));
+    }
+    default:
+      TANDEM_CHECK(false && "lattice_block: not a lattice i-quant");
+      return 0;
   }
 }
 

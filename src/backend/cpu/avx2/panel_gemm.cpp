@@ -10,6 +10,7 @@
 
 #include "backend/cpu/kernel_table.h"
 #include "quant/blocks.h"
+#include "quant/formats.h"
 
 namespace tandem::cpu::avx2 {
 namespace {

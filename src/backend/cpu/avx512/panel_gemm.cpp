@@ -17,6 +17,7 @@
 
 #include "backend/cpu/kernel_table.h"
 #include "quant/blocks.h"
+#include "quant/formats.h"
 
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ < 13  // GCC bug 105593 (fixed in 13)
 #pragma GCC diagnostic ignored "-Wuninitialized"
