@@ -153,6 +153,15 @@ double probe_experts(cpu::CpuBackend& cpu, WeightType type, int64_t row_length, 
   return 2.0 * double(rows) * double(row_length) * double(kTokens * n_used) / seconds;
 }
 
+// A row of n weights of `type` to time: x quantized (real blocks, finite scales), or for a lattice i-quant, which
+// Tandem does not quantize, random codes under a scale of x's size.
+void probe_row(WeightType type, const float* x, uint8_t* out, int64_t n) {
+  if (quant::can_quantize(type))
+    quant::quantize_row(type, x, out, n);
+  else
+    quant::random_lattice_row(type, 42, 0.01f, out, n);
+}
+
 // `data`: a buffer of beyond_cache_bytes() shared by every type (its pages are touched once).
 MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_length, bool quick, uint8_t* data) {
   const size_t row = row_bytes(type, row_length);
@@ -167,7 +176,7 @@ MatmulRate probe_matmul(cpu::CpuBackend& cpu, WeightType type, int64_t row_lengt
   std::normal_distribution<float> dist(0, 1);
   for (float& v : x) v = dist(rng);
   std::vector<uint8_t> first(row);
-  quant::quantize_row(type, x.data(), first.data(), row_length);  // real blocks (finite scales); rows repeat it
+  probe_row(type, x.data(), first.data(), row_length);  // rows repeat it
   for (int64_t r = 0; r < decode_rows; ++r) std::memcpy(data + size_t(r) * row, first.data(), row);
   auto weight = [&](int64_t rows) {
     Weight w;
@@ -323,7 +332,7 @@ std::vector<IsaRate> probe_isa_levels(WeightType type, bool quick) {
   std::normal_distribution<float> dist(0, 1);
   for (float& v : x) v = dist(rng);
   std::vector<uint8_t> w(row * size_t(kRows));
-  quant::quantize_row(type, x.data(), w.data(), kRow);
+  probe_row(type, x.data(), w.data(), kRow);
   for (int64_t r = 1; r < kRows; ++r) std::memcpy(w.data() + size_t(r) * row, w.data(), row);
   std::vector<IsaRate> out;
   for (int i = 0; i <= int(cpu::best_isa()); ++i) {
@@ -575,7 +584,7 @@ Result<Probe> run_probe(const ProbeOptions& o, const std::function<void(const st
   if (types.empty()) types.assign(kProbeTypes, kProbeTypes + kNumProbeTypes);
   std::unique_ptr<uint8_t[]> weights(new uint8_t[beyond_cache_bytes()]);
   for (WeightType t : types) {
-    if (!cpu::has_kernel(t) || !quant::can_quantize(t)) continue;
+    if (!cpu::has_kernel(t) || !(quant::can_quantize(t) || quant::is_lattice_iquant(t))) continue;
     say(format("matmul: %s", type_name(t).data()));
     for (int64_t row_length : kProbeRowLengths) p.matmul.push_back(probe_matmul(cpu, t, row_length, o.quick, weights.get()));
     for (const IsaRate& r : probe_isa_levels(t, o.quick)) p.per_isa.push_back(r);

@@ -1,12 +1,14 @@
 // Dequantizers of the lattice i-quants (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M), bit-exact
 // with gguf-py's numpy ones: float32, the scale's product formed first, then times the grid value and sign.
 // No quantizers: llama.cpp writes these formats only from an importance matrix; Tandem reads them.
+#include <cstddef>
 #include <cstring>
 
 #include "core/status.h"
 #include "quant/formats.h"
 #include "quant/fp16.h"
 #include "quant/iq_grids.h"
+#include "quant/quant.h"
 
 namespace tandem::quant {
 namespace {
@@ -202,6 +204,39 @@ float lattice_block(WeightType t, const void* block, int8_t* q, uint8_t* odd) {
     default:
       TANDEM_CHECK(false && "lattice_block: not a lattice i-quant");
       return 0;
+  }
+}
+
+}  // namespace tandem::quant
+
+namespace tandem::quant {
+
+void random_lattice_row(WeightType t, uint64_t seed, float d, void* dst, int64_t n) {
+  TANDEM_CHECK(is_lattice_iquant(t) && n % kQK == 0);
+  auto next = [&seed] {  // splitmix64
+    uint64_t z = (seed += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  auto* out = static_cast<uint8_t*>(dst);
+  const size_t bytes = row_bytes(t, n);
+  for (size_t i = 0; i < bytes; i += 8) {
+    const uint64_t r = next();
+    std::memcpy(out + i, &r, bytes - i < 8 ? bytes - i : 8);
+  }
+  const uint16_t h = f32_to_fp16(d);
+  for (uint8_t* b = out; b < out + bytes; b += block_bytes(t)) {
+    if (t != WeightType::IQ1_M) {
+      std::memcpy(b, &h, 2);
+      continue;
+    }
+    for (int k = 0; k < 4; ++k) {  // IQ1_M's half: the top nibbles of its four 16-bit scale fields
+      uint16_t f;
+      std::memcpy(&f, b + offsetof(BlockIQ1_M, scales) + 2 * k, 2);
+      f = uint16_t((f & 0x0fff) | (h >> (4 * k) & 15) << 12);
+      std::memcpy(b + offsetof(BlockIQ1_M, scales) + 2 * k, &f, 2);
+    }
   }
 }
 

@@ -14,6 +14,9 @@ namespace tandem::quant {
 bool can_dequantize(WeightType t);
 bool can_quantize(WeightType t);
 bool is_lattice_iquant(WeightType t);
+// n elements of a lattice i-quant t (is_lattice_iquant) at dst: random codes and signs under the half scale d
+// (seed: a splitmix64 state), for what timing needs in place of quantize_row (tandem probe).
+void random_lattice_row(WeightType t, uint64_t seed, float d, void* dst, int64_t n);
 
 // n elements (a multiple of block_size(t)) from row_bytes(t, n) bytes at src; src aligned to 4 bytes
 // or to the block's natural alignment. Bit-exact with gguf-py's numpy dequantizers (float32 math,

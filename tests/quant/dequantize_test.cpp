@@ -1,8 +1,11 @@
 // dequantize_row against gguf-py on random blocks with extreme half scales (tests/fixtures/quant).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
+#include "quant/fp16.h"
 #include "quant/quant.h"
 #include "quant/quant_fixture.h"
 
@@ -65,6 +68,26 @@ TEST(Dequantize, SupportsExactlyTheReferenceFormats) {
   for (WeightType t : {WeightType::IQ2_XXS, WeightType::IQ2_XS, WeightType::IQ2_S, WeightType::IQ3_XXS,
                        WeightType::IQ3_S, WeightType::IQ1_S, WeightType::IQ1_M})  // read, never written
     EXPECT_TRUE(can_dequantize(t) && !can_quantize(t)) << type_name(t);
+}
+
+TEST(Dequantize, RandomLatticeRowsAreFiniteAtTheirScale) {
+  for (WeightType t : {WeightType::IQ2_XXS, WeightType::IQ2_XS, WeightType::IQ2_S, WeightType::IQ3_XXS,
+                       WeightType::IQ3_S, WeightType::IQ1_S, WeightType::IQ1_M}) {
+    const int64_t n = 4 * 256;
+    std::vector<uint8_t> row(row_bytes(t, n));
+    random_lattice_row(t, 7, 0.01f, row.data(), n);
+    std::vector<float> y(static_cast<size_t>(n));
+    dequantize_row(t, row.data(), y.data(), n);
+    float amax = 0;
+    for (float v : y) {
+      ASSERT_TRUE(std::isfinite(v)) << type_name(t);
+      amax = std::max(amax, std::fabs(v));
+    }
+    // the largest value: d (2 * 15 + 1) 62 / 4 (IQ3_XXS); the smallest possible top: d / 8 (IQ1, scale 1)
+    const float d = fp16_to_f32(f32_to_fp16(0.01f));
+    EXPECT_LE(amax, d * 31 * 62 / 4) << type_name(t);
+    EXPECT_GE(amax, d / 8) << type_name(t);
+  }
 }
 
 }  // namespace

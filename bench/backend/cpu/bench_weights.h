@@ -8,6 +8,7 @@
 
 #include "gguf/types.h"
 #include "quant/fp16.h"
+#include "quant/quant.h"
 
 namespace tandem::cpu::bench {
 
@@ -35,6 +36,10 @@ inline std::vector<uint8_t> random_weights(WeightType t, int64_t n_in, int64_t n
       if (es == 4) std::memcpy(&w[i], &v, 4);
       else std::memcpy(&w[i], &h, 2);
     }
+    return w;
+  }
+  if (quant::is_lattice_iquant(t)) {  // IQ1_M keeps its half scale in nibbles: the library's own random rows
+    for (int64_t r = 0; r < n_rows; ++r) quant::random_lattice_row(t, uint64_t(r), 0.05f, &w[row_bytes(t, n_in) * r], n_in);
     return w;
   }
   for (auto& b : w) b = uint8_t(rng());

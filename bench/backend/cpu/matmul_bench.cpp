@@ -22,7 +22,8 @@ namespace {
 using WT = WeightType;
 
 const WT kTypes[] = {WT::Q4_K, WT::Q6_K, WT::Q8_0, WT::Q4_0, WT::Q5_0, WT::Q5_K, WT::Q3_K, WT::Q2_K,
-                     WT::Q4_1, WT::Q5_1, WT::IQ4_NL, WT::IQ4_XS, WT::F16, WT::BF16, WT::F32};
+                     WT::Q4_1, WT::Q5_1, WT::IQ4_NL, WT::IQ4_XS, WT::F16, WT::BF16, WT::F32,
+                     WT::IQ2_XXS, WT::IQ2_XS, WT::IQ2_S, WT::IQ3_XXS, WT::IQ3_S, WT::IQ1_S, WT::IQ1_M};
 
 void bench_gemm(benchmark::State& state, Isa isa, Uarch uarch, WT t, int64_t n_in, int64_t n_rows, int64_t n_tokens,
                 bool batch_invariant) {
