@@ -1,33 +1,42 @@
 #!/usr/bin/env python3
 """A model in a lattice i-quant (IQ1_S, IQ1_M, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S) for speed comparisons:
 a copy of SRC whose block weights (attention and FFN matrices, experts included) become random blocks of the
-type, with small ordinary half scales; embeddings, output and norms stay as SRC has them.
+type, their half scales chosen so the weights' RMS is about --rms (as a trained model's); embeddings, output and
+norms stay as SRC has them.
 
 llama.cpp writes these types only from an importance matrix and neither Tandem nor gguf-py quantizes them, so
 random codes stand in (the speed of a matmul does not depend on the codes). Text from such a model is noise.
 
-Usage: python bench/lattice_model.py SRC.gguf OUT.gguf --type IQ2_XXS [--seed 1]
+Usage: python bench/lattice_model.py SRC.gguf OUT.gguf --type IQ2_XXS [--seed 1] [--rms 0.03]
 """
 import argparse
 import re
 
 import numpy as np
 import gguf
+from gguf.quants import dequantize
 
 MATRICES = re.compile(r"blk\.\d+\.(attn_(q|k|v|output)|ffn_(gate|up|down)(_exps)?)\.weight$")
 
 
-def random_blocks(rng, qtype, n_rows, n_in):
-    block_size, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
-    blocks = rng.integers(0, 256, size=(n_rows * n_in // block_size, block_bytes), dtype=np.uint8)
-    scales = rng.uniform(0.002, 0.02, size=blocks.shape[0]).astype(np.float16).view(np.uint16)
-    if qtype == gguf.GGMLQuantizationType.IQ1_M:  # the half scale's nibbles top four 16-bit fields
+def set_scales(qtype, blocks, d):
+    """Writes the half scales d (float32 per block) into the blocks."""
+    halves = d.astype(np.float16).view(np.uint16)
+    if qtype == gguf.GGMLQuantizationType.IQ1_M:  # the half's nibbles top four 16-bit fields
         fields = blocks[:, 48:56].copy().view(np.uint16)
         for k in range(4):
-            fields[:, k] = (fields[:, k] & 0x0FFF) | (((scales >> (4 * k)) & 0xF) << 12)
+            fields[:, k] = (fields[:, k] & 0x0FFF) | (((halves >> (4 * k)) & 0xF) << 12)
         blocks[:, 48:56] = fields.view(np.uint8)
     else:
-        blocks[:, 0:2] = scales.reshape(-1, 1).view(np.uint8)
+        blocks[:, 0:2] = halves.reshape(-1, 1).view(np.uint8)
+
+
+def random_blocks(rng, qtype, n_rows, n_in, rms):
+    block_size, block_bytes = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = rng.integers(0, 256, size=(n_rows * n_in // block_size, block_bytes), dtype=np.uint8)
+    set_scales(qtype, blocks, np.ones(blocks.shape[0], np.float32))
+    unit_rms = float(np.sqrt(np.mean(dequantize(blocks[:64], qtype) ** 2)))
+    set_scales(qtype, blocks, rms / unit_rms * rng.uniform(0.5, 1.5, size=blocks.shape[0]).astype(np.float32))
     return blocks.reshape(n_rows, -1)
 
 
@@ -38,6 +47,7 @@ def main():
     ap.add_argument("--type", required=True, choices=["IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS",
                                                       "IQ3_S"])
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rms", type=float, default=0.03, help="the weights' root mean square (default 0.03)")
     args = ap.parse_args()
     qtype = gguf.GGMLQuantizationType[args.type]
     rng = np.random.default_rng(args.seed)
@@ -55,7 +65,7 @@ def main():
         if MATRICES.search(t.name) and shape[-1] % 256 == 0:
             n_in = shape[-1]
             n_rows = int(np.prod(shape[:-1]))
-            data = random_blocks(rng, qtype, n_rows, n_in).reshape(*shape[:-1], -1)
+            data = random_blocks(rng, qtype, n_rows, n_in, args.rms).reshape(*shape[:-1], -1)
             tensors.append((t.name, data, qtype))
         else:
             tensors.append((t.name, t.data, t.tensor_type))

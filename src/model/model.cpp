@@ -58,7 +58,7 @@ Result<std::unique_ptr<Model>> Model::open(const std::string& path, const ModelL
     if (!t && !s.optional && (s.instead.empty() || !file->find(s.instead)))
       return corrupt("%s: tensor '%s' is missing (%s needs it%s%s)", path.c_str(), s.name.c_str(), hp.arch.c_str(),
                      s.instead.empty() ? "" : ", or ", s.instead.c_str());
-    // A format without a dequantizer has no kernel either (the i-quants' lattices: IQ1_S, IQ2_XXS, ... IQ3_S):
+    // A format without a dequantizer has no kernel either (TQ1_0, TQ2_0, MXFP4, NVFP4, Q1_0):
     // refused here rather than at its first multiplication.
     if (t && !quant::can_dequantize(t->type))
       return unsupported("%s: tensor '%s' is stored as %s, a weight type Tandem cannot compute yet (it computes %s); "

@@ -117,7 +117,7 @@ TEST(Deepseek2Load, RejectsAMissingExpertTensor) {
   EXPECT_NE(e.find("tensor 'blk.1.ffn_up_exps.weight' is missing"), std::string::npos) << e;
 }
 
-// A weight type Tandem has no dequantizer or kernel for (gpt-oss's MXFP4 here; the i-quants' lattice types alike):
+// A weight type Tandem has no dequantizer or kernel for (gpt-oss's MXFP4 here; TQ1_0 and TQ2_0 alike):
 // refused at load with the tensor and type named, not a failed check at the first multiplication.
 TEST(Deepseek2Load, RejectsAWeightTypeItCannotCompute) {
   BASE_OR_SKIP(base);
