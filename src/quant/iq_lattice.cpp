@@ -126,7 +126,10 @@ inline void signed_points(uint64_t point, uint8_t signs, int8_t* q) {
   for (int j = 0; j < 8; ++j) q[j] = int8_t(signs >> j & 1 ? -grid_byte(point, j) : grid_byte(point, j));
 }
 inline void signed_points4(uint32_t point, uint8_t signs, int8_t* q) {
-  for (int j = 0; j < 4; ++j) q[j] = int8_t(signs >> j & 1 ? -int(point >> (8 * j) & 255) : int(point >> (8 * j) & 255));
+  for (int j = 0; j < 4; ++j) {
+    const int v = int(point >> (8 * j) & 255);
+    q[j] = int8_t(signs >> j & 1 ? -v : v);
+  }
 }
 inline void iq1_points(uint64_t point, bool negative_delta, int8_t* q) {
   for (int j = 0; j < 8; ++j) q[j] = int8_t(8 * grid_byte(point, j) + (negative_delta ? -1 : 1));
@@ -199,7 +202,8 @@ float lattice_block(WeightType t, const void* block, int8_t* q, uint8_t* odd) {
         iq1_points(kIq1sGrid[b.qs[g] | (nibble & 7) << 8], nibble & 8, q + 8 * g);
       }
       for (int h = 0; h < 16; ++h) odd[h] = uint8_t(2 * (sc[h / 4] >> (3 * (h % 4)) & 7) + 1);
-      return 0.125f * fp16_to_f32(uint16_t((sc[0] >> 12) | (sc[1] >> 8 & 0xf0) | (sc[2] >> 4 & 0xf00) | (sc[3] & 0xf000)));
+      const uint16_t d = uint16_t((sc[0] >> 12) | (sc[1] >> 8 & 0xf0) | (sc[2] >> 4 & 0xf00) | (sc[3] & 0xf000));
+      return 0.125f * fp16_to_f32(d);
     }
     default:
       TANDEM_CHECK(false && "lattice_block: not a lattice i-quant");

