@@ -77,3 +77,14 @@ def quick_probe(tmp_path_factory):
                           env={**os.environ, "TANDEM_PROBE_FILE": str(path)})
     assert proc.returncode == 0, proc.stderr
     return path, json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def kjv_20k(tmp_path_factory):
+    """The first 20,000 bytes of the KJV text (scripts/fetch-text.sh; about 5,000 tokens), for short perplexity runs."""
+    path = pathlib.Path(os.environ.get("TANDEM_TEXT", pathlib.Path.home() / ".cache/tandem-text/kjv.txt"))
+    if not path.exists():
+        pytest.skip("the KJV text is not fetched (scripts/fetch-text.sh; scripts/test.sh sets TANDEM_TEXT)")
+    out = tmp_path_factory.mktemp("kjv") / "kjv-20k.txt"
+    out.write_bytes(path.read_bytes()[:20000])
+    return out

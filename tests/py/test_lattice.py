@@ -10,7 +10,6 @@ as llama.cpp's CPU kernels do too. Measured on these files (AMD EPYC Zen 3, AVX2
 positions. An IQ2_XXS kernel whose eighth vector took its scale one step too large gave 4.4e-3 and 74%; another
 model's logits give 1.05 and 0%."""
 import os
-import pathlib
 import re
 import subprocess
 import sys
@@ -23,16 +22,6 @@ TYPES = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 MAX_MEAN_KLD = 1e-3
 MIN_SAME_TOP = 85.0  # percent (93 scored tokens)
 PPL_ARGS = ["-c", "64", "--chunks", "3", "-t", "2"]
-
-
-@pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    path = os.environ.get("TANDEM_TEXT", str(pathlib.Path.home() / ".cache/tandem-text/kjv.txt"))
-    if not os.path.exists(path):
-        pytest.skip("the KJV text is not fetched (scripts/fetch-text.sh; scripts/test.sh sets TANDEM_TEXT)")
-    out = tmp_path_factory.mktemp("lattice-text") / "slice.txt"
-    out.write_bytes(pathlib.Path(path).read_bytes()[:20000])
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +49,19 @@ def against_base(model, base, *extra):
 
 
 @pytest.mark.parametrize("qtype", TYPES)
-def test_lattice_model_matches_its_dequantized_twin(tmp_path, f32_model, text, qtype):
+def test_lattice_model_matches_its_dequantized_twin(tmp_path, f32_model, kjv_20k, qtype):
     lattice, twin, base = tmp_path / f"{qtype}.gguf", tmp_path / "twin.gguf", tmp_path / "twin-base.bin"
     subprocess.run([sys.executable, str(ROOT / "bench" / "lattice_model.py"), str(f32_model), str(lattice),
                     "--type", qtype], check=True, capture_output=True)
     run_tandem("quantize", "--allow-requantize", lattice, twin, "F32", check=True)
-    run_tandem("perplexity", "-m", twin, "-f", text, *PPL_ARGS, "--kl-divergence-base", base, check=True)
+    run_tandem("perplexity", "-m", twin, "-f", kjv_20k, *PPL_ARGS, "--kl-divergence-base", base, check=True)
     # 64-token micro-batches take the 16-row panels (prefill), 8-token ones the row kernels (decode's)
     for ub in ["64", "8"]:
         s = against_base(lattice, base, "-ub", ub)
         assert s["kld"] < MAX_MEAN_KLD and s["same_top"] >= MIN_SAME_TOP, f"{qtype} -ub {ub} vs its F32 twin: {s}"
     if (LLAMA_REF_BIN / "llama-perplexity").exists():
         ref = tmp_path / "llama-base.bin"
-        proc = subprocess.run([str(LLAMA_REF_BIN / "llama-perplexity"), "-m", str(lattice), "-f", str(text),
+        proc = subprocess.run([str(LLAMA_REF_BIN / "llama-perplexity"), "-m", str(lattice), "-f", str(kjv_20k),
                                *PPL_ARGS, "--kl-divergence-base", str(ref)], capture_output=True, text=True,
                               env=dict(os.environ, LD_LIBRARY_PATH=str(LLAMA_REF_BIN)), timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]

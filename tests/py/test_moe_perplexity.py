@@ -10,7 +10,6 @@ PPL, KLD below 5e-7 on average and 2e-6 at the worst position, the same top toke
 -0.29%, mean KLD 3.9e-4, worst 0.012, same top 86.5%: both tools quantize activations to Q8_0, but sum
 the blocks in another order, and a flat distribution turns that into top-token flips."""
 import os
-import pathlib
 import re
 import subprocess
 
@@ -33,13 +32,8 @@ pytestmark = pytest.mark.skipif(not LLAMA_PPL.exists(), reason="llama.cpp refere
 
 
 @pytest.fixture(scope="module")
-def text(tmp_path_factory):
-    path = os.environ.get("TANDEM_TEXT", str(pathlib.Path.home() / ".cache/tandem-text/kjv.txt"))
-    if not os.path.exists(path):
-        pytest.skip("the KJV text is not fetched (scripts/fetch-text.sh; scripts/test.sh sets TANDEM_TEXT)")
-    out = tmp_path_factory.mktemp("moe-ppl") / "slice.txt"
-    out.write_bytes(pathlib.Path(path).read_bytes()[:20000])
-    return out
+def text(kjv_20k):
+    return kjv_20k
 
 
 def llama(*args):
