@@ -7,6 +7,7 @@
 #include "core/status.h"
 #include "quant/formats.h"
 #include "quant/fp16.h"
+#include "quant/iq1_grid.h"
 #include "quant/iq_grids.h"
 #include "quant/quant.h"
 

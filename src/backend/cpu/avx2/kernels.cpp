@@ -9,6 +9,7 @@
 
 #include "backend/cpu/kernel_table.h"
 #include "quant/blocks.h"
+#include "quant/iq1_grid.h"
 #include "quant/iq_grids.h"
 
 namespace tandem::cpu::avx2 {

@@ -7,6 +7,7 @@
 #include "quant/blocks.h"
 #include "quant/formats.h"
 #include "quant/fp16.h"
+#include "quant/iq1_grid.h"
 #include "quant/iq_grids.h"
 
 namespace tandem::cpu::generic {
