@@ -76,11 +76,33 @@ std::vector<int> thread_counts(int n) {
   return out;
 }
 
+// The last-level cache this process's CPUs can fill: the sizes of the distinct L3 instances (sysfs cache/index3)
+// their CPUs share. glibc's sysconf reports the whole package's L3 on AMD (256 MiB for an EPYC whose cores see
+// 32 MiB each, even in a 2-core VM), which made the probe stream 1 GiB where 128 MiB is past any cache.
+size_t last_level_cache_bytes() {
+  std::vector<std::string> seen;
+  size_t total = 0;
+  for (int cpu : CpuTopology::detect().allowed) {
+    const std::string dir = format("/sys/devices/system/cpu/cpu%d/cache/index3/", cpu);
+    std::ifstream size_file(dir + "size"), shared_file(dir + "shared_cpu_list");
+    std::string size, shared;
+    if (!(size_file >> size) || !(shared_file >> shared)) continue;
+    if (std::find(seen.begin(), seen.end(), shared) != seen.end()) continue;
+    seen.push_back(shared);
+    char* unit = nullptr;
+    const unsigned long long n = std::strtoull(size.c_str(), &unit, 10);
+    total += size_t(n) << (*unit == 'K' ? 10 : *unit == 'M' ? 20 : 0);
+  }
+  if (total > 0) return total;
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return size_t(l3 > 0 ? l3 : 0);
+}
+
 // Bytes that no cache holds: four times the L3 (AMD's victim L3 keeps part of a buffer twice its size),
 // at least 64 MiB, at most 1 GiB; the quick probe's too, since plan predicts decode from its figures.
 size_t beyond_cache_bytes() {
-  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  return std::clamp(size_t(l3 > 0 ? l3 : 0) * 4, size_t(64) << 20, size_t(1) << 30);
+  static const size_t bytes = std::clamp(last_level_cache_bytes() * 4, size_t(64) << 20, size_t(1) << 30);
+  return bytes;
 }
 
 // The best time of `reps` runs of fn, after one untimed run (pages touched, tables built).
