@@ -141,9 +141,9 @@ Result<Vocab> load_vocab(const Metadata& md, const std::string& source) {
       return corrupt("%s: %llu token types for %zu tokens", source.c_str(), (unsigned long long)a->count, n);
     for (size_t i = 0; i < n; ++i) v.attrs[i] = attr_from_type(*t->array_i64(i));
   }
-  // Inserted one by one in id order, like llama.cpp's token_to_id: the auto-detection below walks
-  // this map, and for equal texts in a vocab the walk order decides which token is chosen.
-  v.text_to_id.reserve(n);
+  // Inserted one by one in id order, like llama.cpp's token_to_id, and not reserved (the bucket count sets the walk
+  // order): the auto-detection below walks this map, and for equal texts in a vocab the walk order decides which
+  // token is chosen.
   for (size_t i = 0; i < n; ++i) {
     std::string text = tokens->strings[i];
     if (text.empty()) text = format("[EMPTY_%zu]", i);
