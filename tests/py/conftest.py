@@ -67,7 +67,7 @@ def gemma_path():
 
 @pytest.fixture(scope="session")
 def quick_probe(tmp_path_factory):
-    """One `tandem probe --quick` for the whole run (a minute on 2 cores), with Gemma 3 270M's disk where it
+    """One `tandem probe --quick` for the whole run (15-20 s on 2 cores), with Gemma 3 270M's disk where it
     was fetched and a 64 MiB sim device: (the cache file it wrote, the JSON it printed). Tests that need a
     probe start from a copy of it rather than measuring the machine again."""
     path = tmp_path_factory.mktemp("quick-probe") / "probe.json"
